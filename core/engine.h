@@ -1,0 +1,131 @@
+/* The engine: per-thread shadow stacks fed by enter(key)/exit(key) events, and
+ * aggregation per function and per caller->callee edge, for N counters at once.
+ *
+ * A thread's engine state is owned by that thread while it runs; nothing here
+ * locks.  Readings are passed in by the caller (one uint64 per counter), so the
+ * engine is driven by synthetic streams in tests with exact arithmetic.
+ *
+ * Semantics (cProfile's): calls counts every entry observed; primitive_calls the
+ * entries made while the function was not already on the stack; self is the
+ * counter's growth while the function was on top; total is the growth between
+ * entry and exit of its outermost frame only, so recursion is counted once.  Edges
+ * follow the same rule per (caller, callee) pair. */
+#ifndef CPROF_ENGINE_H
+#define CPROF_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
+
+#define CPROF_ROOT 0u           /* index of the root record in every function table */
+
+struct cprof_rec {              /* one function, or one edge */
+    uint64_t key;               /* function key, or (caller index << 32 | callee index) */
+    uint64_t calls;             /* entries observed */
+    uint64_t primitive_calls;   /* entries while not already active */
+    uint64_t active;            /* frames of it now on the stack */
+};
+
+/* Open-addressing table of records, each with 2*n counter values:
+ * vals[i*2n + c] = self of counter c, vals[i*2n + n + c] = total of counter c. */
+struct cprof_table {
+    struct cprof_rec *recs;     /* dense, in insertion order */
+    uint64_t *vals;             /* 2n values per record */
+    uint32_t *slots;            /* index+1 into recs, 0 = empty; size is a power of 2 */
+    size_t len;                 /* records used */
+    size_t cap;                 /* records allocated */
+    size_t nslots;              /* slots allocated */
+    unsigned n;                 /* counters */
+};
+
+int cprof_table_init(struct cprof_table *t, unsigned n, size_t cap);
+void cprof_table_free(struct cprof_table *t);
+/* Index of key, inserting a zeroed record if absent; *inserted says which.
+ * Returns (size_t)-1 only when memory runs out. */
+size_t cprof_table_get(struct cprof_table *t, uint64_t key, int *inserted);
+/* Index of key, or (size_t)-1. */
+size_t cprof_table_find(const struct cprof_table *t, uint64_t key);
+
+static inline uint64_t *cprof_self(const struct cprof_table *t, size_t i)
+{
+    return t->vals + i * 2 * t->n;
+}
+
+static inline uint64_t *cprof_total(const struct cprof_table *t, size_t i)
+{
+    return t->vals + i * 2 * t->n + t->n;
+}
+
+struct cprof_frame {
+    uint32_t fn;                /* index in fns */
+    uint32_t edge;              /* index in edges */
+};
+
+/* Called when a thread sees a key for the first time (once per key per thread). */
+typedef void (*cprof_newkey_fn)(void *arg, cprof_key key);
+
+struct cprof_thread {
+    unsigned n;                 /* counters */
+    struct cprof_table fns;     /* per function key; record 0 is the root */
+    struct cprof_table edges;   /* per (caller, callee) function index pair */
+    struct cprof_frame *frames; /* the shadow stack */
+    uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children */
+    size_t depth;               /* frames on the stack */
+    size_t cap;                 /* frames allocated */
+    uint64_t *first;            /* n: the first reading (start of this thread's region) */
+    uint64_t *last;             /* n: the latest reading */
+    uint64_t *mark;             /* n: reading at the last root-level attribution */
+    uint64_t *mark_child;       /* n: growth in top-level frames since mark */
+    uint64_t *scratch;          /* n: clamped copy of the current reading */
+    int started;                /* first reading taken */
+    int oom;                    /* sticky: memory ran out, some events were dropped */
+    uint64_t events;            /* enter + exit events processed */
+    uint64_t unmatched_exits;   /* exits of keys not on the stack, ignored */
+    uint64_t backwards;         /* readings lower than the previous one (clamped) */
+    unsigned backwards_counter; /* counter index of the first backwards reading */
+    cprof_key backwards_key;    /* function on top when it happened (0: root) */
+    cprof_newkey_fn on_new_key; /* optional */
+    void *new_key_arg;
+};
+
+int cprof_thread_init(struct cprof_thread *t, unsigned ncounters, cprof_newkey_fn on_new_key,
+                      void *new_key_arg);
+void cprof_thread_free(struct cprof_thread *t);
+
+/* A call of `key` begins; now[0..n) is the current reading of every counter. */
+void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* A call of `key` ends (return, exception, yield).  Frames above the matching one
+ * are closed first (their exits were missed); an exit with an empty stack is a
+ * function that was running before profiling started: it gets the root-level
+ * growth since the last such exit as self, and everything since the start as
+ * total, with no call counted.  Any other unmatched exit is counted and ignored. */
+void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* Push a frame that was already running when profiling started: no call counted. */
+void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* Close every open frame at the latest reading (end of profiling).  No call counted. */
+void cprof_thread_flush(struct cprof_thread *t);
+
+/* Growth of counter c over this thread's region, and the part no function got. */
+uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c);
+uint64_t cprof_thread_unattributed(const struct cprof_thread *t, unsigned c);
+
+/* Merge threads by function key into `out` (a fresh thread-shaped aggregate with
+ * the same n): calls, self and total add up; edges are re-keyed by merged index.
+ * Returns 0, or -1 when memory runs out. */
+struct cprof_merged {
+    struct cprof_table fns;     /* record 0 is the root */
+    struct cprof_table edges;   /* key = caller index << 32 | callee index (merged indices) */
+    uint64_t *region;           /* n: sum over threads of the region growth */
+    uint64_t *unattributed;     /* n: sum over threads of root-level growth */
+    uint64_t threads;           /* threads merged */
+    uint64_t events;            /* events over all threads */
+    uint64_t unmatched_exits;
+    uint64_t backwards;
+};
+
+int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
+                struct cprof_merged *out);
+void cprof_merged_free(struct cprof_merged *m);
+
+#endif

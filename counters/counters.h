@@ -1,0 +1,17 @@
+/* The built-in counter descriptors, one per file in counters/. */
+#ifndef CPROF_COUNTERS_H
+#define CPROF_COUNTERS_H
+
+#include "../core/counter.h"
+
+extern const struct cprof_counter_def cprof_counter_cpu;
+extern const struct cprof_counter_def cprof_counter_wall;
+extern const struct cprof_counter_def cprof_counter_ctxsw;
+
+/* NULL-terminated, in --list-counters order. */
+extern const struct cprof_counter_def *const cprof_builtin_counters[];
+
+/* Shared by the clock-based counters: CLOCK_MONOTONIC in ns (vDSO, no syscall). */
+uint64_t cprof_mono_ns(void);
+
+#endif

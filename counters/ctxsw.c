@@ -1,0 +1,93 @@
+/* ctxsw: voluntary context switches of the calling thread (it gave up the CPU:
+ * a sleep, a lock wait, a blocking read), as getrusage(RUSAGE_THREAD) counts
+ * them in ru_nvcsw.  getrusage is a system call, so it is made only after the
+ * switch detector saw the thread leave the CPU; otherwise the count cannot have
+ * changed and the cached value is returned (a load). */
+#define _GNU_SOURCE
+#include "counters.h"
+#include "switchdet.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+struct ctxsw_state {
+    struct cprof_switchdet *det; /* this thread's switch detector */
+    uint64_t epoch;             /* detector epoch at the last getrusage */
+    uint64_t value;             /* ru_nvcsw at the last getrusage */
+};
+
+static uint64_t nvcsw(void)
+{
+    struct rusage ru;
+
+    if (getrusage(RUSAGE_THREAD, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_nvcsw;
+}
+
+static int ctxsw_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+{
+    struct rusage ru;
+    char why[200];
+
+    if (arg && arg[0]) {
+        cprof_error_set(err, EINVAL, "counter 'ctxsw' takes no argument; write just 'ctxsw'");
+        return -1;
+    }
+    if (getrusage(RUSAGE_THREAD, &ru) != 0) {
+        cprof_error_set(err, errno, "counter 'ctxsw' is unavailable: getrusage(RUSAGE_THREAD) failed");
+        return -1;
+    }
+    if (cprof_switchdet_available(why, sizeof(why)))
+        snprintf(path, pathlen, "getrusage(RUSAGE_THREAD) only after rseq saw the thread leave the CPU");
+    else
+        snprintf(path, pathlen, "getrusage(RUSAGE_THREAD) per read, a system call (slow path: %s)",
+                 why);
+    return 0;
+}
+
+static int ctxsw_open(void **state, const char *arg, struct cprof_error *err)
+{
+    struct ctxsw_state *s = calloc(1, sizeof(*s));
+
+    (void)arg;
+    if (!s) {
+        cprof_error_set(err, ENOMEM, "out of memory opening counter 'ctxsw'");
+        return -1;
+    }
+    s->det = cprof_switchdet_self();
+    s->epoch = s->det->epoch - 1;       /* first read is a real one */
+    *state = s;
+    return 0;
+}
+
+static uint64_t ctxsw_read(void *state)
+{
+    struct ctxsw_state *s = state;
+    uint64_t e = cprof_switchdet_poll(s->det);
+
+    if (e != s->epoch) {
+        uint64_t v = nvcsw();
+        s->epoch = e;
+        if (v > s->value)
+            s->value = v;
+    }
+    return s->value;
+}
+
+static void ctxsw_close(void *state)
+{
+    free(state);
+}
+
+const struct cprof_counter_def cprof_counter_ctxsw = {
+    .name = "ctxsw",
+    .unit = "switches",
+    .description = "voluntary context switches of the thread (sleeps, lock waits, blocking I/O)",
+    .probe = ctxsw_probe,
+    .thread_open = ctxsw_open,
+    .read = ctxsw_read,
+    .thread_close = ctxsw_close,
+};
