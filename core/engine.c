@@ -166,6 +166,15 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
         memcpy(t->mark, now, n * sizeof(*now));
         t->started = 1;
     }
+    if (t->paused) {
+        for (unsigned c = 0; c < n; c++) {
+            uint64_t gap = now[c] > t->last[c] ? now[c] - t->last[c] : 0;
+            t->first[c] += gap;
+            t->mark[c] += gap;
+            t->last[c] += gap;
+        }
+        t->paused = 0;
+    }
     for (unsigned c = 0; c < n; c++) {
         uint64_t v = now[c];
         if (v < t->last[c]) {
@@ -316,6 +325,17 @@ void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *no
     }
     while (t->depth >= i)
         pop(t, v);
+}
+
+void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)
+{
+    observe(t, now);
+    t->events--;                /* not an event */
+}
+
+void cprof_thread_pause(struct cprof_thread *t)
+{
+    t->paused = t->started;
 }
 
 void cprof_thread_flush(struct cprof_thread *t)

@@ -79,6 +79,7 @@ struct cprof_thread {
     uint64_t *mark_child;       /* n: growth in top-level frames since mark */
     uint64_t *scratch;          /* n: clamped copy of the current reading */
     int started;                /* first reading taken */
+    int paused;                 /* profiling stopped; the next reading resumes it */
     int oom;                    /* sticky: memory ran out, some events were dropped */
     uint64_t events;            /* enter + exit events processed */
     uint64_t unmatched_exits;   /* exits of keys not on the stack, ignored */
@@ -103,8 +104,13 @@ void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *n
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now);
 /* Push a frame that was already running when profiling started: no call counted. */
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* Take a reading without an event (e.g. the moment profiling stops). */
+void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now);
 /* Close every open frame at the latest reading (end of profiling).  No call counted. */
 void cprof_thread_flush(struct cprof_thread *t);
+/* Profiling stops until the next event: the growth between the latest reading and
+ * the next one is left out of the region (first and the root mark shift by it). */
+void cprof_thread_pause(struct cprof_thread *t);
 
 /* Growth of counter c over this thread's region, and the part no function got. */
 uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c);

@@ -1,1 +1,1059 @@
+/* The CPython side of cprof: turns the interpreter's call events into the
+ * engine's enter(key)/exit(key) stream, one engine state per thread.
+ *
+ *   3.12+   sys.monitoring (PEP 669), callbacks registered from C as vectorcall
+ *           objects on a free tool id.
+ *   3.9-11  PyEval_SetProfile-style hook, installed on every existing thread and,
+ *           through threading.setprofile, on threads started later.
+ *
+ * Keys: a Python function is its code object's address (the code object is kept
+ * alive by the Profiler's key registry, so the address is never reused while the
+ * profile exists); a C function is its PyMethodDef's address.  Names are
+ * resolved at report time, in Python, from the objects in the registry.
+ *
+ * The hooks never raise: a failure sets a sticky error, raised from disable(). */
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <frameobject.h>
+#include <pythread.h>
+#include <structmember.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "../core/engine.h"
+#include "../core/registry.h"
+#include "../counters/counters.h"
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define CPROF_MONITORING 1
+#else
+#define CPROF_MONITORING 0
+#endif
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define SAVE_EXC(s) PyObject *s = PyErr_GetRaisedException()
+#define RESTORE_EXC(s) PyErr_SetRaisedException(s)
+#else
+#define SAVE_EXC(s)                                                                              \
+    PyObject *s##_t, *s##_v, *s##_tb;                                                            \
+    PyErr_Fetch(&s##_t, &s##_v, &s##_tb)
+#define RESTORE_EXC(s) PyErr_Restore(s##_t, s##_v, s##_tb)
+#endif
+
+#define MAX_EXISTING_FRAMES 4096 /* deepest pre-existing stack pushed at enable() */
+
+typedef struct {
+    PyObject *error;            /* cprof's exception class (CprofError) */
+    PyTypeObject *profiler_type;
+    PyTypeObject *hook_type;
+} module_state;
+
+typedef struct ProfilerObject ProfilerObject;
+
+/* One thread's profiling state: its engine and its counters' per-thread state. */
+struct tstate {
+    struct cprof_thread eng;    /* shadow stack and tables */
+    uint64_t (*read[CPROF_MAX_COUNTERS])(void *); /* the counters' read functions */
+    void *cstate[CPROF_MAX_COUNTERS];   /* their per-thread states */
+    unsigned opened;            /* counters whose thread_open succeeded */
+    int failed;                 /* a counter could not be opened: thread not profiled */
+    unsigned long ident;        /* PyThread_get_thread_ident() of the owning thread */
+    ProfilerObject *prof;       /* owner (borrowed) */
+    PyObject *pending;          /* object behind the key being handled (borrowed) */
+    PyObject *pending_globals;  /* its frame's globals, or NULL: the current frame's (borrowed) */
+    struct tstate *next;        /* the owner's list of threads */
+};
+
+struct ProfilerObject {
+    PyObject_HEAD
+    unsigned n;                 /* counters */
+    struct cprof_counter_spec specs[CPROF_MAX_COUNTERS];
+    char paths[CPROF_MAX_COUNTERS][240];        /* read path of each counter, from probe() */
+    uint64_t generation;        /* unique per Profiler, to recognise its thread states */
+    struct tstate *threads;     /* every thread state it created */
+    PyObject *keys;             /* dict: int key -> (code or callable, module name or None) */
+    PyObject *error;            /* sticky error message (str) from a hook, or NULL */
+    int enabled;
+    int tool_id;                /* sys.monitoring tool id in use, or -1 */
+    PyObject *hooks;            /* list of hook objects registered with sys.monitoring */
+    PyObject *bootstrap;        /* threading.setprofile() function for new threads (< 3.12) */
+};
+
+static uint64_t next_generation = 1;    /* under the GIL */
+static _Thread_local uint64_t tls_owner;        /* generation owning tls_ts */
+static _Thread_local struct tstate *tls_ts;     /* this thread's state for that profiler */
+
+static PyMethodDef *own_methods_begin, *own_methods_end;
+
+/* ---- errors inside hooks ------------------------------------------------------ */
+
+static void set_sticky(ProfilerObject *p, const char *msg)
+{
+    if (!p->error)
+        p->error = PyUnicode_FromString(msg);
+}
+
+/* ---- key registry -------------------------------------------------------------- */
+
+/* The engine saw `key` for the first time in this thread: remember its object. */
+static void on_new_key(void *arg, cprof_key key)
+{
+    struct tstate *ts = arg;
+    ProfilerObject *p = ts->prof;
+    PyObject *k, *mod = Py_None, *entry;
+    SAVE_EXC(saved);
+
+    k = PyLong_FromUnsignedLongLong(key);
+    if (!k)
+        goto fail;
+    if (PyDict_Contains(p->keys, k) == 0 && ts->pending) {
+        PyObject *globals = ts->pending_globals;
+        if (!globals && PyCode_Check(ts->pending))
+            globals = PyEval_GetGlobals(); /* the event's own frame is the current one */
+        if (globals) {
+            PyObject *m = PyDict_GetItemString(globals, "__name__");
+            if (m && PyUnicode_Check(m))
+                mod = m;
+        }
+        entry = PyTuple_Pack(2, ts->pending, mod);
+        if (!entry || PyDict_SetItem(p->keys, k, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_DECREF(k);
+            goto fail;
+        }
+        Py_DECREF(entry);
+    }
+    Py_DECREF(k);
+    if (PyErr_Occurred())
+        goto fail;
+    RESTORE_EXC(saved);
+    return;
+fail:
+    PyErr_Clear();
+    set_sticky(p, "cprof could not record a function's name (out of memory?)");
+    RESTORE_EXC(saved);
+}
+
+/* ---- thread states ---------------------------------------------------------------- */
+
+static struct tstate *tstate_new(ProfilerObject *p)
+{
+    struct tstate *ts = PyMem_RawCalloc(1, sizeof(*ts));
+    struct cprof_error err = {0};
+
+    if (!ts) {
+        set_sticky(p, "cprof ran out of memory starting to profile a thread");
+        return NULL;
+    }
+    ts->prof = p;
+    ts->ident = PyThread_get_thread_ident();
+    ts->next = p->threads;
+    p->threads = ts;
+    tls_ts = ts;
+    tls_owner = p->generation;
+    if (cprof_thread_init(&ts->eng, p->n, on_new_key, ts) < 0) {
+        ts->failed = 1;
+        set_sticky(p, "cprof ran out of memory starting to profile a thread");
+        return NULL;
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        const struct cprof_counter_def *def = p->specs[i].def;
+        if (def->thread_open(&ts->cstate[i], p->specs[i].arg, &err) < 0) {
+            char msg[CPROF_ERROR_LEN + 64];
+            snprintf(msg, sizeof(msg), "a thread could not be profiled: %s", err.msg);
+            ts->failed = 1;
+            set_sticky(p, msg);
+            return NULL;
+        }
+        ts->read[i] = def->read;
+        ts->opened++;
+    }
+    return ts;
+}
+
+static void tstate_free(ProfilerObject *p, struct tstate *ts)
+{
+    for (unsigned i = 0; i < ts->opened; i++)
+        if (p->specs[i].def->thread_close)
+            p->specs[i].def->thread_close(ts->cstate[i]);
+    cprof_thread_free(&ts->eng);
+    PyMem_RawFree(ts);
+}
+
+/* This thread's state for p, created at its first event. */
+static inline struct tstate *get_ts(ProfilerObject *p)
+{
+    struct tstate *ts;
+
+    if (tls_owner == p->generation) {
+        ts = tls_ts;
+        return ts->failed ? NULL : ts;
+    }
+    return tstate_new(p);
+}
+
+static inline void read_all(const struct tstate *ts, unsigned n, uint64_t *now)
+{
+    for (unsigned i = 0; i < n; i++)
+        now[i] = ts->read[i](ts->cstate[i]);
+}
+
+/* The event entry points shared by both hook mechanisms. */
+static inline void ev_enter(ProfilerObject *p, cprof_key key, PyObject *obj, PyObject *globals)
+{
+    uint64_t now[CPROF_MAX_COUNTERS];
+    struct tstate *ts = get_ts(p);
+
+    if (!ts)
+        return;
+    read_all(ts, p->n, now);
+    ts->pending = obj;
+    ts->pending_globals = globals;
+    cprof_thread_enter(&ts->eng, key, now);
+}
+
+static inline void ev_exit(ProfilerObject *p, cprof_key key, PyObject *obj, PyObject *globals)
+{
+    uint64_t now[CPROF_MAX_COUNTERS];
+    struct tstate *ts = get_ts(p);
+
+    if (!ts)
+        return;
+    read_all(ts, p->n, now);
+    ts->pending = obj;
+    ts->pending_globals = globals;
+    cprof_thread_exit(&ts->eng, key, now);
+}
+
+/* The key of a C callable, or 0 if it is not one we report (a class, a Python
+ * function, or one of cprof's own methods).  A method descriptor called with its
+ * instance as first argument (list.sort) counts as that C function. */
+static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
+{
+    PyMethodDef *ml;
+
+    if (PyCFunction_Check(callable))
+        ml = ((PyCFunctionObject *)callable)->m_ml;
+    else if (Py_IS_TYPE(callable, &PyMethodDescr_Type) && self_arg &&
+             PyObject_TypeCheck(self_arg, PyDescr_TYPE(callable)))
+        ml = ((PyMethodDescrObject *)callable)->d_method;
+    else
+        return 0;
+    if (ml >= own_methods_begin && ml < own_methods_end)
+        return 0;
+    return (cprof_key)(uintptr_t)ml;
+}
+
+/* ---- 3.12+: sys.monitoring ------------------------------------------------------- */
+
+#if CPROF_MONITORING
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;  /* one of the hook_* functions below */
+    ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies */
+} HookObject;
+
+/* PY_START, PY_RESUME, PY_THROW (code, offset[, exc]) */
+static PyObject *hook_py_enter(PyObject *self, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    ProfilerObject *p = ((HookObject *)self)->prof;
+
+    (void)nargsf;
+    (void)kwnames;
+    if (p->enabled)
+        ev_enter(p, (cprof_key)(uintptr_t)args[0], args[0], NULL);
+    Py_RETURN_NONE;
+}
+
+/* PY_RETURN, PY_YIELD, PY_UNWIND (code, offset, value|exc) */
+static PyObject *hook_py_exit(PyObject *self, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    ProfilerObject *p = ((HookObject *)self)->prof;
+
+    (void)nargsf;
+    (void)kwnames;
+    if (p->enabled)
+        ev_exit(p, (cprof_key)(uintptr_t)args[0], args[0], NULL);
+    Py_RETURN_NONE;
+}
+
+/* CALL (code, offset, callable, arg0) */
+static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                           PyObject *kwnames)
+{
+    ProfilerObject *p = ((HookObject *)self)->prof;
+    cprof_key key;
+
+    (void)nargsf;
+    (void)kwnames;
+    if (p->enabled && (key = c_key(args[2], args[3])) != 0)
+        ev_enter(p, key, args[2], NULL);
+    Py_RETURN_NONE;
+}
+
+/* C_RETURN, C_RAISE (code, offset, callable, arg0) */
+static PyObject *hook_c_exit(PyObject *self, PyObject *const *args, size_t nargsf,
+                             PyObject *kwnames)
+{
+    ProfilerObject *p = ((HookObject *)self)->prof;
+    cprof_key key;
+
+    (void)nargsf;
+    (void)kwnames;
+    if (p->enabled && (key = c_key(args[2], args[3])) != 0)
+        ev_exit(p, key, args[2], NULL);
+    Py_RETURN_NONE;
+}
+
+/* Which sys.monitoring event goes to which hook (cProfile's mapping). */
+static const struct {
+    const char *event;          /* name in sys.monitoring.events */
+    vectorcallfunc fn;
+    int in_mask;                /* C_RETURN/C_RAISE follow CALL and are not set by themselves */
+} hook_table[] = {
+    {"PY_START", hook_py_enter, 1},  {"PY_RESUME", hook_py_enter, 1},
+    {"PY_THROW", hook_py_enter, 1},  {"PY_RETURN", hook_py_exit, 1},
+    {"PY_YIELD", hook_py_exit, 1},   {"PY_UNWIND", hook_py_exit, 1},
+    {"CALL", hook_call, 1},          {"C_RETURN", hook_c_exit, 0},
+    {"C_RAISE", hook_c_exit, 0},
+};
+
+static PyMemberDef hook_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(HookObject, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static void hook_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot hook_slots[] = {
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_members, hook_members},
+    {Py_tp_dealloc, (void *)hook_dealloc},
+    {Py_tp_doc, "cprof's sys.monitoring callback (internal)"},
+    {0, NULL},
+};
+
+static PyType_Spec hook_spec = {
+    .name = "cprof._cprof._Hook",
+    .basicsize = sizeof(HookObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = hook_slots,
+};
+
+static PyObject *monitoring(void)
+{
+    PyObject *m = PySys_GetObject("monitoring"); /* borrowed */
+    if (!m)
+        PyErr_SetString(PyExc_RuntimeError, "sys.monitoring is missing");
+    return m;
+}
+
+static int event_id(PyObject *mon, const char *name, long *out)
+{
+    PyObject *events = PyObject_GetAttrString(mon, "events"), *v;
+
+    if (!events)
+        return -1;
+    v = PyObject_GetAttrString(events, name);
+    Py_DECREF(events);
+    if (!v)
+        return -1;
+    *out = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static int claim_tool_id(ProfilerObject *p, PyObject *mon, module_state *st)
+{
+    /* PROFILER_ID first, then the ids no standard tool claims, then the rest. */
+    static const int order[] = {2, 3, 4, 5, 1, 0};
+    PyObject *users = PyList_New(0);
+
+    if (!users)
+        return -1;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", order[i], "cprof");
+        if (r) {
+            Py_DECREF(r);
+            Py_DECREF(users);
+            p->tool_id = order[i];
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            Py_DECREF(users);
+            return -1;
+        }
+        PyErr_Clear();
+        r = PyObject_CallMethod(mon, "get_tool", "i", order[i]);
+        if (r) {
+            PyList_Append(users, r);
+            Py_DECREF(r);
+        }
+        PyErr_Clear();
+    }
+    PyObject *joined = PyUnicode_Join(PyUnicode_FromString(", "), users);
+    PyErr_Format(st->error,
+                 "cprof cannot start: all 6 sys.monitoring tool ids are in use (by %S); "
+                 "stop one of those tools first",
+                 joined ? joined : Py_None);
+    Py_XDECREF(joined);
+    Py_DECREF(users);
+    return -1;
+}
+
+static int hooks_install(ProfilerObject *p, module_state *st)
+{
+    PyObject *mon = monitoring();
+    long mask = 0;
+
+    if (!mon || claim_tool_id(p, mon, st) < 0)
+        return -1;
+    p->hooks = PyList_New(0);
+    if (!p->hooks)
+        goto err;
+    for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
+        long ev;
+        HookObject *h;
+        PyObject *r;
+
+        if (event_id(mon, hook_table[i].event, &ev) < 0)
+            goto err;
+        h = PyObject_New(HookObject, st->hook_type);
+        if (!h)
+            goto err;
+        h->vectorcall = hook_table[i].fn;
+        h->prof = p;
+        if (PyList_Append(p->hooks, (PyObject *)h) < 0) {
+            Py_DECREF(h);
+            goto err;
+        }
+        Py_DECREF(h);
+        r = PyObject_CallMethod(mon, "register_callback", "ilO", p->tool_id, ev, (PyObject *)h);
+        if (!r)
+            goto err;
+        Py_DECREF(r);
+        if (hook_table[i].in_mask)
+            mask |= ev;
+    }
+    PyObject *r = PyObject_CallMethod(mon, "set_events", "il", p->tool_id, mask);
+    if (!r)
+        goto err;
+    Py_DECREF(r);
+    return 0;
+err:;
+    SAVE_EXC(saved);
+    PyObject *x = PyObject_CallMethod(mon, "free_tool_id", "i", p->tool_id);
+    Py_XDECREF(x);
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+    p->tool_id = -1;
+    Py_CLEAR(p->hooks);
+    return -1;
+}
+
+static void hooks_remove(ProfilerObject *p)
+{
+    PyObject *mon;
+    SAVE_EXC(saved);
+
+    if (p->tool_id < 0)
+        goto out;
+    mon = monitoring();
+    if (mon) {
+        PyObject *r = PyObject_CallMethod(mon, "set_events", "ii", p->tool_id, 0);
+        Py_XDECREF(r);
+        for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
+            long ev;
+            if (event_id(mon, hook_table[i].event, &ev) == 0) {
+                r = PyObject_CallMethod(mon, "register_callback", "ilO", p->tool_id, ev, Py_None);
+                Py_XDECREF(r);
+            }
+        }
+        r = PyObject_CallMethod(mon, "free_tool_id", "i", p->tool_id);
+        Py_XDECREF(r);
+    }
+    p->tool_id = -1;
+    Py_CLEAR(p->hooks);
+out:
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+}
+
+#else /* ---- 3.9-3.11: PyEval_SetProfile ------------------------------------------ */
+
+static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    ProfilerObject *p = (ProfilerObject *)obj;
+    PyCodeObject *co;
+    cprof_key key;
+
+    if (!p->enabled)
+        return 0;
+    switch (what) {
+    case PyTrace_CALL:
+    case PyTrace_RETURN:
+        co = PyFrame_GetCode(frame);
+        if (what == PyTrace_CALL)
+            ev_enter(p, (cprof_key)(uintptr_t)co, (PyObject *)co, NULL);
+        else
+            ev_exit(p, (cprof_key)(uintptr_t)co, (PyObject *)co, NULL);
+        Py_DECREF(co);
+        break;
+    case PyTrace_C_CALL:
+        if ((key = c_key(arg, NULL)) != 0)
+            ev_enter(p, key, arg, NULL);
+        break;
+    case PyTrace_C_RETURN:
+    case PyTrace_C_EXCEPTION:
+        if ((key = c_key(arg, NULL)) != 0)
+            ev_exit(p, key, arg, NULL);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* threading.setprofile() target: installs the C hook in each new thread. */
+static PyObject *thread_bootstrap(PyObject *self, PyObject *args)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    (void)args;
+    if (p->enabled)
+        PyEval_SetProfile(profile_func, self);
+    else
+        PyEval_SetProfile(NULL, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef bootstrap_def = {"_cprof_thread_bootstrap", thread_bootstrap, METH_VARARGS,
+                                    NULL};
+
+static int threading_setprofile(PyObject *fn)
+{
+    PyObject *threading = PyImport_ImportModule("threading"), *r;
+
+    if (!threading)
+        return -1;
+    r = PyObject_CallMethod(threading, "setprofile", "O", fn);
+    Py_DECREF(threading);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static int hooks_install(ProfilerObject *p, module_state *st)
+{
+    PyThreadState *me = PyThreadState_Get();
+
+    (void)st;
+    if (!p->bootstrap) {
+        p->bootstrap = PyCFunction_New(&bootstrap_def, (PyObject *)p);
+        if (!p->bootstrap)
+            return -1;
+    }
+    if (threading_setprofile(p->bootstrap) < 0)
+        return -1;
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
+        if (t != me)
+            _PyEval_SetProfile(t, profile_func, (PyObject *)p);
+    PyEval_SetProfile(profile_func, (PyObject *)p);
+    return 0;
+}
+
+static void hooks_remove(ProfilerObject *p)
+{
+    PyThreadState *me = PyThreadState_Get();
+    SAVE_EXC(saved);
+
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
+        if (t->c_profileobj == (PyObject *)p || t->c_profileobj == p->bootstrap)
+            _PyEval_SetProfile(t, NULL, NULL);
+    threading_setprofile(Py_None);
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+}
+#endif
+
+/* ---- Profiler ------------------------------------------------------------------- */
+
+static module_state *state_of(PyObject *self)
+{
+    return PyType_GetModuleState(Py_TYPE(self));
+}
+
+static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"counters", NULL};
+    const char *spec = "cpu,wall";
+    struct cprof_error err = {0};
+    module_state *st = state_of(self);
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|s:Profiler", kwlist, &spec))
+        return -1;
+    if (p->enabled || p->threads) {
+        PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
+        return -1;
+    }
+    if (cprof_spec_parse(spec, cprof_builtin_counters, p->specs, CPROF_MAX_COUNTERS, &p->n,
+                         &err) < 0) {
+        PyErr_SetString(st->error, err.msg);
+        return -1;
+    }
+    for (unsigned i = 0; i < p->n; i++)
+        if (p->specs[i].def->probe(p->specs[i].arg, p->paths[i], sizeof(p->paths[i]), &err) < 0) {
+            PyErr_SetString(st->error, err.msg);
+            return -1;
+        }
+    p->generation = next_generation++;
+    p->tool_id = -1;
+    if (!p->keys && !(p->keys = PyDict_New()))
+        return -1;
+    return 0;
+}
+
+/* Push the calling thread's Python frames (outermost first), minus `skip`
+ * innermost ones, as frames that were running before profiling started. */
+static int push_existing(ProfilerObject *p, int skip)
+{
+    PyFrameObject *frames[MAX_EXISTING_FRAMES];
+    int depth = 0;
+    PyFrameObject *f = PyEval_GetFrame();
+    uint64_t now[CPROF_MAX_COUNTERS];
+    struct tstate *ts;
+
+    Py_XINCREF(f);
+    while (f && depth < MAX_EXISTING_FRAMES) {
+        frames[depth++] = f;
+        f = PyFrame_GetBack(f);
+    }
+    Py_XDECREF(f);
+    ts = get_ts(p);
+    if (ts) {
+        read_all(ts, p->n, now);
+        for (int i = depth - 1; i >= skip; i--) {
+            PyCodeObject *co = PyFrame_GetCode(frames[i]);
+#if PY_VERSION_HEX >= 0x030B0000
+            PyObject *globals = PyFrame_GetGlobals(frames[i]);
+#else
+            PyObject *globals = frames[i]->f_globals;
+            Py_XINCREF(globals);
+#endif
+            ts->pending = (PyObject *)co;
+            ts->pending_globals = globals;
+            cprof_thread_push_existing(&ts->eng, (cprof_key)(uintptr_t)co, now);
+            Py_XDECREF(globals);
+            Py_DECREF(co);
+        }
+    }
+    for (int i = 0; i < depth; i++)
+        Py_DECREF(frames[i]);
+    return 0;
+}
+
+static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"push_existing", "skip", NULL};
+    int existing = 1, skip = 0;
+    module_state *st = state_of(self);
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|pi:enable", kwlist, &existing, &skip))
+        return NULL;
+    if (!p->n) {
+        PyErr_SetString(st->error, "the Profiler was not initialised");
+        return NULL;
+    }
+    if (p->enabled)
+        Py_RETURN_NONE;
+    if (hooks_install(p, st) < 0)
+        return NULL;
+    p->enabled = 1;
+    if (existing)
+        push_existing(p, skip);
+    Py_RETURN_NONE;
+}
+
+/* Stop: close every thread's open frames and pause it.  The calling thread takes a
+ * final reading; the others end at their latest one. */
+static void stop(ProfilerObject *p)
+{
+    if (!p->enabled)
+        return;
+    p->enabled = 0;
+    hooks_remove(p);
+    if (tls_owner == p->generation && !tls_ts->failed) {
+        uint64_t now[CPROF_MAX_COUNTERS];
+        read_all(tls_ts, p->n, now);
+        cprof_thread_tick(&tls_ts->eng, now);
+    }
+    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        if (!ts->failed) {
+            cprof_thread_flush(&ts->eng);
+            cprof_thread_pause(&ts->eng);
+        }
+}
+
+static PyObject *profiler_disable(PyObject *self, PyObject *unused)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    (void)unused;
+    stop(p);
+    if (p->error) {
+        PyErr_SetObject(state_of(self)->error, p->error);
+        Py_CLEAR(p->error);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *u64_list(const uint64_t *v, unsigned n)
+{
+    PyObject *l = PyList_New(n);
+
+    if (!l)
+        return NULL;
+    for (unsigned i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(v[i]);
+        if (!x) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, i, x);
+    }
+    return l;
+}
+
+static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
+{
+    PyObject *out = NULL, *fns = NULL, *edges = NULL, *counters = NULL, *x;
+    unsigned n = p->n;
+
+    if (!(out = PyDict_New()) || !(fns = PyList_New(0)) || !(edges = PyList_New(0)) ||
+        !(counters = PyList_New(0)))
+        goto err;
+    for (unsigned i = 0; i < n; i++) {
+        const struct cprof_counter_def *d = p->specs[i].def;
+        uint64_t count = 0, amount = 0;
+        for (struct tstate *ts = p->threads; ts; ts = ts->next)
+            if (d->corrections && ts->opened > i) {
+                uint64_t c, a;
+                d->corrections(ts->cstate[i], &c, &a);
+                count += c;
+                amount += a;
+            }
+        x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:K,s:K}", "name", d->name, "unit", d->unit,
+                          "description", d->description, "read_path", p->paths[i], "arg",
+                          p->specs[i].arg, "corrections", (unsigned long long)count,
+                          "corrections_total", (unsigned long long)amount);
+        if (!x || PyList_Append(counters, x) < 0)
+            goto err_x;
+        Py_DECREF(x);
+    }
+    for (size_t i = 1; i < m->fns.len; i++) {
+        const struct cprof_rec *r = &m->fns.recs[i];
+        PyObject *k = PyLong_FromUnsignedLongLong(r->key), *entry, *self_l, *total_l;
+        if (!k)
+            goto err;
+        entry = PyDict_GetItemWithError(p->keys, k);
+        Py_DECREF(k);
+        if (!entry && PyErr_Occurred())
+            goto err;
+        self_l = u64_list(cprof_self(&m->fns, i), n);
+        total_l = u64_list(cprof_total(&m->fns, i), n);
+        x = Py_BuildValue("(KOKKNN)", (unsigned long long)r->key, entry ? entry : Py_None,
+                          (unsigned long long)r->calls, (unsigned long long)r->primitive_calls,
+                          self_l, total_l);
+        if (!x || PyList_Append(fns, x) < 0)
+            goto err_x;
+        Py_DECREF(x);
+    }
+    for (size_t i = 0; i < m->edges.len; i++) {
+        const struct cprof_rec *r = &m->edges.recs[i];
+        size_t caller = (size_t)(r->key >> 32), callee = (size_t)(r->key & 0xffffffffu);
+        x = Py_BuildValue("(KKKKN)", (unsigned long long)m->fns.recs[caller].key,
+                          (unsigned long long)m->fns.recs[callee].key, (unsigned long long)r->calls,
+                          (unsigned long long)r->primitive_calls,
+                          u64_list(cprof_total(&m->edges, i), n));
+        if (!x || PyList_Append(edges, x) < 0)
+            goto err_x;
+        Py_DECREF(x);
+    }
+    if (PyDict_SetItemString(out, "counters", counters) < 0 ||
+        PyDict_SetItemString(out, "functions", fns) < 0 ||
+        PyDict_SetItemString(out, "edges", edges) < 0)
+        goto err;
+    x = Py_BuildValue("{s:N,s:N,s:K,s:K,s:K,s:K,s:s}", "region", u64_list(m->region, n),
+                      "unattributed", u64_list(m->unattributed, n), "threads",
+                      (unsigned long long)m->threads, "events", (unsigned long long)m->events,
+                      "unmatched_exits", (unsigned long long)m->unmatched_exits, "backwards",
+                      (unsigned long long)m->backwards, "hook",
+                      CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile");
+    if (!x || PyDict_SetItemString(out, "meta", x) < 0)
+        goto err_x;
+    Py_DECREF(x);
+    Py_DECREF(fns);
+    Py_DECREF(edges);
+    Py_DECREF(counters);
+    return out;
+err_x:
+    Py_XDECREF(x);
+err:
+    Py_XDECREF(out);
+    Py_XDECREF(fns);
+    Py_XDECREF(edges);
+    Py_XDECREF(counters);
+    return NULL;
+}
+
+static PyObject *profiler_stats(PyObject *self, PyObject *unused)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    struct cprof_thread **threads;
+    struct cprof_merged m;
+    size_t nt = 0;
+    PyObject *out;
+
+    (void)unused;
+    if (p->enabled) {
+        PyErr_SetString(state_of(self)->error, "call disable() before reading the stats");
+        return NULL;
+    }
+    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        nt++;
+    threads = PyMem_Calloc(nt ? nt : 1, sizeof(*threads));
+    if (!threads)
+        return PyErr_NoMemory();
+    nt = 0;
+    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        if (!ts->failed)
+            threads[nt++] = &ts->eng;
+    if (cprof_merge(threads, nt, p->n, &m) < 0) {
+        PyMem_Free(threads);
+        return PyErr_NoMemory();
+    }
+    PyMem_Free(threads);
+    out = build_stats(p, &m);
+    cprof_merged_free(&m);
+    return out;
+}
+
+static int profiler_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(p->keys);
+    Py_VISIT(p->bootstrap);
+    Py_VISIT(p->hooks);
+    return 0;
+}
+
+static int profiler_clear(PyObject *self)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    stop(p);
+    Py_CLEAR(p->keys);
+    Py_CLEAR(p->bootstrap);
+    Py_CLEAR(p->hooks);
+    Py_CLEAR(p->error);
+    return 0;
+}
+
+static void profiler_dealloc(PyObject *self)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    profiler_clear(self);
+    while (p->threads) {
+        struct tstate *ts = p->threads;
+        p->threads = ts->next;
+        tstate_free(p, ts);
+    }
+    if (tls_owner == p->generation) {
+        tls_owner = 0;
+        tls_ts = NULL;
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *profiler_get_enabled(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((ProfilerObject *)self)->enabled);
+}
+
+static PyObject *profiler_get_counters(PyObject *self, void *closure)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    PyObject *t = PyTuple_New(p->n);
+
+    (void)closure;
+    if (!t)
+        return NULL;
+    for (unsigned i = 0; i < p->n; i++)
+        PyTuple_SET_ITEM(t, i, PyUnicode_FromString(p->specs[i].def->name));
+    return t;
+}
+
+static PyMethodDef profiler_methods[] = {
+    {"enable", (PyCFunction)(void (*)(void))profiler_enable, METH_VARARGS | METH_KEYWORDS,
+     "enable(push_existing=True, skip=0)\n--\n\nStart profiling every thread. With push_existing, "
+     "the calling thread's current frames (minus `skip` innermost) are treated as already running."},
+    {"disable", profiler_disable, METH_NOARGS,
+     "disable()\n--\n\nStop profiling; raises CprofError if a hook failed meanwhile."},
+    {"stats", profiler_stats, METH_NOARGS,
+     "stats()\n--\n\nThe merged raw statistics as a dict (see cprof.api)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef profiler_getset[] = {
+    {"enabled", profiler_get_enabled, NULL, "whether profiling is on", NULL},
+    {"counters", profiler_get_counters, NULL, "the counter names, in order", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot profiler_slots[] = {
+    {Py_tp_init, (void *)profiler_init},
+    {Py_tp_new, (void *)PyType_GenericNew},
+    {Py_tp_dealloc, (void *)profiler_dealloc},
+    {Py_tp_traverse, (void *)profiler_traverse},
+    {Py_tp_clear, (void *)profiler_clear},
+    {Py_tp_methods, profiler_methods},
+    {Py_tp_getset, profiler_getset},
+    {Py_tp_doc, "Profiler(counters='cpu,wall')\n--\n\nThe C profiler behind cprof.Profile."},
+    {0, NULL},
+};
+
+static PyType_Spec profiler_spec = {
+    .name = "cprof._cprof.Profiler",
+    .basicsize = sizeof(ProfilerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = profiler_slots,
+};
+
+/* ---- module ------------------------------------------------------------------------ */
+
+static PyObject *list_counters(PyObject *module, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+
+    (void)module;
+    (void)unused;
+    if (!out)
+        return NULL;
+    for (const struct cprof_counter_def *const *d = cprof_builtin_counters; *d; d++) {
+        struct cprof_error err = {0};
+        char path[240] = "";
+        int ok = (*d)->probe("", path, sizeof(path), &err) == 0;
+        PyObject *x = Py_BuildValue("{s:s,s:s,s:s,s:O,s:s,s:s}", "name", (*d)->name, "unit",
+                                    (*d)->unit, "description", (*d)->description, "available",
+                                    ok ? Py_True : Py_False, "read_path", ok ? path : "",
+                                    "reason", ok ? "" : err.msg);
+        if (!x || PyList_Append(out, x) < 0) {
+            Py_XDECREF(x);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(x);
+    }
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"list_counters", list_counters, METH_NOARGS,
+     "list_counters()\n--\n\nEvery built-in counter, whether it works here, and how it is read."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *m)
+{
+    module_state *st = PyModule_GetState(m);
+
+    own_methods_begin = profiler_methods;
+    own_methods_end = profiler_methods + sizeof(profiler_methods) / sizeof(profiler_methods[0]);
+    st->error = PyErr_NewExceptionWithDoc(
+        "cprof._cprof.CprofError",
+        "A problem the user can fix: the message is one sentence naming it and the fix.",
+        PyExc_Exception, NULL);
+    if (!st->error)
+        return -1;
+    Py_INCREF(st->error);
+    if (PyModule_AddObject(m, "CprofError", st->error) < 0) {
+        Py_DECREF(st->error);
+        return -1;
+    }
+    st->profiler_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &profiler_spec, NULL);
+    if (!st->profiler_type || PyModule_AddType(m, st->profiler_type) < 0)
+        return -1;
+#if CPROF_MONITORING
+    st->hook_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &hook_spec, NULL);
+    if (!st->hook_type)
+        return -1;
+#endif
+    if (PyModule_AddStringConstant(m, "HOOK", CPROF_MONITORING ? "sys.monitoring"
+                                                               : "PyEval_SetProfile") < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    module_state *st = PyModule_GetState(m);
+
+    Py_VISIT(st->error);
+    Py_VISIT(st->profiler_type);
+    Py_VISIT(st->hook_type);
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    module_state *st = PyModule_GetState(m);
+
+    Py_CLEAR(st->error);
+    Py_CLEAR(st->profiler_type);
+    Py_CLEAR(st->hook_type);
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    module_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, (void *)module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef cprof_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "cprof._cprof",
+    .m_doc = "cprof's C extension: the hook and the bridge to the engine.",
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__cprof(void)
+{
+    return PyModuleDef_Init(&cprof_module);
+}

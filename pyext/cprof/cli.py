@@ -1,0 +1,194 @@
+"""The command line:
+
+    cprof [--counter=LIST] [-o FILE] [--sort=COUNTER] [--limit=N] script.py [args...]
+    cprof [...] -m module [args...]
+    cprof report FILE [--sort=COUNTER] [--limit=N]
+    cprof --list-counters
+
+Problems the user can fix print one sentence and exit 2; the profiled program's
+output, exceptions and exit code pass through, and its profile is still written.
+"""
+from __future__ import annotations
+
+import argparse
+import builtins
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+
+from . import profile_file, report
+from ._cprof import CprofError, Profiler, list_counters
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one sentence, exit 2, no usage dump
+        raise CprofError(f"{message}; see cprof --help")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cprof", description="Profile a Python program: attribute counters "
+                "(CPU time, wall time, context switches) to each function.",
+                epilog="cprof report FILE prints the report of a saved profile.")
+    p.add_argument("--counter", "-c", default="cpu,wall",
+                   help="comma-separated counters, first one sorts the report (default: cpu,wall)")
+    p.add_argument("-o", "--output", help="write the JSON profile here instead of printing a report")
+    p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
+    p.add_argument("--limit", type=int, default=25, help="functions in the report (0 = all)")
+    p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
+    p.add_argument("-m", dest="module", help="run a library module as a script")
+    p.add_argument("script", nargs="?", help="the script to profile")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cprof report", description="Print the report of a saved cprof profile.")
+    p.add_argument("file")
+    p.add_argument("--sort")
+    p.add_argument("--limit", type=int, default=25)
+    return p
+
+
+def _list_counters() -> int:
+    rows = list_counters()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        state = r["read_path"] if r["available"] else f"UNAVAILABLE: {r['reason']}"
+        print(f"{r['name']:<{width}}  [{r['unit']}]  {r['description']}\n{'':<{width}}  read by: {state}")
+    return 0
+
+
+def _join_threads() -> None:
+    # As the interpreter does at exit: wait for non-daemon threads, so their work is profiled.
+    main = threading.main_thread()
+    for t in threading.enumerate():
+        if t is not main and not t.daemon and t is not threading.current_thread():
+            t.join()
+
+
+def _prepare_script(path: str, args: list[str]):
+    if not os.path.exists(path):
+        raise CprofError(f"script '{path}' does not exist; check the path")
+    if os.path.isdir(path):
+        raise CprofError(f"'{path}' is a folder; give a .py script, or a package with -m")
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        code = compile(source, path, "exec")
+    except SyntaxError:
+        traceback.print_exc(limit=0)
+        raise SystemExit(1) from None
+    sys.argv = [path] + args
+    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __builtins__=builtins, __cached__=None, __loader__=None,
+                         __package__=None, __spec__=None)
+    sys.modules["__main__"] = main
+
+    return exec, (code, main.__dict__)
+
+
+def _prepare_module(name: str, args: list[str]):
+    import runpy
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as e:
+        raise CprofError(f"cannot find module '{name}' ({e}); check the name and sys.path") from None
+    if spec is None:
+        raise CprofError(f"no module named '{name}'; check the name and that it is installed")
+    sys.argv = [name] + args
+    sys.path[0] = os.getcwd()
+
+    return runpy.run_module, (name, "__main__", None, True)
+
+
+def _profile(opts) -> int:
+    profiler = Profiler(opts.counter)
+    if opts.module:
+        run, run_args = _prepare_module(opts.module, ([opts.script] if opts.script else []) + opts.args)
+        target = f"-m {opts.module}"
+    elif opts.script:
+        run, run_args = _prepare_script(opts.script, opts.args)
+        target = opts.script
+    else:
+        raise CprofError("no script to profile; give a script (cprof script.py) or a module (cprof -m mod)")
+    if opts.sort:
+        report._sort_key({"counters": [{"name": n} for n in profiler.counters]}, opts.sort)
+    if opts.output:
+        out_dir = os.path.dirname(os.path.abspath(opts.output))
+        if not os.path.isdir(out_dir):
+            raise CprofError(f"cannot write '{opts.output}': folder '{out_dir}' does not exist")
+
+    exit_code, exc = 0, None
+    started = time.time()
+    profiler.enable(push_existing=False)
+    try:
+        run(*run_args)
+        _join_threads()
+    except SystemExit as e:
+        _join_threads()
+        exc = e
+        code = e.code
+        exit_code = code if isinstance(code, int) else (0 if code is None else 1)
+    except BaseException as e:  # the program's own exception: reported below, as Python would
+        exc = e
+        exit_code = 1
+    finally:
+        hook_error = None
+        try:
+            profiler.disable()
+        except CprofError as e:
+            hook_error = e
+    prof = profile_file.build(profiler.stats(), {
+        "command": [target] + sys.argv[1:], "started": started,
+        "duration_s": round(time.time() - started, 6), "exit_code": exit_code})
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    if opts.output:
+        profile_file.write(prof, opts.output)
+        print(f"cprof: wrote {opts.output} ({len(prof['functions'])} functions)", file=sys.stderr)
+    else:
+        sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit, title=target))
+    if hook_error is not None:
+        print(f"cprof: warning: {hook_error}", file=sys.stderr)
+    if isinstance(exc, SystemExit):
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        return exit_code
+    if exc is not None:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next  # hide cprof's own frames, as `python script.py` shows none
+        traceback.print_exception(type(exc), exc, tb)
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        return 1
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["report"]:
+            opts = _report_parser().parse_args(argv[1:])
+            sys.stdout.write(report.format_report(profile_file.load(opts.file), sort=opts.sort,
+                                                  limit=opts.limit, title=opts.file))
+            return 0
+        opts = _run_parser().parse_args(argv)
+        if opts.list_counters:
+            return _list_counters()
+        return _profile(opts)
+    except CprofError as e:
+        print(f"cprof: error: {e}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,152 @@
+"""The profile file: building it from the C profiler's raw stats, writing it
+atomically, and loading it back with clear errors.  Format version 1:
+
+    {"version": 1, "tool": "cprof 0.1.0",
+     "counters": [{"name", "unit", "description", "read_path"}],
+     "functions": [{"id", "name", "file", "line", "calls", "primitive_calls",
+                    "self": {counter: n}, "total": {counter: n}}],
+     "edges": [{"caller": id, "callee": id, "calls", "primitive_calls", "total": {counter: n}}],
+     "meta": {...}}
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import types
+from typing import Any
+
+from ._cprof import CprofError
+
+VERSION = 1
+
+
+def _typename(t: type) -> str:
+    mod = getattr(t, "__module__", None)
+    if not mod or mod == "builtins":
+        return t.__qualname__
+    return f"{mod}.{t.__qualname__}"
+
+
+def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
+    """(qualified name, file, first line) of a code object or a C callable."""
+    if isinstance(obj, types.CodeType):
+        qual = getattr(obj, "co_qualname", obj.co_name)
+        return (f"{module}.{qual}" if module else qual), obj.co_filename, obj.co_firstlineno
+    name = getattr(obj, "__name__", None) or repr(obj)
+    if isinstance(obj, types.BuiltinFunctionType):
+        owner = obj.__self__
+        if owner is None or isinstance(owner, types.ModuleType):
+            mod = obj.__module__ or (owner.__name__ if owner is not None else None)
+            return (f"{mod}.{name}" if mod else name), "~", 0
+        if isinstance(owner, type):  # classmethod such as dict.fromkeys
+            return f"{_typename(owner)}.{name}", "~", 0
+        return f"{_typename(type(owner))}.{name}", "~", 0
+    objclass = getattr(obj, "__objclass__", None)
+    if objclass is not None:
+        return f"{_typename(objclass)}.{name}", "~", 0
+    return name, "~", 0
+
+
+def build(raw: dict, meta: dict | None = None) -> dict:
+    """The version-1 profile from Profiler.stats().  Functions with the same
+    (name, file, line) merge, as pstats does."""
+    counters = [c["name"] for c in raw["counters"]]
+    n = len(counters)
+    index: dict[tuple, int] = {}
+    functions: list[dict] = []
+    key_to_id: dict[int, int] = {}
+    for key, entry, calls, prim, self_v, total_v in raw["functions"]:
+        obj, module = entry if entry is not None else (None, None)
+        name, file, line = describe(obj, module) if obj is not None else (f"<unknown {key:#x}>", "~", 0)
+        ident = (name, file, line)
+        if ident not in index:
+            index[ident] = len(functions)
+            functions.append({"id": len(functions), "name": name, "file": file, "line": line,
+                              "calls": 0, "primitive_calls": 0,
+                              "self": dict.fromkeys(counters, 0), "total": dict.fromkeys(counters, 0)})
+        f = functions[index[ident]]
+        key_to_id[key] = f["id"]
+        f["calls"] += calls
+        f["primitive_calls"] += prim
+        for i in range(n):
+            f["self"][counters[i]] += self_v[i]
+            f["total"][counters[i]] += total_v[i]
+    edges: dict[tuple, dict] = {}
+    for caller, callee, calls, prim, total_v in raw["edges"]:
+        if caller == 0 or caller not in key_to_id or callee not in key_to_id:
+            continue  # entries made at the root of a thread have no caller
+        k = (key_to_id[caller], key_to_id[callee])
+        e = edges.setdefault(k, {"caller": k[0], "callee": k[1], "calls": 0, "primitive_calls": 0,
+                                 "total": dict.fromkeys(counters, 0)})
+        e["calls"] += calls
+        e["primitive_calls"] += prim
+        for i in range(n):
+            e["total"][counters[i]] += total_v[i]
+    rm = raw["meta"]
+    out_meta = {
+        "python": sys.version.split()[0],
+        "hook": rm["hook"],
+        "threads": rm["threads"],
+        "events": rm["events"],
+        "region": dict(zip(counters, rm["region"])),
+        "unattributed": dict(zip(counters, rm["unattributed"])),
+        "unmatched_exits": rm["unmatched_exits"],
+        "backwards_readings": rm["backwards"],
+        "corrections": {c["name"]: {"count": c["corrections"], "total": c["corrections_total"]}
+                        for c in raw["counters"]},
+        "tracer_share": None,  # not measured yet: no compensation of cprof's own cost
+    }
+    out_meta.update(meta or {})
+    return {
+        "version": VERSION,
+        "tool": "cprof 0.1.0",
+        "counters": [{k: c[k] for k in ("name", "unit", "description", "read_path")}
+                     for c in raw["counters"]],
+        "functions": functions,
+        "edges": sorted(edges.values(), key=lambda e: (e["caller"], e["callee"])),
+        "meta": out_meta,
+    }
+
+
+def write(profile: dict, path: str) -> None:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".cprof-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(profile, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load(path: str) -> dict:
+    """Read a profile, or raise CprofError with one sentence saying what is wrong."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CprofError(f"profile '{path}' does not exist; check the path") from None
+    except IsADirectoryError:
+        raise CprofError(f"'{path}' is a folder, not a profile; give a .json file written by cprof -o") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CprofError(f"'{path}' is not a cprof profile (not valid JSON: {e}); "
+                         "give a file written by cprof -o") from None
+    if not isinstance(data, dict) or "version" not in data or "functions" not in data:
+        raise CprofError(f"'{path}' is JSON but not a cprof profile; give a file written by cprof -o")
+    if data["version"] != VERSION:
+        raise CprofError(f"'{path}' is a version {data['version']} profile and this cprof reads "
+                         f"version {VERSION}; use the cprof that wrote it")
+    for key in ("counters", "edges", "meta"):
+        if key not in data:
+            raise CprofError(f"'{path}' is a truncated or damaged cprof profile (no '{key}')")
+    return data

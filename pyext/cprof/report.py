@@ -1,0 +1,87 @@
+"""The text report: top functions by one counter, self and total per counter,
+in human units."""
+from __future__ import annotations
+
+import os
+
+from ._cprof import CprofError
+
+
+def human(value: int, unit: str) -> str:
+    if unit == "ns":
+        for div, suffix in ((1e9, "s"), (1e6, "ms"), (1e3, "us")):
+            if value >= div:
+                return f"{value / div:.3g} {suffix}" if value < div * 100 else f"{value / div:.0f} {suffix}"
+        return f"{value} ns"
+    if unit == "B":
+        for div, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if value >= div:
+                return f"{value / div:.3g} {suffix}"
+        return f"{value} B"
+    return f"{value:,}"
+
+
+def _sort_key(profile: dict, sort: str | None):
+    names = [c["name"] for c in profile["counters"]]
+    if not sort:
+        return names[0], "self"
+    if sort == "calls":
+        return "calls", None
+    name, _, which = sort.partition(".")
+    which = which or "self"
+    if name not in names or which not in ("self", "total"):
+        valid = ", ".join(names + [f"{n}.total" for n in names] + ["calls"])
+        raise CprofError(f"cannot sort by '{sort}': this profile's choices are {valid}")
+    return name, which
+
+
+def format_report(profile: dict, sort: str | None = None, limit: int = 25, title: str = "") -> str:
+    counters = profile["counters"]
+    units = {c["name"]: c["unit"] for c in counters}
+    meta = profile.get("meta", {})
+    sort_name, which = _sort_key(profile, sort)
+    fns = profile["functions"]
+    if which is None:
+        ordered = sorted(fns, key=lambda f: f["calls"], reverse=True)
+    else:
+        ordered = sorted(fns, key=lambda f: (f[which][sort_name], f["total"][sort_name]), reverse=True)
+    shown = ordered[:limit] if limit > 0 else ordered
+
+    lines = []
+    ncalls = sum(f["calls"] for f in fns)
+    head = f"cprof{': ' + title if title else ''} — {len(fns)} functions, {ncalls:,} calls"
+    if meta.get("threads"):
+        head += f", {meta['threads']} thread{'s' if meta['threads'] != 1 else ''}"
+    head += f" (Python {meta.get('python', '?')}, {meta.get('hook', '?')})"
+    lines.append(head)
+    region = meta.get("region", {})
+    lines.append("profiled: " + ", ".join(f"{c['name']} {human(region.get(c['name'], 0), c['unit'])}"
+                                         for c in counters))
+    for c in counters:
+        lines.append(f"  {c['name']:<8} {c['description']} [{c['unit']}], read by: {c.get('read_path', '?')}")
+    lines.append(f"sorted by {sort_name}{'' if which in (None, 'self') else ' ' + which}"
+                 f"{' self' if which == 'self' else ''}; top {len(shown)} of {len(fns)}")
+    lines.append("")
+
+    cols = ["calls"]
+    for c in counters:
+        cols += [f"{c['name']} self", f"{c['name']} total"]
+    rows = []
+    for f in shown:
+        calls = str(f["calls"]) if f["calls"] == f["primitive_calls"] else f"{f['calls']}/{f['primitive_calls']}"
+        row = [calls]
+        for c in counters:
+            row += [human(f["self"][c["name"]], units[c["name"]]), human(f["total"][c["name"]], units[c["name"]])]
+        where = f"{os.path.basename(f['file'])}:{f['line']}" if f["file"] != "~" else "built-in"
+        rows.append((row, f"{f['name']}  ({where})"))
+    widths = [max(len(cols[i]), *(len(r[0][i]) for r in rows)) if rows else len(cols[i])
+              for i in range(len(cols))]
+    lines.append("  ".join(cols[i].rjust(widths[i]) for i in range(len(cols))) + "  function")
+    for row, name in rows:
+        lines.append("  ".join(row[i].rjust(widths[i]) for i in range(len(cols))) + "  " + name)
+    un = meta.get("unattributed", {})
+    if any(un.values()):
+        lines.append("")
+        lines.append("outside any function: " + ", ".join(
+            f"{c['name']} {human(un.get(c['name'], 0), c['unit'])}" for c in counters))
+    return "\n".join(lines) + "\n"
