@@ -1,0 +1,58 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "scripts")
+
+
+def can_run_as_nobody() -> str:
+    """'' if `setpriv` can run this Python as nobody, else the reason."""
+    if os.geteuid() != 0:
+        return ""  # already unprivileged: the plain runs are the unprivileged runs
+    if not shutil.which("setpriv"):
+        return "setpriv is not installed (util-linux)"
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        sys.executable, "-c", "import cprof"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return ("user nobody cannot import cprof with this Python (%s); .ci/run makes the "
+                "interpreter reachable with chmod o+x on its parent folders" % r.stderr.strip()[-200:])
+    return ""
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder that user nobody can read and write (tmp_path is private to root)."""
+    d = tempfile.mkdtemp(prefix="cprof-test-")
+    os.chmod(d, 0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def run_cprof(args, cwd=None, user=None, env=None, check_rc=None):
+    cmd = [sys.executable, "-m", "cprof"] + list(args)
+    if user == "nobody" and os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + cmd
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=full_env, timeout=300)
+    if check_rc is not None:
+        assert r.returncode == check_rc, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    return r
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def fn(profile, name):
+    """The single function record called `name`."""
+    found = [f for f in profile["functions"] if f["name"] == name]
+    assert len(found) == 1, f"{name}: {len(found)} records; have {[f['name'] for f in profile['functions']]}"
+    return found[0]

@@ -1,0 +1,57 @@
+"""Ground-truth workload: 40 sleeps in the main thread, 10 in each of 3 threads,
+a CPU spinner.  Records, per call, the thread's own getrusage/thread_time deltas
+(independent of cprof) and writes them as JSON to argv[1]; exits with argv[2]."""
+import json
+import resource
+import sys
+import threading
+import time
+
+truth = {"sleeper_nvcsw": [], "spin_nvcsw": [], "spin_cpu_ns": [], "sleeper_cpu_ns": []}
+lock = threading.Lock()
+
+
+def nvcsw():
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+def sleeper(n):
+    for _ in range(n):
+        time.sleep(0.001)
+
+
+def spin():
+    s = 0
+    for i in range(400_000):
+        s += i * i
+    return s
+
+
+def measured_sleeper(n):
+    c0, t0 = nvcsw(), time.thread_time_ns()
+    sleeper(n)
+    t1, c1 = time.thread_time_ns(), nvcsw()
+    with lock:
+        truth["sleeper_nvcsw"].append(c1 - c0)
+        truth["sleeper_cpu_ns"].append(t1 - t0)
+
+
+def worker():
+    measured_sleeper(10)
+
+
+threads = [threading.Thread(target=worker) for _ in range(3)]
+for t in threads:
+    t.start()
+measured_sleeper(40)
+for t in threads:
+    t.join()
+c0, t0 = nvcsw(), time.thread_time_ns()
+spin()
+t1, c1 = time.thread_time_ns(), nvcsw()
+truth["spin_nvcsw"].append(c1 - c0)
+truth["spin_cpu_ns"].append(t1 - t0)
+with open(sys.argv[1], "w") as f:
+    json.dump(truth, f)
+print("workload done")
+sys.exit(int(sys.argv[2]))
