@@ -1,0 +1,230 @@
+"""The Python API and the hook, in-process: exact attribution with the ctxsw
+counter (a 1 ms sleep is one voluntary switch, checked against getrusage)."""
+import resource
+import sys
+import threading
+import time
+
+import pytest
+
+import cprof
+from conftest import fn
+
+
+def nvcsw():
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+def nap(k=1):
+    for _ in range(k):
+        time.sleep(0.001)
+
+
+def named(prof, suffix):
+    """The one function whose qualified name ends with `suffix` (names carry
+    <locals> paths on 3.11+, bare names on 3.9/3.10)."""
+    found = [f for f in prof["functions"] if f["name"].rsplit(".", 1)[-1] == suffix]
+    assert len(found) == 1, [f["name"] for f in prof["functions"]]
+    return found[0]
+
+
+def conserved(prof):
+    for c in prof["counters"]:
+        name = c["name"]
+        assert sum(f["self"][name] for f in prof["functions"]) + prof["meta"]["unattributed"][name] \
+            == prof["meta"]["region"][name]
+
+
+def test_profile_context_manager_attributes_exactly():
+    def leaf():
+        nap(2)
+
+    def mid():
+        nap(1)
+        leaf()
+
+    with cprof.Profile(["ctxsw", "wall"]) as p:
+        before = nvcsw()
+        mid()
+        seen = nvcsw() - before
+    prof = p.profile()
+    m, l = named(prof, "mid"), named(prof, "leaf")
+    assert (m["calls"], l["calls"]) == (1, 1)
+    assert l["total"]["ctxsw"] >= 2 and m["total"]["ctxsw"] >= 3
+    assert m["total"]["ctxsw"] == seen
+    assert fn(prof, "time.sleep")["calls"] == 3
+    assert l["total"]["wall"] <= m["total"]["wall"]
+    conserved(prof)
+
+
+def test_mid_stack_start_charges_the_running_function():
+    def outer():
+        with cprof.Profile(["ctxsw"]) as p:
+            before = nvcsw()
+            nap(3)             # inline in outer: outer's total, time.sleep's self
+            inner()
+            seen = nvcsw() - before
+        return p, seen
+
+    def inner():
+        nap(2)
+
+    p, seen = outer()
+    prof = p.profile()
+    o = named(prof, "outer")
+    assert o["calls"] == 0          # it was running before profiling began
+    assert o["total"]["ctxsw"] >= seen >= 5
+    assert fn(prof, "time.sleep")["calls"] == 5
+    conserved(prof)
+
+
+def test_suspended_generator_time_belongs_to_the_consumer():
+    def produce():
+        for i in range(5):
+            yield i
+
+    def consume():
+        for _ in produce():
+            nap(1)         # while the generator is suspended
+
+    with cprof.Profile(["ctxsw"]) as p:
+        consume()
+    prof = p.profile()
+    gen, con = named(prof, "produce"), named(prof, "consume")
+    assert gen["calls"] == 6        # first start + 5 resumes, as cProfile counts them
+    assert gen["total"]["ctxsw"] == 0
+    assert con["total"]["ctxsw"] >= 5
+    conserved(prof)
+
+
+def test_exceptions_unwinding_keep_the_stack_consistent():
+    def c():
+        nap(1)
+        raise KeyError("x")
+
+    def b():
+        nap(1)
+        c()
+
+    def a():
+        nap(1)
+        try:
+            b()
+        except KeyError:
+            pass
+        nap(1)
+
+    with cprof.Profile(["ctxsw"]) as p:
+        a()
+    prof = p.profile()
+    byname = {f["name"].rsplit(".", 1)[-1]: f for f in prof["functions"]}
+    assert byname["c"]["total"]["ctxsw"] >= 1
+    assert byname["b"]["total"]["ctxsw"] >= byname["c"]["total"]["ctxsw"] + 1
+    assert byname["a"]["total"]["ctxsw"] >= byname["b"]["total"]["ctxsw"] + 2
+    assert byname["a"]["self"]["ctxsw"] == 0
+    assert prof["meta"]["unmatched_exits"] <= 1     # at most Profile.__enter__'s own return
+    conserved(prof)
+
+
+def test_threads_started_before_profiling_are_profiled():
+    go, counts = threading.Event(), []
+
+    def waiter():
+        go.wait()
+        before = nvcsw()
+        nap(5)
+        counts.append(nvcsw() - before)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.01)
+    with cprof.Profile(["ctxsw"]) as p:
+        go.set()
+        t.join()
+    prof = p.profile()
+    assert fn(prof, "time.sleep")["calls"] == 5
+    assert fn(prof, "time.sleep")["self"]["ctxsw"] >= 5
+    napf = named(prof, "nap")
+    assert napf["total"]["ctxsw"] == counts[0]
+    assert prof["meta"]["threads"] >= 2
+    conserved(prof)
+
+
+def test_several_threads_merge_by_function():
+    def work():
+        nap(4)
+
+    with cprof.Profile(["ctxsw", "cpu"]) as p:
+        ts = [threading.Thread(target=work) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    prof = p.profile()
+    w = named(prof, "work")
+    assert w["calls"] == 4
+    assert w["total"]["ctxsw"] >= 16
+    assert fn(prof, "time.sleep")["calls"] == 16
+    conserved(prof)
+
+
+def test_unknown_counter_is_one_sentence():
+    with pytest.raises(cprof.CprofError) as e:
+        cprof.Profile(["cpu", "nosuch"])
+    assert "unknown counter 'nosuch'" in str(e.value)
+    assert "cpu, wall, ctxsw" in str(e.value)
+
+
+def test_stats_while_enabled_is_a_clear_error():
+    p = cprof.Profile(["wall"])
+    p.enable()
+    try:
+        with pytest.raises(cprof.CprofError, match="disable"):
+            p.profile()
+    finally:
+        p.disable()
+    assert p.profile()["version"] == 1
+
+
+def test_re_enable_accumulates():
+    p = cprof.Profile(["ctxsw"])
+    for _ in range(2):
+        p.enable()
+        nap(2)
+        p.disable()
+    prof = p.profile()
+    assert fn(prof, "time.sleep")["calls"] == 4
+    conserved(prof)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring tool ids exist on 3.12+")
+def test_coexists_with_cprofile_on_another_tool_id():
+    import cProfile
+    import pstats
+    cp = cProfile.Profile()
+    cp.enable()
+    try:
+        with cprof.Profile(["ctxsw"]) as p:
+            nap(3)
+    finally:
+        cp.disable()
+    assert fn(p.profile(), "time.sleep")["calls"] == 3
+    st = pstats.Stats(cp).stats
+    assert any(k[2].endswith("sleep>") and v[1] == 3 for k, v in st.items())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring tool ids exist on 3.12+")
+def test_no_free_tool_id_is_one_sentence():
+    mon = sys.monitoring
+    taken = []
+    for i in range(6):
+        if mon.get_tool(i) is None:
+            mon.use_tool_id(i, f"blocker{i}")
+            taken.append(i)
+    try:
+        p = cprof.Profile(["wall"])
+        with pytest.raises(cprof.CprofError, match="all 6 sys.monitoring tool ids are in use"):
+            p.enable()
+    finally:
+        for i in taken:
+            mon.free_tool_id(i)
