@@ -175,17 +175,20 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
         }
         t->paused = 0;
     }
+    int back = 0;
     for (unsigned c = 0; c < n; c++) {
         uint64_t v = now[c];
         if (v < t->last[c]) {
-            if (t->backwards++ == 0) {
+            if (t->backwards == 0 && !back) {
                 t->backwards_counter = c;
                 t->backwards_key = t->depth ? t->fns.recs[t->frames[t->depth - 1].fn].key : 0;
             }
+            back = 1;
             v = t->last[c];
         }
         t->scratch[c] = t->last[c] = v;
     }
+    t->backwards += back;
     return t->scratch;
 }
 
@@ -300,9 +303,12 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
     }
     self = cprof_self(&t->fns, fn);
     total = cprof_total(&t->fns, fn);
+    /* The frame spanned the whole region so far, so every earlier frame of the same
+     * function in this thread (nested in it, or an inner pre-existing one) lies
+     * inside it: its total is the region's growth, counted once. */
     for (unsigned c = 0; c < n; c++) {
         self[c] += now[c] - t->mark[c] - t->mark_child[c];
-        total[c] += now[c] - t->first[c];
+        total[c] = now[c] - t->first[c];
         t->mark[c] = now[c];
         t->mark_child[c] = 0;
     }

@@ -83,7 +83,7 @@ struct cprof_thread {
     int oom;                    /* sticky: memory ran out, some events were dropped */
     uint64_t events;            /* enter + exit events processed */
     uint64_t unmatched_exits;   /* exits of keys not on the stack, ignored */
-    uint64_t backwards;         /* readings lower than the previous one (clamped) */
+    uint64_t backwards;         /* readings with a counter lower than before (clamped) */
     unsigned backwards_counter; /* counter index of the first backwards reading */
     cprof_key backwards_key;    /* function on top when it happened (0: root) */
     cprof_newkey_fn on_new_key; /* optional */
@@ -99,8 +99,9 @@ void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *n
 /* A call of `key` ends (return, exception, yield).  Frames above the matching one
  * are closed first (their exits were missed); an exit with an empty stack is a
  * function that was running before profiling started: it gets the root-level
- * growth since the last such exit as self, and everything since the start as
- * total, with no call counted.  Any other unmatched exit is counted and ignored. */
+ * growth since the last such exit as self, and its total becomes the growth since
+ * the start (it spanned the region, so earlier frames of it were inside), with no
+ * call counted.  Any other unmatched exit is counted and ignored. */
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now);
 /* Push a frame that was already running when profiling started: no call counted. */
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now);

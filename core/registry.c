@@ -104,7 +104,7 @@ int cprof_spec_parse(const char *spec, const struct cprof_counter_def *const *kn
                 return -1;
             }
         if (*n == max) {
-            cprof_error_set(err, E2BIG, "too many counters in '%s'; at most %u per run", spec, max);
+            cprof_error_set(err, E2BIG, "too many counters: at most %u per run, in '%s'", max, spec);
             return -1;
         }
         if (colon && len - nlen - 1 >= CPROF_ARG_LEN) {
