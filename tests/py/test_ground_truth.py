@@ -48,7 +48,8 @@ def test_sleeps_give_exact_voluntary_switches(shared_dir, user):
     assert spin["total"]["ctxsw"] == truth["spin_nvcsw"][0]
     real_cpu = truth["spin_cpu_ns"][0]
     assert abs(spin["total"]["cpu"] - real_cpu) <= 0.03 * real_cpu + 300_000
-    assert spin["total"]["cpu"] >= 0.5 * spin["total"]["wall"]
+    if truth["spin_nivcsw"][0] == 0:  # never preempted: its CPU time is its wall time
+        assert spin["total"]["cpu"] >= 0.95 * spin["total"]["wall"] - 200_000
     # the sleeper: cpu << wall, and cpu close to what thread_time measured
     assert sleeper["total"]["cpu"] < 0.2 * sleeper["total"]["wall"]
     assert sleeper["total"]["wall"] >= 70 * 1_000_000 * 0.99

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-truth = {"sleeper_nvcsw": [], "spin_nvcsw": [], "spin_cpu_ns": [], "sleeper_cpu_ns": []}
+truth = {"sleeper_nvcsw": [], "spin_nvcsw": [], "spin_nivcsw": [], "spin_cpu_ns": [], "sleeper_cpu_ns": []}
 lock = threading.Lock()
 
 
@@ -46,9 +46,11 @@ for t in threads:
 measured_sleeper(40)
 for t in threads:
     t.join()
+i0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
 c0, t0 = nvcsw(), time.thread_time_ns()
 spin()
 t1, c1 = time.thread_time_ns(), nvcsw()
+truth["spin_nivcsw"].append(resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - i0)
 truth["spin_nvcsw"].append(c1 - c0)
 truth["spin_cpu_ns"].append(t1 - t0)
 with open(sys.argv[1], "w") as f:
