@@ -56,6 +56,27 @@ def _report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """With -m, everything after the module name is the module's, as with python -m
+    (argparse alone would take `cprof -m mod -o x` as cprof's -o)."""
+    with_value = ("--counter", "-c", "-o", "--output", "--sort", "--limit")
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-m":
+            return argv[:i + 2], argv[i + 2:]
+        if a.startswith("-m"):  # -mmodule
+            return argv[:i + 1], argv[i + 1:]
+        if a in with_value or (a.startswith("--") and "=" not in a
+                               and any(o.startswith(a) for o in with_value if o.startswith("--"))):
+            i += 2
+        elif a.startswith("-") and a != "-" and a != "--":
+            i += 1
+        else:
+            break  # the script: argparse gives it everything after it
+    return argv, None
+
+
 def _list_counters() -> int:
     rows = list_counters()
     width = max(len(r["name"]) for r in rows)
@@ -80,15 +101,18 @@ def _prepare_script(path: str, args: list[str]):
         raise CprofError(f"'{path}' is a folder; give a .py script, or a package with -m")
     with open(path, "rb") as f:
         source = f.read()
+    # Since 3.9 `python script.py` gives __main__ an absolute __file__ and compiles
+    # the code with that name (tracebacks show it); sys.argv[0] stays as typed.
+    abspath = os.path.abspath(path)
     try:
-        code = compile(source, path, "exec")
+        code = compile(source, abspath, "exec")
     except SyntaxError:
         traceback.print_exc(limit=0)
         raise SystemExit(1) from None
     sys.argv = [path] + args
-    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    sys.path[0] = os.path.dirname(abspath)
     main = types.ModuleType("__main__")
-    main.__dict__.update(__file__=path, __builtins__=builtins, __cached__=None, __loader__=None,
+    main.__dict__.update(__file__=abspath, __builtins__=builtins, __cached__=None, __loader__=None,
                          __package__=None, __spec__=None)
     sys.modules["__main__"] = main
 
@@ -97,16 +121,25 @@ def _prepare_script(path: str, args: list[str]):
 
 def _prepare_module(name: str, args: list[str]):
     import runpy
+    sys.path[0] = os.getcwd()  # before the lookup: python -m finds modules in the current folder
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError) as e:
         raise CprofError(f"cannot find module '{name}' ({e}); check the name and sys.path") from None
     if spec is None:
         raise CprofError(f"no module named '{name}'; check the name and that it is installed")
+    if spec.submodule_search_locations is not None:  # a package runs as its __main__, as python -m does
+        try:
+            main_spec = importlib.util.find_spec(name + ".__main__")
+        except (ImportError, ValueError):
+            main_spec = None
+        if main_spec is None:
+            raise CprofError(f"'{name}' is a package with no __main__ module; "
+                             f"give a module inside it, or add {name}/__main__.py")
     sys.argv = [name] + args
-    sys.path[0] = os.getcwd()
 
-    return runpy.run_module, (name, "__main__", None, True)
+    # run_module(mod_name, init_globals, run_name, alter_sys), as `python -m` does
+    return runpy.run_module, (name, None, "__main__", True)
 
 
 def _profile(opts) -> int:
@@ -140,6 +173,7 @@ def _profile(opts) -> int:
     except BaseException as e:  # the program's own exception: reported below, as Python would
         exc = e
         exit_code = 1
+        _join_threads()  # the interpreter waits for non-daemon threads after an uncaught exception too
     finally:
         hook_error = None
         try:
@@ -168,7 +202,11 @@ def _profile(opts) -> int:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
             tb = tb.tb_next  # hide cprof's own frames, as `python script.py` shows none
-        traceback.print_exception(type(exc), exc, tb)
+        exc.__traceback__ = tb  # the default hook prints the exception's own traceback
+        try:  # the program's sys.excepthook, if it set one, as Python would
+            sys.excepthook(type(exc), exc, tb)
+        except BaseException:
+            traceback.print_exception(type(exc), exc, tb)
         if isinstance(exc, KeyboardInterrupt):
             sys.stderr.flush()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -185,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(report.format_report(profile_file.load(opts.file), sort=opts.sort,
                                                   limit=opts.limit, title=opts.file))
             return 0
-        opts = _run_parser().parse_args(argv)
+        head, module_args = _split_module_args(argv)
+        opts = _run_parser().parse_args(head)
+        if module_args is not None:
+            opts.args = module_args
         if opts.list_counters:
             return _list_counters()
         return _profile(opts)

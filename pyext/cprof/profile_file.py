@@ -129,6 +129,25 @@ def write(profile: dict, path: str) -> None:
         raise
 
 
+def _well_formed(data: dict) -> bool:
+    """The fields the report reads are there, with the right types."""
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    counters, functions = data["counters"], data["functions"]
+    if not isinstance(counters, list) or not counters or not isinstance(functions, list) \
+            or not isinstance(data["meta"], dict):
+        return False
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("unit"), str)
+               for c in counters):
+        return False
+    names = [c["name"] for c in counters]
+    return all(isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("file"), str)
+               and all(num(f.get(k)) for k in ("line", "calls", "primitive_calls"))
+               and all(isinstance(f.get(k), dict) and all(num(f[k].get(n)) for n in names)
+                       for k in ("self", "total"))
+               for f in functions)
+
+
 def load(path: str) -> dict:
     """Read a profile, or raise CprofError with one sentence saying what is wrong."""
     try:
@@ -149,4 +168,7 @@ def load(path: str) -> dict:
     for key in ("counters", "edges", "meta"):
         if key not in data:
             raise CprofError(f"'{path}' is a truncated or damaged cprof profile (no '{key}')")
+    if not _well_formed(data):  # so a damaged file gets a sentence, not a traceback in the report
+        raise CprofError(f"'{path}' is a damaged cprof profile (its counters or functions lack "
+                         "fields); give a file written by cprof -o")
     return data

@@ -290,7 +290,9 @@ def test_keyboard_interrupt_kills_with_sigint_like_python(tmp_path):
 def test_ctrl_c_while_running_still_writes_the_profile(tmp_path):
     out = tmp_path / "p.json"
     p = subprocess.Popen([sys.executable, "-m", "cprof", "-o", str(out), str(BEHAVE), "wait"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                         # a SIGINT ignored by whoever started pytest would be ignored by the child too
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert p.stdout.readline() == b"behave: wait\n"
         assert p.stdout.readline() == b"ready\n"
