@@ -76,11 +76,13 @@ static int cpu_open(void **state, const char *arg, struct cprof_error *err)
 static uint64_t cpu_read(void *state)
 {
     struct cpu_state *s = state;
+    /* The clock before the poll: a switch after this point is seen by the poll (or
+     * the next one), so the extrapolation never includes time spent off the CPU. */
+    uint64_t mono = cprof_mono_ns();
     uint64_t e = cprof_switchdet_poll(s->det);
     uint64_t v;
 
     if (e == s->epoch) {
-        uint64_t mono = cprof_mono_ns();
         if (mono - s->base_mono < CPU_RESYNC_NS) {
             v = s->base_cpu + (mono - s->base_mono);
             goto out;

@@ -41,6 +41,12 @@ int cprof_switchdet_available(char *why, size_t len)
                            "(glibc older than 2.35, or GLIBC_TUNABLES=glibc.pthread.rseq=0)");
         return 0;
     }
+    /* cpu_id is -1 (uninitialised) or -2 (registration failed) when the kernel does
+     * not maintain this thread's area: then nobody would clear rseq_cs. */
+    if ((int32_t)((struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset))->cpu_id < 0) {
+        snprintf(why, len, "this thread's rseq area is not registered with the kernel");
+        return 0;
+    }
     why[0] = '\0';
     return 1;
 }
