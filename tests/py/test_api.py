@@ -228,3 +228,25 @@ def test_no_free_tool_id_is_one_sentence():
     finally:
         for i in taken:
             mon.free_tool_id(i)
+
+
+def test_coroutines_keep_the_stack_consistent():
+    import asyncio
+
+    async def tick(n):
+        for _ in range(n):
+            await asyncio.sleep(0.002)    # suspended: the event loop's poll waits
+
+    async def main():
+        await asyncio.gather(tick(5), tick(5))
+
+    with cprof.Profile(["ctxsw", "wall"]) as p:
+        asyncio.run(main())
+    prof = p.profile()
+    t = named(prof, "tick")
+    assert t["calls"] >= 12            # 2 starts + a resume per await, as cProfile counts
+    assert t["total"]["ctxsw"] == 0    # its waits happen while it is suspended
+    polls = [f for f in prof["functions"] if f["name"].endswith("epoll.poll")]
+    assert polls and polls[0]["self"]["ctxsw"] >= 5
+    assert prof["meta"]["unmatched_exits"] <= 1
+    conserved(prof)
