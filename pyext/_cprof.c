@@ -199,8 +199,13 @@ static inline void read_all(const struct tstate *ts, unsigned n, uint64_t *now)
         now[i] = ts->read[i](ts->cstate[i]);
 }
 
-/* The event entry points shared by both hook mechanisms. */
-static inline void ev_enter(ProfilerObject *p, cprof_key key, PyObject *obj, PyObject *globals)
+typedef void (*engine_op)(struct cprof_thread *, cprof_key, const uint64_t *);
+
+/* The event entry point shared by both hook mechanisms; `op` is
+ * cprof_thread_enter or cprof_thread_exit (a constant at every call site, so
+ * this inlines into two specialised copies). */
+static inline void ev(ProfilerObject *p, engine_op op, cprof_key key, PyObject *obj,
+                      PyObject *globals)
 {
     uint64_t now[CPROF_MAX_COUNTERS];
     struct tstate *ts = get_ts(p);
@@ -210,20 +215,7 @@ static inline void ev_enter(ProfilerObject *p, cprof_key key, PyObject *obj, PyO
     read_all(ts, p->n, now);
     ts->pending = obj;
     ts->pending_globals = globals;
-    cprof_thread_enter(&ts->eng, key, now);
-}
-
-static inline void ev_exit(ProfilerObject *p, cprof_key key, PyObject *obj, PyObject *globals)
-{
-    uint64_t now[CPROF_MAX_COUNTERS];
-    struct tstate *ts = get_ts(p);
-
-    if (!ts)
-        return;
-    read_all(ts, p->n, now);
-    ts->pending = obj;
-    ts->pending_globals = globals;
-    cprof_thread_exit(&ts->eng, key, now);
+    op(&ts->eng, key, now);
 }
 
 /* The key of a C callable, or 0 if it is not one we report (a class, a Python
@@ -254,59 +246,37 @@ typedef struct {
     ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies */
 } HookObject;
 
-/* PY_START, PY_RESUME, PY_THROW (code, offset[, exc]) */
-static PyObject *hook_py_enter(PyObject *self, PyObject *const *args, size_t nargsf,
-                               PyObject *kwnames)
-{
-    ProfilerObject *p = ((HookObject *)self)->prof;
+/* A Python function's event: args = (code, offset, ...). */
+#define PY_HOOK(name, op)                                                                        \
+    static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
+                          PyObject *kwnames)                                                     \
+    {                                                                                            \
+        ProfilerObject *p = ((HookObject *)self)->prof;                                          \
+        (void)nargsf;                                                                            \
+        (void)kwnames;                                                                           \
+        if (p->enabled)                                                                          \
+            ev(p, op, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
+        Py_RETURN_NONE;                                                                          \
+    }
 
-    (void)nargsf;
-    (void)kwnames;
-    if (p->enabled)
-        ev_enter(p, (cprof_key)(uintptr_t)args[0], args[0], NULL);
-    Py_RETURN_NONE;
-}
+/* A call site's event: args = (code, offset, callable, arg0); only C callables count. */
+#define C_HOOK(name, op)                                                                         \
+    static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
+                          PyObject *kwnames)                                                     \
+    {                                                                                            \
+        ProfilerObject *p = ((HookObject *)self)->prof;                                          \
+        cprof_key key;                                                                           \
+        (void)nargsf;                                                                            \
+        (void)kwnames;                                                                           \
+        if (p->enabled && (key = c_key(args[2], args[3])) != 0)                                  \
+            ev(p, op, key, args[2], NULL);                                                       \
+        Py_RETURN_NONE;                                                                          \
+    }
 
-/* PY_RETURN, PY_YIELD, PY_UNWIND (code, offset, value|exc) */
-static PyObject *hook_py_exit(PyObject *self, PyObject *const *args, size_t nargsf,
-                              PyObject *kwnames)
-{
-    ProfilerObject *p = ((HookObject *)self)->prof;
-
-    (void)nargsf;
-    (void)kwnames;
-    if (p->enabled)
-        ev_exit(p, (cprof_key)(uintptr_t)args[0], args[0], NULL);
-    Py_RETURN_NONE;
-}
-
-/* CALL (code, offset, callable, arg0) */
-static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
-                           PyObject *kwnames)
-{
-    ProfilerObject *p = ((HookObject *)self)->prof;
-    cprof_key key;
-
-    (void)nargsf;
-    (void)kwnames;
-    if (p->enabled && (key = c_key(args[2], args[3])) != 0)
-        ev_enter(p, key, args[2], NULL);
-    Py_RETURN_NONE;
-}
-
-/* C_RETURN, C_RAISE (code, offset, callable, arg0) */
-static PyObject *hook_c_exit(PyObject *self, PyObject *const *args, size_t nargsf,
-                             PyObject *kwnames)
-{
-    ProfilerObject *p = ((HookObject *)self)->prof;
-    cprof_key key;
-
-    (void)nargsf;
-    (void)kwnames;
-    if (p->enabled && (key = c_key(args[2], args[3])) != 0)
-        ev_exit(p, key, args[2], NULL);
-    Py_RETURN_NONE;
-}
+PY_HOOK(hook_py_enter, cprof_thread_enter) /* PY_START, PY_RESUME, PY_THROW */
+PY_HOOK(hook_py_exit, cprof_thread_exit)   /* PY_RETURN, PY_YIELD, PY_UNWIND */
+C_HOOK(hook_call, cprof_thread_enter)      /* CALL */
+C_HOOK(hook_c_exit, cprof_thread_exit)     /* C_RETURN, C_RAISE */
 
 /* Which sys.monitoring event goes to which hook (cProfile's mapping). */
 static const struct {
@@ -501,20 +471,18 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     case PyTrace_CALL:
     case PyTrace_RETURN:
         co = PyFrame_GetCode(frame);
-        if (what == PyTrace_CALL)
-            ev_enter(p, (cprof_key)(uintptr_t)co, (PyObject *)co, NULL);
-        else
-            ev_exit(p, (cprof_key)(uintptr_t)co, (PyObject *)co, NULL);
+        ev(p, what == PyTrace_CALL ? cprof_thread_enter : cprof_thread_exit,
+           (cprof_key)(uintptr_t)co, (PyObject *)co, NULL);
         Py_DECREF(co);
         break;
     case PyTrace_C_CALL:
         if ((key = c_key(arg, NULL)) != 0)
-            ev_enter(p, key, arg, NULL);
+            ev(p, cprof_thread_enter, key, arg, NULL);
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
         if ((key = c_key(arg, NULL)) != 0)
-            ev_exit(p, key, arg, NULL);
+            ev(p, cprof_thread_exit, key, arg, NULL);
         break;
     default:
         break;
