@@ -122,7 +122,9 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
     t->on_new_key = on_new_key;
     t->new_key_arg = new_key_arg;
     t->cap = 64;
-    if (cprof_table_init(&t->fns, n, 256) < 0 || cprof_table_init(&t->edges, n, 1024) < 0)
+    t->max_nodes = CPROF_MAX_NODES_DEFAULT;
+    if (cprof_table_init(&t->fns, n, 256) < 0 || cprof_table_init(&t->edges, n, 1024) < 0 ||
+        cprof_table_init(&t->nodes, n, 1024) < 0)
         goto err;
     t->frames = calloc(t->cap, sizeof(*t->frames));
     t->fvals = calloc(t->cap * 2 * (n ? n : 1), sizeof(*t->fvals));
@@ -133,7 +135,8 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
     t->mark = t->last + n;
     t->mark_child = t->mark + n;
     t->scratch = t->mark_child + n;
-    if (cprof_table_get(&t->fns, 0, &inserted) != CPROF_ROOT)
+    if (cprof_table_get(&t->fns, 0, &inserted) != CPROF_ROOT ||
+        cprof_table_get(&t->nodes, 0, &inserted) != CPROF_ROOT)
         goto err;
     return 0;
 err:
@@ -145,6 +148,7 @@ void cprof_thread_free(struct cprof_thread *t)
 {
     cprof_table_free(&t->fns);
     cprof_table_free(&t->edges);
+    cprof_table_free(&t->nodes);
     free(t->frames);
     free(t->fvals);
     free(t->first);
@@ -219,34 +223,73 @@ static int stack_grow(struct cprof_thread *t)
     return 0;
 }
 
+/* The edge of (caller, fn), found through the call-tree node of (parent, fn): a node
+ * remembers its edge, so the common case is one table lookup per entry.  When the
+ * tree is full, a new path folds into its parent's node (self only, no call). */
+static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_frame *f)
+{
+    const struct cprof_frame *up = t->depth ? &t->frames[t->depth - 1] : NULL;
+    uint32_t parent = up ? up->node : CPROF_ROOT;
+    size_t node = (size_t)-1, edge;
+    int inserted = 0;
+
+    if (!up || up->own_node) {
+        if (t->nodes.len < t->max_nodes)
+            node = cprof_table_get(&t->nodes, (uint64_t)parent << 32 | fn, &inserted);
+        else
+            node = cprof_table_find(&t->nodes, (uint64_t)parent << 32 | fn);
+        if (node != (size_t)-1 && !inserted) {
+            f->node = (uint32_t)node;
+            f->own_node = 1;
+            f->edge = (uint32_t)t->nodes.recs[node].edge;
+            return 0;
+        }
+    }
+    edge = cprof_table_get(&t->edges, (uint64_t)caller << 32 | fn, &inserted);
+    if (edge == (size_t)-1)
+        return -1;
+    f->edge = (uint32_t)edge;
+    if (node != (size_t)-1) {
+        t->nodes.recs[node].edge = edge;
+        f->node = (uint32_t)node;
+        f->own_node = 1;
+    } else {
+        t->tree_dropped++;
+        f->node = parent;
+        f->own_node = 0;
+    }
+    return 0;
+}
+
 static void push(struct cprof_thread *t, cprof_key key, const uint64_t *now, int counted)
 {
     unsigned n = t->n;
-    size_t fn, edge, caller = t->depth ? t->frames[t->depth - 1].fn : CPROF_ROOT;
+    size_t fn, caller = t->depth ? t->frames[t->depth - 1].fn : CPROF_ROOT;
+    struct cprof_frame *f;
     struct cprof_rec *r, *e;
     uint64_t *fv;
-    int inserted;
 
     if (t->depth == t->cap && stack_grow(t) < 0)
         goto oom;
     fn = fn_index(t, key);
     if (fn == (size_t)-1)
         goto oom;
-    edge = cprof_table_get(&t->edges, (uint64_t)caller << 32 | fn, &inserted);
-    if (edge == (size_t)-1)
+    f = &t->frames[t->depth];
+    f->fn = (uint32_t)fn;
+    if (link(t, caller, fn, f) < 0)
         goto oom;
     r = &t->fns.recs[fn];
-    e = &t->edges.recs[edge];
+    e = &t->edges.recs[f->edge];
     if (counted) {
         r->calls++;
         r->primitive_calls += r->active == 0;
         e->calls++;
         e->primitive_calls += e->active == 0;
+        if (f->own_node)
+            t->nodes.recs[f->node].calls++;
     }
     r->active++;
     e->active++;
-    t->frames[t->depth].fn = (uint32_t)fn;
-    t->frames[t->depth].edge = (uint32_t)edge;
     fv = t->fvals + t->depth * 2 * n;
     memcpy(fv, now, n * sizeof(*now));
     memset(fv + n, 0, n * sizeof(*fv));
@@ -265,6 +308,7 @@ static void pop(struct cprof_thread *t, const uint64_t *now)
     struct cprof_rec *r = &t->fns.recs[f->fn], *e = &t->edges.recs[f->edge];
     uint64_t *self = cprof_self(&t->fns, f->fn), *total = cprof_total(&t->fns, f->fn);
     uint64_t *etotal = cprof_total(&t->edges, f->edge);
+    uint64_t *nself = cprof_self(&t->nodes, f->node), *ntotal = cprof_total(&t->nodes, f->node);
     uint64_t *up = t->depth > 1 ? t->fvals + (t->depth - 2) * 2 * n + n : t->mark_child;
     int outer = --r->active == 0, eouter = --e->active == 0;
 
@@ -275,6 +319,9 @@ static void pop(struct cprof_thread *t, const uint64_t *now)
             total[c] += d;
         if (eouter)
             etotal[c] += d;
+        nself[c] += d - fv[n + c];
+        if (f->own_node)        /* a node is on a path at most once: no recursion rule */
+            ntotal[c] += d;
         up[c] += d;
     }
     t->depth--;
@@ -295,7 +342,7 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
 {
     unsigned n = t->n;
     size_t fn = fn_index(t, key);
-    uint64_t *self, *total;
+    uint64_t *self, *total, *nself;
 
     if (fn == (size_t)-1) {
         t->oom = 1;
@@ -303,11 +350,14 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
     }
     self = cprof_self(&t->fns, fn);
     total = cprof_total(&t->fns, fn);
+    nself = cprof_self(&t->nodes, CPROF_ROOT);
     /* The frame spanned the whole region so far, so every earlier frame of the same
      * function in this thread (nested in it, or an inner pre-existing one) lies
      * inside it: its total is the region's growth, counted once. */
     for (unsigned c = 0; c < n; c++) {
-        self[c] += now[c] - t->mark[c] - t->mark_child[c];
+        uint64_t d = now[c] - t->mark[c] - t->mark_child[c];
+        self[c] += d;
+        nself[c] += d;          /* the tree has no path to it: its root keeps the growth */
         total[c] = now[c] - t->first[c];
         t->mark[c] = now[c];
         t->mark_child[c] = 0;
@@ -346,12 +396,14 @@ void cprof_thread_pause(struct cprof_thread *t)
 
 void cprof_thread_flush(struct cprof_thread *t)
 {
-    uint64_t *self = cprof_self(&t->fns, CPROF_ROOT);
+    uint64_t *self = cprof_self(&t->fns, CPROF_ROOT), *nself = cprof_self(&t->nodes, CPROF_ROOT);
 
     while (t->depth)
         pop(t, t->last);
     for (unsigned c = 0; c < t->n; c++) {
-        self[c] += t->last[c] - t->mark[c] - t->mark_child[c];
+        uint64_t d = t->last[c] - t->mark[c] - t->mark_child[c];
+        self[c] += d;
+        nself[c] += d;
         t->mark[c] = t->last[c];
         t->mark_child[c] = 0;
     }
@@ -384,17 +436,19 @@ static void add_rec(struct cprof_table *dst, size_t di, const struct cprof_table
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 struct cprof_merged *out)
 {
-    size_t *map = NULL;
+    size_t *map = NULL, *nmap;
     int inserted;
 
     memset(out, 0, sizeof(*out));
-    if (cprof_table_init(&out->fns, n, 256) < 0 || cprof_table_init(&out->edges, n, 1024) < 0)
+    if (cprof_table_init(&out->fns, n, 256) < 0 || cprof_table_init(&out->edges, n, 1024) < 0 ||
+        cprof_table_init(&out->nodes, n, 1024) < 0)
         goto err;
     out->region = calloc(2 * (size_t)(n ? n : 1), sizeof(uint64_t));
     if (!out->region)
         goto err;
     out->unattributed = out->region + n;
-    if (cprof_table_get(&out->fns, 0, &inserted) != CPROF_ROOT)
+    if (cprof_table_get(&out->fns, 0, &inserted) != CPROF_ROOT ||
+        cprof_table_get(&out->nodes, 0, &inserted) != CPROF_ROOT)
         goto err;
     for (size_t ti = 0; ti < nthreads; ti++) {
         const struct cprof_thread *t = threads[ti];
@@ -402,10 +456,11 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
 
         if (!t->started)
             continue;
-        m = realloc(map, (t->fns.len ? t->fns.len : 1) * sizeof(*map));
+        m = realloc(map, (t->fns.len + t->nodes.len) * sizeof(*map));
         if (!m)
             goto err;
         map = m;
+        nmap = map + t->fns.len;
         for (size_t i = 0; i < t->fns.len; i++) {
             map[i] = cprof_table_get(&out->fns, t->fns.recs[i].key, &inserted);
             if (map[i] == (size_t)-1)
@@ -420,6 +475,16 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
                 goto err;
             add_rec(&out->edges, di, &t->edges, i);
         }
+        /* A parent node is always inserted before its children. */
+        for (size_t i = 0; i < t->nodes.len; i++) {
+            uint64_t k = t->nodes.recs[i].key;
+            uint64_t mk = i == CPROF_ROOT ? 0 : (uint64_t)nmap[k >> 32] << 32 | map[k & 0xffffffffu];
+            nmap[i] = cprof_table_get(&out->nodes, mk, &inserted);
+            if (nmap[i] == (size_t)-1)
+                goto err;
+            add_rec(&out->nodes, nmap[i], &t->nodes, i);
+        }
+        out->tree_dropped += t->tree_dropped;
         for (unsigned c = 0; c < n; c++) {
             out->region[c] += cprof_thread_region(t, c);
             out->unattributed[c] += cprof_thread_unattributed(t, c);
@@ -441,6 +506,7 @@ void cprof_merged_free(struct cprof_merged *m)
 {
     cprof_table_free(&m->fns);
     cprof_table_free(&m->edges);
+    cprof_table_free(&m->nodes);
     free(m->region);
     m->region = m->unattributed = NULL;
 }

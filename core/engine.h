@@ -20,11 +20,15 @@ typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
 
 #define CPROF_ROOT 0u           /* index of the root record in every function table */
 
-struct cprof_rec {              /* one function, or one edge */
-    uint64_t key;               /* function key, or (caller index << 32 | callee index) */
+struct cprof_rec {              /* one function, one edge, or one call-tree node */
+    uint64_t key;               /* function key; (caller index << 32 | callee index) for an
+                                 * edge; (parent node << 32 | function index) for a node */
     uint64_t calls;             /* entries observed */
-    uint64_t primitive_calls;   /* entries while not already active */
-    uint64_t active;            /* frames of it now on the stack */
+    uint64_t primitive_calls;   /* entries while not already active (functions, edges) */
+    union {
+        uint64_t active;        /* functions, edges: frames of it now on the stack */
+        uint64_t edge;          /* nodes: index of the (caller, callee) edge it belongs to */
+    };
 };
 
 /* Open-addressing table of records, each with 2*n counter values:
@@ -60,7 +64,11 @@ static inline uint64_t *cprof_total(const struct cprof_table *t, size_t i)
 struct cprof_frame {
     uint32_t fn;                /* index in fns */
     uint32_t edge;              /* index in edges */
+    uint32_t node;              /* index in nodes; past the tree's bound, the nearest
+                                 * ancestor's node, which then takes this frame's self */
+    uint32_t own_node;          /* 1: node is this frame's own; 0: borrowed from an ancestor */
 };
+#define CPROF_MAX_NODES_DEFAULT (1u << 18) /* call-tree nodes per thread */
 
 /* Called when a thread sees a key for the first time (once per key per thread). */
 typedef void (*cprof_newkey_fn)(void *arg, cprof_key key);
@@ -69,6 +77,9 @@ struct cprof_thread {
     unsigned n;                 /* counters */
     struct cprof_table fns;     /* per function key; record 0 is the root */
     struct cprof_table edges;   /* per (caller, callee) function index pair */
+    struct cprof_table nodes;   /* the call tree: per (parent node, function); 0 is the root */
+    size_t max_nodes;           /* bound on nodes; new paths past it fold into their parent */
+    uint64_t tree_dropped;      /* entries folded into an ancestor node: the tree was full */
     struct cprof_frame *frames; /* the shadow stack */
     uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children */
     size_t depth;               /* frames on the stack */
@@ -123,6 +134,8 @@ uint64_t cprof_thread_unattributed(const struct cprof_thread *t, unsigned c);
 struct cprof_merged {
     struct cprof_table fns;     /* record 0 is the root */
     struct cprof_table edges;   /* key = caller index << 32 | callee index (merged indices) */
+    struct cprof_table nodes;   /* key = parent node << 32 | function index (merged indices) */
+    uint64_t tree_dropped;      /* entries left out of the threads' trees */
     uint64_t *region;           /* n: sum over threads of the region growth */
     uint64_t *unattributed;     /* n: sum over threads of root-level growth */
     uint64_t threads;           /* threads merged */

@@ -704,11 +704,11 @@ static PyObject *u64_list(const uint64_t *v, unsigned n)
 
 static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
 {
-    PyObject *out = NULL, *fns = NULL, *edges = NULL, *counters = NULL, *x;
+    PyObject *out = NULL, *fns = NULL, *edges = NULL, *counters = NULL, *tree = NULL, *x;
     unsigned n = p->n;
 
     if (!(out = PyDict_New()) || !(fns = PyList_New(0)) || !(edges = PyList_New(0)) ||
-        !(counters = PyList_New(0)))
+        !(counters = PyList_New(0)) || !(tree = PyList_New(0)))
         goto err;
     for (unsigned i = 0; i < n; i++) {
         const struct cprof_counter_def *d = p->specs[i].def;
@@ -757,15 +757,28 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
             goto err_x;
         Py_DECREF(x);
     }
+    for (size_t i = 0; i < m->nodes.len; i++) {
+        const struct cprof_rec *r = &m->nodes.recs[i];
+        size_t fn = (size_t)(r->key & 0xffffffffu);
+        x = Py_BuildValue("(nKKNN)", i ? (Py_ssize_t)(r->key >> 32) : (Py_ssize_t)-1,
+                          (unsigned long long)m->fns.recs[fn].key, (unsigned long long)r->calls,
+                          u64_list(cprof_self(&m->nodes, i), n),
+                          u64_list(cprof_total(&m->nodes, i), n));
+        if (!x || PyList_Append(tree, x) < 0)
+            goto err_x;
+        Py_DECREF(x);
+    }
     if (PyDict_SetItemString(out, "counters", counters) < 0 ||
+        PyDict_SetItemString(out, "tree", tree) < 0 ||
         PyDict_SetItemString(out, "functions", fns) < 0 ||
         PyDict_SetItemString(out, "edges", edges) < 0)
         goto err;
-    x = Py_BuildValue("{s:N,s:N,s:K,s:K,s:K,s:K,s:s}", "region", u64_list(m->region, n),
+    x = Py_BuildValue("{s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:s}", "region", u64_list(m->region, n),
                       "unattributed", u64_list(m->unattributed, n), "threads",
                       (unsigned long long)m->threads, "events", (unsigned long long)m->events,
                       "unmatched_exits", (unsigned long long)m->unmatched_exits, "backwards",
-                      (unsigned long long)m->backwards, "hook",
+                      (unsigned long long)m->backwards, "tree_folded",
+                      (unsigned long long)m->tree_dropped, "hook",
                       CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile");
     if (!x || PyDict_SetItemString(out, "meta", x) < 0)
         goto err_x;
@@ -773,6 +786,7 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
     Py_DECREF(fns);
     Py_DECREF(edges);
     Py_DECREF(counters);
+    Py_DECREF(tree);
     return out;
 err_x:
     Py_XDECREF(x);
@@ -781,6 +795,7 @@ err:
     Py_XDECREF(fns);
     Py_XDECREF(edges);
     Py_XDECREF(counters);
+    Py_XDECREF(tree);
     return NULL;
 }
 

@@ -84,6 +84,7 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         e["primitive_calls"] += prim
         for i in range(n):
             e["total"][counters[i]] += total_v[i]
+    tree = _build_tree(raw.get("tree", []), key_to_id, counters)
     rm = raw["meta"]
     out_meta = {
         "python": sys.version.split()[0],
@@ -97,6 +98,7 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         "corrections": {c["name"]: {"count": c["corrections"], "total": c["corrections_total"]}
                         for c in raw["counters"]},
         "tracer_share": None,  # not measured yet: no compensation of cprof's own cost
+        "tree_folded": rm.get("tree_folded", 0),
     }
     out_meta.update(meta or {})
     return {
@@ -106,8 +108,40 @@ def build(raw: dict, meta: dict | None = None) -> dict:
                      for c in raw["counters"]],
         "functions": functions,
         "edges": sorted(edges.values(), key=lambda e: (e["caller"], e["callee"])),
+        "tree": tree,
         "meta": out_meta,
     }
+
+
+def _build_tree(raw_nodes: list, key_to_id: dict, counters: list) -> dict:
+    """The call tree, columnar: node i has parent[i] (-1 for the root, node 0),
+    function[i] (a function id, -1 for the root), calls[i], self[c][i], total[c][i].
+    A parent always comes before its children.  Nodes whose paths become equal when
+    functions merge by (name, file, line) merge too."""
+    cols = {"parent": [], "function": [], "calls": [],
+            "self": {c: [] for c in counters}, "total": {c: [] for c in counters}}
+    index: dict[tuple, int] = {}
+    remap: list[int] = []
+    for parent, key, calls, self_v, total_v in raw_nodes:
+        if parent < 0:
+            ident = (-1, -1)
+        else:
+            ident = (remap[parent], key_to_id.get(key, -1))
+        i = index.get(ident)
+        if i is None:
+            i = index[ident] = len(cols["parent"])
+            cols["parent"].append(ident[0])
+            cols["function"].append(ident[1])
+            cols["calls"].append(0)
+            for c in counters:
+                cols["self"][c].append(0)
+                cols["total"][c].append(0)
+        remap.append(i)
+        cols["calls"][i] += calls
+        for j, c in enumerate(counters):
+            cols["self"][c][i] += self_v[j]
+            cols["total"][c][i] += total_v[j]
+    return cols
 
 
 def write(profile: dict, path: str) -> None:

@@ -127,6 +127,38 @@ static void check_edge(const struct cprof_thread *t, cprof_key caller, cprof_key
 }
 #define EDGE(t, a, b, calls, prim, t0, t1) check_edge(t, a, b, calls, prim, t0, t1, __LINE__)
 
+/* The call tree: the selfs of all nodes (root included) add up to the region, and
+ * every node's total is its self plus its children's totals (a node is one path,
+ * so no recursion rule applies; frames folded into it add to its self). */
+static void check_tree(const struct cprof_table *nodes, uint64_t dropped,
+                       uint64_t (*region)(const struct cprof_thread *, unsigned),
+                       const struct cprof_thread *t, int line)
+{
+    unsigned n = nodes->n;
+    uint64_t *kids = calloc(nodes->len * n + 1, sizeof(uint64_t));
+
+    cr_assert(kids);
+    for (size_t i = 1; i < nodes->len; i++) {
+        size_t parent = (size_t)(nodes->recs[i].key >> 32);
+        cr_assert_lt(parent, i, "line %d: node %zu before its parent %zu", line, i, parent);
+        for (unsigned c = 0; c < n; c++)
+            kids[parent * n + c] += cprof_total(nodes, i)[c];
+    }
+    for (unsigned c = 0; c < n; c++) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < nodes->len; i++)
+            sum += cprof_self(nodes, i)[c];
+        cr_assert_eq(sum, region(t, c), "line %d: counter %u: tree self %llu != region %llu",
+                     line, c, (ull)sum, (ull)region(t, c));
+    }
+    (void)dropped;
+    for (size_t i = 1; i < nodes->len; i++)
+        for (unsigned c = 0; c < n; c++)
+            cr_assert_eq(cprof_total(nodes, i)[c], cprof_self(nodes, i)[c] + kids[i * n + c],
+                         "line %d: node %zu counter %u: total != self + children", line, i, c);
+    free(kids);
+}
+
 /* After a flush: the stack is empty, nothing is active, and for every counter the
  * sum of self over all functions (root included) is the region's growth. */
 static void check_conservation(const struct cprof_thread *t, int line)
@@ -149,6 +181,7 @@ static void check_conservation(const struct cprof_thread *t, int line)
                      (ull)cprof_thread_region(t, c));
         cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&t->fns, CPROF_ROOT)[c]);
     }
+    check_tree(&t->nodes, t->tree_dropped, cprof_thread_region, t, line);
 }
 #define CONSERVED(t) check_conservation(t, __LINE__)
 
@@ -1188,7 +1221,8 @@ static void compare_with_model(const struct cprof_thread *t, const struct model 
     cr_assert_eq(t->edges.len, nedges);
 }
 
-static void run_random(uint64_t seed, int nevents, int pool, int backwards_per_mille)
+static void run_random_bounded(uint64_t seed, int nevents, int pool, int backwards_per_mille,
+                               size_t max_nodes)
 {
     struct cprof_thread t;
     struct model *m = calloc(1, sizeof(*m));
@@ -1200,6 +1234,8 @@ static void run_random(uint64_t seed, int nevents, int pool, int backwards_per_m
     memset(&cb, 0, sizeof(cb));
     cr_assert(pool <= POOL && pool < MAXSEEN);
     cr_assert_eq(cprof_thread_init(&t, NC, on_new_key, &cb), 0);
+    if (max_nodes)
+        t.max_nodes = max_nodes;
     for (int i = 0; i < nevents; i++) {
         random_event(&s, &t, m);
         /* flush now and then (profiling stopped and restarted on this thread) */
@@ -1223,9 +1259,22 @@ static void run_random(uint64_t seed, int nevents, int pool, int backwards_per_m
     cprof_thread_free(&t);
 }
 
+static void run_random(uint64_t seed, int nevents, int pool, int backwards_per_mille)
+{
+    run_random_bounded(seed, nevents, pool, backwards_per_mille, 0);
+}
+
 Test(random, long_stream_matches_model)
 {
     run_random(0x9e3779b97f4a7c15ull, 20000, 40, 0);
+}
+
+/* A tiny call tree: most paths fold into ancestors; functions and edges stay exact
+ * (compare_with_model) and the tree stays conserved (CONSERVED). */
+Test(random, bounded_tree)
+{
+    for (uint64_t seed = 1; seed <= 10; seed++)
+        run_random_bounded(seed * 0x9E3779B97F4A7C15ull, 5000, 20, 0, 1 + (size_t)seed * 3);
 }
 
 Test(random, many_seeds)
@@ -1550,4 +1599,148 @@ Test(engine, backwards_reading_of_two_counters_counts_once)
     cr_assert_eq(t.backwards_counter, 0);
     cr_assert_eq(t.backwards_key, KA);
     cprof_thread_free(&t);
+}
+
+/* ---- call tree ------------------------------------------------------------------------------ */
+
+static size_t node_at(const struct cprof_thread *t, size_t parent, cprof_key k)
+{
+    size_t fn = cprof_table_find(&t->fns, k);
+    cr_assert_neq(fn, NONE);
+    return cprof_table_find(&t->nodes, (uint64_t)parent << 32 | fn);
+}
+
+/* a -> b -> c and a -> c: c has two nodes, one per path, with their own numbers. */
+Test(tree, paths_are_separate_nodes)
+{
+    struct cprof_thread t;
+    size_t a, ab, abc, ac;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KB, 10, 1);
+    ent(&t, KC, 20, 2);
+    ex(&t, KC, 25, 3);
+    ex(&t, KB, 30, 3);
+    ent(&t, KC, 40, 4);
+    ex(&t, KC, 47, 6);
+    ex(&t, KA, 50, 6);
+    cprof_thread_flush(&t);
+    a = node_at(&t, CPROF_ROOT, KA);
+    ab = node_at(&t, a, KB);
+    abc = node_at(&t, ab, KC);
+    ac = node_at(&t, a, KC);
+    cr_assert(a != NONE && ab != NONE && abc != NONE && ac != NONE);
+    cr_assert_eq(t.nodes.len, 5); /* root, a, ab, abc, ac */
+    cr_assert_eq(t.nodes.recs[abc].calls, 1);
+    cr_assert_eq(cprof_self(&t.nodes, abc)[0], 5);
+    cr_assert_eq(cprof_self(&t.nodes, ac)[0], 7);
+    cr_assert_eq(cprof_total(&t.nodes, ab)[0], 20);
+    cr_assert_eq(cprof_self(&t.nodes, ab)[0], 15);
+    cr_assert_eq(cprof_total(&t.nodes, a)[0], 50);
+    cr_assert_eq(cprof_self(&t.nodes, a)[0], 50 - 20 - 7);
+    cr_assert_eq(cprof_total(&t.nodes, a)[1], 6);
+    FN(&t, KC, 2, 2, 12, 3, 12, 3); /* the function view adds both paths */
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* Recursion is a chain of nodes, one per depth; each node's total counts its path. */
+Test(tree, recursion_is_a_chain)
+{
+    struct cprof_thread t;
+    size_t f1, f2, f3;
+
+    init2(&t);
+    ent(&t, KF, 0, 0);
+    ent(&t, KF, 1, 0);
+    ent(&t, KF, 2, 0);
+    ex(&t, KF, 4, 0);
+    ex(&t, KF, 7, 0);
+    ent(&t, KF, 8, 0);
+    ex(&t, KF, 9, 0);
+    ex(&t, KF, 10, 0);
+    cprof_thread_flush(&t);
+    f1 = node_at(&t, CPROF_ROOT, KF);
+    f2 = node_at(&t, f1, KF);
+    f3 = node_at(&t, f2, KF);
+    cr_assert_eq(t.nodes.recs[f1].calls, 1);
+    cr_assert_eq(t.nodes.recs[f2].calls, 2);
+    cr_assert_eq(t.nodes.recs[f3].calls, 1);
+    cr_assert_eq(cprof_total(&t.nodes, f1)[0], 10);
+    cr_assert_eq(cprof_total(&t.nodes, f2)[0], 6 + 1);
+    cr_assert_eq(cprof_total(&t.nodes, f3)[0], 2);
+    FN(&t, KF, 4, 1, 10, 0, 10, 0);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* Past max_nodes, new paths fold into their parent's node (counted) while functions
+ * and edges stay exact. */
+Test(tree, bounded)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    t.max_nodes = 3; /* root, a, b */
+    ent(&t, KA, 0, 0);
+    ent(&t, KB, 1, 0);
+    ent(&t, KC, 2, 0);  /* left out */
+    ent(&t, KD, 3, 0);  /* its child: left out too */
+    ex(&t, KD, 4, 0);
+    ex(&t, KC, 5, 0);
+    ex(&t, KB, 6, 0);
+    ent(&t, KB, 7, 0);  /* an existing node: still counted */
+    ex(&t, KB, 8, 0);
+    ex(&t, KA, 9, 0);
+    cprof_thread_flush(&t);
+    cr_assert_eq(t.nodes.len, 3);
+    cr_assert_eq(t.tree_dropped, 2);
+    cr_assert_eq(t.nodes.recs[node_at(&t, CPROF_ROOT, KA)].calls, 1);
+    cr_assert_eq(t.nodes.recs[node_at(&t, node_at(&t, CPROF_ROOT, KA), KB)].calls, 2);
+    /* b took all of its first frame (its self 2, c 2, d 1) and its second (1) */
+    cr_assert_eq(cprof_self(&t.nodes, node_at(&t, node_at(&t, CPROF_ROOT, KA), KB))[0], 5 + 1);
+    FN(&t, KC, 1, 1, 2, 0, 3, 0);
+    FN(&t, KD, 1, 1, 1, 0, 1, 0);
+    EDGE(&t, KC, KD, 1, 1, 1, 0);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* Merged trees add node by path across threads. */
+Test(tree, merge_by_path)
+{
+    struct cprof_thread t1, t2;
+    struct cprof_thread *th[2] = {&t1, &t2};
+    struct cprof_merged mg;
+    size_t fa, fb, na, nb;
+
+    init2(&t1);
+    ent(&t1, KA, 0, 0);
+    ent(&t1, KB, 1, 0);
+    ex(&t1, KB, 3, 0);
+    ex(&t1, KA, 4, 0);
+    cprof_thread_flush(&t1);
+    init2(&t2);
+    ent(&t2, KB, 100, 0); /* b at the root: a different path */
+    ex(&t2, KB, 101, 0);
+    ent(&t2, KA, 110, 0);
+    ent(&t2, KB, 111, 0);
+    ex(&t2, KB, 116, 0);
+    ex(&t2, KA, 120, 0);
+    cprof_thread_flush(&t2);
+    cr_assert_eq(cprof_merge(th, 2, NC, &mg), 0);
+    fa = cprof_table_find(&mg.fns, KA);
+    fb = cprof_table_find(&mg.fns, KB);
+    na = cprof_table_find(&mg.nodes, (uint64_t)CPROF_ROOT << 32 | fa);
+    nb = cprof_table_find(&mg.nodes, (uint64_t)na << 32 | fb);
+    cr_assert(na != NONE && nb != NONE);
+    cr_assert_neq(cprof_table_find(&mg.nodes, (uint64_t)CPROF_ROOT << 32 | fb), NONE);
+    cr_assert_eq(mg.nodes.len, 4); /* root, a, a/b, b */
+    cr_assert_eq(mg.nodes.recs[nb].calls, 2);
+    cr_assert_eq(cprof_total(&mg.nodes, nb)[0], 2 + 5);
+    cr_assert_eq(cprof_total(&mg.nodes, na)[0], 4 + 10);
+    cprof_merged_free(&mg);
+    cprof_thread_free(&t1);
+    cprof_thread_free(&t2);
 }
