@@ -11,7 +11,4 @@ extern const struct cprof_counter_def cprof_counter_ctxsw;
 /* NULL-terminated, in --list-counters order. */
 extern const struct cprof_counter_def *const cprof_builtin_counters[];
 
-/* Shared by the clock-based counters: CLOCK_MONOTONIC in ns (vDSO, no syscall). */
-uint64_t cprof_mono_ns(void);
-
 #endif

@@ -3,10 +3,11 @@
  * CLOCK_THREAD_CPUTIME_ID is a system call (0.2-1.3 us here).  While the thread
  * has not left the CPU (switchdet), its CPU clock advances exactly like the
  * monotonic clock, so between switches we extrapolate from the last real reading
- * with CLOCK_MONOTONIC (vDSO), and re-read the real clock after a possible switch
+ * with the cheap clock of clock.h (rdtsc or the vDSO), and re-read the real clock after a possible switch
  * or every CPU_RESYNC_NS.  Time stolen from the vCPU or spent in interrupts can
  * make the extrapolation run ahead of the real clock; then the value is held
  * until the real clock catches up, and the correction is recorded. */
+#include "clock.h"
 #include "counters.h"
 #include "switchdet.h"
 
@@ -21,7 +22,7 @@ struct cpu_state {
     struct cprof_switchdet *det; /* this thread's switch detector */
     uint64_t epoch;             /* detector epoch at the last real reading */
     uint64_t base_cpu;          /* last real thread CPU time, ns */
-    uint64_t base_mono;         /* CLOCK_MONOTONIC right after it, ns */
+    uint64_t base_mono;         /* cprof_clock_ns() right after it */
     uint64_t last;              /* last value returned, ns */
     uint64_t ncorr;             /* resyncs where the real clock was behind */
     uint64_t corr;              /* total of those gaps, ns */
@@ -49,9 +50,12 @@ static int cpu_probe(const char *arg, char *path, size_t pathlen, struct cprof_e
                         "counter 'cpu' is unavailable: CLOCK_THREAD_CPUTIME_ID cannot be read");
         return -1;
     }
-    if (cprof_switchdet_available(why, sizeof(why)))
-        snprintf(path, pathlen, "CLOCK_MONOTONIC between context switches seen by rseq, "
-                                "CLOCK_THREAD_CPUTIME_ID after each");
+    if (cprof_switchdet_available(why, sizeof(why))) {
+        char clk[160];
+        cprof_clock_describe(clk, sizeof(clk));
+        snprintf(path, pathlen, "%s between context switches seen by rseq, "
+                                "CLOCK_THREAD_CPUTIME_ID after each", clk);
+    }
     else
         snprintf(path, pathlen, "CLOCK_THREAD_CPUTIME_ID per read, a system call (slow path: %s)",
                  why);
@@ -67,6 +71,7 @@ static int cpu_open(void **state, const char *arg, struct cprof_error *err)
         cprof_error_set(err, ENOMEM, "out of memory opening counter 'cpu'");
         return -1;
     }
+    cprof_clock_init();
     s->det = cprof_switchdet_self();
     s->epoch = s->det->epoch - 1;       /* first read is a real one */
     *state = s;
@@ -78,7 +83,7 @@ static uint64_t cpu_read(void *state)
     struct cpu_state *s = state;
     /* The clock before the poll: a switch after this point is seen by the poll (or
      * the next one), so the extrapolation never includes time spent off the CPU. */
-    uint64_t mono = cprof_mono_ns();
+    uint64_t mono = cprof_clock_ns();
     uint64_t e = cprof_switchdet_poll(s->det);
     uint64_t v;
 
@@ -90,7 +95,7 @@ static uint64_t cpu_read(void *state)
     }
     s->epoch = e;
     s->base_cpu = v = thread_cpu_ns();
-    s->base_mono = cprof_mono_ns();
+    s->base_mono = cprof_clock_ns();
     if (v < s->last) {
         s->ncorr++;
         s->corr += s->last - v;

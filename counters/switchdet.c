@@ -21,8 +21,10 @@ const struct rseq_cs cprof_rseq_armed __attribute__((aligned(32))) = {
     .abort_ip = (uint64_t)(uintptr_t)&rseq_sig_area[1],
 };
 
-static _Thread_local struct cprof_switchdet self_det;
-static _Thread_local int self_init;
+/* initial-exec: a direct %fs-relative load, no __tls_get_addr call per event (the
+ * few bytes come from glibc's static TLS surplus reserved for dlopen'ed objects) */
+static _Thread_local struct cprof_switchdet self_det __attribute__((tls_model("initial-exec")));
+static _Thread_local int self_init __attribute__((tls_model("initial-exec")));
 
 static int rseq_disabled_by_env(void)
 {

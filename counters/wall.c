@@ -1,17 +1,10 @@
-/* wall: monotonic wall-clock time in ns (CLOCK_MONOTONIC through the vDSO). */
+/* wall: monotonic wall-clock time in ns (clock.h: rdtsc or CLOCK_MONOTONIC). */
+#include "clock.h"
 #include "counters.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <time.h>
-
-uint64_t cprof_mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int wall_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
 {
@@ -25,7 +18,7 @@ static int wall_probe(const char *arg, char *path, size_t pathlen, struct cprof_
         cprof_error_set(err, errno, "counter 'wall' is unavailable: CLOCK_MONOTONIC cannot be read");
         return -1;
     }
-    snprintf(path, pathlen, "CLOCK_MONOTONIC per read (vDSO, no system call)");
+    cprof_clock_describe(path, pathlen);
     return 0;
 }
 
@@ -33,6 +26,7 @@ static int wall_open(void **state, const char *arg, struct cprof_error *err)
 {
     (void)arg;
     (void)err;
+    cprof_clock_init();
     *state = NULL;
     return 0;
 }
@@ -40,7 +34,7 @@ static int wall_open(void **state, const char *arg, struct cprof_error *err)
 static uint64_t wall_read(void *state)
 {
     (void)state;
-    return cprof_mono_ns();
+    return cprof_clock_ns();
 }
 
 const struct cprof_counter_def cprof_counter_wall = {

@@ -76,13 +76,17 @@ struct ProfilerObject {
     PyObject *error;            /* sticky error message (str) from a hook, or NULL */
     int enabled;
     int tool_id;                /* sys.monitoring tool id in use, or -1 */
+    int all_call_sites;         /* keep CALL events at sites that call Python functions */
+    PyObject *disable;          /* sys.monitoring.DISABLE, or NULL (3.12+) */
     PyObject *hooks;            /* list of hook objects registered with sys.monitoring */
     PyObject *bootstrap;        /* threading.setprofile() function for new threads (< 3.12) */
 };
 
 static uint64_t next_generation = 1;    /* under the GIL */
-static _Thread_local uint64_t tls_owner;        /* generation owning tls_ts */
-static _Thread_local struct tstate *tls_ts;     /* this thread's state for that profiler */
+/* initial-exec TLS: a direct load on the hot path, no __tls_get_addr call */
+#define CPROF_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+static CPROF_TLS uint64_t tls_owner;            /* generation owning tls_ts */
+static CPROF_TLS struct tstate *tls_ts;         /* this thread's state for that profiler */
 
 static PyMethodDef *own_methods_begin, *own_methods_end;
 
@@ -260,7 +264,7 @@ typedef struct {
     }
 
 /* A call site's event: args = (code, offset, callable, arg0); only C callables count. */
-#define C_HOOK(name, op)                                                                         \
+#define C_HOOK(name, op, on_other)                                                               \
     static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
                           PyObject *kwnames)                                                     \
     {                                                                                            \
@@ -268,15 +272,33 @@ typedef struct {
         cprof_key key;                                                                           \
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
-        if (p->enabled && (key = c_key(args[2], args[3])) != 0)                                  \
+        if (!p->enabled)                                                                         \
+            Py_RETURN_NONE;                                                                      \
+        if ((key = c_key(args[2], args[3])) != 0)                                                \
             ev(p, op, key, args[2], NULL);                                                       \
+        else                                                                                     \
+            on_other;                                                                            \
         Py_RETURN_NONE;                                                                          \
     }
 
+/* A site that called a Python function: its PY_START reports the callee, so stop
+ * paying for CALL there (sys.monitoring.DISABLE, for this tool and site only).  A
+ * site that later calls a C function is then not seen: all_call_sites keeps them. */
+static inline PyObject *maybe_disable(ProfilerObject *p, PyObject *callable)
+{
+    if (p->all_call_sites || !p->disable)
+        return NULL;
+    if (PyFunction_Check(callable) ||
+        (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
+        return Py_NewRef(p->disable);
+    return NULL;
+}
+
 PY_HOOK(hook_py_enter, cprof_thread_enter) /* PY_START, PY_RESUME, PY_THROW */
 PY_HOOK(hook_py_exit, cprof_thread_exit)   /* PY_RETURN, PY_YIELD, PY_UNWIND */
-C_HOOK(hook_call, cprof_thread_enter)      /* CALL */
-C_HOOK(hook_c_exit, cprof_thread_exit)     /* C_RETURN, C_RAISE */
+C_HOOK(hook_call, cprof_thread_enter,                       /* CALL */
+       { PyObject *d = maybe_disable(p, args[2]); if (d) return d; })
+C_HOOK(hook_c_exit, cprof_thread_exit, (void)0)             /* C_RETURN, C_RAISE */
 
 /* Which sys.monitoring event goes to which hook (cProfile's mapping). */
 static const struct {
@@ -386,6 +408,14 @@ static int hooks_install(ProfilerObject *p, module_state *st)
 
     if (!mon || claim_tool_id(p, mon, st) < 0)
         return -1;
+    Py_XSETREF(p->disable, PyObject_GetAttrString(mon, "DISABLE"));
+    if (!p->disable)
+        goto err;
+    /* sites disabled by an earlier profile on this tool id must report again */
+    PyObject *rs = PyObject_CallMethod(mon, "restart_events", NULL);
+    if (!rs)
+        goto err;
+    Py_DECREF(rs);
     p->hooks = PyList_New(0);
     if (!p->hooks)
         goto err;
@@ -561,13 +591,15 @@ static module_state *state_of(PyObject *self)
 static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
-    static char *kwlist[] = {"counters", NULL};
+    static char *kwlist[] = {"counters", "all_call_sites", NULL};
     const char *spec = "cpu,wall";
+    int all_call_sites = 0;
     struct cprof_error err = {0};
     module_state *st = state_of(self);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|s:Profiler", kwlist, &spec))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|sp:Profiler", kwlist, &spec, &all_call_sites))
         return -1;
+    p->all_call_sites = all_call_sites;
     if (p->enabled || p->threads) {
         PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
         return -1;
@@ -839,6 +871,7 @@ static int profiler_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(p->keys);
     Py_VISIT(p->bootstrap);
     Py_VISIT(p->hooks);
+    Py_VISIT(p->disable);
     return 0;
 }
 
@@ -851,6 +884,7 @@ static int profiler_clear(PyObject *self)
     Py_CLEAR(p->bootstrap);
     Py_CLEAR(p->hooks);
     Py_CLEAR(p->error);
+    Py_CLEAR(p->disable);
     return 0;
 }
 
@@ -918,7 +952,9 @@ static PyType_Slot profiler_slots[] = {
     {Py_tp_clear, (void *)profiler_clear},
     {Py_tp_methods, profiler_methods},
     {Py_tp_getset, profiler_getset},
-    {Py_tp_doc, "Profiler(counters='cpu,wall')\n--\n\nThe C profiler behind cprof.Profile."},
+    {Py_tp_doc, "Profiler(counters='cpu,wall', all_call_sites=False)\n--\n\nThe C profiler behind "
+                "cprof.Profile. On 3.12+, call sites that call a Python function stop reporting CALL "
+                "(its PY_START does) unless all_call_sites is true."},
     {0, NULL},
 };
 

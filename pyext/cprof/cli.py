@@ -41,6 +41,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the JSON profile here instead of printing a report")
     p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
     p.add_argument("--limit", type=int, default=25, help="functions in the report (0 = all)")
+    p.add_argument("--all-call-sites", action="store_true",
+                   help="3.12+: keep watching call sites that called a Python function, so a C "
+                        "function called later from the same site is not missed (slower)")
     p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
     p.add_argument("-m", dest="module", help="run a library module as a script")
     p.add_argument("script", nargs="?", help="the script to profile")
@@ -143,7 +146,7 @@ def _prepare_module(name: str, args: list[str]):
 
 
 def _profile(opts) -> int:
-    profiler = Profiler(opts.counter)
+    profiler = Profiler(opts.counter, all_call_sites=opts.all_call_sites)
     if opts.module:
         run, run_args = _prepare_module(opts.module, ([opts.script] if opts.script else []) + opts.args)
         target = f"-m {opts.module}"

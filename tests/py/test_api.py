@@ -250,3 +250,28 @@ def test_coroutines_keep_the_stack_consistent():
     assert polls and polls[0]["self"]["ctxsw"] >= 5
     assert prof["meta"]["unmatched_exits"] <= 1
     conserved(prof)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="call sites are disabled only with sys.monitoring")
+@pytest.mark.parametrize("all_sites", [False, True])
+def test_polymorphic_call_site(all_sites):
+    """A site that first calls a Python function stops reporting CALL (fast path), so
+    a C function called later from the same site is charged to the caller; with
+    all_call_sites it is seen.  Both ways the numbers stay conserved."""
+    def py_nap():
+        pass
+
+    def caller(fns):
+        for f in fns:
+            f(0.001)
+
+    with cprof.Profile(["ctxsw"], all_call_sites=all_sites) as p:
+        caller([lambda s: py_nap(), time.sleep, time.sleep])
+    prof = p.profile()
+    sleeps = [f for f in prof["functions"] if f["name"] == "time.sleep"]
+    if all_sites:
+        assert sleeps and sleeps[0]["calls"] == 2
+    else:
+        assert not sleeps
+        assert named(prof, "caller")["self"]["ctxsw"] >= 2
+    conserved(prof)
