@@ -1,77 +1,673 @@
-"""Overhead of cprof next to cProfile, measured side by side in one run.
+"""cprof next to the other Python profilers: overhead per workload, and attribution accuracy.
 
-    python benches/compare.py [--reps 5] [--n 25] [--python python3.12] [--smoke]
+    python3 benches/compare.py [--reps 5] [--python PATH] [--out DIR]
+                               [--configs PATTERNS] [--workloads PATTERNS] [--smoke]
 
-Each configuration runs fib(N) in a fresh interpreter that times only the
-workload (perf_counter around the call, profiler enabled just before); the
-configurations are interleaved and the best of --reps is kept, because these
-machines are shared and noisy.  Prints times and ratios to cProfile and to the
-unprofiled run.  (The full peer comparison -- yappi, pyinstrument, py-spy, the
-bias workload -- is the harness's next step.)
+1. Sets up a venv for the chosen Python (default: pyenv's 3.12.1, else python3.12, else
+   this interpreter) in benches/.venv/pyXY, and installs into it: cprof from this checkout
+   (re-installed whenever its sources change), yappi, pyinstrument, py-spy, black (its pure
+   Python wheel, so that black runs as Python code a profiler can see) and matplotlib.  A
+   peer that cannot be installed is reported as MISSING with pip's reason, never dropped.
+2. Builds floor/_benchfloor.c, an empty C callback, for the sys.monitoring floor (3.12+).
+3. Tunes the bias workload's inline half so that both halves take the same time unprofiled.
+4. Runs every workload (workloads.py) under every configuration, each run in a fresh
+   interpreter that times only the workload (perf_counter inside the process, printed on a
+   line this script parses), configurations interleaved and rotated, --reps repetitions,
+   the best kept per cell: these machines are shared and noisy.
+5. Prints the overhead table (ratio to no profiler, and to cProfile) and the accuracy table
+   (each profiler's calls_half/inline_half ratio over the true unprofiled ratio, pooled over
+   the repetitions), and writes results.json, table.md and overhead.png into --out
+   (default benches/results/; benches/results/smoke/ with --smoke).
+
+--smoke (CI): tiny workloads, one repetition, pip with short timeouts; if the venv or a peer
+cannot be set up it says which configurations it skipped and goes on with what it has.
+Exit status: 0 when plain, cProfile and every cprof configuration ran every workload.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import fnmatch
+import hashlib
 import json
+import os
+import platform
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-CONFIGS = ["plain", "cProfile", "cprof:wall", "cprof:cpu", "cprof:cpu,ctxsw", "cprof:cpu,wall,ctxsw"]
-
-WORKER = r"""
-import sys, time
-config, n = sys.argv[1], int(sys.argv[2])
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-if config == "plain":
-    start, stop = (lambda: None), (lambda: None)
-elif config == "cProfile":
-    import cProfile
-    p = cProfile.Profile()
-    start, stop = p.enable, p.disable
-else:
-    import cprof._cprof as c
-    p = c.Profiler(config.split(":", 1)[1])
-    start, stop = (lambda: p.enable(push_existing=False)), p.disable
-start()
-t0 = time.perf_counter()
-fib(n)
-t1 = time.perf_counter()
-stop()
-print(t1 - t0)
-"""
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent  # the checkout whose cprof is measured
+WORKLOADS = ["fib", "heavy", "io", "alloc", "threads", "black", "bias"]
+CALLS_PER_ROUND = 200_000  # workloads.CALLS_PER_ROUND
+PEERS = ["yappi", "pyinstrument", "py-spy", "black", "matplotlib"]
 
 
-def run_once(python: str, config: str, n: int) -> float:
-    out = subprocess.run([python, "-c", WORKER, config, str(n)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"compare.py: {config} failed under {python}: {out.stderr.strip()[-300:]}")
-    return float(out.stdout)
+# ---- configurations ------------------------------------------------------------------------
+
+class Config:
+    """One way of running workloads.py: its argv, the profile it writes, what it needs."""
+
+    def __init__(self, name, argv, fmt=None, needs=None, env=None):
+        self.name = name          # also the label in tables
+        self.argv = argv          # f(venv, profile_path, script_argv) -> argv
+        self.fmt = fmt            # extract.py FORMAT of its profile (None: no profile)
+        self.needs = needs        # peer it needs ("floor", "cprof-nocomp", a PEERS name) or None
+        self.env = env or {}
+
+
+def make_configs(venv: Path) -> list[Config]:
+    py = str(venv / "bin" / "python")
+    spy = str(venv / "bin" / "py-spy")
+
+    def cprof(counters, *extra):
+        return lambda p, s: [py, "-m", "cprof", f"--counter={counters}", *extra, "-o", p, *s]
+
+    floor_env = {"PYTHONPATH": str(venv / "floor")}
+    return [
+        Config("plain", lambda p, s: [py, *s]),
+        Config("floor py", lambda p, s: [py, str(HERE / "floor_run.py"), "py", *s],
+               needs="floor", env=floor_env),
+        Config("floor cprof-events", lambda p, s: [py, str(HERE / "floor_run.py"), "cprof", *s],
+               needs="floor", env=floor_env),
+        Config("cProfile", lambda p, s: [py, "-m", "cProfile", "-o", p, *s], "pstats"),
+        Config("yappi cpu", lambda p, s: [py, "-m", "yappi", "-c", "cpu", "-f", "pstat", "-o", p, *s],
+               "pstats", "yappi"),
+        Config("yappi wall", lambda p, s: [py, "-m", "yappi", "-c", "wall", "-f", "pstat", "-o", p, *s],
+               "pstats", "yappi"),
+        Config("pyinstrument", lambda p, s: [py, "-m", "pyinstrument", "-r", "pyisession", "-o", p, *s],
+               "pyisession", "pyinstrument"),
+        Config("py-spy", lambda p, s: [spy, "record", "--format", "raw", "-o", p, "--", py, *s],
+               "pyspy-raw", "py-spy"),
+        Config("cprof wall", cprof("wall"), "cprof"),
+        Config("cprof cpu", cprof("cpu"), "cprof"),
+        Config("cprof cpu --no-compensate", cprof("cpu", "--no-compensate"), "cprof", "cprof-nocomp"),
+        Config("cprof cpu,ctxsw", cprof("cpu,ctxsw"), "cprof"),
+        Config("cprof cpu,wall,ctxsw", cprof("cpu,wall,ctxsw"), "cprof"),
+    ]
+
+
+def must_run(name: str) -> bool:
+    """Configurations whose failure fails the harness (the rest are peers: reported, not fatal)."""
+    return name in ("plain", "cProfile") or name.startswith("cprof")
+
+
+# ---- set-up --------------------------------------------------------------------------------
+
+def default_python() -> str:
+    pyenv = Path("/root/.pyenv/versions/3.12.1/bin/python")
+    if pyenv.exists():
+        return str(pyenv)
+    return shutil.which("python3.12") or sys.executable
+
+
+def run(argv, timeout=None, env=None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def why(proc: subprocess.CompletedProcess) -> str:
+    """The line of a failed command's output that says why, in one line."""
+    lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if "WARNING" not in ln and "notice" not in ln.lower()]
+    # "Error: ...", "ERROR: ..." (pip), "ValueError: ..." (a Python traceback's last line)
+    headed = [ln for ln in lines if re.match(r"([A-Za-z_.]*Error|ERROR|error|Exception)\b:?", ln)]
+    errors = [ln for ln in lines if re.search(r"error|denied|not permitted|failed|no such", ln, re.I)]
+    text = (headed or errors or lines or [f"exit status {proc.returncode}"])[-1]
+    if "Failed to get process executable name" in text:
+        text += " (the process ended before py-spy attached: the workload is shorter than its start-up)"
+    return text[:300]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cprof_source_hash() -> str:
+    h = hashlib.sha256()
+    for top in ("core", "counters", "pyext"):
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    for name in ("meson.build", "meson.options", "pyproject.toml"):
+        if (ROOT / name).exists():
+            h.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+class Venv:
+    def __init__(self, base_python: str, smoke: bool):
+        self.base = base_python
+        self.smoke = smoke
+        ver = run([base_python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
+        if not ver:
+            raise SystemExit(f"compare.py: error: cannot run the Python '{base_python}'; give another with --python")
+        self.version = ver
+        self.dir = HERE / ".venv" / f"py{ver.replace('.', '')}"
+        self.python = self.dir / "bin" / "python"
+        self.missing: dict[str, str] = {}   # peer or need -> reason
+        self.versions: dict[str, str] = {}  # installed package -> version
+        self.pip_opts = ["--timeout", "20", "--retries", "1"] if smoke else []
+
+    def pip(self, *args, timeout=900) -> subprocess.CompletedProcess:
+        return run([str(self.python), "-m", "pip", *args, *self.pip_opts, "--disable-pip-version-check"],
+                   timeout=timeout)
+
+    def has_module(self, module: str) -> bool:
+        return run([str(self.python), "-c", f"import {module}"]).returncode == 0
+
+    def create(self) -> None:
+        if not self.python.exists():
+            log(f"setting up {self.dir} with {self.base}")
+            p = run([self.base, "-m", "venv", str(self.dir)])
+            if p.returncode != 0:
+                raise RuntimeError(f"python -m venv failed: {why(p)}")
+
+    def install_cprof(self) -> None:
+        stamp = self.dir / "cprof-source.sha256"
+        digest = cprof_source_hash()
+        if stamp.exists() and stamp.read_text() == digest and self.has_module("cprof._cprof"):
+            return
+        log(f"installing cprof from {ROOT} into the bench venv")
+        p = self.pip("install", "-q", "--force-reinstall", "--no-deps", str(ROOT))
+        if p.returncode != 0:
+            raise RuntimeError(f"pip install of cprof from {ROOT} failed: {why(p)}")
+        stamp.write_text(digest)
+
+    def install_peer(self, peer: str) -> None:
+        try:
+            if peer == "py-spy":
+                if not (self.dir / "bin" / "py-spy").exists():
+                    p = self.pip("install", "-q", "py-spy")
+                    if p.returncode != 0:
+                        raise RuntimeError(why(p))
+            elif peer == "black":
+                self._install_pure_black()
+            elif not self.has_module(peer):
+                p = self.pip("install", "-q", peer)
+                if p.returncode != 0:
+                    raise RuntimeError(why(p))
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            self.missing[peer] = f"pip could not install it: {e}"
+            return
+        if peer != "py-spy" and not self.has_module(peer):
+            self.missing[peer] = "installed, but does not import"
+
+    def _install_pure_black(self) -> None:
+        """The py3-none-any wheel: the default wheels are compiled with mypyc, which a Python
+        profiler sees as a few opaque C calls."""
+        probe = run([str(self.python), "-c", "import black, pathlib; "
+                     "print(any(pathlib.Path(black.__file__).parent.glob('*.so')))"])
+        if probe.returncode == 0 and probe.stdout.strip() == "False":
+            return
+        with tempfile.TemporaryDirectory() as d:
+            p = self.pip("download", "-q", "black", "--no-deps", "--only-binary=:all:", "--platform", "any",
+                         "--python-version", self.version, "-d", d)
+            wheels = list(Path(d).glob("black-*.whl"))
+            if p.returncode != 0 or not wheels:
+                raise RuntimeError(why(p))
+            p = self.pip("install", "-q", "--force-reinstall", str(wheels[0]))
+            if p.returncode != 0:
+                raise RuntimeError(why(p))
+
+    def build_floor(self) -> None:
+        if tuple(map(int, self.version.split("."))) < (3, 12):
+            self.missing["floor"] = f"sys.monitoring needs Python 3.12+ (this is {self.version})"
+            return
+        out = self.dir / "floor"
+        out.mkdir(exist_ok=True)
+        q = run([str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['include']); "
+                 "print(sysconfig.get_config_var('EXT_SUFFIX'))"])
+        include, suffix = q.stdout.split()
+        cc = os.environ.get("CC", "cc")
+        p = run([cc, "-O2", "-shared", "-fPIC", f"-I{include}", "-o", str(out / f"_benchfloor{suffix}"),
+                 str(HERE / "floor" / "_benchfloor.c")])
+        if p.returncode != 0:
+            self.missing["floor"] = f"the empty C callback did not compile ({cc}): {why(p)}"
+
+    def describe(self) -> None:
+        q = run([str(self.python), "-c", "import sys, importlib.metadata as m\n"
+                 "for n in ('cprof', 'yappi', 'pyinstrument', 'py-spy', 'black', 'matplotlib'):\n"
+                 "    try: print(n, m.version(n))\n"
+                 "    except Exception: pass\n"
+                 "print('python', sys.version.split()[0])"])
+        for line in q.stdout.splitlines():
+            name, _, version = line.partition(" ")
+            self.versions[name] = version
+        helptext = run([str(self.python), "-m", "cprof", "--help"]).stdout
+        if "--no-compensate" not in helptext:
+            self.missing["cprof-nocomp"] = "this cprof has no --no-compensate flag yet"
+
+
+# ---- running -------------------------------------------------------------------------------
+
+def parse_output(stdout: str) -> dict:
+    got = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts[:1] == ["BENCH_SECONDS"]:
+            got["seconds"] = float(parts[1])
+        elif parts[:1] == ["BENCH_HALVES"]:
+            got["halves"] = (float(parts[1]), float(parts[2]))
+        elif parts[:1] == ["BENCH_SKIP"]:
+            got["skip"] = line.split(None, 1)[1]
+    return got
+
+
+def run_cell(venv: Venv, cfg: Config, workload: str, extra: list[str], timeout: float) -> dict:
+    """One run of one workload under one configuration, in a scratch folder of its own."""
+    with tempfile.TemporaryDirectory(prefix="cprof-bench-") as scratch:
+        profile = os.path.join(scratch, "profile.out")
+        argv = cfg.argv(profile, [str(HERE / "workloads.py"), workload, *extra])
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # the venv's packages only, plus what the config adds
+        env.update(PYTHONHASHSEED="0", **cfg.env)
+        try:
+            p = run(argv, timeout=timeout, env=env, cwd=scratch)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        except OSError as e:
+            return {"error": f"could not start: {e}"}
+        got = parse_output(p.stdout)
+        if "skip" in got:
+            return {"skip": got["skip"]}
+        if p.returncode != 0 or "seconds" not in got:
+            return {"error": f"exit {p.returncode}: {why(p)}"}
+        if workload == "bias" and cfg.fmt:
+            if not os.path.exists(profile):
+                return {**got, "extract_error": "the profiler wrote no profile"}
+            q = run([str(venv.python), str(HERE / "extract.py"), cfg.fmt, profile], timeout=300)
+            if q.returncode != 0:
+                got["extract_error"] = why(q)
+            else:
+                got["reported"] = json.loads(q.stdout)
+        return got
+
+
+def tune_bias(venv: Venv, rounds: int, timeout: float) -> tuple[int, list]:
+    """The inline half's iteration count that makes both halves take the same time unprofiled."""
+    plain = Config("plain", lambda p, s: [str(venv.python), *s])
+    inline, history = 3 * CALLS_PER_ROUND, []
+    for _ in range(4):
+        calls = inl = float("inf")
+        for _ in range(3):
+            r = run_cell(venv, plain, "bias", ["--inline", str(inline), "--rounds", str(rounds)], timeout)
+            if "halves" not in r:
+                raise RuntimeError(f"the bias workload failed unprofiled: {r}")
+            calls, inl = min(calls, r["halves"][0]), min(inl, r["halves"][1])
+        history.append({"inline": inline, "calls_s": calls, "inline_s": inl, "ratio": calls / inl})
+        if abs(calls / inl - 1) < 0.02:
+            break
+        inline = max(1000, round(inline * calls / inl))
+    return inline, history
+
+
+# ---- tables --------------------------------------------------------------------------------
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def fmt_ratio(x, digits=2):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def summarize(results: dict) -> None:
+    cells, configs, workloads = results["cells"], results["configs"], results["workloads"]
+    for w in workloads:
+        base = cells[w].get("plain", {}).get("best_s")
+        cp = cells[w].get("cProfile", {}).get("best_s")
+        for c in configs:
+            cell = cells[w][c]
+            cell["x_plain"] = ratio(cell.get("best_s"), base)
+            cell["x_cProfile"] = ratio(cell.get("best_s"), cp)
+    # accuracy: pooled over repetitions (sampling profilers need the samples)
+    true_calls = sum(h[0] for h in results["true_halves"])
+    true_inline = sum(h[1] for h in results["true_halves"])
+    true = ratio(true_calls, true_inline)
+    results["true_ratio"] = true
+    for c, acc in results["accuracy"].items():
+        reps = acc["per_rep"]
+        if not reps:
+            continue
+        rep_calls = sum(r["calls_half"] for r in reps)
+        rep_inline = sum(r["inline_half"] for r in reps)
+        if not rep_calls or not rep_inline:
+            acc["error"] = (f"no {acc['per_rep'][0].get('unit', 'time')} landed in "
+                            f"{'inline_half' if rep_calls else 'calls_half'}")
+            continue
+        acc["reported_ratio"] = ratio(rep_calls, rep_inline)
+        acc["accuracy"] = ratio(acc["reported_ratio"], true)
+        per = [ratio(r["calls_half"], r["inline_half"]) if r["inline_half"] else None for r in reps]
+        acc["per_rep_accuracy"] = [ratio(x, true) for x in per]
+
+
+def status_text(cell: dict) -> str | None:
+    if cell.get("status") in ("MISSING", "FAILED", "SKIPPED"):
+        return cell["status"]
+    return None
+
+
+def text_tables(results: dict) -> str:
+    cells, configs, workloads = results["cells"], results["configs"], results["workloads"]
+    m = results["meta"]
+    out = [f"Python {m['python_version']} ({m['hook']}), {m['machine']}, {m['date']}, "
+           f"best of {m['reps']}{' (SMOKE: tiny workloads, not a measurement)' if m['smoke'] else ''}",
+           f"cprof {m['cprof_commit']}; peers: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()
+                                                           if k not in ("python", "cprof")),
+           ""]
+    width = max(len(c) for c in configs) + 2
+    colw = 14
+    out.append("Overhead: workload time / unprofiled time  (/ cProfile's time)")
+    out.append(f"{'':<{width}}" + "".join(f"{w:>{colw}}" for w in workloads))
+    row = f"{'plain (ms)':<{width}}"
+    for w in workloads:
+        b = cells[w]["plain"].get("best_s")
+        row += f"{(f'{b * 1e3:.1f}' if b else status_text(cells[w]['plain']) or '—'):>{colw}}"
+    out.append(row)
+    for c in configs:
+        if c == "plain":
+            continue
+        row = f"{c:<{width}}"
+        for w in workloads:
+            cell = cells[w][c]
+            st = status_text(cell)
+            if st:
+                text = st
+            else:
+                text = f"{fmt_ratio(cell['x_plain'])} ({fmt_ratio(cell['x_cProfile'])})"
+            row += f"{text:>{colw}}"
+        out.append(row)
+    out.append("")
+    out.append(f"Accuracy on the bias workload ({CALLS_PER_ROUND:,} tiny calls vs the same work inline, "
+               f"{results['bias']['rounds']} rounds, inline={results['bias']['inline']:,}):")
+    out.append(f"true unprofiled ratio calls_half/inline_half = {fmt_ratio(results['true_ratio'], 3)}")
+    out.append(f"{'':<{width}}{'reported':>10}{'reported/true':>15}  per repetition")
+    for c in configs:
+        if c not in results["accuracy"]:
+            continue
+        acc = results["accuracy"][c]
+        st = status_text(cells["bias"][c]) if "bias" in cells else None
+        if st or acc.get("accuracy") is None:
+            out.append(f"{c:<{width}}{st or 'FAILED':>10}   {acc.get('error', '')}")
+            continue
+        per = " ".join(fmt_ratio(x) for x in acc["per_rep_accuracy"])
+        out.append(f"{c:<{width}}{fmt_ratio(acc['reported_ratio']):>10}{fmt_ratio(acc['accuracy']):>15}  {per}")
+    floors = results.get("floor_ratios")
+    if floors:
+        out.append("")
+        out.append("fib, ratio to the empty sys.monitoring callback: " +
+                   ", ".join(f"{c} / {f} = {fmt_ratio(v)}" for (c, f), v in floors))
+    if results["problems"]:
+        out.append("")
+        out.append("MISSING / FAILED / SKIPPED:")
+        out.extend(f"  {k}: {v}" for k, v in results["problems"].items())
+    return "\n".join(out)
+
+
+def markdown_tables(results: dict) -> str:
+    cells, configs, workloads = results["cells"], results["configs"], results["workloads"]
+    md = ["| profiler | " + " | ".join(workloads) + " |", "|---|" + "---|" * len(workloads)]
+    md.append("| no profiler (ms) | " + " | ".join(
+        f"{cells[w]['plain']['best_s'] * 1e3:.1f}" if cells[w]["plain"].get("best_s") else "—"
+        for w in workloads) + " |")
+    for c in configs:
+        if c == "plain":
+            continue
+        row = []
+        for w in workloads:
+            cell = cells[w][c]
+            st = status_text(cell)
+            row.append(st if st else f"{fmt_ratio(cell['x_plain'])} ({fmt_ratio(cell['x_cProfile'])})")
+        md.append(f"| {c} | " + " | ".join(row) + " |")
+    md.append("")
+    md.append(f"| profiler | reported ratio | reported / true (true = {fmt_ratio(results['true_ratio'], 3)}) |")
+    md.append("|---|---|---|")
+    for c in configs:
+        acc = results["accuracy"].get(c)
+        if acc is None:
+            continue
+        if acc.get("accuracy") is None:
+            md.append(f"| {c} | {status_text(cells['bias'][c]) or 'FAILED'} | {acc.get('error', '')} |")
+        else:
+            md.append(f"| {c} | {fmt_ratio(acc['reported_ratio'])} | {fmt_ratio(acc['accuracy'])} |")
+    return "\n".join(md) + "\n"
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def select(names: list[str], patterns: str | None) -> list[str]:
+    if not patterns:
+        return list(names)
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    # a configuration name may itself hold commas (cprof cpu,ctxsw): match whole names first
+    whole = [n for n in names if n == patterns.strip()]
+    if whole:
+        return whole
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+
+
+def machine_description() -> str:
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    clock = ""
+    try:
+        clock = Path("/sys/devices/system/clocksource/clocksource0/current_clocksource").read_text().strip()
+    except OSError:
+        pass
+    return f"{os.cpu_count()} vCPU {model}, Linux {platform.release()}, clocksource {clock or '?'}"
+
+
+def git_describe() -> str:
+    head = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).stdout.strip() or "?"
+    dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "core", "counters", "pyext",
+                 "meson.build", "pyproject.toml"]).stdout.strip()
+    return head + (" + uncommitted changes in core/counters/pyext" if dirty else "")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--n", type=int, default=25)
-    ap.add_argument("--python", default=sys.executable)
-    ap.add_argument("--smoke", action="store_true", help="a quick pass for CI (n=18, 2 reps)")
-    ap.add_argument("--json", help="also write the results here")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[2:]))
+    ap.add_argument("--reps", type=int, default=5, help="repetitions, best kept (default 5)")
+    ap.add_argument("--python", default=None, help="the Python to measure (default: 3.12)")
+    ap.add_argument("--out", default=None, help="output folder (default benches/results/)")
+    ap.add_argument("--configs", help="comma-separated shell patterns of configurations "
+                    "(e.g. 'plain,cProfile,cprof*'); default: all")
+    ap.add_argument("--workloads", help=f"comma-separated patterns among {','.join(WORKLOADS)}")
+    ap.add_argument("--rounds", type=int, default=None, help="bias workload rounds (default 30)")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 600)")
+    ap.add_argument("--smoke", action="store_true", help="a quick pass for CI: tiny workloads, 1 repetition")
+    ap.add_argument("--list", action="store_true", help="list configurations and workloads, and exit")
     a = ap.parse_args()
-    if a.smoke:
-        a.n, a.reps = 18, 2
-    best = {c: float("inf") for c in CONFIGS}
-    for _ in range(a.reps):
-        for c in CONFIGS:  # interleaved: drift on the machine hits every config alike
-            best[c] = min(best[c], run_once(a.python, c, a.n))
-    version = subprocess.run([a.python, "-c", "import sys; print(sys.version.split()[0])"],
-                             capture_output=True, text=True).stdout.strip()
-    print(f"fib({a.n}), best of {a.reps}, Python {version}")
-    print(f"{'config':<24}{'ms':>9}{'x plain':>9}{'x cProfile':>12}")
-    for c in CONFIGS:
-        print(f"{c:<24}{best[c] * 1e3:>9.1f}{best[c] / best['plain']:>9.2f}{best[c] / best['cProfile']:>12.2f}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"python": version, "n": a.n, "reps": a.reps, "best_s": best}, f, indent=1)
+
+    smoke = a.smoke
+    reps = 1 if smoke and a.reps == 5 else a.reps
+    rounds = a.rounds or (2 if smoke else 30)
+    timeout = a.timeout or (120 if smoke else 600)
+    out_dir = Path(a.out) if a.out else HERE / "results" / ("smoke" if smoke else "")
+    python = a.python or default_python()
+    t_start = time.time()
+
+    venv = Venv(python, smoke)
+    all_configs = make_configs(venv.dir)
+    if a.list:
+        print("configurations: " + "; ".join(c.name for c in all_configs))
+        print("workloads: " + ", ".join(WORKLOADS))
+        return 0
+    names = select([c.name for c in all_configs], a.configs)
+    if "plain" not in names:
+        names.insert(0, "plain")  # every ratio is to it
+    configs = [c for c in all_configs if c.name in names]
+    workloads = select(WORKLOADS, a.workloads)
+    if not workloads:
+        raise SystemExit(f"compare.py: error: no workload matches '{a.workloads}'; choose among {', '.join(WORKLOADS)}")
+
+    # -- set-up: a failure here is reported per configuration, not silently dropped
+    fallback = None
+    try:
+        venv.create()
+        venv.install_cprof()
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        if not smoke:
+            raise SystemExit(f"compare.py: error: cannot set up the bench venv: {e}")
+        fallback = str(e)
+    if fallback is not None:
+        # smoke only: measure what the chosen Python itself has (tests/run.sh installed cprof there)
+        log(f"compare.py: the bench venv could not be set up ({fallback}); "
+            f"smoke pass runs with {python} itself, without the peers")
+        venv.dir = Path(tempfile.mkdtemp(prefix="cprof-bench-venv-"))
+        (venv.dir / "bin").mkdir()
+        os.symlink(python, venv.dir / "bin" / "python")
+        venv.python = venv.dir / "bin" / "python"
+        for peer in PEERS:
+            venv.missing[peer] = f"not installed: the bench venv could not be set up ({fallback})"
+        all_configs = make_configs(venv.dir)
+        configs = [c for c in all_configs if c.name in names]
+    else:
+        needed = {c.needs for c in configs if c.needs in PEERS}
+        if "black" in workloads:
+            needed.add("black")
+        needed.add("matplotlib")
+        for peer in PEERS:
+            if peer in needed:
+                venv.install_peer(peer)
+    if any(c.needs == "floor" for c in configs):
+        venv.build_floor()
+    venv.describe()
+
+    problems: dict[str, str] = {}
+    fatal: list[str] = []  # problems that fail the harness: plain, cProfile or cprof did not run
+    for c in configs:
+        if c.needs and c.needs in venv.missing:
+            problems[c.name] = f"MISSING: {venv.missing[c.needs]}"
+    log("configurations: " + ", ".join(c.name + (" (MISSING)" if c.name in problems else "") for c in configs))
+
+    bias = {"rounds": rounds, "calls_per_round": CALLS_PER_ROUND, "inline": None, "tuning": []}
+    if "bias" in workloads:
+        try:
+            bias["inline"], bias["tuning"] = tune_bias(venv, rounds, timeout)
+            log(f"bias tuned: inline half = {bias['inline']:,} iterations "
+                f"(unprofiled ratio {bias['tuning'][-1]['ratio']:.3f})")
+        except RuntimeError as e:
+            problems["bias workload"] = f"FAILED: {e}"
+            fatal.append("bias workload")
+            workloads.remove("bias")
+
+    cells = {w: {c.name: {"times": [], "errors": []} for c in configs} for w in workloads}
+    accuracy = {c.name: {"per_rep": [], "errors": []} for c in configs if c.fmt}
+    true_halves = []
+    runnable = [c for c in configs if c.name not in problems]
+    for rep in range(reps):
+        for wi, w in enumerate(workloads):
+            extra = (["--smoke"] if smoke else []) + \
+                    (["--inline", str(bias["inline"]), "--rounds", str(rounds)] if w == "bias" else [])
+            k = (rep + wi) % len(runnable)  # rotate: no configuration always runs first
+            for cfg in runnable[k:] + runnable[:k]:
+                cell = cells[w][cfg.name]
+                if cell.get("skip"):
+                    continue
+                r = run_cell(venv, cfg, w, extra, timeout)
+                if "skip" in r:
+                    cell["skip"] = r["skip"]
+                elif "error" in r:
+                    cell["errors"].append(r["error"])
+                else:
+                    cell["times"].append(r["seconds"])
+                    if w == "bias":
+                        if cfg.name == "plain":
+                            true_halves.append(r["halves"])
+                        if cfg.fmt:
+                            if "reported" in r:
+                                accuracy[cfg.name]["per_rep"].append(r["reported"])
+                            else:
+                                accuracy[cfg.name]["errors"].append(r.get("extract_error", "?"))
+            log(f"rep {rep + 1}/{reps} {w}: " + "  ".join(
+                f"{c.name}={cells[w][c.name]['times'][-1] * 1e3:.0f}ms" if cells[w][c.name]["times"]
+                else f"{c.name}=—" for c in runnable))
+
+    # -- cell status
+    for w in workloads:
+        for c in configs:
+            cell = cells[w][c.name]
+            if c.name in problems:
+                cell["status"], cell["reason"] = "MISSING", problems[c.name]
+            elif cell.get("skip"):
+                cell["status"], cell["reason"] = "SKIPPED", cell["skip"]
+                problems.setdefault(f"{w} workload", f"SKIPPED: {cell['skip']}")
+            elif not cell["times"]:
+                cell["status"], cell["reason"] = "FAILED", cell["errors"][-1]
+                problems[f"{c.name} on {w}"] = f"FAILED: {cell['errors'][-1]}"
+                if must_run(c.name):
+                    fatal.append(f"{c.name} on {w}")
+            else:
+                cell["status"] = "ok"
+                cell["best_s"] = min(cell["times"])
+                if cell["errors"]:
+                    problems[f"{c.name} on {w}"] = (f"failed {len(cell['errors'])} of {reps} runs "
+                                                    f"(best of the rest kept): {cell['errors'][-1]}")
+    for c, acc in accuracy.items():
+        if acc["errors"] and not acc["per_rep"]:
+            acc["error"] = acc["errors"][-1]
+            problems[f"{c} accuracy"] = f"FAILED: could not read its profile: {acc['errors'][-1]}"
+
+    hook = "sys.monitoring" if tuple(map(int, venv.version.split("."))) >= (3, 12) else "setprofile"
+    results = {
+        "meta": {"python": str(venv.python), "python_version": venv.versions.get("python", venv.version),
+                 "hook": hook, "machine": machine_description(),
+                 "date": datetime.date.today().isoformat(), "reps": reps, "smoke": smoke,
+                 "cprof_commit": git_describe(), "versions": venv.versions,
+                 "command": sys.argv, "elapsed_s": None},
+        "configs": [c.name for c in configs], "workloads": workloads,
+        "cells": cells, "accuracy": accuracy, "bias": bias, "true_halves": true_halves,
+        "problems": problems,
+    }
+    summarize(results)
+    for c, acc in accuracy.items():
+        if acc.get("error") and cells.get("bias", {}).get(c, {}).get("status") == "ok":
+            problems.setdefault(f"{c} accuracy", f"FAILED: {acc['error']}")
+            if must_run(c):
+                fatal.append(f"{c} accuracy")
+    if "fib" in workloads:
+        fl = []
+        for floor in ("floor py", "floor cprof-events"):
+            fb = cells["fib"].get(floor, {}).get("best_s")
+            for c in ("cprof wall", "cprof cpu,ctxsw", "cProfile"):
+                cb = cells["fib"].get(c, {}).get("best_s")
+                if fb and cb:
+                    fl.append(((c, floor), cb / fb))
+        results["floor_ratios"] = fl
+    results["meta"]["elapsed_s"] = round(time.time() - t_start, 1)
+
+    text = text_tables(results)
+    print(text)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=list))
+    (out_dir / "table.md").write_text(markdown_tables(results))
+    (out_dir / "table.txt").write_text(text + "\n")
+    if "matplotlib" in venv.missing:
+        print(f"no chart: matplotlib is MISSING ({venv.missing['matplotlib']})")
+    else:
+        p = run([str(venv.python), str(HERE / "chart.py"), str(out_dir / "results.json"),
+                 str(out_dir / "overhead.png")], timeout=300)
+        if p.returncode != 0:
+            print(f"no chart: chart.py failed: {why(p)}")
+    print(f"wrote {out_dir}/results.json, table.md, table.txt"
+          f"{', overhead.png' if (out_dir / 'overhead.png').exists() else ''} "
+          f"in {results['meta']['elapsed_s']:.0f} s")
+
+    if fatal:
+        print("compare.py: FAILED: " + "; ".join(f"{k}: {problems[k]}" for k in fatal))
+        return 1
     return 0
 
 

@@ -1,0 +1,250 @@
+"""The benchmark workloads, one per name, each timed from inside the process.
+
+    python workloads.py NAME [--smoke] [--inline N] [--rounds N]
+
+The profiler under test wraps this whole script (``python -m cProfile -o f
+workloads.py fib``, ``py-spy record -- python workloads.py fib``, ...), so what
+it costs to start, import and write its output is not timed: only the workload
+is, with perf_counter around it, printed as ``BENCH_SECONDS <s>`` for
+compare.py to parse.  The bias workload also prints ``BENCH_HALVES <calls_s>
+<inline_s>``; a workload that cannot run here (black not installed) prints
+``BENCH_SKIP <reason>`` and exits 3.
+
+Workloads:
+  fib      naive recursive fib(27): call-heavy, tiny frames
+  heavy    a few heavy functions (a pure-Python loop, list.sort, re, hashlib): few calls
+  io       sleeps and small file writes/reads with fsync: mostly off the CPU
+  alloc    many small objects: instances with __init__, dicts, tuples, strings
+  threads  four threads of small calls contending on a lock, and one sleeping
+  black    black (the pure-Python wheel) formatting its own linegen.py at line length 60
+  bias     two halves of equal unprofiled cost: calls_half makes 200,000 tiny calls per
+           round, inline_half does the same arithmetic inline (--inline iterations, tuned by
+           compare.py so both halves take the same time unprofiled); --rounds rounds
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+SMOKE = "--smoke" in sys.argv
+
+
+def _opt(name: str, default: int) -> int:
+    if name in sys.argv:
+        return int(sys.argv[sys.argv.index(name) + 1])
+    return default
+
+
+# ---- fib ---------------------------------------------------------------------------------
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def run_fib():
+    fib(20 if SMOKE else 27)
+
+
+# ---- heavy -------------------------------------------------------------------------------
+
+def crunch(n):
+    total = 0
+    for i in range(n):
+        total += (i * i) % 7
+    return total
+
+
+def sort_floats(n):
+    x, values = 12345, []
+    for _ in range(n):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        values.append(x / 0x7FFFFFFF)
+    values.sort()
+    return values[n // 2]
+
+
+def regex_words(n):
+    import re
+    text = " ".join(f"word{i % 977} value={i} key_{i % 13}" for i in range(n))
+    return len(re.findall(r"key_(\d+)", text)) + len(re.findall(r"\bword9\d\b", text))
+
+
+def digest(n):
+    import hashlib
+    h = hashlib.sha256()
+    block = bytes(range(256)) * 4096
+    for _ in range(n):
+        h.update(block)
+    return h.hexdigest()
+
+
+def run_heavy():
+    k = 20 if SMOKE else 1
+    crunch(1_500_000 // k)
+    sort_floats(300_000 // k)
+    regex_words(200_000 // k)
+    digest(40 // k)
+
+
+# ---- io ----------------------------------------------------------------------------------
+
+def write_read(path, i):
+    with open(path, "wb") as f:
+        f.write(os.urandom(4096) * (1 + i % 8))
+        f.flush()
+        os.fsync(f.fileno())
+    with open(path, "rb") as f:
+        return len(f.read())
+
+
+def run_io():
+    n = 5 if SMOKE else 50
+    path = f"bench-io-{os.getpid()}.tmp"
+    try:
+        for i in range(n):
+            time.sleep(0.002)
+            write_read(path, i)
+    finally:
+        os.unlink(path)
+
+
+# ---- alloc -------------------------------------------------------------------------------
+
+class Node:
+    def __init__(self, key, payload):
+        self.key = key
+        self.payload = payload
+        self.children = []
+
+
+def build_tree(n):
+    nodes = [Node(i, {"i": i, "name": str(i), "pair": (i, -i)}) for i in range(n)]
+    for i in range(1, n):
+        nodes[(i - 1) // 4].children.append(nodes[i])
+    return nodes[0]
+
+
+def flatten(root):
+    out, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        out.append((node.key, node.payload["name"] + ":" + str(len(node.children))))
+        stack.extend(node.children)
+    return out
+
+
+def run_alloc():
+    n = 5_000 if SMOKE else 60_000
+    for _ in range(2):
+        rows = flatten(build_tree(n))
+        "\n".join(s for _, s in rows)
+
+
+# ---- threads -----------------------------------------------------------------------------
+
+def step(x):
+    return (x * 31 + 7) % 1009
+
+
+def worker(lock, shared, n):
+    acc = 0
+    for i in range(n):
+        acc = step(acc + i)
+        if i % 1000 == 0:
+            with lock:
+                shared[0] += acc
+
+
+def sleeper(n):
+    for _ in range(n):
+        time.sleep(0.001)
+
+
+def run_threads():
+    import threading
+    n = 5_000 if SMOKE else 60_000
+    lock, shared = threading.Lock(), [0]
+    threads = [threading.Thread(target=worker, args=(lock, shared, n)) for _ in range(4)]
+    threads.append(threading.Thread(target=sleeper, args=(10 if SMOKE else 100,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+# ---- black -------------------------------------------------------------------------------
+
+def run_black_prepare():
+    try:
+        import black
+    except ImportError as e:
+        print(f"BENCH_SKIP black is not installed in this venv ({e})", flush=True)
+        sys.exit(3)
+    name = "report.py" if SMOKE else "linegen.py"
+    with open(os.path.join(os.path.dirname(black.__file__), name)) as f:
+        source = f.read()
+    mode = black.Mode(line_length=60)
+    return lambda: black.format_str(source, mode=mode)
+
+
+# ---- bias --------------------------------------------------------------------------------
+
+CALLS_PER_ROUND = 200_000
+
+
+def tiny(acc, i):
+    return (acc + i) & 0xFFFF
+
+
+def calls_half(n):
+    acc = 0
+    for i in range(n):
+        acc = tiny(acc, i)
+    return acc
+
+
+def inline_half(n):
+    acc = 0
+    for i in range(n):
+        acc = (acc + i) & 0xFFFF
+    return acc
+
+
+def run_bias():
+    inline = _opt("--inline", 3 * CALLS_PER_ROUND)
+    rounds = _opt("--rounds", 2 if SMOKE else 30)
+    calls_s = inline_s = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        calls_half(CALLS_PER_ROUND)
+        t1 = time.perf_counter()
+        inline_half(inline)
+        t2 = time.perf_counter()
+        calls_s += t1 - t0
+        inline_s += t2 - t1
+    print(f"BENCH_HALVES {calls_s:.9f} {inline_s:.9f}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+
+WORKLOADS = {"fib": run_fib, "heavy": run_heavy, "io": run_io, "alloc": run_alloc,
+             "threads": run_threads, "black": None, "bias": run_bias}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in WORKLOADS:
+        print(f"usage: workloads.py {{{','.join(WORKLOADS)}}} [--smoke] [--inline N] [--rounds N]",
+              file=sys.stderr)
+        return 2
+    name = sys.argv[1]
+    run = run_black_prepare() if name == "black" else WORKLOADS[name]
+    t0 = time.perf_counter()
+    run()
+    t1 = time.perf_counter()
+    print(f"BENCH_SECONDS {t1 - t0:.9f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
