@@ -128,13 +128,16 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
         goto err;
     t->frames = calloc(t->cap, sizeof(*t->frames));
     t->fvals = calloc(t->cap * 2 * (n ? n : 1), sizeof(*t->fvals));
-    t->first = calloc(5 * (size_t)(n ? n : 1), sizeof(uint64_t));
+    t->first = calloc(8 * (size_t)(n ? n : 1), sizeof(uint64_t));
     if (!t->frames || !t->fvals || !t->first)
         goto err;
     t->last = t->first + n;
     t->mark = t->last + n;
     t->mark_child = t->mark + n;
     t->scratch = t->mark_child + n;
+    t->raw_last = t->scratch + n;
+    t->comp = t->raw_last + n;
+    t->comp_off = t->comp + n;
     if (cprof_table_get(&t->fns, 0, &inserted) != CPROF_ROOT ||
         cprof_table_get(&t->nodes, 0, &inserted) != CPROF_ROOT)
         goto err;
@@ -159,38 +162,52 @@ void cprof_thread_free(struct cprof_thread *t)
 }
 
 /* Clamp the reading so no counter goes backwards; the result is in t->scratch. */
+/* Turn a raw reading into the engine's: clamped so no counter goes backwards, and
+ * with the tracer's own cost taken out.  Each interval between two readings holds
+ * one event's worth of tracer work (the end of one hook and the start of the
+ * next), so comp[c] is subtracted from every interval, never more than the
+ * interval itself: the adjusted reading is raw - comp_off.  The result is in
+ * t->scratch. */
 static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
 {
     unsigned n = t->n;
+    int back = 0, fresh = 0;
 
     t->events++;
     if (!t->started) {
         memcpy(t->first, now, n * sizeof(*now));
         memcpy(t->last, now, n * sizeof(*now));
         memcpy(t->mark, now, n * sizeof(*now));
+        memcpy(t->raw_last, now, n * sizeof(*now));
         t->started = 1;
+        fresh = 1;
     }
-    if (t->paused) {
+    if (t->paused) {            /* the gap is not profiled: shift the region past it */
         for (unsigned c = 0; c < n; c++) {
-            uint64_t gap = now[c] > t->last[c] ? now[c] - t->last[c] : 0;
+            uint64_t gap = now[c] > t->raw_last[c] ? now[c] - t->raw_last[c] : 0;
             t->first[c] += gap;
             t->mark[c] += gap;
             t->last[c] += gap;
+            t->raw_last[c] += gap;
         }
         t->paused = 0;
+        fresh = 1;
     }
-    int back = 0;
     for (unsigned c = 0; c < n; c++) {
-        uint64_t v = now[c];
-        if (v < t->last[c]) {
+        uint64_t v = now[c], d, cut;
+        if (v < t->raw_last[c]) {
             if (t->backwards == 0 && !back) {
                 t->backwards_counter = c;
                 t->backwards_key = t->depth ? t->fns.recs[t->frames[t->depth - 1].fn].key : 0;
             }
             back = 1;
-            v = t->last[c];
+            v = t->raw_last[c];
         }
-        t->scratch[c] = t->last[c] = v;
+        d = v - t->raw_last[c];
+        cut = fresh ? 0 : d < t->comp[c] ? d : t->comp[c];
+        t->comp_off[c] += cut;
+        t->raw_last[c] = v;
+        t->scratch[c] = t->last[c] = v - t->comp_off[c];
     }
     t->backwards += back;
     return t->scratch;
@@ -409,6 +426,16 @@ void cprof_thread_flush(struct cprof_thread *t)
     }
 }
 
+void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event)
+{
+    memcpy(t->comp, per_event, t->n * sizeof(*per_event));
+}
+
+uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c)
+{
+    return t->comp_off[c];
+}
+
 uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c)
 {
     return t->last[c] - t->first[c];
@@ -443,10 +470,11 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
     if (cprof_table_init(&out->fns, n, 256) < 0 || cprof_table_init(&out->edges, n, 1024) < 0 ||
         cprof_table_init(&out->nodes, n, 1024) < 0)
         goto err;
-    out->region = calloc(2 * (size_t)(n ? n : 1), sizeof(uint64_t));
+    out->region = calloc(3 * (size_t)(n ? n : 1), sizeof(uint64_t));
     if (!out->region)
         goto err;
     out->unattributed = out->region + n;
+    out->compensated = out->unattributed + n;
     if (cprof_table_get(&out->fns, 0, &inserted) != CPROF_ROOT ||
         cprof_table_get(&out->nodes, 0, &inserted) != CPROF_ROOT)
         goto err;
@@ -488,6 +516,7 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
         for (unsigned c = 0; c < n; c++) {
             out->region[c] += cprof_thread_region(t, c);
             out->unattributed[c] += cprof_thread_unattributed(t, c);
+            out->compensated[c] += cprof_thread_compensated(t, c);
         }
         out->threads++;
         out->events += t->events;
@@ -508,5 +537,5 @@ void cprof_merged_free(struct cprof_merged *m)
     cprof_table_free(&m->edges);
     cprof_table_free(&m->nodes);
     free(m->region);
-    m->region = m->unattributed = NULL;
+    m->region = m->unattributed = m->compensated = NULL;
 }

@@ -88,7 +88,10 @@ struct cprof_thread {
     uint64_t *last;             /* n: the latest reading */
     uint64_t *mark;             /* n: reading at the last root-level attribution */
     uint64_t *mark_child;       /* n: growth in top-level frames since mark */
-    uint64_t *scratch;          /* n: clamped copy of the current reading */
+    uint64_t *scratch;          /* n: the current reading, clamped and compensated */
+    uint64_t *raw_last;         /* n: the latest raw reading (clamped) */
+    uint64_t *comp;             /* n: tracer cost per event to take out (0: none) */
+    uint64_t *comp_off;         /* n: total taken out so far */
     int started;                /* first reading taken */
     int paused;                 /* profiling stopped; the next reading resumes it */
     int oom;                    /* sticky: memory ran out, some events were dropped */
@@ -124,6 +127,12 @@ void cprof_thread_flush(struct cprof_thread *t);
  * the next one is left out of the region (first and the root mark shift by it). */
 void cprof_thread_pause(struct cprof_thread *t);
 
+/* The tracer's own cost per event, per counter, to take out of every interval
+ * between two readings (never more than the interval).  Readings, region and all
+ * numbers are then net of it; cprof_thread_compensated() says how much went. */
+void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event);
+uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c);
+
 /* Growth of counter c over this thread's region, and the part no function got. */
 uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c);
 uint64_t cprof_thread_unattributed(const struct cprof_thread *t, unsigned c);
@@ -138,6 +147,7 @@ struct cprof_merged {
     uint64_t tree_dropped;      /* entries left out of the threads' trees */
     uint64_t *region;           /* n: sum over threads of the region growth */
     uint64_t *unattributed;     /* n: sum over threads of root-level growth */
+    uint64_t *compensated;      /* n: sum over threads of the tracer cost taken out */
     uint64_t threads;           /* threads merged */
     uint64_t events;            /* events over all threads */
     uint64_t unmatched_exits;

@@ -24,6 +24,7 @@
 #include "../core/engine.h"
 #include "../core/registry.h"
 #include "../counters/counters.h"
+#include "listing.h"
 
 #if PY_VERSION_HEX >= 0x030C0000
 #define CPROF_MONITORING 1
@@ -77,6 +78,7 @@ struct ProfilerObject {
     int enabled;
     int tool_id;                /* sys.monitoring tool id in use, or -1 */
     int all_call_sites;         /* keep CALL events at sites that call Python functions */
+    uint64_t comp[CPROF_MAX_COUNTERS];  /* tracer cost per event, per counter (0: none) */
     PyObject *disable;          /* sys.monitoring.DISABLE, or NULL (3.12+) */
     PyObject *hooks;            /* list of hook objects registered with sys.monitoring */
     PyObject *bootstrap;        /* threading.setprofile() function for new threads (< 3.12) */
@@ -173,6 +175,7 @@ static struct tstate *tstate_new(ProfilerObject *p)
         ts->read[i] = def->read;
         ts->opened++;
     }
+    cprof_thread_set_compensation(&ts->eng, p->comp);
     return ts;
 }
 
@@ -604,8 +607,8 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
         return -1;
     }
-    if (cprof_spec_parse(spec, cprof_builtin_counters, p->specs, CPROF_MAX_COUNTERS, &p->n,
-                         &err) < 0) {
+    if (cprof_spec_resolve(spec, cprof_builtin_counters, cprof_counter_resolvers, p->specs,
+                           CPROF_MAX_COUNTERS, &p->n, &err) < 0) {
         PyErr_SetString(st->error, err.msg);
         return -1;
     }
@@ -717,6 +720,57 @@ static PyObject *profiler_disable(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *u64_list(const uint64_t *v, unsigned n);
+
+static PyObject *profiler_set_compensation(PyObject *self, PyObject *arg)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    uint64_t v[CPROF_MAX_COUNTERS];
+    PyObject *seq = PySequence_Fast(arg, "set_compensation() takes a list of ints");
+
+    if (!seq)
+        return NULL;
+    if ((size_t)PySequence_Fast_GET_SIZE(seq) != p->n) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "set_compensation() needs %u values, one per counter", p->n);
+        return NULL;
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        v[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    memcpy(p->comp, v, sizeof(v[0]) * p->n);
+    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        if (!ts->failed)
+            cprof_thread_set_compensation(&ts->eng, p->comp);
+    Py_RETURN_NONE;
+}
+
+/* The calling thread's current reading of every counter (for calibration). */
+static PyObject *profiler_read(PyObject *self, PyObject *unused)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    uint64_t now[CPROF_MAX_COUNTERS];
+    struct tstate *ts;
+
+    (void)unused;
+    if (!p->n) {
+        PyErr_SetString(state_of(self)->error, "the Profiler was not initialised");
+        return NULL;
+    }
+    ts = get_ts(p);
+    if (!ts) {
+        PyErr_SetObject(state_of(self)->error, p->error ? p->error : Py_None);
+        return NULL;
+    }
+    read_all(ts, p->n, now);
+    return u64_list(now, p->n);
+}
+
 static PyObject *u64_list(const uint64_t *v, unsigned n)
 {
     PyObject *l = PyList_New(n);
@@ -805,8 +859,10 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
         PyDict_SetItemString(out, "functions", fns) < 0 ||
         PyDict_SetItemString(out, "edges", edges) < 0)
         goto err;
-    x = Py_BuildValue("{s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:s}", "region", u64_list(m->region, n),
-                      "unattributed", u64_list(m->unattributed, n), "threads",
+    x = Py_BuildValue("{s:N,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:s}", "region",
+                      u64_list(m->region, n), "unattributed", u64_list(m->unattributed, n),
+                      "compensated", u64_list(m->compensated, n), "compensation_per_event",
+                      u64_list(p->comp, n), "threads",
                       (unsigned long long)m->threads, "events", (unsigned long long)m->events,
                       "unmatched_exits", (unsigned long long)m->unmatched_exits, "backwards",
                       (unsigned long long)m->backwards, "tree_folded",
@@ -933,6 +989,11 @@ static PyMethodDef profiler_methods[] = {
      "the calling thread's current frames (minus `skip` innermost) are treated as already running."},
     {"disable", profiler_disable, METH_NOARGS,
      "disable()\n--\n\nStop profiling; raises CprofError if a hook failed meanwhile."},
+    {"set_compensation", profiler_set_compensation, METH_O,
+     "set_compensation(values)\n--\n\nThe tracer's cost per event, one int per counter in its "
+     "unit, taken out of every interval between two readings (never more than the interval)."},
+    {"read", profiler_read, METH_NOARGS,
+     "read()\n--\n\nThe calling thread's current reading of every counter."},
     {"stats", profiler_stats, METH_NOARGS,
      "stats()\n--\n\nThe merged raw statistics as a dict (see cprof.api)."},
     {NULL, NULL, 0, NULL},
@@ -967,35 +1028,29 @@ static PyType_Spec profiler_spec = {
 
 /* ---- module ------------------------------------------------------------------------ */
 
-static PyObject *list_counters(PyObject *module, PyObject *unused)
+static PyObject *list_counters(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    PyObject *out = PyList_New(0);
+    static char *kwlist[] = {"pmu", NULL};
+    int pmu = 0;
 
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:list_counters", kwlist, &pmu))
+        return NULL;
+    return cprof_py_list_counters(((module_state *)PyModule_GetState(module))->error, pmu);
+}
+
+static PyObject *build_info(PyObject *module, PyObject *unused)
+{
     (void)module;
     (void)unused;
-    if (!out)
-        return NULL;
-    for (const struct cprof_counter_def *const *d = cprof_builtin_counters; *d; d++) {
-        struct cprof_error err = {0};
-        char path[240] = "";
-        int ok = (*d)->probe("", path, sizeof(path), &err) == 0;
-        PyObject *x = Py_BuildValue("{s:s,s:s,s:s,s:O,s:s,s:s}", "name", (*d)->name, "unit",
-                                    (*d)->unit, "description", (*d)->description, "available",
-                                    ok ? Py_True : Py_False, "read_path", ok ? path : "",
-                                    "reason", ok ? "" : err.msg);
-        if (!x || PyList_Append(out, x) < 0) {
-            Py_XDECREF(x);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(x);
-    }
-    return out;
+    return Py_BuildValue("{s:O}", "libpfm", cprof_py_have_libpfm() ? Py_True : Py_False);
 }
 
 static PyMethodDef module_methods[] = {
-    {"list_counters", list_counters, METH_NOARGS,
-     "list_counters()\n--\n\nEvery built-in counter, whether it works here, and how it is read."},
+    {"list_counters", (PyCFunction)(void (*)(void))list_counters, METH_VARARGS | METH_KEYWORDS,
+     "list_counters(pmu=False)\n--\n\nEvery counter cprof knows, whether it works here, and how "
+     "it is read; with pmu=True, the events of the PMUs libpfm4 detects."},
+    {"build_info", build_info, METH_NOARGS,
+     "build_info()\n--\n\nWhat this build of cprof includes: {'libpfm': bool}."},
     {NULL, NULL, 0, NULL},
 };
 

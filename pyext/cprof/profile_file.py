@@ -97,7 +97,9 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         "backwards_readings": rm["backwards"],
         "corrections": {c["name"]: {"count": c["corrections"], "total": c["corrections_total"]}
                         for c in raw["counters"]},
-        "tracer_share": None,  # not measured yet: no compensation of cprof's own cost
+        # cprof's own cost taken out of the numbers: per event (calibrated) and in all
+        "tracer_share": {"per_event": dict(zip(counters, rm.get("compensation_per_event", [0] * n))),
+                         "compensated": dict(zip(counters, rm.get("compensated", [0] * n)))},
         "tree_folded": rm.get("tree_folded", 0),
     }
     out_meta.update(meta or {})

@@ -1744,3 +1744,80 @@ Test(tree, merge_by_path)
     cprof_thread_free(&t1);
     cprof_thread_free(&t2);
 }
+
+/* ---- compensation of the tracer's own cost ------------------------------------------------ */
+
+/* 3 units per interval come out of counter 0 (never more than the interval);
+ * counter 1 is left alone.  Every number is net of it, and it is reported. */
+Test(compensation, every_interval_loses_its_share)
+{
+    struct cprof_thread t;
+    const uint64_t comp[NC] = {3, 0};
+
+    init2(&t);
+    cprof_thread_set_compensation(&t, comp);
+    ent(&t, KA, 100, 0);  /* first reading: nothing to take out */
+    ent(&t, KB, 110, 1);  /* a: 10 - 3 = 7 */
+    ex(&t, KB, 112, 2);   /* b: 2 < 3, so 2 comes out and b's self is 0 */
+    ex(&t, KA, 122, 3);   /* a: 10 - 3 = 7 */
+    cprof_thread_flush(&t);
+    FN(&t, KA, 1, 1, 14, 2, 14, 3);
+    FN(&t, KB, 1, 1, 0, 1, 0, 1);
+    EDGE(&t, KA, KB, 1, 1, 0, 1);
+    cr_assert_eq(cprof_thread_compensated(&t, 0), 3 + 2 + 3);
+    cr_assert_eq(cprof_thread_compensated(&t, 1), 0);
+    check_region(&t, 22 - 8, 3);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* After a pause the gap is not profiled and the first interval after it is not cut. */
+Test(compensation, not_across_a_pause)
+{
+    struct cprof_thread t;
+    const uint64_t comp[NC] = {1, 1};
+
+    init2(&t);
+    cprof_thread_set_compensation(&t, comp);
+    ent(&t, KA, 0, 0);
+    ex(&t, KA, 5, 5);         /* a: 5 - 1 */
+    cprof_thread_flush(&t);
+    cprof_thread_pause(&t);
+    ent(&t, KA, 100, 100);    /* resumes: nothing taken out of the gap */
+    ex(&t, KA, 104, 104);     /* a: 4 - 1 */
+    cprof_thread_flush(&t);
+    FN(&t, KA, 2, 2, 7, 7, 7, 7);
+    cr_assert_eq(cprof_thread_compensated(&t, 0), 2);
+    check_region(&t, 7, 7);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* Merged profiles add what each thread took out. */
+Test(compensation, merged)
+{
+    struct cprof_thread t1, t2;
+    struct cprof_thread *th[2] = {&t1, &t2};
+    struct cprof_merged mg;
+    const uint64_t comp[NC] = {2, 1};
+
+    init2(&t1);
+    init2(&t2);
+    cprof_thread_set_compensation(&t1, comp);
+    cprof_thread_set_compensation(&t2, comp);
+    ent(&t1, KA, 0, 0);
+    ex(&t1, KA, 10, 10);
+    ent(&t2, KA, 0, 0);
+    ent(&t2, KB, 5, 5);
+    ex(&t2, KB, 6, 5);
+    ex(&t2, KA, 9, 9);
+    cprof_thread_flush(&t1);
+    cprof_thread_flush(&t2);
+    cr_assert_eq(cprof_merge(th, 2, NC, &mg), 0);
+    cr_assert_eq(mg.compensated[0], 2 + (2 + 1 + 2));
+    cr_assert_eq(mg.compensated[1], 1 + (1 + 0 + 1));
+    cr_assert_eq(mg.region[0], 8 + 4);
+    cprof_merged_free(&mg);
+    cprof_thread_free(&t1);
+    cprof_thread_free(&t2);
+}

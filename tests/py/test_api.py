@@ -275,3 +275,27 @@ def test_polymorphic_call_site(all_sites):
         assert not sleeps
         assert named(prof, "caller")["self"]["ctxsw"] >= 2
     conserved(prof)
+
+
+def test_compensation_is_calibrated_and_reported():
+    """cprof's own per-event cost is measured at start-up and taken out: reported per
+    counter, zero for a counter it does not move (ctxsw), at most one per-event cost
+    per event, and the numbers stay conserved."""
+    def leaf():
+        pass
+
+    with cprof.Profile(["cpu", "ctxsw"]) as p:
+        for _ in range(2000):
+            leaf()
+    prof = p.profile()
+    share = prof["meta"]["tracer_share"]
+    assert 0 < share["per_event"]["cpu"] < 5000          # ns: tens here, never microseconds
+    assert share["per_event"]["ctxsw"] == 0
+    assert 0 < share["compensated"]["cpu"] <= share["per_event"]["cpu"] * prof["meta"]["events"]
+    assert share["compensated"]["ctxsw"] == 0
+    conserved(prof)
+
+    with cprof.Profile(["cpu"], compensate=False) as q:
+        leaf()
+    qs = q.profile()["meta"]["tracer_share"]
+    assert qs == {"per_event": {"cpu": 0}, "compensated": {"cpu": 0}}
