@@ -13,7 +13,7 @@ compare.py to parse.  The bias workload also prints ``BENCH_HALVES <calls_s>
 Workloads:
   fib      naive recursive fib(27): call-heavy, tiny frames
   heavy    a few heavy functions (a pure-Python loop, list.sort, re, hashlib): few calls
-  io       sleeps and small file writes/reads with fsync: mostly off the CPU
+  io       sleeps and small file writes and reads (no fsync: disk latency is too noisy here)
   alloc    many small objects: instances with __init__, dicts, tuples, strings
   threads  four threads of small calls contending on a lock, and one sleeping
   black    black (the pure-Python wheel) formatting its own linegen.py at line length 60
@@ -92,8 +92,6 @@ def run_heavy():
 def write_read(path, i):
     with open(path, "wb") as f:
         f.write(os.urandom(4096) * (1 + i % 8))
-        f.flush()
-        os.fsync(f.fileno())
     with open(path, "rb") as f:
         return len(f.read())
 
