@@ -3,7 +3,14 @@
     cprof [--counter=LIST] [-o FILE] [--sort=COUNTER] [--limit=N] script.py [args...]
     cprof [...] -m module [args...]
     cprof report FILE [--sort=COUNTER] [--limit=N]
+    cprof report FILE --html [-o report.html] [--open]
+    cprof export FILE --format {pstats,speedscope,collapsed,pprof,gprof2dot} [--counter=C] [-o OUT]
+    cprof compare BEFORE.json AFTER.json [--counter=C] [--fail-above=PCT [--function=NAME]]
     cprof --list-counters
+
+On a profiling run, -o picks the format by the file name (exporters.format_for_path):
+out.prof, out.speedscope.json, out.folded, out.pb.gz, out.gprof2dot.json, out.html;
+any other name (out.json) gets the cprof JSON profile.
 
 Problems the user can fix print one sentence and exit 2; the profiled program's
 output, exceptions and exit code pass through, and its profile is still written.
@@ -21,7 +28,7 @@ import time
 import traceback
 import types
 
-from . import profile_file, report
+from . import compare, exporters, profile_file, report
 from ._cprof import CprofError, Profiler, list_counters
 from .api import calibrate
 
@@ -36,10 +43,13 @@ class _Parser(argparse.ArgumentParser):
 def _run_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cprof", description="Profile a Python program: attribute counters "
                 "(CPU time, wall time, context switches) to each function.",
-                epilog="cprof report FILE prints the report of a saved profile.")
+                epilog="cprof report FILE prints the report of a saved profile (--html: the HTML "
+                "report); cprof export FILE writes it for other viewers; cprof compare A B diffs two.")
     p.add_argument("--counter", "-c", default="cpu,wall",
                    help="comma-separated counters, first one sorts the report (default: cpu,wall)")
-    p.add_argument("-o", "--output", help="write the JSON profile here instead of printing a report")
+    p.add_argument("-o", "--output", help="write the profile here instead of printing a report: the JSON "
+                   "profile, or by the name's ending pstats (.prof), speedscope (.speedscope.json), "
+                   "folded stacks (.folded), pprof (.pb.gz), gprof2dot (.gprof2dot.json), HTML (.html)")
     p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
     p.add_argument("--limit", type=int, default=25, help="functions in the report (0 = all)")
     p.add_argument("--all-call-sites", action="store_true",
@@ -56,11 +66,102 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _report_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cprof report", description="Print the report of a saved cprof profile.")
+    p = _Parser(prog="cprof report", description="Print the report of a saved cprof profile, "
+                "or with --html write it as one self-contained HTML page.")
     p.add_argument("file")
     p.add_argument("--sort")
     p.add_argument("--limit", type=int, default=25)
+    p.add_argument("--html", action="store_true", help="write the HTML report (default: FILE with .html)")
+    p.add_argument("-o", "--output", help="where to write the HTML report")
+    p.add_argument("--open", action="store_true", help="open the HTML report in a web browser")
+    p.add_argument("--counter", "-c", help="the counter the HTML report shows first")
     return p
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cprof export", description="Write a saved cprof profile for another viewer.")
+    p.add_argument("file")
+    p.add_argument("--format", "-f", required=True, choices=exporters.FORMATS)
+    p.add_argument("--counter", "-c", help="the counter to write (pstats, collapsed) or to show "
+                   "first (speedscope, pprof, gprof2dot); default: the profile's first")
+    p.add_argument("-o", "--output", help="the file to write (default: beside FILE, named after "
+                   "it, its counter and unit)")
+    return p
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cprof compare", description="Per function, the change of each counter from "
+                "one profile to another, largest first.")
+    p.add_argument("before")
+    p.add_argument("after")
+    p.add_argument("--counter", "-c", help="compare only this counter (default: every counter of both)")
+    p.add_argument("--limit", type=int, default=25, help="functions shown (0 = all)")
+    p.add_argument("--fail-above", type=float, metavar="PCT",
+                   help="exit 1 if the profiled region (or --function) grew more than PCT percent")
+    p.add_argument("--function", help="with --fail-above: the function whose total is checked")
+    return p
+
+
+def _report(argv: list[str]) -> int:
+    opts = _report_parser().parse_args(argv)
+    profile = profile_file.load(opts.file)
+    if not (opts.html or opts.output or opts.open):
+        if opts.counter:
+            raise CprofError("--counter chooses what the HTML report shows first; add --html, "
+                             "or use --sort for the text report")
+        sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit, title=opts.file))
+        return 0
+    out = opts.output or exporters.default_path(opts.file, "html", profile, "")
+    counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
+    from .exporters import html
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise CprofError(f"cannot write '{out}': folder '{folder}' does not exist")
+    html.write(profile, out, counter, title=os.path.basename(opts.file))
+    print(f"cprof: wrote {out} (HTML report)", file=sys.stderr)
+    if opts.open:
+        import webbrowser
+        if not webbrowser.open("file://" + os.path.abspath(out)):
+            print(f"cprof: no web browser found; open {out} yourself", file=sys.stderr)
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    opts = _export_parser().parse_args(argv)
+    profile = profile_file.load(opts.file)
+    counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
+    out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
+    exporters.export(profile, opts.format, out, counter)
+    print(f"cprof: wrote {out} ({exporters.describe(opts.format, profile, counter)})", file=sys.stderr)
+    return 0
+
+
+def _compare(argv: list[str]) -> int:
+    opts = _compare_parser().parse_args(argv)
+    if opts.function is not None and opts.fail_above is None:
+        raise CprofError("--function names the function that --fail-above checks; add --fail-above PCT")
+    before, after = profile_file.load(opts.before), profile_file.load(opts.after)
+    names = (opts.before, opts.after)
+    counters = compare.common_counters(before, after, opts.counter, names)
+    failed, verdict = False, None
+    if opts.fail_above is not None:  # checked first: a missing function is one sentence, no table
+        failed, verdict = compare.check_growth(before, after, counters[0], opts.fail_above,
+                                               opts.function, names)
+    sys.stdout.write(compare.format_diff(before, after, counters, names, limit=opts.limit))
+    if verdict is not None:
+        print(f"cprof: {'FAIL: ' if failed else ''}{verdict}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_output(prof: dict, path: str) -> None:
+    """The run's -o: the JSON profile, or the export its name asks for."""
+    fmt = exporters.format_for_path(path)
+    if fmt is None:
+        profile_file.write(prof, path)
+        print(f"cprof: wrote {path} ({len(prof['functions'])} functions)", file=sys.stderr)
+    else:
+        counter = exporters.export(prof, fmt, path)
+        print(f"cprof: wrote {path} ({exporters.describe(fmt, prof, counter)})", file=sys.stderr)
 
 
 def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -197,8 +298,7 @@ def _profile(opts) -> int:
     except Exception:
         pass
     if opts.output:
-        profile_file.write(prof, opts.output)
-        print(f"cprof: wrote {opts.output} ({len(prof['functions'])} functions)", file=sys.stderr)
+        _write_output(prof, opts.output)
     else:
         sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit, title=target))
     if hook_error is not None:
@@ -228,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["report"]:
-            opts = _report_parser().parse_args(argv[1:])
-            sys.stdout.write(report.format_report(profile_file.load(opts.file), sort=opts.sort,
-                                                  limit=opts.limit, title=opts.file))
-            return 0
+            return _report(argv[1:])
+        if argv[:1] == ["export"]:
+            return _export(argv[1:])
+        if argv[:1] == ["compare"]:
+            return _compare(argv[1:])
         head, module_args = _split_module_args(argv)
         opts = _run_parser().parse_args(head)
         if module_args is not None:

@@ -1,0 +1,183 @@
+"""Exports of a cprof profile to the formats other viewers read, one module per format.
+
+    export(profile, "pstats", "out.prof", counter="cpu")
+
+Each format module has `write(profile, path, counter)` (the counter is a name the
+profile has: single-counter formats write it, multi-counter ones write every
+counter and show it first) and the constants EXTENSION and MULTI_COUNTER.
+
+The call-path formats (speedscope, collapsed, pprof, gprof2dot) are built from the
+profile's `tree`: one stack per tree node, weighted by the node's self value.  The
+root's self (meta.unattributed: growth outside any function) is on no stack, so a
+format's total for a counter is meta.region minus meta.unattributed, which is also
+the sum of the functions' self.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, Iterator
+
+from .._cprof import CprofError
+
+FORMATS = ("pstats", "speedscope", "collapsed", "pprof", "gprof2dot")
+
+# The profiling run's -o picks the format by the file name's ending (longest first);
+# any other name gets the cprof JSON profile.
+_ENDINGS = (
+    (".speedscope.json", "speedscope"),
+    (".gprof2dot.json", "gprof2dot"),
+    (".pb.gz", "pprof"),
+    (".pprof", "pprof"),
+    (".prof", "pstats"),
+    (".pstats", "pstats"),
+    (".folded", "collapsed"),
+    (".collapsed", "collapsed"),
+    (".html", "html"),
+)
+
+
+def format_for_path(path: str) -> str | None:
+    """The export format a file name asks for, or None for the cprof JSON profile."""
+    low = path.lower()
+    for ending, fmt in _ENDINGS:
+        if low.endswith(ending):
+            return fmt
+    return None
+
+
+def _module(fmt: str):
+    if fmt == "pstats":
+        from . import pstats as m
+    elif fmt == "speedscope":
+        from . import speedscope as m
+    elif fmt == "collapsed":
+        from . import collapsed as m
+    elif fmt == "pprof":
+        from . import pprof as m
+    elif fmt == "gprof2dot":
+        from . import gprof2dot as m
+    elif fmt == "html":
+        from . import html as m
+    else:
+        raise CprofError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    return m
+
+
+def check_counter(profile: dict, counter: str | None, source: str = "the profile") -> str:
+    """The counter to export: `counter` if the profile has it, else its first one."""
+    names = [c["name"] for c in profile["counters"]]
+    if counter is None:
+        return names[0]
+    if counter not in names:
+        raise CprofError(f"{source} has no counter '{counter}'; its counters are {', '.join(names)}")
+    return counter
+
+
+def unit_of(profile: dict, counter: str) -> str:
+    return next(c["unit"] for c in profile["counters"] if c["name"] == counter)
+
+
+def default_path(source: str, fmt: str, profile: dict, counter: str) -> str:
+    """Where `cprof export` writes without -o: beside the profile, named after it.  A
+    single-counter file names its counter, and its unit unless it is time (pstats
+    time is in seconds, as pstats expects): prof.cpu.prof, prof.ctxsw-switches.prof."""
+    stem = source[:-5] if source.lower().endswith(".json") else source
+    m = _module(fmt)
+    if m.MULTI_COUNTER:
+        return stem + m.EXTENSION
+    unit = unit_of(profile, counter)
+    tag = counter if (fmt == "pstats" and unit == "ns") else f"{counter}-{unit}"
+    return f"{stem}.{tag}{m.EXTENSION}"
+
+
+def describe(fmt: str, profile: dict, counter: str) -> str:
+    """What was written, for the 'cprof: wrote ...' line."""
+    m = _module(fmt)
+    if m.MULTI_COUNTER:
+        names = [c["name"] for c in profile["counters"]]
+        return f"{fmt}, counters {', '.join(names)}, {counter} first" if len(names) > 1 else f"{fmt} of {counter}"
+    unit = unit_of(profile, counter)
+    shown = "seconds" if (fmt == "pstats" and unit == "ns") else unit
+    return f"{fmt} of {counter}, in {shown}"
+
+
+def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> str:
+    """Write `profile` to `path` in format `fmt`; returns the counter written (first)."""
+    m = _module(fmt)
+    counter = check_counter(profile, counter)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CprofError(f"cannot write '{path}': folder '{folder}' does not exist")
+    m.write(profile, path, counter)
+    return counter
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """A temporary file in the same folder, then a rename: no half-written export."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".cprof-", suffix=".tmp", dir=folder)
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # as open() would make it: mkstemp's file is private
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------- the call tree
+
+def tree_of(profile: dict) -> dict:
+    """The profile's call tree, or a one-sentence error if it has none."""
+    tree = profile.get("tree")
+    if not tree or not tree.get("parent"):
+        raise CprofError("this profile has no call tree (it was written by an older cprof); "
+                         "profile again to export call paths")
+    return tree
+
+
+def label(f: dict) -> str:
+    """A function as one frame: its name, and where it is for Python functions."""
+    if f["file"] == "~":
+        return f["name"]
+    return f"{f['name']} ({os.path.basename(f['file'])}:{f['line']})"
+
+
+def children_of(tree: dict) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in tree["parent"]]
+    for i, p in enumerate(tree["parent"]):
+        if p >= 0:
+            kids[p].append(i)
+    return kids
+
+
+def preorder(tree: dict) -> Iterator[tuple[int, int]]:
+    """(node, depth) in depth-first order from the root (depth 0), children in
+    index order: a flame chart of this order draws the tree.  Iterative: recursion
+    in the profiled program can make the tree deeper than Python's own stack."""
+    kids = children_of(tree)
+    stack = [(0, 0)]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        stack.extend((k, depth + 1) for k in reversed(kids[node]))
+
+
+def stacks(tree: dict, keep: Callable[[int], object]) -> Iterator[tuple[int, list[int]]]:
+    """(node, function ids from the outermost call to the node) for each non-root
+    node that keep(node) is true for, in depth-first order."""
+    path: list[int] = []
+    for node, depth in preorder(tree):
+        del path[max(depth - 1, 0):]
+        if depth == 0:
+            continue
+        path.append(tree["function"][node])
+        if keep(node):
+            yield node, list(path)

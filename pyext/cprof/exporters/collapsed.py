@@ -1,0 +1,27 @@
+"""Folded stacks (Brendan Gregg's flamegraph.pl input, also read by inferno,
+speedscope and others): one line per call path, `outer;inner;leaf N`, N the path's
+self value of one counter in the counter's unit (ns for time).  Frames are
+`name (file.py:line)` for Python functions and the bare name for C functions."""
+from __future__ import annotations
+
+from . import label, stacks, tree_of, write_atomic
+
+EXTENSION = ".folded"
+MULTI_COUNTER = False
+
+
+def lines(profile: dict, counter: str) -> list[str]:
+    tree = tree_of(profile)
+    # ';' separates frames and the last space the count: keep them out of names
+    names = [label(f).replace(";", ":") for f in profile["functions"]]
+    node_self = tree["self"][counter]
+    folded: dict[str, int] = {}
+    for node, path in stacks(tree, node_self.__getitem__):
+        key = ";".join(names[i] for i in path)
+        folded[key] = folded.get(key, 0) + node_self[node]
+    return [f"{k} {n}" for k, n in folded.items()]
+
+
+def write(profile: dict, path: str, counter: str) -> None:
+    out = lines(profile, counter)
+    write_atomic(path, ("\n".join(out) + ("\n" if out else "")).encode("utf-8"))

@@ -1,0 +1,37 @@
+"""gprof2dot's JSON format (`gprof2dot -f json`): functions, and one event per call
+path of the tree (callee first, as the format wants) with a cost per counter.  The
+costs are in the order of the profile's counters with the chosen one moved first:
+gprof2dot itself draws the first cost; the others are in the file for other
+readers of the format.  Time costs are in nanoseconds."""
+from __future__ import annotations
+
+import json
+import os
+
+from . import stacks, tree_of, unit_of, write_atomic
+
+EXTENSION = ".gprof2dot.json"
+MULTI_COUNTER = True
+
+
+def document(profile: dict, counter: str) -> dict:
+    tree = tree_of(profile)
+    names = [c["name"] for c in profile["counters"]]
+    order = [counter] + [n for n in names if n != counter]
+    selfs = [tree["self"][n] for n in order]
+    functions = []
+    for f in profile["functions"]:
+        fn = {"name": f["name"]}
+        if f["file"] != "~":
+            fn["module"] = os.path.basename(f["file"])
+        functions.append(fn)
+    events = []
+    for node, path in stacks(tree, lambda node: any(col[node] for col in selfs)):
+        events.append({"callchain": path[::-1], "cost": [col[node] for col in selfs]})
+    return {"version": 0,
+            "costs": [{"description": n, "unit": unit_of(profile, n)} for n in order],
+            "functions": functions, "events": events}
+
+
+def write(profile: dict, path: str, counter: str) -> None:
+    write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))

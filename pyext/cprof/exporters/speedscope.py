@@ -1,0 +1,48 @@
+"""speedscope's file format (https://www.speedscope.app/file-format-schema.json):
+one "sampled" profile per counter over shared frames.  Each sample is a call path
+of the tree (outermost first) weighted by its self value, in depth-first order, so
+speedscope's time-order view draws the call tree and its left-heavy view merges it.
+Time counters are in nanoseconds; other counters have unit "none" (speedscope
+knows no other unit), their unit is in the profile's name."""
+from __future__ import annotations
+
+import json
+
+from . import stacks, tree_of, unit_of, write_atomic
+
+EXTENSION = ".speedscope.json"
+MULTI_COUNTER = True
+
+_UNITS = {"ns": "nanoseconds", "B": "bytes"}
+
+
+def document(profile: dict, counter: str) -> dict:
+    tree = tree_of(profile)
+    frames = []
+    for f in profile["functions"]:
+        frame = {"name": f["name"]}
+        if f["file"] != "~":
+            frame.update(file=f["file"], line=f["line"])
+        frames.append(frame)
+    names = [c["name"] for c in profile["counters"]]
+    title = " ".join(profile.get("meta", {}).get("command") or []) or "cprof profile"
+    profiles = []
+    for name in names:
+        unit = unit_of(profile, name)
+        node_self = tree["self"][name]
+        samples, weights = [], []
+        for node, path in stacks(tree, node_self.__getitem__):
+            samples.append(path)
+            weights.append(node_self[node])
+        total = sum(weights)
+        shown = name if unit in _UNITS else f"{name} ({unit})"
+        profiles.append({"type": "sampled", "name": f"{title} — {shown}",
+                         "unit": _UNITS.get(unit, "none"), "startValue": 0, "endValue": total,
+                         "samples": samples, "weights": weights})
+    return {"$schema": "https://www.speedscope.app/file-format-schema.json",
+            "shared": {"frames": frames}, "profiles": profiles, "name": title,
+            "activeProfileIndex": names.index(counter), "exporter": profile.get("tool", "cprof")}
+
+
+def write(profile: dict, path: str, counter: str) -> None:
+    write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
