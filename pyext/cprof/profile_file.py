@@ -184,6 +184,41 @@ def _well_formed(data: dict) -> bool:
                for f in functions)
 
 
+def _well_linked(data: dict) -> bool:
+    """Edges and the call tree (what the exports and the HTML report read) refer to
+    functions that exist, and the tree's columns agree (a parent before its child)."""
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    names = [c["name"] for c in data["counters"]]
+    nfn = len(data["functions"])
+    edges = data["edges"]
+    if not isinstance(edges, list):
+        return False
+    for e in edges:
+        if not (isinstance(e, dict) and all(type(e.get(k)) is int and 0 <= e[k] < nfn for k in ("caller", "callee"))
+                and all(num(e.get(k)) for k in ("calls", "primitive_calls"))
+                and isinstance(e.get("total"), dict) and all(num(e["total"].get(n)) for n in names)):
+            return False
+    tree = data.get("tree")
+    if tree is None:
+        return True  # written before the call tree existed: the text report and pstats still work
+    if not isinstance(tree, dict):
+        return False
+    parent, function, calls = tree.get("parent"), tree.get("function"), tree.get("calls")
+    if not (isinstance(parent, list) and isinstance(function, list) and isinstance(calls, list)
+            and parent and len(parent) == len(function) == len(calls) and parent[0] == -1):
+        return False
+    if not all(type(p) is int and 0 <= p < i for i, p in enumerate(parent) if i) \
+            or not all(type(f) is int and 0 <= f < nfn for f in function[1:]):
+        return False
+    for k in ("self", "total"):
+        cols = tree.get(k)
+        if not isinstance(cols, dict) or not all(isinstance(cols.get(n), list) and len(cols[n]) == len(parent)
+                                                 and all(map(num, cols[n])) for n in names):
+            return False
+    return True
+
+
 def load(path: str) -> dict:
     """Read a profile, or raise CprofError with one sentence saying what is wrong."""
     try:
@@ -207,4 +242,7 @@ def load(path: str) -> dict:
     if not _well_formed(data):  # so a damaged file gets a sentence, not a traceback in the report
         raise CprofError(f"'{path}' is a damaged cprof profile (its counters or functions lack "
                          "fields); give a file written by cprof -o")
+    if not _well_linked(data):
+        raise CprofError(f"'{path}' is a damaged cprof profile (its edges or call tree do not match "
+                         "its functions); give a file written by cprof -o")
     return data
