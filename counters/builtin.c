@@ -1,8 +1,14 @@
 #include "counters.h"
+#include "perf.h"
 
 const struct cprof_counter_def *const cprof_builtin_counters[] = {
     &cprof_counter_cpu,
     &cprof_counter_wall,
     &cprof_counter_ctxsw,
+    NULL,
+};
+
+const struct cprof_resolver *const cprof_counter_resolvers[] = {
+    &cprof_perf_resolver,
     NULL,
 };

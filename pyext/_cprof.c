@@ -24,6 +24,7 @@
 #include "../core/engine.h"
 #include "../core/registry.h"
 #include "../counters/counters.h"
+#include "listing.h"
 
 #if PY_VERSION_HEX >= 0x030C0000
 #define CPROF_MONITORING 1
@@ -606,8 +607,8 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
         return -1;
     }
-    if (cprof_spec_parse(spec, cprof_builtin_counters, p->specs, CPROF_MAX_COUNTERS, &p->n,
-                         &err) < 0) {
+    if (cprof_spec_resolve(spec, cprof_builtin_counters, cprof_counter_resolvers, p->specs,
+                           CPROF_MAX_COUNTERS, &p->n, &err) < 0) {
         PyErr_SetString(st->error, err.msg);
         return -1;
     }
@@ -1027,35 +1028,29 @@ static PyType_Spec profiler_spec = {
 
 /* ---- module ------------------------------------------------------------------------ */
 
-static PyObject *list_counters(PyObject *module, PyObject *unused)
+static PyObject *list_counters(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    PyObject *out = PyList_New(0);
+    static char *kwlist[] = {"pmu", NULL};
+    int pmu = 0;
 
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:list_counters", kwlist, &pmu))
+        return NULL;
+    return cprof_py_list_counters(((module_state *)PyModule_GetState(module))->error, pmu);
+}
+
+static PyObject *build_info(PyObject *module, PyObject *unused)
+{
     (void)module;
     (void)unused;
-    if (!out)
-        return NULL;
-    for (const struct cprof_counter_def *const *d = cprof_builtin_counters; *d; d++) {
-        struct cprof_error err = {0};
-        char path[240] = "";
-        int ok = (*d)->probe("", path, sizeof(path), &err) == 0;
-        PyObject *x = Py_BuildValue("{s:s,s:s,s:s,s:O,s:s,s:s}", "name", (*d)->name, "unit",
-                                    (*d)->unit, "description", (*d)->description, "available",
-                                    ok ? Py_True : Py_False, "read_path", ok ? path : "",
-                                    "reason", ok ? "" : err.msg);
-        if (!x || PyList_Append(out, x) < 0) {
-            Py_XDECREF(x);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(x);
-    }
-    return out;
+    return Py_BuildValue("{s:O}", "libpfm", cprof_py_have_libpfm() ? Py_True : Py_False);
 }
 
 static PyMethodDef module_methods[] = {
-    {"list_counters", list_counters, METH_NOARGS,
-     "list_counters()\n--\n\nEvery built-in counter, whether it works here, and how it is read."},
+    {"list_counters", (PyCFunction)(void (*)(void))list_counters, METH_VARARGS | METH_KEYWORDS,
+     "list_counters(pmu=False)\n--\n\nEvery counter cprof knows, whether it works here, and how "
+     "it is read; with pmu=True, the events of the PMUs libpfm4 detects."},
+    {"build_info", build_info, METH_NOARGS,
+     "build_info()\n--\n\nWhat this build of cprof includes: {'libpfm': bool}."},
     {NULL, NULL, 0, NULL},
 };
 

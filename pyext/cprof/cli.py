@@ -6,7 +6,7 @@
     cprof report FILE --html [-o report.html] [--open]
     cprof export FILE --format {pstats,speedscope,collapsed,pprof,gprof2dot} [--counter=C] [-o OUT]
     cprof compare BEFORE.json AFTER.json [--counter=C] [--fail-above=PCT [--function=NAME]]
-    cprof --list-counters
+    cprof --list-counters [--pmu]
 
 On a profiling run, -o picks the format by the file name (exporters.format_for_path):
 out.prof, out.speedscope.json, out.folded, out.pb.gz, out.gprof2dot.json, out.html;
@@ -59,6 +59,8 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="keep cprof's own per-call cost in the numbers (by default it is "
                         "calibrated at start-up and taken out)")
     p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
+    p.add_argument("--pmu", action="store_true",
+                   help="with --list-counters: list the events of the PMUs libpfm4 detects")
     p.add_argument("-m", dest="module", help="run a library module as a script")
     p.add_argument("script", nargs="?", help="the script to profile")
     p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
@@ -185,12 +187,36 @@ def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv, None
 
 
-def _list_counters() -> int:
-    rows = list_counters()
+def _list_counters(pmu: bool = False) -> int:
+    from . import _cprof
+    rows = list_counters(pmu=pmu)
+    if pmu and not rows:
+        print("libpfm4 detects no PMU on this machine")
+        return 0
     width = max(len(r["name"]) for r in rows)
+    heads = {"built-in": "Built-in counters:",
+             "perf software": "perf software events (perf_event_open, per thread):",
+             "perf hardware": "perf generic hardware events (one perf group per thread):"}
+    kind = None
     for r in rows:
+        group = r["pmu"] or r["kind"]
+        if group != kind:
+            kind = group
+            if pmu:
+                print(f"PMU '{group}' (libpfm4 names; use them as --counter=NAME, with modifiers "
+                      "such as :u):")
+            elif group != "built-in":  # the built-in ones come first, as always
+                print(f"\n{heads.get(group, group + ':')}")
         state = r["read_path"] if r["available"] else f"UNAVAILABLE: {r['reason']}"
         print(f"{r['name']:<{width}}  [{r['unit']}]  {r['description']}\n{'':<{width}}  read by: {state}")
+    if not pmu:
+        if _cprof.build_info()["libpfm"]:
+            print("\nPMU events by libpfm4 name (INST_RETIRED.ANY_P:u, pmu::EVENT) work too: "
+                  "cprof --list-counters --pmu lists the events of the PMUs libpfm4 detects here.")
+        else:
+            print("\nPMU events by libpfm4 name (INST_RETIRED.ANY_P:u): this cprof was built without "
+                  "libpfm4; install libpfm4-dev and reinstall cprof to use them "
+                  "(cprof --list-counters --pmu lists them then).")
     return 0
 
 
@@ -337,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         opts = _run_parser().parse_args(head)
         if module_args is not None:
             opts.args = module_args
+        if opts.pmu and not opts.list_counters:
+            raise CprofError("--pmu goes with --list-counters; use cprof --list-counters --pmu")
         if opts.list_counters:
-            return _list_counters()
+            return _list_counters(opts.pmu)
         return _profile(opts)
     except CprofError as e:
         print(f"cprof: error: {e}", file=sys.stderr)

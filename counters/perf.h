@@ -1,0 +1,65 @@
+/* perf_event_open counters: every event perf can count, by the name perf or
+ * libpfm4 gives it.  Private to counters/ (and its tests): the rest of cprof
+ * sees only the resolver, cprof_counter_resolvers[] in counters.h.
+ *
+ *   perf_names.c   name -> struct perf_event_attr (perf's generic names, and any
+ *                  libpfm4 event string when built with libpfm4), close-name
+ *                  suggestions, libpfm4's PMU event list
+ *   perf.c         the descriptors: open, probe with one-sentence errors, read
+ *   perf_math.h    the read arithmetic as pure functions (seqlock, rdpmc, scaling) */
+#ifndef CPROF_PERF_H
+#define CPROF_PERF_H
+
+#include <linux/perf_event.h>
+#include <stddef.h>
+
+#include "../core/registry.h"
+
+enum cprof_perf_kind {
+    CPROF_PERF_SW_READ,         /* software event read with read(): page-faults, task-clock */
+    CPROF_PERF_SW_PAGE,         /* software event whose mmap'd page is exact after each
+                                 * switch-in: context-switches, cpu-migrations */
+    CPROF_PERF_HW,              /* a PMU event: one perf group with the other hardware ones */
+};
+
+struct cprof_perf_event {
+    struct perf_event_attr attr;        /* type, config*, exclude_* */
+    enum cprof_perf_kind kind;
+    int kernel_counted;         /* counted in kernel mode: user-only counting would give 0 */
+    int levels_chosen;          /* the name chose privilege levels (":u"): keep them */
+    const char *unit;           /* "faults", "ns", "events": static storage */
+    const char *description;    /* one line: static storage (libpfm4's tables included) */
+};
+
+/* 1 if this cprof was built with libpfm4. */
+extern const int cprof_perf_have_libpfm;
+
+/* Name -> event, opening nothing.  0, or -1 and err: ENOENT means "not a perf
+ * event name" (msg empty, or a sentence better than "unknown counter"); any
+ * other code is a definite error about this name. */
+int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cprof_error *err);
+
+/* Up to three known names close to an unknown one, ", "-separated, into buf. */
+void cprof_perf_suggest(const char *name, char *buf, size_t len);
+
+/* perf's generic names (software, then hardware), NULL-terminated. */
+extern const char *const cprof_perf_generic_names[];
+
+/* libpfm4's events of the PMUs it detects here, for --list-counters --pmu: fn is
+ * called for each (its full "pmu::EVENT" name, the PMU, descriptions); a non-zero
+ * return from fn stops the walk and is returned.  -ENOTSUP without libpfm4. */
+typedef int (*cprof_pmu_event_fn)(void *ctx, const char *name, const char *pmu,
+                                  const char *pmu_desc, const char *desc);
+int cprof_perf_pmu_events(cprof_pmu_event_fn fn, void *ctx, struct cprof_error *err);
+
+/* 1 if the kernel exposes a hardware PMU to perf (a device of type PERF_TYPE_RAW
+ * under /sys/bus/event_source/devices): false in a VM without PMU passthrough. */
+int cprof_perf_hw_pmu_visible(void);
+
+/* The counter descriptors the resolver copies (perf.c). */
+extern const struct cprof_counter_def cprof_counter_perf_sw;
+extern const struct cprof_counter_def cprof_counter_perf_hw_leader;
+extern const struct cprof_counter_def cprof_counter_perf_hw_member;
+extern const struct cprof_resolver cprof_perf_resolver;
+
+#endif

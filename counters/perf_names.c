@@ -1,0 +1,374 @@
+/* perf event names -> struct perf_event_attr.
+ *
+ * perf's generic names (page-faults, context-switches, cycles, instructions...)
+ * come from the table below and work with or without libpfm4; they map to
+ * PERF_TYPE_SOFTWARE / PERF_TYPE_HARDWARE events, which the kernel translates to
+ * each CPU's own event.  Every other name goes to libpfm4 when cprof was built
+ * with it (CPROF_HAVE_LIBPFM): "INST_RETIRED.ANY_P:u", "icl::INST_RETIRED:ANY_P",
+ * "perf::PERF_COUNT_HW_CPU_CYCLES", with libpfm4's modifiers.  Nothing here opens
+ * an event: perf.c does, and says why one cannot be counted. */
+#define _GNU_SOURCE
+#include "perf.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef CPROF_HAVE_LIBPFM
+#define CPROF_HAVE_LIBPFM 0
+#endif
+#if CPROF_HAVE_LIBPFM
+#include <perfmon/pfmlib_perf_event.h>
+#endif
+
+const int cprof_perf_have_libpfm = CPROF_HAVE_LIBPFM;
+
+struct generic {
+    const char *name;           /* as perf list spells it */
+    uint32_t type;              /* PERF_TYPE_SOFTWARE or PERF_TYPE_HARDWARE */
+    uint64_t config;            /* PERF_COUNT_SW_* or PERF_COUNT_HW_* */
+    enum cprof_perf_kind kind;
+    int kernel_counted;         /* see struct cprof_perf_event */
+    const char *unit;
+    const char *description;
+};
+
+#define SW(n, c, k, kc, u, d) {n, PERF_TYPE_SOFTWARE, PERF_COUNT_SW_##c, CPROF_PERF_SW_##k, kc, u, d}
+#define HW(n, c, d) {n, PERF_TYPE_HARDWARE, PERF_COUNT_HW_##c, CPROF_PERF_HW, 0, "events", d}
+
+static const struct generic generic[] = {
+    SW("page-faults", PAGE_FAULTS, READ, 0, "faults",
+       "page faults of the thread, minor and major (perf software event)"),
+    SW("minor-faults", PAGE_FAULTS_MIN, READ, 0, "faults",
+       "page faults served without I/O (perf software event)"),
+    SW("major-faults", PAGE_FAULTS_MAJ, READ, 0, "faults",
+       "page faults that waited for I/O (perf software event)"),
+    SW("context-switches", CONTEXT_SWITCHES, PAGE, 1, "switches",
+       "context switches of the thread, voluntary and involuntary (perf software event)"),
+    SW("cpu-migrations", CPU_MIGRATIONS, PAGE, 1, "migrations",
+       "moves of the thread to another CPU (perf software event)"),
+    SW("task-clock", TASK_CLOCK, READ, 0, "ns",
+       "CPU time of the thread as perf's task clock counts it (perf software event)"),
+    HW("cycles", CPU_CYCLES, "CPU cycles (generic hardware event)"),
+    HW("instructions", INSTRUCTIONS, "instructions retired (generic hardware event)"),
+    HW("branches", BRANCH_INSTRUCTIONS, "branch instructions retired (generic hardware event)"),
+    HW("branch-misses", BRANCH_MISSES, "mispredicted branches (generic hardware event)"),
+    HW("cache-references", CACHE_REFERENCES,
+       "last-level cache accesses (generic hardware event)"),
+    HW("cache-misses", CACHE_MISSES, "last-level cache misses (generic hardware event)"),
+    HW("ref-cycles", REF_CPU_CYCLES,
+       "reference cycles, not scaled by frequency changes (generic hardware event)"),
+    HW("bus-cycles", BUS_CYCLES, "bus cycles (generic hardware event)"),
+    HW("stalled-cycles-frontend", STALLED_CYCLES_FRONTEND,
+       "cycles the frontend issued nothing (generic hardware event)"),
+    HW("stalled-cycles-backend", STALLED_CYCLES_BACKEND,
+       "cycles the backend retired nothing (generic hardware event)"),
+};
+#define NGENERIC (sizeof(generic) / sizeof(generic[0]))
+
+/* perf's other spellings of the same events. */
+static const struct {
+    const char *alias, *name;
+} aliases[] = {
+    {"faults", "page-faults"},  {"cs", "context-switches"},
+    {"migrations", "cpu-migrations"}, {"cpu-cycles", "cycles"},
+    {"branch-instructions", "branches"},
+};
+
+const char *const cprof_perf_generic_names[] = {
+    "page-faults", "minor-faults", "major-faults", "context-switches", "cpu-migrations",
+    "task-clock", "cycles", "instructions", "branches", "branch-misses", "cache-references",
+    "cache-misses", "ref-cycles", "bus-cycles", "stalled-cycles-frontend",
+    "stalled-cycles-backend", NULL,
+};
+
+int cprof_perf_hw_pmu_visible(void)
+{
+    DIR *d = opendir("/sys/bus/event_source/devices");
+    struct dirent *e;
+    int found = 0;
+
+    if (!d)
+        return 0;
+    while (!found && (e = readdir(d))) {
+        char path[512];
+        FILE *f;
+        unsigned type;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/sys/bus/event_source/devices/%s/type", e->d_name);
+        if ((f = fopen(path, "re"))) {
+            found = fscanf(f, "%u", &type) == 1 && type == PERF_TYPE_RAW;
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* A name with '.', "::" or capitals is a PMU event name (libpfm4's domain),
+ * not a mistyped generic one. */
+static int looks_like_pmu_event(const char *name)
+{
+    if (strchr(name, '.') || strstr(name, "::"))
+        return 1;
+    for (const char *p = name; *p && *p != ':'; p++)
+        if (isupper((unsigned char)*p))
+            return 1;
+    return 0;
+}
+
+/* "cycles:u" -> the generic event with exclude_kernel; "uk" and 'h' as perf. */
+static int encode_generic(const char *name, struct cprof_perf_event *ev)
+{
+    const char *colon = strchr(name, ':');
+    size_t len = colon ? (size_t)(colon - name) : strlen(name);
+    const char *canon = NULL;
+    const struct generic *g = NULL;
+
+    for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
+        if (strlen(aliases[i].alias) == len && memcmp(aliases[i].alias, name, len) == 0)
+            canon = aliases[i].name;
+    for (size_t i = 0; i < NGENERIC && !g; i++) {
+        const char *n = canon ? canon : name;
+        size_t nl = canon ? strlen(canon) : len;
+        if (strlen(generic[i].name) == nl && memcmp(generic[i].name, n, nl) == 0)
+            g = &generic[i];
+    }
+    if (!g)
+        return -1;
+    memset(ev, 0, sizeof(*ev));
+    ev->attr.type = g->type;
+    ev->attr.config = g->config;
+    ev->kind = g->kind;
+    ev->kernel_counted = g->kernel_counted;
+    ev->unit = g->unit;
+    ev->description = g->description;
+    if (colon) {
+        int u = 0, k = 0, h = 0;
+        if (!colon[1])
+            return -2;
+        for (const char *m = colon + 1; *m; m++) {
+            if (*m == 'u')
+                u = 1;
+            else if (*m == 'k')
+                k = 1;
+            else if (*m == 'h')
+                h = 1;
+            else
+                return -2;
+        }
+        ev->attr.exclude_user = !u;
+        ev->attr.exclude_kernel = !k;
+        ev->attr.exclude_hv = !h;
+        ev->levels_chosen = 1;
+    }
+    return 0;
+}
+
+#if CPROF_HAVE_LIBPFM
+static pthread_once_t pfm_once = PTHREAD_ONCE_INIT;
+static int pfm_status = PFM_ERR_NOINIT;
+
+static void pfm_init_once(void)
+{
+    pfm_status = pfm_initialize();
+}
+
+static int pfm_ready(void)
+{
+    pthread_once(&pfm_once, pfm_init_once);
+    return pfm_status == PFM_SUCCESS;
+}
+
+/* Does libpfm4 detect a core PMU here (beyond perf's generic events)? */
+static int pfm_core_pmu_present(void)
+{
+    pfm_pmu_t p;
+
+    pfm_for_all_pmus(p) {
+        pfm_pmu_info_t info;
+        memset(&info, 0, sizeof(info));
+        info.size = sizeof(info);
+        if (pfm_get_pmu_info(p, &info) == PFM_SUCCESS && info.is_present &&
+            info.type == PFM_PMU_TYPE_CORE)
+            return 1;
+    }
+    return 0;
+}
+
+static int encode_pfm(const char *name, struct cprof_perf_event *ev, struct cprof_error *err)
+{
+    pfm_perf_encode_arg_t arg;
+    pfm_event_info_t info;
+    int r;
+
+    if (!pfm_ready()) {
+        cprof_error_set(err, EIO, "libpfm4 could not start (%s), so event '%s' cannot be encoded",
+                        pfm_strerror(pfm_status), name);
+        return -1;
+    }
+    memset(ev, 0, sizeof(*ev));
+    memset(&arg, 0, sizeof(arg));
+    arg.attr = &ev->attr;
+    arg.size = sizeof(arg);
+    r = pfm_get_os_event_encoding(name, PFM_PLM0 | PFM_PLM3, PFM_OS_PERF_EVENT_EXT, &arg);
+    if (r == PFM_ERR_NOTFOUND) {
+        if (looks_like_pmu_event(name) && !pfm_core_pmu_present())
+            cprof_error_set(err, ENOENT,
+                            "unknown counter '%s': libpfm4 detects no hardware PMU on this "
+                            "machine, only perf's generic events, so it cannot encode PMU event "
+                            "names; use a generic name such as cycles (cprof --list-counters "
+                            "--pmu lists what libpfm4 knows here)",
+                            name);
+        else
+            cprof_error_set(err, ENOENT, "%s", "");
+        return -1;
+    }
+    if (r != PFM_SUCCESS) {
+        cprof_error_set(err, EINVAL,
+                        "libpfm4 cannot encode counter '%s' (%s); cprof --list-counters --pmu "
+                        "lists the events and their unit masks",
+                        name, pfm_strerror(r));
+        return -1;
+    }
+    ev->attr.size = sizeof(ev->attr);
+    ev->levels_chosen = ev->attr.exclude_kernel || ev->attr.exclude_user;
+    ev->unit = "events";
+    ev->description = "PMU event named through libpfm4";
+    memset(&info, 0, sizeof(info));
+    info.size = sizeof(info);
+    if (pfm_get_event_info(arg.idx, PFM_OS_NONE, &info) == PFM_SUCCESS && info.desc)
+        ev->description = info.desc;
+    if (ev->attr.type == PERF_TYPE_SOFTWARE) {
+        ev->unit = ev->attr.config == PERF_COUNT_SW_TASK_CLOCK ||
+                           ev->attr.config == PERF_COUNT_SW_CPU_CLOCK
+                       ? "ns"
+                       : "events";
+        ev->kernel_counted = ev->attr.config == PERF_COUNT_SW_CONTEXT_SWITCHES ||
+                             ev->attr.config == PERF_COUNT_SW_CPU_MIGRATIONS;
+        ev->kind = ev->kernel_counted ? CPROF_PERF_SW_PAGE : CPROF_PERF_SW_READ;
+    } else if (ev->attr.type == PERF_TYPE_TRACEPOINT) {
+        ev->kind = CPROF_PERF_SW_READ;
+    } else {
+        ev->kind = CPROF_PERF_HW;
+    }
+    return 0;
+}
+#endif
+
+int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cprof_error *err)
+{
+    int r = encode_generic(name, ev);
+
+    if (r == 0)
+        return 0;
+    if (r == -2) {
+        cprof_error_set(err, EINVAL,
+                        "counter '%s' has unknown modifiers; perf's generic events take :u "
+                        "(user), :k (kernel), :h (hypervisor) or a combination such as :uk",
+                        name);
+        return -1;
+    }
+#if CPROF_HAVE_LIBPFM
+    return encode_pfm(name, ev, err);
+#else
+    if (looks_like_pmu_event(name)) {
+        cprof_error_set(err, ENOTSUP,
+                        "counter '%s' looks like a PMU event name, but this cprof was built "
+                        "without libpfm4, which encodes such names; install libpfm4-dev "
+                        "(Debian/Ubuntu) or libpfm-devel (Fedora) and reinstall cprof, or use a "
+                        "generic event such as cycles or instructions",
+                        name);
+        return -1;
+    }
+    cprof_error_set(err, ENOENT, "%s", "");
+    return -1;
+#endif
+}
+
+void cprof_perf_suggest(const char *name, char *buf, size_t len)
+{
+    buf[0] = '\0';
+#if CPROF_HAVE_LIBPFM
+    {
+        /* Compare the event part ("INST_RETRED" of "icl::INST_RETRED.ANY_P:u") with
+         * libpfm4's event names; suggest the close ones with the rest as typed. */
+        const char *base = strstr(name, "::") ? strstr(name, "::") + 2 : name;
+        size_t blen = strcspn(base, ".:");
+        unsigned cap = cprof_close_distance(blen) + 1;
+        unsigned found = 0;
+        pfm_pmu_t p;
+
+        if (!pfm_ready() || blen == 0)
+            return;
+        pfm_for_all_pmus(p) {
+            pfm_pmu_info_t pinfo;
+            memset(&pinfo, 0, sizeof(pinfo));
+            pinfo.size = sizeof(pinfo);
+            if (pfm_get_pmu_info(p, &pinfo) != PFM_SUCCESS || !pinfo.is_present)
+                continue;
+            for (int i = pinfo.first_event; i != -1 && found < 3; i = pfm_get_event_next(i)) {
+                pfm_event_info_t e;
+                size_t used = strlen(buf);
+                memset(&e, 0, sizeof(e));
+                e.size = sizeof(e);
+                if (pfm_get_event_info(i, PFM_OS_NONE, &e) != PFM_SUCCESS || !e.name)
+                    continue;
+                if (cprof_name_distance(base, blen, e.name, strlen(e.name), cap) >= cap)
+                    continue;
+                snprintf(buf + used, len - used, "%s%s%s", used ? ", " : "", e.name, base + blen);
+                found++;
+            }
+        }
+    }
+#else
+    (void)name;
+    (void)len;
+#endif
+}
+
+int cprof_perf_pmu_events(cprof_pmu_event_fn fn, void *ctx, struct cprof_error *err)
+{
+#if CPROF_HAVE_LIBPFM
+    pfm_pmu_t p;
+
+    if (!pfm_ready()) {
+        cprof_error_set(err, EIO, "libpfm4 could not start (%s), so it lists no PMU events",
+                        pfm_strerror(pfm_status));
+        return -EIO;
+    }
+    pfm_for_all_pmus(p) {
+        pfm_pmu_info_t pinfo;
+        memset(&pinfo, 0, sizeof(pinfo));
+        pinfo.size = sizeof(pinfo);
+        if (pfm_get_pmu_info(p, &pinfo) != PFM_SUCCESS || !pinfo.is_present)
+            continue;
+        for (int i = pinfo.first_event; i != -1; i = pfm_get_event_next(i)) {
+            pfm_event_info_t e;
+            char full[256];
+            int r;
+            memset(&e, 0, sizeof(e));
+            e.size = sizeof(e);
+            if (pfm_get_event_info(i, PFM_OS_NONE, &e) != PFM_SUCCESS || !e.name)
+                continue;
+            snprintf(full, sizeof(full), "%s::%s", pinfo.name, e.name);
+            r = fn(ctx, full, pinfo.name, pinfo.desc ? pinfo.desc : "", e.desc ? e.desc : "");
+            if (r)
+                return r;
+        }
+    }
+    return 0;
+#else
+    (void)fn;
+    (void)ctx;
+    cprof_error_set(err, ENOTSUP,
+                    "this cprof was built without libpfm4, so it cannot list PMU events; install "
+                    "libpfm4-dev (Debian/Ubuntu) or libpfm-devel (Fedora) and reinstall cprof");
+    return -ENOTSUP;
+#endif
+}

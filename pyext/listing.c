@@ -1,0 +1,108 @@
+/* --list-counters: every counter cprof knows, probed on this machine.
+ *
+ *   list_counters()          the built-in counters, then the names each resolver
+ *                            lists (perf's software and generic hardware events)
+ *   list_counters(pmu=True)  the events of the PMUs libpfm4 detects here
+ *
+ * Each row is a dict: name, unit, description, kind, available, read_path (how it
+ * is read when available), reason (the one-sentence why when not). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "../core/registry.h"
+#include "../counters/counters.h"
+#include "../counters/perf.h"
+#include "listing.h"
+
+#define PATH_LEN 240    /* as the Profiler's read paths */
+
+static int append_row(PyObject *out, const char *name, const char *unit, const char *description,
+                      const char *kind, const char *pmu, int ok, const char *path,
+                      const char *reason)
+{
+    PyObject *x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "name", name, "unit", unit,
+                                "description", description, "kind", kind, "pmu", pmu,
+                                "available", ok ? Py_True : Py_False, "read_path",
+                                ok ? path : "", "reason", ok ? "" : reason);
+    int r;
+
+    if (!x)
+        return -1;
+    r = PyList_Append(out, x);
+    Py_DECREF(x);
+    return r;
+}
+
+/* Resolve `name` and probe it: one row. */
+static int resolved_row(PyObject *out, const char *name, const char *kind, const char *pmu,
+                        const char *fallback_desc)
+{
+    struct cprof_counter_spec spec;
+    struct cprof_error err = {0, ""};
+    char path[PATH_LEN] = "";
+    int ok;
+
+    if (cprof_resolve_one(name, cprof_counter_resolvers, &spec, &err) < 0)
+        return append_row(out, name, "events", fallback_desc, kind, pmu, 0, "", err.msg);
+    if (!kind) /* a resolver's own name: say which kind of perf event */
+        kind = spec.def->thread_open == cprof_counter_perf_sw.thread_open ? "perf software"
+                                                                          : "perf hardware";
+    ok = spec.def->probe(spec.arg, path, sizeof(path), &err) == 0;
+    return append_row(out, name, spec.def->unit,
+                      fallback_desc[0] ? fallback_desc : spec.def->description, kind, pmu, ok,
+                      path, err.msg);
+}
+
+struct pmu_walk {
+    PyObject *out;              /* the list being built */
+};
+
+static int pmu_event(void *ctx, const char *name, const char *pmu, const char *pmu_desc,
+                     const char *desc)
+{
+    struct pmu_walk *w = ctx;
+
+    (void)pmu_desc;
+    return resolved_row(w->out, name, "pmu", pmu, desc) < 0 ? -1 : 0;
+}
+
+PyObject *cprof_py_list_counters(PyObject *error, int pmu)
+{
+    PyObject *out = PyList_New(0);
+
+    if (!out)
+        return NULL;
+    if (pmu) {
+        struct pmu_walk w = {out};
+        struct cprof_error err = {0, ""};
+        int r = cprof_perf_pmu_events(pmu_event, &w, &err);
+        if (r == -1 && PyErr_Occurred())
+            goto fail;
+        if (r < 0) {
+            PyErr_SetString(error, err.msg);
+            goto fail;
+        }
+        return out;
+    }
+    for (const struct cprof_counter_def *const *d = cprof_builtin_counters; *d; d++) {
+        struct cprof_error err = {0, ""};
+        char path[PATH_LEN] = "";
+        int ok = (*d)->probe("", path, sizeof(path), &err) == 0;
+        if (append_row(out, (*d)->name, (*d)->unit, (*d)->description, "built-in", "", ok, path,
+                       err.msg) < 0)
+            goto fail;
+    }
+    for (const struct cprof_resolver *const *r = cprof_counter_resolvers; *r; r++)
+        for (const char *const *l = (*r)->listed; l && *l; l++)
+            if (resolved_row(out, *l, NULL, "", "") < 0)
+                goto fail;
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+int cprof_py_have_libpfm(void)
+{
+    return cprof_perf_have_libpfm;
+}
