@@ -11,6 +11,8 @@ need_apt=()
 pkg-config --exists criterion 2>/dev/null || need_apt+=(libcriterion-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+# the HTML report's browser test (tests/py/test_html.py; it skips without chromium)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
