@@ -1,0 +1,319 @@
+"""perf_event_open counters through the CLI and the API, against ground truth:
+a function that touches N fresh pages takes N page faults, one that touches
+none takes almost none; context switches equal what getrusage saw.  Hardware
+events: this machine may have no PMU, and then `--counter=cycles` must fail
+with one sentence; where a PMU exists, instructions must scale with the work."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import cprof
+from cprof import _cprof
+from conftest import can_run_as_nobody, fn, load, run_cprof
+
+PAGES = 2000
+USERS = ["root", "nobody"] if os.geteuid() == 0 else ["self"]
+
+TOUCH = r'''
+import json, mmap, resource, sys
+
+PAGES = int(sys.argv[2])
+
+def touch(n):
+    # fresh anonymous memory: the first write to each 4 KiB page faults once
+    m = mmap.mmap(-1, n * 4096)
+    for i in range(n):
+        m[i * 4096] = 1
+    m.close()
+
+def compute(n):
+    # the same kind of loop, on memory that is already there
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+def main():
+    compute(1000)                       # warm the interpreter's own memory
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    touch(PAGES)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    compute(PAGES)
+    with open(sys.argv[1], "w") as f:
+        json.dump({"minflt_touch": after - before}, f)
+
+main()
+'''
+
+
+def _rows():
+    return {r["name"]: r for r in _cprof.list_counters()}
+
+
+def _hw_unavailable_reason() -> str:
+    """'' if this machine counts hardware events, else why not (cprof's own sentence)."""
+    row = _rows()["instructions"]
+    return "" if row["available"] else row["reason"]
+
+
+def _script(folder, text, name="work.py"):
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def _one_sentence(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("cprof: error: "), lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+# ---------------------------------------------------------------- ground truth
+
+@pytest.mark.parametrize("user", USERS)
+def test_page_faults_equal_the_pages_touched(shared_dir, user):
+    if user == "nobody" and can_run_as_nobody():
+        pytest.skip(can_run_as_nobody())
+    script = _script(shared_dir, TOUCH)
+    truth, out = os.path.join(shared_dir, "truth.json"), os.path.join(shared_dir, "out.json")
+    r = run_cprof(["--counter=page-faults,minor-faults,cpu", "-o", out, script, truth, str(PAGES)],
+                  cwd=shared_dir, user=user)
+    assert r.returncode == 0, r.stderr
+    prof = load(out)
+    assert [c["name"] for c in prof["counters"]] == ["page-faults", "minor-faults", "cpu"]
+    assert prof["counters"][0]["unit"] == "faults"
+    touch, compute = fn(prof, "__main__.touch"), fn(prof, "__main__.compute")
+    faults = touch["total"]["page-faults"]
+    # N pages, N faults: 5% and a few for the mmap object itself, never fewer
+    assert PAGES <= faults <= PAGES * 1.05 + 10, (faults, json.load(open(truth)))
+    assert touch["total"]["minor-faults"] == faults  # anonymous memory: no I/O
+    assert compute["total"]["page-faults"] <= 5, compute
+    if user == "nobody":  # user-mode faults only, and the read path says so
+        assert "user mode only" in prof["counters"][0]["read_path"]
+    # conservation, as for every counter
+    for c in ("page-faults", "minor-faults"):
+        total_self = sum(f["self"][c] for f in prof["functions"])
+        assert total_self + prof["meta"]["unattributed"][c] == prof["meta"]["region"][c]
+    print(f"[measure] {user}: {PAGES} pages touched -> {faults} page faults attributed to touch "
+          f"(getrusage minflt {json.load(open(truth))['minflt_touch']}), "
+          f"{compute['total']['page-faults']} to compute")
+
+
+def test_page_faults_through_the_api():
+    import mmap
+
+    def touch(n):
+        m = mmap.mmap(-1, n * 4096)
+        for i in range(n):
+            m[i * 4096] = 1
+        m.close()
+
+    def compute(n):
+        return sum(i * i for i in range(n))
+
+    compute(1000)
+    with cprof.Profile(["page-faults", "task-clock"]) as p:
+        touch(1000)
+        compute(1000)
+    prof = p.profile()
+    t = [f for f in prof["functions"] if f["name"].endswith("touch")]
+    c = [f for f in prof["functions"] if f["name"].endswith("compute")]
+    assert len(t) == 1 and len(c) == 1
+    assert 1000 <= t[0]["total"]["page-faults"] <= 1060
+    assert c[0]["total"]["page-faults"] <= 5
+    assert t[0]["total"]["task-clock"] > 0
+
+
+SLEEPS = r'''
+import json, resource, sys, time
+
+def sleeper():
+    for _ in range(20):
+        time.sleep(0.001)
+
+ru = resource.getrusage(resource.RUSAGE_THREAD)
+before = ru.ru_nvcsw + ru.ru_nivcsw
+sleeper()
+ru = resource.getrusage(resource.RUSAGE_THREAD)
+with open(sys.argv[1], "w") as f:
+    json.dump({"switches": ru.ru_nvcsw + ru.ru_nivcsw - before}, f)
+'''
+
+
+def test_context_switches_match_getrusage(shared_dir):
+    if os.geteuid() != 0:
+        pytest.skip("context-switches needs kernel.perf_event_paranoid <= 1 or root")
+    script = _script(shared_dir, SLEEPS)
+    truth, out = os.path.join(shared_dir, "truth.json"), os.path.join(shared_dir, "out.json")
+    r = run_cprof(["--counter=context-switches,ctxsw", "-o", out, script, truth], cwd=shared_dir)
+    assert r.returncode == 0, r.stderr
+    prof = load(out)
+    assert "mmap'd page" in prof["counters"][0]["read_path"]
+    sleeper = fn(prof, "__main__.sleeper")
+    got, want = sleeper["total"]["context-switches"], load(truth)["switches"]
+    assert got >= 20
+    # the profiler's own reads may be preempted too: at most a few more than the bare run
+    assert abs(got - want) <= 3, (got, want)
+    assert sleeper["total"]["ctxsw"] <= got
+
+
+# ---------------------------------------------------------------- errors
+
+def test_cycles_without_a_pmu_is_one_sentence(tmp_path):
+    reason = _hw_unavailable_reason()
+    if not reason:
+        pytest.skip("this machine has a hardware PMU: cycles works here")
+    script = _script(str(tmp_path), "print('never runs')\n")
+    # the counter named is the first one that cannot be opened
+    for spec, bad in (("cycles", "cycles"), ("cpu,cycles", "cycles"),
+                      ("cycles,instructions", "cycles"), ("branch-misses:u", "branch-misses:u")):
+        r = run_cprof([f"--counter={spec}", script])
+        line = _one_sentence(r, f"counter '{bad}'", "no hardware PMU is visible")
+        assert "VM" in line
+        assert r.stdout == ""
+    assert "no hardware PMU is visible" in _rows()["cycles"]["reason"]
+
+
+def test_paranoid_refusal_names_the_sysctl(shared_dir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the CLI as nobody")
+    if can_run_as_nobody():
+        pytest.skip(can_run_as_nobody())
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        paranoid = int(f.read())
+    if paranoid < 2:
+        pytest.skip(f"kernel.perf_event_paranoid is {paranoid}: nobody may count kernel events")
+    script = _script(shared_dir, "print('never runs')\n")
+    r = run_cprof(["--counter=context-switches", script], cwd=shared_dir, user="nobody")
+    _one_sentence(r, "'context-switches'", f"kernel.perf_event_paranoid is {paranoid}",
+                  "at most 1", "sysctl")
+
+
+def test_unknown_event_suggests_close_names(tmp_path):
+    script = _script(str(tmp_path), "print('never runs')\n")
+    line = _one_sentence(run_cprof(["--counter=cylces", script]), "'cylces'", "cycles",
+                         "cpu, wall, ctxsw")
+    assert "did you mean" in line
+    _one_sentence(run_cprof(["--counter=pagefaults", script]), "page-faults")
+    _one_sentence(run_cprof(["--counter=cycles:z", script]), "'cycles:z'", "modifiers")
+    _one_sentence(run_cprof(["--counter=page-faults,page-faults", script]), "twice")
+
+
+def test_pmu_event_name_here(tmp_path):
+    """A libpfm4 name: encoded where libpfm4 knows the PMU, else one sentence saying why
+    (no libpfm4 in this build, or libpfm4 detects no PMU on this CPU)."""
+    script = _script(str(tmp_path), "print('ran')\n")
+    r = run_cprof(["--counter=INST_RETIRED.ANY_P:u", script])
+    if r.returncode == 0:
+        assert "ran" in r.stdout
+        return
+    line = _one_sentence(r, "'INST_RETIRED.ANY_P:u'")
+    if not _cprof.build_info()["libpfm"]:
+        assert "without libpfm4" in line
+    else:
+        assert "PMU" in line
+
+
+# ---------------------------------------------------------------- --list-counters
+
+def test_list_counters_tells_the_truth_about_this_machine():
+    r = run_cprof(["--list-counters"], check_rc=0)
+    out = r.stdout
+    lines = out.splitlines()
+    names = [line.split()[0] for line in lines if line[:1].strip() and "  [" in line]
+    assert names[:3] == ["cpu", "wall", "ctxsw"]
+    for name in ("page-faults", "minor-faults", "major-faults", "context-switches",
+                 "cpu-migrations", "task-clock", "cycles", "instructions", "branch-misses",
+                 "cache-misses"):
+        assert name in names, name
+    rows = _rows()
+    # software events work here (as root, or user-only page faults as anyone)
+    assert rows["page-faults"]["available"], rows["page-faults"]
+    assert "read()" in rows["page-faults"]["read_path"]
+    if os.geteuid() == 0:
+        assert "mmap'd page" in rows["context-switches"]["read_path"]
+    # hardware events: available exactly when the kernel opens them
+    i = names.index("cycles")
+    block = "\n".join(lines[lines.index(next(l for l in lines if l.startswith("cycles "))):][:2])
+    if rows["cycles"]["available"]:
+        assert "perf group" in block
+    else:
+        assert "UNAVAILABLE: counter 'cycles'" in block, block
+    assert i > names.index("task-clock")
+    assert "cprof --list-counters --pmu" in out
+    assert "Traceback" not in r.stderr
+
+
+def test_list_counters_pmu():
+    r = run_cprof(["--list-counters", "--pmu"])
+    if not _cprof.build_info()["libpfm"]:
+        _one_sentence(r, "without libpfm4", "libpfm4-dev")
+        return
+    assert r.returncode == 0, r.stderr
+    # libpfm4's generic PMU is always detected
+    assert "perf::PERF_COUNT_HW_CPU_CYCLES" in r.stdout
+    assert "PMU 'perf'" in r.stdout
+    rows = _cprof.list_counters(pmu=True)
+    assert rows and all(r_["pmu"] and "::" in r_["name"] for r_ in rows)
+    sw = [r_ for r_ in rows if r_["name"] == "perf::PERF_COUNT_SW_PAGE_FAULTS"]
+    assert sw and sw[0]["available"], sw
+
+
+def test_pmu_flag_alone_is_an_error():
+    _one_sentence(run_cprof(["--pmu"]), "--list-counters")
+
+
+# ---------------------------------------------------------------- hardware, where there is a PMU
+
+LOOP = r'''
+import sys
+
+def loop(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+for n in (100_000, 200_000, 400_000):
+    loop(n)
+'''
+
+
+def test_instructions_scale_with_iterations(tmp_path):
+    reason = _hw_unavailable_reason()
+    if reason:
+        pytest.skip(f"no hardware events here: {reason}")
+    perf = shutil.which("perf")
+    if perf:
+        p = subprocess.run([perf, "stat", "-x,", "-e", "instructions", "true"],
+                           capture_output=True, text=True)
+        if "not supported" in p.stderr or "not counted" in p.stderr:
+            pytest.skip("perf stat does not count instructions here: " + p.stderr.strip()[-200:])
+    script = _script(str(tmp_path), LOOP)
+    out = str(tmp_path / "out.json")
+    r = run_cprof(["--counter=instructions,cycles", "-o", out, script])
+    assert r.returncode == 0, r.stderr
+    prof = load(out)
+    # one function, three calls: compare the per-call cost through a second run per size
+    loop = fn(prof, "__main__.loop")
+    assert loop["calls"] == 3
+    per_iter = loop["total"]["instructions"] / 700_000
+    assert per_iter > 5, per_iter
+    # linearity: a run with 4x the work takes ~4x the instructions
+    script2 = _script(str(tmp_path), LOOP.replace("(100_000, 200_000, 400_000)", "(2_800_000,)"),
+                      "work2.py")
+    out2 = str(tmp_path / "out2.json")
+    assert run_cprof(["--counter=instructions", "-o", out2, script2]).returncode == 0
+    ratio = fn(load(out2), "__main__.loop")["total"]["instructions"] / loop["total"]["instructions"]
+    assert 3.8 <= ratio <= 4.2, ratio
