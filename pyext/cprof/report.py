@@ -59,6 +59,11 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
                                          for c in counters))
     for c in counters:
         lines.append(f"  {c['name']:<8} {c['description']} [{c['unit']}], read by: {c.get('read_path', '?')}")
+        scaled = meta.get("corrections", {}).get(c["name"], {})
+        if "multiplexed" in c.get("read_path", "") and scaled.get("count"):
+            # perf groups: corrections count the reads scaled by time_enabled/time_running
+            lines.append(f"  {'':<8} multiplexed: {scaled['count']:,} group reads scaled, "
+                         f"{human(scaled.get('total', 0), c['unit'])} estimated at the last one")
     lines.append(f"sorted by {sort_name}{'' if which in (None, 'self') else ' ' + which}"
                  f"{' self' if which == 'self' else ''}; top {len(shown)} of {len(fns)}")
     lines.append("")

@@ -317,3 +317,25 @@ def test_instructions_scale_with_iterations(tmp_path):
     assert run_cprof(["--counter=instructions", "-o", out2, script2]).returncode == 0
     ratio = fn(load(out2), "__main__.loop")["total"]["instructions"] / loop["total"]["instructions"]
     assert 3.8 <= ratio <= 4.2, ratio
+
+
+def test_report_says_when_a_group_was_scaled():
+    """Multiplexing cannot be provoked without a PMU: the report is checked on a profile
+    as the profiler writes it (meta.corrections holds a perf group's scaled reads)."""
+    from cprof import report
+    path = ("perf group of this run's hardware counters, one read() of the group per read; "
+            "scaled by time_enabled/time_running if multiplexed")
+    prof = {"counters": [{"name": "cycles", "unit": "events", "description": "CPU cycles",
+                          "read_path": path},
+                         {"name": "cpu", "unit": "ns", "description": "CPU time", "read_path": "x"}],
+            "functions": [{"id": 0, "name": "f", "file": "x.py", "line": 1, "calls": 1,
+                           "primitive_calls": 1, "self": {"cycles": 10, "cpu": 5},
+                           "total": {"cycles": 10, "cpu": 5}}],
+            "meta": {"corrections": {"cycles": {"count": 12, "total": 3456},
+                                     "cpu": {"count": 3, "total": 100}},
+                     "region": {"cycles": 10, "cpu": 5}, "unattributed": {"cycles": 0, "cpu": 0}}}
+    text = report.format_report(prof)
+    assert "multiplexed: 12 group reads scaled, 3,456 estimated" in text
+    assert text.count("multiplexed:") == 1  # cpu's corrections are not scaling
+    prof["meta"]["corrections"]["cycles"]["count"] = 0
+    assert "multiplexed:" not in report.format_report(prof)
