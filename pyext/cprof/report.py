@@ -27,7 +27,11 @@ def _sort_key(profile: dict, sort: str | None):
         return names[0], "self"
     if sort == "calls":
         return "calls", None
-    name, _, which = sort.partition(".")
+    if sort in names:  # perf event names may hold '.' themselves (INST_RETIRED.ANY_P:u)
+        return sort, "self"
+    name, _, which = sort.rpartition(".")
+    if not name or name not in names:
+        name, _, which = sort.partition(".")
     which = which or "self"
     if name not in names or which not in ("self", "total"):
         valid = ", ".join(names + [f"{n}.total" for n in names] + ["calls"])

@@ -339,3 +339,15 @@ def test_report_says_when_a_group_was_scaled():
     assert text.count("multiplexed:") == 1  # cpu's corrections are not scaling
     prof["meta"]["corrections"]["cycles"]["count"] = 0
     assert "multiplexed:" not in report.format_report(prof)
+
+
+def test_sort_by_an_event_name_with_a_dot():
+    from cprof import report
+    prof = {"counters": [{"name": "INST_RETIRED.ANY_P:u", "unit": "events", "description": "d"},
+                         {"name": "page-faults", "unit": "faults", "description": "d"}],
+            "functions": [], "meta": {}}
+    assert report._sort_key(prof, "INST_RETIRED.ANY_P:u") == ("INST_RETIRED.ANY_P:u", "self")
+    assert report._sort_key(prof, "INST_RETIRED.ANY_P:u.total") == ("INST_RETIRED.ANY_P:u", "total")
+    assert report._sort_key(prof, "page-faults.total") == ("page-faults", "total")
+    with pytest.raises(cprof.CprofError):
+        report._sort_key(prof, "INST_RETIRED.ANY_P:u.bogus")
