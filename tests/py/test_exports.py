@@ -359,24 +359,27 @@ def test_pprof_decodes_and_adds_up(saved):
                                                            ("ctxsw", "switches")]
     assert S[p["default_sample_type"]] == "wall" and S[p["period_type"][0]] == "wall"
     assert any("deterministic" in S[c] for c in p["comment"])
-    names = {f["name"] for f in prof["functions"]}
-    for loc in p["location"].values():
+    def ident(location_id):
+        """(name, file, line) of a location's function: names alone repeat before 3.11."""
+        fn = p["function"][p["location"][location_id]["line"][0][1]]
+        return S[fn[2]], S[fn[4]], fn.get(5, 0)
+
+    fns = {(f["name"], f["file"] if f["file"] != "~" else "<built-in>", f["line"]): f for f in prof["functions"]}
+    assert len(fns) == len(prof["functions"])
+    for loc_id, loc in p["location"].items():
         assert len(loc["line"]) == 1
-        fn = p["function"][loc["line"][0][1]]
-        assert S[fn[2]] in names
-    fns = {f["name"]: f for f in prof["functions"]}
+        assert ident(loc_id) in fns
     for k, c in enumerate(COUNTERS):
         assert sum(s["value"][k] for s in p["sample"]) == attributed(prof, c)
         leaf: dict = {}
         for s in p["sample"]:
             assert len(s["value"]) == len(COUNTERS)
-            name = S[p["function"][p["location"][s["location_id"][0]]["line"][0][1]][2]]
-            leaf[name] = leaf.get(name, 0) + s["value"][k]
+            key = ident(s["location_id"][0])
+            leaf[key] = leaf.get(key, 0) + s["value"][k]
         assert {n: v for n, v in leaf.items() if v} == {n: f["self"][c] for n, f in fns.items() if f["self"][c]}
     # leaf first: the outermost frame of every stack is last
-    outer = {S[p["function"][p["location"][s["location_id"][-1]]["line"][0][1]][2]] for s in p["sample"]}
-    roots = {prof["functions"][prof["tree"]["function"][i]]["name"]
-             for i, par in enumerate(prof["tree"]["parent"]) if par == 0}
+    outer = {fns[ident(s["location_id"][-1])]["id"] for s in p["sample"]}
+    roots = {prof["tree"]["function"][i] for i, par in enumerate(prof["tree"]["parent"]) if par == 0}
     assert outer <= roots
 
 

@@ -256,7 +256,7 @@ def test_in_a_headless_browser(saved, tmp_path):
              if not lib[f["id"]] or f["id"] in from_program or f["id"] in at_root}
     assert set(seen["foldedRows"]) == shown and len(shown) < len(prof["functions"])
     assert "threading.enumerate" not in seen["foldedRows"]  # called by cprof's own code at exit
-    assert sorted(seen["unfoldedRows"]) == sorted(fns)
+    assert sorted(seen["unfoldedRows"]) == sorted(f["name"] for f in prof["functions"])
     assert seen["byCalls"] == "__main__.fib"
 
 
