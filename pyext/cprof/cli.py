@@ -188,11 +188,22 @@ def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def _list_counters(pmu: bool = False) -> int:
+    try:
+        return _print_counters(pmu)
+    except BrokenPipeError:  # `cprof --list-counters --pmu | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _print_counters(pmu: bool) -> int:
     from . import _cprof
     rows = list_counters(pmu=pmu)
     if pmu and not rows:
         print("libpfm4 detects no PMU on this machine")
         return 0
+    if pmu and all(r["pmu"] in ("perf", "perf_raw") for r in rows):
+        print("libpfm4 recognises no hardware PMU on this CPU: it knows perf's generic events "
+              "only, listed below.\n")
     width = max(len(r["name"]) for r in rows)
     heads = {"built-in": "Built-in counters:",
              "perf software": "perf software events (perf_event_open, per thread):",
