@@ -353,3 +353,32 @@ def test_sort_by_an_event_name_with_a_dot():
     assert report._sort_key(prof, "page-faults.total") == ("page-faults", "total")
     with pytest.raises(cprof.CprofError):
         report._sort_key(prof, "INST_RETIRED.ANY_P:u.bogus")
+
+
+def test_page_faults_per_thread():
+    """Each thread has its own perf event: faults land on the thread that took them."""
+    import mmap
+    import threading
+
+    def touch(n):
+        m = mmap.mmap(-1, n * 4096)
+        for i in range(n):
+            m[i * 4096] = 1
+        m.close()
+
+    def worker(n):
+        touch(n)
+
+    with cprof.Profile(["page-faults"]) as p:
+        ts = [threading.Thread(target=worker, args=(n,)) for n in (300, 700)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    prof = p.profile()
+    assert prof["meta"]["threads"] >= 3
+    t = [f for f in prof["functions"] if f["name"].endswith("touch")]
+    assert len(t) == 1 and t[0]["calls"] == 2
+    assert 1000 <= t[0]["total"]["page-faults"] <= 1060, t[0]
+    w = [f for f in prof["functions"] if f["name"].endswith("worker")]
+    assert w[0]["self"]["page-faults"] <= 5
