@@ -14,10 +14,12 @@
    interpreter that times only the workload (perf_counter inside the process, printed on a
    line this script parses), configurations interleaved and rotated, --reps repetitions,
    the best kept per cell: these machines are shared and noisy.
-5. Prints the overhead table (ratio to no profiler, and to cProfile) and the accuracy table
-   (each profiler's calls_half/inline_half ratio over the true unprofiled ratio, pooled over
-   the repetitions), and writes results.json, table.md and overhead.png into --out
-   (default benches/results/; benches/results/smoke/ with --smoke).
+5. Prints the overhead table (ratio to no profiler, and to cProfile) and the accuracy table:
+   each profiler's calls_half/inline_half ratio (the median over the repetitions; sampling
+   profilers' samples pooled over them) over the true ratio (the median over the unprofiled
+   runs of their fastest rounds' ratio), and writes results.json, table.md, table.txt and
+   overhead.png into --out (default benches/results/; benches/results/smoke/ with --smoke).
+   --report RESULTS_JSON prints and draws saved results again.
 
 --smoke (CI): tiny workloads, one repetition, pip with short timeouts; if the venv or a peer
 cannot be set up it says which configurations it skipped and goes on with what it has.
@@ -251,7 +253,7 @@ def parse_output(stdout: str) -> dict:
         if parts[:1] == ["BENCH_SECONDS"]:
             got["seconds"] = float(parts[1])
         elif parts[:1] == ["BENCH_HALVES"]:
-            got["halves"] = (float(parts[1]), float(parts[2]))
+            got["halves"] = tuple(float(x) for x in parts[1:])  # sums, then fastest rounds
         elif parts[:1] == ["BENCH_SKIP"]:
             got["skip"] = line.split(None, 1)[1]
     return got
@@ -288,17 +290,19 @@ def run_cell(venv: Venv, cfg: Config, workload: str, extra: list[str], timeout: 
 
 
 def tune_bias(venv: Venv, rounds: int, timeout: float) -> tuple[int, list]:
-    """The inline half's iteration count that makes both halves take the same time unprofiled."""
+    """The inline half's iteration count that makes both halves take the same time unprofiled
+    (their fastest rounds over three runs: the least disturbed by the rest of the machine)."""
     plain = Config("plain", lambda p, s: [str(venv.python), *s])
-    inline, history = 3 * CALLS_PER_ROUND, []
+    inline, history, rounds = 3 * CALLS_PER_ROUND, [], min(rounds, 10)
     for _ in range(4):
         calls = inl = float("inf")
         for _ in range(3):
             r = run_cell(venv, plain, "bias", ["--inline", str(inline), "--rounds", str(rounds)], timeout)
             if "halves" not in r:
                 raise RuntimeError(f"the bias workload failed unprofiled: {r}")
-            calls, inl = min(calls, r["halves"][0]), min(inl, r["halves"][1])
-        history.append({"inline": inline, "calls_s": calls, "inline_s": inl, "ratio": calls / inl})
+            calls, inl = min(calls, r["halves"][2]), min(inl, r["halves"][3])
+        history.append({"inline": inline, "calls_round_s": calls, "inline_round_s": inl,
+                        "ratio": calls / inl})
         if abs(calls / inl - 1) < 0.02:
             break
         inline = max(1000, round(inline * calls / inl))
@@ -324,11 +328,24 @@ def summarize(results: dict) -> None:
             cell = cells[w][c]
             cell["x_plain"] = ratio(cell.get("best_s"), base)
             cell["x_cProfile"] = ratio(cell.get("best_s"), cp)
-    # accuracy: pooled over repetitions (sampling profilers need the samples)
-    true_calls = sum(h[0] for h in results["true_halves"])
-    true_inline = sum(h[1] for h in results["true_halves"])
-    true = ratio(true_calls, true_inline)
+    results["floor_ratios"] = []
+    if "fib" in cells:
+        for floor in ("floor py", "floor cprof-events"):
+            fb = cells["fib"].get(floor, {}).get("best_s")
+            for c in ("cprof wall", "cprof cpu,ctxsw", "cProfile"):
+                cb = cells["fib"].get(c, {}).get("best_s")
+                if fb and cb:
+                    results["floor_ratios"].append({"profiler": c, "floor": floor, "ratio": cb / fb})
+    # Accuracy.  The unprofiled ratio itself moves by several % from one process to the next on
+    # this shared VM, so: the true ratio is the median of the plain runs' ratios; a
+    # deterministic profiler's reported ratio is the median of its runs' ratios (one unlucky
+    # run does not move it); a sampling profiler's pools its samples over the runs (each run
+    # alone has a few dozen samples per half).
+    # each plain run's ratio is that of its fastest round of each half: the least disturbed
+    per_true = [h[-2] / h[-1] for h in results["true_halves"] if h[-1]]
+    true = median(per_true)
     results["true_ratio"] = true
+    results["true_ratio_per_rep"] = per_true
     for c, acc in results["accuracy"].items():
         reps = acc["per_rep"]
         if not reps:
@@ -339,10 +356,21 @@ def summarize(results: dict) -> None:
             acc["error"] = (f"no {acc['per_rep'][0].get('unit', 'time')} landed in "
                             f"{'inline_half' if rep_calls else 'calls_half'}")
             continue
-        acc["reported_ratio"] = ratio(rep_calls, rep_inline)
+        per = [r["calls_half"] / r["inline_half"] if r["inline_half"] else None for r in reps]
+        sampling = c in results.get("sampling", ())
+        acc["statistic"] = "pooled" if sampling else "median"
+        acc["reported_ratio"] = ratio(rep_calls, rep_inline) if sampling else median(
+            [x for x in per if x is not None])
         acc["accuracy"] = ratio(acc["reported_ratio"], true)
-        per = [ratio(r["calls_half"], r["inline_half"]) if r["inline_half"] else None for r in reps]
         acc["per_rep_accuracy"] = [ratio(x, true) for x in per]
+
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
 def status_text(cell: dict) -> str | None:
@@ -400,7 +428,7 @@ def text_tables(results: dict) -> str:
     if floors:
         out.append("")
         out.append("fib, ratio to the empty sys.monitoring callback: " +
-                   ", ".join(f"{c} / {f} = {fmt_ratio(v)}" for (c, f), v in floors))
+                   ", ".join(f"{x['profiler']} / {x['floor']} = {fmt_ratio(x['ratio'])}" for x in floors))
     if results["problems"]:
         out.append("")
         out.append("MISSING / FAILED / SKIPPED:")
@@ -435,6 +463,37 @@ def markdown_tables(results: dict) -> str:
         else:
             md.append(f"| {c} | {fmt_ratio(acc['reported_ratio'])} | {fmt_ratio(acc['accuracy'])} |")
     return "\n".join(md) + "\n"
+
+
+def write_outputs(results: dict, out_dir: Path, chart_python: str | None, no_chart_reason=None) -> None:
+    text = text_tables(results)
+    print(text)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=list))
+    (out_dir / "table.md").write_text(markdown_tables(results))
+    (out_dir / "table.txt").write_text(text + "\n")
+    png = out_dir / "overhead.png"
+    if chart_python is None:
+        print(f"no chart: matplotlib is MISSING ({no_chart_reason})")
+    else:
+        p = run([chart_python, str(HERE / "chart.py"), str(out_dir / "results.json"), str(png)], timeout=300)
+        if p.returncode != 0:
+            print(f"no chart: chart.py failed: {why(p)}")
+    elapsed = results["meta"].get("elapsed_s")
+    print(f"wrote {out_dir}/results.json, table.md, table.txt{', overhead.png' if png.exists() else ''}"
+          + (f" in {elapsed:.0f} s" if elapsed else ""))
+
+
+def report_again(path: str, out: str | None) -> int:
+    """--report: the tables and chart again from a results.json (after changing how they are drawn)."""
+    results = json.loads(Path(path).read_text())
+    summarize(results)
+    chart_python = results["meta"]["python"]
+    if not Path(chart_python).exists() or run([chart_python, "-c", "import matplotlib"]).returncode:
+        chart_python = None
+    write_outputs(results, Path(out) if out else Path(path).parent, chart_python,
+                  "the venv that measured these results has no matplotlib")
+    return 0
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -488,7 +547,10 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 600)")
     ap.add_argument("--smoke", action="store_true", help="a quick pass for CI: tiny workloads, 1 repetition")
     ap.add_argument("--list", action="store_true", help="list configurations and workloads, and exit")
+    ap.add_argument("--report", metavar="RESULTS_JSON", help="print and draw a results.json again, run nothing")
     a = ap.parse_args()
+    if a.report:
+        return report_again(a.report, a.out)
 
     smoke = a.smoke
     reps = 1 if smoke and a.reps == 5 else a.reps
@@ -629,6 +691,7 @@ def main() -> int:
                  "command": sys.argv, "elapsed_s": None},
         "configs": [c.name for c in configs], "workloads": workloads,
         "cells": cells, "accuracy": accuracy, "bias": bias, "true_halves": true_halves,
+        "sampling": [c.name for c in configs if c.fmt in ("pyisession", "pyspy-raw")],
         "problems": problems,
     }
     summarize(results)
@@ -637,33 +700,9 @@ def main() -> int:
             problems.setdefault(f"{c} accuracy", f"FAILED: {acc['error']}")
             if must_run(c):
                 fatal.append(f"{c} accuracy")
-    if "fib" in workloads:
-        fl = []
-        for floor in ("floor py", "floor cprof-events"):
-            fb = cells["fib"].get(floor, {}).get("best_s")
-            for c in ("cprof wall", "cprof cpu,ctxsw", "cProfile"):
-                cb = cells["fib"].get(c, {}).get("best_s")
-                if fb and cb:
-                    fl.append(((c, floor), cb / fb))
-        results["floor_ratios"] = fl
     results["meta"]["elapsed_s"] = round(time.time() - t_start, 1)
-
-    text = text_tables(results)
-    print(text)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=list))
-    (out_dir / "table.md").write_text(markdown_tables(results))
-    (out_dir / "table.txt").write_text(text + "\n")
-    if "matplotlib" in venv.missing:
-        print(f"no chart: matplotlib is MISSING ({venv.missing['matplotlib']})")
-    else:
-        p = run([str(venv.python), str(HERE / "chart.py"), str(out_dir / "results.json"),
-                 str(out_dir / "overhead.png")], timeout=300)
-        if p.returncode != 0:
-            print(f"no chart: chart.py failed: {why(p)}")
-    print(f"wrote {out_dir}/results.json, table.md, table.txt"
-          f"{', overhead.png' if (out_dir / 'overhead.png').exists() else ''} "
-          f"in {results['meta']['elapsed_s']:.0f} s")
+    write_outputs(results, out_dir, None if "matplotlib" in venv.missing else str(venv.python),
+                  venv.missing.get("matplotlib"))
 
     if fatal:
         print("compare.py: FAILED: " + "; ".join(f"{k}: {problems[k]}" for k in fatal))
