@@ -84,7 +84,7 @@ def make_configs(venv: Path) -> list[Config]:
         Config("pyinstrument", lambda p, s: [py, "-m", "pyinstrument", "-r", "pyisession", "-o", p, *s],
                "pyisession", "pyinstrument"),
         Config("py-spy", lambda p, s: [spy, "record", "--format", "raw", "-o", p, "--", py, *s],
-               "pyspy-raw", "py-spy"),
+               "pyspy-raw", "py-spy", env={"BENCH_SETTLE": "0.2"}),
         Config("cprof wall", cprof("wall"), "cprof"),
         Config("cprof cpu", cprof("cpu"), "cprof"),
         Config("cprof cpu --no-compensate", cprof("cpu", "--no-compensate"), "cprof", "cprof-nocomp"),

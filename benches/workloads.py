@@ -6,7 +6,7 @@ The profiler under test wraps this whole script (``python -m cProfile -o f
 workloads.py fib``, ``py-spy record -- python workloads.py fib``, ...), so what
 it costs to start, import and write its output is not timed: only the workload
 is, with perf_counter around it, printed as ``BENCH_SECONDS <s>`` for
-compare.py to parse.  The bias workload also prints ``BENCH_HALVES <calls_s>
+compare.py to parse (after an untimed pause of $BENCH_SETTLE seconds, for py-spy to attach).  The bias workload also prints ``BENCH_HALVES <calls_s>
 <inline_s>``; a workload that cannot run here (black not installed) prints
 ``BENCH_SKIP <reason>`` and exits 3.
 
@@ -240,6 +240,9 @@ def main() -> int:
         return 2
     name = sys.argv[1]
     run = run_black_prepare() if name == "black" else WORKLOADS[name]
+    # A profiler that attaches from outside (py-spy) needs a moment after start-up: without it
+    # a 15 ms workload can be over before the first sample, or before it attaches at all.
+    time.sleep(float(os.environ.get("BENCH_SETTLE", "0")))
     t0 = time.perf_counter()
     run()
     t1 = time.perf_counter()
