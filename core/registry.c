@@ -7,18 +7,6 @@
 #include <string.h>
 #include <strings.h>
 
-void cprof_error_set(struct cprof_error *err, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err)
-        return;
-    err->code = code;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-}
-
 const struct cprof_counter_def *cprof_registry_find(const struct cprof_counter_def *const *known,
                                                     const char *name, size_t len)
 {

@@ -9,6 +9,7 @@ const struct cprof_counter_def *const cprof_builtin_counters[] = {
 };
 
 const struct cprof_resolver *const cprof_counter_resolvers[] = {
+    &cprof_plugin_resolver,     /* first: "plugin:..." is never a perf event */
     &cprof_perf_resolver,
     NULL,
 };

@@ -3,6 +3,7 @@
 #define CPROF_COUNTERS_H
 
 #include "../core/counter.h"
+#include "../core/registry.h"
 
 extern const struct cprof_counter_def cprof_counter_cpu;
 extern const struct cprof_counter_def cprof_counter_wall;
@@ -11,9 +12,11 @@ extern const struct cprof_counter_def cprof_counter_ctxsw;
 /* NULL-terminated, in --list-counters order. */
 extern const struct cprof_counter_def *const cprof_builtin_counters[];
 
-/* Resolvers of counters named at run time (perf events), NULL-terminated; give
- * them to cprof_spec_resolve (core/registry.h) after cprof_builtin_counters. */
-struct cprof_resolver;
+/* Resolvers of counters named at run time (plugins, perf events), NULL-terminated;
+ * give them to cprof_spec_resolve (core/registry.h) after cprof_builtin_counters. */
 extern const struct cprof_resolver *const cprof_counter_resolvers[];
+
+/* plugin:PATH[:ARG]: a counter from a shared library (plugin.c). */
+extern const struct cprof_resolver cprof_plugin_resolver;
 
 #endif

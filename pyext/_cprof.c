@@ -24,6 +24,7 @@
 #include "../core/engine.h"
 #include "../core/registry.h"
 #include "../counters/counters.h"
+#include "pycounters.h"
 #include "listing.h"
 
 #if PY_VERSION_HEX >= 0x030C0000
@@ -48,6 +49,8 @@ typedef struct {
     PyObject *error;            /* cprof's exception class (CprofError) */
     PyTypeObject *profiler_type;
     PyTypeObject *hook_type;
+    PyTypeObject *counter_type;     /* cprof.Counter */
+    PyTypeObject *user_counter_type; /* cprof.UserCounter */
 } module_state;
 
 typedef struct ProfilerObject ProfilerObject;
@@ -80,11 +83,15 @@ struct ProfilerObject {
     int all_call_sites;         /* keep CALL events at sites that call Python functions */
     uint64_t comp[CPROF_MAX_COUNTERS];  /* tracer cost per event, per counter (0: none) */
     PyObject *disable;          /* sys.monitoring.DISABLE, or NULL (3.12+) */
+    PyObject *objects;          /* the Counter/UserCounter objects its specs point to */
+    int has_pycall;             /* one of the counters is a Counter (a Python call) */
+    PyObject *failures;         /* list of (counter, function entry or None, reason) */
     PyObject *hooks;            /* list of hook objects registered with sys.monitoring */
     PyObject *bootstrap;        /* threading.setprofile() function for new threads (< 3.12) */
 };
 
 static uint64_t next_generation = 1;    /* under the GIL */
+static uint64_t running_generation;     /* the enabled Profiler (profiles do not nest), or 0 */
 /* initial-exec TLS: a direct load on the hot path, no __tls_get_addr call */
 #define CPROF_TLS _Thread_local __attribute__((tls_model("initial-exec")))
 static CPROF_TLS uint64_t tls_owner;            /* generation owning tls_ts */
@@ -206,6 +213,34 @@ static inline void read_all(const struct tstate *ts, unsigned n, uint64_t *now)
         now[i] = ts->read[i](ts->cstate[i]);
 }
 
+/* A Counter of this thread stopped on a bad reading: record which, why, and the
+ * function that was running (its registry entry), for counter_failures(). */
+static void note_failures(ProfilerObject *p, struct tstate *ts)
+{
+    SAVE_EXC(saved);
+    cprof_pycounter_failed = 0;
+    for (unsigned i = 0; i < ts->opened; i++) {
+        char reason[200];
+        if (!cprof_pycounter_take_failure(p->specs[i].def, ts->cstate[i], reason, sizeof(reason)))
+            continue;
+        PyObject *where = Py_None, *k = NULL, *x;
+        if (ts->eng.depth) {
+            cprof_key key = ts->eng.fns.recs[ts->eng.frames[ts->eng.depth - 1].fn].key;
+            k = PyLong_FromUnsignedLongLong(key);
+            where = k ? PyDict_GetItemWithError(p->keys, k) : NULL;
+            if (!where)
+                where = Py_None;
+        }
+        x = Py_BuildValue("(sOs)", p->specs[i].def->name, where, reason);
+        if (!x || !p->failures || PyList_Append(p->failures, x) < 0)
+            set_sticky(p, "cprof could not record a counter's failure (out of memory?)");
+        Py_XDECREF(x);
+        Py_XDECREF(k);
+    }
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+}
+
 typedef void (*engine_op)(struct cprof_thread *, cprof_key, const uint64_t *);
 
 /* The event entry point shared by both hook mechanisms; `op` is
@@ -220,6 +255,8 @@ static inline void ev(ProfilerObject *p, engine_op op, cprof_key key, PyObject *
     if (!ts)
         return;
     read_all(ts, p->n, now);
+    if (p->has_pycall && cprof_pycounter_failed)
+        note_failures(p, ts);
     ts->pending = obj;
     ts->pending_globals = globals;
     op(&ts->eng, key, now);
@@ -239,7 +276,7 @@ static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
         ml = ((PyMethodDescrObject *)callable)->d_method;
     else
         return 0;
-    if (ml >= own_methods_begin && ml < own_methods_end)
+    if ((ml >= own_methods_begin && ml < own_methods_end) || cprof_pycounters_own_method(ml))
         return 0;
     return (cprof_key)(uintptr_t)ml;
 }
@@ -591,35 +628,135 @@ static module_state *state_of(PyObject *self)
     return PyType_GetModuleState(Py_TYPE(self));
 }
 
+/* Move a parsed spec (a resolved one points into itself). */
+static void spec_move(struct cprof_counter_spec *dst, const struct cprof_counter_spec *src)
+{
+    int self_described = src->def == &src->own, named_by_arg = src->own.name == src->arg;
+
+    memmove(dst, src, sizeof(*dst));
+    if (self_described)
+        dst->def = &dst->own;
+    if (named_by_arg)
+        dst->own.name = dst->arg;
+}
+
+/* counters: a spec string ("cpu,wall"), or a sequence mixing counter names and
+ * Counter/UserCounter objects, in the order given. */
+static int parse_counters(ProfilerObject *p, PyObject *counters, module_state *st)
+{
+    struct cprof_error err = {0};
+    PyObject *seq, *names = NULL, *spec = NULL;
+    struct cprof_counter_spec parsed[CPROF_MAX_COUNTERS];
+    unsigned nparsed = 0, next = 0;
+    Py_ssize_t len;
+    int rc = -1;
+
+    if (PyUnicode_Check(counters))
+        return cprof_spec_resolve(PyUnicode_AsUTF8(counters), cprof_builtin_counters,
+                                  cprof_counter_resolvers, p->specs, CPROF_MAX_COUNTERS, &p->n,
+                                  &err) < 0
+                   ? (PyErr_SetString(st->error, err.msg), -1)
+                   : 0;
+    seq = PySequence_Fast(counters, "counters must be a str or a list of names and counters");
+    if (!seq)
+        return -1;
+    len = PySequence_Fast_GET_SIZE(seq);
+    if (len == 0 || len > CPROF_MAX_COUNTERS) {
+        PyErr_Format(st->error, "give between 1 and %d counters", CPROF_MAX_COUNTERS);
+        goto out;
+    }
+    if (!(names = PyList_New(0)) || !(p->objects = PyList_New(0)))
+        goto out;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *c = PySequence_Fast_GET_ITEM(seq, i);
+        if (PyUnicode_Check(c)) {
+            if (PyList_Append(names, c) < 0)
+                goto out;
+        } else if (!cprof_pycounter_is(c, st->counter_type, st->user_counter_type)) {
+            PyErr_Format(st->error, "counter %R is neither a counter name nor a cprof.Counter "
+                         "or cprof.UserCounter; give names such as 'cpu' or counter objects", c);
+            goto out;
+        }
+    }
+    if (PyList_GET_SIZE(names)) {
+        PyObject *comma = PyUnicode_FromString(",");
+        spec = comma ? PyUnicode_Join(comma, names) : NULL;
+        Py_XDECREF(comma);
+        if (!spec)
+            goto out;
+        if (cprof_spec_resolve(PyUnicode_AsUTF8(spec), cprof_builtin_counters,
+                               cprof_counter_resolvers, parsed, CPROF_MAX_COUNTERS, &nparsed,
+                               &err) < 0) {
+            PyErr_SetString(st->error, err.msg);
+            goto out;
+        }
+    }
+    /* the named ones keep their relative order (perf groups rely on it) */
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *c = PySequence_Fast_GET_ITEM(seq, i);
+        if (PyUnicode_Check(c)) {
+            spec_move(&p->specs[i], &parsed[next++]);
+            continue;
+        }
+        if (PyList_Append(p->objects, c) < 0 || cprof_pycounter_spec(c, &p->specs[i]) < 0)
+            goto out;
+        p->has_pycall |= p->specs[i].own.read == cprof_pycounter_call.read;
+    }
+    p->n = (unsigned)len;
+    for (unsigned i = 0; i < p->n; i++)
+        for (unsigned j = 0; j < i; j++)
+            if (strcmp(p->specs[i].def->name, p->specs[j].def->name) == 0) {
+                PyErr_Format(st->error, "counter '%s' is given twice; name each counter once",
+                             p->specs[i].def->name);
+                p->n = 0;
+                goto out;
+            }
+    rc = 0;
+out:
+    Py_XDECREF(names);
+    Py_XDECREF(spec);
+    Py_DECREF(seq);
+    return rc;
+}
+
 static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
     static char *kwlist[] = {"counters", "all_call_sites", NULL};
-    const char *spec = "cpu,wall";
+    PyObject *counters = NULL;
     int all_call_sites = 0;
     struct cprof_error err = {0};
     module_state *st = state_of(self);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|sp:Profiler", kwlist, &spec, &all_call_sites))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Op:Profiler", kwlist, &counters,
+                                     &all_call_sites))
         return -1;
     p->all_call_sites = all_call_sites;
-    if (p->enabled || p->threads) {
+    if (p->enabled || p->threads || p->n) {
         PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
         return -1;
     }
-    if (cprof_spec_resolve(spec, cprof_builtin_counters, cprof_counter_resolvers, p->specs,
-                           CPROF_MAX_COUNTERS, &p->n, &err) < 0) {
-        PyErr_SetString(st->error, err.msg);
+    if (!counters) {
+        if (cprof_spec_resolve("cpu,wall", cprof_builtin_counters, cprof_counter_resolvers,
+                               p->specs, CPROF_MAX_COUNTERS, &p->n, &err) < 0) {
+            PyErr_SetString(st->error, err.msg);
+            return -1;
+        }
+    } else if (parse_counters(p, counters, st) < 0) {
+        p->n = 0;
         return -1;
     }
     for (unsigned i = 0; i < p->n; i++)
         if (p->specs[i].def->probe(p->specs[i].arg, p->paths[i], sizeof(p->paths[i]), &err) < 0) {
             PyErr_SetString(st->error, err.msg);
+            p->n = 0;
             return -1;
         }
     p->generation = next_generation++;
     p->tool_id = -1;
     if (!p->keys && !(p->keys = PyDict_New()))
+        return -1;
+    if (!p->failures && !(p->failures = PyList_New(0)))
         return -1;
     return 0;
 }
@@ -678,11 +815,24 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
     }
     if (p->enabled)
         Py_RETURN_NONE;
-    if (hooks_install(p, st) < 0)
+    if (running_generation) {
+        PyErr_SetString(st->error, "another cprof profile is already running in this process; "
+                                   "disable it first (profiles do not nest)");
         return NULL;
-    p->enabled = 1;
+    }
+    /* Frames first, hooks after: reading a Counter may run Python code, which must
+     * not be seen as an event of the profile it starts. */
     if (existing)
         push_existing(p, skip);
+    if (hooks_install(p, st) < 0) {
+        if (tls_owner == p->generation && !tls_ts->failed) {
+            cprof_thread_flush(&tls_ts->eng);
+            cprof_thread_pause(&tls_ts->eng);
+        }
+        return NULL;
+    }
+    p->enabled = 1;
+    running_generation = p->generation;
     Py_RETURN_NONE;
 }
 
@@ -693,6 +843,7 @@ static void stop(ProfilerObject *p)
     if (!p->enabled)
         return;
     p->enabled = 0;
+    running_generation = 0;
     hooks_remove(p);
     if (tls_owner == p->generation && !tls_ts->failed) {
         uint64_t now[CPROF_MAX_COUNTERS];
@@ -718,6 +869,14 @@ static PyObject *profiler_disable(PyObject *self, PyObject *unused)
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *profiler_counter_failures(PyObject *self, PyObject *unused)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    (void)unused;
+    return PyList_GetSlice(p->failures, 0, PY_SSIZE_T_MAX);
 }
 
 static PyObject *u64_list(const uint64_t *v, unsigned n);
@@ -928,6 +1087,8 @@ static int profiler_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(p->bootstrap);
     Py_VISIT(p->hooks);
     Py_VISIT(p->disable);
+    Py_VISIT(p->objects);
+    Py_VISIT(p->failures);
     return 0;
 }
 
@@ -941,6 +1102,7 @@ static int profiler_clear(PyObject *self)
     Py_CLEAR(p->hooks);
     Py_CLEAR(p->error);
     Py_CLEAR(p->disable);
+    Py_CLEAR(p->failures);
     return 0;
 }
 
@@ -956,6 +1118,7 @@ static void profiler_dealloc(PyObject *self)
         p->threads = ts->next;
         tstate_free(p, ts);
     }
+    Py_CLEAR(p->objects);       /* after the thread states that point into them */
     if (tls_owner == p->generation) {
         tls_owner = 0;
         tls_ts = NULL;
@@ -992,6 +1155,9 @@ static PyMethodDef profiler_methods[] = {
     {"set_compensation", profiler_set_compensation, METH_O,
      "set_compensation(values)\n--\n\nThe tracer's cost per event, one int per counter in its "
      "unit, taken out of every interval between two readings (never more than the interval)."},
+    {"counter_failures", profiler_counter_failures, METH_NOARGS,
+     "counter_failures()\n--\n\nCounters that stopped on a bad reading: a list of (counter, "
+     "(code or callable, module) of the function running then, or None, reason)."},
     {"read", profiler_read, METH_NOARGS,
      "read()\n--\n\nThe calling thread's current reading of every counter."},
     {"stats", profiler_stats, METH_NOARGS,
@@ -1079,6 +1245,8 @@ static int module_exec(PyObject *m)
     if (!st->hook_type)
         return -1;
 #endif
+    if (cprof_pycounters_init(m, &st->counter_type, &st->user_counter_type) < 0)
+        return -1;
     if (PyModule_AddStringConstant(m, "HOOK", CPROF_MONITORING ? "sys.monitoring"
                                                                : "PyEval_SetProfile") < 0)
         return -1;
@@ -1092,6 +1260,8 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->error);
     Py_VISIT(st->profiler_type);
     Py_VISIT(st->hook_type);
+    Py_VISIT(st->counter_type);
+    Py_VISIT(st->user_counter_type);
     return 0;
 }
 
@@ -1102,6 +1272,8 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->error);
     Py_CLEAR(st->profiler_type);
     Py_CLEAR(st->hook_type);
+    Py_CLEAR(st->counter_type);
+    Py_CLEAR(st->user_counter_type);
     return 0;
 }
 

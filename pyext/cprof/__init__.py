@@ -6,8 +6,9 @@
     prof.print_stats()
     prof.dump("profile.json")
 """
-from ._cprof import CprofError, list_counters
-from .api import Profile
+from ._cprof import Counter, CprofError, UserCounter, list_counters
+from .api import Profile, get_include
 
 __version__ = "0.1.0"
-__all__ = ["CprofError", "Profile", "list_counters", "__version__"]
+__all__ = ["Counter", "CprofError", "Profile", "UserCounter", "get_include", "list_counters",
+           "__version__"]

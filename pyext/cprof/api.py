@@ -1,24 +1,104 @@
-"""The Python API: Profile, usable as a context manager or with enable()/disable()."""
+"""The Python API: Profile (a context manager, enable()/disable(), or a decorator),
+counters defined in Python (Counter, UserCounter), and calibration."""
 from __future__ import annotations
 
+import functools
+import os
 import sys
-from typing import Iterable, TextIO
+import warnings
+from typing import Any, Callable, Iterable, TextIO, Union
 
 from . import profile_file, report
-from ._cprof import CprofError, Profiler
+from ._cprof import Counter, CprofError, Profiler, UserCounter
+
+CounterLike = Union[str, Counter, UserCounter]
+
+ENTRY_POINT_GROUP = "cprof.counters"
 
 _calibrated: dict = {}
 
 
-def calibrate(spec: str, all_call_sites: bool = False, calls: int = 20_000, reps: int = 7) -> list:
-    """The tracer's own cost per event, per counter of `spec`, on this machine and
-    interpreter: the growth of each counter over `calls` calls of an empty function
-    with profiling on, minus the same without, over the events that profiling
-    handled (two per call).  Best of `reps` each way; cached per process."""
-    key = (spec, all_call_sites)
+def get_include() -> str:
+    """The folder holding cprof's public C header, cprof/counter.h, for building
+    counter plugins (as numpy.get_include() does for numpy)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
+_entry_points: dict | None = None
+
+
+def _entry_point(name: str):
+    """A counter that an installed package exposes in the cprof.counters entry-point
+    group (`name = "pkg.module:obj"`): a Counter/UserCounter object, or the path of
+    a plugin library (a str).  None if no package names it."""
+    global _entry_points
+    if _entry_points is None:
+        from importlib.metadata import entry_points
+        eps = entry_points()
+        group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else \
+            eps.get(ENTRY_POINT_GROUP, [])
+        _entry_points = {ep.name: ep for ep in group}
+    ep = _entry_points.get(name)
+    if ep is None:
+        return None
+    try:
+        obj = ep.load()
+    except Exception as e:
+        raise CprofError(f"counter '{name}' from entry point {ep.value} cannot be loaded "
+                         f"({type(e).__name__}: {e}); fix or uninstall that package") from None
+    if isinstance(obj, (Counter, UserCounter)):
+        return obj
+    if isinstance(obj, str):
+        return "plugin:" + obj
+    raise CprofError(f"entry point '{name}' ({ep.value}) is not a cprof Counter, UserCounter "
+                     "or plugin path; fix that package")
+
+
+BUILTIN = ("cpu", "wall", "ctxsw")
+
+
+def resolve_counters(counters: str | Iterable[CounterLike]) -> list:
+    """Names, counter objects, and names of counters that installed packages expose
+    (entry points), turned into what Profiler takes."""
+    items = counters.split(",") if isinstance(counters, str) else list(counters)
+    out = []
+    for c in items:
+        if isinstance(c, str) and c not in BUILTIN and ":" not in c:
+            c = _entry_point(c) or c
+        out.append(c)
+    return out
+
+
+def _stand_ins(counters: list) -> tuple[list, tuple]:
+    """For calibration: counter objects replaced by stand-ins of the same kind (the
+    user's read() is not called 280,000 times), and a cache key."""
+    zero = lambda: 0  # noqa: E731
+    items, key = [], []
+    for c in counters:
+        if isinstance(c, Counter):
+            items.append(Counter(f"_cal{len(items)}", read=zero))
+            key.append("<Counter>")
+        elif isinstance(c, UserCounter):
+            items.append(UserCounter(f"_cal{len(items)}"))
+            key.append("<UserCounter>")
+        else:
+            items.append(c)
+            key.append(c)
+    return items, tuple(key)
+
+
+def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 20_000,
+              reps: int = 7) -> list:
+    """The tracer's own cost per event, per counter, on this machine and interpreter:
+    the growth of each counter over `calls` calls of an empty function with
+    profiling on, minus the same without, over the events profiling handled (two per
+    call).  Best of `reps` each way; cached per process.  Counters defined in
+    Python get 0: their readings do not grow with cprof's work."""
+    items, key = _stand_ins(resolve_counters(counters))
+    key = (key, all_call_sites)
     if key in _calibrated:
         return _calibrated[key]
-    probe = Profiler(spec, all_call_sites=all_call_sites)
+    probe = Profiler(items, all_call_sites=all_call_sites)
 
     def leaf():
         pass
@@ -42,63 +122,96 @@ def calibrate(spec: str, all_call_sites: bool = False, calls: int = 20_000, reps
         plain = d_plain if plain is None else [min(x, y) for x, y in zip(plain, d_plain)]
         profiled = d_prof if profiled is None else [min(x, y) for x, y in zip(profiled, d_prof)]
     events = 2 * calls + 4  # leaf's start and return per call, loop's, range's
-    per_event = [max(0, (b - a) // events) for a, b in zip(plain, profiled)]
+    per_event = [0 if isinstance(c, (Counter, UserCounter)) else max(0, (b - a) // events)
+                 for c, a, b in zip(items, plain, profiled)]
     _calibrated[key] = per_event
     return per_event
 
 
 class Profile:
-    """Profile every thread with the given counters (names, in order).
+    """Profile every thread with the given counters: names ("cpu", "wall", "ctxsw",
+    perf events, "plugin:/path/lib.so"), Counter and UserCounter objects, in order.
 
         with cprof.Profile(counters=["cpu", "wall", "ctxsw"]) as prof:
             work()
         prof.print_stats(sort="cpu")
         prof.dump("profile.json")
+
+    Also prof.enable()/prof.disable(), or @prof on a function.  One profile runs at
+    a time in a process: enabling a second while one runs is a CprofError.
     """
 
-    def __init__(self, counters: str | Iterable[str] = ("cpu", "wall"), *,
+    def __init__(self, counters: str | Iterable[CounterLike] = ("cpu", "wall"), *,
                  all_call_sites: bool = False, compensate: bool = True) -> None:
-        if isinstance(counters, str):
-            spec = counters
-        else:
-            names = list(counters)
-            for c in names:
-                if not isinstance(c, str):
-                    raise CprofError(f"counter {c!r} is not a counter name; give names such as 'cpu'")
-            spec = ",".join(names)
+        self._counters = resolve_counters(counters)
         # all_call_sites (3.12+): see Profiler's doc; True never misses a C call at a site
         # that also calls Python functions, at the cost of a CALL event at every call.
-        self._profiler = Profiler(spec, all_call_sites=all_call_sites)
-        # compensate: take cprof's own per-event cost (calibrated once per process)
-        # out of every measured interval, so call-heavy code is not inflated
-        if compensate:
-            self._profiler.set_compensation(calibrate(spec, all_call_sites))
+        self._all_call_sites = all_call_sites
+        self._profiler = Profiler(self._counters, all_call_sites=all_call_sites)
+        # compensate: take cprof's own per-event cost (calibrated once per process, at
+        # the first enable) out of every measured interval, so call-heavy code is not
+        # inflated
+        self._compensate = compensate
+        self._depth = 0             # nested enables through the decorator
+        self._warned = 0            # counter failures already warned about
         self._meta: dict = {}
 
     @property
     def counters(self) -> tuple[str, ...]:
         return self._profiler.counters
 
+    def _start(self, skip: int) -> None:
+        if self._compensate:
+            self._profiler.set_compensation(calibrate(self._counters, self._all_call_sites))
+            self._compensate = False  # once
+        self._profiler.enable(push_existing=True, skip=skip)
+
+    def _stop(self) -> None:
+        self._profiler.disable()
+        failures = self._profiler.counter_failures()
+        for name, where, reason in failures[self._warned:]:
+            fn = profile_file.describe(*where)[0] if where else "the top level"
+            warnings.warn(f"cprof: counter '{name}' stopped in {fn}: {reason}; "
+                          "its numbers hold from there on", RuntimeWarning, stacklevel=3)
+        self._warned = len(failures)
+
     def enable(self) -> None:
-        # skip=1: this method's own frame is not part of the profiled program
-        self._profiler.enable(push_existing=True, skip=1)
+        # skip=2: this method's and _start's frames are not part of the profiled program
+        self._start(skip=2)
 
     def disable(self) -> None:
-        self._profiler.disable()
+        self._stop()
 
     def __enter__(self) -> "Profile":
-        self._profiler.enable(push_existing=True, skip=1)
+        self._start(skip=2)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._profiler.disable()
+        self._stop()
+
+    def __call__(self, func: Callable) -> Callable:
+        """@prof: profile every call of func (calls nest: the outermost one counts)."""
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self._depth == 0:
+                self._start(skip=2)
+            self._depth += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._stop()
+        return wrapper
 
     def profile(self, **meta) -> dict:
         """The profile as the JSON-ready dict that dump() writes (format version 1)."""
         return profile_file.build(self._profiler.stats(), {**self._meta, **meta})
 
     def dump(self, path: str) -> None:
+        """Write the profile as the CLI's -o does (the JSON profile, written atomically)."""
         profile_file.write(self.profile(), path)
 
     def print_stats(self, sort: str | None = None, limit: int = 25, file: TextIO | None = None) -> None:
+        """The CLI's text report (to stderr unless file is given)."""
         (file or sys.stderr).write(report.format_report(self.profile(), sort=sort, limit=limit))

@@ -30,7 +30,7 @@ import types
 
 from . import compare, exporters, profile_file, report
 from ._cprof import CprofError, Profiler, list_counters
-from .api import calibrate
+from .api import calibrate, resolve_counters
 
 EXIT_USAGE = 2
 
@@ -288,9 +288,10 @@ def _prepare_module(name: str, args: list[str]):
 
 
 def _profile(opts) -> int:
-    profiler = Profiler(opts.counter, all_call_sites=opts.all_call_sites)
+    counters = resolve_counters(opts.counter)  # names, plugins, packages' entry points
+    profiler = Profiler(counters, all_call_sites=opts.all_call_sites)
     if not opts.no_compensate:
-        profiler.set_compensation(calibrate(opts.counter, opts.all_call_sites))
+        profiler.set_compensation(calibrate(counters, opts.all_call_sites))
     if opts.module:
         run, run_args = _prepare_module(opts.module, ([opts.script] if opts.script else []) + opts.args)
         target = f"-m {opts.module}"
