@@ -21,10 +21,11 @@ def main() -> int:
     meta, cells = res["meta"], res["cells"]
     workloads = res["workloads"]
     configs = [c for c in res["configs"] if c != "plain"]
-    acc_configs = [c for c in res["configs"] if c in res["accuracy"]]
+    acc_configs = [c for c in res["configs"] if c in res["accuracy"]] if "bias" in cells else []
 
-    fig = plt.figure(figsize=(13, 5.2 + 0.42 * len(configs)))
-    grid = fig.add_gridspec(1, 2, width_ratios=[1.65, 1], wspace=0.6)
+    fig = plt.figure(figsize=(13 if acc_configs else 8, 5.2 + 0.42 * len(configs)))
+    grid = fig.add_gridspec(1, 2 if acc_configs else 1, width_ratios=[1.65, 1] if acc_configs else [1],
+                            wspace=0.6)
 
     # -- left: overhead, time / unprofiled time, one row per profiler
     ax = fig.add_subplot(grid[0])
@@ -59,7 +60,19 @@ def main() -> int:
     fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02).set_label("x unprofiled time", fontsize=9)
 
     # -- right: bias accuracy, reported ratio / true ratio (1 = exact)
-    ax2 = fig.add_subplot(grid[1])
+    if acc_configs:
+        draw_accuracy(fig.add_subplot(grid[1]), res, acc_configs)
+
+    smoke = " — SMOKE RUN (tiny workloads), not a measurement" if meta["smoke"] else ""
+    fig.suptitle(f"cprof {meta['cprof_commit']} vs peers — Python {meta['python_version']} "
+                 f"({meta['hook']}), best of {meta['reps']}, {meta['date']}{smoke}\n{meta['machine']}",
+                 fontsize=10)
+    fig.savefig(sys.argv[2], dpi=110, bbox_inches="tight")
+    return 0
+
+
+def draw_accuracy(ax2, res: dict, acc_configs: list) -> None:
+    cells = res["cells"]
     names, values, colors = [], [], []
     for c in acc_configs:
         a = res["accuracy"][c].get("accuracy")
@@ -83,13 +96,6 @@ def main() -> int:
     ax2.set_xlim(0.5, top * 2.2)
     ax2.set_title(f"Bias: reported / true ratio of the two halves\n(true unprofiled ratio "
                   f"{res['true_ratio']:.3f}; green band = within 10%)", fontsize=10)
-
-    smoke = " — SMOKE RUN (tiny workloads), not a measurement" if meta["smoke"] else ""
-    fig.suptitle(f"cprof {meta['cprof_commit']} vs peers — Python {meta['python_version']} "
-                 f"({meta['hook']}), best of {meta['reps']}, {meta['date']}{smoke}\n{meta['machine']}",
-                 fontsize=10)
-    fig.savefig(sys.argv[2], dpi=110, bbox_inches="tight")
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 1. Sets up a venv for the chosen Python (default: pyenv's 3.12.1, else python3.12, else
    this interpreter) in benches/.venv/pyXY, and installs into it: cprof from this checkout
-   (re-installed whenever its sources change), yappi, pyinstrument, py-spy, black (its pure
+   (re-installed whenever its sources change; --cprof HEAD takes a clean export of a commit
+   instead, when others are editing the working tree), yappi, pyinstrument, py-spy, black (its pure
    Python wheel, so that black runs as Python code a profiler can see) and matplotlib.  A
    peer that cannot be installed is reported as MISSING with pip's reason, never dropped.
 2. Builds floor/_benchfloor.c, an empty C callback, for the sys.monitoring floor (3.12+).
@@ -168,16 +169,39 @@ class Venv:
             if p.returncode != 0:
                 raise RuntimeError(f"python -m venv failed: {why(p)}")
 
-    def install_cprof(self) -> None:
+    def install_cprof(self, ref: str | None) -> str:
+        """Install cprof from the working tree (ref None) or from a commit; return what was
+        installed, as a description for the results."""
         stamp = self.dir / "cprof-source.sha256"
-        digest = cprof_source_hash()
-        if stamp.exists() and stamp.read_text() == digest and self.has_module("cprof._cprof"):
-            return
-        log(f"installing cprof from {ROOT} into the bench venv")
-        p = self.pip("install", "-q", "--force-reinstall", "--no-deps", str(ROOT))
-        if p.returncode != 0:
-            raise RuntimeError(f"pip install of cprof from {ROOT} failed: {why(p)}")
+        if ref is None:
+            digest, what = cprof_source_hash(), git_describe()
+        else:
+            sha = run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"]).stdout.strip()
+            if not sha:
+                raise RuntimeError(f"'{ref}' is not a commit of {ROOT}")
+            digest, what = f"commit {sha}", f"{sha[:7]} ({ref}, committed tree)"
+        if not (stamp.exists() and stamp.read_text() == digest and self.cprof_works() is None):
+            with tempfile.TemporaryDirectory(prefix="cprof-src-") as tmp:
+                source = str(ROOT)
+                if ref is not None:  # a clean export: what others are editing right now stays out
+                    archive = subprocess.run(["git", "-C", str(ROOT), "archive", digest.split()[1]],
+                                             capture_output=True, check=True).stdout
+                    subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+                    source = tmp
+                log(f"installing cprof {what} into the bench venv")
+                stamp.unlink(missing_ok=True)
+                p = self.pip("install", "-q", "--force-reinstall", "--no-deps", source)
+                if p.returncode != 0:
+                    raise RuntimeError(f"pip install of cprof {what} failed: {why(p)}")
+        broken = self.cprof_works()
+        if broken:
+            raise RuntimeError(f"the cprof installed from {what} does not run: {broken}")
         stamp.write_text(digest)
+        return what
+
+    def cprof_works(self) -> str | None:
+        p = run([str(self.python), "-m", "cprof", "--list-counters"])
+        return None if p.returncode == 0 else why(p)
 
     def install_peer(self, peer: str) -> None:
         try:
@@ -409,21 +433,22 @@ def text_tables(results: dict) -> str:
                 text = f"{fmt_ratio(cell['x_plain'])} ({fmt_ratio(cell['x_cProfile'])})"
             row += f"{text:>{colw}}"
         out.append(row)
-    out.append("")
-    out.append(f"Accuracy on the bias workload ({CALLS_PER_ROUND:,} tiny calls vs the same work inline, "
-               f"{results['bias']['rounds']} rounds, inline={results['bias']['inline']:,}):")
-    out.append(f"true unprofiled ratio calls_half/inline_half = {fmt_ratio(results['true_ratio'], 3)}")
-    out.append(f"{'':<{width}}{'reported':>10}{'reported/true':>15}  per repetition")
-    for c in configs:
-        if c not in results["accuracy"]:
-            continue
-        acc = results["accuracy"][c]
-        st = status_text(cells["bias"][c]) if "bias" in cells else None
-        if st or acc.get("accuracy") is None:
-            out.append(f"{c:<{width}}{st or 'FAILED':>10}   {acc.get('error', '')}")
-            continue
-        per = " ".join(fmt_ratio(x) for x in acc["per_rep_accuracy"])
-        out.append(f"{c:<{width}}{fmt_ratio(acc['reported_ratio']):>10}{fmt_ratio(acc['accuracy']):>15}  {per}")
+    if "bias" in cells:
+        out.append("")
+        out.append(f"Accuracy on the bias workload ({CALLS_PER_ROUND:,} tiny calls vs the same work inline, "
+                   f"{results['bias']['rounds']} rounds, inline={results['bias']['inline']:,}):")
+        out.append(f"true unprofiled ratio calls_half/inline_half = {fmt_ratio(results['true_ratio'], 3)}")
+        out.append(f"{'':<{width}}{'reported':>10}{'reported/true':>15}  per repetition")
+        for c in configs:
+            if c not in results["accuracy"]:
+                continue
+            acc = results["accuracy"][c]
+            st = status_text(cells["bias"][c]) if "bias" in cells else None
+            if st or acc.get("accuracy") is None:
+                out.append(f"{c:<{width}}{st or 'FAILED':>10}   {acc.get('error', '')}")
+                continue
+            per = " ".join(fmt_ratio(x) for x in acc["per_rep_accuracy"])
+            out.append(f"{c:<{width}}{fmt_ratio(acc['reported_ratio']):>10}{fmt_ratio(acc['accuracy']):>15}  {per}")
     floors = results.get("floor_ratios")
     if floors:
         out.append("")
@@ -451,17 +476,18 @@ def markdown_tables(results: dict) -> str:
             st = status_text(cell)
             row.append(st if st else f"{fmt_ratio(cell['x_plain'])} ({fmt_ratio(cell['x_cProfile'])})")
         md.append(f"| {c} | " + " | ".join(row) + " |")
-    md.append("")
-    md.append(f"| profiler | reported ratio | reported / true (true = {fmt_ratio(results['true_ratio'], 3)}) |")
-    md.append("|---|---|---|")
-    for c in configs:
-        acc = results["accuracy"].get(c)
-        if acc is None:
-            continue
-        if acc.get("accuracy") is None:
-            md.append(f"| {c} | {status_text(cells['bias'][c]) or 'FAILED'} | {acc.get('error', '')} |")
-        else:
-            md.append(f"| {c} | {fmt_ratio(acc['reported_ratio'])} | {fmt_ratio(acc['accuracy'])} |")
+    if "bias" in cells:
+        md.append("")
+        md.append(f"| profiler | reported ratio | reported / true (true = {fmt_ratio(results['true_ratio'], 3)}) |")
+        md.append("|---|---|---|")
+        for c in configs:
+            acc = results["accuracy"].get(c)
+            if acc is None:
+                continue
+            if acc.get("accuracy") is None:
+                md.append(f"| {c} | {status_text(cells['bias'][c]) or 'FAILED'} | {acc.get('error', '')} |")
+            else:
+                md.append(f"| {c} | {fmt_ratio(acc['reported_ratio'])} | {fmt_ratio(acc['accuracy'])} |")
     return "\n".join(md) + "\n"
 
 
@@ -473,6 +499,7 @@ def write_outputs(results: dict, out_dir: Path, chart_python: str | None, no_cha
     (out_dir / "table.md").write_text(markdown_tables(results))
     (out_dir / "table.txt").write_text(text + "\n")
     png = out_dir / "overhead.png"
+    png.unlink(missing_ok=True)  # never leave an older run's chart beside these results
     if chart_python is None:
         print(f"no chart: matplotlib is MISSING ({no_chart_reason})")
     else:
@@ -546,6 +573,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None, help="bias workload rounds (default 30)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 600)")
     ap.add_argument("--smoke", action="store_true", help="a quick pass for CI: tiny workloads, 1 repetition")
+    ap.add_argument("--cprof", metavar="REF", help="measure the cprof of this commit (e.g. HEAD), "
+                    "exported clean, instead of the working tree as it is now")
     ap.add_argument("--list", action="store_true", help="list configurations and workloads, and exit")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print and draw a results.json again, run nothing")
     a = ap.parse_args()
@@ -578,11 +607,12 @@ def main() -> int:
     fallback = None
     try:
         venv.create()
-        venv.install_cprof()
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        cprof_what = venv.install_cprof(a.cprof)
+    except (RuntimeError, subprocess.TimeoutExpired, subprocess.CalledProcessError) as e:
         if not smoke:
             raise SystemExit(f"compare.py: error: cannot set up the bench venv: {e}")
         fallback = str(e)
+        cprof_what = f"{git_describe()}, as installed in {python}"
     if fallback is not None:
         # smoke only: measure what the chosen Python itself has (tests/run.sh installed cprof there)
         log(f"compare.py: the bench venv could not be set up ({fallback}); "
@@ -687,7 +717,7 @@ def main() -> int:
         "meta": {"python": str(venv.python), "python_version": venv.versions.get("python", venv.version),
                  "hook": hook, "machine": machine_description(),
                  "date": datetime.date.today().isoformat(), "reps": reps, "smoke": smoke,
-                 "cprof_commit": git_describe(), "versions": venv.versions,
+                 "cprof_commit": cprof_what, "versions": venv.versions,
                  "command": sys.argv, "elapsed_s": None},
         "configs": [c.name for c in configs], "workloads": workloads,
         "cells": cells, "accuracy": accuracy, "bias": bias, "true_halves": true_halves,
