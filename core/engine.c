@@ -128,7 +128,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
         goto err;
     t->frames = calloc(t->cap, sizeof(*t->frames));
     t->fvals = calloc(t->cap * 2 * (n ? n : 1), sizeof(*t->fvals));
-    t->first = calloc(8 * (size_t)(n ? n : 1), sizeof(uint64_t));
+    t->first = calloc(9 * (size_t)(n ? n : 1), sizeof(uint64_t));
     if (!t->frames || !t->fvals || !t->first)
         goto err;
     t->last = t->first + n;
@@ -138,6 +138,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
     t->raw_last = t->scratch + n;
     t->comp = t->raw_last + n;
     t->comp_off = t->comp + n;
+    t->excl = t->comp_off + n;
     if (cprof_table_get(&t->fns, 0, &inserted) != CPROF_ROOT ||
         cprof_table_get(&t->nodes, 0, &inserted) != CPROF_ROOT)
         goto err;
@@ -152,6 +153,10 @@ void cprof_thread_free(struct cprof_thread *t)
     cprof_table_free(&t->fns);
     cprof_table_free(&t->edges);
     cprof_table_free(&t->nodes);
+    free(t->ext);
+    t->ext = NULL;
+    t->ext_cap = 0;
+    cprof_arena_free(&t->arena);
     free(t->frames);
     free(t->fvals);
     free(t->first);
@@ -204,6 +209,12 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
             v = t->raw_last[c];
         }
         d = v - t->raw_last[c];
+        if (t->excl[c]) {       /* work of the tracer's own between events (excluded) */
+            uint64_t x = t->excl[c] < d ? t->excl[c] : d;
+            t->comp_off[c] += x;
+            d -= x;
+            t->excl[c] = 0;
+        }
         cut = fresh ? 0 : d < t->comp[c] ? d : t->comp[c];
         t->comp_off[c] += cut;
         t->raw_last[c] = v;
@@ -316,8 +327,89 @@ oom:
     t->oom = 1;
 }
 
-/* Close the top frame at reading `now`. */
-static void pop(struct cprof_thread *t, const uint64_t *now)
+/* The ext entry of function fn, allocated on its first call (rarely: the array
+ * doubles).  NULL when memory runs out. */
+static struct cprof_fn_ext *ext_of(struct cprof_fn_ext **ext, size_t *cap, size_t fn)
+{
+    if (fn >= *cap) {
+        size_t ncap = *cap ? *cap : 256;
+        struct cprof_fn_ext *x;
+        while (ncap <= fn)
+            ncap *= 2;
+        x = realloc(*ext, ncap * sizeof(*x));
+        if (!x)
+            return NULL;
+        memset(x + *cap, 0, (ncap - *cap) * sizeof(*x));
+        *ext = x;
+        *cap = ncap;
+    }
+    return &(*ext)[fn];
+}
+
+/* Insert (value, tag) into a full or partial ascending set of capacity k. */
+static void slow_insert(struct cprof_slow_set *s, unsigned k, uint64_t value, uint64_t tag)
+{
+    unsigned i;
+
+    if (s->count == k) {        /* the smallest leaves: shift down past it */
+        for (i = 1; i < k && s->e[i].value < value; i++)
+            s->e[i - 1] = s->e[i];
+        s->e[i - 1].value = value;
+        s->e[i - 1].tag = tag;
+        return;
+    }
+    for (i = s->count; i > 0 && s->e[i - 1].value > value; i--)
+        s->e[i] = s->e[i - 1];
+    s->e[i].value = value;
+    s->e[i].tag = tag;
+    s->count++;
+}
+
+/* One call of fn ended: its inclusive values go into its histograms, and into its
+ * slow set if it is among the K largest by the first counter. */
+static void record_call(struct cprof_thread *t, size_t fn, const uint64_t *start,
+                        const uint64_t *now, int current)
+{
+    unsigned n = t->n;
+    struct cprof_fn_ext *x = ext_of(&t->ext, &t->ext_cap, fn);
+    uint64_t d[CPROF_HIST_MAX_COUNTERS];
+
+    if (!x || n > CPROF_HIST_MAX_COUNTERS) {
+        t->dist_lost++;
+        return;
+    }
+    for (unsigned c = 0; c < n; c++)
+        d[c] = now[c] - start[c];
+    if (t->dist) {
+        if (!x->hist && !(x->hist = cprof_arena_alloc(&t->arena, n * sizeof(*x->hist)))) {
+            t->dist_lost++;
+        } else {
+            for (unsigned c = 0; c < n; c++)
+                if (cprof_hist_add(&x->hist[c], d[c], &t->arena) < 0)
+                    t->dist_lost++;
+        }
+    }
+    if (t->slow_k && n) {
+        struct cprof_slow_set *sl = x->slow;
+        if (!sl) {
+            sl = x->slow = cprof_arena_alloc(&t->arena, sizeof(*sl) + t->slow_k * sizeof(sl->e[0]));
+            if (!sl) {
+                t->dist_lost++;
+                return;
+            }
+        }
+        if (sl->count < t->slow_k || d[0] > sl->e[0].value) {
+            int evicting = sl->count == t->slow_k;
+            uint64_t tag = t->on_slow(t->slow_arg, t->fns.recs[fn].key, d, current, evicting,
+                                      evicting ? sl->e[0].tag : 0);
+            slow_insert(sl, t->slow_k, d[0], tag);
+        }
+    }
+}
+
+/* Close the top frame at reading `now`; `current`: it is the frame the exit event
+ * is about (not one closed on the way to it). */
+static void pop(struct cprof_thread *t, const uint64_t *now, int current)
 {
     unsigned n = t->n;
     const struct cprof_frame *f = &t->frames[t->depth - 1];
@@ -328,6 +420,9 @@ static void pop(struct cprof_thread *t, const uint64_t *now)
     uint64_t *nself = cprof_self(&t->nodes, f->node), *ntotal = cprof_total(&t->nodes, f->node);
     uint64_t *up = t->depth > 1 ? t->fvals + (t->depth - 2) * 2 * n + n : t->mark_child;
     int outer = --r->active == 0, eouter = --e->active == 0;
+
+    if (t->dist || t->slow_k)
+        record_call(t, f->fn, fv, now, current);
 
     for (unsigned c = 0; c < n; c++) {
         uint64_t d = now[c] - fv[c];
@@ -396,8 +491,9 @@ void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *no
         t->unmatched_exits++;
         return;
     }
-    while (t->depth >= i)
-        pop(t, v);
+    while (t->depth > i)
+        pop(t, v, 0);
+    pop(t, v, 1);
 }
 
 void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)
@@ -416,7 +512,7 @@ void cprof_thread_flush(struct cprof_thread *t)
     uint64_t *self = cprof_self(&t->fns, CPROF_ROOT), *nself = cprof_self(&t->nodes, CPROF_ROOT);
 
     while (t->depth)
-        pop(t, t->last);
+        pop(t, t->last, 0);
     for (unsigned c = 0; c < t->n; c++) {
         uint64_t d = t->last[c] - t->mark[c] - t->mark_child[c];
         self[c] += d;
@@ -426,9 +522,38 @@ void cprof_thread_flush(struct cprof_thread *t)
     }
 }
 
+void cprof_thread_set_distributions(struct cprof_thread *t, int on)
+{
+    t->dist = on;
+}
+
+void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_fn fn, void *arg)
+{
+    t->slow_k = k > CPROF_MAX_SLOW ? CPROF_MAX_SLOW : k;
+    t->on_slow = fn;
+    t->slow_arg = arg;
+}
+
+const struct cprof_fn_ext *cprof_thread_ext(const struct cprof_thread *t, size_t fn)
+{
+    return fn < t->ext_cap ? &t->ext[fn] : NULL;
+}
+
+const struct cprof_fn_ext *cprof_merged_ext(const struct cprof_merged *m, size_t fn)
+{
+    return fn < m->ext_cap ? &m->ext[fn] : NULL;
+}
+
 void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event)
 {
     memcpy(t->comp, per_event, t->n * sizeof(*per_event));
+}
+
+void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const uint64_t *after)
+{
+    for (unsigned c = 0; c < t->n; c++)
+        if (after[c] > before[c])
+            t->excl[c] += after[c] - before[c];
 }
 
 uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c)
@@ -458,6 +583,50 @@ static void add_rec(struct cprof_table *dst, size_t di, const struct cprof_table
     dst->recs[di].primitive_calls += src->recs[si].primitive_calls;
     for (unsigned c = 0; c < 2 * n; c++)
         dv[c] += sv[c];
+}
+
+/* Add a thread's histograms and slow sets into the merged ones (map: its function
+ * indices to merged ones). */
+static int merge_ext(struct cprof_merged *out, const struct cprof_thread *t, const size_t *map,
+                     unsigned n)
+{
+    if (t->slow_k > out->slow_k) {
+        if (out->slow_k && out->ext_cap) /* sets already made with a smaller K */
+            return -1;
+        out->slow_k = t->slow_k;
+    }
+    out->dist_lost += t->dist_lost;
+    for (size_t i = 0; i < t->ext_cap && i < t->fns.len; i++) {
+        const struct cprof_fn_ext *src = &t->ext[i];
+        struct cprof_fn_ext *dst;
+
+        if (!src->hist && !src->slow)
+            continue;
+        dst = ext_of(&out->ext, &out->ext_cap, map[i]);
+        if (!dst)
+            return -1;
+        if (src->hist) {
+            if (!dst->hist && !(dst->hist = cprof_arena_alloc(&out->arena, n * sizeof(*dst->hist))))
+                return -1;
+            for (unsigned c = 0; c < n; c++)
+                if (cprof_hist_merge(&dst->hist[c], &src->hist[c], &out->arena) < 0)
+                    return -1;
+        }
+        if (src->slow) {
+            if (!dst->slow) {
+                dst->slow = cprof_arena_alloc(&out->arena, sizeof(*dst->slow) +
+                                                               out->slow_k * sizeof(dst->slow->e[0]));
+                if (!dst->slow)
+                    return -1;
+            }
+            for (unsigned j = 0; j < src->slow->count; j++) {
+                const struct cprof_slow_entry *e = &src->slow->e[j];
+                if (dst->slow->count < out->slow_k || e->value > dst->slow->e[0].value)
+                    slow_insert(dst->slow, out->slow_k, e->value, e->tag);
+            }
+        }
+    }
+    return 0;
 }
 
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
@@ -495,6 +664,8 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
                 goto err;
             add_rec(&out->fns, map[i], &t->fns, i);
         }
+        if (merge_ext(out, t, map, n) < 0)
+            goto err;
         for (size_t i = 0; i < t->edges.len; i++) {
             uint64_t k = t->edges.recs[i].key;
             uint64_t mk = (uint64_t)map[k >> 32] << 32 | map[k & 0xffffffffu];
@@ -536,6 +707,10 @@ void cprof_merged_free(struct cprof_merged *m)
     cprof_table_free(&m->fns);
     cprof_table_free(&m->edges);
     cprof_table_free(&m->nodes);
+    free(m->ext);
+    m->ext = NULL;
+    m->ext_cap = 0;
+    cprof_arena_free(&m->arena);
     free(m->region);
     m->region = m->unattributed = m->compensated = NULL;
 }

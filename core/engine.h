@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hist.h"
+
 typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
 
 #define CPROF_ROOT 0u           /* index of the root record in every function table */
@@ -73,6 +75,32 @@ struct cprof_frame {
 /* Called when a thread sees a key for the first time (once per key per thread). */
 typedef void (*cprof_newkey_fn)(void *arg, cprof_key key);
 
+/* Called when a call of `key` ends among the K largest of the first counter so
+ * far (values: its inclusive growth, one per counter).  `current` is 1 when the
+ * call is the one the exit event is about (its frame is still there to look at),
+ * 0 when it was closed because an outer frame exited.  If `evicting`, the entry
+ * tagged `evicted` leaves the top K.  Returns the tag to keep with the entry. */
+typedef uint64_t (*cprof_slow_fn)(void *arg, cprof_key key, const uint64_t *values, int current,
+                                  int evicting, uint64_t evicted);
+
+#define CPROF_MAX_SLOW 64       /* largest K for slow calls */
+
+struct cprof_slow_entry {
+    uint64_t value;             /* inclusive growth of the first counter */
+    uint64_t tag;               /* what the callback returned */
+};
+
+struct cprof_slow_set {         /* the K largest calls of one function, ascending */
+    unsigned count;
+    struct cprof_slow_entry e[]; /* K of them */
+};
+
+/* Per function, optional data kept only when asked for (distributions, slow calls). */
+struct cprof_fn_ext {
+    struct cprof_hist *hist;    /* n histograms of per-call inclusive values, or NULL */
+    struct cprof_slow_set *slow; /* or NULL */
+};
+
 struct cprof_thread {
     unsigned n;                 /* counters */
     struct cprof_table fns;     /* per function key; record 0 is the root */
@@ -92,6 +120,7 @@ struct cprof_thread {
     uint64_t *raw_last;         /* n: the latest raw reading (clamped) */
     uint64_t *comp;             /* n: tracer cost per event to take out (0: none) */
     uint64_t *comp_off;         /* n: total taken out so far */
+    uint64_t *excl;             /* n: tracer work to take out of the next interval */
     int started;                /* first reading taken */
     int paused;                 /* profiling stopped; the next reading resumes it */
     int oom;                    /* sticky: memory ran out, some events were dropped */
@@ -102,6 +131,14 @@ struct cprof_thread {
     cprof_key backwards_key;    /* function on top when it happened (0: root) */
     cprof_newkey_fn on_new_key; /* optional */
     void *new_key_arg;
+    int dist;                   /* keep per-call distributions */
+    unsigned slow_k;            /* keep the K slowest calls per function (0: none) */
+    cprof_slow_fn on_slow;      /* required when slow_k > 0 */
+    void *slow_arg;
+    struct cprof_fn_ext *ext;   /* per function index, when dist or slow_k */
+    size_t ext_cap;             /* entries allocated in ext */
+    struct cprof_arena arena;   /* histograms and slow sets */
+    uint64_t dist_lost;         /* values not recorded: memory ran out */
 };
 
 int cprof_thread_init(struct cprof_thread *t, unsigned ncounters, cprof_newkey_fn on_new_key,
@@ -132,6 +169,17 @@ void cprof_thread_pause(struct cprof_thread *t);
  * numbers are then net of it; cprof_thread_compensated() says how much went. */
 void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event);
 uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c);
+/* The tracer did work of its own between two raw readings taken now (capturing a
+ * slow call's arguments): take after - before out of the next interval too (never
+ * more than it), as part of the compensated share. */
+void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const uint64_t *after);
+
+/* Keep a histogram of every call's inclusive value, per function and counter. */
+void cprof_thread_set_distributions(struct cprof_thread *t, int on);
+/* Keep the k (<= CPROF_MAX_SLOW) largest calls per function by the first counter. */
+void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_fn fn, void *arg);
+/* A function's optional data (by index in fns), or NULL. */
+const struct cprof_fn_ext *cprof_thread_ext(const struct cprof_thread *t, size_t fn);
 
 /* Growth of counter c over this thread's region, and the part no function got. */
 uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c);
@@ -152,10 +200,16 @@ struct cprof_merged {
     uint64_t events;            /* events over all threads */
     uint64_t unmatched_exits;
     uint64_t backwards;
+    struct cprof_fn_ext *ext;   /* per merged function, or NULL: none kept */
+    size_t ext_cap;
+    unsigned slow_k;            /* K of the slow sets */
+    struct cprof_arena arena;
+    uint64_t dist_lost;
 };
 
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 struct cprof_merged *out);
 void cprof_merged_free(struct cprof_merged *m);
+const struct cprof_fn_ext *cprof_merged_ext(const struct cprof_merged *m, size_t fn);
 
 #endif

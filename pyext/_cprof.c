@@ -43,6 +43,18 @@
 #define RESTORE_EXC(s) PyErr_Restore(s##_t, s##_v, s##_tb)
 #endif
 
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#endif
+static inline PyObject *Py_NewRefNone(void)
+{
+    return Py_NewRef(Py_None);
+}
+
 #define MAX_EXISTING_FRAMES 4096 /* deepest pre-existing stack pushed at enable() */
 
 typedef struct {
@@ -86,6 +98,10 @@ struct ProfilerObject {
     PyObject *objects;          /* the Counter/UserCounter objects its specs point to */
     int has_pycall;             /* one of the counters is a Counter (a Python call) */
     PyObject *failures;         /* list of (counter, function entry or None, reason) */
+    int dist;                   /* keep per-call distributions */
+    unsigned slow_k;            /* keep the K slowest calls per function (0: none) */
+    PyObject *capture;          /* capture(frame) -> (args repr, thread name), or NULL */
+    PyObject *captures;         /* list: slow call tag - 1 -> (args, thread, values) or None */
     PyObject *hooks;            /* list of hook objects registered with sys.monitoring */
     PyObject *bootstrap;        /* threading.setprofile() function for new threads (< 3.12) */
 };
@@ -150,6 +166,50 @@ fail:
 
 /* ---- thread states ---------------------------------------------------------------- */
 
+static inline void read_all(const struct tstate *ts, unsigned n, uint64_t *now);
+
+/* A call entered its function's K slowest: remember its arguments (when its frame
+ * is the current one) through the Python capture function, whose own cost is kept
+ * out of the numbers.  Returns the entry's tag: 1 + its index in p->captures. */
+static uint64_t on_slow(void *arg, cprof_key key, const uint64_t *values, int current,
+                        int evicting, uint64_t evicted)
+{
+    struct tstate *ts = arg;
+    ProfilerObject *p = ts->prof;
+    PyObject *info = NULL, *vals = NULL, *entry;
+    uint64_t tag = 0;
+    SAVE_EXC(saved);
+
+    (void)key;
+    if (evicting && evicted && (Py_ssize_t)evicted <= PyList_GET_SIZE(p->captures))
+        PyList_SetItem(p->captures, (Py_ssize_t)evicted - 1, Py_NewRefNone());
+    if (current && p->capture && ts->pending && PyCode_Check(ts->pending)) {
+        uint64_t before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
+        PyFrameObject *f = PyEval_GetFrame();
+        read_all(ts, p->n, before);
+        if (f)
+            info = PyObject_CallFunctionObjArgs(p->capture, (PyObject *)f, NULL);
+        read_all(ts, p->n, after);
+        cprof_thread_exclude(&ts->eng, before, after);
+        if (!info)
+            PyErr_Clear();
+    }
+    vals = PyTuple_New(p->n);
+    for (unsigned c = 0; vals && c < p->n; c++)
+        PyTuple_SET_ITEM(vals, c, PyLong_FromUnsignedLongLong(values[c]));
+    entry = vals ? PyTuple_Pack(2, info ? info : Py_None, vals) : NULL;
+    if (entry && PyList_Append(p->captures, entry) == 0)
+        tag = (uint64_t)PyList_GET_SIZE(p->captures);
+    else
+        set_sticky(p, "cprof could not record a slow call (out of memory?)");
+    Py_XDECREF(entry);
+    Py_XDECREF(vals);
+    Py_XDECREF(info);
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+    return tag;
+}
+
 static struct tstate *tstate_new(ProfilerObject *p)
 {
     struct tstate *ts = PyMem_RawCalloc(1, sizeof(*ts));
@@ -183,6 +243,9 @@ static struct tstate *tstate_new(ProfilerObject *p)
         ts->opened++;
     }
     cprof_thread_set_compensation(&ts->eng, p->comp);
+    cprof_thread_set_distributions(&ts->eng, p->dist);
+    if (p->slow_k)
+        cprof_thread_set_slow_calls(&ts->eng, p->slow_k, on_slow, ts);
     return ts;
 }
 
@@ -722,16 +785,30 @@ out:
 static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
-    static char *kwlist[] = {"counters", "all_call_sites", NULL};
-    PyObject *counters = NULL;
-    int all_call_sites = 0;
+    static char *kwlist[] = {"counters", "all_call_sites", "distributions", "slow_calls",
+                             "capture", NULL};
+    PyObject *counters = NULL, *capture = Py_None;
+    int all_call_sites = 0, dist = 0, slow_k = 0;
     struct cprof_error err = {0};
     module_state *st = state_of(self);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Op:Profiler", kwlist, &counters,
-                                     &all_call_sites))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OppiO:Profiler", kwlist, &counters,
+                                     &all_call_sites, &dist, &slow_k, &capture))
         return -1;
+    if (slow_k < 0 || slow_k > CPROF_MAX_SLOW) {
+        PyErr_Format(st->error, "slow_calls must be between 0 and %d", CPROF_MAX_SLOW);
+        return -1;
+    }
+    if (capture != Py_None && !PyCallable_Check(capture)) {
+        PyErr_SetString(PyExc_TypeError, "capture must be callable");
+        return -1;
+    }
     p->all_call_sites = all_call_sites;
+    p->dist = dist;
+    p->slow_k = (unsigned)slow_k;
+    Py_XSETREF(p->capture, capture == Py_None ? NULL : Py_NewRef(capture));
+    if (!p->captures && !(p->captures = PyList_New(0)))
+        return -1;
     if (p->enabled || p->threads || p->n) {
         PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
         return -1;
@@ -947,6 +1024,80 @@ static PyObject *u64_list(const uint64_t *v, unsigned n)
     return l;
 }
 
+/* One histogram: its count, quantiles, max and non-empty buckets (low, high, count). */
+static PyObject *hist_dict(const struct cprof_hist *h)
+{
+    PyObject *buckets = PyList_New(0), *d;
+
+    if (!buckets)
+        return NULL;
+    for (unsigned b = 0; b < CPROF_HIST_BLOCKS; b++) {
+        if (!h->blocks[b])
+            continue;
+        for (unsigned i = b * CPROF_HIST_SUB; i < (b + 1) * CPROF_HIST_SUB; i++) {
+            uint32_t c = cprof_hist_at(h, i);
+            PyObject *x;
+            if (!c)
+                continue;
+            x = Py_BuildValue("(KKI)", (unsigned long long)cprof_hist_low(i),
+                              (unsigned long long)cprof_hist_high(i), (unsigned)c);
+            if (!x || PyList_Append(buckets, x) < 0) {
+                Py_XDECREF(x);
+                Py_DECREF(buckets);
+                return NULL;
+            }
+            Py_DECREF(x);
+        }
+    }
+    d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:N}", "count", (unsigned long long)h->count, "p50",
+                      (unsigned long long)cprof_hist_quantile(h, 0.50), "p90",
+                      (unsigned long long)cprof_hist_quantile(h, 0.90), "p99",
+                      (unsigned long long)cprof_hist_quantile(h, 0.99), "max",
+                      (unsigned long long)h->max, "buckets", buckets);
+    return d;
+}
+
+/* Distributions and slow calls of merged function i, or None. */
+static PyObject *ext_of_fn(ProfilerObject *p, const struct cprof_merged *m, size_t i)
+{
+    const struct cprof_fn_ext *x = cprof_merged_ext(m, i);
+    PyObject *dist = Py_None, *slow = Py_None, *out;
+
+    if (!x || (!x->hist && !x->slow))
+        Py_RETURN_NONE;
+    if (x->hist && !(dist = PyList_New(p->n)))
+        return NULL;
+    for (unsigned c = 0; x->hist && c < p->n; c++) {
+        PyObject *h = hist_dict(&x->hist[c]);
+        if (!h) {
+            Py_DECREF(dist);
+            return NULL;
+        }
+        PyList_SET_ITEM(dist, c, h);
+    }
+    if (x->slow) {
+        slow = PyList_New(0);
+        for (unsigned j = x->slow->count; slow && j-- > 0;) {  /* largest first */
+            uint64_t tag = x->slow->e[j].tag;
+            PyObject *cap = tag && (Py_ssize_t)tag <= PyList_GET_SIZE(p->captures)
+                                ? PyList_GET_ITEM(p->captures, (Py_ssize_t)tag - 1)
+                                : Py_None;
+            if (PyList_Append(slow, cap) < 0)
+                Py_CLEAR(slow);
+        }
+        if (!slow) {
+            if (dist != Py_None)
+                Py_DECREF(dist);
+            return NULL;
+        }
+    } else
+        Py_INCREF(slow);
+    if (dist == Py_None)
+        Py_INCREF(dist);
+    out = Py_BuildValue("{s:N,s:N}", "dist", dist, "slow", slow);
+    return out;
+}
+
 static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
 {
     PyObject *out = NULL, *fns = NULL, *edges = NULL, *counters = NULL, *tree = NULL, *x;
@@ -984,9 +1135,9 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
             goto err;
         self_l = u64_list(cprof_self(&m->fns, i), n);
         total_l = u64_list(cprof_total(&m->fns, i), n);
-        x = Py_BuildValue("(KOKKNN)", (unsigned long long)r->key, entry ? entry : Py_None,
+        x = Py_BuildValue("(KOKKNNN)", (unsigned long long)r->key, entry ? entry : Py_None,
                           (unsigned long long)r->calls, (unsigned long long)r->primitive_calls,
-                          self_l, total_l);
+                          self_l, total_l, ext_of_fn(p, m, i));
         if (!x || PyList_Append(fns, x) < 0)
             goto err_x;
         Py_DECREF(x);
@@ -1018,14 +1169,15 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
         PyDict_SetItemString(out, "functions", fns) < 0 ||
         PyDict_SetItemString(out, "edges", edges) < 0)
         goto err;
-    x = Py_BuildValue("{s:N,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:s}", "region",
+    x = Py_BuildValue("{s:N,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:K,s:s}", "region",
                       u64_list(m->region, n), "unattributed", u64_list(m->unattributed, n),
                       "compensated", u64_list(m->compensated, n), "compensation_per_event",
                       u64_list(p->comp, n), "threads",
                       (unsigned long long)m->threads, "events", (unsigned long long)m->events,
                       "unmatched_exits", (unsigned long long)m->unmatched_exits, "backwards",
                       (unsigned long long)m->backwards, "tree_folded",
-                      (unsigned long long)m->tree_dropped, "hook",
+                      (unsigned long long)m->tree_dropped, "dist_lost",
+                      (unsigned long long)m->dist_lost, "hook",
                       CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile");
     if (!x || PyDict_SetItemString(out, "meta", x) < 0)
         goto err_x;
@@ -1089,6 +1241,8 @@ static int profiler_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(p->disable);
     Py_VISIT(p->objects);
     Py_VISIT(p->failures);
+    Py_VISIT(p->capture);
+    Py_VISIT(p->captures);
     return 0;
 }
 
@@ -1103,6 +1257,8 @@ static int profiler_clear(PyObject *self)
     Py_CLEAR(p->error);
     Py_CLEAR(p->disable);
     Py_CLEAR(p->failures);
+    Py_CLEAR(p->capture);
+    Py_CLEAR(p->captures);
     return 0;
 }
 

@@ -88,17 +88,20 @@ def _stand_ins(counters: list) -> tuple[list, tuple]:
 
 
 def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 20_000,
-              reps: int = 7) -> list:
+              reps: int = 7, distributions: bool = False, slow_calls: int = 0) -> list:
     """The tracer's own cost per event, per counter, on this machine and interpreter:
     the growth of each counter over `calls` calls of an empty function with
     profiling on, minus the same without, over the events profiling handled (two per
     call).  Best of `reps` each way; cached per process.  Counters defined in
     Python get 0: their readings do not grow with cprof's work."""
     items, key = _stand_ins(resolve_counters(counters))
-    key = (key, all_call_sites)
+    key = (key, all_call_sites, distributions, slow_calls)
     if key in _calibrated:
         return _calibrated[key]
-    probe = Profiler(items, all_call_sites=all_call_sites)
+    # the same work per event as the real profile (histograms, the slow-call test);
+    # no argument capture: its cost is measured and excluded where it happens
+    probe = Profiler(items, all_call_sites=all_call_sites, distributions=distributions,
+                     slow_calls=slow_calls)
 
     def leaf():
         pass
@@ -128,6 +131,16 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
     return per_event
 
 
+def make_profiler(counters: list, all_call_sites: bool = False, distributions: bool = False,
+                  slow_calls: int = 0) -> Profiler:
+    """The C Profiler for these options (the CLI and Profile share it)."""
+    if slow_calls < 0 or slow_calls > 64:
+        raise CprofError(f"--slow-calls={slow_calls}: give a number of calls from 1 to 64")
+    from .capture import capture
+    return Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
+                    slow_calls=slow_calls, capture=capture if slow_calls else None)
+
+
 class Profile:
     """Profile every thread with the given counters: names ("cpu", "wall", "ctxsw",
     perf events, "plugin:/path/lib.so"), Counter and UserCounter objects, in order.
@@ -142,12 +155,17 @@ class Profile:
     """
 
     def __init__(self, counters: str | Iterable[CounterLike] = ("cpu", "wall"), *,
-                 all_call_sites: bool = False, compensate: bool = True) -> None:
+                 all_call_sites: bool = False, compensate: bool = True,
+                 distributions: bool = False, slow_calls: int = 0) -> None:
         self._counters = resolve_counters(counters)
         # all_call_sites (3.12+): see Profiler's doc; True never misses a C call at a site
         # that also calls Python functions, at the cost of a CALL event at every call.
         self._all_call_sites = all_call_sites
-        self._profiler = Profiler(self._counters, all_call_sites=all_call_sites)
+        # distributions: a histogram of every call's inclusive value, per function and
+        # counter; slow_calls=K: the K largest calls per function (first counter), with
+        # the repr of their arguments
+        self._options = {"distributions": distributions, "slow_calls": slow_calls}
+        self._profiler = make_profiler(self._counters, all_call_sites, distributions, slow_calls)
         # compensate: take cprof's own per-event cost (calibrated once per process, at
         # the first enable) out of every measured interval, so call-heavy code is not
         # inflated
@@ -162,7 +180,8 @@ class Profile:
 
     def _start(self, skip: int) -> None:
         if self._compensate:
-            self._profiler.set_compensation(calibrate(self._counters, self._all_call_sites))
+            self._profiler.set_compensation(calibrate(self._counters, self._all_call_sites,
+                                                      **self._options))
             self._compensate = False  # once
         self._profiler.enable(push_existing=True, skip=skip)
 

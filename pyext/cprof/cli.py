@@ -30,7 +30,7 @@ import types
 
 from . import compare, exporters, profile_file, report
 from ._cprof import CprofError, Profiler, list_counters
-from .api import calibrate, resolve_counters
+from .api import calibrate, make_profiler, resolve_counters
 
 EXIT_USAGE = 2
 
@@ -55,6 +55,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-call-sites", action="store_true",
                    help="3.12+: keep watching call sites that called a Python function, so a C "
                         "function called later from the same site is not missed (slower)")
+    p.add_argument("--distributions", action="store_true",
+                   help="keep a histogram of every call's cost per function (p50/p99/max in the "
+                        "report, cprof report --hist FUNC)")
+    p.add_argument("--slow-calls", type=int, default=0, metavar="K",
+                   help="keep the K slowest calls per function (by the first counter) with the "
+                        "repr of their arguments")
     p.add_argument("--no-compensate", action="store_true",
                    help="keep cprof's own per-call cost in the numbers (by default it is "
                         "calibrated at start-up and taken out)")
@@ -289,9 +295,11 @@ def _prepare_module(name: str, args: list[str]):
 
 def _profile(opts) -> int:
     counters = resolve_counters(opts.counter)  # names, plugins, packages' entry points
-    profiler = Profiler(counters, all_call_sites=opts.all_call_sites)
+    profiler = make_profiler(counters, opts.all_call_sites, opts.distributions, opts.slow_calls)
     if not opts.no_compensate:
-        profiler.set_compensation(calibrate(counters, opts.all_call_sites))
+        profiler.set_compensation(calibrate(counters, opts.all_call_sites,
+                                            distributions=opts.distributions,
+                                            slow_calls=opts.slow_calls))
     if opts.module:
         run, run_args = _prepare_module(opts.module, ([opts.script] if opts.script else []) + opts.args)
         target = f"-m {opts.module}"

@@ -57,7 +57,7 @@ def build(raw: dict, meta: dict | None = None) -> dict:
     index: dict[tuple, int] = {}
     functions: list[dict] = []
     key_to_id: dict[int, int] = {}
-    for key, entry, calls, prim, self_v, total_v in raw["functions"]:
+    for key, entry, calls, prim, self_v, total_v, *ext in raw["functions"]:
         obj, module = entry if entry is not None else (None, None)
         name, file, line = describe(obj, module) if obj is not None else (f"<unknown {key:#x}>", "~", 0)
         ident = (name, file, line)
@@ -73,6 +73,8 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         for i in range(n):
             f["self"][counters[i]] += self_v[i]
             f["total"][counters[i]] += total_v[i]
+        if ext and ext[0]:
+            _add_ext(f, ext[0], counters)
     edges: dict[tuple, dict] = {}
     for caller, callee, calls, prim, total_v in raw["edges"]:
         if caller == 0 or caller not in key_to_id or callee not in key_to_id:
@@ -101,6 +103,7 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         "tracer_share": {"per_event": dict(zip(counters, rm.get("compensation_per_event", [0] * n))),
                          "compensated": dict(zip(counters, rm.get("compensated", [0] * n)))},
         "tree_folded": rm.get("tree_folded", 0),
+        "distribution_values_lost": rm.get("dist_lost", 0),
     }
     out_meta.update(meta or {})
     return {
@@ -113,6 +116,52 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         "tree": tree,
         "meta": out_meta,
     }
+
+
+def quantile(buckets: list, count: int, maxv: int, q: float) -> int:
+    """As the engine computes it: the midpoint of the bucket holding the value of
+    rank ceil(q * count), never above max; q = 1 gives max."""
+    if count == 0:
+        return 0
+    if q >= 1:
+        return maxv
+    rank = max(1, -(-q * count // 1))
+    seen = 0
+    for lo, hi, c in buckets:
+        seen += c
+        if seen >= rank:
+            return min(lo + (hi - lo) // 2, maxv)
+    return maxv
+
+
+def _add_ext(f: dict, ext: dict, counters: list) -> None:
+    """A function's distributions (per counter: count, p50, p90, p99, max, buckets
+    [low, high, count]) and slowest calls (largest first: values per counter, the
+    arguments' repr and the thread, or null where they could not be seen).  Two
+    code objects of one (name, file, line) merge: buckets add, quantiles recomputed."""
+    if ext.get("dist"):
+        dist = f.setdefault("dist", {})
+        for c, h in zip(counters, ext["dist"]):
+            old = dist.get(c)
+            if old:
+                merged: dict = {}
+                for lo, hi, k in old["buckets"] + [list(b) for b in h["buckets"]]:
+                    merged[(lo, hi)] = merged.get((lo, hi), 0) + k
+                h = {"count": old["count"] + h["count"], "max": max(old["max"], h["max"]),
+                     "buckets": [[lo, hi, k] for (lo, hi), k in sorted(merged.items())]}
+                for name, q in (("p50", .5), ("p90", .9), ("p99", .99)):
+                    h[name] = quantile(h["buckets"], h["count"], h["max"], q)
+            dist[c] = {k: h[k] for k in ("count", "p50", "p90", "p99", "max")}
+            dist[c]["buckets"] = [list(b) for b in h["buckets"]]
+    if ext.get("slow") is not None:
+        slow = f.setdefault("slow_calls", [])
+        for cap in ext["slow"]:
+            info, values = cap if cap is not None else (None, None)
+            if values is None:
+                continue
+            args, thread = info if info is not None else (None, None)
+            slow.append({"values": dict(zip(counters, values)), "args": args, "thread": thread})
+        slow.sort(key=lambda e: e["values"][counters[0]], reverse=True)
 
 
 def _build_tree(raw_nodes: list, key_to_id: dict, counters: list) -> dict:
