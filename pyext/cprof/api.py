@@ -231,6 +231,10 @@ class Profile:
         """Write the profile as the CLI's -o does (the JSON profile, written atomically)."""
         profile_file.write(self.profile(), path)
 
-    def print_stats(self, sort: str | None = None, limit: int = 25, file: TextIO | None = None) -> None:
-        """The CLI's text report (to stderr unless file is given)."""
-        (file or sys.stderr).write(report.format_report(self.profile(), sort=sort, limit=limit))
+    def print_stats(self, sort: str | None = None, limit: int = 25, file: TextIO | None = None,
+                    all: bool = False, focus: str | None = None) -> None:
+        """The CLI's text report (to stderr unless file is given): the program's own functions
+        and one line per library; all=True lists every function, focus="mypkg,src/*" only
+        those whose module or file matches (the CLI's --all and --focus)."""
+        (file or sys.stderr).write(report.format_report(self.profile(), sort=sort, limit=limit,
+                                                        all=all, focus=focus))

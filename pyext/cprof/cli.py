@@ -1,8 +1,8 @@
 """The command line:
 
-    cprof [--counter=LIST] [-o FILE] [--sort=COUNTER] [--limit=N] script.py [args...]
+    cprof [--counter=LIST] [-o FILE] [--sort=COUNTER] [--limit=N] [--all|--focus=P] script.py [args...]
     cprof [...] -m module [args...]
-    cprof report FILE [--sort=COUNTER] [--limit=N]
+    cprof report FILE [--sort=COUNTER] [--limit=N] [--all|--focus=PATTERN]
     cprof report FILE --html [-o report.html] [--open]
     cprof export FILE --format {pstats,speedscope,collapsed,pprof,gprof2dot} [--counter=C] [-o OUT]
     cprof compare BEFORE.json AFTER.json [--counter=C] [--fail-above=PCT [--function=NAME]]
@@ -28,7 +28,7 @@ import time
 import traceback
 import types
 
-from . import compare, exporters, profile_file, report
+from . import compare, exporters, focus, profile_file, report
 from ._cprof import CprofError, Profiler, list_counters
 from .api import calibrate, make_profiler, resolve_counters
 
@@ -52,6 +52,7 @@ def _run_parser() -> argparse.ArgumentParser:
                    "folded stacks (.folded), pprof (.pb.gz), gprof2dot (.gprof2dot.json), HTML (.html)")
     p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
     p.add_argument("--limit", type=int, default=25, help="functions in the report (0 = all)")
+    _focus_options(p)
     p.add_argument("--all-call-sites", action="store_true",
                    help="3.12+: keep watching call sites that called a Python function, so a C "
                         "function called later from the same site is not missed (slower)")
@@ -73,12 +74,22 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _focus_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--all", action="store_true", help="list every function (by default the "
+                   "standard library, site-packages and cprof fold into one line per library)")
+    g.add_argument("--focus", metavar="PATTERN", help="list only the functions whose module or "
+                   "file matches PATTERN (fnmatch globs, comma-separated: mypkg,src/*); the rest "
+                   "fold into one [other] line")
+
+
 def _report_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cprof report", description="Print the report of a saved cprof profile, "
                 "or with --html write it as one self-contained HTML page.")
     p.add_argument("file")
     p.add_argument("--sort")
     p.add_argument("--limit", type=int, default=25)
+    _focus_options(p)
     p.add_argument("--html", action="store_true", help="write the HTML report (default: FILE with .html)")
     p.add_argument("-o", "--output", help="where to write the HTML report")
     p.add_argument("--open", action="store_true", help="open the HTML report in a web browser")
@@ -117,7 +128,8 @@ def _report(argv: list[str]) -> int:
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "
                              "or use --sort for the text report")
-        sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit, title=opts.file))
+        sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit, title=opts.file,
+                                              all=opts.all, focus=opts.focus))
         return 0
     out = opts.output or exporters.default_path(opts.file, "html", profile, "")
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
@@ -175,7 +187,7 @@ def _write_output(prof: dict, path: str) -> None:
 def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
     """With -m, everything after the module name is the module's, as with python -m
     (argparse alone would take `cprof -m mod -o x` as cprof's -o)."""
-    with_value = ("--counter", "-c", "-o", "--output", "--sort", "--limit")
+    with_value = ("--counter", "-c", "-o", "--output", "--sort", "--limit", "--focus")
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -310,6 +322,7 @@ def _profile(opts) -> int:
         raise CprofError("no script to profile; give a script (cprof script.py) or a module (cprof -m mod)")
     if opts.sort:
         report._sort_key({"counters": [{"name": n} for n in profiler.counters]}, opts.sort)
+    focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
     if opts.output:
         out_dir = os.path.dirname(os.path.abspath(opts.output))
         if not os.path.isdir(out_dir):
@@ -346,7 +359,8 @@ def _profile(opts) -> int:
     if opts.output:
         _write_output(prof, opts.output)
     else:
-        sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit, title=target))
+        sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit, title=target,
+                                                     all=opts.all, focus=opts.focus))
     if hook_error is not None:
         print(f"cprof: warning: {hook_error}", file=sys.stderr)
     if isinstance(exc, SystemExit):

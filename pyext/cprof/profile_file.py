@@ -17,6 +17,7 @@ import tempfile
 import types
 from typing import Any
 
+from . import focus
 from ._cprof import CprofError
 
 VERSION = 1
@@ -103,6 +104,8 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         "tracer_share": {"per_event": dict(zip(counters, rm.get("compensation_per_event", [0] * n))),
                          "compensated": dict(zip(counters, rm.get("compensated", [0] * n)))},
         "tree_folded": rm.get("tree_folded", 0),
+        # where the stdlib and site-packages were, so a report made later folds the same code
+        "paths": focus.library_paths(),
         "distribution_values_lost": rm.get("dist_lost", 0),
     }
     out_meta.update(meta or {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from . import focus as _focus
 from ._cprof import CprofError
 
 
@@ -39,16 +40,20 @@ def _sort_key(profile: dict, sort: str | None):
     return name, which
 
 
-def format_report(profile: dict, sort: str | None = None, limit: int = 25, title: str = "") -> str:
+def format_report(profile: dict, sort: str | None = None, limit: int = 25, title: str = "",
+                  all: bool = False, focus: str | None = None) -> str:
+    """The report: the user's functions and a line per library (focus.select), or with
+    all=True every function, or with focus="PATTERN,..." the matching ones and [other]."""
     counters = profile["counters"]
     units = {c["name"]: c["unit"] for c in counters}
     meta = profile.get("meta", {})
     sort_name, which = _sort_key(profile, sort)
     fns = profile["functions"]
+    listed = _focus.select(profile, all=all, focus=focus)
     if which is None:
-        ordered = sorted(fns, key=lambda f: f["calls"], reverse=True)
+        ordered = sorted(listed, key=lambda f: f["calls"], reverse=True)
     else:
-        ordered = sorted(fns, key=lambda f: (f[which][sort_name], f["total"][sort_name]), reverse=True)
+        ordered = sorted(listed, key=lambda f: (f[which][sort_name], f["total"][sort_name]), reverse=True)
     shown = ordered[:limit] if limit > 0 else ordered
 
     lines = []
@@ -69,7 +74,8 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
             lines.append(f"  {'':<8} multiplexed: {scaled['count']:,} group reads scaled, "
                          f"{human(scaled.get('total', 0), c['unit'])} estimated at the last one")
     lines.append(f"sorted by {sort_name}{'' if which in (None, 'self') else ' ' + which}"
-                 f"{' self' if which == 'self' else ''}; top {len(shown)} of {len(fns)}")
+                 f"{' self' if which == 'self' else ''}; top {len(shown)} of {len(listed)}"
+                 + _folding_note(listed, focus))
     lines.append("")
 
     cols = ["calls"]
@@ -81,7 +87,10 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
         row = [calls]
         for c in counters:
             row += [human(f["self"][c["name"]], units[c["name"]]), human(f["total"][c["name"]], units[c["name"]])]
-        where = f"{os.path.basename(f['file'])}:{f['line']}" if f["file"] != "~" else "built-in"
+        if "folded" in f:
+            where = f"{len(f['folded'])} function{'s' if len(f['folded']) != 1 else ''} folded"
+        else:
+            where = f"{os.path.basename(f['file'])}:{f['line']}" if f["file"] != "~" else "built-in"
         rows.append((row, f"{f['name']}  ({where})"))
     widths = [max(len(cols[i]), *(len(r[0][i]) for r in rows)) if rows else len(cols[i])
               for i in range(len(cols))]
@@ -94,3 +103,16 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
         lines.append("outside any function: " + ", ".join(
             f"{c['name']} {human(un.get(c['name'], 0), c['unit'])}" for c in counters))
     return "\n".join(lines) + "\n"
+
+
+def _folding_note(listed: list, focus: str | None) -> str:
+    """What the row count leaves out, after 'top N of M': nothing when nothing is folded."""
+    folded = [r for r in listed if "folded" in r]
+    if not folded:
+        return ""
+    n = sum(len(r["folded"]) for r in folded)
+    if focus:
+        return (f" lines: functions matching {focus}, {n} other function{'s' if n != 1 else ''} "
+                "folded into [other] (--all lists every function)")
+    return (f" lines: your code, {n} library function{'s' if n != 1 else ''} folded into "
+            f"{len(folded)} [library] line{'s' if len(folded) != 1 else ''} (--all lists every function)")

@@ -472,9 +472,10 @@ def by_row(profile: dict) -> dict:
 
 
 def test_report_from_a_saved_profile(saved):
+    # --all: every function on its own row (the default folds library code: test_focus.py)
     profile = load(saved)
     fns = by_row(profile)
-    r = cprof("report", saved)
+    r = cprof("report", saved, "--all")
     assert r.returncode == 0 and r.stderr == ""
     text = r.stdout.decode()
     ncalls = sum(f["calls"] for f in profile["functions"])
@@ -488,7 +489,7 @@ def test_report_from_a_saved_profile(saved):
     assert keys == sorted(keys, reverse=True)
     rest = [(f["self"]["cpu"], f["total"]["cpu"]) for i, f in fns.items() if i not in {r["id"] for r in rows}]
     assert all(k <= keys[-1] for k in rest)
-    every = report_rows(cprof("report", saved, "--limit", "0").stdout.decode())
+    every = report_rows(cprof("report", saved, "--all", "--limit", "0").stdout.decode())
     assert sorted(row["id"] for row in every) == sorted(fns)
     for row in every:
         f = fns[row["id"]]
@@ -513,23 +514,23 @@ def test_report_is_the_same_as_the_live_one(saved):
 
 def test_report_sort_and_limit(saved):
     fns = by_row(load(saved))
-    by_total = report_rows(cprof("report", saved, "--sort", "cpu.total").stdout.decode())
+    by_total = report_rows(cprof("report", saved, "--all", "--sort", "cpu.total").stdout.decode())
     totals = [fns[r["id"]]["total"]["cpu"] for r in by_total]
     assert totals == sorted(totals, reverse=True)
     assert totals[0] == max(f["total"]["cpu"] for f in fns.values())
 
-    by_calls = report_rows(cprof("report", saved, "--sort", "calls").stdout.decode())
+    by_calls = report_rows(cprof("report", saved, "--all", "--sort", "calls").stdout.decode())
     assert by_calls[0]["name"] == "__main__.tiny" and by_calls[0]["calls"] == "200"
     calls = [fns[r["id"]]["calls"] for r in by_calls]
     assert calls == sorted(calls, reverse=True)
 
-    r = cprof("report", saved, "--limit", "3")
+    r = cprof("report", saved, "--all", "--limit", "3")
     text = r.stdout.decode()
     assert len(report_rows(text)) == 3
     assert f"sorted by cpu self; top 3 of {len(fns)}" in text.splitlines()
     assert [row["id"] for row in report_rows(text)] == [row["id"] for row in report_rows(
-        cprof("report", saved).stdout.decode())][:3]
-    assert len(report_rows(cprof("report", saved, "--limit", "0").stdout.decode())) == len(fns)
+        cprof("report", saved, "--all").stdout.decode())][:3]
+    assert len(report_rows(cprof("report", saved, "--all", "--limit", "0").stdout.decode())) == len(fns)
 
 
 def test_report_of_a_known_profile_is_exact(tmp_path):

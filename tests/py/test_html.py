@@ -94,15 +94,22 @@ def test_names_cannot_break_out_of_the_page(saved, tmp_path):
     ("<string>", False),
 ])
 def test_what_counts_as_library(path, lib):
-    from cprof.exporters.html import is_library
-    assert is_library(path, roots=("/opt/python-prefix/",)) is lib
+    # the classification the text report folds by (tests/py/test_focus.py has more)
+    from cprof.focus import is_library
+    paths = {"stdlib": ["/opt/python-prefix/lib"], "site": ["/opt/python-prefix/lib/site-packages"]}
+    assert is_library({"name": "mod.f", "file": path, "line": 1}, paths) is lib
 
 
 def test_library_under_this_pythons_prefix():
+    import sysconfig
     import threading
-    from cprof.exporters.html import is_library
-    assert is_library(threading.__file__)
-    assert is_library(os.path.join(sys.prefix, "anything.py"))
+    from cprof.focus import is_library
+    assert is_library({"name": "threading.Thread.run", "file": threading.__file__, "line": 1})
+    stdlib = sysconfig.get_paths()["stdlib"]
+    assert is_library({"name": "anything.f", "file": os.path.join(stdlib, "anything.py"), "line": 1})
+    # the prefix itself is not: it is /usr or /usr/local, which hold programs too (/usr/src/app)
+    assert not is_library({"name": "main.f", "file": os.path.join(sys.prefix, "src", "app", "main.py"),
+                           "line": 1})
 
 
 def test_bad_input_is_one_sentence(saved, tmp_path):
@@ -248,8 +255,8 @@ def test_in_a_headless_browser(saved, tmp_path):
     assert seen["dimmed"] > 0 and set(seen["undimmed"]) <= {"all", "__main__.odd"}
 
     # folding: library functions called only from library code are left out of the table
-    from cprof.exporters.html import is_library
-    lib = {f["id"]: is_library(f["file"]) for f in prof["functions"]}
+    from cprof.focus import libraries
+    lib = {i: label is not None for i, label in enumerate(libraries(prof))}
     from_program = {e["callee"] for e in prof["edges"] if not lib[e["caller"]]}
     at_root = {prof["tree"]["function"][i] for i, p in enumerate(prof["tree"]["parent"]) if p == 0}
     shown = {f["name"] for f in prof["functions"]

@@ -3,49 +3,32 @@ inline, nothing fetched), with a counter switcher, an icicle of the call tree, a
 sortable function table with self/total per counter, the callers and callees of a
 selected function, a search box, and a toggle that folds library code.
 
-Library code, as pyinstrument decides it: built-ins (file '~'), frozen modules, and
-files under the Python installation (sys.prefix, sys.base_prefix, the stdlib and
-site-packages folders of the Python writing the report) or under any
-site-packages/dist-packages or lib/pythonX.Y folder (for a profile made elsewhere)."""
+Library code is what the text report folds (focus.library_of): built-ins (file '~'),
+frozen modules, cprof's own package, and files under the standard library and
+site-packages folders the profile recorded (meta.paths) or under any
+site-packages/dist-packages or lib/pythonX.Y folder."""
 from __future__ import annotations
 
 import html
 import json
 import os
 import re
-import sys
-import sysconfig
 
+from .. import focus
 from . import tree_of, write_atomic
 
 EXTENSION = ".html"
 MULTI_COUNTER = True
 
 _TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "html_template.html")
-_LIBRARY_PATTERN = re.compile(r"[/\\](site-packages|dist-packages)[/\\]|[/\\]lib[/\\]python\d+(\.\d+)?t?[/\\]")
-
-
-def _library_roots() -> tuple[str, ...]:
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    paths = sysconfig.get_paths()
-    roots.update(paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib"))
-    return tuple(sorted({os.path.join(os.path.realpath(r), "") for r in roots if r}))
-
-
-def is_library(file: str, roots: tuple[str, ...] | None = None) -> bool:
-    if file == "~" or file.startswith("<"):  # built-in, <frozen ...>, <string>
-        return file != "<string>" and file != "<stdin>"
-    if _LIBRARY_PATTERN.search(file):
-        return True
-    roots = _library_roots() if roots is None else roots
-    return any(file.startswith(r) for r in roots)
 
 
 def data(profile: dict, counter: str, title: str | None = None) -> dict:
-    """What the page's script reads: the profile, column-wise where it is big."""
+    """What the page's script reads: the profile, column-wise where it is big.  A function's
+    "lib" is its library's name (focus.libraries), null for the program's own code."""
     tree = tree_of(profile)
     names = [c["name"] for c in profile["counters"]]
-    roots = _library_roots()
+    libs = focus.libraries(profile)
     meta = profile.get("meta", {})
     if title is None:
         title = " ".join(map(str, meta.get("command") or [])) or "profile"
@@ -55,7 +38,7 @@ def data(profile: dict, counter: str, title: str | None = None) -> dict:
         "counters": [{k: c.get(k, "") for k in ("name", "unit", "description")} for c in profile["counters"]],
         "functions": [{"name": f["name"], "file": f["file"], "line": f["line"], "calls": f["calls"],
                        "prim": f["primitive_calls"], "self": [f["self"][n] for n in names],
-                       "total": [f["total"][n] for n in names], "lib": is_library(f["file"], roots)}
+                       "total": [f["total"][n] for n in names], "lib": libs[f["id"]]}
                       for f in profile["functions"]],
         "edges": [[e["caller"], e["callee"], e["calls"], e["primitive_calls"], [e["total"][n] for n in names]]
                   for e in profile["edges"]],

@@ -1,0 +1,336 @@
+"""The user's own code, and the rows of the text report.
+
+Each function is either the user's own code or part of a library:
+
+- a Python function is library code when its file is under cprof's own package
+  (library "cprof"), a site-packages/dist-packages folder ("site-packages: NAME", NAME
+  its top-level package), the standard library ("NAME", its top-level module), or is a
+  frozen module (file "<frozen importlib._bootstrap>": "importlib").  The folders are
+  those the profile recorded when it was made (meta.paths), or this interpreter's for a
+  profile without them; any .../site-packages/, .../dist-packages/ or .../lib/pythonX.Y/
+  folder counts too.  Other files, "<string>" and "<stdin>" included, are the user's.
+- a built-in (C) function (file "~") belongs to the library of its module: time.sleep to
+  "time", _json.scanstring to "json" (an accelerator module `_x` goes with `x`), the
+  _thread module's locks to "threading", list.sort and len to "builtins".
+
+The report (select) shows the user's functions and folds each library into one line,
+except that a built-in called directly by a shown function, or only from outside any
+profiled function (the CLI's exec of the script), stays on its own line, with all its
+calls: calling time.sleep or list.sort is the user's doing, while the list.append calls
+inside json belong to json.  With --focus the shown
+functions are those matching the patterns, and the rest fold into one "[other]" line.
+
+Totals are conserved: every function is on exactly one line, so a folded line's self is
+the sum of its functions' self, and the lines' self plus meta.unattributed is
+meta.region.  A folded line's total counts each maximal subtree of its functions in the
+call tree once (the total of the tree nodes of the group that have no ancestor in it),
+so calls nested within the same library are not counted twice."""
+from __future__ import annotations
+
+import builtins
+import fnmatch
+import os
+import re
+import site
+import sys
+import sysconfig
+
+from ._cprof import CprofError
+
+_SITE = re.compile(r"[/\\](?:site-packages|dist-packages)[/\\]([^/\\]+)", re.IGNORECASE)
+_STDLIB = re.compile(r"[/\\]lib[/\\]python\d+(?:\.\d+)?t?[/\\]([^/\\]+)", re.IGNORECASE)
+# C modules whose functions belong to another module's library
+_C_ALIASES = {"_thread": "threading", "thread": "threading", "posix": "os", "nt": "os", "_sre": "re"}
+_CPROF_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def library_paths() -> dict:
+    """Where this interpreter's standard library and site-packages are, and cprof's own
+    package: what meta.paths records when a profile is built."""
+    stdlib, sites = set(), set()
+
+    def add(into: set, path):
+        if path:
+            into.add(os.path.normpath(path))
+            into.add(os.path.realpath(path))
+
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for prefix in prefixes:
+        paths = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix,
+                                          "installed_base": prefix, "installed_platbase": prefix})
+        add(stdlib, paths.get("stdlib"))
+        add(stdlib, paths.get("platstdlib"))
+        add(sites, paths.get("purelib"))
+        add(sites, paths.get("platlib"))
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib"):
+        add(stdlib, paths.get(key))
+    for key in ("purelib", "platlib"):
+        add(sites, paths.get(key))
+    add(stdlib, os.path.dirname(os.__file__))
+    try:
+        for p in site.getsitepackages():
+            add(sites, p)
+    except AttributeError:  # old virtualenv's site module
+        pass
+    try:
+        add(sites, site.getusersitepackages())
+    except AttributeError:
+        pass
+    cprof = set()
+    add(cprof, _CPROF_DIR)
+    return {"stdlib": sorted(stdlib), "site": sorted(sites), "cprof": sorted(cprof)}
+
+
+def paths_of(profile: dict) -> dict:
+    """The folders recorded in the profile (meta.paths), or this interpreter's."""
+    recorded = profile.get("meta", {}).get("paths")
+    if isinstance(recorded, dict) and all(
+            isinstance(recorded.get(k), list) and all(isinstance(p, str) for p in recorded[k])
+            for k in ("stdlib", "site")):
+        return {"stdlib": recorded["stdlib"], "site": recorded["site"],
+                "cprof": [p for p in recorded.get("cprof", []) if isinstance(p, str)]}
+    return library_paths()
+
+
+def _under(file: str, roots) -> str | None:
+    """The path of file below the longest root that holds it, or None."""
+    best = None
+    for root in roots:
+        root = root.rstrip("/\\")
+        if root and file.startswith(root) and file[len(root):len(root) + 1] in ("/", "\\"):
+            if best is None or len(root) > len(best):
+                best = root
+    return None if best is None else file[len(best) + 1:]
+
+
+def _top(relative: str) -> str:
+    """The top-level module or package of a path below a library folder."""
+    parts = re.split(r"[/\\]", relative, maxsplit=1)
+    if len(parts) == 1:  # a module file: six.py, _cffi_backend.cpython-312-x86_64-linux-gnu.so
+        return parts[0].split(".", 1)[0]
+    return parts[0]
+
+
+def _c_module(name: str) -> str:
+    """The library of a built-in function from its qualified name."""
+    first = name.split(".", 1)[0]
+    if "." not in name or first == "builtins" or hasattr(builtins, first) or first.startswith("<"):
+        return "builtins"  # len, list.sort, dict.fromkeys, <unknown ...>
+    if first in _C_ALIASES:
+        return _C_ALIASES[first]
+    return first[1:] if first.startswith("_") and len(first) > 1 else first
+
+
+def library_of(f: dict, paths: dict, site_names=()) -> str | None:
+    """The library a function belongs to ("json", "site-packages: requests", "cprof",
+    "builtins"), or None for the user's own code.  site_names: top-level packages seen
+    under site-packages, so that their C functions go with them."""
+    file = f["file"]
+    if file == "~":
+        module = _c_module(f["name"])
+        if module == "cprof":
+            return "cprof"
+        return f"site-packages: {module}" if module in site_names else module
+    if file.startswith("<frozen ") and file.endswith(">"):
+        return file[len("<frozen "):-1].split(".", 1)[0] or "frozen"
+    if file.startswith("<"):
+        return None  # <string>, <stdin>, generated code
+    if _under(file, paths.get("cprof", ())) is not None:
+        return "cprof"
+    rel = _under(file, paths.get("site", ()))
+    if rel is None:
+        m = _SITE.search(file)
+        rel = file[m.start(1):] if m else None
+    if rel is not None:
+        top = _top(rel)
+        return "cprof" if top == "cprof" else f"site-packages: {top}"
+    rel = _under(file, paths.get("stdlib", ()))
+    if rel is None:
+        m = _STDLIB.search(file)
+        rel = file[m.start(1):] if m else None
+    return None if rel is None else _top(rel)
+
+
+def is_library(f: dict, paths: dict | None = None) -> bool:
+    """Library code (not the user's), by library_of; paths: meta.paths or this interpreter's."""
+    return library_of(f, library_paths() if paths is None else paths) is not None
+
+
+def libraries(profile: dict, paths: dict | None = None) -> list[str | None]:
+    """library_of for each function of the profile, by id."""
+    paths = paths_of(profile) if paths is None else paths
+    fns = profile["functions"]
+    labels: list[str | None] = [None] * len(fns)
+    site_names = set()
+    for f in fns:
+        if f["file"] != "~":
+            labels[f["id"]] = lab = library_of(f, paths)
+            if lab and lab.startswith("site-packages: "):
+                site_names.add(lab[len("site-packages: "):])
+    for f in fns:
+        if f["file"] == "~":
+            labels[f["id"]] = library_of(f, paths, site_names)
+    return labels
+
+
+def parse_patterns(focus: str | None) -> list[str]:
+    """--focus=PATTERN[,PATTERN...] as a list, or a one-sentence error."""
+    if focus is None:
+        return []
+    pats = [p.strip() for p in focus.split(",") if p.strip()]
+    if not pats:
+        raise CprofError("--focus needs a pattern: a module (mypkg, mypkg.sub*) or a file or "
+                         "folder (src/*, app.py), several separated by commas")
+    return pats
+
+
+def matches(f: dict, patterns: list[str]) -> bool:
+    """Whether a function's module or file matches one of the fnmatch patterns.  The module
+    part is tried at every dot of the qualified name (mypkg, mypkg.sub, ...) and as the
+    file's name without .py (a module run as __main__); the file at every folder of its
+    path (/home/u/proj/src/app.py, ..., src/app.py, app.py), and a pattern naming a folder
+    matches the files under it."""
+    name, file = f["name"], f["file"]
+    parts = name.split(".")
+    modules = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    files = []
+    if file != "~":
+        files.append(file)
+        norm = file.replace("\\", "/")
+        files += [norm[i + 1:] for i, ch in enumerate(norm) if ch == "/"]
+        stem = os.path.splitext(os.path.basename(norm))[0]
+        if not file.startswith("<"):
+            modules.append(stem)  # a module run as __main__ (cprof -m mymod) is still mymod
+    for p in patterns:
+        if any(fnmatch.fnmatchcase(m, p) for m in modules):
+            return True
+        folder = p.rstrip("/") + "/*"
+        if any(fnmatch.fnmatchcase(s, p) or fnmatch.fnmatchcase(s, folder) for s in files):
+            return True
+    return False
+
+
+def groups(profile: dict, all: bool = False, focus: str | None = None,
+           paths: dict | None = None) -> list[str | None]:
+    """Per function id: None if the function has its own line, else the label of the line it
+    folds into ("json", "site-packages: requests", "other")."""
+    fns = profile["functions"]
+    if all:
+        return [None] * len(fns)
+    patterns = parse_patterns(focus)
+    if patterns:
+        group: list[str | None] = [None if matches(f, patterns) else "other" for f in fns]
+        builtin = [f["file"] == "~" for f in fns]
+    else:
+        group = libraries(profile, paths)
+        builtin = [f["file"] == "~" for f in fns]
+    # a built-in called directly by a shown function, or only from outside any profiled
+    # function (the CLI's exec of the script), stays on its own line
+    called = [False] * len(fns)
+    for e in profile.get("edges", []):
+        called[e["callee"]] = True
+        if group[e["caller"]] is None and not builtin[e["caller"]]:
+            if builtin[e["callee"]]:
+                group[e["callee"]] = None
+    for f in fns:  # called from no profiled function at all: by what started profiling
+        if builtin[f["id"]] and not called[f["id"]]:
+            group[f["id"]] = None
+    return group
+
+
+def select(profile: dict, all: bool = False, focus: str | None = None,
+           paths: dict | None = None) -> list[dict]:
+    """The report's rows: the function records shown (unchanged), and for each library (or
+    [other]) one folded row {"name": "[json]", "file": "~", "line": 0, "folded": [ids],
+    "calls", "primitive_calls", "self", "total"}.  Folded calls are the calls into the group
+    from outside it (primitive: those made while it was not already running)."""
+    fns = profile["functions"]
+    group = groups(profile, all, focus, paths)
+    counters = [c["name"] for c in profile["counters"]]
+    rows = [f for f in fns if group[f["id"]] is None]
+    folded: dict[str, dict] = {}
+    for f in fns:
+        g = group[f["id"]]
+        if g is None:
+            continue
+        row = folded.get(g)
+        if row is None:
+            row = folded[g] = {"name": f"[{g}]", "file": "~", "line": 0, "group": g, "folded": [],
+                               "calls": 0, "primitive_calls": 0,
+                               "self": dict.fromkeys(counters, 0), "total": dict.fromkeys(counters, 0)}
+        row["folded"].append(f["id"])
+        for c in counters:
+            row["self"][c] += f["self"][c]
+    if folded:
+        _group_totals(profile, group, folded, counters)
+    return rows + list(folded.values())
+
+
+def _group_totals(profile: dict, group: list, folded: dict, counters: list) -> None:
+    """Each folded row's total and calls, from the call tree: the total of the group's tree
+    nodes with no ancestor in the group (each maximal subtree once), plus the self of its
+    functions' frames that are on no tree node; the calls of its nodes whose parent is not
+    in it.  Without a tree (an old profile), from the edges into the group, which count a
+    re-entry (json -> callback -> json) twice."""
+    tree = profile.get("tree")
+    if not tree or not tree.get("parent"):
+        called = set()
+        for e in profile.get("edges", []):
+            g = group[e["callee"]]
+            called.add(e["callee"])
+            if g is not None and group[e["caller"]] != g:
+                row = folded[g]
+                row["calls"] += e["calls"]
+                row["primitive_calls"] += e["calls"]
+                for c in counters:
+                    row["total"][c] += e["total"][c]
+        for f in profile["functions"]:
+            g = group[f["id"]]
+            if g is not None and f["id"] not in called:
+                row = folded[g]
+                row["calls"] += f["calls"]
+                row["primitive_calls"] += f["primitive_calls"]
+                for c in counters:
+                    row["total"][c] += f["total"][c]
+        return
+    parent, function, calls = tree["parent"], tree["function"], tree["calls"]
+    totals = [tree["total"][c] for c in counters]
+    node_group: list = [None] * len(parent)
+    empty: frozenset = frozenset()
+    interned: dict = {empty: empty}
+    above: list = [empty] * len(parent)  # the groups on the path from the root to the node
+    for i in range(1, len(parent)):
+        p, fid = parent[i], function[i]
+        g = node_group[i] = group[fid] if fid >= 0 else None
+        outer = above[p]
+        if g is None or g in outer:
+            above[i] = outer
+        else:
+            s = outer | {g}
+            above[i] = interned.setdefault(s, s)
+        if g is None:
+            continue
+        row = folded[g]
+        if node_group[p] != g:
+            row["calls"] += calls[i]
+        if g not in outer:
+            row["primitive_calls"] += calls[i]
+            for c, col in zip(counters, totals):
+                row["total"][c] += col[i]
+    # Frames already running when profiling began (a thread's bootstrap before 3.12, the
+    # caller of Profile.enable) have self but no tree node: their self counts in the total
+    # too, so that a line's total is never below its self.
+    if profile.get("meta", {}).get("tree_folded"):
+        return  # paths folded into their parent node: tree self is not per function then
+    fns = profile["functions"]
+    for c in counters:
+        on_tree = [0] * len(fns)
+        col = tree["self"][c]
+        for i in range(1, len(parent)):
+            if function[i] >= 0:
+                on_tree[function[i]] += col[i]
+        for f in fns:
+            g = group[f["id"]]
+            if g is not None and f["self"][c] > on_tree[f["id"]]:
+                folded[g]["total"][c] += f["self"][c] - on_tree[f["id"]]
