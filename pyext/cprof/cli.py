@@ -93,7 +93,10 @@ def _report_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", action="store_true", help="write the HTML report (default: FILE with .html)")
     p.add_argument("-o", "--output", help="where to write the HTML report")
     p.add_argument("--open", action="store_true", help="open the HTML report in a web browser")
-    p.add_argument("--counter", "-c", help="the counter the HTML report shows first")
+    p.add_argument("--counter", "-c", help="the counter the HTML report shows first, or "
+                   "that --hist charts")
+    p.add_argument("--hist", metavar="FUNC", help="chart the per-call distribution of one "
+                   "function (a profile recorded with --distributions)")
     return p
 
 
@@ -124,6 +127,9 @@ def _compare_parser() -> argparse.ArgumentParser:
 def _report(argv: list[str]) -> int:
     opts = _report_parser().parse_args(argv)
     profile = profile_file.load(opts.file)
+    if opts.hist:
+        sys.stdout.write(report.format_hist(profile, opts.hist, opts.counter))
+        return 0
     if not (opts.html or opts.output or opts.open):
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "

@@ -81,12 +81,21 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
     cols = ["calls"]
     for c in counters:
         cols += [f"{c['name']} self", f"{c['name']} total"]
+    # per-call distribution of the sort counter, when recorded (--distributions)
+    dist_name = sort_name if which is not None else counters[0]["name"]
+    with_dist = any(dist_name in f.get("dist", {}) for f in shown)
+    if with_dist:
+        cols += ["per call", "p50", "p99", "max"]
     rows = []
     for f in shown:
         calls = str(f["calls"]) if f["calls"] == f["primitive_calls"] else f"{f['calls']}/{f['primitive_calls']}"
         row = [calls]
         for c in counters:
             row += [human(f["self"][c["name"]], units[c["name"]]), human(f["total"][c["name"]], units[c["name"]])]
+        if with_dist:
+            d, u = f.get("dist", {}).get(dist_name), units[dist_name]
+            per = human(f["total"][dist_name] // f["calls"], u) if f["calls"] else "-"
+            row += [per] + ([human(d[k], u) for k in ("p50", "p99", "max")] if d else ["-"] * 3)
         if "folded" in f:
             where = f"{len(f['folded'])} function{'s' if len(f['folded']) != 1 else ''} folded"
         else:
@@ -95,13 +104,63 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
     widths = [max(len(cols[i]), *(len(r[0][i]) for r in rows)) if rows else len(cols[i])
               for i in range(len(cols))]
     lines.append("  ".join(cols[i].rjust(widths[i]) for i in range(len(cols))) + "  function")
-    for row, name in rows:
+    for (row, name), f in zip(rows, shown):
         lines.append("  ".join(row[i].rjust(widths[i]) for i in range(len(cols))) + "  " + name)
+        lines.extend(_slow_lines(f, counters[0], units))
     un = meta.get("unattributed", {})
     if any(un.values()):
         lines.append("")
         lines.append("outside any function: " + ", ".join(
             f"{c['name']} {human(un.get(c['name'], 0), c['unit'])}" for c in counters))
+    return "\n".join(lines) + "\n"
+
+
+SLOW_SHOWN = 3  # slowest calls listed under a function in the text report
+
+
+def _slow_lines(f: dict, first: dict, units: dict) -> list:
+    """The slowest calls of f (--slow-calls), under its row."""
+    out = []
+    for s in f.get("slow_calls", [])[:SLOW_SHOWN]:
+        v = human(s["values"][first["name"]], units[first["name"]])
+        args = s["args"] if s["args"] is not None else "<arguments not seen>"
+        thread = f"  [{s['thread']}]" if s.get("thread") else ""
+        out.append(f"        slow: {v:>9}  ({args}){thread}")
+    return out
+
+
+def format_hist(profile: dict, function: str, counter: str | None = None, width: int = 40) -> str:
+    """`cprof report FILE --hist FUNC`: one function's per-call distribution as a
+    text bar chart, a line per non-empty bucket."""
+    names = [c["name"] for c in profile["counters"]]
+    counter = counter or names[0]
+    if counter not in names:
+        raise CprofError(f"this profile has no counter '{counter}'; it has {', '.join(names)}")
+    fns = [f for f in profile["functions"] if f["name"] == function] or \
+          [f for f in profile["functions"] if f["name"].endswith("." + function)]
+    if not fns:
+        close = [f["name"] for f in profile["functions"] if function.lower() in f["name"].lower()][:5]
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        raise CprofError(f"no function named '{function}' in this profile{hint}")
+    if len(fns) > 1:
+        raise CprofError(f"'{function}' names {len(fns)} functions ({', '.join(f['name'] for f in fns[:5])}); "
+                         "give the qualified name")
+    f = fns[0]
+    d = f.get("dist", {}).get(counter)
+    if not d:
+        raise CprofError("this profile has no per-call distributions; record it with "
+                         "cprof --distributions")
+    unit = {c["name"]: c["unit"] for c in profile["counters"]}[counter]
+    top = max(k for _, _, k in d["buckets"])
+    lines = [f"{f['name']}: {d['count']:,} calls, {counter} per call "
+             f"(p50 {human(d['p50'], unit)}, p90 {human(d['p90'], unit)}, "
+             f"p99 {human(d['p99'], unit)}, max {human(d['max'], unit)})"]
+    labels = [(human(lo, unit) if lo == hi else f"{human(lo, unit)} - {human(hi, unit)}", k)
+              for lo, hi, k in d["buckets"]]
+    w = max(len(lab) for lab, _ in labels)
+    for lab, k in labels:
+        bar = "#" * max(1, round(width * k / top))
+        lines.append(f"  {lab:>{w}}  {k:>8,}  {bar}")
     return "\n".join(lines) + "\n"
 
 

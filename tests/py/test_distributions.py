@@ -122,3 +122,37 @@ def test_bad_slow_calls_value_is_one_sentence(tmp_path):
     script.write_text("pass\n")
     r = run_cprof(["--slow-calls=1000", str(script)])
     assert r.returncode == 2 and r.stderr.startswith("cprof: error:") and "Traceback" not in r.stderr
+
+
+REPORT_SCRIPT = textwrap.dedent("""
+    import time
+    def work(n):
+        if n == 7:
+            time.sleep(0.002)      # the one call that gives up the CPU
+    for i in range(20):
+        work(i)
+""")
+
+
+def test_report_columns_slow_lines_and_hist(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text(REPORT_SCRIPT)
+    r = run_cprof(["--counter=ctxsw,wall", "--distributions", "--slow-calls=2", str(script)],
+                  check_rc=0)
+    head = [l for l in r.stderr.splitlines() if l.lstrip().startswith("calls")][0]
+    assert head.split()[-6:] == ["per", "call", "p50", "p99", "max", "function"], head
+    slow = [l.strip() for l in r.stderr.splitlines() if l.strip().startswith("slow:")]
+    assert any("(n=7)" in l for l in slow), r.stderr
+    out = tmp_path / "p.json"
+    run_cprof(["--counter=ctxsw", "--distributions", "-o", str(out), str(script)], check_rc=0)
+    h = run_cprof(["report", str(out), "--hist", "work"], check_rc=0).stdout
+    lines = h.splitlines()
+    assert lines[0].startswith("__main__.work: 20 calls, ctxsw per call")
+    # 19 calls without a switch, one with at least one (the 2 ms sleep)
+    assert lines[1].split()[:2] == ["0", "19"] and lines[1].endswith("#" * 40)
+    bad = run_cprof(["report", str(out), "--hist", "nosuch"])
+    assert bad.returncode == 2 and bad.stderr.startswith("cprof: error: no function named 'nosuch'")
+    plain = tmp_path / "plain.json"
+    run_cprof(["--counter=ctxsw", "-o", str(plain), str(script)], check_rc=0)
+    nodist = run_cprof(["report", str(plain), "--hist", "work"])
+    assert nodist.returncode == 2 and "record it with cprof --distributions" in nodist.stderr
