@@ -24,6 +24,7 @@
 #include "../core/engine.h"
 #include "../core/registry.h"
 #include "../counters/counters.h"
+#include "compat.h"
 #include "pycounters.h"
 #include "listing.h"
 
@@ -33,23 +34,7 @@
 #define CPROF_MONITORING 0
 #endif
 
-#if PY_VERSION_HEX >= 0x030C0000
-#define SAVE_EXC(s) PyObject *s = PyErr_GetRaisedException()
-#define RESTORE_EXC(s) PyErr_SetRaisedException(s)
-#else
-#define SAVE_EXC(s)                                                                              \
-    PyObject *s##_t, *s##_v, *s##_tb;                                                            \
-    PyErr_Fetch(&s##_t, &s##_v, &s##_tb)
-#define RESTORE_EXC(s) PyErr_Restore(s##_t, s##_v, s##_tb)
-#endif
 
-#if PY_VERSION_HEX < 0x030A0000
-static inline PyObject *Py_NewRef(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-#endif
 static inline PyObject *Py_NewRefNone(void)
 {
     return Py_NewRef(Py_None);

@@ -13,6 +13,7 @@
  * carries the object's address, which the Profiler keeps alive. */
 #define PY_SSIZE_T_CLEAN
 #include "pycounters.h"
+#include "compat.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -20,15 +21,6 @@
 
 #define USER_SLOTS 64           /* UserCounters per process */
 
-#if PY_VERSION_HEX >= 0x030C0000
-#define SAVE_EXC(s) PyObject *s = PyErr_GetRaisedException()
-#define RESTORE_EXC(s) PyErr_SetRaisedException(s)
-#else
-#define SAVE_EXC(s)                                                                              \
-    PyObject *s##_t, *s##_v, *s##_tb;                                                            \
-    PyErr_Fetch(&s##_t, &s##_v, &s##_tb)
-#define RESTORE_EXC(s) PyErr_Restore(s##_t, s##_v, s##_tb)
-#endif
 
 static _Thread_local uint64_t user_values[USER_SLOTS]; /* this thread's totals */
 static unsigned user_next;      /* next free slot (under the GIL) */
