@@ -13,6 +13,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullLocator  # noqa: E402
+
+NICE = [0.5, 1, 1.5, 2, 3, 5, 10, 20, 30, 50, 100]  # tick values on the log scales
 
 
 def main() -> int:
@@ -25,7 +28,7 @@ def main() -> int:
 
     fig = plt.figure(figsize=(13 if acc_configs else 8, 5.2 + 0.42 * len(configs)))
     grid = fig.add_gridspec(1, 2 if acc_configs else 1, width_ratios=[1.65, 1] if acc_configs else [1],
-                            wspace=0.6)
+                            wspace=0.75)
 
     # -- left: overhead, time / unprofiled time, one row per profiler
     ax = fig.add_subplot(grid[0])
@@ -57,7 +60,10 @@ def main() -> int:
                   fontsize=9)
     ax.set_yticks(range(len(configs)), configs, fontsize=9)
     ax.set_title("Overhead: time / unprofiled time (unprofiled time under each workload)", fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02).set_label("x unprofiled time", fontsize=9)
+    bar = fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
+    bar.set_ticks([t for t in NICE if norm.vmin <= t <= norm.vmax], labels=None)
+    bar.ax.minorticks_off()
+    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 
     # -- right: bias accuracy, reported ratio / true ratio (1 = exact)
     if acc_configs:
@@ -94,6 +100,9 @@ def draw_accuracy(ax2, res: dict, acc_configs: list) -> None:
                  va="center", fontsize=9)
     top = max([v for v in values if not math.isnan(v)] + [2.0])
     ax2.set_xlim(0.5, top * 2.2)
+    ax2.set_xticks([t for t in NICE if 0.5 <= t <= top * 2.2])
+    ax2.xaxis.set_minor_locator(NullLocator())
+    ax2.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax2.set_title(f"Bias: reported / true ratio of the two halves\n(true unprofiled ratio "
                   f"{res['true_ratio']:.3f}; green band = within 10%)", fontsize=10)
 
