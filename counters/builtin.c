@@ -5,6 +5,10 @@ const struct cprof_counter_def *const cprof_builtin_counters[] = {
     &cprof_counter_cpu,
     &cprof_counter_wall,
     &cprof_counter_ctxsw,
+    &cprof_counter_malloc_bytes,
+    &cprof_counter_malloc_calls,
+    &cprof_counter_free_bytes,
+    &cprof_counter_free_calls,
     NULL,
 };
 

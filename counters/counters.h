@@ -8,6 +8,12 @@
 extern const struct cprof_counter_def cprof_counter_cpu;
 extern const struct cprof_counter_def cprof_counter_wall;
 extern const struct cprof_counter_def cprof_counter_ctxsw;
+/* malloc.c: counted by the preloaded interposer (preload/); probe fails with
+ * ENOPKG and a sentence on how to start the program when it is not there */
+extern const struct cprof_counter_def cprof_counter_malloc_bytes;
+extern const struct cprof_counter_def cprof_counter_malloc_calls;
+extern const struct cprof_counter_def cprof_counter_free_bytes;
+extern const struct cprof_counter_def cprof_counter_free_calls;
 
 /* NULL-terminated, in --list-counters order. */
 extern const struct cprof_counter_def *const cprof_builtin_counters[];

@@ -24,6 +24,7 @@
 #include "../core/engine.h"
 #include "../core/registry.h"
 #include "../counters/counters.h"
+#include "allocators.h"
 #include "compat.h"
 #include "pycounters.h"
 #include "listing.h"
@@ -700,7 +701,7 @@ static int parse_counters(ProfilerObject *p, PyObject *counters, module_state *s
     int rc = -1;
 
     if (PyUnicode_Check(counters))
-        return cprof_spec_resolve(PyUnicode_AsUTF8(counters), cprof_builtin_counters,
+        return cprof_spec_resolve(PyUnicode_AsUTF8(counters), cprof_py_counters(),
                                   cprof_counter_resolvers, p->specs, CPROF_MAX_COUNTERS, &p->n,
                                   &err) < 0
                    ? (PyErr_SetString(st->error, err.msg), -1)
@@ -732,7 +733,7 @@ static int parse_counters(ProfilerObject *p, PyObject *counters, module_state *s
         Py_XDECREF(comma);
         if (!spec)
             goto out;
-        if (cprof_spec_resolve(PyUnicode_AsUTF8(spec), cprof_builtin_counters,
+        if (cprof_spec_resolve(PyUnicode_AsUTF8(spec), cprof_py_counters(),
                                cprof_counter_resolvers, parsed, CPROF_MAX_COUNTERS, &nparsed,
                                &err) < 0) {
             PyErr_SetString(st->error, err.msg);
@@ -799,7 +800,7 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     if (!counters) {
-        if (cprof_spec_resolve("cpu,wall", cprof_builtin_counters, cprof_counter_resolvers,
+        if (cprof_spec_resolve("cpu,wall", cprof_py_counters(), cprof_counter_resolvers,
                                p->specs, CPROF_MAX_COUNTERS, &p->n, &err) < 0) {
             PyErr_SetString(st->error, err.msg);
             return -1;
@@ -893,6 +894,7 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
         }
         return NULL;
     }
+    cprof_pymalloc_profile_start(p->specs, p->n);
     p->enabled = 1;
     running_generation = p->generation;
     Py_RETURN_NONE;
@@ -907,6 +909,7 @@ static void stop(ProfilerObject *p)
     p->enabled = 0;
     running_generation = 0;
     hooks_remove(p);
+    cprof_pymalloc_profile_stop(p->specs, p->n);
     if (tls_owner == p->generation && !tls_ts->failed) {
         uint64_t now[CPROF_MAX_COUNTERS];
         read_all(tls_ts, p->n, now);
@@ -1356,6 +1359,9 @@ static PyMethodDef module_methods[] = {
     {"list_counters", (PyCFunction)(void (*)(void))list_counters, METH_VARARGS | METH_KEYWORDS,
      "list_counters(pmu=False)\n--\n\nEvery counter cprof knows, whether it works here, and how "
      "it is read; with pmu=True, the events of the PMUs libpfm4 detects."},
+    {"malloc_interposer", cprof_py_malloc_interposer, METH_VARARGS,
+     "malloc_interposer(name='malloc-bytes')\n--\n\nNone if that malloc counter works in this "
+     "process (libcprof_malloc.so preloaded), else (errno, sentence saying how to start it)."},
     {"build_info", build_info, METH_NOARGS,
      "build_info()\n--\n\nWhat this build of cprof includes: {'libpfm': bool}."},
     {NULL, NULL, 0, NULL},

@@ -12,6 +12,7 @@
 #include "../core/registry.h"
 #include "../counters/counters.h"
 #include "../counters/perf.h"
+#include "allocators.h"
 #include "listing.h"
 
 #define PATH_LEN 240    /* as the Profiler's read paths */
@@ -84,7 +85,7 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu)
         }
         return out;
     }
-    for (const struct cprof_counter_def *const *d = cprof_builtin_counters; *d; d++) {
+    for (const struct cprof_counter_def *const *d = cprof_py_counters(); *d; d++) {
         struct cprof_error err = {0, ""};
         char path[PATH_LEN] = "";
         int ok = (*d)->probe("", path, sizeof(path), &err) == 0;

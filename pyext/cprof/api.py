@@ -54,7 +54,8 @@ def _entry_point(name: str):
                      "or plugin path; fix that package")
 
 
-BUILTIN = ("cpu", "wall", "ctxsw")
+BUILTIN = ("cpu", "wall", "ctxsw", "malloc-bytes", "malloc-calls", "free-bytes", "free-calls",
+           "pymalloc-bytes", "pymalloc-calls")
 
 
 def resolve_counters(counters: str | Iterable[CounterLike]) -> list:
