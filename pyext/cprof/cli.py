@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import errno
 import importlib.util
 import os
 import signal
@@ -29,7 +30,7 @@ import traceback
 import types
 
 from . import compare, exporters, focus, profile_file, report
-from ._cprof import CprofError, Profiler, list_counters
+from ._cprof import CprofError, Profiler, list_counters, malloc_interposer
 from .api import calibrate, make_profiler, resolve_counters
 
 EXIT_USAGE = 2
@@ -255,6 +256,68 @@ def _print_counters(pmu: bool) -> int:
     return 0
 
 
+# The malloc-* counters are kept by libcprof_malloc.so, which must be in the process
+# from its start: a run that uses them restarts Python with it in LD_PRELOAD.
+MALLOC_COUNTERS = ("malloc-bytes", "malloc-calls", "free-bytes", "free-calls")
+_RESTARTED = "CPROF_MALLOC_RESTARTED"      # in the restarted process's environment
+_USER_PRELOAD = "CPROF_USER_LD_PRELOAD"    # the LD_PRELOAD the user had, if any
+_restarted = False
+
+
+def _restore_environment() -> None:
+    """In the restarted process: give the program the environment the user had, so
+    that its own child processes do not inherit the interposer."""
+    global _restarted
+    if os.environ.pop(_RESTARTED, None) is None:
+        return
+    _restarted = True
+    user = os.environ.pop(_USER_PRELOAD, None)
+    if user is None:
+        os.environ.pop("LD_PRELOAD", None)
+    else:
+        os.environ["LD_PRELOAD"] = user
+
+
+def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
+    """Return if the malloc counters in `spec` work in this process; otherwise restart
+    the same command with the interposer preloaded (same pid, argv, stdio, and so
+    the same exit code), or, when main() was not called as the program's entry
+    point (argv given), raise the sentence saying how to start it."""
+    wanted = [c for c in spec.split(",") if c in MALLOC_COUNTERS]
+    problem = malloc_interposer(wanted[0]) if wanted else None
+    if problem is None:
+        return
+    code, why = problem
+    lib = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libcprof_malloc.so")
+    if code != errno.ENOPKG:  # loaded, but something else is wrong: the probe's sentence
+        raise CprofError(why)
+    if _restarted:
+        raise CprofError(f"cprof restarted Python with LD_PRELOAD={lib} but the dynamic loader "
+                         "did not load it (see its message above, if any; set-user-ID programs "
+                         "ignore LD_PRELOAD); fix that, or profile without the malloc counters")
+    if not os.path.isfile(lib):
+        raise CprofError(f"counter '{wanted[0]}' needs cprof's malloc interposer, and {lib} is "
+                         "missing; reinstall cprof")
+    if argv is not None or not sys.executable:
+        raise CprofError(why)
+    if any(c in lib for c in " :"):
+        raise CprofError(f"cprof cannot preload {lib}: LD_PRELOAD cannot hold a path with a space "
+                         "or ':'; install cprof in a folder without them")
+    import subprocess
+    env = dict(os.environ)
+    user = env.get("LD_PRELOAD")
+    # first in line, so that it sees the calls before any other malloc the user preloads
+    env["LD_PRELOAD"] = lib + (":" + user if user else "")
+    env[_RESTARTED] = "1"
+    if user is not None:
+        env[_USER_PRELOAD] = user
+    # the interpreter's own options (-X, -W, -O ...) too
+    cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-m", "cprof", *sys.argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)
+
+
 def _join_threads() -> None:
     # As the interpreter does at exit: wait for non-daemon threads, so their work is profiled.
     main = threading.main_thread()
@@ -391,7 +454,8 @@ def _profile(opts) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    entry, argv = argv, sys.argv[1:] if argv is None else argv
+    _restore_environment()
     try:
         if argv[:1] == ["report"]:
             return _report(argv[1:])
@@ -407,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CprofError("--pmu goes with --list-counters; use cprof --list-counters --pmu")
         if opts.list_counters:
             return _list_counters(opts.pmu)
+        _ensure_malloc_interposer(opts.counter, entry)
         return _profile(opts)
     except CprofError as e:
         print(f"cprof: error: {e}", file=sys.stderr)
