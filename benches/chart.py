@@ -100,7 +100,8 @@ def draw_accuracy(ax2, res: dict, acc_configs: list) -> None:
                  va="center", fontsize=9)
     top = max([v for v in values if not math.isnan(v)] + [2.0])
     ax2.set_xlim(0.5, top * 2.2)
-    ax2.set_xticks([t for t in NICE if 0.5 <= t <= top * 2.2])
+    ticks = NICE if top * 2.2 < 8 else [0.5, 1, 2, 5, 10, 20, 50, 100]  # sparser on a wide range
+    ax2.set_xticks([t for t in ticks if 0.5 <= t <= top * 2.2])
     ax2.xaxis.set_minor_locator(NullLocator())
     ax2.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax2.set_title(f"Bias: reported / true ratio of the two halves\n(true unprofiled ratio "
