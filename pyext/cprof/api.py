@@ -89,11 +89,11 @@ def _stand_ins(counters: list) -> tuple[list, tuple]:
 
 
 def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 20_000,
-              reps: int = 7, distributions: bool = False, slow_calls: int = 0) -> list:
+              reps: int = 9, distributions: bool = False, slow_calls: int = 0) -> list:
     """The tracer's own cost per event, per counter, on this machine and interpreter:
-    the growth of each counter over `calls` calls of an empty function with
+    the growth of each counter over `calls` calls of a one-line function with
     profiling on, minus the same without, over the events profiling handled (two per
-    call).  Best of `reps` each way; cached per process.  Counters defined in
+    call).  The median of `reps` paired measurements; cached per process.  Counters defined in
     Python get 0: their readings do not grow with cprof's work."""
     items, key = _stand_ins(resolve_counters(counters))
     key = (key, all_call_sites, distributions, slow_calls)
@@ -104,14 +104,18 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
     probe = Profiler(items, all_call_sites=all_call_sites, distributions=distributions,
                      slow_calls=slow_calls)
 
-    def leaf():
-        pass
+    def leaf(x):
+        return x
 
     def loop(n):
+        s = 0
         for _ in range(n):
-            leaf()
+            s = leaf(s)
 
-    plain = profiled = None
+    # Each repetition measures the loop without and then with profiling, back to
+    # back; the estimate is the median of those paired differences, so a burst of
+    # load from another process during a few repetitions does not move it.
+    diffs = []
     for _ in range(reps):
         r0 = probe.read()
         loop(calls)
@@ -121,13 +125,13 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
         loop(calls)
         r3 = probe.read()
         probe.disable()
-        d_plain = [b - a for a, b in zip(r0, r1)]
-        d_prof = [b - a for a, b in zip(r2, r3)]
-        plain = d_plain if plain is None else [min(x, y) for x, y in zip(plain, d_plain)]
-        profiled = d_prof if profiled is None else [min(x, y) for x, y in zip(profiled, d_prof)]
+        diffs.append([(d - c) - (b - a) for a, b, c, d in zip(r0, r1, r2, r3)])
     events = 2 * calls + 4  # leaf's start and return per call, loop's, range's
-    per_event = [0 if isinstance(c, (Counter, UserCounter)) else max(0, (b - a) // events)
-                 for c, a, b in zip(items, plain, profiled)]
+    per_event = []
+    for i, c in enumerate(items):
+        col = sorted(d[i] for d in diffs)
+        median = col[len(col) // 2]
+        per_event.append(0 if isinstance(c, (Counter, UserCounter)) else max(0, median // events))
     _calibrated[key] = per_event
     return per_event
 
