@@ -226,10 +226,11 @@ def test_in_a_headless_browser(saved, tmp_path):
     assert "exception" not in seen, seen["exception"]
     assert seen["errors"] == "" and seen["errorsHidden"] is True
 
-    # the heaviest function (cpu self) is the table's first row, and in the call tree
+    # the heaviest function (cpu self) is the table's first row, and in the call tree;
+    # which one it is (fib, or Tree.__init__ close behind) varies with the machine's load
     heaviest = max(prof["functions"], key=lambda f: f["self"]["cpu"])
-    assert heaviest["name"] == "__main__.fib"
-    assert seen["rows"][0] == "__main__.fib"
+    assert heaviest["name"] in ("__main__.fib", "__main__.Tree.__init__", "__main__.__init__")
+    assert seen["rows"][0] == heaviest["name"]
     assert "__main__.fib" in seen["flame"] and "__main__.main" in seen["flame"]
     assert seen["title"] == "rec.json"
 
