@@ -198,14 +198,18 @@ def _build_tree(raw_nodes: list, key_to_id: dict, counters: list) -> dict:
     return cols
 
 
-def write(profile: dict, path: str) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
+def write_atomic(path: str, data: bytes) -> None:
+    """Write atomically: a temporary file in the same folder, flushed to disk, then a
+    rename, so an interrupted run never leaves a half-written file (profiles and
+    exports alike).  The file gets the mode open() would give it."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".cprof-", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(profile, f, indent=1)
-            f.write("\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # mkstemp's file is private
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -215,6 +219,11 @@ def write(profile: dict, path: str) -> None:
         except OSError:
             pass
         raise
+
+
+def write(profile: dict, path: str) -> None:
+    """The JSON profile, written atomically."""
+    write_atomic(path, (json.dumps(profile, indent=1) + "\n").encode("utf-8"))
 
 
 def _well_formed(data: dict) -> bool:

@@ -15,10 +15,10 @@ the sum of the functions' self.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Callable, Iterator
 
 from .._cprof import CprofError
+from ..profile_file import write_atomic  # noqa: F401  (the exporters write through it)
 
 FORMATS = ("pstats", "speedscope", "collapsed", "pprof", "gprof2dot")
 
@@ -111,25 +111,6 @@ def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> st
         raise CprofError(f"cannot write '{path}': folder '{folder}' does not exist")
     m.write(profile, path, counter)
     return counter
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """A temporary file in the same folder, then a rename: no half-written export."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cprof-", suffix=".tmp", dir=folder)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # as open() would make it: mkstemp's file is private
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------- the call tree
