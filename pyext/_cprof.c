@@ -36,11 +36,6 @@
 #endif
 
 
-static inline PyObject *Py_NewRefNone(void)
-{
-    return Py_NewRef(Py_None);
-}
-
 #define MAX_EXISTING_FRAMES 4096 /* deepest pre-existing stack pushed at enable() */
 
 typedef struct {
@@ -168,7 +163,7 @@ static uint64_t on_slow(void *arg, cprof_key key, const uint64_t *values, int cu
 
     (void)key;
     if (evicting && evicted && (Py_ssize_t)evicted <= PyList_GET_SIZE(p->captures))
-        PyList_SetItem(p->captures, (Py_ssize_t)evicted - 1, Py_NewRefNone());
+        PyList_SetItem(p->captures, (Py_ssize_t)evicted - 1, Py_NewRef(Py_None));
     if (current && p->capture && ts->pending && PyCode_Check(ts->pending)) {
         uint64_t before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
         PyFrameObject *f = PyEval_GetFrame();

@@ -118,10 +118,8 @@ static uint64_t pycall_read(void *state)
     SAVE_EXC(saved);
     r = PyObject_CallObject(s->fn, NULL);
     if (!r) {
-        PyObject *t = PyErr_Occurred() ? (PyObject *)Py_TYPE(PyErr_Occurred()) : NULL;
-        PyObject *exc_name = PyErr_Occurred() ? PyObject_GetAttrString(PyErr_Occurred(), "__name__")
-                                              : NULL;
-        (void)t;
+        PyObject *exc_type = PyErr_Occurred(); /* borrowed: an exception class */
+        PyObject *exc_name = exc_type ? PyObject_GetAttrString(exc_type, "__name__") : NULL;
         PyErr_Clear();
         stop(s, "its read() raised %S", exc_name ? exc_name : Py_None);
         Py_XDECREF(exc_name);
@@ -132,13 +130,10 @@ static uint64_t pycall_read(void *state)
         if (PyErr_Occurred())
             stop(s, "its read() returned %R, not a count (an int >= 0)", r);
         else if (s->has_last && v < s->last) {
-            PyObject *was = PyLong_FromUnsignedLongLong(s->last);
-            char buf[160];
-            snprintf(buf, sizeof(buf), "its read() went down from %llu to %llu (counters never go down)",
-                     (unsigned long long)s->last, (unsigned long long)v);
-            Py_XDECREF(was);
-            PyObject *m = PyUnicode_FromString(buf);
-            stop(s, "%U", m);
+            PyObject *m = PyUnicode_FromFormat("its read() went down from %llu to %llu "
+                                               "(counters never go down)",
+                                               (unsigned long long)s->last, (unsigned long long)v);
+            stop(s, "%S", m ? m : Py_None);
             Py_XDECREF(m);
         } else {
             s->last = v;
