@@ -128,7 +128,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
         goto err;
     t->frames = calloc(t->cap, sizeof(*t->frames));
     t->fvals = calloc(t->cap * 2 * (n ? n : 1), sizeof(*t->fvals));
-    t->first = calloc(9 * (size_t)(n ? n : 1), sizeof(uint64_t));
+    t->first = calloc(10 * (size_t)(n ? n : 1), sizeof(uint64_t));
     if (!t->frames || !t->fvals || !t->first)
         goto err;
     t->last = t->first + n;
@@ -139,6 +139,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
     t->comp = t->raw_last + n;
     t->comp_off = t->comp + n;
     t->excl = t->comp_off + n;
+    t->bound = t->excl + n;
     if (cprof_table_get(&t->fns, 0, &inserted) != CPROF_ROOT ||
         cprof_table_get(&t->nodes, 0, &inserted) != CPROF_ROOT)
         goto err;
@@ -218,8 +219,16 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
         cut = fresh ? 0 : d < t->comp[c] ? d : t->comp[c];
         t->comp_off[c] += cut;
         t->raw_last[c] = v;
-        t->scratch[c] = t->last[c] = v - t->comp_off[c];
+        /* this interval's net growth, plus whatever a bound held back before */
+        t->scratch[c] = v - t->comp_off[c] - t->last[c];
     }
+    for (unsigned c = 0; c < n; c++) {
+        unsigned w = (unsigned)t->bound[c];
+        if (w && t->scratch[c] > t->scratch[w - 1])
+            t->scratch[c] = t->scratch[w - 1];  /* the rest waits in raw - comp_off - last */
+    }
+    for (unsigned c = 0; c < n; c++)
+        t->scratch[c] = t->last[c] += t->scratch[c];
     t->backwards += back;
     return t->scratch;
 }
@@ -542,6 +551,17 @@ const struct cprof_fn_ext *cprof_thread_ext(const struct cprof_thread *t, size_t
 const struct cprof_fn_ext *cprof_merged_ext(const struct cprof_merged *m, size_t fn)
 {
     return fn < m->ext_cap ? &m->ext[fn] : NULL;
+}
+
+int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by)
+{
+    if (c >= t->n || by >= t->n || c == by || t->bound[by])
+        return -1;
+    for (unsigned i = 0; i < t->n; i++)
+        if (t->bound[i] == (uint64_t)c + 1)
+            return -1;          /* c bounds another: bounds do not chain */
+    t->bound[c] = (uint64_t)by + 1;
+    return 0;
 }
 
 void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event)

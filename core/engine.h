@@ -121,6 +121,7 @@ struct cprof_thread {
     uint64_t *comp;             /* n: tracer cost per event to take out (0: none) */
     uint64_t *comp_off;         /* n: total taken out so far */
     uint64_t *excl;             /* n: tracer work to take out of the next interval */
+    uint64_t *bound;            /* n: 1 + the counter whose growth bounds this one's, or 0 */
     int started;                /* first reading taken */
     int paused;                 /* profiling stopped; the next reading resumes it */
     int oom;                    /* sticky: memory ran out, some events were dropped */
@@ -163,6 +164,15 @@ void cprof_thread_flush(struct cprof_thread *t);
 /* Profiling stops until the next event: the growth between the latest reading and
  * the next one is left out of the region (first and the root mark shift by it). */
 void cprof_thread_pause(struct cprof_thread *t);
+
+/* Counter c never grows more than counter `by` between two readings: a larger
+ * growth is held back and carried into the next intervals (a thread's CPU time
+ * cannot outrun wall-clock time, but two clocks read a few ns apart, or a CPU
+ * clock whose sample time is uncertain, can seem to).  Applied after compensation,
+ * so with the same per-event cost on both, every self, total and region of c
+ * stays at or below by's.  -1 if c == by, either is out of range, or the bounds
+ * would chain (by is bounded itself, or c bounds another). */
+int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by);
 
 /* The tracer's own cost per event, per counter, to take out of every interval
  * between two readings (never more than the interval).  Readings, region and all

@@ -129,4 +129,5 @@ const struct cprof_counter_def cprof_counter_cpu = {
     .read = cpu_read,
     .thread_close = cpu_close,
     .corrections = cpu_corrections,
+    .flags = CPROF_COUNTER_TRACER_COST | CPROF_COUNTER_TIME,
 };

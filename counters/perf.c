@@ -505,6 +505,14 @@ static int perf_resolve(const char *name, const struct cprof_counter_spec *prev,
     out->own.name = out->arg;
     out->own.unit = ev.unit;
     out->own.description = ev.description;
+    /* the tracer's own instructions raise every hardware event and the CPU clocks;
+     * faults, switches and migrations are the program's own events */
+    out->own.flags = 0;
+    if (ev.kind == CPROF_PERF_HW)
+        out->own.flags = CPROF_COUNTER_TRACER_COST;
+    else if (ev.attr.type == PERF_TYPE_SOFTWARE && (ev.attr.config == PERF_COUNT_SW_TASK_CLOCK
+                                                    || ev.attr.config == PERF_COUNT_SW_CPU_CLOCK))
+        out->own.flags = CPROF_COUNTER_TRACER_COST | CPROF_COUNTER_TIME;
     out->def = &out->own;
     return 0;
 }

@@ -8,6 +8,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #define PREFIX "plugin:"
@@ -56,7 +57,7 @@ static int plugin_resolve(const char *name, const struct cprof_counter_spec *pre
                         file, CPROF_PLUGIN_SYMBOL);
         return -1;
     }
-    if (pl->abi != CPROF_COUNTER_ABI) {
+    if (pl->abi != CPROF_COUNTER_ABI && pl->abi != 1) {
         unsigned abi = pl->abi;
         dlclose(h);
         cprof_error_set(err, EINVAL,
@@ -76,7 +77,13 @@ static int plugin_resolve(const char *name, const struct cprof_counter_spec *pre
         cprof_error_set(err, EINVAL, "counter plugin '%s' is incomplete: %s", file, e.msg);
         return -1;
     }
-    out->own = *def;
+    if (pl->abi == 1) {
+        /* ABI 1 descriptors end before `flags`: their counters are not compensated */
+        memset(&out->own, 0, sizeof(out->own));
+        memcpy(&out->own, def, offsetof(struct cprof_counter_def, flags));
+    }
+    else
+        out->own = *def;
     out->def = &out->own;
     snprintf(out->arg, sizeof(out->arg), "%s", colon ? colon + 1 : "");
     return 0;

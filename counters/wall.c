@@ -44,4 +44,5 @@ const struct cprof_counter_def cprof_counter_wall = {
     .probe = wall_probe,
     .thread_open = wall_open,
     .read = wall_read,
+    .flags = CPROF_COUNTER_TRACER_COST | CPROF_COUNTER_TIME | CPROF_COUNTER_ELAPSED,
 };

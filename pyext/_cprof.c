@@ -191,6 +191,22 @@ static uint64_t on_slow(void *arg, cprof_key key, const uint64_t *values, int cu
     return tag;
 }
 
+/* A thread's CPU time (cpu, task-clock) never outruns its wall time: hold every
+ * such counter to the first wall-clock counter of the profile, if there is one. */
+static void set_time_bounds(const ProfilerObject *p, struct cprof_thread *eng)
+{
+    unsigned wall = p->n;
+
+    for (unsigned i = 0; i < p->n && wall == p->n; i++)
+        if (p->specs[i].def->flags & CPROF_COUNTER_ELAPSED)
+            wall = i;
+    for (unsigned i = 0; i < p->n && wall < p->n; i++) {
+        unsigned f = p->specs[i].def->flags;
+        if (i != wall && (f & CPROF_COUNTER_TIME) && !(f & CPROF_COUNTER_ELAPSED))
+            cprof_thread_set_bound(eng, i, wall);
+    }
+}
+
 static struct tstate *tstate_new(ProfilerObject *p)
 {
     struct tstate *ts = PyMem_RawCalloc(1, sizeof(*ts));
@@ -223,6 +239,7 @@ static struct tstate *tstate_new(ProfilerObject *p)
         ts->read[i] = def->read;
         ts->opened++;
     }
+    set_time_bounds(p, &ts->eng);
     cprof_thread_set_compensation(&ts->eng, p->comp);
     cprof_thread_set_distributions(&ts->eng, p->dist);
     if (p->slow_k)
@@ -962,6 +979,9 @@ static PyObject *profiler_set_compensation(PyObject *self, PyObject *arg)
         }
     }
     Py_DECREF(seq);
+    for (unsigned i = 0; i < p->n; i++)     /* the program's own events are never compensated */
+        if (!(p->specs[i].def->flags & CPROF_COUNTER_TRACER_COST))
+            v[i] = 0;
     memcpy(p->comp, v, sizeof(v[0]) * p->n);
     for (struct tstate *ts = p->threads; ts; ts = ts->next)
         if (!ts->failed)
@@ -1099,10 +1119,12 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
                 count += c;
                 amount += a;
             }
-        x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:K,s:K}", "name", d->name, "unit", d->unit,
-                          "description", d->description, "read_path", p->paths[i], "arg",
+        x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:K,s:K,s:O,s:O}", "name", d->name, "unit",
+                          d->unit, "description", d->description, "read_path", p->paths[i], "arg",
                           p->specs[i].arg, "corrections", (unsigned long long)count,
-                          "corrections_total", (unsigned long long)amount);
+                          "corrections_total", (unsigned long long)amount, "compensable",
+                          d->flags & CPROF_COUNTER_TRACER_COST ? Py_True : Py_False, "time",
+                          d->flags & CPROF_COUNTER_TIME ? Py_True : Py_False);
         if (!x || PyList_Append(counters, x) < 0)
             goto err_x;
         Py_DECREF(x);

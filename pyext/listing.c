@@ -19,12 +19,13 @@
 
 static int append_row(PyObject *out, const char *name, const char *unit, const char *description,
                       const char *kind, const char *pmu, int ok, const char *path,
-                      const char *reason)
+                      const char *reason, unsigned flags)
 {
-    PyObject *x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "name", name, "unit", unit,
+    PyObject *x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s,s:O}", "name", name, "unit", unit,
                                 "description", description, "kind", kind, "pmu", pmu,
                                 "available", ok ? Py_True : Py_False, "read_path",
-                                ok ? path : "", "reason", ok ? "" : reason);
+                                ok ? path : "", "reason", ok ? "" : reason, "compensable",
+                                flags & CPROF_COUNTER_TRACER_COST ? Py_True : Py_False);
     int r;
 
     if (!x)
@@ -44,14 +45,14 @@ static int resolved_row(PyObject *out, const char *name, const char *kind, const
     int ok;
 
     if (cprof_resolve_one(name, cprof_counter_resolvers, &spec, &err) < 0)
-        return append_row(out, name, "events", fallback_desc, kind, pmu, 0, "", err.msg);
+        return append_row(out, name, "events", fallback_desc, kind, pmu, 0, "", err.msg, 0);
     if (!kind) /* a resolver's own name: say which kind of perf event */
         kind = spec.def->thread_open == cprof_counter_perf_sw.thread_open ? "perf software"
                                                                           : "perf hardware";
     ok = spec.def->probe(spec.arg, path, sizeof(path), &err) == 0;
     return append_row(out, name, spec.def->unit,
                       fallback_desc[0] ? fallback_desc : spec.def->description, kind, pmu, ok,
-                      path, err.msg);
+                      path, err.msg, spec.def->flags);
 }
 
 struct pmu_walk {
@@ -90,7 +91,7 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu)
         char path[PATH_LEN] = "";
         int ok = (*d)->probe("", path, sizeof(path), &err) == 0;
         if (append_row(out, (*d)->name, (*d)->unit, (*d)->description, "built-in", "", ok, path,
-                       err.msg) < 0)
+                       err.msg, (*d)->flags) < 0)
             goto fail;
     }
     for (const struct cprof_resolver *const *r = cprof_counter_resolvers; *r; r++)

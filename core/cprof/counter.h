@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CPROF_COUNTER_ABI 1     /* bumped when struct cprof_counter_def changes */
+#define CPROF_COUNTER_ABI 2     /* bumped when struct cprof_counter_def changes (2: flags) */
 #define CPROF_ERROR_LEN 320
 
 /* An error a user can act on: one sentence naming the problem and the fix. */
@@ -55,7 +55,22 @@ struct cprof_counter_def {
     /* Optional: number of corrections made to keep the value monotonic, and
      * their total size in the counter's unit (see DESIGN.md, synthetic clocks). */
     void (*corrections)(void *state, uint64_t *count, uint64_t *amount);
+    /* CPROF_COUNTER_* bits below; 0 for a counter of the program's own events. */
+    unsigned flags;
 };
+
+/* The tracer's own work raises this counter (time, cycles, instructions): cprof
+ * measures that cost per event at start-up and takes it out of every interval
+ * ("compensation").  Counts of discrete events the program makes (allocations,
+ * context switches, page faults, user counts) must not set it: the tracer does
+ * not cause them, and subtracting a calibrated share would remove real ones. */
+#define CPROF_COUNTER_TRACER_COST 0x1u
+/* A time in ns that advances with the thread's work (cpu, wall, task-clock):
+ * these share one calibrated cost, so cpu never loses more than wall does. */
+#define CPROF_COUNTER_TIME 0x2u
+/* Elapsed (wall-clock) time: a thread's other time counters, its CPU time, never
+ * grow more than this one between two readings, and cprof holds them to that. */
+#define CPROF_COUNTER_ELAPSED 0x4u
 
 /* What a plugin exports, under the name CPROF_PLUGIN_SYMBOL:
  *     const struct cprof_plugin cprof_plugin = {

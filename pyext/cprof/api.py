@@ -93,8 +93,21 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
     """The tracer's own cost per event, per counter, on this machine and interpreter:
     the growth of each counter over `calls` calls of a one-line function with
     profiling on, minus the same without, over the events profiling handled (two per
-    call).  The median of `reps` paired measurements; cached per process.  Counters defined in
-    Python get 0: their readings do not grow with cprof's work."""
+    call).  Cached per process.
+
+    Only counters that the tracer's own work raises are calibrated (their descriptor
+    says so: time, perf's CPU clocks and hardware events); the rest get 0, since the
+    tracer causes none of the allocations, switches or faults they count, and
+    subtracting a share would remove the program's own.
+
+    Robust on a busy machine: each repetition measures the loop without and then with
+    profiling, back to back, and the estimate is a low quantile of those paired
+    differences (a burst of load from another process inflates some of them, never
+    deflates one).  The time counters (cpu, wall, task-clock, cpu-clock) share ONE
+    estimate, taken from thread CPU time when it is measured (preemption does not
+    inflate it) and else from the first time counter: the tracer's cost is the same
+    nanoseconds on every clock, and with one share taken from every interval, a
+    thread's cpu can never come out above its wall."""
     items, key = _stand_ins(resolve_counters(counters))
     key = (key, all_call_sites, distributions, slow_calls)
     if key in _calibrated:
@@ -112,9 +125,6 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
         for _ in range(n):
             s = leaf(s)
 
-    # Each repetition measures the loop without and then with profiling, back to
-    # back; the estimate is the median of those paired differences, so a burst of
-    # load from another process during a few repetitions does not move it.
     diffs = []
     for _ in range(reps):
         r0 = probe.read()
@@ -127,13 +137,22 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
         probe.disable()
         diffs.append([(d - c) - (b - a) for a, b, c, d in zip(r0, r1, r2, r3)])
     events = 2 * calls + 4  # leaf's start and return per call, loop's, range's
-    per_event = []
-    for i, c in enumerate(items):
-        col = sorted(d[i] for d in diffs)
-        median = col[len(col) // 2]
-        per_event.append(0 if isinstance(c, (Counter, UserCounter)) else max(0, median // events))
+    info = probe.stats()["counters"]
+    per_event = [_low_quantile([d[i] for d in diffs]) // events if c["compensable"] else 0
+                 for i, c in enumerate(info)]
+    times = [i for i, c in enumerate(info) if c["compensable"] and c["time"]]
+    if times:
+        ref = next((i for i in times if info[i]["name"] in ("cpu", "task-clock")), times[0])
+        for i in times:
+            per_event[i] = per_event[ref]
     _calibrated[key] = per_event
     return per_event
+
+
+def _low_quantile(values: list) -> int:
+    """The first quartile of paired differences, never below 0: load from other
+    processes only ever makes a profiled repetition slower."""
+    return max(0, sorted(values)[len(values) // 4])
 
 
 def make_profiler(counters: list, all_call_sites: bool = False, distributions: bool = False,

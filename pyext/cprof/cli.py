@@ -244,7 +244,10 @@ def _print_counters(pmu: bool) -> int:
             elif group != "built-in":  # the built-in ones come first, as always
                 print(f"\n{heads.get(group, group + ':')}")
         state = r["read_path"] if r["available"] else f"UNAVAILABLE: {r['reason']}"
-        print(f"{r['name']:<{width}}  [{r['unit']}]  {r['description']}\n{'':<{width}}  read by: {state}")
+        comp = ("compensated (cprof's own work raises it: its calibrated share is taken out)"
+                if r["compensable"] else "not compensated (counts the program's own events)")
+        print(f"{r['name']:<{width}}  [{r['unit']}]  {r['description']}\n{'':<{width}}  read by: {state}"
+              f"\n{'':<{width}}  {comp}")
     if not pmu:
         if _cprof.build_info()["libpfm"]:
             print("\nPMU events by libpfm4 name (INST_RETIRED.ANY_P:u, pmu::EVENT) work too: "

@@ -1821,3 +1821,78 @@ Test(compensation, merged)
     cprof_thread_free(&t1);
     cprof_thread_free(&t2);
 }
+
+/* ---- a counter bounded by another (a thread's CPU time by its wall time) ------------------- */
+
+/* Counter 0 may not grow more than counter 1 in any interval: the excess waits and
+ * comes out in the next intervals that have room. */
+Test(bound, excess_is_held_then_released)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);
+    ent(&t, KA, 0, 0);
+    ent(&t, KB, 10, 8);     /* a: 10 > 8, so 8, and 2 wait */
+    ex(&t, KB, 12, 15);     /* b: 2 + the 2 waiting = 4 <= 7 */
+    ex(&t, KA, 20, 30);     /* a: 8 <= 15 */
+    cprof_thread_flush(&t);
+    FN(&t, KA, 1, 1, 16, 23, 20, 30);
+    FN(&t, KB, 1, 1, 4, 7, 4, 7);
+    check_region(&t, 20, 30);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* What never finds room stays out of the region, and the bound holds everywhere. */
+Test(bound, never_above_the_bound)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);
+    ent(&t, KA, 0, 0);
+    ex(&t, KA, 10, 5);
+    cprof_thread_flush(&t);
+    FN(&t, KA, 1, 1, 5, 5, 5, 5);
+    check_region(&t, 5, 5);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* Applied after compensation: with the same share taken from both, an interval
+ * that compensation empties for the bound holds the other back too. */
+Test(bound, after_compensation)
+{
+    struct cprof_thread t;
+    const uint64_t comp[NC] = {3, 3};
+
+    init2(&t);
+    cprof_thread_set_compensation(&t, comp);
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);
+    ent(&t, KA, 0, 0);
+    ent(&t, KB, 10, 10);    /* a: 7 and 7 */
+    ex(&t, KB, 20, 12);     /* b: cpu 10 - 3 = 7, wall 2 - 2 = 0: cpu 0, 7 wait */
+    ex(&t, KA, 21, 30);     /* a: cpu 1 - 1 + 7 = 7, wall 18 - 3 = 15 */
+    cprof_thread_flush(&t);
+    FN(&t, KA, 1, 1, 14, 22, 14, 22);
+    FN(&t, KB, 1, 1, 0, 0, 0, 0);
+    cr_assert_eq(cprof_thread_compensated(&t, 0), 3 + 3 + 1);
+    cr_assert_eq(cprof_thread_compensated(&t, 1), 3 + 2 + 3);
+    check_region(&t, 14, 22);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+Test(bound, refused_when_it_cannot_hold)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 0), -1);   /* by itself */
+    cr_assert_eq(cprof_thread_set_bound(&t, 2, 0), -1);   /* out of range */
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 2), -1);
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);
+    cr_assert_eq(cprof_thread_set_bound(&t, 1, 0), -1);   /* 0 is bounded: no chains */
+    cprof_thread_free(&t);
+}

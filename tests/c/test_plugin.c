@@ -84,7 +84,20 @@ Test(plugin, wrong_abi_is_one_sentence)
     unsigned n;
 
     cr_assert_eq(parse("plugin:" PLUGIN_BAD_ABI, specs, &n, &err), -1);
-    cr_assert(strstr(err.msg, "was built for counter ABI 99, and this cprof has ABI 1"), "%s",
+    cr_assert(strstr(err.msg, "was built for counter ABI 100, and this cprof has ABI 2"), "%s",
               err.msg);
     cr_assert(strstr(err.msg, "rebuild it"), "%s", err.msg);
+}
+
+/* ABI 1 (before descriptors had flags) still loads; its counter is not compensated. */
+Test(plugin, abi1_loads_without_flags)
+{
+    static struct cprof_counter_spec specs[4];
+    struct cprof_error err = {0, ""};
+    unsigned n;
+
+    cr_assert_eq(parse("plugin:" PLUGIN_ABI1, specs, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(specs[0].def->name, "old");
+    cr_assert_eq(specs[0].def->flags, 0);
 }
