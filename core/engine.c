@@ -128,7 +128,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
         goto err;
     t->frames = calloc(t->cap, sizeof(*t->frames));
     t->fvals = calloc(t->cap * 2 * (n ? n : 1), sizeof(*t->fvals));
-    t->first = calloc(10 * (size_t)(n ? n : 1), sizeof(uint64_t));
+    t->first = calloc(9 * (size_t)(n ? n : 1), sizeof(uint64_t));
     if (!t->frames || !t->fvals || !t->first)
         goto err;
     t->last = t->first + n;
@@ -139,7 +139,6 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
     t->comp = t->raw_last + n;
     t->comp_off = t->comp + n;
     t->excl = t->comp_off + n;
-    t->bound = t->excl + n;
     if (cprof_table_get(&t->fns, 0, &inserted) != CPROF_ROOT ||
         cprof_table_get(&t->nodes, 0, &inserted) != CPROF_ROOT)
         goto err;
@@ -167,16 +166,17 @@ void cprof_thread_free(struct cprof_thread *t)
     t->depth = t->cap = 0;
 }
 
-/* Clamp the reading so no counter goes backwards; the result is in t->scratch. */
 /* Turn a raw reading into the engine's: clamped so no counter goes backwards, and
  * with the tracer's own cost taken out.  Each interval between two readings holds
  * one event's worth of tracer work (the end of one hook and the start of the
  * next), so comp[c] is subtracted from every interval, never more than the
- * interval itself: the adjusted reading is raw - comp_off.  The result is in
- * t->scratch. */
+ * interval itself: the adjusted reading is raw - comp_off.  A bounded counter
+ * (cprof_thread_set_bound) then grows no more than its bound did: the rest waits
+ * (its reading stays below raw - comp_off) for the next intervals with room.  The
+ * result is in t->scratch. */
 static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
 {
-    unsigned n = t->n;
+    unsigned n = t->n, w = t->bound_by;
     int back = 0, fresh = 0;
 
     t->events++;
@@ -199,6 +199,8 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
         t->paused = 0;
         fresh = 1;
     }
+    for (unsigned i = 0; i < t->nbound; i++)  /* how far each bounded one is behind, before */
+        t->behind[i] = t->last[w - 1] - t->last[t->bounded[i]];
     for (unsigned c = 0; c < n; c++) {
         uint64_t v = now[c], d, cut;
         if (v < t->raw_last[c]) {
@@ -219,16 +221,14 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
         cut = fresh ? 0 : d < t->comp[c] ? d : t->comp[c];
         t->comp_off[c] += cut;
         t->raw_last[c] = v;
-        /* this interval's net growth, plus whatever a bound held back before */
-        t->scratch[c] = v - t->comp_off[c] - t->last[c];
+        t->scratch[c] = t->last[c] = v - t->comp_off[c];
     }
-    for (unsigned c = 0; c < n; c++) {
-        unsigned w = (unsigned)t->bound[c];
-        if (w && t->scratch[c] > t->scratch[w - 1])
-            t->scratch[c] = t->scratch[w - 1];  /* the rest waits in raw - comp_off - last */
+    for (unsigned i = 0; i < t->nbound; i++) {  /* never further ahead than at the last reading */
+        unsigned c = t->bounded[i];
+        uint64_t cap = t->scratch[w - 1] - t->behind[i];       /* >= the last reading */
+        if (t->scratch[c] > cap)
+            t->scratch[c] = t->last[c] = cap;
     }
-    for (unsigned c = 0; c < n; c++)
-        t->scratch[c] = t->last[c] += t->scratch[c];
     t->backwards += back;
     return t->scratch;
 }
@@ -555,12 +555,17 @@ const struct cprof_fn_ext *cprof_merged_ext(const struct cprof_merged *m, size_t
 
 int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by)
 {
-    if (c >= t->n || by >= t->n || c == by || t->bound[by])
+    if (c >= t->n || by >= t->n || c == by || (t->bound_by && t->bound_by != by + 1))
         return -1;
-    for (unsigned i = 0; i < t->n; i++)
-        if (t->bound[i] == (uint64_t)c + 1)
-            return -1;          /* c bounds another: bounds do not chain */
-    t->bound[c] = (uint64_t)by + 1;
+    for (unsigned i = 0; i < t->nbound; i++)
+        if (t->bounded[i] == c)
+            return 0;           /* already */
+        else if (t->bounded[i] == by)
+            return -1;          /* by is bounded itself: no chains */
+    if (t->nbound == CPROF_MAX_BOUNDED)
+        return -1;
+    t->bounded[t->nbound++] = c;
+    t->bound_by = by + 1;
     return 0;
 }
 

@@ -101,6 +101,8 @@ struct cprof_fn_ext {
     struct cprof_slow_set *slow; /* or NULL */
 };
 
+#define CPROF_MAX_BOUNDED 4     /* counters one thread holds to its wall clock */
+
 struct cprof_thread {
     unsigned n;                 /* counters */
     struct cprof_table fns;     /* per function key; record 0 is the root */
@@ -121,7 +123,10 @@ struct cprof_thread {
     uint64_t *comp;             /* n: tracer cost per event to take out (0: none) */
     uint64_t *comp_off;         /* n: total taken out so far */
     uint64_t *excl;             /* n: tracer work to take out of the next interval */
-    uint64_t *bound;            /* n: 1 + the counter whose growth bounds this one's, or 0 */
+    unsigned bound_by;          /* 1 + the counter that bounds others, or 0: none */
+    unsigned nbound;            /* counters it bounds, in bounded[] */
+    unsigned bounded[CPROF_MAX_BOUNDED];
+    uint64_t behind[CPROF_MAX_BOUNDED]; /* bound_by's reading minus each one's (observe's) */
     int started;                /* first reading taken */
     int paused;                 /* profiling stopped; the next reading resumes it */
     int oom;                    /* sticky: memory ran out, some events were dropped */
@@ -170,8 +175,9 @@ void cprof_thread_pause(struct cprof_thread *t);
  * cannot outrun wall-clock time, but two clocks read a few ns apart, or a CPU
  * clock whose sample time is uncertain, can seem to).  Applied after compensation,
  * so with the same per-event cost on both, every self, total and region of c
- * stays at or below by's.  -1 if c == by, either is out of range, or the bounds
- * would chain (by is bounded itself, or c bounds another). */
+ * stays at or below by's.  One counter bounds up to CPROF_MAX_BOUNDED others of
+ * a thread: -1 if c == by, either is out of range, another counter bounds
+ * already, by is bounded itself, or there are too many. */
 int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by);
 
 /* The tracer's own cost per event, per counter, to take out of every interval

@@ -1894,5 +1894,6 @@ Test(bound, refused_when_it_cannot_hold)
     cr_assert_eq(cprof_thread_set_bound(&t, 0, 2), -1);
     cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);
     cr_assert_eq(cprof_thread_set_bound(&t, 1, 0), -1);   /* 0 is bounded: no chains */
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);    /* again: the same bound */
     cprof_thread_free(&t);
 }
