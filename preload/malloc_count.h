@@ -27,7 +27,8 @@
  *
  * required: 1 if glibc must provide it (the hook forwards to it).  reallocarray is
  * counted through realloc and pvalloc has a fallback, so they are optional; so are
- * C23's free_sized and free_aligned_sized (glibc 2.43+), which fall back to free. */
+ * C23's free_sized and free_aligned_sized (new in glibc; 2.36 has neither), which
+ * fall back to free. */
 #define CPROF_MC_FUNCS(X)                                                                        \
     X(void *, malloc, (size_t size), (size), return, 1)                                          \
     X(void *, calloc, (size_t nmemb, size_t size), (nmemb, size), return, 1)                     \

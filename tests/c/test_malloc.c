@@ -139,7 +139,7 @@ static void fake_free_aligned_sized(void *p, size_t align, size_t size)
 
 static int resolve_calls;       /* how often the logic resolved */
 static int resolve_leaves_memalign; /* simulate a C library without memalign */
-static int resolve_finds_sized_frees; /* simulate a C library with free_sized (glibc 2.43+) */
+static int resolve_finds_sized_frees; /* simulate a C library with free_sized */
 static void (*during_resolve)(void); /* runs inside resolve, as dlsym would allocate */
 
 static void test_resolve(struct cprof_mc_real *r)
@@ -434,7 +434,7 @@ Test(guard, a_missing_real_function_is_named, .init = cr_redirect_stderr)
 
 Test(sized, free_sized_counts_a_free_where_the_c_library_lacks_it)
 {
-    /* glibc before 2.43: the interposer exports them anyway, and frees with free() */
+    /* a C library without them (glibc 2.36): exported anyway, freeing with free() */
     void *p, *q;
     long frees;
 

@@ -89,7 +89,7 @@ Test(handle, the_c_librarys_handle_gives_the_interposers_functions)
 
     for (const char *const *name = family; *name; name++) {
         void *p = dlsym(libc, *name);
-        if (!p) {       /* free_sized before glibc 2.43: the C library has none */
+        if (!p) {       /* free_sized where the C library has none (glibc 2.36) */
             cr_log_info("%s has no %s", LIBC_SO, *name);
             continue;
         }
