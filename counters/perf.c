@@ -82,12 +82,11 @@ static int event_open(const struct cprof_perf_event *ev, int group_fd, uint64_t 
     return fd < 0 ? -errno : fd;
 }
 
-/* The sentence for a failed open of counter `name`. */
-static void open_error(const char *name, const struct cprof_perf_event *ev, int e,
-                       struct cprof_error *err)
+void cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, int e, int paranoid,
+                           const struct cprof_perf_host *h, struct cprof_error *err)
 {
-    int paranoid = paranoid_level();
     int need = ev->kernel_counted || (ev->levels_chosen && !ev->attr.exclude_kernel) ? 1 : 2;
+    int pfm_pmu = ev->pmu && strcmp(ev->pmu, "perf") != 0 && strcmp(ev->pmu, "perf_raw") != 0;
 
     if (e == EACCES || e == EPERM) {
         if (paranoid > need)
@@ -115,9 +114,17 @@ static void open_error(const char *name, const struct cprof_perf_event *ev, int 
                         "counter '%s' is unavailable: this kernel has no perf_event_open (built "
                         "without CONFIG_PERF_EVENTS, or blocked by seccomp)",
                         name);
-    } else if (ev->kind == CPROF_PERF_HW && !cprof_perf_hw_pmu_visible()) {
+    } else if (ev->kind == CPROF_PERF_HW && cprof_perf_host_no_pmu(h) && pfm_pmu) {
+        /* libpfm4 knows the CPU (from CPUID), the kernel shows no PMU: a VM */
         cprof_error_set(err, e,
-                        "counter '%s' is unavailable: no hardware PMU is visible to this machine "
+                        "counter '%s' is unavailable: libpfm4 knows it as an event of this CPU's "
+                        "PMU (%s), but no hardware PMU is visible to perf here (perf_event_open: "
+                        "%s), as in a VM without PMU passthrough; software counters such as "
+                        "task-clock or page-faults work",
+                        name, ev->pmu, strerror(e));
+    } else if (ev->kind == CPROF_PERF_HW && cprof_perf_host_no_pmu(h)) {
+        cprof_error_set(err, e,
+                        "counter '%s' is unavailable: no hardware PMU is visible to perf here "
                         "(perf_event_open: %s), as in a VM without PMU passthrough; software "
                         "counters such as task-clock or page-faults work",
                         name, strerror(e));
@@ -133,6 +140,16 @@ static void open_error(const char *name, const struct cprof_perf_event *ev, int 
                         "(perf_event_open: %s)",
                         name, strerror(e));
     }
+}
+
+/* The sentence for a failed open of counter `name` on this machine. */
+static void open_error(const char *name, const struct cprof_perf_event *ev, int e,
+                       struct cprof_error *err)
+{
+    struct cprof_perf_host h;
+
+    cprof_perf_host_detect(&h);
+    cprof_perf_open_error(name, ev, e, paranoid_level(), &h, err);
 }
 
 static const char *user_only_note(int user_only, const struct cprof_perf_event *ev)

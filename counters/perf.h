@@ -29,7 +29,39 @@ struct cprof_perf_event {
     int levels_chosen;          /* the name chose privilege levels (":u"): keep them */
     const char *unit;           /* "faults", "ns", "events": static storage */
     const char *description;    /* one line: static storage (libpfm4's tables included) */
+    const char *pmu;            /* libpfm4's PMU that encoded the name ("icl", "perf"), or
+                                 * NULL for perf's generic names: static storage */
 };
+
+/* What this machine offers PMU events: the facts the sentences about a PMU event
+ * rest on.  cprof_perf_host_detect() finds them; tests inject their own. */
+struct cprof_perf_host {
+    int libpfm;                 /* this cprof was built with libpfm4 */
+    const char *core_pmu;       /* libpfm4's name of the core PMU it detects on this CPU
+                                 * ("icl", "amd64_fam19h_zen4"), or NULL: static storage */
+    int hw_errno;               /* 0 if perf_event_open counts a hardware event here
+                                 * (instructions, user mode), else its errno */
+};
+
+void cprof_perf_host_detect(struct cprof_perf_host *h);
+
+/* 1 if hw_errno says the kernel has no hardware PMU to count on (ENOENT,
+ * EOPNOTSUPP...), not that it refused this user (EACCES, EPERM) or ran out of
+ * files. */
+int cprof_perf_host_no_pmu(const struct cprof_perf_host *h);
+
+/* The sentence for `name`, a PMU event name that libpfm4 (if any) could not
+ * encode on this host.  known: the PMUs of other CPUs whose tables hold its event
+ * ("spr and 23 more"), "" or NULL if none does: then the name is
+ * simply unknown (ENOENT with an empty msg, the registry's sentence and its
+ * suggestions).  Always -1. */
+int cprof_perf_pmu_name_error(const char *name, const char *known, const struct cprof_perf_host *h,
+                              struct cprof_error *err);
+
+/* The sentence for a failed perf_event_open of counter `name` (errno e), given
+ * kernel.perf_event_paranoid and the host. */
+void cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, int e, int paranoid,
+                           const struct cprof_perf_host *h, struct cprof_error *err);
 
 /* 1 if this cprof was built with libpfm4. */
 extern const int cprof_perf_have_libpfm;

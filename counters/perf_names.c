@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #ifndef CPROF_HAVE_LIBPFM
 #define CPROF_HAVE_LIBPFM 0
@@ -110,6 +112,102 @@ int cprof_perf_hw_pmu_visible(void)
     return found;
 }
 
+/* ---- the host: what the sentences about PMU events rest on ------------------------------ */
+
+#if CPROF_HAVE_LIBPFM
+static const char *pfm_core_pmu(void);
+#endif
+
+void cprof_perf_host_detect(struct cprof_perf_host *h)
+{
+    struct perf_event_attr a;
+    int fd;
+
+    memset(h, 0, sizeof(*h));
+    h->libpfm = CPROF_HAVE_LIBPFM;
+    /* user mode only: an unprivileged user may count that much where a PMU exists */
+    memset(&a, 0, sizeof(a));
+    a.size = sizeof(a);
+    a.type = PERF_TYPE_HARDWARE;
+    a.config = PERF_COUNT_HW_INSTRUCTIONS;
+    a.disabled = 1;
+    a.exclude_kernel = 1;
+    a.exclude_hv = 1;
+    fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+    else
+        h->hw_errno = errno;
+#if CPROF_HAVE_LIBPFM
+    h->core_pmu = pfm_core_pmu();
+#endif
+}
+
+int cprof_perf_host_no_pmu(const struct cprof_perf_host *h)
+{
+    switch (h->hw_errno) {
+    case 0:
+    case EACCES:
+    case EPERM:
+    case EMFILE:
+    case ENFILE:
+    case EINTR:
+    case EBUSY:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+int cprof_perf_pmu_name_error(const char *name, const char *known, const struct cprof_perf_host *h,
+                              struct cprof_error *err)
+{
+    char why[120] = "";         /* why no PMU event can be counted here, or "" */
+
+    if (cprof_perf_host_no_pmu(h))
+        snprintf(why, sizeof(why), "no hardware PMU is visible to perf here (perf_event_open: %s)",
+                 strerror(h->hw_errno));
+    if (!h->libpfm && why[0])
+        cprof_error_set(err, ENOTSUP,
+                        "counter '%s' looks like a PMU event name, but this cprof was built "
+                        "without libpfm4, which encodes such names, and %s, as in a VM without "
+                        "PMU passthrough; software events such as task-clock or page-faults work",
+                        name, why);
+    else if (!h->libpfm)
+        cprof_error_set(err, ENOTSUP,
+                        "counter '%s' looks like a PMU event name, but this cprof was built "
+                        "without libpfm4, which encodes such names; install libpfm4-dev "
+                        "(Debian/Ubuntu) or libpfm-devel (Fedora) and reinstall cprof, or use a "
+                        "generic event such as cycles or instructions",
+                        name);
+    else if (!known || !known[0])
+        cprof_error_set(err, ENOENT, "%s", "");        /* unknown: the registry's sentence */
+    else if (h->core_pmu && why[0])
+        cprof_error_set(err, ENOENT,
+                        "counter '%s' is an event of other PMUs in libpfm4 (%s), not of this "
+                        "CPU's (%s), and %s, as in a VM without PMU passthrough; use software "
+                        "events such as task-clock",
+                        name, known, h->core_pmu, why);
+    else if (h->core_pmu)
+        cprof_error_set(err, ENOENT,
+                        "counter '%s' is an event of other PMUs in libpfm4 (%s), not of this "
+                        "CPU's (%s); cprof --list-counters --pmu lists this CPU's events",
+                        name, known, h->core_pmu);
+    else if (why[0])
+        cprof_error_set(err, ENOENT,
+                        "counter '%s' is an event of other PMUs in libpfm4 (%s); it detects none "
+                        "on this CPU, and %s, as in a VM without PMU passthrough; use software "
+                        "events such as task-clock",
+                        name, known, why);
+    else
+        cprof_error_set(err, ENOENT,
+                        "counter '%s' is an event of other PMUs in libpfm4 (%s); it does not "
+                        "recognise this CPU's, so only perf's generic events such as cycles or "
+                        "instructions work here",
+                        name, known);
+    return -1;
+}
+
 /* A name with '.', "::" or capitals is a PMU event name (libpfm4's domain),
  * not a mistyped generic one. */
 static int looks_like_pmu_event(const char *name)
@@ -185,20 +283,86 @@ static int pfm_ready(void)
     return pfm_status == PFM_SUCCESS;
 }
 
-/* Does libpfm4 detect a core PMU here (beyond perf's generic events)? */
-static int pfm_core_pmu_present(void)
+/* libpfm4's name of the core PMU it detects on this CPU, or NULL (only perf's
+ * generic events). */
+static const char *pfm_core_pmu(void)
 {
     pfm_pmu_t p;
 
+    if (!pfm_ready())
+        return NULL;
     pfm_for_all_pmus(p) {
         pfm_pmu_info_t info;
         memset(&info, 0, sizeof(info));
         info.size = sizeof(info);
         if (pfm_get_pmu_info(p, &info) == PFM_SUCCESS && info.is_present &&
             info.type == PFM_PMU_TYPE_CORE)
+            return info.name;
+    }
+    return NULL;
+}
+
+/* "icl::INST_RETIRED.ANY_P:u" -> "INST_RETIRED" (its length into *len). */
+static const char *event_base(const char *name, size_t *len)
+{
+    const char *base = strstr(name, "::") ? strstr(name, "::") + 2 : name;
+
+    *len = strcspn(base, ".:");
+    return base;
+}
+
+/* Does the table of `pinfo`, a PMU libpfm4 does not detect here, hold an event
+ * named base[0..blen)? */
+static int pfm_pmu_has_event(const pfm_pmu_info_t *pinfo, const char *base, size_t blen)
+{
+    for (int i = pinfo->first_event; i != -1; i = pfm_get_event_next(i)) {
+        pfm_event_info_t e;
+        memset(&e, 0, sizeof(e));
+        e.size = sizeof(e);
+        if (pfm_get_event_info(i, PFM_OS_NONE, &e) == PFM_SUCCESS && e.name &&
+            strlen(e.name) == blen && strncasecmp(e.name, base, blen) == 0)
             return 1;
     }
     return 0;
+}
+
+/* The PMUs libpfm4 does not detect here whose tables hold the event of `name`
+ * (only the one it names, if "pmu::EVENT"), into buf as the last of them in
+ * libpfm4's order (the newest CPU, as a rule) and how many more: "spr and 23 more",
+ * or "".  Core PMUs only, unless no core PMU has the event. */
+static void pfm_known_elsewhere(const char *name, char *buf, size_t len)
+{
+    size_t blen, plen = 0;
+    const char *base = event_base(name, &blen);
+    const char *last = NULL;
+    unsigned found = 0;
+
+    buf[0] = '\0';
+    if (strstr(name, "::"))
+        plen = (size_t)(strstr(name, "::") - name);
+    if (!pfm_ready() || blen == 0)
+        return;
+    for (int core = 1; core >= 0 && !found; core--) {
+        pfm_pmu_t p;
+        pfm_for_all_pmus(p) {
+            pfm_pmu_info_t pinfo;
+            memset(&pinfo, 0, sizeof(pinfo));
+            pinfo.size = sizeof(pinfo);
+            if (pfm_get_pmu_info(p, &pinfo) != PFM_SUCCESS || pinfo.is_present || !pinfo.name ||
+                (pinfo.type == PFM_PMU_TYPE_CORE) != core)
+                continue;
+            if (plen && (strlen(pinfo.name) != plen || strncasecmp(pinfo.name, name, plen)))
+                continue;
+            if (pfm_pmu_has_event(&pinfo, base, blen)) {
+                last = pinfo.name;
+                found++;
+            }
+        }
+    }
+    if (found == 1)
+        snprintf(buf, len, "%s", last);
+    else if (found > 1)
+        snprintf(buf, len, "%s and %u more", last, found - 1);
 }
 
 static int encode_pfm(const char *name, struct cprof_perf_event *ev, struct cprof_error *err)
@@ -218,16 +382,15 @@ static int encode_pfm(const char *name, struct cprof_perf_event *ev, struct cpro
     arg.size = sizeof(arg);
     r = pfm_get_os_event_encoding(name, PFM_PLM0 | PFM_PLM3, PFM_OS_PERF_EVENT_EXT, &arg);
     if (r == PFM_ERR_NOTFOUND) {
-        if (looks_like_pmu_event(name) && !pfm_core_pmu_present())
-            cprof_error_set(err, ENOENT,
-                            "unknown counter '%s': libpfm4 detects no hardware PMU on this "
-                            "machine, only perf's generic events, so it cannot encode PMU event "
-                            "names; use a generic name such as cycles (cprof --list-counters "
-                            "--pmu lists what libpfm4 knows here)",
-                            name);
-        else
-            cprof_error_set(err, ENOENT, "%s", "");
-        return -1;
+        struct cprof_perf_host h;
+        char known[96];
+        if (!looks_like_pmu_event(name)) {
+            cprof_error_set(err, ENOENT, "%s", "");     /* a typo: the registry's sentence */
+            return -1;
+        }
+        pfm_known_elsewhere(name, known, sizeof(known));
+        cprof_perf_host_detect(&h);
+        return cprof_perf_pmu_name_error(name, known, &h, err);
     }
     if (r != PFM_SUCCESS) {
         cprof_error_set(err, EINVAL,
@@ -242,8 +405,15 @@ static int encode_pfm(const char *name, struct cprof_perf_event *ev, struct cpro
     ev->description = "PMU event named through libpfm4";
     memset(&info, 0, sizeof(info));
     info.size = sizeof(info);
-    if (pfm_get_event_info(arg.idx, PFM_OS_NONE, &info) == PFM_SUCCESS && info.desc)
-        ev->description = info.desc;
+    if (pfm_get_event_info(arg.idx, PFM_OS_NONE, &info) == PFM_SUCCESS) {
+        pfm_pmu_info_t pinfo;
+        if (info.desc)
+            ev->description = info.desc;
+        memset(&pinfo, 0, sizeof(pinfo));
+        pinfo.size = sizeof(pinfo);
+        if (pfm_get_pmu_info(info.pmu, &pinfo) == PFM_SUCCESS)
+            ev->pmu = pinfo.name;
+    }
     if (ev->attr.type == PERF_TYPE_SOFTWARE) {
         ev->unit = ev->attr.config == PERF_COUNT_SW_TASK_CLOCK ||
                            ev->attr.config == PERF_COUNT_SW_CPU_CLOCK
@@ -278,13 +448,9 @@ int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cpro
     return encode_pfm(name, ev, err);
 #else
     if (looks_like_pmu_event(name)) {
-        cprof_error_set(err, ENOTSUP,
-                        "counter '%s' looks like a PMU event name, but this cprof was built "
-                        "without libpfm4, which encodes such names; install libpfm4-dev "
-                        "(Debian/Ubuntu) or libpfm-devel (Fedora) and reinstall cprof, or use a "
-                        "generic event such as cycles or instructions",
-                        name);
-        return -1;
+        struct cprof_perf_host h;
+        cprof_perf_host_detect(&h);
+        return cprof_perf_pmu_name_error(name, NULL, &h, err);
     }
     cprof_error_set(err, ENOENT, "%s", "");
     return -1;

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include "malloc_count.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -373,6 +374,38 @@ void cprof_mc_free(void *ptr)
     real.free(ptr);
 }
 
+/* C23's sized frees: counted as a free of the block (its usable size, as free()
+ * counts: the size given is what was asked, which the usable size covers), then
+ * passed on, or to free() where the C library has no sized free (a valid
+ * implementation: the size is a hint). */
+void cprof_mc_free_sized(void *ptr, size_t size)
+{
+    if (!ptr || cprof_mc_in_bootstrap(ptr))
+        return;
+    if (UNLIKELY(!ready()))
+        return;
+    if (counting())
+        count(CPROF_FREE_BYTES, real.malloc_usable_size(ptr));
+    if (real.free_sized)
+        real.free_sized(ptr, size);
+    else
+        real.free(ptr);
+}
+
+void cprof_mc_free_aligned_sized(void *ptr, size_t alignment, size_t size)
+{
+    if (!ptr || cprof_mc_in_bootstrap(ptr))
+        return;
+    if (UNLIKELY(!ready()))
+        return;
+    if (counting())
+        count(CPROF_FREE_BYTES, real.malloc_usable_size(ptr));
+    if (real.free_aligned_sized)
+        real.free_aligned_sized(ptr, alignment, size);
+    else
+        real.free(ptr);
+}
+
 /* A block from the arena grows into a real one (its contents copied). */
 static void *boot_realloc(void *ptr, size_t size)
 {
@@ -479,4 +512,36 @@ size_t cprof_mc_malloc_usable_size(void *ptr)
     if (UNLIKELY(!ready()))
         return 0;
     return real.malloc_usable_size(ptr);
+}
+
+/* ---- dlsym ------------------------------------------------------------------------------ */
+
+int cprof_mc_is_family(const char *name)
+{
+#define IS(ret, fname, params, args, rkw, req)                                                   \
+    if (strcmp(name, #fname) == 0)                                                               \
+        return 1;
+    if (!name)
+        return 0;
+    CPROF_MC_FUNCS(IS)
+#undef IS
+    return 0;
+}
+
+void *cprof_mc_dlsym_result(void *handle, const char *name, void *found)
+{
+    const struct cprof_mc_real *hooks = cprof_mc_platform.hooks;
+
+    if (!found || !name || !hooks || handle == RTLD_DEFAULT || handle == RTLD_NEXT)
+        return found;
+    /* Not before the real functions are known (nor inside their resolution): then
+     * there is nothing to compare with. */
+    if (atomic_load_explicit(&resolve_state, memory_order_acquire) != RESOLVED)
+        return found;
+#define SUBSTITUTE(ret, fname, params, args, rkw, req)                                           \
+    if (strcmp(name, #fname) == 0)                                                               \
+        return real.fname && found == (void *)real.fname ? (void *)hooks->fname : found;
+    CPROF_MC_FUNCS(SUBSTITUTE)
+#undef SUBSTITUTE
+    return found;
 }

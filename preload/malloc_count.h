@@ -5,6 +5,8 @@
  *   malloc_hooks.c   the interposition: defines malloc & co. (each one line calling
  *                    cprof_mc_<name> below), finds the real ones with
  *                    dlsym(RTLD_NEXT), exports cprof_malloc_api
+ *   dlsym_hooks.c    dlsym and dlvsym, so that the family looked up on a library's
+ *                    handle (ctypes.CDLL("libc.so.6").malloc) is the interposer's too
  *
  * The split lets tests/c/test_malloc.c drive the logic with a fake "real"
  * allocator, under AddressSanitizer too (ASan and an interposed malloc cannot share
@@ -24,7 +26,9 @@
  *   X(return type, name, (parameters), (arguments), return keyword, required)
  *
  * required: 1 if glibc must provide it (the hook forwards to it).  reallocarray is
- * counted through realloc and pvalloc has a fallback, so they are optional. */
+ * counted through realloc and pvalloc has a fallback, so they are optional; so are
+ * C23's free_sized and free_aligned_sized (new in glibc; 2.36 has neither), which
+ * fall back to free. */
 #define CPROF_MC_FUNCS(X)                                                                        \
     X(void *, malloc, (size_t size), (size), return, 1)                                          \
     X(void *, calloc, (size_t nmemb, size_t size), (nmemb, size), return, 1)                     \
@@ -37,6 +41,9 @@
     X(void *, valloc, (size_t size), (size), return, 1)                                          \
     X(void *, pvalloc, (size_t size), (size), return, 0)                                         \
     X(void, free, (void *ptr), (ptr), , 1)                                                       \
+    X(void, free_sized, (void *ptr, size_t size), (ptr, size), , 0)                              \
+    X(void, free_aligned_sized, (void *ptr, size_t alignment, size_t size),                      \
+      (ptr, alignment, size), , 0)                                                               \
     X(size_t, malloc_usable_size, (void *ptr), (ptr), return, 1)
 
 /* The next definitions of the family (the C library's), found at first use. */
@@ -55,6 +62,9 @@ struct cprof_mc_platform {
     /* Arrange for cprof_mc_thread_exit(block) when the calling thread exits (a
      * pthread key's destructor).  May allocate: runs with the guard set.  0 or -1. */
     int (*watch_thread_exit)(void *block);
+    /* The interposed functions themselves (the addresses a program reaches them
+     * by), which dlsym on a library's handle returns in place of the C library's. */
+    const struct cprof_mc_real *hooks;
 };
 extern const struct cprof_mc_platform cprof_mc_platform;
 
@@ -64,6 +74,21 @@ extern const struct cprof_mc_platform cprof_mc_platform;
 #define CPROF_MC_DECLARE(ret, name, params, args, r, req) ret cprof_mc_##name params;
 CPROF_MC_FUNCS(CPROF_MC_DECLARE)
 #undef CPROF_MC_DECLARE
+
+/* dlsym(handle, name) found `found`: what the program should get instead.  The
+ * interposed function when `found` is the very function the interposer forwards
+ * to for `name` (the C library's malloc, found through an explicit handle such as
+ * dlopen("libc.so.6")); otherwise `found` itself.  RTLD_DEFAULT already finds the
+ * interposer, and RTLD_NEXT asks for the next definition on purpose (another
+ * interposer behind this one): both keep their answer. */
+void *cprof_mc_dlsym_result(void *handle, const char *name, void *found);
+
+/* 1 if `name` is one of the interposed functions. */
+int cprof_mc_is_family(const char *name);
+
+/* dlsym_hooks.c (the interposer only): find the C library's dlsym and dlvsym now,
+ * before anything calls the interposed ones. */
+void cprof_mc_dl_init(void);
 
 /* Start counting (process-wide, for good).  Before this the hooks only forward. */
 void cprof_mc_activate(void);

@@ -23,13 +23,23 @@
 
 /* ---- the interposed functions ---------------------------------------------------- */
 
+/* Each one is a local function, exported under its C library name by an alias:
+ * the hooks table below takes the local address, which is ours even if the
+ * program defines a malloc of its own. */
 #define CPROF_MC_DEFINE(ret, name, params, args, rkw, req)                                      \
-    EXPORT ret name params                                                                      \
+    static ret hook_##name params                                                               \
     {                                                                                           \
         rkw cprof_mc_##name args;                                                               \
-    }
+    }                                                                                           \
+    EXPORT ret name params __attribute__((alias("hook_" #name)));
 CPROF_MC_FUNCS(CPROF_MC_DEFINE)
 #undef CPROF_MC_DEFINE
+
+static const struct cprof_mc_real hooks = {
+#define CPROF_MC_HOOK(ret, name, params, args, rkw, req) .name = hook_##name,
+    CPROF_MC_FUNCS(CPROF_MC_HOOK)
+#undef CPROF_MC_HOOK
+};
 
 /* ---- platform ----------------------------------------------------------------------- */
 
@@ -59,10 +69,12 @@ static int watch_thread_exit(void *block)
 const struct cprof_mc_platform cprof_mc_platform = {
     .resolve = resolve_next,
     .watch_thread_exit = watch_thread_exit,
+    .hooks = &hooks,
 };
 
 __attribute__((constructor)) static void cprof_mc_init(void)
 {
+    cprof_mc_dl_init();         /* the C library's dlsym, which the resolution calls */
     cprof_mc_unresolved();      /* resolve now, if no allocation did it yet */
     have_exit_key = pthread_key_create(&exit_key, on_thread_exit) == 0;
     pthread_atfork(cprof_mc_atfork_prepare, cprof_mc_atfork_parent, cprof_mc_atfork_child);

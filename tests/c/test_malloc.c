@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -115,10 +116,30 @@ static void *fake_valloc(size_t size) { return fake_aligned(4096, size); }
 static void *fake_pvalloc(size_t size) { return fake_aligned(4096, (size + 4095) & ~(size_t)4095); }
 static size_t fake_usable(void *p) { return p ? hdr(p)->size : 0; }
 
+/* C23's sized frees, where a C library has them: they record what they were told */
+static atomic_long fake_sized_frees;    /* fake free_sized / free_aligned_sized calls */
+static size_t fake_sized_last[2];       /* their last size and alignment */
+
+static void fake_free_sized(void *p, size_t size)
+{
+    atomic_fetch_add(&fake_sized_frees, 1);
+    fake_sized_last[0] = size;
+    fake_free(p);
+}
+
+static void fake_free_aligned_sized(void *p, size_t align, size_t size)
+{
+    atomic_fetch_add(&fake_sized_frees, 1);
+    fake_sized_last[0] = size;
+    fake_sized_last[1] = align;
+    fake_free(p);
+}
+
 /* ---- the test platform -------------------------------------------------------------- */
 
 static int resolve_calls;       /* how often the logic resolved */
 static int resolve_leaves_memalign; /* simulate a C library without memalign */
+static int resolve_finds_sized_frees; /* simulate a C library with free_sized */
 static void (*during_resolve)(void); /* runs inside resolve, as dlsym would allocate */
 
 static void test_resolve(struct cprof_mc_real *r)
@@ -136,6 +157,8 @@ static void test_resolve(struct cprof_mc_real *r)
     r->valloc = fake_valloc;
     r->pvalloc = fake_pvalloc;
     r->free = fake_free;
+    r->free_sized = resolve_finds_sized_frees ? fake_free_sized : NULL;
+    r->free_aligned_sized = resolve_finds_sized_frees ? fake_free_aligned_sized : NULL;
     r->malloc_usable_size = fake_usable;
 }
 
@@ -158,9 +181,17 @@ static int test_watch(void *block)
     return pthread_setspecific(exit_key, block);
 }
 
+/* What the interposer exports: here, the logic's functions themselves. */
+static const struct cprof_mc_real test_hooks = {
+#define TEST_HOOK(ret, name, params, args, rkw, req) .name = cprof_mc_##name,
+    CPROF_MC_FUNCS(TEST_HOOK)
+#undef TEST_HOOK
+};
+
 const struct cprof_mc_platform cprof_mc_platform = {
     .resolve = test_resolve,
     .watch_thread_exit = test_watch,
+    .hooks = &test_hooks,
 };
 
 /* ---- helpers ------------------------------------------------------------------------- */
@@ -397,6 +428,131 @@ Test(guard, a_missing_real_function_is_named, .init = cr_redirect_stderr)
     cr_expect_stderr_eq_str("libcprof_malloc.so: the C library's malloc family was not found "
                             "behind the interposer (dlsym RTLD_NEXT); allocations now come from a "
                             "small arena and will soon fail\n");
+}
+
+/* ---- C23 sized frees ------------------------------------------------------------------ */
+
+Test(sized, free_sized_counts_a_free_where_the_c_library_lacks_it)
+{
+    /* a C library without them (glibc 2.36): exported anyway, freeing with free() */
+    void *p, *q;
+    long frees;
+
+    cprof_mc_activate();
+    p = cprof_mc_malloc(100);
+    q = cprof_mc_aligned_alloc(64, 256);
+    frees = atomic_load(&fake_frees);
+    cprof_mc_free_sized(p, 100);
+    cprof_mc_free_aligned_sized(q, 64, 256);
+    expect_mine(356, 2, 356, 2);
+    cr_expect_eq(atomic_load(&fake_frees), frees + 2, "the blocks were freed");
+    cr_expect_eq(atomic_load(&fake_sized_frees), 0);
+    cprof_mc_free_sized(NULL, 0);
+    cprof_mc_free_aligned_sized(NULL, 64, 0);
+    expect_mine(356, 2, 356, 2);
+}
+
+Test(sized, free_sized_is_passed_on_where_the_c_library_has_it)
+{
+    void *p, *q;
+
+    resolve_finds_sized_frees = 1;
+    cprof_mc_activate();
+    p = cprof_mc_malloc(100);
+    q = cprof_mc_aligned_alloc(64, 256);
+    cprof_mc_free_sized(p, 100);
+    cr_expect_eq(atomic_load(&fake_sized_frees), 1);
+    cr_expect_eq(fake_sized_last[0], 100);
+    cprof_mc_free_aligned_sized(q, 64, 256);
+    cr_expect_eq(atomic_load(&fake_sized_frees), 2);
+    cr_expect_eq(fake_sized_last[0], 256);
+    cr_expect_eq(fake_sized_last[1], 64);
+    /* free-bytes is the usable size, as for free() (exact with the fake allocator) */
+    expect_mine(356, 2, 356, 2);
+}
+
+Test(sized, a_sized_free_of_an_arena_block_is_ignored)
+{
+    long frees;
+
+    during_resolve = allocate_like_dlsym;
+    cprof_mc_activate();
+    cprof_mc_free(cprof_mc_malloc(1));      /* the first call resolves */
+    cr_assert(cprof_mc_in_bootstrap(during_resolve_ptr[1]));
+    frees = atomic_load(&fake_frees);
+    cprof_mc_free_sized(during_resolve_ptr[1], 24);
+    cprof_mc_free_aligned_sized(during_resolve_ptr[2], 256, 8);
+    cr_expect_eq(atomic_load(&fake_frees), frees, "an arena block reached the real free");
+    expect_mine(1, 1, 1, 1);
+}
+
+/* ---- dlsym -------------------------------------------------------------------------------- */
+
+#define A_HANDLE ((void *)0x1234)       /* as dlopen("libc.so.6") would give */
+
+/* The functions the logic forwards to, as the test platform resolves them. */
+static struct cprof_mc_real real_fns(void)
+{
+    struct cprof_mc_real r;
+
+    memset(&r, 0, sizeof(r));
+    test_resolve(&r);
+    return r;
+}
+
+Test(dlsym, a_family_function_found_on_a_handle_is_the_interposers)
+{
+    struct cprof_mc_real r;
+    unsigned n = 0;
+
+    resolve_finds_sized_frees = 1;
+    cr_assert_str_eq(cprof_mc_unresolved(), "");
+    r = real_fns();
+    /* each function of the list, found on a library's handle as the C library's */
+#define EXPECT_HOOK(ret, name, params, args, rkw, req)                                           \
+    cr_expect_eq(cprof_mc_dlsym_result(A_HANDLE, #name, (void *)r.name), (void *)cprof_mc_##name, \
+                 "%s", #name);                                                                   \
+    n++;
+    CPROF_MC_FUNCS(EXPECT_HOOK)
+#undef EXPECT_HOOK
+    cr_expect_eq(n, 13);
+    cr_expect(cprof_mc_is_family("malloc") && cprof_mc_is_family("free_aligned_sized"));
+    cr_expect_not(cprof_mc_is_family("strlen") || cprof_mc_is_family("mallo") ||
+                  cprof_mc_is_family(NULL));
+    /* and called through that address, it counts */
+    void *(*m)(size_t) = (void *(*)(size_t))cprof_mc_dlsym_result(A_HANDLE, "malloc",
+                                                                  (void *)fake_malloc);
+    cprof_mc_activate();
+    cprof_mc_free(m(4000));
+    expect_mine(4000, 1, 4000, 1);
+}
+
+Test(dlsym, everything_else_keeps_its_answer)
+{
+    void *other = (void *)&fake_usable;
+
+    cr_assert_str_eq(cprof_mc_unresolved(), "");
+    /* RTLD_DEFAULT finds the interposer already; RTLD_NEXT asks for what is behind
+     * the caller (another interposer's real malloc): both answers are kept */
+    cr_expect_eq(cprof_mc_dlsym_result(RTLD_DEFAULT, "malloc", (void *)fake_malloc),
+                 (void *)fake_malloc);
+    cr_expect_eq(cprof_mc_dlsym_result(RTLD_NEXT, "malloc", (void *)fake_malloc),
+                 (void *)fake_malloc);
+    /* another malloc than the one the interposer forwards to (a library's own) */
+    cr_expect_eq(cprof_mc_dlsym_result(A_HANDLE, "malloc", other), other);
+    /* the right function under another name, a name outside the family, nothing */
+    cr_expect_eq(cprof_mc_dlsym_result(A_HANDLE, "calloc", (void *)fake_malloc),
+                 (void *)fake_malloc);
+    cr_expect_eq(cprof_mc_dlsym_result(A_HANDLE, "strlen", other), other);
+    cr_expect_null(cprof_mc_dlsym_result(A_HANDLE, "malloc", NULL));
+    /* a C library without free_sized: dlsym finds none, and none is made up */
+    cr_expect_null(cprof_mc_dlsym_result(A_HANDLE, "free_sized", NULL));
+}
+
+Test(dlsym, nothing_is_replaced_before_the_real_functions_are_known)
+{
+    cr_expect_eq(cprof_mc_dlsym_result(A_HANDLE, "malloc", (void *)fake_malloc),
+                 (void *)fake_malloc);
 }
 
 /* ---- threads ------------------------------------------------------------------------ */

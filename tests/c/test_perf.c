@@ -538,6 +538,7 @@ Test(perf_names, libpfm4_unknown_name)
 
     cr_assert_eq(cprof_perf_encode("NO_SUCH_EVENT_ANYWHERE.X", &ev, &err), -1);
     cr_assert_eq(err.code, ENOENT);
+    cr_assert_str_eq(err.msg, "", "a name libpfm4 knows for no PMU is simply unknown");
     cr_assert_eq(cprof_perf_encode("nosuchevent", &ev, &err), -1);
     cr_assert_eq(err.code, ENOENT);
     cr_assert_str_eq(err.msg, "", "a lowercase unknown name is left to the registry's sentence");
@@ -547,6 +548,7 @@ Test(perf_names, libpfm4_unknown_name)
 
 Test(perf_names, without_libpfm4_a_pmu_name_says_how_to_get_it)
 {
+    struct cprof_perf_host h;
     struct cprof_perf_event ev;
     struct cprof_error err = {0, ""};
     struct cprof_counter_spec out[4];
@@ -557,7 +559,9 @@ Test(perf_names, without_libpfm4_a_pmu_name_says_how_to_get_it)
     cr_assert_eq(err.code, ENOTSUP);
     assert_sentence(err.msg, "'INST_RETIRED.ANY_P:u'");
     HAS(err.msg, "without libpfm4");
-    HAS(err.msg, "libpfm4-dev");
+    cprof_perf_host_detect(&h);
+    /* how to get libpfm4, unless no PMU event could be counted here anyway */
+    HAS(err.msg, cprof_perf_host_no_pmu(&h) ? "no hardware PMU is visible" : "libpfm4-dev");
     /* through the registry, the same sentence reaches the user */
     cr_assert_eq(cprof_spec_resolve("cycles,INST_RETIRED.ANY_P:u", no_builtins, perf_only, out, 4,
                                     &n, &err),
@@ -575,6 +579,238 @@ Test(perf_names, without_libpfm4_a_pmu_name_says_how_to_get_it)
     HAS(err.msg, "without libpfm4");
 }
 
+#endif
+
+/* ================================================================ the host's sentences
+ *
+ * What a PMU event name gets depends on the host: libpfm4 in the build or not, the
+ * core PMU libpfm4 detects (from CPUID), whether the kernel lets perf open a
+ * hardware event (no PMU in a VM without passthrough), and whether another CPU's
+ * PMU has the event.  Each case is injected here, so every host tests all of
+ * them: (a) PMU detected and usable, (b) detected but perf sees no PMU (an AMD
+ * EPYC VM), (c) none detected, (d) a name libpfm4 knows nowhere, (e) no libpfm4. */
+
+#define INTEL_NAME "INST_RETIRED.ANY_P:u"
+#define KNOWN "spr and 23 more"
+
+static struct cprof_error name_error(int libpfm, const char *core, int hw_errno, const char *known)
+{
+    struct cprof_perf_host h = {.libpfm = libpfm, .core_pmu = core, .hw_errno = hw_errno};
+    struct cprof_error err = {0, ""};
+
+    cr_assert_eq(cprof_perf_pmu_name_error(INTEL_NAME, known, &h, &err), -1);
+    if (err.msg[0])
+        assert_sentence(err.msg, "'" INTEL_NAME "'");
+    return err;
+}
+
+#define LACKS(msg, sub) cr_assert(strstr((msg), (sub)) == NULL, "'%s' in: %s", (sub), (msg))
+
+Test(perf_host, no_pmu_means_the_kernel_has_none_not_a_refusal)
+{
+    struct cprof_perf_host h = {1, "icl", 0};
+
+    cr_assert_not(cprof_perf_host_no_pmu(&h));
+    for (int e = 1; e < 134; e++) {
+        h.hw_errno = e;
+        cr_assert_eq(cprof_perf_host_no_pmu(&h),
+                     !(e == EACCES || e == EPERM || e == EMFILE || e == ENFILE || e == EINTR ||
+                       e == EBUSY),
+                     "errno %d", e);
+    }
+}
+
+Test(perf_host, a_pmu_here_and_another_cpus_event)
+{
+    /* (a) with a name of another CPU: an AMD host with its PMU, an Intel name */
+    struct cprof_error err = name_error(1, "amd64_fam19h_zen4", 0, KNOWN);
+
+    cr_assert_eq(err.code, ENOENT);
+    HAS(err.msg, "an event of other PMUs in libpfm4 (" KNOWN ")");
+    HAS(err.msg, "not of this CPU's (amd64_fam19h_zen4)");
+    HAS(err.msg, "cprof --list-counters --pmu");
+    LACKS(err.msg, "no hardware PMU");
+    /* a refusal (paranoid) is not the absence of a PMU: the same sentence */
+    err = name_error(1, "amd64_fam19h_zen4", EACCES, KNOWN);
+    LACKS(err.msg, "no hardware PMU");
+}
+
+Test(perf_host, a_pmu_detected_that_perf_cannot_open)
+{
+    /* (b): the AMD EPYC VM of issue 12, libpfm4 sees Zen 4 in CPUID, the kernel no PMU */
+    char why[80];
+    struct cprof_error err = name_error(1, "amd64_fam19h_zen4", ENOENT, KNOWN);
+
+    cr_assert_eq(err.code, ENOENT);
+    HAS(err.msg, "an event of other PMUs in libpfm4 (" KNOWN ")");
+    HAS(err.msg, "not of this CPU's (amd64_fam19h_zen4)");
+    snprintf(why, sizeof(why), "no hardware PMU is visible to perf here (perf_event_open: %s)",
+             strerror(ENOENT));
+    HAS(err.msg, why);
+    HAS(err.msg, "task-clock");
+    LACKS(err.msg, "--pmu");
+    err = name_error(1, "amd64_fam19h_zen4", EOPNOTSUPP, KNOWN);
+    HAS(err.msg, strerror(EOPNOTSUPP));
+    /* long core PMU names (libpfm4 names core PMUs in the list, uncore ones only
+     * when no core PMU has the event) still leave the sentence whole */
+    err = name_error(1, "amd64_fam1ah_zen5", ENOENT, "amd64_fam15h_interlagos and 130 more");
+    HAS(err.msg, "task-clock");
+}
+
+Test(perf_host, no_pmu_detected)
+{
+    /* (c): libpfm4 recognises no core PMU (this Xeon VM; or a CPU newer than libpfm4) */
+    struct cprof_error err = name_error(1, NULL, ENOENT, KNOWN);
+
+    HAS(err.msg, "an event of other PMUs in libpfm4 (" KNOWN ")");
+    HAS(err.msg, "it detects none on this CPU");
+    HAS(err.msg, "no hardware PMU is visible to perf here");
+    err = name_error(1, NULL, 0, KNOWN);    /* bare metal, CPU too new for this libpfm4 */
+    HAS(err.msg, "does not recognise this CPU's");
+    HAS(err.msg, "cycles or instructions work here");
+    LACKS(err.msg, "no hardware PMU");
+}
+
+Test(perf_host, a_name_known_nowhere_is_unknown)
+{
+    /* (d): the registry's "unknown counter" sentence, with its suggestions */
+    struct cprof_error err = name_error(1, "icl", 0, "");
+
+    cr_assert_eq(err.code, ENOENT);
+    cr_assert_str_eq(err.msg, "");
+    err = name_error(1, NULL, ENOENT, NULL);
+    cr_assert_str_eq(err.msg, "");
+}
+
+Test(perf_host, without_libpfm4)
+{
+    /* (e) */
+    struct cprof_error err = name_error(0, NULL, 0, NULL);
+
+    cr_assert_eq(err.code, ENOTSUP);
+    HAS(err.msg, "without libpfm4");
+    HAS(err.msg, "libpfm4-dev");
+    HAS(err.msg, "cycles or instructions");
+    err = name_error(0, NULL, ENOENT, NULL);
+    HAS(err.msg, "without libpfm4");
+    HAS(err.msg, "no hardware PMU is visible to perf here");
+    LACKS(err.msg, "cycles");   /* which could not count here either */
+}
+
+Test(perf_host, open_errors_by_host)
+{
+    struct cprof_perf_host vm = {1, "amd64_fam19h_zen4", ENOENT}, metal = {1, "icl", 0};
+    struct cprof_perf_event ev;
+    struct cprof_error err = {0, ""};
+
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = CPROF_PERF_HW;
+    ev.attr.type = PERF_TYPE_RAW;
+    ev.pmu = "amd64_fam19h_zen4";
+    /* (b), a name this CPU's PMU has: encoded, then the kernel has no PMU to count it */
+    cprof_perf_open_error("RETIRED_INSTRUCTIONS", &ev, ENOENT, 2, &vm, &err);
+    assert_sentence(err.msg, "'RETIRED_INSTRUCTIONS'");
+    HAS(err.msg, "libpfm4 knows it as an event of this CPU's PMU (amd64_fam19h_zen4)");
+    HAS(err.msg, "no hardware PMU is visible to perf here");
+    /* (a) where the PMU is there: the event or the group is what it refuses */
+    cprof_perf_open_error("RETIRED_INSTRUCTIONS", &ev, ENOENT, 2, &metal, &err);
+    assert_sentence(err.msg, "'RETIRED_INSTRUCTIONS'");
+    HAS(err.msg, "does not support this event or group");
+    /* a generic name, or libpfm4's generic PMU: no PMU of this CPU to speak of */
+    ev.pmu = "perf";
+    cprof_perf_open_error("perf::PERF_COUNT_HW_CPU_CYCLES", &ev, ENOENT, 2, &vm, &err);
+    HAS(err.msg, "no hardware PMU is visible to perf here");
+    LACKS(err.msg, "libpfm4");
+    ev.pmu = NULL;
+    cprof_perf_open_error("cycles", &ev, ENOENT, 2, &vm, &err);
+    assert_sentence(err.msg, "'cycles'");
+    HAS(err.msg, "VM");
+    /* a refusal stays a refusal, PMU or not */
+    cprof_perf_open_error("cycles", &ev, EACCES, 3, &vm, &err);
+    HAS(err.msg, "kernel.perf_event_paranoid is 3");
+}
+
+Test(perf_host, detection_here)
+{
+    struct cprof_perf_host h;
+
+    cprof_perf_host_detect(&h);
+    cr_assert_eq(h.libpfm, cprof_perf_have_libpfm);
+    if (!h.libpfm)
+        cr_assert_null(h.core_pmu);
+    cr_log_info("core PMU %s, hardware event: %s", h.core_pmu ? h.core_pmu : "(none)",
+                h.hw_errno ? strerror(h.hw_errno) : "opens");
+#if defined(__x86_64__)
+    /* the kernel's own list agrees: a PMU device of type PERF_TYPE_RAW ("cpu") */
+    if (h.hw_errno != EACCES && h.hw_errno != EPERM)
+        cr_assert_eq(cprof_perf_host_no_pmu(&h), !cprof_perf_hw_pmu_visible(), "%s",
+                     strerror(h.hw_errno));
+#endif
+}
+
+#if CPROF_HAVE_LIBPFM
+/* libpfm4 forced to AMD Zen 4 tables: what an AMD EPYC host's libpfm4 detects.
+ * (Forced, libpfm4 registers only the PMUs listed before the forced one, all of
+ * them AMD: the other vendor's names are tested the other way round below.) */
+static void force_zen4(void)
+{
+    setenv("LIBPFM_FORCE_PMU", "amd64_fam19h_zen4", 1);
+}
+
+Test(perf_host, amd_pmu_detected, .init = force_zen4)
+{
+    struct cprof_perf_host h;
+    struct cprof_perf_event ev;
+    struct cprof_error err = {0, ""};
+    char path[240];
+
+    cprof_perf_host_detect(&h);
+    cr_assert_str_eq(h.core_pmu, "amd64_fam19h_zen4");
+    /* Zen 4's own name encodes; where the kernel has no PMU, opening it says so */
+    ev = enc_ok("RETIRED_INSTRUCTIONS:u");
+    cr_assert_str_eq(ev.pmu, "amd64_fam19h_zen4");
+    cr_assert_eq(ev.kind, CPROF_PERF_HW);
+    if (!cprof_perf_host_no_pmu(&h))
+        return;
+    cr_assert_eq(cprof_counter_perf_hw_leader.probe("RETIRED_INSTRUCTIONS:u", path, sizeof(path),
+                                                    &err),
+                 -1);
+    assert_sentence(err.msg, "'RETIRED_INSTRUCTIONS:u'");
+    HAS(err.msg, "this CPU's PMU (amd64_fam19h_zen4)");
+    HAS(err.msg, "no hardware PMU is visible to perf here");
+    cr_log_info("%s", err.msg);
+}
+
+Test(perf_host, another_vendors_name, .init = force_icelake)
+{
+    struct cprof_counter_spec out[4];
+    struct cprof_perf_host h;
+    struct cprof_perf_event ev;
+    struct cprof_error err = {0, ""};
+    unsigned n;
+
+    /* an AMD name on an Intel CPU (the AMD EPYC host's case, mirrored): AMD's PMUs
+     * have the event, this one has not, whatever the kernel can count */
+    cprof_perf_host_detect(&h);
+    cr_assert_str_eq(h.core_pmu, "icl");
+    cr_assert_eq(cprof_spec_resolve("RETIRED_INSTRUCTIONS:u", no_builtins, perf_only, out, 4, &n,
+                                    &err),
+                 -1);
+    assert_sentence(err.msg, "'RETIRED_INSTRUCTIONS:u'");
+    HAS(err.msg, "an event of other PMUs in libpfm4 (amd64_fam19h_zen4 and ");
+    HAS(err.msg, "not of this CPU's (icl)");
+    if (cprof_perf_host_no_pmu(&h))
+        HAS(err.msg, "no hardware PMU is visible to perf here");
+    else
+        LACKS(err.msg, "no hardware PMU");
+    cr_log_info("%s", err.msg);
+    /* with the PMU named, the list is that PMU */
+    cr_assert_eq(cprof_perf_encode("amd64_k7::RETIRED_INSTRUCTIONS", &ev, &err), -1);
+    HAS(err.msg, "other PMUs in libpfm4 (amd64_k7),");
+    /* a name no PMU has: unknown, with the registry's sentence */
+    cr_assert_eq(cprof_perf_encode("NO_SUCH_EVENT_ANYWHERE.X", &ev, &err), -1);
+    cr_assert_str_eq(err.msg, "");
+}
 #endif
 
 /* ================================================================ the resolver */

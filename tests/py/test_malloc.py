@@ -30,7 +30,7 @@ MiB, KiB = 1 << 20, 1 << 10
 USERS = ["root", "nobody"] if os.geteuid() == 0 else ["self"]
 
 # What every script below starts with: the process's own symbols (the interposed
-# malloc; ctypes.CDLL("libc.so.6") would look in libc itself and bypass it), and
+# malloc; ctypes.CDLL("libc.so.6") finds it too, test_libc_handle_... below), and
 # the interposer's process-wide total.
 PRELUDE = r'''
 import ctypes, json, os, sys, threading
@@ -164,6 +164,67 @@ def test_ground_truth_ctypes_calloc_bytes_objects_and_arithmetic(shared_dir, use
     assert ar["total"]["malloc-calls"] <= 8, ar
     # ... while it made an int object (pymalloc) at almost every step
     assert ar["total"]["pymalloc-calls"] >= 300000, ar
+    _conserved(prof)
+
+
+LIBC_HANDLE = r'''
+# The usual ctypes idiom: the C library's own handle, dlsym(handle, "malloc") on it
+libc6 = ctypes.CDLL("libc.so.6")
+NAMES = ("malloc", "calloc", "realloc", "free", "malloc_usable_size")
+for name, res, args in (("malloc", ctypes.c_void_p, [ctypes.c_size_t]),
+                        ("calloc", ctypes.c_void_p, [ctypes.c_size_t, ctypes.c_size_t]),
+                        ("realloc", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t]),
+                        ("free", None, [ctypes.c_void_p]),
+                        ("malloc_usable_size", ctypes.c_size_t, [ctypes.c_void_p])):
+    getattr(libc6, name).restype = res
+    getattr(libc6, name).argtypes = args
+OLD = []
+
+def via_handle():
+    ptrs = [libc6.malloc(256 * 1024) for _ in range(8)]
+    ptrs += [libc6.calloc(4, 64 * 1024) for _ in range(8)]
+    OLD.append(libc6.malloc_usable_size(ptrs[0]))
+    ptrs[0] = libc6.realloc(ptrs[0], 1 << 20)
+    return ptrs
+
+def release(ptrs):
+    for p in ptrs:
+        libc6.free(p)
+
+def main():
+    addr = lambda lib, n: ctypes.cast(getattr(lib, n), ctypes.c_void_p).value
+    same = [n for n in NAMES if addr(libc6, n) == addr(libc, n)]
+    ptrs = via_handle()
+    usable = sum(libc6.malloc_usable_size(p) for p in ptrs)
+    release(ptrs)
+    with open(sys.argv[1], "w") as f:
+        json.dump({"same": same, "old": OLD[0], "usable": usable}, f)
+
+main()
+'''
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_libc_handle_malloc_calloc_realloc_free_are_counted(shared_dir, user):
+    """ctypes.CDLL("libc.so.6").malloc is dlsym on the C library's handle, which found
+    libc's own malloc, past the interposer: now the interposer's, and counted exactly."""
+    if user == "nobody" and can_run_as_nobody():
+        pytest.skip(can_run_as_nobody())
+    script = _script(shared_dir, LIBC_HANDLE)
+    out, truth = os.path.join(shared_dir, "out.json"), os.path.join(shared_dir, "truth.json")
+    run_cprof([f"--counter={MALLOC}", "-o", out, script, truth], cwd=shared_dir, user=user,
+              check_rc=0)
+    prof, truth = load(out), load(truth)
+    # the handle's functions are the process's (the interposer's)
+    assert truth["same"] == ["malloc", "calloc", "realloc", "free", "malloc_usable_size"], truth
+    # 8 x 256 KiB, 8 x 4 x 64 KiB, and a realloc to 1 MiB: its growth over the old block
+    made = fn(prof, "__main__.via_handle")["total"]
+    grown = (1 << 20) - truth["old"]
+    assert made["malloc-bytes"] == 4 * MiB + grown and made["malloc-calls"] == 17, (made, truth)
+    assert 0 < grown <= 768 * KiB, truth
+    freed = fn(prof, "__main__.release")["total"]
+    assert freed["free-bytes"] == truth["usable"] and freed["free-calls"] == 16, (freed, truth)
+    assert 5 * MiB - 256 * KiB <= truth["usable"] <= 5 * MiB, truth
     _conserved(prof)
 
 

@@ -210,19 +210,132 @@ def test_unknown_event_suggests_close_names(tmp_path):
     _one_sentence(run_cprof(["--counter=page-faults,page-faults", script]), "twice")
 
 
-def test_pmu_event_name_here(tmp_path):
-    """A libpfm4 name: encoded where libpfm4 knows the PMU, else one sentence saying why
-    (no libpfm4 in this build, or libpfm4 detects no PMU on this CPU)."""
+# ---------------------------------------------------------------- PMU event names, by host
+
+# perf_event_open's number, for the architectures cprof runs on
+_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "ppc64le": 319, "s390x": 331, "riscv64": 241}
+
+
+def _hw_errno() -> int:
+    """The kernel's view, not cprof's: 0 if perf_event_open counts a hardware event here
+    (instructions, user mode only, as an unprivileged user may), else its errno."""
+    import ctypes
+    import platform
+    import struct
+    nr = _PERF_EVENT_OPEN.get(platform.machine())
+    if nr is None:
+        pytest.skip(f"perf_event_open's number on {platform.machine()} is not known to this test")
+    attr = bytearray(128)       # struct perf_event_attr: type, size, config, ..., flags at 40
+    struct.pack_into("IIQ", attr, 0, 0, len(attr), 1)  # PERF_TYPE_HARDWARE, INSTRUCTIONS
+    struct.pack_into("Q", attr, 40, 1 | 1 << 5 | 1 << 6)  # disabled, exclude_kernel, exclude_hv
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(ctypes.c_long(nr), (ctypes.c_char * len(attr)).from_buffer(attr),
+                      ctypes.c_int(0), ctypes.c_int(-1), ctypes.c_int(-1), ctypes.c_ulong(0))
+    if fd >= 0:
+        os.close(fd)
+        return 0
+    return ctypes.get_errno()
+
+
+def _no_pmu(e: int) -> bool:
+    import errno
+    return e not in (0, errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.EINTR,
+                     errno.EBUSY)
+
+
+def _libpfm_view(event: str):
+    """libpfm4's own view, through ctypes on libpfm.so: (the core PMU it detects here or
+    None, whether a PMU it detects has `event`, the PMUs it does not detect that have it,
+    core PMUs first, each in libpfm4's order)."""
+    import ctypes
+    import ctypes.util
+
+    class PmuInfo(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("desc", ctypes.c_char_p),
+                    ("size", ctypes.c_size_t)] + [
+                   (f, ctypes.c_int) for f in ("pmu", "type", "nevents", "first_event",
+                                               "max_encoding", "num_cntrs", "num_fixed")] + [
+                   ("flags", ctypes.c_uint)]
+
+    class EventInfo(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("desc", ctypes.c_char_p),
+                    ("equiv", ctypes.c_char_p), ("size", ctypes.c_size_t),
+                    ("code", ctypes.c_uint64)] + [
+                   (f, ctypes.c_int) for f in ("pmu", "dtype", "idx", "nattrs", "reserved")] + [
+                   ("flags", ctypes.c_uint)]
+
+    path = ctypes.util.find_library("pfm")
+    if not path:
+        pytest.skip("cprof has libpfm4 but ctypes finds no libpfm.so to ask")
+    pfm = ctypes.CDLL(path)
+    assert pfm.pfm_initialize() == 0
+    core, here, elsewhere = None, False, {1: [], 0: []}
+    for p in range(4096):           # beyond PFM_PMU_MAX: invalid ids answer an error
+        info = PmuInfo(size=ctypes.sizeof(PmuInfo))
+        if pfm.pfm_get_pmu_info(p, ctypes.byref(info)) != 0:
+            continue
+        present, is_core = info.flags & 1, info.type == 1   # PFM_PMU_TYPE_CORE
+        if present and is_core and core is None:
+            core = info.name.decode()
+        i, has = info.first_event, False
+        while i != -1:
+            e = EventInfo(size=ctypes.sizeof(EventInfo))
+            if pfm.pfm_get_event_info(i, 0, ctypes.byref(e)) == 0 and e.name.decode().lower() \
+                    == event.lower():
+                has = True
+                break
+            i = pfm.pfm_get_event_next(i)
+        if has and present:
+            here = True
+        elif has:
+            elsewhere[int(is_core)].append(info.name.decode())
+    return core, here, elsewhere[1] or elsewhere[0]
+
+
+@pytest.mark.parametrize("name", ["INST_RETIRED.ANY_P:u", "RETIRED_INSTRUCTIONS:u"])
+def test_pmu_event_name_here(tmp_path, name):
+    """An Intel and an AMD PMU event name: counted where the CPU's PMU has the event and
+    the kernel opens it; else one sentence saying what is true of this host, which the
+    test works out by its own means (the kernel through perf_event_open, libpfm4 through
+    its library): (a) a PMU detected and usable, (b) detected but no PMU visible to perf
+    (a VM: the AMD EPYC host of issue 12), (c) none detected, (d) the name unknown to
+    libpfm4, (e) a cprof without libpfm4."""
     script = _script(str(tmp_path), "print('ran')\n")
-    r = run_cprof(["--counter=INST_RETIRED.ANY_P:u", script])
-    if r.returncode == 0:
-        assert "ran" in r.stdout
+    r = run_cprof([f"--counter={name}", script])
+    hw = _hw_errno()
+    no_pmu = _no_pmu(hw)
+    why = f"no hardware PMU is visible to perf here (perf_event_open: {os.strerror(hw)})"
+    print(f"[measure] {name}: perf_event_open(instructions) -> {os.strerror(hw) if hw else 'ok'}")
+    if not _cprof.build_info()["libpfm"]:                               # (e)
+        line = _one_sentence(r, f"'{name}'", "without libpfm4")
+        assert (why if no_pmu else "libpfm4-dev") in line, line
         return
-    line = _one_sentence(r, "'INST_RETIRED.ANY_P:u'")
-    if not _cprof.build_info()["libpfm"]:
-        assert "without libpfm4" in line
-    else:
-        assert "PMU" in line
+    core, here, elsewhere = _libpfm_view(name.split(".")[0].split(":")[0])
+    print(f"[measure] libpfm4: core PMU {core}, has the event: {here}, others: {elsewhere}")
+    if here and not no_pmu:                                             # (a)
+        assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+        return
+    if here:                                                            # (b), a name of its own
+        line = _one_sentence(r, f"'{name}'", f"libpfm4 knows it as an event of this CPU's PMU "
+                             f"({core})", "no hardware PMU is visible to perf here", "VM")
+    elif elsewhere:                                                     # another CPU's name
+        more = f" and {len(elsewhere) - 1} more" if len(elsewhere) > 1 else ""
+        line = _one_sentence(r, f"counter '{name}' is an event of other PMUs in libpfm4 "
+                             f"({elsewhere[-1]}{more})")
+        if core:                                                        # (a) or (b)
+            assert f"not of this CPU's ({core})" in line, line
+        elif no_pmu:                                                    # (c), as on this VM
+            assert "it detects none on this CPU" in line, line
+        else:                                                           # (c), bare metal
+            assert "does not recognise this CPU's" in line, line
+        if no_pmu:
+            assert why in line and "task-clock" in line, line
+        else:
+            assert "no hardware PMU" not in line, line
+    else:                                                               # (d)
+        line = _one_sentence(r, f"unknown counter '{name}'")
+    assert r.stdout == ""
 
 
 # ---------------------------------------------------------------- --list-counters
