@@ -449,8 +449,10 @@ static int event_id(PyObject *mon, const char *name, long *out)
 
 static int claim_tool_id(ProfilerObject *p, PyObject *mon, module_state *st)
 {
-    /* PROFILER_ID first, then the ids no standard tool claims, then the rest. */
-    static const int order[] = {2, 3, 4, 5, 1, 0};
+    /* The ids no standard tool claims first (3, 4), so that cProfile (PROFILER_ID 2),
+     * coverage (COVERAGE_ID 1), debuggers (0) and optimizers (5) still find theirs
+     * free while cprof runs; the others only when both are taken, PROFILER_ID last. */
+    static const int order[] = {3, 4, 5, 0, 1, 2};
     PyObject *users = PyList_New(0);
 
     if (!users)

@@ -1,0 +1,186 @@
+"""cprof beside the standard tools that hook the interpreter: cProfile and coverage.py.
+
+3.12+: every tool has its own sys.monitoring tool id, so each order works (cprof running
+when the program starts cProfile or coverage, and cprof started inside a program where
+they already run) and every tool's numbers stay whole.  3.9-3.11: coverage's trace hook
+and cprof's profile hook are separate, but a thread has one profile hook: a program that
+replaces cprof's (sys.setprofile, cProfile) is said in the profile and on stderr, and cprof
+refuses to start over another profiler's hook rather than silently breaking it."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import cprof
+from conftest import fn, load, run_cprof
+
+MONITORING = sys.version_info >= (3, 12)
+needs_monitoring = pytest.mark.skipif(not MONITORING, reason="sys.monitoring tool ids exist on 3.12+")
+needs_setprofile = pytest.mark.skipif(MONITORING, reason="one profile hook per thread before 3.12")
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+def mine(f, name):
+    """f is this file's function called name (qualified names differ across Pythons)."""
+    return f["file"] == __file__ and f["name"].rsplit(".", 1)[-1] == name
+
+
+def conserved(prof):
+    """Every export adds up: functions' self + unattributed == region, and the call tree's
+    root holds exactly what no function got."""
+    for c in prof["counters"]:
+        name = c["name"]
+        m = prof["meta"]
+        assert sum(f["self"][name] for f in prof["functions"]) + m["unattributed"][name] == m["region"][name]
+        assert prof["tree"]["self"][name][0] == m["unattributed"][name]
+
+
+CPROFILE_SCRIPT = """
+    import cProfile, pstats, sys
+
+    def leaf(i):
+        return i + 1
+
+    def work(n):
+        for i in range(n):
+            leaf(i)
+
+    pr = cProfile.Profile()
+    pr.enable()
+    work(300)
+    pr.disable()
+    st = pstats.Stats(pr).stats
+    print("cProfile leaf calls", sum(v[1] for k, v in st.items() if k[2] == "leaf"))
+    work(200)
+"""
+
+
+@needs_monitoring
+def test_program_runs_cprofile_under_cprof(tmp_path):
+    script = write(tmp_path, "uses_cprofile.py", CPROFILE_SCRIPT)
+    out = tmp_path / "p.json"
+    r = run_cprof(["-o", str(out), script], check_rc=0)
+    assert "cProfile leaf calls 300" in r.stdout
+    assert "Another profiling tool" not in r.stderr
+    prof = load(out)
+    assert fn(prof, "__main__.leaf")["calls"] == 500     # cprof saw both halves
+    assert fn(prof, "__main__.work")["calls"] == 2
+    assert "hook_replaced" not in prof["meta"] or prof["meta"]["hook_replaced"] == []
+    conserved(prof)
+
+
+@needs_monitoring
+def test_cprof_started_while_cprofile_runs_and_cprofile_started_while_cprof_runs():
+    import cProfile
+    import pstats
+
+    def leaf():
+        return 1
+
+    def work(n):
+        for _ in range(n):
+            leaf()
+
+    cp = cProfile.Profile()
+    cp.enable()                         # cProfile first, cprof inside it
+    try:
+        with cprof.Profile(["wall"]) as p:
+            work(7)
+    finally:
+        cp.disable()
+    prof = p.profile()
+    assert [f["calls"] for f in prof["functions"] if mine(f, "leaf")] == [7]
+    st = pstats.Stats(cp).stats
+    assert [v[1] for k, v in st.items() if k[0] == __file__ and k[2] == "leaf"] == [7]
+
+    with cprof.Profile(["wall"]) as p:  # cprof first, cProfile inside it
+        cp = cProfile.Profile()
+        cp.enable()
+        work(5)
+        cp.disable()
+        work(4)
+    prof = p.profile()
+    assert [f["calls"] for f in prof["functions"] if mine(f, "leaf")] == [9]
+    st = pstats.Stats(cp).stats
+    assert [v[1] for k, v in st.items() if k[0] == __file__ and k[2] == "leaf"] == [5]
+
+
+COVERAGE_SCRIPT = """
+    import coverage, sys
+    cov = coverage.Coverage(data_file=None, include=[__file__])
+    cov.start()
+
+    def covered(x):
+        if x:
+            return 1        # RUN
+        return 2            # NEVER
+
+    for _ in range(40):
+        covered(True)
+    cov.stop()
+    _, statements, _, missing, _ = cov.analysis2(__file__)
+    lines = open(__file__).read().splitlines()
+    run, never = (lines.index(next(l for l in lines if l.endswith(m))) + 1 for m in ("# RUN", "# NEVER"))
+    print("missing", missing, "covered", run not in missing, never in missing)
+"""
+
+
+def coverage_cores():
+    cores = ["ctrace"]
+    if MONITORING:
+        cores.append("sysmon")  # coverage on COVERAGE_ID through sys.monitoring
+    return cores
+
+
+@pytest.mark.parametrize("core", coverage_cores())
+def test_program_runs_coverage_under_cprof(tmp_path, core):
+    pytest.importorskip("coverage")
+    script = write(tmp_path, "uses_coverage.py", COVERAGE_SCRIPT)
+    plain = subprocess.run([sys.executable, script], capture_output=True, text=True,
+                           env={**os.environ, "COVERAGE_CORE": core}, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    out = tmp_path / "p.json"
+    r = run_cprof(["-o", str(out), script], env={"COVERAGE_CORE": core}, check_rc=0)
+    assert r.stdout == plain.stdout                     # coverage saw what it sees alone
+    assert "covered True True" in r.stdout
+    prof = load(out)
+    assert fn(prof, "__main__.covered")["calls"] == 40
+    assert prof["meta"].get("hook_replaced", []) == []  # coverage traces, it does not profile
+    conserved(prof)
+
+
+@pytest.mark.parametrize("core", coverage_cores())
+def test_cprof_started_inside_coverage(tmp_path, core):
+    pytest.importorskip("coverage")
+    script = write(tmp_path, "cprof_in_coverage.py", """
+        import coverage, json, sys
+        import cprof
+        cov = coverage.Coverage(data_file=None, include=[__file__])
+        cov.start()
+
+        def covered(x):
+            if x:
+                return 1    # RUN
+            return 2        # NEVER
+
+        with cprof.Profile(["wall"]) as p:
+            for _ in range(30):
+                covered(True)
+        cov.stop()
+        _, _, _, missing, _ = cov.analysis2(__file__)
+        lines = open(__file__).read().splitlines()
+        run, never = (lines.index(next(l for l in lines if l.endswith(m))) + 1 for m in ("# RUN", "# NEVER"))
+        calls = [f["calls"] for f in p.profile()["functions"] if f["name"].rsplit(".", 1)[-1] == "covered"]
+        print("covered", run not in missing, never in missing, "calls", calls)
+    """)
+    r = subprocess.run([sys.executable, script], capture_output=True, text=True,
+                       env={**os.environ, "COVERAGE_CORE": core}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "covered True True calls [30]" in r.stdout, r.stdout + r.stderr
