@@ -95,6 +95,7 @@ static CPROF_TLS uint64_t tls_owner;            /* generation owning tls_ts */
 static CPROF_TLS struct tstate *tls_ts;         /* this thread's state for that profiler */
 
 static PyMethodDef *own_methods_begin, *own_methods_end;
+static PyMethodDef *tp_new_def; /* the one PyMethodDef behind every type's __new__ */
 
 /* ---- errors inside hooks ------------------------------------------------------ */
 
@@ -313,9 +314,13 @@ static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
 {
     PyMethodDef *ml;
 
-    if (PyCFunction_Check(callable))
+    if (PyCFunction_Check(callable)) {
         ml = ((PyCFunctionObject *)callable)->m_ml;
-    else if (Py_IS_TYPE(callable, &PyMethodDescr_Type) && self_arg &&
+        /* every type's __new__ shares one PyMethodDef: its type tells them apart (kept
+         * alive, with the callable, by the key registry) */
+        if (ml == tp_new_def && ((PyCFunctionObject *)callable)->m_self)
+            return (cprof_key)(uintptr_t)((PyCFunctionObject *)callable)->m_self;
+    } else if (Py_IS_TYPE(callable, &PyMethodDescr_Type) && self_arg &&
              PyObject_TypeCheck(self_arg, PyDescr_TYPE(callable)))
         ml = ((PyMethodDescrObject *)callable)->d_method;
     else
@@ -1370,6 +1375,12 @@ static int module_exec(PyObject *m)
 
     own_methods_begin = profiler_methods;
     own_methods_end = profiler_methods + sizeof(profiler_methods) / sizeof(profiler_methods[0]);
+    PyObject *new_fn = PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__new__");
+    if (!new_fn)
+        return -1;
+    if (PyCFunction_Check(new_fn))
+        tp_new_def = ((PyCFunctionObject *)new_fn)->m_ml;
+    Py_DECREF(new_fn);
     st->error = PyErr_NewExceptionWithDoc(
         "cprof._cprof.CprofError",
         "A problem the user can fix: the message is one sentence naming it and the fix.",

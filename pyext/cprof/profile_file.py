@@ -30,6 +30,33 @@ def _typename(t: type) -> str:
     return f"{mod}.{t.__qualname__}"
 
 
+_C_METHODS = (types.MethodDescriptorType, types.ClassMethodDescriptorType, types.BuiltinFunctionType)
+
+
+def _defining_class(method: types.BuiltinFunctionType, owner: Any, name: str) -> type:
+    """The class whose __dict__ holds the C method that `method` is bound to: the first in
+    the MRO of owner (a class) or of its type (an instance) whose entry for `name`, bound
+    to owner, is `method` (same C function, same self).  Only C method entries are bound
+    (a property's getter would run code)."""
+    start = owner if isinstance(owner, type) else type(owner)
+    for cls in getattr(start, "__mro__", (start,)):
+        entry = cls.__dict__.get(name)
+        if not isinstance(entry, _C_METHODS):
+            continue
+        try:
+            if isinstance(entry, types.BuiltinFunctionType):
+                bound = entry   # a type's __new__: already bound to its type
+            elif isinstance(entry, types.ClassMethodDescriptorType):
+                bound = entry.__get__(None, owner if isinstance(owner, type) else type(owner))
+            else:  # with the type: a METH_METHOD descriptor without it crashes 3.11
+                bound = entry.__get__(owner, type(owner))
+        except Exception:
+            continue
+        if bound == method:
+            return cls
+    return start
+
+
 def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
     """(qualified name, file, first line) of a code object or a C callable."""
     if isinstance(obj, types.CodeType):
@@ -41,9 +68,9 @@ def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
         if owner is None or isinstance(owner, types.ModuleType):
             mod = obj.__module__ or (owner.__name__ if owner is not None else None)
             return (f"{mod}.{name}" if mod else name), "~", 0
-        if isinstance(owner, type):  # classmethod such as dict.fromkeys
-            return f"{_typename(owner)}.{name}", "~", 0
-        return f"{_typename(type(owner))}.{name}", "~", 0
+        # a method bound to a class (dict.fromkeys, a type's __new__) or to an instance
+        # (f.__exit__): named after the class that defines it, whichever caller came first
+        return f"{_typename(_defining_class(obj, owner, name))}.{name}", "~", 0
     objclass = getattr(obj, "__objclass__", None)
     if objclass is not None:
         return f"{_typename(objclass)}.{name}", "~", 0
