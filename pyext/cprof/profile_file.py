@@ -77,6 +77,35 @@ def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
     return name, "~", 0
 
 
+def hook_replaced(entries: list, counters: list) -> list:
+    """Profiler.hook_replaced()'s entries for meta: the thread (name, ident, whether it
+    still ran at the end), the C function that took the hook ("by", when it was the
+    innermost call), the Python function running then ("in"), what holds the hook now,
+    each counter's growth in that thread until then, the stack (innermost first) and
+    the sentence cprof printed."""
+    out = []
+    for e in entries:
+        stack = [describe(*x)[0] if x is not None else None for x in e["stack"]]
+        first = e["stack"][0] if e["stack"] else None
+        by = stack[0] if first is not None and not isinstance(first[0], types.CodeType) else None
+        running = next((name for x, name in zip(e["stack"], stack)
+                        if x is not None and isinstance(x[0], types.CodeType)), None)
+        holder = e["holder"]
+        out.append({"thread": e["thread"], "ident": e["ident"], "alive": e["alive"], "by": by,
+                    "in": running, "holder": None if holder is None else _holder_name(holder),
+                    "after": dict(zip(counters, e["after"])), "stack": stack,
+                    "message": e["message"]})
+    return out
+
+
+def _holder_name(obj: Any) -> str:
+    """What holds a thread's profile hook: a function by its name, another object
+    (cProfile's profiler) by its type."""
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return f"{getattr(obj, '__module__', None) or '?'}.{obj.__qualname__}"
+    return f"{_typename(type(obj))} object"
+
+
 def build(raw: dict, meta: dict | None = None) -> dict:
     """The version-1 profile from Profiler.stats().  Functions with the same
     (name, file, line) merge, as pstats does."""
@@ -134,6 +163,8 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         # where the stdlib and site-packages were, so a report made later folds the same code
         "paths": focus.library_paths(),
         "distribution_values_lost": rm.get("dist_lost", 0),
+        # threads whose profile hook the program took (sys.setprofile, cProfile; < 3.12)
+        "hook_replaced": hook_replaced(rm.get("hook_replaced", []), counters),
     }
     out_meta.update(meta or {})
     return {

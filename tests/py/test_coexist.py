@@ -184,3 +184,102 @@ def test_cprof_started_inside_coverage(tmp_path, core):
                        env={**os.environ, "COVERAGE_CORE": core}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "covered True True calls [30]" in r.stdout, r.stdout + r.stderr
+
+
+@needs_setprofile
+def test_cprofile_taking_the_hook_is_said_in_the_profile_and_on_stderr(tmp_path):
+    script = write(tmp_path, "uses_cprofile.py", CPROFILE_SCRIPT)
+    out = tmp_path / "p.json"
+    r = run_cprof(["-o", str(out), script], check_rc=0)
+    assert "cProfile leaf calls 300" in r.stdout          # the program runs as it would alone
+    warning = [l for l in r.stderr.splitlines() if l.startswith("cprof: warning:")]
+    assert len(warning) == 1, r.stderr
+    assert "in thread 'MainThread' the program" in warning[0]
+    assert "enable called from __main__.<module>" in warning[0]
+    assert "the rest of that thread's run is not in the profile" in warning[0]
+    prof = load(out)
+    [entry] = prof["meta"]["hook_replaced"]
+    assert entry["thread"] == "MainThread" and entry["alive"] is True
+    assert entry["by"] == "_lsprof.Profiler.enable"
+    assert entry["in"] == "__main__.<module>"
+    assert entry["holder"] is None                       # cProfile's disable() removed its own
+    assert 0 < entry["after"]["cpu"] <= prof["meta"]["region"]["cpu"]
+    assert not [f for f in prof["functions"] if f["name"] in ("__main__.leaf", "__main__.work")]
+    conserved(prof)
+
+
+@needs_setprofile
+def test_setprofile_in_threads_is_said_for_each_thread(tmp_path):
+    script = write(tmp_path, "setprofile.py", """
+        import sys, threading
+
+        def mine(frame, event, arg):
+            pass
+
+        def leaf():
+            return 1
+
+        def quiet():
+            sys.setprofile(None)        # a thread that ends without cprof's hook
+            leaf()
+
+        def noisy():
+            sys.setprofile(mine)        # a thread still running with another hook
+            leaf()
+            stop.wait()
+
+        stop = threading.Event()
+        a = threading.Thread(target=quiet, name="quiet-thread")
+        b = threading.Thread(target=noisy, name="noisy-thread", daemon=True)
+        a.start(); a.join()
+        b.start()
+        for _ in range(5):
+            leaf()
+    """)
+    out = tmp_path / "p.json"
+    r = run_cprof(["-o", str(out), script], check_rc=0)
+    warning = [l for l in r.stderr.splitlines() if l.startswith("cprof: warning:")]
+    assert len(warning) == 1 and "(and in 1 more threads)" in warning[0], r.stderr
+    prof = load(out)
+    got = {e["thread"] or "ended": e for e in prof["meta"]["hook_replaced"]}
+    assert set(got) == {"ended", "noisy-thread"}, got
+    assert got["ended"]["alive"] is False and got["ended"]["holder"] is None
+    assert got["ended"]["by"] == "sys.setprofile" and got["ended"]["in"] == "__main__.quiet"
+    assert got["noisy-thread"]["alive"] is True
+    assert got["noisy-thread"]["holder"] == "__main__.mine"
+    assert got["noisy-thread"]["by"] == "sys.setprofile" and got["noisy-thread"]["in"] == "__main__.noisy"
+    assert fn(prof, "__main__.leaf")["calls"] == 5       # the main thread's, none after the hooks went
+    conserved(prof)
+
+
+@needs_setprofile
+def test_the_api_warns_when_the_program_takes_the_hook():
+    def leaf():
+        return 1
+
+    with pytest.warns(RuntimeWarning, match="took cprof's profile hook away"):
+        with cprof.Profile(["wall"]) as p:
+            leaf()
+            sys.setprofile(None)
+            leaf()
+    prof = p.profile()
+    assert [f["calls"] for f in prof["functions"] if mine(f, "leaf")] == [1]
+    [entry] = prof["meta"]["hook_replaced"]
+    assert entry["by"] == "sys.setprofile" and entry["in"].endswith("test_the_api_warns_when_the_program_takes_the_hook")
+    conserved(prof)
+
+
+@needs_setprofile
+def test_cprof_does_not_take_another_profilers_hook():
+    import cProfile
+    cp = cProfile.Profile()
+    cp.enable()
+    try:
+        with pytest.raises(cprof.CprofError, match=r"already has a profile hook .* allows one per thread"):
+            cprof.Profile(["wall"]).enable()
+    finally:
+        cp.disable()
+    assert sys.getprofile() is None
+    with cprof.Profile(["wall"]) as p:      # and starts once cProfile has stopped
+        pass
+    assert p.profile()["meta"]["hook_replaced"] == []
