@@ -655,39 +655,32 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     return 0;
 }
 
-/* threading.setprofile() target, called through sys.setprofile's trampoline with the
- * first event of each new threading.Thread (the call of its run(), made inside
- * _bootstrap_inner): installs the C hook in the thread and handles that event, after
- * pushing the frames that are already there (_bootstrap, _bootstrap_inner).  In a
- * thread that starts here they are calls made while profiling, as sys.monitoring
- * sees them on 3.12+; in one already profiled they were running before. */
-static PyObject *thread_bootstrap(PyObject *self, PyObject *args)
+/* An event that came through sys.setprofile's trampoline (args: frame, event, arg):
+ * put cprof's C hook in its place, push the frames already running when the stack
+ * is empty (as calls if `fresh_counts` and the thread is new to the profile, else
+ * as running before), and handle the event. */
+static void trampolined_event(ProfilerObject *p, PyObject *args, int fresh_counts)
 {
     static const char *const events[] = {
         [PyTrace_CALL] = "call", [PyTrace_RETURN] = "return", [PyTrace_C_CALL] = "c_call",
         [PyTrace_C_RETURN] = "c_return", [PyTrace_C_EXCEPTION] = "c_exception",
     };
-    ProfilerObject *p = (ProfilerObject *)self;
     PyObject *frame, *event, *arg;
     struct tstate *ts;
     int what = -1, fresh;
 
-    if (!p->enabled) {
-        PyEval_SetProfile(NULL, NULL);
-        Py_RETURN_NONE;
-    }
-    PyEval_SetProfile(profile_func, self);
+    PyEval_SetProfile(profile_func, (PyObject *)p);
     if (!PyArg_ParseTuple(args, "OUO", &frame, &event, &arg) || !PyFrame_Check(frame)) {
         PyErr_Clear();
-        Py_RETURN_NONE;
+        return;
     }
     for (int i = 0; i < (int)(sizeof(events) / sizeof(events[0])); i++)
         if (events[i] && PyUnicode_CompareWithASCIIString(event, events[i]) == 0)
             what = i;
-    fresh = tls_owner != p->generation;
+    fresh = fresh_counts && tls_owner != p->generation;
     ts = get_ts(p);
     if (!ts || what < 0)
-        Py_RETURN_NONE;
+        return;
     if (ts->eng.depth == 0) {
         /* a call event's frame is the callee; any other event's is already running */
         PyFrameObject *f = (PyFrameObject *)frame;
@@ -696,7 +689,51 @@ static PyObject *thread_bootstrap(PyObject *self, PyObject *args)
             push_frames(p, ts, what == PyTrace_CALL ? back : f, 0, fresh);
         Py_XDECREF(back);
     }
-    profile_func(self, (PyFrameObject *)frame, what, arg);
+    profile_func((PyObject *)p, (PyFrameObject *)frame, what, arg);
+}
+
+/* threading.setprofile() target, called through the trampoline with the first event
+ * of each new threading.Thread (the call of its run(), made inside _bootstrap_inner):
+ * the frames already there (_bootstrap, _bootstrap_inner) are calls made while
+ * profiling in a thread that starts here, as sys.monitoring sees them on 3.12+. */
+static PyObject *thread_bootstrap(PyObject *self, PyObject *args)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    if (!p->enabled)
+        PyEval_SetProfile(NULL, NULL);
+    else
+        trampolined_event(p, args, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive, PyObject *holder,
+                               int restored);
+
+/* sys.setprofile(old) with old = sys.getprofile() taken while cprof's hook was in
+ * place (which gives the Profiler): the trampoline calls it with each event.  The
+ * thread's numbers stop where the hook was taken (its stack is closed there and the
+ * gap is left out of its region, and said), then go on from this event with cprof's
+ * C hook back in place. */
+static PyObject *profiler_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    (void)kwds;
+    if (!p->enabled) {
+        PyEval_SetProfile(NULL, NULL);
+        Py_RETURN_NONE;
+    }
+    if (tls_owner == p->generation && !tls_ts->failed) {
+        PyObject *entry = replaced_entry(p, tls_ts, 1, Py_None, 1);
+        if (!entry || PyList_Append(p->replaced, entry) < 0)
+            set_sticky(p, "cprof could not record a replaced profile hook (out of memory?)");
+        Py_XDECREF(entry);
+        PyErr_Clear();
+        cprof_thread_flush(&tls_ts->eng);
+        cprof_thread_pause(&tls_ts->eng);
+    }
+    trampolined_event(p, args, 0);
     Py_RETURN_NONE;
 }
 
@@ -767,8 +804,6 @@ static int hooks_install(ProfilerObject *p, module_state *st)
     return 0;
 }
 
-static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive, PyObject *holder);
-
 /* Before the hooks come off: each profiled thread whose hook is no longer cprof's
  * (sys.setprofile(f), sys.setprofile(None), cProfile's enable) is recorded, with
  * what holds the hook now and the stack as it was at cprof's last event there,
@@ -801,7 +836,7 @@ static void note_replaced_hooks(ProfilerObject *p)
                 holder = t->c_profileobj;
         } else if (ts->eng.depth == 0)
             continue;
-        entry = replaced_entry(p, ts, alive, holder);
+        entry = replaced_entry(p, ts, alive, holder, 0);
         if (!entry || PyList_Append(p->replaced, entry) < 0)
             set_sticky(p, "cprof could not record a replaced profile hook (out of memory?)");
         Py_XDECREF(entry);
@@ -1130,7 +1165,8 @@ static PyObject *thread_name(unsigned long ident)
  * the hook now (None: nothing, or unknown once the thread ended), "stack": registry
  * entries, innermost first, at the moment it was taken, "after": each counter's
  * growth in that thread until then, "message": a sentence for stderr}. */
-static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive, PyObject *holder)
+static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive, PyObject *holder,
+                               int restored)
 {
     PyObject *stack = PyList_New(0), *after, *out = NULL, *msg = NULL, *who = NULL, *in = NULL,
              *by = NULL, *did = NULL, *detail = NULL, *name = NULL;
@@ -1160,7 +1196,9 @@ static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive,
     name = alive ? thread_name(ts->ident) : Py_NewRef(Py_None); /* an ended one's ident may be reused */
     who = name == Py_None ? PyUnicode_FromFormat("thread %lu", ts->ident)
                           : PyUnicode_FromFormat("thread '%U'", name);
-    if (!alive)
+    if (restored)
+        did = PyUnicode_FromString("took cprof's profile hook away and put it back");
+    else if (!alive)
         did = PyUnicode_FromString("took cprof's profile hook away before the thread ended");
     else if (holder == Py_None)
         did = PyUnicode_FromString("took cprof's profile hook away");
@@ -1176,13 +1214,17 @@ static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive,
         detail = PyUnicode_FromString("");
     if (!detail)
         goto out;
-    msg = PyUnicode_FromFormat("in %U the program %U (%Uafter %s): the rest of that thread's run "
-                               "is not in the profile; Python %d.%d has one profile hook per "
-                               "thread, so run one profiler at a time there, or use Python 3.12+",
-                               who, did, detail, amount, PY_MAJOR_VERSION, PY_MINOR_VERSION);
+    msg = PyUnicode_FromFormat("in %U the program %U (%Uafter %s): %s is not in the profile; "
+                               "Python %d.%d has one profile hook per thread, so run one profiler "
+                               "at a time there, or use Python 3.12+",
+                               who, did, detail, amount,
+                               restored ? "what that thread ran meanwhile"
+                                        : "the rest of that thread's run",
+                               PY_MAJOR_VERSION, PY_MINOR_VERSION);
     if (msg)
-        out = Py_BuildValue("{s:k,s:O,s:O,s:O,s:N,s:N,s:O}", "ident", ts->ident, "thread", name,
-                            "alive", alive ? Py_True : Py_False, "holder", holder, "stack", stack,
+        out = Py_BuildValue("{s:k,s:O,s:O,s:O,s:O,s:N,s:N,s:O}", "ident", ts->ident, "thread",
+                            name, "alive", alive ? Py_True : Py_False, "restored",
+                            restored ? Py_True : Py_False, "holder", holder, "stack", stack,
                             "after", after, "message", msg);
     else
         Py_DECREF(after);
@@ -1634,6 +1676,9 @@ static PyGetSetDef profiler_getset[] = {
 };
 
 static PyType_Slot profiler_slots[] = {
+#if !CPROF_MONITORING
+    {Py_tp_call, (void *)profiler_call},
+#endif
     {Py_tp_init, (void *)profiler_init},
     {Py_tp_new, (void *)PyType_GenericNew},
     {Py_tp_dealloc, (void *)profiler_dealloc},

@@ -79,7 +79,8 @@ def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
 
 def hook_replaced(entries: list, counters: list) -> list:
     """Profiler.hook_replaced()'s entries for meta: the thread (name, ident, whether it
-    still ran at the end), the C function that took the hook ("by", when it was the
+    still ran at the end, whether the program put cprof's hook back: then only the time
+    in between is missing), the C function that took the hook ("by", when it was the
     innermost call), the Python function running then ("in"), what holds the hook now,
     each counter's growth in that thread until then, the stack (innermost first) and
     the sentence cprof printed."""
@@ -91,7 +92,8 @@ def hook_replaced(entries: list, counters: list) -> list:
         running = next((name for x, name in zip(e["stack"], stack)
                         if x is not None and isinstance(x[0], types.CodeType)), None)
         holder = e["holder"]
-        out.append({"thread": e["thread"], "ident": e["ident"], "alive": e["alive"], "by": by,
+        out.append({"thread": e["thread"], "ident": e["ident"], "alive": e["alive"],
+                    "restored": e.get("restored", False), "by": by,
                     "in": running, "holder": None if holder is None else _holder_name(holder),
                     "after": dict(zip(counters, e["after"])), "stack": stack,
                     "message": e["message"]})

@@ -283,3 +283,43 @@ def test_cprof_does_not_take_another_profilers_hook():
     with cprof.Profile(["wall"]) as p:      # and starts once cProfile has stopped
         pass
     assert p.profile()["meta"]["hook_replaced"] == []
+
+
+@needs_setprofile
+def test_a_hook_put_back_with_setprofile_getprofile_resumes(tmp_path):
+    """old = sys.getprofile(); sys.setprofile(None); ...; sys.setprofile(old): getprofile()
+    gives cprof's profiler, which the interpreter then calls with each event (it raised
+    TypeError: not callable, in the program).  cprof takes its C hook back and the
+    profile misses only what ran in between, which it says."""
+    script = write(tmp_path, "restore.py", """
+        import sys
+
+        def leaf():
+            return 1
+
+        def quiet():
+            old = sys.getprofile()
+            sys.setprofile(None)
+            for _ in range(10):
+                leaf()          # not seen
+            sys.setprofile(old)
+
+        for _ in range(3):
+            leaf()
+        quiet()
+        for _ in range(4):
+            leaf()
+        print("ok")
+    """)
+    out = tmp_path / "p.json"
+    r = run_cprof(["-o", str(out), script], check_rc=0)
+    assert r.stdout == "ok\n"
+    assert "took cprof's profile hook away and put it back" in r.stderr
+    assert "what that thread ran meanwhile is not in the profile" in r.stderr
+    prof = load(out)
+    assert fn(prof, "__main__.leaf")["calls"] == 7
+    assert fn(prof, "__main__.quiet")["calls"] == 1
+    [entry] = prof["meta"]["hook_replaced"]
+    assert entry["restored"] is True and entry["by"] == "sys.setprofile"
+    assert entry["in"] == "__main__.quiet"
+    conserved(prof)
