@@ -380,7 +380,8 @@ static void push_frames(ProfilerObject *p, struct tstate *ts, PyFrameObject *fra
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;  /* one of the hook_* functions below */
-    ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies */
+    ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies, or
+                                 * sets this to NULL when it cannot (its tool id was freed) */
 } HookObject;
 
 /* A Python function's event: args = (code, offset, ...). */
@@ -391,7 +392,7 @@ typedef struct {
         ProfilerObject *p = ((HookObject *)self)->prof;                                          \
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
-        if (p->enabled)                                                                          \
+        if (p && p->enabled)                                                                     \
             ev(p, op, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
         Py_RETURN_NONE;                                                                          \
     }
@@ -405,7 +406,7 @@ typedef struct {
         cprof_key key;                                                                           \
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
-        if (!p->enabled)                                                                         \
+        if (!p || !p->enabled)                                                                   \
             Py_RETURN_NONE;                                                                      \
         if ((key = c_key(args[2], args[3])) != 0)                                                \
             ev(p, op, key, args[2], NULL);                                                       \
@@ -590,6 +591,8 @@ err:;
     PyErr_Clear();
     RESTORE_EXC(saved);
     p->tool_id = -1;
+    for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
+        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL;
     Py_CLEAR(p->hooks);
     return -1;
 }
@@ -603,7 +606,18 @@ static void hooks_remove(ProfilerObject *p)
         goto out;
     mon = monitoring();
     if (mon) {
-        PyObject *r = PyObject_CallMethod(mon, "set_events", "ii", p->tool_id, 0);
+        /* a program that freed cprof's tool id may have given it to another tool: leave
+         * that one alone */
+        PyObject *r = PyObject_CallMethod(mon, "get_tool", "i", p->tool_id);
+        int ours = r && PyUnicode_Check(r) && PyUnicode_CompareWithASCIIString(r, "cprof") == 0;
+        Py_XDECREF(r);
+        if (!ours) {
+            set_sticky(p, "the program freed cprof's sys.monitoring tool id while it ran "
+                          "(sys.monitoring.free_tool_id), so the profile may miss the end of "
+                          "the run; leave tool ids other tools hold alone");
+            goto done;
+        }
+        r = PyObject_CallMethod(mon, "set_events", "ii", p->tool_id, 0);
         Py_XDECREF(r);
         for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
             long ev;
@@ -615,6 +629,9 @@ static void hooks_remove(ProfilerObject *p)
         r = PyObject_CallMethod(mon, "free_tool_id", "i", p->tool_id);
         Py_XDECREF(r);
     }
+done:
+    for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
+        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL; /* any left registered */
     p->tool_id = -1;
     Py_CLEAR(p->hooks);
 out:

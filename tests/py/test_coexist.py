@@ -323,3 +323,24 @@ def test_a_hook_put_back_with_setprofile_getprofile_resumes(tmp_path):
     assert entry["restored"] is True and entry["by"] == "sys.setprofile"
     assert entry["in"] == "__main__.quiet"
     conserved(prof)
+
+
+@needs_monitoring
+def test_a_freed_tool_id_taken_by_another_tool_is_left_to_it():
+    mon = sys.monitoring
+    p = cprof.Profile(["wall"])
+    p.enable()
+    mine = [i for i in range(6) if mon.get_tool(i) == "cprof"]
+    assert mine and mine[0] in (3, 4)
+    mon.free_tool_id(mine[0])           # the program frees it and another tool takes it
+    mon.use_tool_id(mine[0], "other")
+    try:
+        with pytest.raises(cprof.CprofError, match="freed cprof's sys.monitoring tool id"):
+            p.disable()
+        assert mon.get_tool(mine[0]) == "other"     # cprof did not free the other tool's id
+    finally:
+        mon.free_tool_id(mine[0])
+    del p
+    with cprof.Profile(["wall"]) as q:              # and the next profile works
+        sum(range(10))
+    assert q.profile()["meta"]["region"]["wall"] > 0
