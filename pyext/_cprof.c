@@ -743,7 +743,7 @@ static PyObject *profiler_call(PyObject *self, PyObject *args, PyObject *kwds)
     }
     if (tls_owner == p->generation && !tls_ts->failed) {
         PyObject *entry = replaced_entry(p, tls_ts, 1, Py_None, 1);
-        if (!entry || PyList_Append(p->replaced, entry) < 0)
+        if (!entry || !p->replaced || PyList_Append(p->replaced, entry) < 0)
             set_sticky(p, "cprof could not record a replaced profile hook (out of memory?)");
         Py_XDECREF(entry);
         PyErr_Clear();
@@ -1127,14 +1127,27 @@ static void amount_text(char *buf, size_t len, uint64_t v, const struct cprof_co
         snprintf(buf, len, "%llu %s of %s", (unsigned long long)v, d->unit, d->name);
 }
 
-/* A function of the registry entry (code or callable, module) as a short name for a
- * sentence (the profile names it with profile_file.describe()). */
+/* The name of a registry entry's function (code or callable, module) for a sentence:
+ * profile_file.describe()'s, as in the profile, or a plain one without it. */
 static PyObject *entry_name(PyObject *entry)
 {
-    PyObject *obj, *mod;
+    PyObject *obj, *mod, *pf, *d;
 
     if (!entry || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2)
         return PyUnicode_FromString("?");
+    if ((pf = PyImport_ImportModule("cprof.profile_file"))) {
+        d = PyObject_CallMethod(pf, "describe", "OO", PyTuple_GET_ITEM(entry, 0),
+                                PyTuple_GET_ITEM(entry, 1));
+        Py_DECREF(pf);
+        if (d && PyTuple_Check(d) && PyTuple_GET_SIZE(d) > 0 &&
+            PyUnicode_Check(PyTuple_GET_ITEM(d, 0))) {
+            PyObject *name = Py_NewRef(PyTuple_GET_ITEM(d, 0));
+            Py_DECREF(d);
+            return name;
+        }
+        Py_XDECREF(d);
+    }
+    PyErr_Clear();
     obj = PyTuple_GET_ITEM(entry, 0);
     mod = PyTuple_GET_ITEM(entry, 1);
     if (PyCode_Check(obj)) {
@@ -1280,7 +1293,7 @@ static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds
         Py_CLEAR(p->error);
         return NULL;
     }
-    nrep = PyList_GET_SIZE(p->replaced);
+    nrep = p->replaced ? PyList_GET_SIZE(p->replaced) : 0;
     if (p->replaced_said < nrep) {
         PyObject *first = PyList_GET_ITEM(p->replaced, p->replaced_said);
         PyObject *msg = PyDict_GetItemString(first, "message");
@@ -1299,8 +1312,10 @@ static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds
 
 static PyObject *profiler_hook_replaced(PyObject *self, PyObject *unused)
 {
+    PyObject *r = ((ProfilerObject *)self)->replaced;
+
     (void)unused;
-    return PyList_GetSlice(((ProfilerObject *)self)->replaced, 0, PY_SSIZE_T_MAX);
+    return r ? PyList_GetSlice(r, 0, PY_SSIZE_T_MAX) : PyList_New(0);
 }
 
 static PyObject *profiler_counter_failures(PyObject *self, PyObject *unused)
@@ -1532,7 +1547,8 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
                       (unsigned long long)m->tree_dropped, "dist_lost",
                       (unsigned long long)m->dist_lost, "hook",
                       CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile", "hook_replaced",
-                      PyList_GetSlice(p->replaced, 0, PY_SSIZE_T_MAX));
+                      p->replaced ? PyList_GetSlice(p->replaced, 0, PY_SSIZE_T_MAX)
+                                  : PyList_New(0));
     if (!x || PyDict_SetItemString(out, "meta", x) < 0)
         goto err_x;
     Py_DECREF(x);
@@ -1606,6 +1622,7 @@ static int profiler_clear(PyObject *self)
 {
     ProfilerObject *p = (ProfilerObject *)self;
 
+    Py_CLEAR(p->replaced);      /* first: no Python work to say replaced hooks when dying */
     stop(p);
     Py_CLEAR(p->keys);
     Py_CLEAR(p->bootstrap);
@@ -1616,7 +1633,6 @@ static int profiler_clear(PyObject *self)
     Py_CLEAR(p->capture);
     Py_CLEAR(p->captures);
     Py_CLEAR(p->prev_thread_hook);
-    Py_CLEAR(p->replaced);
     return 0;
 }
 

@@ -195,7 +195,7 @@ def test_cprofile_taking_the_hook_is_said_in_the_profile_and_on_stderr(tmp_path)
     warning = [l for l in r.stderr.splitlines() if l.startswith("cprof: warning:")]
     assert len(warning) == 1, r.stderr
     assert "in thread 'MainThread' the program" in warning[0]
-    assert "enable called from __main__.<module>" in warning[0]
+    assert "(_lsprof.Profiler.enable called from __main__.<module>, after " in warning[0]
     assert "the rest of that thread's run is not in the profile" in warning[0]
     prof = load(out)
     [entry] = prof["meta"]["hook_replaced"]
