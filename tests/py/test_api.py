@@ -33,6 +33,10 @@ def conserved(prof):
         name = c["name"]
         assert sum(f["self"][name] for f in prof["functions"]) + prof["meta"]["unattributed"][name] \
             == prof["meta"]["region"][name]
+        # the call tree's root holds what no function got (frames running before the start
+        # included, in nodes of their own), so its paths add up to region - unattributed
+        assert prof["tree"]["self"][name][0] == prof["meta"]["unattributed"][name]
+        assert sum(prof["tree"]["self"][name]) == prof["meta"]["region"][name]
 
 
 def test_profile_context_manager_attributes_exactly():
