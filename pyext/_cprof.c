@@ -782,6 +782,8 @@ static int threading_setprofile(PyObject *fn)
     return r ? 0 : -1;
 }
 
+static PyObject *thread_name(unsigned long ident);
+
 static inline int hook_is_ours(ProfilerObject *p, PyThreadState *t)
 {
     return (t->c_profilefunc == profile_func && t->c_profileobj == (PyObject *)p) ||
@@ -796,12 +798,14 @@ static int hooks_install(ProfilerObject *p, module_state *st)
      * its numbers short, so say so instead. */
     for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
         if (t->c_profilefunc && !hook_is_ours(p, t)) {
+            PyObject *name = thread_name(t->thread_id);
             PyErr_Format(st->error,
-                         "cprof cannot start: thread %lu already has a profile hook (%R, such as "
+                         "cprof cannot start: thread %R already has a profile hook (%R, such as "
                          "cProfile's) and Python %d.%d allows one per thread; stop that profiler "
                          "first, or use Python 3.12+ where both can run",
-                         t->thread_id, t->c_profileobj ? t->c_profileobj : Py_None,
-                         PY_MAJOR_VERSION, PY_MINOR_VERSION);
+                         name, t->c_profileobj ? t->c_profileobj : Py_None, PY_MAJOR_VERSION,
+                         PY_MINOR_VERSION);
+            Py_XDECREF(name);
             return -1;
         }
     if (!p->bootstrap) {
