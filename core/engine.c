@@ -260,6 +260,8 @@ static int stack_grow(struct cprof_thread *t)
     return 0;
 }
 
+#define NO_EDGE UINT64_MAX /* a node made by a pre-existing frame's exit: no call yet */
+
 /* The edge of (caller, fn), found through the call-tree node of (parent, fn): a node
  * remembers its edge, so the common case is one table lookup per entry.  When the
  * tree is full, a new path folds into its parent's node (self only, no call). */
@@ -275,7 +277,7 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
             node = cprof_table_get(&t->nodes, (uint64_t)parent << 32 | fn, &inserted);
         else
             node = cprof_table_find(&t->nodes, (uint64_t)parent << 32 | fn);
-        if (node != (size_t)-1 && !inserted) {
+        if (node != (size_t)-1 && !inserted && t->nodes.recs[node].edge != NO_EDGE) {
             f->node = (uint32_t)node;
             f->own_node = 1;
             f->edge = (uint32_t)t->nodes.recs[node].edge;
@@ -458,27 +460,55 @@ void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uin
     push(t, key, observe(t, now), 0);
 }
 
+/* The call-tree node of a frame that was running before the region began: a child
+ * of the root (the paths of the calls it made are not known to lie under it, so
+ * they stay where they were seen, beside it).  When the tree is full, the root
+ * itself, as for any new path.  Never -1 but when memory runs out. */
+static size_t preexisting_node(struct cprof_thread *t, size_t fn)
+{
+    uint64_t nk = (uint64_t)CPROF_ROOT << 32 | fn;
+    int inserted = 0;
+    size_t node;
+
+    if (t->nodes.len < t->max_nodes)
+        node = cprof_table_get(&t->nodes, nk, &inserted);
+    else
+        node = cprof_table_find(&t->nodes, nk);
+    if (node == (size_t)-1) {
+        if (t->nodes.len < t->max_nodes)
+            return (size_t)-1;
+        t->tree_dropped++;
+        return CPROF_ROOT;
+    }
+    if (inserted)               /* no edge until it is called from the root (link()) */
+        t->nodes.recs[node].edge = NO_EDGE;
+    return node;
+}
+
 /* An exit at an empty stack: `key` was running since before the region began. */
 static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
     unsigned n = t->n;
-    size_t fn = fn_index(t, key);
-    uint64_t *self, *total, *nself;
+    size_t fn = fn_index(t, key), node;
+    uint64_t *self, *total, *nself, *ntotal;
 
-    if (fn == (size_t)-1) {
+    if (fn == (size_t)-1 || (node = preexisting_node(t, fn)) == (size_t)-1) {
         t->oom = 1;
         return;
     }
     self = cprof_self(&t->fns, fn);
     total = cprof_total(&t->fns, fn);
-    nself = cprof_self(&t->nodes, CPROF_ROOT);
+    nself = cprof_self(&t->nodes, node);
+    ntotal = cprof_total(&t->nodes, node);
     /* The frame spanned the whole region so far, so every earlier frame of the same
      * function in this thread (nested in it, or an inner pre-existing one) lies
      * inside it: its total is the region's growth, counted once. */
     for (unsigned c = 0; c < n; c++) {
         uint64_t d = now[c] - t->mark[c] - t->mark_child[c];
         self[c] += d;
-        nself[c] += d;          /* the tree has no path to it: its root keeps the growth */
+        nself[c] += d;          /* the root's self stays what no function got */
+        if (node != CPROF_ROOT)
+            ntotal[c] += d;
         total[c] = now[c] - t->first[c];
         t->mark[c] = now[c];
         t->mark_child[c] = 0;

@@ -156,9 +156,10 @@ void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *n
 /* A call of `key` ends (return, exception, yield).  Frames above the matching one
  * are closed first (their exits were missed); an exit with an empty stack is a
  * function that was running before profiling started: it gets the root-level
- * growth since the last such exit as self, and its total becomes the growth since
- * the start (it spanned the region, so earlier frames of it were inside), with no
- * call counted.  Any other unmatched exit is counted and ignored. */
+ * growth since the last such exit as self (in the call tree, in a node of its own
+ * under the root, whose self stays what no function got), and its total becomes the
+ * growth since the start (it spanned the region, so earlier frames of it were
+ * inside), with no call counted.  Any other unmatched exit is counted and ignored. */
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now);
 /* Push a frame that was already running when profiling started: no call counted. */
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now);

@@ -56,6 +56,7 @@ struct tstate {
     unsigned opened;            /* counters whose thread_open succeeded */
     int failed;                 /* a counter could not be opened: thread not profiled */
     unsigned long ident;        /* PyThread_get_thread_ident() of the owning thread */
+    uint64_t tstate_id;         /* its PyThreadState's id (never reused, unlike ident) */
     ProfilerObject *prof;       /* owner (borrowed) */
     PyObject *pending;          /* object behind the key being handled (borrowed) */
     PyObject *pending_globals;  /* its frame's globals, or NULL: the current frame's (borrowed) */
@@ -85,6 +86,9 @@ struct ProfilerObject {
     PyObject *captures;         /* list: slow call tag - 1 -> (args, thread, values) or None */
     PyObject *hooks;            /* list of hook objects registered with sys.monitoring */
     PyObject *bootstrap;        /* threading.setprofile() function for new threads (< 3.12) */
+    PyObject *prev_thread_hook; /* threading's hook for new threads before ours (< 3.12) */
+    PyObject *replaced;         /* list of dicts: threads whose hook the program replaced */
+    Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
 };
 
 static uint64_t next_generation = 1;    /* under the GIL */
@@ -95,6 +99,7 @@ static CPROF_TLS uint64_t tls_owner;            /* generation owning tls_ts */
 static CPROF_TLS struct tstate *tls_ts;         /* this thread's state for that profiler */
 
 static PyMethodDef *own_methods_begin, *own_methods_end;
+static PyMethodDef *tp_new_def; /* the one PyMethodDef behind every type's __new__ */
 
 /* ---- errors inside hooks ------------------------------------------------------ */
 
@@ -103,6 +108,8 @@ static void set_sticky(ProfilerObject *p, const char *msg)
     if (!p->error)
         p->error = PyUnicode_FromString(msg);
 }
+
+static PyObject *u64_list(const uint64_t *v, unsigned n);
 
 /* ---- key registry -------------------------------------------------------------- */
 
@@ -218,6 +225,7 @@ static struct tstate *tstate_new(ProfilerObject *p)
     }
     ts->prof = p;
     ts->ident = PyThread_get_thread_ident();
+    ts->tstate_id = PyThreadState_Get()->id;
     ts->next = p->threads;
     p->threads = ts;
     tls_ts = ts;
@@ -330,9 +338,13 @@ static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
 {
     PyMethodDef *ml;
 
-    if (PyCFunction_Check(callable))
+    if (PyCFunction_Check(callable)) {
         ml = ((PyCFunctionObject *)callable)->m_ml;
-    else if (Py_IS_TYPE(callable, &PyMethodDescr_Type) && self_arg &&
+        /* every type's __new__ shares one PyMethodDef: its type tells them apart (kept
+         * alive, with the callable, by the key registry) */
+        if (ml == tp_new_def && ((PyCFunctionObject *)callable)->m_self)
+            return (cprof_key)(uintptr_t)((PyCFunctionObject *)callable)->m_self;
+    } else if (Py_IS_TYPE(callable, &PyMethodDescr_Type) && self_arg &&
              PyObject_TypeCheck(self_arg, PyDescr_TYPE(callable)))
         ml = ((PyMethodDescrObject *)callable)->d_method;
     else
@@ -342,13 +354,51 @@ static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
     return (cprof_key)(uintptr_t)ml;
 }
 
+/* Push `frame` and its callers on ts's stack, outermost first, minus the `skip`
+ * innermost: as frames already running (counted 0: no call) or as calls (1). */
+static void push_frames(ProfilerObject *p, struct tstate *ts, PyFrameObject *frame, int skip,
+                        int counted)
+{
+    PyFrameObject *frames[MAX_EXISTING_FRAMES];
+    PyFrameObject *f = frame;
+    uint64_t now[CPROF_MAX_COUNTERS];
+    int depth = 0;
+
+    Py_XINCREF(f);
+    while (f && depth < MAX_EXISTING_FRAMES) {
+        frames[depth++] = f;
+        f = PyFrame_GetBack(f);
+    }
+    Py_XDECREF(f);
+    read_all(ts, p->n, now);
+    for (int i = depth - 1; i >= skip; i--) {
+        PyCodeObject *co = PyFrame_GetCode(frames[i]);
+#if PY_VERSION_HEX >= 0x030B0000
+        PyObject *globals = PyFrame_GetGlobals(frames[i]);
+#else
+        PyObject *globals = frames[i]->f_globals;
+        Py_XINCREF(globals);
+#endif
+        ts->pending = (PyObject *)co;
+        ts->pending_globals = globals;
+        (counted ? cprof_thread_enter : cprof_thread_push_existing)(
+            &ts->eng, (cprof_key)(uintptr_t)co, now);
+        Py_XDECREF(globals);
+        Py_DECREF(co);
+    }
+    ts->pending = ts->pending_globals = NULL;
+    for (int i = 0; i < depth; i++)
+        Py_DECREF(frames[i]);
+}
+
 /* ---- 3.12+: sys.monitoring ------------------------------------------------------- */
 
 #if CPROF_MONITORING
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;  /* one of the hook_* functions below */
-    ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies */
+    ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies, or
+                                 * sets this to NULL when it cannot (its tool id was freed) */
 } HookObject;
 
 /* A Python function's event: args = (code, offset, ...). */
@@ -359,7 +409,7 @@ typedef struct {
         ProfilerObject *p = ((HookObject *)self)->prof;                                          \
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
-        if (p->enabled)                                                                          \
+        if (p && p->enabled)                                                                     \
             ev(p, op, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
         Py_RETURN_NONE;                                                                          \
     }
@@ -373,7 +423,7 @@ typedef struct {
         cprof_key key;                                                                           \
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
-        if (!p->enabled)                                                                         \
+        if (!p || !p->enabled)                                                                   \
             Py_RETURN_NONE;                                                                      \
         if ((key = c_key(args[2], args[3])) != 0)                                                \
             ev(p, op, key, args[2], NULL);                                                       \
@@ -466,8 +516,10 @@ static int event_id(PyObject *mon, const char *name, long *out)
 
 static int claim_tool_id(ProfilerObject *p, PyObject *mon, module_state *st)
 {
-    /* PROFILER_ID first, then the ids no standard tool claims, then the rest. */
-    static const int order[] = {2, 3, 4, 5, 1, 0};
+    /* The ids no standard tool claims first (3, 4), so that cProfile (PROFILER_ID 2),
+     * coverage (COVERAGE_ID 1), debuggers (0) and optimizers (5) still find theirs
+     * free while cprof runs; the others only when both are taken, PROFILER_ID last. */
+    static const int order[] = {3, 4, 5, 0, 1, 2};
     PyObject *users = PyList_New(0);
 
     if (!users)
@@ -556,6 +608,8 @@ err:;
     PyErr_Clear();
     RESTORE_EXC(saved);
     p->tool_id = -1;
+    for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
+        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL;
     Py_CLEAR(p->hooks);
     return -1;
 }
@@ -569,7 +623,18 @@ static void hooks_remove(ProfilerObject *p)
         goto out;
     mon = monitoring();
     if (mon) {
-        PyObject *r = PyObject_CallMethod(mon, "set_events", "ii", p->tool_id, 0);
+        /* a program that freed cprof's tool id may have given it to another tool: leave
+         * that one alone */
+        PyObject *r = PyObject_CallMethod(mon, "get_tool", "i", p->tool_id);
+        int ours = r && PyUnicode_Check(r) && PyUnicode_CompareWithASCIIString(r, "cprof") == 0;
+        Py_XDECREF(r);
+        if (!ours) {
+            set_sticky(p, "the program freed cprof's sys.monitoring tool id while it ran "
+                          "(sys.monitoring.free_tool_id), so the profile may miss the end of "
+                          "the run; leave tool ids other tools hold alone");
+            goto done;
+        }
+        r = PyObject_CallMethod(mon, "set_events", "ii", p->tool_id, 0);
         Py_XDECREF(r);
         for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
             long ev;
@@ -581,6 +646,9 @@ static void hooks_remove(ProfilerObject *p)
         r = PyObject_CallMethod(mon, "free_tool_id", "i", p->tool_id);
         Py_XDECREF(r);
     }
+done:
+    for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
+        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL; /* any left registered */
     p->tool_id = -1;
     Py_CLEAR(p->hooks);
 out:
@@ -621,21 +689,103 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     return 0;
 }
 
-/* threading.setprofile() target: installs the C hook in each new thread. */
+/* An event that came through sys.setprofile's trampoline (args: frame, event, arg):
+ * put cprof's C hook in its place, push the frames already running when the stack
+ * is empty (as calls if `fresh_counts` and the thread is new to the profile, else
+ * as running before), and handle the event. */
+static void trampolined_event(ProfilerObject *p, PyObject *args, int fresh_counts)
+{
+    static const char *const events[] = {
+        [PyTrace_CALL] = "call", [PyTrace_RETURN] = "return", [PyTrace_C_CALL] = "c_call",
+        [PyTrace_C_RETURN] = "c_return", [PyTrace_C_EXCEPTION] = "c_exception",
+    };
+    PyObject *frame, *event, *arg;
+    struct tstate *ts;
+    int what = -1, fresh;
+
+    PyEval_SetProfile(profile_func, (PyObject *)p);
+    if (!PyArg_ParseTuple(args, "OUO", &frame, &event, &arg) || !PyFrame_Check(frame)) {
+        PyErr_Clear();
+        return;
+    }
+    for (int i = 0; i < (int)(sizeof(events) / sizeof(events[0])); i++)
+        if (events[i] && PyUnicode_CompareWithASCIIString(event, events[i]) == 0)
+            what = i;
+    fresh = fresh_counts && tls_owner != p->generation;
+    ts = get_ts(p);
+    if (!ts || what < 0)
+        return;
+    if (ts->eng.depth == 0) {
+        /* a call event's frame is the callee; any other event's is already running */
+        PyFrameObject *f = (PyFrameObject *)frame;
+        PyFrameObject *back = what == PyTrace_CALL ? PyFrame_GetBack(f) : NULL;
+        if (what != PyTrace_CALL || back)
+            push_frames(p, ts, what == PyTrace_CALL ? back : f, 0, fresh);
+        Py_XDECREF(back);
+    }
+    profile_func((PyObject *)p, (PyFrameObject *)frame, what, arg);
+}
+
+/* threading.setprofile() target, called through the trampoline with the first event
+ * of each new threading.Thread (the call of its run(), made inside _bootstrap_inner):
+ * the frames already there (_bootstrap, _bootstrap_inner) are calls made while
+ * profiling in a thread that starts here, as sys.monitoring sees them on 3.12+. */
 static PyObject *thread_bootstrap(PyObject *self, PyObject *args)
 {
     ProfilerObject *p = (ProfilerObject *)self;
 
-    (void)args;
-    if (p->enabled)
-        PyEval_SetProfile(profile_func, self);
-    else
+    if (!p->enabled)
         PyEval_SetProfile(NULL, NULL);
+    else
+        trampolined_event(p, args, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive, PyObject *holder,
+                               int restored);
+
+/* sys.setprofile(old) with old = sys.getprofile() taken while cprof's hook was in
+ * place (which gives the Profiler): the trampoline calls it with each event.  The
+ * thread's numbers stop where the hook was taken (its stack is closed there and the
+ * gap is left out of its region, and said), then go on from this event with cprof's
+ * C hook back in place. */
+static PyObject *profiler_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    (void)kwds;
+    if (!p->enabled) {
+        PyEval_SetProfile(NULL, NULL);
+        Py_RETURN_NONE;
+    }
+    if (tls_owner == p->generation && !tls_ts->failed) {
+        PyObject *entry = replaced_entry(p, tls_ts, 1, Py_None, 1);
+        if (!entry || !p->replaced || PyList_Append(p->replaced, entry) < 0)
+            set_sticky(p, "cprof could not record a replaced profile hook (out of memory?)");
+        Py_XDECREF(entry);
+        PyErr_Clear();
+        cprof_thread_flush(&tls_ts->eng);
+        cprof_thread_pause(&tls_ts->eng);
+    }
+    trampolined_event(p, args, 0);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef bootstrap_def = {"_cprof_thread_bootstrap", thread_bootstrap, METH_VARARGS,
                                     NULL};
+
+/* threading's hook for new threads (threading._profile_hook on every version that
+ * uses this path), and setting it. */
+static PyObject *threading_getprofile(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading"), *r;
+
+    if (!threading)
+        return NULL;
+    r = PyObject_GetAttrString(threading, "_profile_hook");
+    Py_DECREF(threading);
+    return r;
+}
 
 static int threading_setprofile(PyObject *fn)
 {
@@ -649,16 +799,40 @@ static int threading_setprofile(PyObject *fn)
     return r ? 0 : -1;
 }
 
+static PyObject *thread_name(unsigned long ident);
+
+static inline int hook_is_ours(ProfilerObject *p, PyThreadState *t)
+{
+    return (t->c_profilefunc == profile_func && t->c_profileobj == (PyObject *)p) ||
+           (p->bootstrap && t->c_profileobj == p->bootstrap);
+}
+
 static int hooks_install(ProfilerObject *p, module_state *st)
 {
     PyThreadState *me = PyThreadState_Get();
 
-    (void)st;
+    /* A thread has one profile hook: taking another profiler's would silently cut
+     * its numbers short, so say so instead. */
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
+        if (t->c_profilefunc && !hook_is_ours(p, t)) {
+            PyObject *name = thread_name(t->thread_id);
+            PyErr_Format(st->error,
+                         "cprof cannot start: thread %R already has a profile hook (%R, such as "
+                         "cProfile's) and Python %d.%d allows one per thread; stop that profiler "
+                         "first, or use Python 3.12+ where both can run",
+                         name, t->c_profileobj ? t->c_profileobj : Py_None, PY_MAJOR_VERSION,
+                         PY_MINOR_VERSION);
+            Py_XDECREF(name);
+            return -1;
+        }
     if (!p->bootstrap) {
         p->bootstrap = PyCFunction_New(&bootstrap_def, (PyObject *)p);
         if (!p->bootstrap)
             return -1;
     }
+    Py_XSETREF(p->prev_thread_hook, threading_getprofile());
+    if (!p->prev_thread_hook)
+        PyErr_Clear();
     if (threading_setprofile(p->bootstrap) < 0)
         return -1;
     for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
@@ -668,15 +842,62 @@ static int hooks_install(ProfilerObject *p, module_state *st)
     return 0;
 }
 
+/* Before the hooks come off: each profiled thread whose hook is no longer cprof's
+ * (sys.setprofile(f), sys.setprofile(None), cProfile's enable) is recorded, with
+ * what holds the hook now and the stack as it was at cprof's last event there,
+ * which is when the hook was taken: the C function that took it on top.  A thread
+ * that ended meanwhile is recognised by frames still open on its stack (a thread
+ * that ends under cprof's hook has returned from all of them). */
+static void note_replaced_hooks(ProfilerObject *p)
+{
+    PyThreadState *me = PyThreadState_Get();
+
+    if (!p->replaced || !p->keys)
+        return;
+    SAVE_EXC(saved);
+
+    for (struct tstate *ts = p->threads; ts; ts = ts->next) {
+        PyThreadState *t = PyInterpreterState_ThreadHead(me->interp);
+        PyObject *holder = Py_None, *entry;
+        int alive = 0;
+
+        if (ts->failed || !ts->eng.started)
+            continue;
+        for (; t; t = PyThreadState_Next(t))
+            if (t->id == ts->tstate_id)
+                break;
+        if (t) {
+            if (hook_is_ours(p, t))
+                continue;
+            alive = 1;
+            if (t->c_profilefunc && t->c_profileobj)
+                holder = t->c_profileobj;
+        } else if (ts->eng.depth == 0)
+            continue;
+        entry = replaced_entry(p, ts, alive, holder, 0);
+        if (!entry || PyList_Append(p->replaced, entry) < 0)
+            set_sticky(p, "cprof could not record a replaced profile hook (out of memory?)");
+        Py_XDECREF(entry);
+    }
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+}
+
 static void hooks_remove(ProfilerObject *p)
 {
     PyThreadState *me = PyThreadState_Get();
     SAVE_EXC(saved);
 
+    note_replaced_hooks(p);
     for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
-        if (t->c_profileobj == (PyObject *)p || t->c_profileobj == p->bootstrap)
+        if (t->c_profileobj == (PyObject *)p || (p->bootstrap && t->c_profileobj == p->bootstrap))
             _PyEval_SetProfile(t, NULL, NULL);
-    threading_setprofile(Py_None);
+    /* threading's hook goes back to what it was, unless the program changed it */
+    PyObject *now = threading_getprofile();
+    if (!now || now == p->bootstrap)
+        threading_setprofile(p->prev_thread_hook ? p->prev_thread_hook : Py_None);
+    Py_XDECREF(now);
+    Py_CLEAR(p->prev_thread_hook);
     PyErr_Clear();
     RESTORE_EXC(saved);
 }
@@ -833,6 +1054,8 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
         return -1;
     if (!p->failures && !(p->failures = PyList_New(0)))
         return -1;
+    if (!p->replaced && !(p->replaced = PyList_New(0)))
+        return -1;
     return 0;
 }
 
@@ -840,38 +1063,10 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
  * innermost ones, as frames that were running before profiling started. */
 static int push_existing(ProfilerObject *p, int skip)
 {
-    PyFrameObject *frames[MAX_EXISTING_FRAMES];
-    int depth = 0;
-    PyFrameObject *f = PyEval_GetFrame();
-    uint64_t now[CPROF_MAX_COUNTERS];
-    struct tstate *ts;
+    struct tstate *ts = get_ts(p);
 
-    Py_XINCREF(f);
-    while (f && depth < MAX_EXISTING_FRAMES) {
-        frames[depth++] = f;
-        f = PyFrame_GetBack(f);
-    }
-    Py_XDECREF(f);
-    ts = get_ts(p);
-    if (ts) {
-        read_all(ts, p->n, now);
-        for (int i = depth - 1; i >= skip; i--) {
-            PyCodeObject *co = PyFrame_GetCode(frames[i]);
-#if PY_VERSION_HEX >= 0x030B0000
-            PyObject *globals = PyFrame_GetGlobals(frames[i]);
-#else
-            PyObject *globals = frames[i]->f_globals;
-            Py_XINCREF(globals);
-#endif
-            ts->pending = (PyObject *)co;
-            ts->pending_globals = globals;
-            cprof_thread_push_existing(&ts->eng, (cprof_key)(uintptr_t)co, now);
-            Py_XDECREF(globals);
-            Py_DECREF(co);
-        }
-    }
-    for (int i = 0; i < depth; i++)
-        Py_DECREF(frames[i]);
+    if (ts)
+        push_frames(p, ts, PyEval_GetFrame(), skip, 0);
     return 0;
 }
 
@@ -888,8 +1083,11 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(st->error, "the Profiler was not initialised");
         return NULL;
     }
-    if (p->enabled)
-        Py_RETURN_NONE;
+    if (p->enabled) {
+        PyErr_SetString(st->error, "this profile is already enabled; call disable() before "
+                                   "enabling it again (profiles do not nest)");
+        return NULL;
+    }
     if (running_generation) {
         PyErr_SetString(st->error, "another cprof profile is already running in this process; "
                                    "disable it first (profiles do not nest)");
@@ -916,13 +1114,19 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
  * final reading; the others end at their latest one. */
 static void stop(ProfilerObject *p)
 {
+    int tick = 1;
+
     if (!p->enabled)
         return;
     p->enabled = 0;
     running_generation = 0;
+#if !CPROF_MONITORING
+    /* a thread whose hook the program took ends at cprof's last event there */
+    tick = hook_is_ours(p, PyThreadState_Get());
+#endif
     hooks_remove(p);
     cprof_pymalloc_profile_stop(p->specs, p->n);
-    if (tls_owner == p->generation && !tls_ts->failed) {
+    if (tick && tls_owner == p->generation && !tls_ts->failed) {
         uint64_t now[CPROF_MAX_COUNTERS];
         read_all(tls_ts, p->n, now);
         cprof_thread_tick(&tls_ts->eng, now);
@@ -934,18 +1138,205 @@ static void stop(ProfilerObject *p)
         }
 }
 
-static PyObject *profiler_disable(PyObject *self, PyObject *unused)
+#if !CPROF_MONITORING
+/* The counter's growth `v` in words: "2.31 ms of wall", "12 switches of ctxsw". */
+static void amount_text(char *buf, size_t len, uint64_t v, const struct cprof_counter_def *d)
+{
+    if (strcmp(d->unit, "ns") == 0)
+        snprintf(buf, len, "%.2f ms of %s", (double)v / 1e6, d->name);
+    else
+        snprintf(buf, len, "%llu %s of %s", (unsigned long long)v, d->unit, d->name);
+}
+
+/* The name of a registry entry's function (code or callable, module) for a sentence:
+ * profile_file.describe()'s, as in the profile, or a plain one without it. */
+static PyObject *entry_name(PyObject *entry)
+{
+    PyObject *obj, *mod, *pf, *d;
+
+    if (!entry || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2)
+        return PyUnicode_FromString("?");
+    if ((pf = PyImport_ImportModule("cprof.profile_file"))) {
+        d = PyObject_CallMethod(pf, "describe", "OO", PyTuple_GET_ITEM(entry, 0),
+                                PyTuple_GET_ITEM(entry, 1));
+        Py_DECREF(pf);
+        if (d && PyTuple_Check(d) && PyTuple_GET_SIZE(d) > 0 &&
+            PyUnicode_Check(PyTuple_GET_ITEM(d, 0))) {
+            PyObject *name = Py_NewRef(PyTuple_GET_ITEM(d, 0));
+            Py_DECREF(d);
+            return name;
+        }
+        Py_XDECREF(d);
+    }
+    PyErr_Clear();
+    obj = PyTuple_GET_ITEM(entry, 0);
+    mod = PyTuple_GET_ITEM(entry, 1);
+    if (PyCode_Check(obj)) {
+#if PY_VERSION_HEX >= 0x030B0000
+        PyObject *q = ((PyCodeObject *)obj)->co_qualname;
+#else
+        PyObject *q = ((PyCodeObject *)obj)->co_name;
+#endif
+        return mod != Py_None ? PyUnicode_FromFormat("%S.%S", mod, q) : Py_NewRef(q);
+    }
+    if (PyCFunction_Check(obj)) {
+        PyCFunctionObject *f = (PyCFunctionObject *)obj;
+        PyObject *self = f->m_self;
+        if (self && PyModule_Check(self))
+            return PyUnicode_FromFormat("%s.%s", PyModule_GetName(self), f->m_ml->ml_name);
+        if (self && PyType_Check(self))
+            return PyUnicode_FromFormat("%s.%s", ((PyTypeObject *)self)->tp_name, f->m_ml->ml_name);
+        if (self)
+            return PyUnicode_FromFormat("%s.%s", Py_TYPE(self)->tp_name, f->m_ml->ml_name);
+        return PyUnicode_FromString(f->m_ml->ml_name);
+    }
+    return PyObject_Str(obj);
+}
+
+/* threading's name for the thread `ident` (a str), or None once it has ended. */
+static PyObject *thread_name(unsigned long ident)
+{
+    PyObject *threading = PyImport_ImportModule("threading"), *active, *t = NULL, *k, *name = NULL;
+
+    if (threading && (active = PyObject_GetAttrString(threading, "_active"))) {
+        if ((k = PyLong_FromUnsignedLong(ident))) {
+            t = PyDict_Check(active) ? PyDict_GetItemWithError(active, k) : NULL;
+            if (t && (name = PyObject_GetAttrString(t, "name")) && !PyUnicode_Check(name))
+                Py_CLEAR(name);
+            Py_DECREF(k);
+        }
+        Py_DECREF(active);
+    }
+    Py_XDECREF(threading);
+    PyErr_Clear();
+    return name ? name : Py_NewRef(Py_None);
+}
+
+/* One replaced hook (see note_replaced_hooks): {"ident", "alive", "holder": what has
+ * the hook now (None: nothing, or unknown once the thread ended), "stack": registry
+ * entries, innermost first, at the moment it was taken, "after": each counter's
+ * growth in that thread until then, "message": a sentence for stderr}. */
+static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive, PyObject *holder,
+                               int restored)
+{
+    PyObject *stack = PyList_New(0), *after, *out = NULL, *msg = NULL, *who = NULL, *in = NULL,
+             *by = NULL, *did = NULL, *detail = NULL, *name = NULL;
+    uint64_t grown[CPROF_MAX_COUNTERS];
+    char amount[96];
+
+    if (!stack)
+        return NULL;
+    for (size_t i = ts->eng.depth; i-- > 0 && PyList_GET_SIZE(stack) < 8;) {
+        cprof_key key = ts->eng.fns.recs[ts->eng.frames[i].fn].key;
+        PyObject *k = PyLong_FromUnsignedLongLong(key), *e;
+        e = k ? PyDict_GetItemWithError(p->keys, k) : NULL;
+        Py_XDECREF(k);
+        if (PyList_Append(stack, e ? e : Py_None) < 0)
+            goto out;
+        PyErr_Clear();
+        if (e && i + 1 == ts->eng.depth && PyTuple_Check(e) && !PyCode_Check(PyTuple_GET_ITEM(e, 0)))
+            by = entry_name(e);         /* the C function that took the hook */
+        if (e && !in && PyTuple_Check(e) && PyCode_Check(PyTuple_GET_ITEM(e, 0)))
+            in = entry_name(e);         /* the Python function that called it */
+    }
+    for (unsigned c = 0; c < p->n; c++)
+        grown[c] = ts->eng.last[c] - ts->eng.first[c];
+    if (!(after = u64_list(grown, p->n)))
+        goto out;
+    amount_text(amount, sizeof(amount), grown[0], p->specs[0].def);
+    name = alive ? thread_name(ts->ident) : Py_NewRef(Py_None); /* an ended one's ident may be reused */
+    who = name == Py_None ? PyUnicode_FromFormat("thread %lu", ts->ident)
+                          : PyUnicode_FromFormat("thread '%U'", name);
+    if (restored)
+        did = PyUnicode_FromString("took cprof's profile hook away and put it back");
+    else if (!alive)
+        did = PyUnicode_FromString("took cprof's profile hook away before the thread ended");
+    else if (holder == Py_None)
+        did = PyUnicode_FromString("took cprof's profile hook away");
+    else
+        did = PyUnicode_FromFormat("replaced cprof's profile hook with %R", holder);
+    if (!who || !did)
+        goto out;
+    if (by && in)
+        detail = PyUnicode_FromFormat("%U called from %U, ", by, in);
+    else if (by || in)
+        detail = PyUnicode_FromFormat("%s%U, ", by ? "" : "in ", by ? by : in);
+    else
+        detail = PyUnicode_FromString("");
+    if (!detail)
+        goto out;
+    msg = PyUnicode_FromFormat("in %U the program %U (%Uafter %s): %s is not in the profile; "
+                               "Python %d.%d has one profile hook per thread, so run one profiler "
+                               "at a time there, or use Python 3.12+",
+                               who, did, detail, amount,
+                               restored ? "what that thread ran meanwhile"
+                                        : "the rest of that thread's run",
+                               PY_MAJOR_VERSION, PY_MINOR_VERSION);
+    if (msg)
+        out = Py_BuildValue("{s:k,s:O,s:O,s:O,s:O,s:N,s:N,s:O}", "ident", ts->ident, "thread",
+                            name, "alive", alive ? Py_True : Py_False, "restored",
+                            restored ? Py_True : Py_False, "holder", holder, "stack", stack,
+                            "after", after, "message", msg);
+    else
+        Py_DECREF(after);
+    stack = NULL;
+out:
+    Py_XDECREF(stack);
+    Py_XDECREF(msg);
+    Py_XDECREF(who);
+    Py_XDECREF(did);
+    Py_XDECREF(by);
+    Py_XDECREF(in);
+    Py_XDECREF(detail);
+    Py_XDECREF(name);
+    return out;
+}
+
+#endif
+
+static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"strict", NULL};
+    int strict = 1;
+    module_state *st = state_of(self);
+    Py_ssize_t nrep;
 
-    (void)unused;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:disable", kwlist, &strict))
+        return NULL;
+    if (!p->enabled) {
+        PyErr_SetString(st->error, "this profile is not enabled; call enable() before disable()");
+        return NULL;
+    }
     stop(p);
     if (p->error) {
-        PyErr_SetObject(state_of(self)->error, p->error);
+        PyErr_SetObject(st->error, p->error);
         Py_CLEAR(p->error);
         return NULL;
     }
+    nrep = p->replaced ? PyList_GET_SIZE(p->replaced) : 0;
+    if (p->replaced_said < nrep) {
+        PyObject *first = PyList_GET_ITEM(p->replaced, p->replaced_said);
+        PyObject *msg = PyDict_GetItemString(first, "message");
+        Py_ssize_t more = nrep - p->replaced_said - 1;
+        p->replaced_said = nrep;
+        if (strict) {
+            if (more)
+                PyErr_Format(st->error, "%S (and in %zd more threads)", msg, more);
+            else
+                PyErr_SetObject(st->error, msg);
+            return NULL;
+        }
+    }
     Py_RETURN_NONE;
+}
+
+static PyObject *profiler_hook_replaced(PyObject *self, PyObject *unused)
+{
+    PyObject *r = ((ProfilerObject *)self)->replaced;
+
+    (void)unused;
+    return r ? PyList_GetSlice(r, 0, PY_SSIZE_T_MAX) : PyList_New(0);
 }
 
 static PyObject *profiler_counter_failures(PyObject *self, PyObject *unused)
@@ -955,8 +1346,6 @@ static PyObject *profiler_counter_failures(PyObject *self, PyObject *unused)
     (void)unused;
     return PyList_GetSlice(p->failures, 0, PY_SSIZE_T_MAX);
 }
-
-static PyObject *u64_list(const uint64_t *v, unsigned n);
 
 static PyObject *profiler_set_compensation(PyObject *self, PyObject *arg)
 {
@@ -1174,7 +1563,7 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
         PyDict_SetItemString(out, "functions", fns) < 0 ||
         PyDict_SetItemString(out, "edges", edges) < 0)
         goto err;
-    x = Py_BuildValue("{s:N,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:K,s:s}", "region",
+    x = Py_BuildValue("{s:N,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:K,s:s,s:N}", "region",
                       u64_list(m->region, n), "unattributed", u64_list(m->unattributed, n),
                       "compensated", u64_list(m->compensated, n), "compensation_per_event",
                       u64_list(p->comp, n), "threads",
@@ -1183,7 +1572,9 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
                       (unsigned long long)m->backwards, "tree_folded",
                       (unsigned long long)m->tree_dropped, "dist_lost",
                       (unsigned long long)m->dist_lost, "hook",
-                      CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile");
+                      CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile", "hook_replaced",
+                      p->replaced ? PyList_GetSlice(p->replaced, 0, PY_SSIZE_T_MAX)
+                                  : PyList_New(0));
     if (!x || PyDict_SetItemString(out, "meta", x) < 0)
         goto err_x;
     Py_DECREF(x);
@@ -1248,6 +1639,8 @@ static int profiler_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(p->failures);
     Py_VISIT(p->capture);
     Py_VISIT(p->captures);
+    Py_VISIT(p->prev_thread_hook);
+    Py_VISIT(p->replaced);
     return 0;
 }
 
@@ -1255,6 +1648,7 @@ static int profiler_clear(PyObject *self)
 {
     ProfilerObject *p = (ProfilerObject *)self;
 
+    Py_CLEAR(p->replaced);      /* first: no Python work to say replaced hooks when dying */
     stop(p);
     Py_CLEAR(p->keys);
     Py_CLEAR(p->bootstrap);
@@ -1264,6 +1658,7 @@ static int profiler_clear(PyObject *self)
     Py_CLEAR(p->failures);
     Py_CLEAR(p->capture);
     Py_CLEAR(p->captures);
+    Py_CLEAR(p->prev_thread_hook);
     return 0;
 }
 
@@ -1311,8 +1706,15 @@ static PyMethodDef profiler_methods[] = {
     {"enable", (PyCFunction)(void (*)(void))profiler_enable, METH_VARARGS | METH_KEYWORDS,
      "enable(push_existing=True, skip=0)\n--\n\nStart profiling every thread. With push_existing, "
      "the calling thread's current frames (minus `skip` innermost) are treated as already running."},
-    {"disable", profiler_disable, METH_NOARGS,
-     "disable()\n--\n\nStop profiling; raises CprofError if a hook failed meanwhile."},
+    {"disable", (PyCFunction)(void (*)(void))profiler_disable, METH_VARARGS | METH_KEYWORDS,
+     "disable(*, strict=True)\n--\n\nStop profiling; raises CprofError if a hook failed meanwhile "
+     "or, when strict, if the program replaced the profile hook of a thread (< 3.12; the "
+     "profile is complete up to then: see hook_replaced())."},
+    {"hook_replaced", profiler_hook_replaced, METH_NOARGS,
+     "hook_replaced()\n--\n\nThreads whose profile hook the program replaced (sys.setprofile, "
+     "cProfile; Python < 3.12): a list of dicts with ident, alive, holder, stack (registry "
+     "entries, innermost first, when it was taken), after (each counter's growth until then), "
+     "message."},
     {"set_compensation", profiler_set_compensation, METH_O,
      "set_compensation(values)\n--\n\nThe tracer's cost per event, one int per counter in its "
      "unit, taken out of every interval between two readings (never more than the interval)."},
@@ -1333,6 +1735,9 @@ static PyGetSetDef profiler_getset[] = {
 };
 
 static PyType_Slot profiler_slots[] = {
+#if !CPROF_MONITORING
+    {Py_tp_call, (void *)profiler_call},
+#endif
     {Py_tp_init, (void *)profiler_init},
     {Py_tp_new, (void *)PyType_GenericNew},
     {Py_tp_dealloc, (void *)profiler_dealloc},
@@ -1390,6 +1795,12 @@ static int module_exec(PyObject *m)
 
     own_methods_begin = profiler_methods;
     own_methods_end = profiler_methods + sizeof(profiler_methods) / sizeof(profiler_methods[0]);
+    PyObject *new_fn = PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__new__");
+    if (!new_fn)
+        return -1;
+    if (PyCFunction_Check(new_fn))
+        tp_new_def = ((PyCFunctionObject *)new_fn)->m_ml;
+    Py_DECREF(new_fn);
     st->error = PyErr_NewExceptionWithDoc(
         "cprof._cprof.CprofError",
         "A problem the user can fix: the message is one sentence naming it and the fix.",

@@ -196,6 +196,7 @@ class Profile:
         self._compensate = compensate
         self._depth = 0             # nested enables through the decorator
         self._warned = 0            # counter failures already warned about
+        self._hooks_warned = 0      # replaced profile hooks already warned about
         self._meta: dict = {}
 
     @property
@@ -210,22 +211,51 @@ class Profile:
         self._profiler.enable(push_existing=True, skip=skip)
 
     def _stop(self) -> None:
-        self._profiler.disable()
+        self._profiler.disable(strict=False)  # a replaced hook is warned about below
         failures = self._profiler.counter_failures()
         for name, where, reason in failures[self._warned:]:
             fn = profile_file.describe(*where)[0] if where else "the top level"
             warnings.warn(f"cprof: counter '{name}' stopped in {fn}: {reason}; "
                           "its numbers hold from there on", RuntimeWarning, stacklevel=3)
         self._warned = len(failures)
+        replaced = self._profiler.hook_replaced()
+        for entry in replaced[self._hooks_warned:]:
+            warnings.warn("cprof: " + entry["message"], RuntimeWarning, stacklevel=3)
+        self._hooks_warned = len(replaced)
 
     def enable(self) -> None:
+        """Start profiling every thread.  Enabling a Profile that is already enabled is
+        a CprofError (profiles do not nest; @prof nests calls of a function)."""
+        if self._profiler.enabled:
+            raise CprofError("this Profile is already enabled; call disable() before enabling "
+                             "it again (profiles do not nest)")
         # skip=2: this method's and _start's frames are not part of the profiled program
         self._start(skip=2)
 
     def disable(self) -> None:
+        """Stop profiling.  Disabling a Profile that is not enabled is a CprofError."""
+        if not self._profiler.enabled:
+            raise CprofError("this Profile is not enabled; call enable() before disable()")
         self._stop()
 
+    def __del__(self) -> None:
+        # A Profile dropped while enabled stops profiling: on 3.9-3.11 the threads'
+        # hooks hold the C profiler, which would stay installed for good and make
+        # every later Profile find one running.
+        prof = getattr(self, "_profiler", None)
+        if prof is None or not prof.enabled:
+            return
+        try:
+            prof.disable(strict=False)
+            warnings.warn("cprof: a Profile was dropped while enabled; it stopped profiling "
+                          "(call disable(), or use `with`)", ResourceWarning, stacklevel=2)
+        except Exception:  # at interpreter exit, or a hook's failure: nothing left to tell
+            pass
+
     def __enter__(self) -> "Profile":
+        if self._profiler.enabled:
+            raise CprofError("this Profile is already enabled; call disable() before enabling "
+                             "it again (profiles do not nest)")
         self._start(skip=2)
         return self
 

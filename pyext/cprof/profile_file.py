@@ -30,6 +30,33 @@ def _typename(t: type) -> str:
     return f"{mod}.{t.__qualname__}"
 
 
+_C_METHODS = (types.MethodDescriptorType, types.ClassMethodDescriptorType, types.BuiltinFunctionType)
+
+
+def _defining_class(method: types.BuiltinFunctionType, owner: Any, name: str) -> type:
+    """The class whose __dict__ holds the C method that `method` is bound to: the first in
+    the MRO of owner (a class) or of its type (an instance) whose entry for `name`, bound
+    to owner, is `method` (same C function, same self).  Only C method entries are bound
+    (a property's getter would run code)."""
+    start = owner if isinstance(owner, type) else type(owner)
+    for cls in getattr(start, "__mro__", (start,)):
+        entry = cls.__dict__.get(name)
+        if not isinstance(entry, _C_METHODS):
+            continue
+        try:
+            if isinstance(entry, types.BuiltinFunctionType):
+                bound = entry   # a type's __new__: already bound to its type
+            elif isinstance(entry, types.ClassMethodDescriptorType):
+                bound = entry.__get__(None, owner if isinstance(owner, type) else type(owner))
+            else:  # with the type: a METH_METHOD descriptor without it crashes 3.11
+                bound = entry.__get__(owner, type(owner))
+        except Exception:
+            continue
+        if bound == method:
+            return cls
+    return start
+
+
 def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
     """(qualified name, file, first line) of a code object or a C callable."""
     if isinstance(obj, types.CodeType):
@@ -41,13 +68,44 @@ def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
         if owner is None or isinstance(owner, types.ModuleType):
             mod = obj.__module__ or (owner.__name__ if owner is not None else None)
             return (f"{mod}.{name}" if mod else name), "~", 0
-        if isinstance(owner, type):  # classmethod such as dict.fromkeys
-            return f"{_typename(owner)}.{name}", "~", 0
-        return f"{_typename(type(owner))}.{name}", "~", 0
+        # a method bound to a class (dict.fromkeys, a type's __new__) or to an instance
+        # (f.__exit__): named after the class that defines it, whichever caller came first
+        return f"{_typename(_defining_class(obj, owner, name))}.{name}", "~", 0
     objclass = getattr(obj, "__objclass__", None)
     if objclass is not None:
         return f"{_typename(objclass)}.{name}", "~", 0
     return name, "~", 0
+
+
+def hook_replaced(entries: list, counters: list) -> list:
+    """Profiler.hook_replaced()'s entries for meta: the thread (name, ident, whether it
+    still ran at the end, whether the program put cprof's hook back: then only the time
+    in between is missing), the C function that took the hook ("by", when it was the
+    innermost call), the Python function running then ("in"), what holds the hook now,
+    each counter's growth in that thread until then, the stack (innermost first) and
+    the sentence cprof printed."""
+    out = []
+    for e in entries:
+        stack = [describe(*x)[0] if x is not None else None for x in e["stack"]]
+        first = e["stack"][0] if e["stack"] else None
+        by = stack[0] if first is not None and not isinstance(first[0], types.CodeType) else None
+        running = next((name for x, name in zip(e["stack"], stack)
+                        if x is not None and isinstance(x[0], types.CodeType)), None)
+        holder = e["holder"]
+        out.append({"thread": e["thread"], "ident": e["ident"], "alive": e["alive"],
+                    "restored": e.get("restored", False), "by": by,
+                    "in": running, "holder": None if holder is None else _holder_name(holder),
+                    "after": dict(zip(counters, e["after"])), "stack": stack,
+                    "message": e["message"]})
+    return out
+
+
+def _holder_name(obj: Any) -> str:
+    """What holds a thread's profile hook: a function by its name, another object
+    (cProfile's profiler) by its type."""
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return f"{getattr(obj, '__module__', None) or '?'}.{obj.__qualname__}"
+    return f"{_typename(type(obj))} object"
 
 
 def build(raw: dict, meta: dict | None = None) -> dict:
@@ -107,6 +165,8 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         # where the stdlib and site-packages were, so a report made later folds the same code
         "paths": focus.library_paths(),
         "distribution_values_lost": rm.get("dist_lost", 0),
+        # threads whose profile hook the program took (sys.setprofile, cProfile; < 3.12)
+        "hook_replaced": hook_replaced(rm.get("hook_replaced", []), counters),
     }
     out_meta.update(meta or {})
     return {

@@ -180,6 +180,12 @@ static void check_conservation(const struct cprof_thread *t, int line)
                      "line %d: counter %u: sum of self %llu != region %llu", line, c, (ull)sum,
                      (ull)cprof_thread_region(t, c));
         cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&t->fns, CPROF_ROOT)[c]);
+        /* the tree's root holds what no function got (unless full paths folded into it) */
+        if (!t->tree_dropped)
+            cr_assert_eq(cprof_self(&t->nodes, CPROF_ROOT)[c], cprof_thread_unattributed(t, c),
+                         "line %d: counter %u: tree root self %llu != unattributed %llu", line, c,
+                         (ull)cprof_self(&t->nodes, CPROF_ROOT)[c],
+                         (ull)cprof_thread_unattributed(t, c));
     }
     check_tree(&t->nodes, t->tree_dropped, cprof_thread_region, t, line);
 }
@@ -1641,6 +1647,45 @@ Test(tree, paths_are_separate_nodes)
     cr_assert_eq(cprof_self(&t.nodes, a)[0], 50 - 20 - 7);
     cr_assert_eq(cprof_total(&t.nodes, a)[1], 6);
     FN(&t, KC, 2, 2, 12, 3, 12, 3); /* the function view adds both paths */
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* A frame running before the start that exits at an empty stack has a node of its
+ * own under the root, holding its self, so the root keeps exactly the unattributed
+ * growth (it took the frame's self too, and the folded stacks came out short).  Its
+ * calls were seen at the root, so they stay the root's children; a later call of
+ * the same function from the root finds the node and makes its edge then. */
+Test(tree, preexisting_exit_has_its_own_node)
+{
+    struct cprof_thread t;
+    size_t x, a, b;
+
+    init2(&t);
+    ent(&t, KA, 100, 50);       /* first reading: X (running) called a */
+    ex(&t, KA, 130, 55);
+    ex(&t, KX, 140, 57);        /* X returns: 10 and 2 of its own */
+    ent(&t, KB, 150, 60);       /* 10 and 3 outside any function */
+    ex(&t, KB, 155, 61);
+    ent(&t, KX, 160, 62);       /* X called again from the root */
+    ex(&t, KX, 170, 64);
+    cprof_thread_flush(&t);
+
+    x = node_at(&t, CPROF_ROOT, KX);
+    a = node_at(&t, CPROF_ROOT, KA);
+    b = node_at(&t, CPROF_ROOT, KB);
+    cr_assert(x != NONE && a != NONE && b != NONE);
+    cr_assert_eq(t.nodes.len, 4);
+    cr_assert_eq(t.nodes.recs[x].calls, 1); /* the later call only */
+    cr_assert_eq(cprof_self(&t.nodes, x)[0], 10 + 10);
+    cr_assert_eq(cprof_self(&t.nodes, x)[1], 2 + 2);
+    cr_assert_eq(cprof_total(&t.nodes, x)[0], 20);
+    cr_assert_eq(cprof_self(&t.nodes, CPROF_ROOT)[0], 10 + 5);
+    cr_assert_eq(cprof_self(&t.nodes, CPROF_ROOT)[1], 3 + 1);
+    FN(&t, KX, 1, 1, 20, 4, 40 + 10, 7 + 2);
+    FN(&t, 0, 0, 0, 15, 4, 0, 0);
+    EDGE(&t, 0, KX, 1, 1, 10, 2); /* made by the later call, with its numbers only */
+    cr_assert_eq(t.edges.len, 3);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }

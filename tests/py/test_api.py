@@ -33,6 +33,10 @@ def conserved(prof):
         name = c["name"]
         assert sum(f["self"][name] for f in prof["functions"]) + prof["meta"]["unattributed"][name] \
             == prof["meta"]["region"][name]
+        # the call tree's root holds what no function got (frames running before the start
+        # included, in nodes of their own), so its paths add up to region - unattributed
+        assert prof["tree"]["self"][name][0] == prof["meta"]["unattributed"][name]
+        assert sum(prof["tree"]["self"][name]) == prof["meta"]["region"][name]
 
 
 def test_profile_context_manager_attributes_exactly():
@@ -299,3 +303,45 @@ def test_compensation_is_calibrated_and_reported():
         leaf()
     qs = q.profile()["meta"]["tracer_share"]
     assert qs == {"per_event": {"cpu": 0}, "compensated": {"cpu": 0}}
+
+
+def test_enable_twice_and_disable_without_enable_are_errors():
+    p = cprof.Profile(["wall"])
+    with pytest.raises(cprof.CprofError, match="not enabled; call enable"):
+        p.disable()
+    p.enable()
+    try:
+        with pytest.raises(cprof.CprofError, match="already enabled; call disable"):
+            p.enable()
+        with pytest.raises(cprof.CprofError, match="already enabled; call disable"):
+            with p:
+                pass
+        nap(1)
+    finally:
+        p.disable()
+    with pytest.raises(cprof.CprofError, match="not enabled; call enable"):
+        p.disable()
+    assert fn(p.profile(), "time.sleep")["calls"] == 1   # the profile is intact
+
+
+def hooks_installed():
+    """cprof's hooks in this interpreter: the threads' profile hooks (3.9-3.11) or the
+    sys.monitoring tool ids it holds (3.12+)."""
+    if sys.version_info >= (3, 12):
+        return [i for i in range(6) if sys.monitoring.get_tool(i) == "cprof"]
+    import threading as th
+    return [x for x in (sys.getprofile(), th._profile_hook) if x is not None]
+
+
+def test_a_dropped_enabled_profile_uninstalls_itself():
+    import gc
+    p = cprof.Profile(["wall"])
+    p.enable()
+    assert hooks_installed()
+    with pytest.warns(ResourceWarning, match="dropped while enabled"):
+        del p
+        gc.collect()
+    assert hooks_installed() == []
+    with cprof.Profile(["ctxsw"]) as q:    # not "another cprof profile is already running"
+        nap(2)
+    assert fn(q.profile(), "time.sleep")["calls"] == 2

@@ -114,3 +114,53 @@ def test_call_counts_agree_with_cprofile(tmp_path):
         if e["caller"] in by_id and e["callee"] in by_id:
             got_edges[(by_id[e["caller"]], by_id[e["callee"]])] = (e["calls"], e["primitive_calls"])
     assert got_edges == expected_edges
+
+
+def test_threads_add_up_in_every_export(tmp_path):
+    """Threads started while profiling: every counter is conserved (functions' self plus
+    meta.unattributed is the region), the call tree's root holds exactly the unattributed
+    growth, so the folded stacks add up to region minus unattributed, and each thread's
+    Thread.run, _bootstrap_inner and _bootstrap are counted once per thread, on the
+    setprofile path (3.9-3.11) as with sys.monitoring (3.12+).  Before the fix, 3.9-3.11
+    lost each new thread's first call and put those frames' self in the tree's root."""
+    threads = 6
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import threading, time\n"
+        "def work():\n"
+        "    s = 0\n"
+        "    for i in range(20000):\n"
+        "        s += i\n"
+        "    time.sleep(0.002)\n"
+        f"ts = [threading.Thread(target=work) for _ in range({threads})]\n"
+        "for t in ts:\n"
+        "    t.start()\n"
+        "for t in ts:\n"
+        "    t.join()\n")
+    out = tmp_path / "p.json"
+    run_cprof(["--counter=cpu,wall,ctxsw", "-o", str(out), str(script)], check_rc=0)
+    prof = load(out)
+    meta = prof["meta"]
+    assert meta["threads"] == threads + 1
+    def q(name):  # qualified names are 3.11+; 3.9/3.10 name a method module.function
+        return name if sys.version_info >= (3, 11) else name.replace("Thread.", "")
+    for name in (q("threading.Thread.run"), q("threading.Thread._bootstrap_inner"),
+                 q("threading.Thread._bootstrap"), "__main__.work"):
+        assert fn(prof, name)["calls"] == threads, name
+        assert fn(prof, name)["primitive_calls"] == threads, name
+    for c in ("cpu", "wall", "ctxsw"):
+        region, unattributed = meta["region"][c], meta["unattributed"][c]
+        assert sum(f["self"][c] for f in prof["functions"]) + unattributed == region, c
+        assert prof["tree"]["self"][c][0] == unattributed, c
+        assert sum(prof["tree"]["self"][c]) == region, c
+        folded = tmp_path / f"p.{c}.folded"
+        run_cprof(["export", str(out), "--format", "collapsed", "--counter", c, "-o", str(folded)],
+                  check_rc=0)
+        total = sum(int(line.rsplit(" ", 1)[1]) for line in folded.read_text().splitlines())
+        assert total == region - unattributed, c
+    # the bootstrap chain is one path per thread, under the root
+    by_id = {f["id"]: f["name"] for f in prof["functions"]}
+    tree = prof["tree"]
+    roots = [by_id[f] for f, p in zip(tree["function"], tree["parent"]) if p == 0]
+    assert q("threading.Thread._bootstrap") in roots
+    assert q("threading.Thread.run") not in roots and q("threading.Thread._bootstrap_inner") not in roots
