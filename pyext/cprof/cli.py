@@ -278,6 +278,39 @@ def _restore_environment() -> None:
         os.environ["LD_PRELOAD"] = user
 
 
+# The restarted process's entry point.  `python -c` puts '' (the current folder) first
+# on sys.path unless -I or -P (3.11+) is in effect: it goes before anything is imported
+# (sys is built in), and cprof is loaded from the folder that this process ran, not
+# looked up.  The profiled program gets its own sys.path[0] later (_set_path0).
+_RESTART_CODE = """\
+import sys
+if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
+    del sys.path[0]
+import importlib.util, os
+pkg = sys.argv.pop(1)
+spec = importlib.util.spec_from_file_location("cprof", os.path.join(pkg, "__init__.py"),
+                                              submodule_search_locations=[pkg])
+mod = importlib.util.module_from_spec(spec)
+sys.modules["cprof"] = mod
+spec.loader.exec_module(mod)
+from cprof.cli import main
+sys.exit(main())
+"""
+
+
+def _set_path0(folder: str) -> None:
+    """Give the program the sys.path[0] that `python script.py` (its folder) or
+    `python -m mod` (the current folder) gives it: in place of cprof's own entry
+    (the console script's folder, or the current folder of `python -m cprof`); after
+    the malloc restart, which has none, in front; with -I or -P (safe_path), none."""
+    if sys.flags.isolated or getattr(sys.flags, "safe_path", False):
+        return
+    if _restarted:
+        sys.path.insert(0, folder)
+    else:
+        sys.path[0] = folder
+
+
 def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
     """Return if the malloc counters in `spec` work in this process; otherwise restart
     the same command with the interposer preloaded (same pid, argv, stdio, and so
@@ -311,8 +344,10 @@ def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
     env[_RESTARTED] = "1"
     if user is not None:
         env[_USER_PRELOAD] = user
-    # the interpreter's own options (-X, -W, -O ...) too
-    cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-m", "cprof", *sys.argv[1:]]
+    # The interpreter's own options (-X, -W, -O ...) too.  Not `-m cprof`: that puts the
+    # current folder first on sys.path, and a cprof.py or argparse.py there would run.
+    cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _RESTART_CODE,
+           os.path.dirname(os.path.abspath(__file__)), *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, cmd, env)
@@ -342,7 +377,7 @@ def _prepare_script(path: str, args: list[str]):
         traceback.print_exc(limit=0)
         raise SystemExit(1) from None
     sys.argv = [path] + args
-    sys.path[0] = os.path.dirname(abspath)
+    _set_path0(os.path.dirname(abspath))
     main = types.ModuleType("__main__")
     main.__dict__.update(__file__=abspath, __builtins__=builtins, __cached__=None, __loader__=None,
                          __package__=None, __spec__=None)
@@ -351,19 +386,43 @@ def _prepare_script(path: str, args: list[str]):
     return exec, (code, main.__dict__)
 
 
+def _find_spec(name: str):
+    """The spec of module `name`, found without importing its packages (their import
+    belongs to the profile, as with cProfile -m): each part is looked up in its
+    package's folders.  None if it is not there; an import-based lookup when a
+    package's folders are not enough to tell (a package that extends its __path__)."""
+    import importlib.machinery
+    parts = name.split(".")
+    if not all(parts):
+        raise CprofError(f"'{name}' is not a module name; check the name")
+    spec = importlib.util.find_spec(parts[0])  # a top-level name: looked up, not imported
+    for i in range(1, len(parts)):
+        if spec is None:
+            return None
+        if spec.submodule_search_locations is None:
+            raise CprofError(f"'{'.'.join(parts[:i])}' is a module, not a package, so it has no "
+                             f"'{parts[i]}'; check the name")
+        sub = ".".join(parts[:i + 1])
+        found = importlib.machinery.PathFinder.find_spec(sub, list(spec.submodule_search_locations))
+        if found is None:
+            return importlib.util.find_spec(sub)  # imports the package: rare, and still right
+        spec = found
+    return spec
+
+
 def _prepare_module(name: str, args: list[str]):
     import runpy
-    sys.path[0] = os.getcwd()  # before the lookup: python -m finds modules in the current folder
+    _set_path0(os.getcwd())  # before the lookup: python -m finds modules in the current folder
     try:
-        spec = importlib.util.find_spec(name)
+        spec = _find_spec(name)
     except (ImportError, ValueError) as e:
         raise CprofError(f"cannot find module '{name}' ({e}); check the name and sys.path") from None
     if spec is None:
         raise CprofError(f"no module named '{name}'; check the name and that it is installed")
     if spec.submodule_search_locations is not None:  # a package runs as its __main__, as python -m does
         try:
-            main_spec = importlib.util.find_spec(name + ".__main__")
-        except (ImportError, ValueError):
+            main_spec = _find_spec(name + ".__main__")
+        except (ImportError, ValueError, CprofError):
             main_spec = None
         if main_spec is None:
             raise CprofError(f"'{name}' is a package with no __main__ module; "
