@@ -135,15 +135,14 @@ def _report(argv: list[str]) -> int:
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "
                              "or use --sort for the text report")
-        sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit, title=opts.file,
+        sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit,
+                                              title=_title(opts.file, profile.get("meta", {})),
                                               all=opts.all, focus=opts.focus))
         return 0
     out = opts.output or exporters.default_path(opts.file, "html", profile, "")
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     from .exporters import html
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise CprofError(f"cannot write '{out}': folder '{folder}' does not exist")
+    profile_file.check_writable(out)
     html.write(profile, out, counter, title=os.path.basename(opts.file))
     print(f"cprof: wrote {out} (HTML report)", file=sys.stderr)
     if opts.open:
@@ -158,6 +157,7 @@ def _export(argv: list[str]) -> int:
     profile = profile_file.load(opts.file)
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
+    profile_file.check_writable(out)
     exporters.export(profile, opts.format, out, counter)
     print(f"cprof: wrote {out} ({exporters.describe(opts.format, profile, counter)})", file=sys.stderr)
     return 0
@@ -180,15 +180,42 @@ def _compare(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _write_output(prof: dict, path: str) -> None:
-    """The run's -o: the JSON profile, or the export its name asks for."""
+def _title(name: str, meta: dict) -> str:
+    """The report's title: a forked child's profile says whose child it is."""
+    if isinstance(meta.get("parent_pid"), int):
+        return f"{name} (forked child process {meta.get('pid')} of process {meta['parent_pid']})"
+    return name
+
+
+def _write_output(prof: dict, path: str) -> str:
+    """The run's -o: the JSON profile, or the export its name asks for; returns what
+    was written, for the 'cprof: wrote' line."""
     fmt = exporters.format_for_path(path)
     if fmt is None:
         profile_file.write(prof, path)
-        print(f"cprof: wrote {path} ({len(prof['functions'])} functions)", file=sys.stderr)
+        return f"{len(prof['functions'])} functions"
+    counter = exporters.export(prof, fmt, path)
+    return exporters.describe(fmt, prof, counter)
+
+
+def _save(prof: dict, path: str) -> None:
+    """Write the run's profile to `path`; if that fails now (its folder was removed
+    during the run, the disk is full), to a new file in the temporary folder, saying
+    where.  Never raises: the program's exit code and traceback still follow."""
+    try:
+        what = _write_output(prof, path)
+        print(f"cprof: wrote {path} ({what})", file=sys.stderr)
+        return
+    except CprofError as e:
+        failed = str(e)
+    try:
+        spare = profile_file.spare_path(path)
+        _write_output(prof, spare)
+    except (CprofError, OSError) as e:
+        print(f"cprof: error: {failed}, and no copy could be written in the temporary folder "
+              f"either ({e}); this run's profile is lost", file=sys.stderr)
     else:
-        counter = exporters.export(prof, fmt, path)
-        print(f"cprof: wrote {path} ({exporters.describe(fmt, prof, counter)})", file=sys.stderr)
+        print(f"cprof: error: {failed}; the profile was written to {spare} instead", file=sys.stderr)
 
 
 def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -433,7 +460,60 @@ def _prepare_module(name: str, args: list[str]):
     return runpy.run_module, (name, None, "__main__", True)
 
 
+# Forks of the profiled program (os.fork, multiprocessing's fork): a child that
+# returns through cprof writes its own profile beside the parent's, never over it.
+_pid_before_fork: int | None = None
+_fork_parent: int | None = None   # in a forked child: the pid of the process that forked it
+_fork_hooks = False
+
+
+def _before_fork() -> None:
+    global _pid_before_fork
+    _pid_before_fork = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _fork_parent
+    _fork_parent = _pid_before_fork
+    # A child gets its profile when it ends through cprof (it returns, exits or raises),
+    # not when a signal ends it: a pool's workers, ended by SIGTERM, write nothing, as
+    # without cprof.
+    for signum in _ENDING_SIGNALS:
+        if _signal_handler is not None and signal.getsignal(signum) == _signal_handler:
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _forked_from(pid: int) -> int | None:
+    """The process this one was forked from, if it is not `pid` (the one that started
+    profiling) itself."""
+    if os.getpid() == pid:
+        return None
+    return _fork_parent or os.getppid()  # a fork Python did not see (from C): its parent
+
+
+# Signals whose default action ends the process quietly: cprof writes the profile and
+# then ends the process by the same signal, so its exit status is what it would have
+# been.  Only where the program would get the default action (not ignored, not its own
+# handler), and a handler the program installs later replaces cprof's.
+_ENDING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+_signal_handler = None   # cprof's handler while it runs the program
+
+
+def _die_by(signum: int) -> None:
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # not reached: the default action ends the process at once
+
+
 def _profile(opts) -> int:
+    global _fork_hooks, _signal_handler
+    if opts.output:  # before anything runs: a bad place costs no run
+        profile_file.check_writable(opts.output)
     counters = resolve_counters(opts.counter)  # names, plugins, packages' entry points
     profiler = make_profiler(counters, opts.all_call_sites, opts.distributions, opts.slow_calls)
     if not opts.no_compensate:
@@ -451,13 +531,63 @@ def _profile(opts) -> int:
     if opts.sort:
         report._sort_key({"counters": [{"name": n} for n in profiler.counters]}, opts.sort)
     focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
-    if opts.output:
-        out_dir = os.path.dirname(os.path.abspath(opts.output))
-        if not os.path.isdir(out_dir):
-            raise CprofError(f"cannot write '{opts.output}': folder '{out_dir}' does not exist")
+
+    pid, started = os.getpid(), time.time()
+    ending = {"pending": None, "done": False}
+
+    def finish(exit_code: int, signum: int | None = None) -> None:
+        """Stop profiling and write the profile (-o) or the report (stderr)."""
+        ending["done"] = True
+        hook_error = None
+        try:
+            profiler.disable()
+        except CprofError as e:
+            hook_error = e
+        meta = {"command": [target] + sys.argv[1:], "started": started,
+                "duration_s": round(time.time() - started, 6), "exit_code": exit_code,
+                "pid": os.getpid()}
+        parent = _forked_from(pid)
+        if parent is not None:
+            meta["parent_pid"] = parent
+        if signum is not None:
+            meta["signal"] = signal.Signals(signum).name
+        prof = profile_file.build(profiler.stats(), meta)
+        if signum is None:  # at a signal, Python would not flush it either
+            try:
+                sys.stdout.flush()
+            except Exception:
+                pass
+        if opts.output:
+            out = opts.output
+            if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
+                out = profile_file.tagged_path(out, str(os.getpid()))
+            _save(prof, out)
+        else:
+            sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit,
+                                                         title=_title(target, meta),
+                                                         all=opts.all, focus=opts.focus))
+        if hook_error is not None:
+            print(f"cprof: warning: {hook_error}", file=sys.stderr)
+
+    def on_signal(signum, frame):
+        if ending["done"]:  # the profile is being written: end once it is
+            ending["pending"] = signum
+            return
+        finish(-signum, signum)
+        _die_by(signum)
+
+    ours = []
+    _signal_handler = on_signal
+    if threading.current_thread() is threading.main_thread():
+        for signum in _ENDING_SIGNALS:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, on_signal)
+                ours.append(signum)
+    if not _fork_hooks:
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        _fork_hooks = True
 
     exit_code, exc = 0, None
-    started = time.time()
     profiler.enable(push_existing=False)
     try:
         run(*run_args)
@@ -472,25 +602,13 @@ def _profile(opts) -> int:
         exit_code = 1
         _join_threads()  # the interpreter waits for non-daemon threads after an uncaught exception too
     finally:
-        hook_error = None
-        try:
-            profiler.disable()
-        except CprofError as e:
-            hook_error = e
-    prof = profile_file.build(profiler.stats(), {
-        "command": [target] + sys.argv[1:], "started": started,
-        "duration_s": round(time.time() - started, 6), "exit_code": exit_code})
-    try:
-        sys.stdout.flush()
-    except Exception:
-        pass
-    if opts.output:
-        _write_output(prof, opts.output)
-    else:
-        sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit, title=target,
-                                                     all=opts.all, focus=opts.focus))
-    if hook_error is not None:
-        print(f"cprof: warning: {hook_error}", file=sys.stderr)
+        ending["done"] = True  # from here a signal waits until the profile is written
+    finish(exit_code)
+    for signum in ours:
+        if signal.getsignal(signum) == on_signal:  # the program's own handler stays
+            signal.signal(signum, signal.SIG_DFL)
+    if ending["pending"] is not None:
+        _die_by(ending["pending"])
     if isinstance(exc, SystemExit):
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
