@@ -142,7 +142,7 @@ def _report(argv: list[str]) -> int:
     out = opts.output or exporters.default_path(opts.file, "html", profile, "")
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     from .exporters import html
-    profile_file.check_writable(out)
+    _check_output(out, opts.file, "the profile it reads")
     html.write(profile, out, counter, title=os.path.basename(opts.file))
     print(f"cprof: wrote {out} (HTML report)", file=sys.stderr)
     if opts.open:
@@ -157,7 +157,7 @@ def _export(argv: list[str]) -> int:
     profile = profile_file.load(opts.file)
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
-    profile_file.check_writable(out)
+    _check_output(out, opts.file, "the profile it reads")
     exporters.export(profile, opts.format, out, counter)
     print(f"cprof: wrote {out} ({exporters.describe(opts.format, profile, counter)})", file=sys.stderr)
     return 0
@@ -196,6 +196,19 @@ def _write_output(prof: dict, path: str) -> str:
         return f"{len(prof['functions'])} functions"
     counter = exporters.export(prof, fmt, path)
     return exporters.describe(fmt, prof, counter)
+
+
+def _check_output(out: str, source: str, what: str) -> None:
+    """Before the work: `out` can be written, and is not `source` (an easy slip, such
+    as `cprof -o a.py b.py` or `cprof report p.json --html -o p.json`, that would
+    destroy the file the run needs or the user wrote)."""
+    try:
+        same = os.path.samefile(out, source)
+    except OSError:
+        same = False
+    if same:
+        raise CprofError(f"-o '{out}' is {what}, which it would overwrite; give another file name")
+    profile_file.check_writable(out)
 
 
 def _save(prof: dict, path: str) -> None:
@@ -513,7 +526,8 @@ def _die_by(signum: int) -> None:
 def _profile(opts) -> int:
     global _fork_hooks, _signal_handler
     if opts.output:  # before anything runs: a bad place costs no run
-        profile_file.check_writable(opts.output)
+        _check_output(opts.output, opts.script or "", "the script to profile")
+        where = (os.getcwd(), os.path.abspath(opts.output))  # the program may change folder
     counters = resolve_counters(opts.counter)  # names, plugins, packages' entry points
     profiler = make_profiler(counters, opts.all_call_sites, opts.distributions, opts.slow_calls)
     if not opts.no_compensate:
@@ -558,7 +572,11 @@ def _profile(opts) -> int:
             except Exception:
                 pass
         if opts.output:
-            out = opts.output
+            try:
+                moved = os.getcwd() != where[0]
+            except OSError:  # the current folder was removed
+                moved = True
+            out = where[1] if moved else opts.output
             if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
                 out = profile_file.tagged_path(out, str(os.getpid()))
             _save(prof, out)

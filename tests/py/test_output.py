@@ -418,3 +418,27 @@ print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)
     r = cprof(script, cwd=tmp_path)
     assert r.stdout == b"True\n"
     assert r.stderr.count("cprof: ") == 1, r.stderr
+
+
+def test_a_relative_output_is_where_it_was_when_the_run_began(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    script = write_script(tmp_path, "moves.py", "import os, sys\nos.chdir(sys.argv[1])\n")
+    r = cprof("-o", "p.json", script, tmp_path / "elsewhere", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == f"cprof: wrote {tmp_path / 'p.json'} ({len(load(tmp_path / 'p.json')['functions'])} functions)\n"
+    assert os.listdir(tmp_path / "elsewhere") == []
+    r = cprof("-o", "q.json", BEHAVE, cwd=tmp_path)  # not moved: named as given
+    assert r.stderr.startswith("cprof: wrote q.json ("), r.stderr
+
+
+def test_output_that_is_the_input_is_refused(tmp_path):
+    script = write_script(tmp_path, "s.py", "print('ran')\n")
+    r = cprof("-o", script, script)
+    one_sentence(r, str(script), "the script")
+    assert script.read_text() == "print('ran')\n" and r.stdout == b""
+    saved = tmp_path / "p.json"
+    assert cprof("-o", saved, BEHAVE).returncode == 0
+    before = saved.read_bytes()
+    one_sentence(cprof("report", saved, "--html", "-o", saved), str(saved), "the profile it reads")
+    one_sentence(cprof("export", saved, "--format", "pstats", "-o", saved), "the profile it reads")
+    assert saved.read_bytes() == before
