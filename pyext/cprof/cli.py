@@ -526,7 +526,7 @@ def _die_by(signum: int) -> None:
 def _profile(opts) -> int:
     global _fork_hooks, _signal_handler
     if opts.output:  # before anything runs: a bad place costs no run
-        _check_output(opts.output, opts.script or "", "the script to profile")
+        _check_output(opts.output, "" if opts.module else opts.script or "", "the script to profile")
         where = (os.getcwd(), os.path.abspath(opts.output))  # the program may change folder
     counters = resolve_counters(opts.counter)  # names, plugins, packages' entry points
     profiler = make_profiler(counters, opts.all_call_sites, opts.distributions, opts.slow_calls)
