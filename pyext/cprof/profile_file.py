@@ -272,8 +272,20 @@ def _write_in_place(path: str, data: bytes, regular: bool) -> None:
         os.close(fd)
 
 
+def _create_temp(folder: str, mode: int) -> tuple[int, str]:
+    """A new file beside the target, created with `mode` less the umask, as open()
+    creates files (reading the umask would mean setting it, racing other threads)."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f".cprof-{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", folder)
+
+
 def _replace(target: str, data: bytes, st: os.stat_result | None, private: bool) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".cprof-", suffix=".tmp", dir=os.path.dirname(target))
+    fd, tmp = _create_temp(os.path.dirname(target), 0o600 if private or st is not None else 0o666)
     try:
         if st is not None:  # the file it replaces: its owner (root can give it), then its mode
             if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
@@ -282,15 +294,14 @@ def _replace(target: str, data: bytes, st: os.stat_result | None, private: bool)
                 except OSError:
                     pass
             os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after fchown, which clears set-id bits
-        else:
-            mask = os.umask(0)
-            os.umask(mask)
-            os.fchmod(fd, 0o600 if private else 0o666 & ~mask)  # mkstemp's file is 0600
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f.fileno(), data)
-            os.fsync(f.fileno())
+        _write_all(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
         os.replace(tmp, target)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
