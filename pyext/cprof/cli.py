@@ -512,6 +512,22 @@ _ENDING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if has
 _signal_handler = None   # cprof's handler while it runs the program
 
 
+def _in_capture(frame) -> bool:
+    """The signal came while cprof's hook ran the repr of a slow call's arguments."""
+    from .capture import capture
+    while frame is not None:
+        if frame.f_code is capture.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _resend(signum: int) -> None:
+    while True:  # until the handler, out of the hook, writes the profile and ends the process
+        time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+
 def _die_by(signum: int) -> None:
     try:
         sys.stderr.flush()
@@ -547,7 +563,7 @@ def _profile(opts) -> int:
     focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
 
     pid, started = os.getpid(), time.time()
-    ending = {"pending": None, "done": False}
+    ending = {"pending": None, "done": False, "retry": False}
 
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr)."""
@@ -590,6 +606,13 @@ def _profile(opts) -> int:
     def on_signal(signum, frame):
         if ending["done"]:  # the profile is being written: end once it is
             ending["pending"] = signum
+            return
+        if opts.slow_calls and _in_capture(frame):
+            # inside cprof's hook (a slow call's argument repr, output redirected): stopping
+            # there would leave that call half-counted; the signal comes again every 10 ms
+            if not ending["retry"]:
+                ending["retry"] = True
+                threading.Thread(target=_resend, args=(signum,), daemon=True).start()
             return
         finish(-signum, signum)
         _die_by(signum)

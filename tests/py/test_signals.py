@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from test_cli import BEHAVE, _env, assert_valid_profile, by_name, load, no_temp_files
+from test_cli import BEHAVE, _env, assert_valid_profile, by_name, edge, load, no_temp_files
 
 
 def start(args, preexec=None) -> subprocess.Popen:
@@ -115,3 +115,40 @@ def test_an_ignored_signal_stays_ignored(tmp_path):
     assert p.returncode == 0, err
     assert stdout == b"still here\n"
     assert "signal" not in load(out)["meta"]
+
+
+SLOW_REPR = """\
+import os, time
+class Slow:
+    def __repr__(self):
+        os.write(1, b"in repr\\n")  # sys.stdout is cprof's StringIO while it captures
+        time.sleep(1)
+        return "Slow()"
+def f(x):
+    time.sleep(0.01)
+    return x
+f(Slow())
+time.sleep(30)
+"""
+
+
+def test_a_signal_during_an_argument_repr_waits_for_it(tmp_path):
+    # --slow-calls runs repr inside cprof's hook with stdout/stderr redirected: stopping
+    # there would lose cprof's own lines and leave the call half-counted
+    script = tmp_path / "slow_repr.py"
+    script.write_text(SLOW_REPR)
+    out = tmp_path / "p.json"
+    p = start(["--slow-calls=2", "-o", out, script])
+    assert p.stdout.readline() == b"in repr\n"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    _, err = finish(p)
+    assert p.returncode == -signal.SIGTERM, err
+    assert err.startswith(f"cprof: wrote {out} "), err
+    profile = load(out)
+    assert_valid_profile(profile)
+    f = by_name(profile)["__main__.f"]
+    assert f["calls"] == 1 and f["slow_calls"][0]["args"] == "x=Slow()"
+    for fn in profile["functions"]:
+        assert fn["total"]["wall"] >= fn["self"]["wall"], fn
+    assert edge(profile, "__main__.<module>", "time.sleep")["calls"] == 1  # the signal waited for it
