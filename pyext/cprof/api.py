@@ -281,9 +281,24 @@ class Profile:
         """The profile as the JSON-ready dict that dump() writes (format version 1)."""
         return profile_file.build(self._profiler.stats(), {**self._meta, **meta})
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Profile":
+        self = super().__new__(cls)
+        self._pid = os.getpid()  # for dump(): the process this Profile was made in
+        return self
+
     def dump(self, path: str) -> None:
-        """Write the profile as the CLI's -o does (the JSON profile, written atomically)."""
-        profile_file.write(self.profile(), path)
+        """Write the profile as the CLI's -o does (the JSON profile, written atomically;
+        an existing file keeps its mode and owner; see README "Use").  In a process
+        forked after this Profile was made, it goes to PATH.<pid>.EXT beside `path`
+        (out.json -> out.4242.json), so a child never overwrites its parent's file;
+        meta.pid and meta.parent_pid say whose it is.  A path that cannot be written
+        is a CprofError naming it."""
+        meta = {"pid": os.getpid()}
+        made_in = getattr(self, "_pid", os.getpid())
+        if made_in != os.getpid():
+            meta["parent_pid"] = made_in
+            path = profile_file.tagged_path(path, str(os.getpid()))
+        profile_file.write(self.profile(**meta), path)
 
     def print_stats(self, sort: str | None = None, limit: int = 25, file: TextIO | None = None,
                     all: bool = False, focus: str | None = None) -> None:

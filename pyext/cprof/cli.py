@@ -135,15 +135,14 @@ def _report(argv: list[str]) -> int:
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "
                              "or use --sort for the text report")
-        sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit, title=opts.file,
+        sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit,
+                                              title=_title(opts.file, profile.get("meta", {})),
                                               all=opts.all, focus=opts.focus))
         return 0
     out = opts.output or exporters.default_path(opts.file, "html", profile, "")
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     from .exporters import html
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise CprofError(f"cannot write '{out}': folder '{folder}' does not exist")
+    _check_output(out, opts.file, "the profile it reads")
     html.write(profile, out, counter, title=os.path.basename(opts.file))
     print(f"cprof: wrote {out} (HTML report)", file=sys.stderr)
     if opts.open:
@@ -158,6 +157,7 @@ def _export(argv: list[str]) -> int:
     profile = profile_file.load(opts.file)
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
+    _check_output(out, opts.file, "the profile it reads")
     exporters.export(profile, opts.format, out, counter)
     print(f"cprof: wrote {out} ({exporters.describe(opts.format, profile, counter)})", file=sys.stderr)
     return 0
@@ -180,15 +180,55 @@ def _compare(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _write_output(prof: dict, path: str) -> None:
-    """The run's -o: the JSON profile, or the export its name asks for."""
+def _title(name: str, meta: dict) -> str:
+    """The report's title: a forked child's profile says whose child it is."""
+    if isinstance(meta.get("parent_pid"), int):
+        return f"{name} (forked child process {meta.get('pid')} of process {meta['parent_pid']})"
+    return name
+
+
+def _write_output(prof: dict, path: str) -> str:
+    """The run's -o: the JSON profile, or the export its name asks for; returns what
+    was written, for the 'cprof: wrote' line."""
     fmt = exporters.format_for_path(path)
     if fmt is None:
         profile_file.write(prof, path)
-        print(f"cprof: wrote {path} ({len(prof['functions'])} functions)", file=sys.stderr)
+        return f"{len(prof['functions'])} functions"
+    counter = exporters.export(prof, fmt, path)
+    return exporters.describe(fmt, prof, counter)
+
+
+def _check_output(out: str, source: str, what: str) -> None:
+    """Before the work: `out` can be written, and is not `source` (an easy slip, such
+    as `cprof -o a.py b.py` or `cprof report p.json --html -o p.json`, that would
+    destroy the file the run needs or the user wrote)."""
+    try:
+        same = os.path.samefile(out, source)
+    except OSError:
+        same = False
+    if same:
+        raise CprofError(f"-o '{out}' is {what}, which it would overwrite; give another file name")
+    profile_file.check_writable(out)
+
+
+def _save(prof: dict, path: str) -> None:
+    """Write the run's profile to `path`; if that fails now (its folder was removed
+    during the run, the disk is full), to a new file in the temporary folder, saying
+    where.  Never raises: the program's exit code and traceback still follow."""
+    try:
+        what = _write_output(prof, path)
+        print(f"cprof: wrote {path} ({what})", file=sys.stderr)
+        return
+    except CprofError as e:
+        failed = str(e)
+    try:
+        spare = profile_file.spare_path(path)
+        _write_output(prof, spare)
+    except (CprofError, OSError) as e:
+        print(f"cprof: error: {failed}, and no copy could be written in the temporary folder "
+              f"either ({e}); this run's profile is lost", file=sys.stderr)
     else:
-        counter = exporters.export(prof, fmt, path)
-        print(f"cprof: wrote {path} ({exporters.describe(fmt, prof, counter)})", file=sys.stderr)
+        print(f"cprof: error: {failed}; the profile was written to {spare} instead", file=sys.stderr)
 
 
 def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -281,6 +321,39 @@ def _restore_environment() -> None:
         os.environ["LD_PRELOAD"] = user
 
 
+# The restarted process's entry point.  `python -c` puts '' (the current folder) first
+# on sys.path unless -I or -P (3.11+) is in effect: it goes before anything is imported
+# (sys is built in), and cprof is loaded from the folder that this process ran, not
+# looked up.  The profiled program gets its own sys.path[0] later (_set_path0).
+_RESTART_CODE = """\
+import sys
+if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
+    del sys.path[0]
+import importlib.util, os
+pkg = sys.argv.pop(1)
+spec = importlib.util.spec_from_file_location("cprof", os.path.join(pkg, "__init__.py"),
+                                              submodule_search_locations=[pkg])
+mod = importlib.util.module_from_spec(spec)
+sys.modules["cprof"] = mod
+spec.loader.exec_module(mod)
+from cprof.cli import main
+sys.exit(main())
+"""
+
+
+def _set_path0(folder: str) -> None:
+    """Give the program the sys.path[0] that `python script.py` (its folder) or
+    `python -m mod` (the current folder) gives it: in place of cprof's own entry
+    (the console script's folder, or the current folder of `python -m cprof`); after
+    the malloc restart, which has none, in front; with -I or -P (safe_path), none."""
+    if sys.flags.isolated or getattr(sys.flags, "safe_path", False):
+        return
+    if _restarted:
+        sys.path.insert(0, folder)
+    else:
+        sys.path[0] = folder
+
+
 def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
     """Return if the malloc counters in `spec` work in this process; otherwise restart
     the same command with the interposer preloaded (same pid, argv, stdio, and so
@@ -314,8 +387,10 @@ def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
     env[_RESTARTED] = "1"
     if user is not None:
         env[_USER_PRELOAD] = user
-    # the interpreter's own options (-X, -W, -O ...) too
-    cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-m", "cprof", *sys.argv[1:]]
+    # The interpreter's own options (-X, -W, -O ...) too.  Not `-m cprof`: that puts the
+    # current folder first on sys.path, and a cprof.py or argparse.py there would run.
+    cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _RESTART_CODE,
+           os.path.dirname(os.path.abspath(__file__)), *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, cmd, env)
@@ -345,7 +420,7 @@ def _prepare_script(path: str, args: list[str]):
         traceback.print_exc(limit=0)
         raise SystemExit(1) from None
     sys.argv = [path] + args
-    sys.path[0] = os.path.dirname(abspath)
+    _set_path0(os.path.dirname(abspath))
     main = types.ModuleType("__main__")
     main.__dict__.update(__file__=abspath, __builtins__=builtins, __cached__=None, __loader__=None,
                          __package__=None, __spec__=None)
@@ -354,19 +429,43 @@ def _prepare_script(path: str, args: list[str]):
     return exec, (code, main.__dict__)
 
 
+def _find_spec(name: str):
+    """The spec of module `name`, found without importing its packages (their import
+    belongs to the profile, as with cProfile -m): each part is looked up in its
+    package's folders.  None if it is not there; an import-based lookup when a
+    package's folders are not enough to tell (a package that extends its __path__)."""
+    import importlib.machinery
+    parts = name.split(".")
+    if not all(parts):
+        raise CprofError(f"'{name}' is not a module name; check the name")
+    spec = importlib.util.find_spec(parts[0])  # a top-level name: looked up, not imported
+    for i in range(1, len(parts)):
+        if spec is None:
+            return None
+        if spec.submodule_search_locations is None:
+            raise CprofError(f"'{'.'.join(parts[:i])}' is a module, not a package, so it has no "
+                             f"'{parts[i]}'; check the name")
+        sub = ".".join(parts[:i + 1])
+        found = importlib.machinery.PathFinder.find_spec(sub, list(spec.submodule_search_locations))
+        if found is None:
+            return importlib.util.find_spec(sub)  # imports the package: rare, and still right
+        spec = found
+    return spec
+
+
 def _prepare_module(name: str, args: list[str]):
     import runpy
-    sys.path[0] = os.getcwd()  # before the lookup: python -m finds modules in the current folder
+    _set_path0(os.getcwd())  # before the lookup: python -m finds modules in the current folder
     try:
-        spec = importlib.util.find_spec(name)
+        spec = _find_spec(name)
     except (ImportError, ValueError) as e:
         raise CprofError(f"cannot find module '{name}' ({e}); check the name and sys.path") from None
     if spec is None:
         raise CprofError(f"no module named '{name}'; check the name and that it is installed")
     if spec.submodule_search_locations is not None:  # a package runs as its __main__, as python -m does
         try:
-            main_spec = importlib.util.find_spec(name + ".__main__")
-        except (ImportError, ValueError):
+            main_spec = _find_spec(name + ".__main__")
+        except (ImportError, ValueError, CprofError):
             main_spec = None
         if main_spec is None:
             raise CprofError(f"'{name}' is a package with no __main__ module; "
@@ -377,7 +476,77 @@ def _prepare_module(name: str, args: list[str]):
     return runpy.run_module, (name, None, "__main__", True)
 
 
+# Forks of the profiled program (os.fork, multiprocessing's fork): a child that
+# returns through cprof writes its own profile beside the parent's, never over it.
+_pid_before_fork: int | None = None
+_fork_parent: int | None = None   # in a forked child: the pid of the process that forked it
+_fork_hooks = False
+
+
+def _before_fork() -> None:
+    global _pid_before_fork
+    _pid_before_fork = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _fork_parent
+    _fork_parent = _pid_before_fork
+    # A child gets its profile when it ends through cprof (it returns, exits or raises),
+    # not when a signal ends it: a pool's workers, ended by SIGTERM, write nothing, as
+    # without cprof.
+    for signum in _ENDING_SIGNALS:
+        if _signal_handler is not None and signal.getsignal(signum) == _signal_handler:
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _forked_from(pid: int) -> int | None:
+    """The process this one was forked from, if it is not `pid` (the one that started
+    profiling) itself."""
+    if os.getpid() == pid:
+        return None
+    return _fork_parent or os.getppid()  # a fork Python did not see (from C): its parent
+
+
+# Signals whose default action ends the process quietly: cprof writes the profile and
+# then ends the process by the same signal, so its exit status is what it would have
+# been.  Only where the program would get the default action (not ignored, not its own
+# handler), and a handler the program installs later replaces cprof's.
+_ENDING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+_signal_handler = None   # cprof's handler while it runs the program
+
+
+def _in_capture(frame) -> bool:
+    """The signal came while cprof's hook ran the repr of a slow call's arguments."""
+    from .capture import capture
+    while frame is not None:
+        if frame.f_code is capture.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _resend(signum: int) -> None:
+    while True:  # until the handler, out of the hook, writes the profile and ends the process
+        time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+
+def _die_by(signum: int) -> None:
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # not reached: the default action ends the process at once
+
+
 def _profile(opts) -> int:
+    global _fork_hooks, _signal_handler
+    if opts.output:  # before anything runs: a bad place costs no run
+        _check_output(opts.output, "" if opts.module else opts.script or "", "the script to profile")
+        where = (os.getcwd(), os.path.abspath(opts.output))  # the program may change folder
     counters = resolve_counters(opts.counter)  # names, plugins, packages' entry points
     profiler = make_profiler(counters, opts.all_call_sites, opts.distributions, opts.slow_calls)
     if not opts.no_compensate:
@@ -395,13 +564,74 @@ def _profile(opts) -> int:
     if opts.sort:
         report._sort_key({"counters": [{"name": n} for n in profiler.counters]}, opts.sort)
     focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
-    if opts.output:
-        out_dir = os.path.dirname(os.path.abspath(opts.output))
-        if not os.path.isdir(out_dir):
-            raise CprofError(f"cannot write '{opts.output}': folder '{out_dir}' does not exist")
+
+    pid, started = os.getpid(), time.time()
+    ending = {"pending": None, "done": False, "retry": False}
+
+    def finish(exit_code: int, signum: int | None = None) -> None:
+        """Stop profiling and write the profile (-o) or the report (stderr)."""
+        ending["done"] = True
+        hook_error = None
+        try:
+            profiler.disable()
+        except CprofError as e:
+            hook_error = e
+        meta = {"command": [target] + sys.argv[1:], "started": started,
+                "duration_s": round(time.time() - started, 6), "exit_code": exit_code,
+                "pid": os.getpid()}
+        parent = _forked_from(pid)
+        if parent is not None:
+            meta["parent_pid"] = parent
+        if signum is not None:
+            meta["signal"] = signal.Signals(signum).name
+        prof = profile_file.build(profiler.stats(), meta)
+        if signum is None:  # at a signal, Python would not flush it either
+            try:
+                sys.stdout.flush()
+            except Exception:
+                pass
+        if opts.output:
+            try:
+                moved = os.getcwd() != where[0]
+            except OSError:  # the current folder was removed
+                moved = True
+            out = where[1] if moved else opts.output
+            if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
+                out = profile_file.tagged_path(out, str(os.getpid()))
+            _save(prof, out)
+        else:
+            sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit,
+                                                         title=_title(target, meta),
+                                                         all=opts.all, focus=opts.focus))
+        if hook_error is not None:
+            print(f"cprof: warning: {hook_error}", file=sys.stderr)
+
+    def on_signal(signum, frame):
+        if ending["done"]:  # the profile is being written: end once it is
+            ending["pending"] = signum
+            return
+        if opts.slow_calls and _in_capture(frame):
+            # inside cprof's hook (a slow call's argument repr, output redirected): stopping
+            # there would leave that call half-counted; the signal comes again every 10 ms
+            if not ending["retry"]:
+                ending["retry"] = True
+                threading.Thread(target=_resend, args=(signum,), daemon=True).start()
+            return
+        finish(-signum, signum)
+        _die_by(signum)
+
+    ours = []
+    _signal_handler = on_signal
+    if threading.current_thread() is threading.main_thread():
+        for signum in _ENDING_SIGNALS:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, on_signal)
+                ours.append(signum)
+    if not _fork_hooks:
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        _fork_hooks = True
 
     exit_code, exc = 0, None
-    started = time.time()
     profiler.enable(push_existing=False)
     try:
         run(*run_args)
@@ -416,25 +646,13 @@ def _profile(opts) -> int:
         exit_code = 1
         _join_threads()  # the interpreter waits for non-daemon threads after an uncaught exception too
     finally:
-        hook_error = None
-        try:
-            profiler.disable()
-        except CprofError as e:
-            hook_error = e
-    prof = profile_file.build(profiler.stats(), {
-        "command": [target] + sys.argv[1:], "started": started,
-        "duration_s": round(time.time() - started, 6), "exit_code": exit_code})
-    try:
-        sys.stdout.flush()
-    except Exception:
-        pass
-    if opts.output:
-        _write_output(prof, opts.output)
-    else:
-        sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit, title=target,
-                                                     all=opts.all, focus=opts.focus))
-    if hook_error is not None:
-        print(f"cprof: warning: {hook_error}", file=sys.stderr)
+        ending["done"] = True  # from here a signal waits until the profile is written
+    finish(exit_code)
+    for signum in ours:
+        if signal.getsignal(signum) == on_signal:  # the program's own handler stays
+            signal.signal(signum, signal.SIG_DFL)
+    if ending["pending"] is not None:
+        _die_by(ending["pending"])
     if isinstance(exc, SystemExit):
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)

@@ -10,8 +10,11 @@ atomically, and loading it back with clear errors.  Format version 1:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 import sys
 import tempfile
 import types
@@ -258,22 +261,107 @@ def _build_tree(raw_nodes: list, key_to_id: dict, counters: list) -> dict:
     return cols
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write atomically: a temporary file in the same folder, flushed to disk, then a
-    rename, so an interrupted run never leaves a half-written file (profiles and
-    exports alike).  The file gets the mode open() would give it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cprof-", suffix=".tmp", dir=folder)
+# ---------------------------------------------------------------- writing
+#
+# cprof never damages a file it did not create.  The rules (README, "Use"):
+# - a new file is created atomically (a temporary file in the same folder, flushed,
+#   then renamed), with open()'s mode, or 0600 when it holds argument reprs;
+# - an existing regular file is replaced atomically and keeps its mode and owner;
+#   one that cannot be replaced so (owned by another user, hard-linked, or in a
+#   folder closed to us) is rewritten in place, so it keeps its identity too;
+# - anything else (a device such as /dev/null, a FIFO, a socket) and the process's
+#   own streams (/dev/stdout, /dev/fd/N, /proc/self/fd/N) are written in place,
+#   never replaced;
+# - a symbolic link is written through: the file it points to gets the profile,
+#   the link stays (as open(path, "w") would do).
+
+# Endings of two parts, kept whole when a name gets a tag (out.123.pb.gz)
+_COMPOUND_ENDINGS = (".speedscope.json", ".gprof2dot.json", ".pb.gz")
+
+
+def _chain(path: str):
+    """The path, then each symbolic link it leads through (last component only)."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links in a row
+        yield p
+        try:
+            link = os.readlink(p)
+        except OSError:
+            return
+        p = os.path.normpath(os.path.join(os.path.dirname(p), link))
+
+
+_STREAM = re.compile(r"/dev/std(?:out|err)|/dev/fd/(\d+)|/proc/(self|thread-self|\d+)/fd/(\d+)")
+
+
+def _stream_fd(path: str) -> int | None:
+    """The descriptor of this process that `path` names (/dev/stdout, /dev/fd/2,
+    /proc/self/fd/1, or a link to one of them), else None."""
+    for p in _chain(path):
+        m = _STREAM.fullmatch(p)
+        if m is None:
+            continue
+        if p.startswith("/dev/std"):
+            return 1 if p.endswith("out") else 2
+        if m.group(1) is not None:
+            return int(m.group(1))
+        if m.group(2) in ("self", "thread-self") or int(m.group(2)) == os.getpid():
+            return int(m.group(3))
+    return None
+
+
+def _special(path: str) -> bool:
+    """The path is, or leads to, something under /dev or /proc: never replaced."""
+    return any(p.startswith(("/dev/", "/proc/")) for p in _chain(path))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_in_place(path: str, data: bytes, regular: bool) -> None:
+    # no O_CREAT: the file exists (a device or FIFO must not be made a file)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | (os.O_TRUNC if regular else 0))
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # mkstemp's file is private
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write_all(fd, data)
+        if regular:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_temp(folder: str, mode: int) -> tuple[int, str]:
+    """A new file beside the target, created with `mode` less the umask, as open()
+    creates files (reading the umask would mean setting it, racing other threads)."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f".cprof-{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", folder)
+
+
+def _replace(target: str, data: bytes, st: os.stat_result | None, private: bool) -> None:
+    fd, tmp = _create_temp(os.path.dirname(target), 0o600 if private or st is not None else 0o666)
+    try:
+        if st is not None:  # the file it replaces: its owner (root can give it), then its mode
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                except OSError:
+                    pass
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after fchown, which clears set-id bits
+        _write_all(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
@@ -281,9 +369,109 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def _write(path: str, data: bytes, private: bool) -> None:
+    fd = _stream_fd(path)
+    if fd is not None:  # -o /dev/stdout: after what the program wrote there, not over it
+        _write_all(fd, data)
+        return
+    target = os.path.realpath(path)  # through symbolic links
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and (not stat.S_ISREG(st.st_mode) or _special(path)):
+        _write_in_place(path, data, regular=stat.S_ISREG(st.st_mode))
+        return
+    if st is not None and (st.st_nlink > 1 or (os.geteuid() != 0 and st.st_uid != os.geteuid())):
+        _write_in_place(target, data, regular=True)  # keeps its links and its owner
+        return
+    try:
+        _replace(target, data, st, private)
+    except PermissionError:
+        if st is None:
+            raise
+        _write_in_place(target, data, regular=True)  # the folder is closed to us, the file is not
+
+
+def _reason(e: OSError) -> str:
+    return (e.strerror or str(e)).lower() if e.errno != errno.ENOENT else "its folder does not exist"
+
+
+def write_atomic(path: str, data: bytes, private: bool = False) -> None:
+    """Write `data` to `path` by the rules above (profiles and exports alike): an
+    interrupted run never leaves a half-written file, and nothing that is not a
+    regular file is ever replaced.  private: a new file is 0600 (it holds argument
+    reprs).  A failure is a CprofError naming `path`."""
+    try:
+        _write(path, data, private)
+    except OSError as e:
+        raise CprofError(f"cannot write '{path}' ({_reason(e)})") from None
+
+
 def write(profile: dict, path: str) -> None:
-    """The JSON profile, written atomically."""
-    write_atomic(path, (json.dumps(profile, indent=1) + "\n").encode("utf-8"))
+    """The JSON profile, written atomically; 0600 if it holds argument reprs (--slow-calls)."""
+    private = any(f.get("slow_calls") for f in profile.get("functions", ()))
+    write_atomic(path, (json.dumps(profile, indent=1) + "\n").encode("utf-8"), private)
+
+
+def check_writable(path: str) -> None:
+    """Before any work: a CprofError (one sentence) if `path` cannot be written."""
+    fd = _stream_fd(path)
+    if fd is not None:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise CprofError(f"cannot write '{path}': descriptor {fd} is not open in cprof") from None
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:  # a file used as a folder, a loop of links, a folder closed to us
+        raise CprofError(f"cannot write '{path}' ({_reason(e)}); give another path") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise CprofError(f"'{path}' is a folder; give a file name, such as "
+                         f"{os.path.join(path, 'profile.json')}")
+    if st is not None:
+        if not os.access(path, os.W_OK):
+            raise CprofError(f"cannot write '{path}': you have no permission to write that file; "
+                             "give another path or change its mode")
+        return
+    if path.endswith(os.sep):
+        raise CprofError(f"'{path}' names a folder that does not exist; give a file name")
+    folder = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise CprofError(f"cannot write '{path}': '{folder}' is not a folder")
+        raise CprofError(f"cannot write '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CprofError(f"cannot write '{path}': you have no permission to create files in "
+                         f"folder '{folder}'; give a path in a folder you can write to")
+
+
+def split_ending(path: str) -> tuple[str, str]:
+    """(stem, ending): out.json -> (out, .json), out.pb.gz -> (out, .pb.gz), out -> (out, '')."""
+    low = path.lower()
+    for ending in _COMPOUND_ENDINGS:
+        if low.endswith(ending) and len(path) > len(ending):
+            return path[:-len(ending)], path[-len(ending):]
+    stem, ext = os.path.splitext(path)
+    return stem, ext
+
+
+def tagged_path(path: str, tag: str) -> str:
+    """`path` with `.tag` before its ending, in the same folder: out.json -> out.TAG.json."""
+    stem, ending = split_ending(path)
+    return f"{stem}.{tag}{ending}"
+
+
+def spare_path(path: str) -> str:
+    """A new, private (0600) file in the temporary folder, named after `path` (same
+    ending, so the same format): where a run's profile goes if `path` fails."""
+    stem, ending = split_ending(os.path.basename(path))
+    fd, spare = tempfile.mkstemp(prefix=f"{stem or 'cprof'}.", suffix=ending)
+    os.close(fd)
+    return spare
 
 
 def _well_formed(data: dict) -> bool:

@@ -451,6 +451,109 @@ def test_module_through_the_console_script_finds_the_current_folder(project, tmp
     assert json.loads(r.stdout)["path0"] == str(project)
 
 
+@pytest.fixture
+def heavy(tmp_path) -> Path:
+    """tmp_path/heavy: a package whose import does measurable work (setup() once), with
+    a __main__ and a module sub; ext: a package that extends its __path__ at import."""
+    pkg = tmp_path / "heavy"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("print('heavy imported')\n"
+                                     "def setup():\n    return sum(range(10000))\nsetup()\n")
+    (pkg / "__main__.py").write_text("def main():\n    return 1\nmain()\n")
+    (pkg / "sub.py").write_text("def run():\n    return 2\nrun()\n")
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "ext" / "__init__.py").write_text(
+        "import os\n__path__.append(os.path.join(os.path.dirname(__path__[0]), 'elsewhere'))\n")
+    (tmp_path / "elsewhere" / "plug.py").write_text("print('plug ran')\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("module, main", [("heavy", "__main__.main"), ("heavy.sub", "__main__.run")])
+def test_module_the_packages_import_is_profiled(heavy, module, main):
+    out = heavy / "p.json"
+    r = cprof("-o", out, "-m", module, cwd=heavy)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"heavy imported\n"  # once: not before profiling and again in it
+    fns = by_name(load(out))
+    assert fns["heavy.setup"]["calls"] == 1
+    assert fns[main]["calls"] == 1
+    assert fns["heavy.setup"]["file"] == str(heavy / "heavy" / "__init__.py")
+
+
+def test_module_of_a_package_that_extends_its_path(heavy):
+    r = cprof("-m", "ext.plug", cwd=heavy)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"plug ran\n"
+
+
+def test_module_missing_in_a_package_is_one_sentence(heavy):
+    # python -m imports the package before it says so too (it may extend its __path__)
+    one_sentence(cprof("-m", "heavy.nosuch", cwd=heavy), "'heavy.nosuch'")
+    one_sentence(cprof("-m", "heavy.sub.x", cwd=heavy), "'heavy.sub'", "not a package")
+
+
+# ---------------------------------------------------------------- sys.path: no more, no less
+
+HIJACK = "import sys\nsys.stderr.write('HIJACKED by ' + __file__ + '\\n')\nsys.exit(97)\n"
+
+
+@pytest.fixture
+def launcher(tmp_path) -> Path:
+    """What the `cprof` console script is: a file in a bin folder (its sys.path[0])."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    f = bindir / "cprof_launcher.py"
+    f.write_text("import sys\nfrom cprof.cli import main\nsys.exit(main())\n")
+    return f
+
+
+@pytest.mark.parametrize("hostile", ["cprof.py", "argparse.py"])
+def test_the_malloc_restart_runs_nothing_from_the_current_folder(tmp_path, launcher, hostile):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / hostile).write_text(HIJACK)
+    app = tmp_path / "app"
+    app.mkdir()
+    script = app / "show.py"
+    script.write_text("import sys\nprint(sys.path)\n")
+    out = tmp_path / "p.json"
+    plain = run_py(script, cwd=cwd)
+    r = run_py(launcher, "--counter=malloc-calls,wall", "-o", out, script, cwd=cwd)
+    assert "HIJACKED" not in r.stderr and r.returncode == 0, r.stderr
+    assert r.stdout == plain.stdout  # the script's sys.path is python's: its folder first, no cwd
+    assert str(cwd) not in r.stdout.decode()
+    profile = load(out)
+    assert "libcprof_malloc.so" in profile["counters"][0]["read_path"]
+
+
+def test_the_malloc_restart_keeps_python_m_finding_the_current_folder(tmp_path, launcher):
+    (tmp_path / "mymod.py").write_text("import sys\nprint(sys.path)\n")
+    out = tmp_path / "p.json"
+    plain = run_py("-m", "mymod", cwd=tmp_path)
+    r = run_py(launcher, "--counter=malloc-calls", "-o", out, "-m", "mymod", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain.stdout
+    assert "libcprof_malloc.so" in load(out)["counters"][0]["read_path"]
+
+
+SAFE_FLAGS = ["-I"] + (["-P"] if sys.version_info >= (3, 11) else [])
+
+
+@pytest.mark.parametrize("counters", ["cpu", "malloc-calls"])
+@pytest.mark.parametrize("flag", SAFE_FLAGS)
+def test_isolated_and_safe_path_add_no_folder(tmp_path, flag, counters):
+    # python -I / -P script.py puts neither the script's folder nor the cwd on sys.path
+    app = tmp_path / "app"
+    app.mkdir()
+    script = app / "show.py"
+    script.write_text("import sys\nprint(sys.path)\n")
+    plain = run_py(flag, script, cwd=tmp_path)
+    r = run_py(flag, "-m", "cprof", f"--counter={counters}", "-o", tmp_path / "p.json", script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain.stdout
+
+
 # ---------------------------------------------------------------- cprof report
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import os
 from typing import Callable, Iterator
 
 from .._cprof import CprofError
-from ..profile_file import write_atomic  # noqa: F401  (the exporters write through it)
+from ..profile_file import check_writable, write_atomic  # noqa: F401  (the exporters write through it)
 
 FORMATS = ("pstats", "speedscope", "collapsed", "pprof", "gprof2dot")
 
@@ -106,9 +106,7 @@ def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> st
     """Write `profile` to `path` in format `fmt`; returns the counter written (first)."""
     m = _module(fmt)
     counter = check_counter(profile, counter)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CprofError(f"cannot write '{path}': folder '{folder}' does not exist")
+    check_writable(path)  # one sentence before the work; a late failure is one too (write_atomic)
     m.write(profile, path, counter)
     return counter
 
