@@ -12,6 +12,7 @@ import json
 import marshal
 import os
 import pstats
+import re
 import shutil
 import subprocess
 import sys
@@ -507,23 +508,28 @@ def test_truncated_profile(saved, tmp_path, fraction):
     one_sentence(export(bad, "collapsed", check_rc=None), "cut.json")
 
 
-@pytest.mark.parametrize("damage", ["parent after child", "function out of range", "short column",
-                                    "edge to nowhere"])
-def test_damaged_tree_or_edges(saved, tmp_path, damage):
+@pytest.mark.parametrize("damage,says", [
+    ("parent after child", "tree.parent[3] is {last}, not a node before 3"),
+    ("function out of range", "tree.function[2] is out of range (an integer from -1 to {maxid})"),
+    ("short column", "tree.self.wall has {short} entries, not {n}"),
+    ("edge to nowhere", "edges[0].callee is 10000, the id of no function (there are {nfn})")])
+def test_damaged_tree_or_edges(saved, tmp_path, damage, says):
     src, prof = saved
     prof = json.loads(json.dumps(prof))
     t = prof["tree"]
+    n, nfn = len(t["parent"]), len(prof["functions"])
     if damage == "parent after child":
-        t["parent"][3] = len(t["parent"]) - 1
+        t["parent"][3] = n - 1
     elif damage == "function out of range":
-        t["function"][2] = len(prof["functions"])
+        t["function"][2] = nfn
     elif damage == "short column":
         t["self"]["wall"].pop()
     else:
         prof["edges"][0]["callee"] = 10_000
     bad = tmp_path / "damaged.json"
     bad.write_text(json.dumps(prof))
-    one_sentence(export(bad, "speedscope", check_rc=None), "damaged", "edges or call tree")
+    one_sentence(export(bad, "speedscope", check_rc=None), "/damaged.json' is a damaged cprof profile: ",
+                 says.format(last=n - 1, maxid=nfn - 1, short=n - 1, n=n, nfn=nfn), "give a file written by cprof -o")
 
 
 def test_profile_without_a_tree(saved, tmp_path):
@@ -543,3 +549,91 @@ def test_output_folder_missing(saved, tmp_path):
     src, _ = saved
     one_sentence(export(src, "pprof", "-o", str(tmp_path / "nope" / "x.pb.gz"), check_rc=None),
                  "does not exist")
+
+
+# ---------------------------------------------------------------- names that hold control characters
+
+EVIL_NAME = "evil\nfake.frame 99"  # a newline, then what would look like a line of its own
+EVIL_FILE = "odd\r\nfile.py"
+
+NAMED = f'''
+import types
+
+def base(n):
+    return sum(range(n))
+
+code = base.__code__.replace(**{{k: {EVIL_NAME!r} for k in ("co_name", "co_qualname")
+                                 if hasattr(base.__code__, k)}})
+evil = types.FunctionType(code, globals())
+other = {{}}
+exec(compile("def odd(n):\\n    return sum(range(n))\\n", {EVIL_FILE!r}, "exec"), other)
+for _ in range(3):
+    evil(20000)
+    other["odd"](20000)
+'''
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory) -> tuple[Path, dict]:
+    """A real profile of a function whose name holds a newline, and one whose file does."""
+    folder = tmp_path_factory.mktemp("named")
+    script = folder / "named.py"
+    script.write_text(NAMED)
+    path = folder / "named.json"
+    run_cprof(["--distributions", "-o", str(path), str(script)], check_rc=0)
+    prof = json.loads(path.read_text())
+    assert [f["name"] for f in prof["functions"] if "evil" in f["name"]] \
+        in ([EVIL_NAME], ["__main__." + EVIL_NAME]), "the profiled name holds the newline"
+    assert any(f["file"] == EVIL_FILE for f in prof["functions"])
+    return path, prof
+
+
+def test_control_characters_cannot_forge_lines(named, tmp_path):
+    """Text outputs (report, --hist, compare, folded stacks, the error sentence) escape a
+    newline or carriage return in a name or file; the structured formats keep the name
+    exactly, their containers encode it."""
+    src, prof = named
+    evil = next(f["name"] for f in prof["functions"] if "evil" in f["name"])
+    for text in (run_cprof(["report", str(src), "--all"], check_rc=0).stdout,
+                 run_cprof(["report", str(src), "--hist", evil], check_rc=0).stdout,
+                 run_cprof(["compare", str(src), str(src)], check_rc=0).stdout):
+        lines = text.split("\n")
+        assert not any(line.startswith("fake") or line.startswith("file.py") for line in lines), text
+        assert "\r" not in text
+        assert "evil\\nfake.frame 99" in text
+    assert "odd\\r\\nfile.py" in run_cprof(["report", str(src), "--all"], check_rc=0).stdout
+
+    export(src, "collapsed", "-o", str(tmp_path / "n.folded"))
+    folded = (tmp_path / "n.folded").read_text()
+    assert "\r" not in folded
+    for line in folded.splitlines():
+        assert re.fullmatch(r"[^;\n]+(;[^;\n]+)* \d+", line), line
+    assert any(line.rsplit(" ", 1)[0].split(";")[-1].endswith("evil\\nfake.frame 99 (named.py:4)")
+               for line in folded.splitlines())
+    assert any("odd (odd\\r\\nfile.py:1)" in line for line in folded.splitlines())
+
+    r = run_cprof(["report", str(src), "--hist", "evil\nfake"], check_rc=2)
+    assert len(r.stderr.splitlines()) == 1 and "'evil\\nfake'" in r.stderr, r.stderr
+
+    export(src, "speedscope", "-o", str(tmp_path / "n.speedscope.json"))
+    frames = json.loads((tmp_path / "n.speedscope.json").read_text())["shared"]["frames"]
+    assert evil in [f["name"] for f in frames] and EVIL_FILE in [f.get("file") for f in frames]
+    export(src, "gprof2dot", "-o", str(tmp_path / "n.gprof2dot.json"))
+    assert evil in [f["name"] for f in json.loads((tmp_path / "n.gprof2dot.json").read_text())["functions"]]
+    export(src, "pprof", "-o", str(tmp_path / "n.pb.gz"))
+    assert {evil, EVIL_FILE} <= set(decode_pprof((tmp_path / "n.pb.gz").read_bytes())["strings"])
+    export(src, "pstats", "-o", str(tmp_path / "n.prof"))
+    keys = marshal.loads((tmp_path / "n.prof").read_bytes())
+    assert any(k[2] == evil for k in keys) and any(k[0] == EVIL_FILE for k in keys)
+
+
+def test_pprof_varint_is_bounded():
+    """A value beyond 64 bits is one sentence, not an endless loop (n >> 7 of a negative
+    number never reaches 0); int64 and uint64 values encode in at most ten bytes."""
+    from cprof import CprofError
+    from cprof.exporters import pprof
+    assert pprof._varint(-1) == b"\xff" * 9 + b"\x01" and len(pprof._varint((1 << 64) - 1)) == 10
+    assert _uvarint(pprof._varint(-(1 << 63)), 0) == (1 << 63, 10)
+    for n in (-(1 << 63) - 1, -(1 << 64) - 5, 1 << 64, 10**400):
+        with pytest.raises(CprofError, match="64-bit integers"):
+            pprof._varint(n)

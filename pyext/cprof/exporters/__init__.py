@@ -15,10 +15,12 @@ the sum of the functions' self.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable, Iterator
 
 from .._cprof import CprofError
 from ..profile_file import write_atomic  # noqa: F401  (the exporters write through it)
+from ..schema import printable
 
 FORMATS = ("pstats", "speedscope", "collapsed", "pprof", "gprof2dot")
 
@@ -70,7 +72,8 @@ def check_counter(profile: dict, counter: str | None, source: str = "the profile
     if counter is None:
         return names[0]
     if counter not in names:
-        raise CprofError(f"{source} has no counter '{counter}'; its counters are {', '.join(names)}")
+        raise CprofError(f"{printable(source)} has no counter '{printable(counter)}'; its counters are "
+                         f"{printable(', '.join(names))}")
     return counter
 
 
@@ -88,7 +91,8 @@ def default_path(source: str, fmt: str, profile: dict, counter: str) -> str:
         return stem + m.EXTENSION
     unit = unit_of(profile, counter)
     tag = counter if (fmt == "pstats" and unit == "ns") else f"{counter}-{unit}"
-    return f"{stem}.{tag}{m.EXTENSION}"
+    # a name from the profile: no folder separator, control character or space in it
+    return f"{stem}.{re.sub(r'[^\w.:+=@-]', '_', tag)}{m.EXTENSION}"
 
 
 def describe(fmt: str, profile: dict, counter: str) -> str:
@@ -96,10 +100,11 @@ def describe(fmt: str, profile: dict, counter: str) -> str:
     m = _module(fmt)
     if m.MULTI_COUNTER:
         names = [c["name"] for c in profile["counters"]]
-        return f"{fmt}, counters {', '.join(names)}, {counter} first" if len(names) > 1 else f"{fmt} of {counter}"
+        said = f"{fmt}, counters {', '.join(names)}, {counter} first" if len(names) > 1 else f"{fmt} of {counter}"
+        return printable(said)
     unit = unit_of(profile, counter)
     shown = "seconds" if (fmt == "pstats" and unit == "ns") else unit
-    return f"{fmt} of {counter}, in {shown}"
+    return printable(f"{fmt} of {counter}, in {shown}")
 
 
 def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> str:
@@ -125,10 +130,11 @@ def tree_of(profile: dict) -> dict:
 
 
 def label(f: dict) -> str:
-    """A function as one frame: its name, and where it is for Python functions."""
+    """A function as one frame of a text format: its name, and where it is for Python
+    functions, control characters escaped (a newline in a name must not start a line)."""
     if f["file"] == "~":
-        return f["name"]
-    return f"{f['name']} ({os.path.basename(f['file'])}:{f['line']})"
+        return printable(f["name"])
+    return printable(f"{f['name']} ({os.path.basename(f['file'])}:{f['line']})")
 
 
 def children_of(tree: dict) -> list[list[int]]:

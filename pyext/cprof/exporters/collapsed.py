@@ -1,7 +1,8 @@
 """Folded stacks (Brendan Gregg's flamegraph.pl input, also read by inferno,
 speedscope and others): one line per call path, `outer;inner;leaf N`, N the path's
 self value of one counter in the counter's unit (ns for time).  Frames are
-`name (file.py:line)` for Python functions and the bare name for C functions."""
+`name (file.py:line)` for Python functions and the bare name for C functions, control
+characters escaped (\\n) so that a name cannot start a line of its own."""
 from __future__ import annotations
 
 from . import label, stacks, tree_of, write_atomic

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 
+from .._cprof import CprofError
 from . import stacks, tree_of, write_atomic
 
 EXTENSION = ".pb.gz"
@@ -26,6 +27,10 @@ _P_TIME_NANOS, _P_DURATION_NANOS, _P_PERIOD_TYPE, _P_PERIOD, _P_COMMENT, _P_DEFA
 # ---------------------------------------------------------------- wire format
 
 def _varint(n: int) -> bytes:
+    """An int64 (or uint64) as a base-128 varint: at most ten bytes."""
+    if not -(1 << 63) <= n < 1 << 64:  # beyond 64 bits the loop below would never end
+        raise CprofError(f"pprof cannot hold a value of {n.bit_length()} bits ({'negative' if n < 0 else 'positive'}); "
+                         "its numbers are 64-bit integers")
     if n < 0:
         n += 1 << 64  # int64 as two's complement, ten bytes
     out = bytearray()
@@ -99,7 +104,7 @@ def encode(profile: dict, counter: str) -> bytes:
         out += _bytes(_P_FUNCTION, _int(1, f["id"] + 1) + _int(2, s(f["name"])) + _int(3, s(f["name"]))
                       + _int(4, s(filename)) + _int(5, f["line"]))
 
-    meta = profile.get("meta", {})
+    meta = profile["meta"]
     chosen = counters[names.index(counter)]
     tail = bytearray()
     if isinstance(meta.get("started"), (int, float)):
@@ -111,7 +116,7 @@ def encode(profile: dict, counter: str) -> bytes:
     comments = [f"{profile.get('tool', 'cprof')}: deterministic, values are exact sums per call path, "
                 "not samples"]
     if meta.get("command"):
-        comments.append("command: " + " ".join(map(str, meta["command"])))
+        comments.append("command: " + " ".join(meta["command"]))
     for text in comments:
         tail += _int(_P_COMMENT, s(text))
     tail += _int(_P_DEFAULT_SAMPLE_TYPE, s(chosen["name"]))
