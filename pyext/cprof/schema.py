@@ -30,7 +30,7 @@ only walked one by one to find the culprit once something is wrong.
 from __future__ import annotations
 
 import math
-from operator import lt
+from operator import itemgetter, lt
 from typing import Any
 
 INT_LIMIT = 1 << 63  # counter values and counts are int64 (pprof, pstats and the engine's own)
@@ -160,11 +160,11 @@ def _some_values(d: Any, names: set, where: str, check) -> None:
 # Column by column at C speed: True only if the column is well-formed (then the entry by
 # entry walk, which names the first bad place, is skipped).
 
-def _fine_ints(col: list, lo: int = 0, hi: int = INT_LIMIT) -> bool:
+def _fine_ints(col, lo: int = 0, hi: int = INT_LIMIT) -> bool:
     return not col or (set(map(type, col)) == _INT_ONLY and lo <= min(col) and max(col) < hi)
 
 
-def _fine_strs(col: list) -> bool:
+def _fine_strs(col) -> bool:
     if not col:
         return True
     if set(map(type, col)) != {str}:
@@ -176,36 +176,46 @@ def _fine_strs(col: list) -> bool:
     return True
 
 
-def _fine_values(dicts: list, names: list[str]) -> bool:
+def _columns(items, keys: list[str]) -> list | None:
+    """The values of `keys` in each of `items` (dicts), column by column (map and
+    itemgetter run in C), or None if an item is not a dict or lacks a key."""
+    if set(map(type, items)) != {dict}:
+        return None
+    try:
+        return [list(map(itemgetter(k), items)) for k in keys]
+    except KeyError:
+        return None
+
+
+def _fine_values(dicts, names: list[str]) -> bool:
     """Each of dicts holds exactly the counters, with int64 values >= 0."""
     if not dicts:
         return True
-    if set(map(type, dicts)) != {dict} or {len(d) for d in dicts} != {len(names)}:
-        return False
-    return all(_fine_ints([d.get(n) for d in dicts]) for n in names)
+    cols = _columns(dicts, names)
+    return cols is not None and set(map(len, dicts)) == {len(names)} and all(map(_fine_ints, cols))
 
 
 def _fine_functions(functions: list, names: list[str]) -> bool:
     if not functions:
         return True
-    if set(map(type, functions)) != {dict}:
+    cols = _columns(functions, ["id", "name", "file", "line", "calls", "primitive_calls", "self", "total"])
+    if cols is None:
         return False
-    ids = [f.get("id") for f in functions]
-    if set(map(type, ids)) != _INT_ONLY or ids != list(range(len(functions))):
-        return False
-    return (all(_fine_strs([f.get(k) for f in functions]) for k in ("name", "file"))
-            and all(_fine_ints([f.get(k) for f in functions]) for k in ("line", "calls", "primitive_calls"))
-            and all(_fine_values([f.get(k) for f in functions], names) for k in ("self", "total")))
+    ids, name, file, line, calls, prim, self_, total = cols
+    return (set(map(type, ids)) == _INT_ONLY and list(ids) == list(range(len(functions)))
+            and _fine_strs(name) and _fine_strs(file) and all(map(_fine_ints, (line, calls, prim)))
+            and _fine_values(self_, names) and _fine_values(total, names))
 
 
 def _fine_edges(edges: list, names: list[str], nfn: int) -> bool:
     if not edges:
         return True
-    if set(map(type, edges)) != {dict}:
+    cols = _columns(edges, ["caller", "callee", "calls", "primitive_calls", "total"])
+    if cols is None:
         return False
-    return (all(_fine_ints([e.get(k) for e in edges], 0, nfn) for k in ("caller", "callee"))
-            and all(_fine_ints([e.get(k) for e in edges]) for k in ("calls", "primitive_calls"))
-            and _fine_values([e.get("total") for e in edges], names))
+    caller, callee, calls, prim, total = cols
+    return (_fine_ints(caller, 0, nfn) and _fine_ints(callee, 0, nfn) and _fine_ints(calls)
+            and _fine_ints(prim) and _fine_values(total, names))
 
 
 # ---------------------------------------------------------------- the walk
