@@ -78,6 +78,10 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
     lines.append(f"sorted by {_p(sort_name)}{'' if which in (None, 'self') else ' ' + which}"
                  f"{' self' if which == 'self' else ''}; top {len(shown)} of {len(listed)}"
                  + _folding_note(listed, focus))
+    if meta.get("tree_folded") and any("folded" in r for r in listed):
+        n = meta["tree_folded"]
+        lines.append(f"the call tree is full ({n:,} call path{'s' if n != 1 else ''} folded into their parent "
+                     "node): the folded lines' total and calls may be low; --all lists exact numbers")
     lines.append("")
 
     cols = ["calls"]

@@ -627,6 +627,73 @@ def test_control_characters_cannot_forge_lines(named, tmp_path):
     assert any(k[2] == evil for k in keys) and any(k[0] == EVIL_FILE for k in keys)
 
 
+# ---------------------------------------------------------------- a full call tree
+
+def fold_a_leaf(prof: dict) -> tuple[dict, str, int]:
+    """The profile as if the engine's tree had been full when a leaf's path came: the
+    leaf node's self lands on its parent node (what the engine does past 2^18 nodes), and
+    meta.tree_folded counts it.  Returns (profile, the parent's function name, the wall
+    moved)."""
+    prof = json.loads(json.dumps(prof))
+    t = prof["tree"]
+    n = len(t["parent"])
+    has_kids = set(t["parent"])
+    leaf = max((i for i in range(1, n) if i not in has_kids and t["parent"][i] > 0
+                and t["function"][t["parent"][i]] != t["function"][i]
+                and prof["functions"][t["function"][t["parent"][i]]]["file"] != "~"),
+               key=lambda i: t["self"]["wall"][i])
+    p = t["parent"][leaf]
+    moved = t["self"]["wall"][leaf]
+    for c in t["self"]:
+        t["self"][c][p] += t["self"][c][leaf]
+        t["self"][c][leaf] = 0
+    prof["meta"]["tree_folded"] = 1
+    return prof, prof["functions"][t["function"][p]]["name"], moved
+
+
+def test_a_full_call_tree_is_said_in_every_export(saved, tmp_path):
+    """The call-path exports of a profile whose tree folded paths say so in their own
+    metadata where the format has a place for it, and on stderr, naming the function
+    the paths folded into; the text report says which of its lines it touches."""
+    src, prof = saved
+    prof, into, moved = fold_a_leaf(prof)
+    assert moved > 0
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(prof))
+    said = "1 call path folded into their parent node"
+    outs = {}
+    for fmt, ext in (("collapsed", "folded"), ("speedscope", "speedscope.json"), ("pprof", "pb.gz"),
+                     ("gprof2dot", "gprof2dot.json"), ("pstats", "prof")):
+        out = tmp_path / f"full.{ext}"
+        r = export(full, fmt, "--counter", "wall", "-o", str(out))
+        warn = [line for line in r.stderr.splitlines() if line.startswith("cprof: warning: ")]
+        assert len(warn) == 1 and said in warn[0] and f"{into} +" in warn[0], r.stderr
+        outs[fmt] = out
+    doc = json.loads(outs["speedscope"].read_text())
+    assert "[call tree full: 1 call paths folded into their parent]" in doc["name"]
+    assert all("call tree full" in p["name"] for p in doc["profiles"])
+    assert said in json.loads(outs["gprof2dot"].read_text())["comment"]
+    p = decode_pprof(outs["pprof"].read_bytes())
+    assert any(said in p["strings"][i] and into in p["strings"][i] for i in p["comment"])
+
+    r = run_cprof(["report", str(full), "--html", "-o", str(tmp_path / "full.html")], check_rc=0)
+    assert said in r.stderr
+    page = (tmp_path / "full.html").read_text()
+    data = json.loads(re.search(r'<script id="cprof-data" type="application/json">(.*?)</script>', page, re.S)[1])
+    assert said in data["warning"] and f"{into} +" in data["warning"]
+    assert 'id="warning"' in page
+
+    report = run_cprof(["report", str(full)], check_rc=0).stdout
+    assert "the call tree is full (1 call path folded into their parent node)" in report
+    assert "call tree is full" not in run_cprof(["report", str(full), "--all"], check_rc=0).stdout
+
+    # the unfolded profile: no note anywhere
+    r = export(src, "collapsed", "-o", str(tmp_path / "plain.folded"))
+    assert "warning" not in r.stderr
+    export(src, "gprof2dot", "-o", str(tmp_path / "plain.gprof2dot.json"))
+    assert "comment" not in json.loads((tmp_path / "plain.gprof2dot.json").read_text())
+
+
 def test_pprof_varint_is_bounded():
     """A value beyond 64 bits is one sentence, not an endless loop (n >> 7 of a negative
     number never reaches 0); int64 and uint64 values encode in at most ten bytes."""

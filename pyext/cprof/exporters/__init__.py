@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Callable, Iterator
 
 from .._cprof import CprofError
@@ -119,6 +120,46 @@ def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> st
 
 
 # ---------------------------------------------------------------- the call tree
+
+FOLDED_SHOWN = 3  # functions named in the full-tree note
+
+
+def folded_note(profile: dict, counter: str) -> str | None:
+    """None, or when the call tree filled up (meta.tree_folded > 0: past 2^18 nodes per
+    thread new call paths fold into their parent node) one sentence saying so and where:
+    the functions whose tree nodes took in folded paths, with how much more `counter`
+    the call paths give them than their exact self.  Functions and edges stay exact, so
+    the text report's rows and pstats' own numbers do; call paths do not."""
+    n = profile["meta"].get("tree_folded", 0)
+    if not n:
+        return None
+    where = ""
+    tree = profile.get("tree")
+    if tree and tree.get("parent"):
+        from ..report import human
+        fns = profile["functions"]
+        on_tree = [0] * len(fns)
+        col, function = tree["self"][counter], tree["function"]
+        for i in range(1, len(col)):
+            on_tree[function[i]] += col[i]
+        extra = sorted(((on_tree[f["id"]] - f["self"][counter], f["id"]) for f in fns), reverse=True)
+        extra = [(x, i) for x, i in extra[:FOLDED_SHOWN] if x > 0]
+        if extra:
+            unit = unit_of(profile, counter)
+            where = (f"; the call paths give {printable(counter)} to the nodes they folded into: "
+                     + ", ".join(f"{printable(fns[i]['name'])} +{human(x, unit)} over its exact self"
+                                 for x, i in extra))
+    return (f"the call tree is full: {n:,} call path{'s' if n != 1 else ''} folded into their parent "
+            f"node{where} (the text report's functions are exact)")
+
+
+def warn_folded(profile: dict, counter: str, path: str) -> str | None:
+    """Say folded_note on stderr for an output written from the call tree; returns it."""
+    note = folded_note(profile, counter)
+    if note:
+        print(f"cprof: warning: {printable(path)}: {note}", file=sys.stderr)
+    return note
+
 
 def tree_of(profile: dict) -> dict:
     """The profile's call tree, or a one-sentence error if it has none."""

@@ -15,7 +15,7 @@ import os
 import re
 
 from .. import focus
-from . import tree_of, write_atomic
+from . import folded_note, tree_of, warn_folded, write_atomic
 
 EXTENSION = ".html"
 MULTI_COUNTER = True
@@ -29,9 +29,9 @@ def data(profile: dict, counter: str, title: str | None = None) -> dict:
     tree = tree_of(profile)
     names = [c["name"] for c in profile["counters"]]
     libs = focus.libraries(profile)
-    meta = profile.get("meta", {})
+    meta = profile["meta"]
     if title is None:
-        title = " ".join(map(str, meta.get("command") or [])) or "profile"
+        title = " ".join(meta.get("command") or []) or "profile"
     return {
         "title": title,
         "counter": names.index(counter),
@@ -45,6 +45,7 @@ def data(profile: dict, counter: str, title: str | None = None) -> dict:
         "tree": {"parent": tree["parent"], "function": tree["function"], "calls": tree["calls"],
                  "self": [tree["self"][n] for n in names]},
         "meta": {k: meta.get(k) for k in ("python", "hook", "threads", "events", "region", "tree_folded")},
+        "warning": folded_note(profile, counter),  # shown as a banner over the page
     }
 
 
@@ -59,4 +60,5 @@ def page(profile: dict, counter: str, title: str | None = None) -> str:
 
 
 def write(profile: dict, path: str, counter: str, title: str | None = None) -> None:
+    warn_folded(profile, counter, path)
     write_atomic(path, page(profile, counter, title).encode("utf-8"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 
 from .._cprof import CprofError
-from . import stacks, tree_of, write_atomic
+from . import folded_note, stacks, tree_of, warn_folded, write_atomic
 
 EXTENSION = ".pb.gz"
 MULTI_COUNTER = True
@@ -117,6 +117,9 @@ def encode(profile: dict, counter: str) -> bytes:
                 "not samples"]
     if meta.get("command"):
         comments.append("command: " + " ".join(meta["command"]))
+    note = folded_note(profile, counter)
+    if note:
+        comments.append(note)
     for text in comments:
         tail += _int(_P_COMMENT, s(text))
     tail += _int(_P_DEFAULT_SAMPLE_TYPE, s(chosen["name"]))
@@ -128,5 +131,6 @@ def encode(profile: dict, counter: str) -> bytes:
 
 
 def write(profile: dict, path: str, counter: str) -> None:
+    warn_folded(profile, counter, path)
     # mtime=0: the same profile gives the same bytes
     write_atomic(path, gzip.compress(encode(profile, counter), mtime=0))
