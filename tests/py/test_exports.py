@@ -704,3 +704,17 @@ def test_pprof_varint_is_bounded():
     for n in (-(1 << 63) - 1, -(1 << 64) - 5, 1 << 64, 10**400):
         with pytest.raises(CprofError, match="64-bit integers"):
             pprof._varint(n)
+
+
+def test_default_name_stays_beside_the_profile(saved, tmp_path):
+    """The default export name is made from the counter and its unit, which come from
+    the file: a '/' or a newline there does not lead it elsewhere."""
+    src, prof = saved
+    prof = json.loads(json.dumps(prof))
+    prof["counters"][2]["unit"] = "../../x\ny"
+    (tmp_path / "sub").mkdir()
+    odd = tmp_path / "sub" / "odd.json"
+    odd.write_text(json.dumps(prof))
+    r = export(odd, "collapsed", "--counter", "ctxsw")
+    assert [p.name for p in (tmp_path / "sub").iterdir() if p.name != "odd.json"] == ["odd.ctxsw-.._.._x_y.folded"]
+    assert len(r.stderr.splitlines()) == 1 and "x\\ny" in r.stderr, r.stderr

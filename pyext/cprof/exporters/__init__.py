@@ -40,6 +40,9 @@ _ENDINGS = (
 )
 
 
+_UNSAFE = re.compile(r"[^\w.:+=@-]")
+
+
 def format_for_path(path: str) -> str | None:
     """The export format a file name asks for, or None for the cprof JSON profile."""
     low = path.lower()
@@ -92,8 +95,8 @@ def default_path(source: str, fmt: str, profile: dict, counter: str) -> str:
         return stem + m.EXTENSION
     unit = unit_of(profile, counter)
     tag = counter if (fmt == "pstats" and unit == "ns") else f"{counter}-{unit}"
-    # a name from the profile: no folder separator, control character or space in it
-    return f"{stem}.{re.sub(r'[^\w.:+=@-]', '_', tag)}{m.EXTENSION}"
+    tag = _UNSAFE.sub("_", tag)  # a name from the profile: no folder separator, control character or space
+    return f"{stem}.{tag}{m.EXTENSION}"
 
 
 def describe(fmt: str, profile: dict, counter: str) -> str:
