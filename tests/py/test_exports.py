@@ -484,7 +484,10 @@ def test_counter_the_profile_does_not_have(saved):
                  "no counter 'instructions'", "cpu, wall, ctxsw")
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x01 not json", b"[1, 2]", b'{"version": 1, "func'])
+@pytest.mark.parametrize("content", [b"", b"\x00\x01 not json", b"[1, 2]", b'{"version": 1, "func',
+                                     b"[" * 200_000, b'{"version": 1, "functions": ' + b"9" * 5000 + b"}",
+                                     b'{"version": 1e400, "functions": []}'],
+                         ids=["empty", "binary", "list", "cut", "nested", "5000 digits", "version 1e400"])
 def test_not_a_profile(tmp_path, content):
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
