@@ -29,8 +29,9 @@ _P_TIME_NANOS, _P_DURATION_NANOS, _P_PERIOD_TYPE, _P_PERIOD, _P_COMMENT, _P_DEFA
 def _varint(n: int) -> bytes:
     """An int64 (or uint64) as a base-128 varint: at most ten bytes."""
     if not -(1 << 63) <= n < 1 << 64:  # beyond 64 bits the loop below would never end
-        raise CprofError(f"pprof cannot hold a value of {n.bit_length()} bits ({'negative' if n < 0 else 'positive'}); "
-                         "its numbers are 64-bit integers")
+        sign = "negative" if n < 0 else "positive"
+        raise CprofError(f"pprof cannot hold a {sign} value of {n.bit_length()} bits; its numbers are "
+                         "64-bit integers")
     if n < 0:
         n += 1 << 64  # int64 as two's complement, ten bytes
     out = bytearray()
