@@ -21,9 +21,11 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import time
 import traceback
+from pathlib import Path
 
 import pytest
 
@@ -128,6 +130,16 @@ def _short(v) -> str:
     return r if len(r) < 60 else r[:57] + "..."
 
 
+# what a name from the profile must never put into a line-based output: control
+# characters (a newline only as cprof's own line end) and Unicode line separators
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def forged(text: str) -> bool:
+    """Whether text holds a character or a line that came raw from a damaged name."""
+    return bool(_CONTROL.search(text)) or "a\nb" in text
+
+
 class _Timeout(Exception):
     pass
 
@@ -162,8 +174,10 @@ def call(argv: list[str]) -> tuple[int | None, str, str, str | None]:
                 problem = "exit 2 without exactly one 'cprof: error:' line"
         elif rc not in (0, 1) or (rc == 1 and argv[:1] != ["compare"]):
             problem = f"exit {rc}"
-        elif not all(line.startswith("cprof: ") for line in lines):
+        elif not all(line.startswith("cprof: ") for line in lines) or forged(stderr):
             problem = "stderr holds a line not from cprof"
+        elif forged(out.getvalue()):
+            problem = "a name forged a line or a control character in the output"
     return rc, out.getvalue(), stderr, problem
 
 
@@ -211,6 +225,9 @@ def test_readers_survive_damaged_profiles(bases, tmp_path):
         bad.write_text(text)
         for argv in readers(str(bad), str(good), out, hist):
             rc, _, _, problem = call(argv)
+            folded = Path(out + ".collapsed")
+            if rc == 0 and argv[-3:-2] == [str(folded)] and forged(folded.read_text("utf-8")):
+                problem = "a name forged a line or a control character in the folded stacks"
             calls += 1
             ok += rc == 0
             if problem and problem not in found:
