@@ -71,7 +71,7 @@ def _mutate_value(v, rng: random.Random):
     if isinstance(v, float):
         return rng.choice([int(v) if v == v and abs(v) != float("inf") else 0, -v, v * 1e300, str(v)])
     if isinstance(v, str):
-        return rng.choice([v + "\n" + v, v[: len(v) // 2], v + ";x 1", v.encode().hex(), 5, None])
+        return rng.choice([v + "\n" + v, v[: len(v) // 2], v + ";x 1", v.encode("utf-8", "surrogatepass").hex(), 5, None])
     if isinstance(v, list):
         if not v:
             return [rng.choice(WEIRD)]
