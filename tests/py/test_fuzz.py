@@ -67,11 +67,13 @@ def _mutate_value(v, rng: random.Random):
     if isinstance(v, bool):
         return not v
     if isinstance(v, int):
-        return rng.choice([v + 1, v - 1, -v, -v - 1, v * 2**40, v + 2**63, str(v), float(v), [v]])
+        as_float = float(v) if abs(v) < 2**1000 else 1e300
+        return rng.choice([v + 1, v - 1, -v, -v - 1, v * 2**40, v + 2**63, str(v), as_float, [v]])
     if isinstance(v, float):
         return rng.choice([int(v) if v == v and abs(v) != float("inf") else 0, -v, v * 1e300, str(v)])
     if isinstance(v, str):
-        return rng.choice([v + "\n" + v, v[: len(v) // 2], v + ";x 1", v.encode("utf-8", "surrogatepass").hex(), 5, None])
+        return rng.choice([v + "\n" + v, v[: len(v) // 2], v + ";x 1",
+                           v.encode("utf-8", "surrogatepass").hex(), 5, None])
     if isinstance(v, list):
         if not v:
             return [rng.choice(WEIRD)]
