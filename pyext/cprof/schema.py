@@ -22,7 +22,9 @@ is wrong there.  The rules:
   but when present they are well-formed; fields it does not know are left alone.
 - Counter values, calls, counts and lines are integers from 0 to 2^63 - 1 (never a
   bool, a float, NaN or infinity); the few real numbers (meta.started, duration_s,
-  tracer_share.per_event) are finite; strings are valid Unicode (no lone surrogate).
+  tracer_share.per_event) are finite.  Strings may hold any character, a lone surrogate
+  included: a file name that was not UTF-8 comes as surrogate escapes (PEP 383), and
+  the writers cope (printable, JSON's \\u escapes, pprof's backslash escapes).
 
 Large columns are checked with C-speed builtins (set(map(type, ...)), min, max) and
 only walked one by one to find the culprit once something is wrong.
@@ -89,11 +91,6 @@ def _str(v: Any, where: str, nullable: bool = False) -> None:
         return
     if type(v) is not str:
         raise Damaged(where, f"is {_kind(v)}, not a string")
-    if not v.isascii():
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Damaged(where, "holds a lone surrogate (\\ud800-\\udfff), not text") from None
 
 
 def _int(v: Any, where: str, lo: int = 0, hi: int = INT_LIMIT) -> None:
@@ -165,15 +162,7 @@ def _fine_ints(col, lo: int = 0, hi: int = INT_LIMIT) -> bool:
 
 
 def _fine_strs(col) -> bool:
-    if not col:
-        return True
-    if set(map(type, col)) != {str}:
-        return False
-    try:
-        "".join(col).encode("utf-8")  # a lone surrogate anywhere fails here
-    except UnicodeEncodeError:
-        return False
-    return True
+    return not col or set(map(type, col)) == {str}
 
 
 def _columns(items, keys: list[str]) -> list | None:

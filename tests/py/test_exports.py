@@ -721,3 +721,28 @@ def test_default_name_stays_beside_the_profile(saved, tmp_path):
     r = export(odd, "collapsed", "--counter", "ctxsw")
     assert [p.name for p in (tmp_path / "sub").iterdir() if p.name != "odd.json"] == ["odd.ctxsw-.._.._x_y.folded"]
     assert len(r.stderr.splitlines()) == 1 and "x\\ny" in r.stderr, r.stderr
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path):
+    """A script under a folder whose name is not UTF-8: Python holds it with surrogate
+    escapes (PEP 383) and so does the profile; cprof reads its own file back and every
+    output copes (text escaped, JSON \\u escapes, pprof backslash escapes, pstats exact)."""
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(folder)
+    with open(folder + b"/s.py", "w") as f:
+        f.write("def work():\n    return sum(range(10000))\n\nfor _ in range(3):\n    work()\n")
+    prof = tmp_path / "latin.json"
+    r = subprocess.run([sys.executable, "-m", "cprof", "-o", str(prof), folder + b"/s.py"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    odd = os.fsdecode(folder + b"/s.py")
+    assert "\udce9" in odd and odd in [f["file"] for f in json.loads(prof.read_text())["functions"]]
+    assert "s.py:1" in run_cprof(["report", str(prof), "--all"], check_rc=0).stdout
+    run_cprof(["compare", str(prof), str(prof)], check_rc=0)
+    run_cprof(["report", str(prof), "--html", "-o", str(tmp_path / "l.html")], check_rc=0)
+    for fmt, ext in (("collapsed", "folded"), ("speedscope", "speedscope.json"), ("pprof", "pb.gz"),
+                     ("gprof2dot", "gprof2dot.json"), ("pstats", "prof")):
+        export(prof, fmt, "-o", str(tmp_path / f"l.{ext}"))
+    assert any(s.endswith("caf\\udce9/s.py") for s in decode_pprof((tmp_path / "l.pb.gz").read_bytes())["strings"])
+    assert any(k[0] == odd for k in marshal.loads((tmp_path / "l.prof").read_bytes()))
+    assert odd in [f.get("file") for f in json.loads((tmp_path / "l.speedscope.json").read_text())["shared"]["frames"]]

@@ -15,6 +15,7 @@ import os
 import re
 
 from .. import focus
+from ..schema import printable
 from . import folded_note, tree_of, warn_folded, write_atomic
 
 EXTENSION = ".html"
@@ -55,7 +56,7 @@ def page(profile: dict, counter: str, title: str | None = None) -> str:
     d = data(profile, counter, title)
     # '<' escaped so that no string in the data can close the <script> element
     payload = json.dumps(d, separators=(",", ":")).replace("<", "\\u003c")
-    fill = {"TITLE": html.escape(d["title"]), "DATA": payload}
+    fill = {"TITLE": html.escape(printable(d["title"])), "DATA": payload}
     return re.sub(r"__CPROF_(TITLE|DATA)__", lambda m: fill[m.group(1)], template)
 
 

@@ -126,7 +126,8 @@ def encode(profile: dict, counter: str) -> bytes:
     tail += _int(_P_DEFAULT_SAMPLE_TYPE, s(chosen["name"]))
     # the string table last: every string above is in it by now
     for text in s.table:
-        out += _bytes(_P_STRING_TABLE, text.encode("utf-8"))
+        # valid UTF-8 always: a file name that was not UTF-8 (surrogate escapes) as \udcXX
+        out += _bytes(_P_STRING_TABLE, text.encode("utf-8", "backslashreplace"))
     out += tail
     return bytes(out)
 
