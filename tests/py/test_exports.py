@@ -535,15 +535,19 @@ def test_damaged_tree_or_edges(saved, tmp_path, damage, says):
                  says.format(last=n - 1, maxid=nfn - 1, short=n - 1, n=n, nfn=nfn), "give a file written by cprof -o")
 
 
-def test_profile_without_a_tree(saved, tmp_path):
-    """A profile from before the call tree: pstats still works, path formats say why not."""
+@pytest.mark.parametrize("folded", [0, 3])
+def test_profile_without_a_tree(saved, tmp_path, folded):
+    """A profile from before the call tree: pstats still works, path formats say why not,
+    in one sentence even when meta.tree_folded would have them warn."""
     src, prof = saved
-    prof = dict(prof)
+    prof = json.loads(json.dumps(prof))
     del prof["tree"]
+    prof["meta"]["tree_folded"] = folded
     old = tmp_path / "old.json"
     old.write_text(json.dumps(prof))
     for fmt in ("speedscope", "collapsed", "pprof", "gprof2dot"):
         one_sentence(export(old, fmt, check_rc=None), "no call tree", "profile again")
+    one_sentence(run_cprof(["report", str(old), "--html", "-o", str(tmp_path / "old.html")]), "no call tree")
     export(old, "pstats", "-o", str(tmp_path / "old.prof"))
     assert pstats.Stats(str(tmp_path / "old.prof")).total_calls > 0
 

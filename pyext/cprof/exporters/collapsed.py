@@ -26,5 +26,5 @@ def lines(profile: dict, counter: str) -> list[str]:
 
 def write(profile: dict, path: str, counter: str) -> None:
     out = lines(profile, counter)
-    warn_folded(profile, counter, path)
     write_atomic(path, ("\n".join(out) + ("\n" if out else "")).encode("utf-8"))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

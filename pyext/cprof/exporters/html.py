@@ -61,5 +61,5 @@ def page(profile: dict, counter: str, title: str | None = None) -> str:
 
 
 def write(profile: dict, path: str, counter: str, title: str | None = None) -> None:
-    warn_folded(profile, counter, path)
     write_atomic(path, page(profile, counter, title).encode("utf-8"))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

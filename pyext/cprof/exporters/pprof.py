@@ -133,6 +133,6 @@ def encode(profile: dict, counter: str) -> bytes:
 
 
 def write(profile: dict, path: str, counter: str) -> None:
-    warn_folded(profile, counter, path)
     # mtime=0: the same profile gives the same bytes
     write_atomic(path, gzip.compress(encode(profile, counter), mtime=0))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -47,6 +47,6 @@ def stats(profile: dict, counter: str) -> dict:
 
 
 def write(profile: dict, path: str, counter: str) -> None:
+    write_atomic(path, marshal.dumps(stats(profile, counter)))
     if profile.get("tree"):  # the callers' self comes from the tree; the format has no comment
         warn_folded(profile, counter, path)
-    write_atomic(path, marshal.dumps(stats(profile, counter)))

@@ -47,5 +47,5 @@ def document(profile: dict, counter: str) -> dict:
 
 
 def write(profile: dict, path: str, counter: str) -> None:
-    warn_folded(profile, counter, path)
     write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone
