@@ -10,6 +10,7 @@ import os
 
 from ._cprof import CprofError
 from .report import human
+from .schema import printable as _p
 
 
 def _key(f: dict) -> tuple[str, str]:
@@ -36,11 +37,12 @@ def common_counters(before: dict, after: dict, counter: str | None, names: tuple
         for prof, name in ((before, names[0]), (after, names[1])):
             have = [c["name"] for c in prof["counters"]]
             if counter not in have:
-                raise CprofError(f"'{name}' has no counter '{counter}'; its counters are {', '.join(have)}")
+                raise CprofError(f"'{_p(name)}' has no counter '{_p(counter)}'; its counters are "
+                                 f"{_p(', '.join(have))}")
         return [counter]
     both = [n for n in b if n in a]
     if not both:
-        raise CprofError(f"'{names[0]}' and '{names[1]}' have no counter in common; "
+        raise CprofError(f"'{_p(names[0])}' and '{_p(names[1])}' have no counter in common; "
                          "profile both with the same --counter")
     return both
 
@@ -92,10 +94,10 @@ def find_function(profile: dict, name: str, source: str) -> list[dict]:
     if not fns:
         fns = [f for f in profile["functions"] if f["name"].endswith("." + name)]
     if not fns:
-        raise CprofError(f"'{source}' has no function named '{name}'; give the name the report shows")
+        raise CprofError(f"'{_p(source)}' has no function named '{_p(name)}'; give the name the report shows")
     if len({f["name"] for f in fns}) > 1:
-        raise CprofError(f"'{name}' matches several functions in '{source}' "
-                         f"({', '.join(sorted({f['name'] for f in fns}))}); give the full name")
+        raise CprofError(f"'{_p(name)}' matches several functions in '{_p(source)}' "
+                         f"({_p(', '.join(sorted({f['name'] for f in fns})))}); give the full name")
     return fns
 
 
@@ -104,22 +106,22 @@ def format_diff(before: dict, after: dict, counters: list[str], names: tuple[str
     units = {c["name"]: c["unit"] for c in after["counters"]}
     rows = diff(before, after, counters)
     shown = rows[:limit] if limit > 0 else rows
-    lines = [f"cprof compare: {names[0]} -> {names[1]}"]
+    lines = [f"cprof compare: {_p(names[0])} -> {_p(names[1])}"]
     rb, ra = before["meta"].get("region", {}), after["meta"].get("region", {})
     parts = []
     for c in counters:
         x, y = rb.get(c, 0), ra.get(c, 0)
-        parts.append(f"{c} {human(x, units[c])} -> {human(y, units[c])} "
+        parts.append(f"{_p(c)} {human(x, units[c])} -> {human(y, units[c])} "
                      f"({_signed(y - x, units[c])}, {_pct(x, y)})")
     lines.append("profiled: " + ", ".join(parts))
     new = sum(r["status"] == "new" for r in rows)
     gone = sum(r["status"] == "gone" for r in rows)
-    lines.append(f"sorted by the change of {counters[0]} self; top {len(shown)} of {len(rows)} functions "
+    lines.append(f"sorted by the change of {_p(counters[0])} self; top {len(shown)} of {len(rows)} functions "
                  f"({new} only after, marked +; {gone} only before, marked -)")
     lines.append("")
     cols = ["calls"]
     for c in counters:
-        cols += [f"{c} self change", "%", f"{c} total change", "%"]
+        cols += [f"{_p(c)} self change", "%", f"{_p(c)} total change", "%"]
     table = []
     for r in shown:
         cb, ca = r["calls"]
@@ -130,8 +132,8 @@ def format_diff(before: dict, after: dict, counters: list[str], names: tuple[str
                 x, y = r[which][c]
                 row += [_signed(y - x, u), _pct(x, y) if r["status"] != "gone" else "gone"]
         mark = {"both": " ", "new": "+", "gone": "-"}[r["status"]]
-        where = f"{os.path.basename(r['file'])}:{r['line']}" if r["file"] != "~" else "built-in"
-        table.append((row, f"{mark} {r['name']}  ({where})"))
+        where = f"{_p(os.path.basename(r['file']))}:{r['line']}" if r["file"] != "~" else "built-in"
+        table.append((row, f"{mark} {_p(r['name'])}  ({where})"))
     widths = [max([len(cols[i])] + [len(t[0][i]) for t in table]) for i in range(len(cols))]
     lines.append("  ".join(cols[i].rjust(widths[i]) for i in range(len(cols))) + "    function")
     for row, name in table:
@@ -147,13 +149,13 @@ def check_growth(before: dict, after: dict, counter: str, pct: float, function: 
     if function is None:
         x = before["meta"].get("region", {}).get(counter, 0)
         y = after["meta"].get("region", {}).get(counter, 0)
-        what = f"the profiled region's {counter}"
+        what = f"the profiled region's {_p(counter)}"
     else:
         fb = find_function(before, function, names[0])
         fa = find_function(after, function, names[1])
         x = sum(f["total"][counter] for f in fb)
         y = sum(f["total"][counter] for f in fa)
-        what = f"{fa[0]['name']}'s total {counter}"
+        what = f"{_p(fa[0]['name'])}'s total {_p(counter)}"
     g = growth(x, y)
     shown = "from zero" if g == float("inf") else f"{g:+.1f}%"
     verdict = "more than" if g > pct else "not more than"

@@ -20,8 +20,9 @@ import tempfile
 import types
 from typing import Any
 
-from . import focus
+from . import focus, schema
 from ._cprof import CprofError
+from .schema import printable
 
 VERSION = 1
 
@@ -474,84 +475,37 @@ def spare_path(path: str) -> str:
     return spare
 
 
-def _well_formed(data: dict) -> bool:
-    """The fields the report reads are there, with the right types."""
-    def num(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    counters, functions = data["counters"], data["functions"]
-    if not isinstance(counters, list) or not counters or not isinstance(functions, list) \
-            or not isinstance(data["meta"], dict):
-        return False
-    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("unit"), str)
-               for c in counters):
-        return False
-    names = [c["name"] for c in counters]
-    return all(isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("file"), str)
-               and all(num(f.get(k)) for k in ("line", "calls", "primitive_calls"))
-               and all(isinstance(f.get(k), dict) and all(num(f[k].get(n)) for n in names)
-                       for k in ("self", "total"))
-               for f in functions)
-
-
-def _well_linked(data: dict) -> bool:
-    """Edges and the call tree (what the exports and the HTML report read) refer to
-    functions that exist, and the tree's columns agree (a parent before its child)."""
-    def num(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    names = [c["name"] for c in data["counters"]]
-    nfn = len(data["functions"])
-    edges = data["edges"]
-    if not isinstance(edges, list):
-        return False
-    for e in edges:
-        if not (isinstance(e, dict) and all(type(e.get(k)) is int and 0 <= e[k] < nfn for k in ("caller", "callee"))
-                and all(num(e.get(k)) for k in ("calls", "primitive_calls"))
-                and isinstance(e.get("total"), dict) and all(num(e["total"].get(n)) for n in names)):
-            return False
-    tree = data.get("tree")
-    if tree is None:
-        return True  # written before the call tree existed: the text report and pstats still work
-    if not isinstance(tree, dict):
-        return False
-    parent, function, calls = tree.get("parent"), tree.get("function"), tree.get("calls")
-    if not (isinstance(parent, list) and isinstance(function, list) and isinstance(calls, list)
-            and parent and len(parent) == len(function) == len(calls) and parent[0] == -1):
-        return False
-    if not all(type(p) is int and 0 <= p < i for i, p in enumerate(parent) if i) \
-            or not all(type(f) is int and 0 <= f < nfn for f in function[1:]):
-        return False
-    for k in ("self", "total"):
-        cols = tree.get(k)
-        if not isinstance(cols, dict) or not all(isinstance(cols.get(n), list) and len(cols[n]) == len(parent)
-                                                 and all(map(num, cols[n])) for n in names):
-            return False
-    return True
-
-
 def load(path: str) -> dict:
-    """Read a profile, or raise CprofError with one sentence saying what is wrong."""
+    """Read a profile, checked once against the format (schema.check), or raise
+    CprofError with one sentence naming the file and what is wrong."""
+    shown = printable(path)
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
-        raise CprofError(f"profile '{path}' does not exist; check the path") from None
+        raise CprofError(f"profile '{shown}' does not exist; check the path") from None
     except IsADirectoryError:
-        raise CprofError(f"'{path}' is a folder, not a profile; give a .json file written by cprof -o") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CprofError(f"'{path}' is not a cprof profile (not valid JSON: {e}); "
+        raise CprofError(f"'{shown}' is a folder, not a profile; give a .json file written by cprof -o") from None
+    except OSError as e:
+        raise CprofError(f"cannot read profile '{shown}' ({e.strerror or e}); check the path and its "
+                         "permissions") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and ints of over 4300 digits
+        raise CprofError(f"'{shown}' is not a cprof profile (not valid JSON: {printable(str(e))[:200]}); "
+                         "give a file written by cprof -o") from None
+    except RecursionError:
+        raise CprofError(f"'{shown}' is not a cprof profile (JSON nested too deep); "
                          "give a file written by cprof -o") from None
     if not isinstance(data, dict) or "version" not in data or "functions" not in data:
-        raise CprofError(f"'{path}' is JSON but not a cprof profile; give a file written by cprof -o")
-    if data["version"] != VERSION:
-        raise CprofError(f"'{path}' is a version {data['version']} profile and this cprof reads "
-                         f"version {VERSION}; use the cprof that wrote it")
-    for key in ("counters", "edges", "meta"):
-        if key not in data:
-            raise CprofError(f"'{path}' is a truncated or damaged cprof profile (no '{key}')")
-    if not _well_formed(data):  # so a damaged file gets a sentence, not a traceback in the report
-        raise CprofError(f"'{path}' is a damaged cprof profile (its counters or functions lack "
-                         "fields); give a file written by cprof -o")
-    if not _well_linked(data):
-        raise CprofError(f"'{path}' is a damaged cprof profile (its edges or call tree do not match "
-                         "its functions); give a file written by cprof -o")
+        raise CprofError(f"'{shown}' is JSON but not a cprof profile; give a file written by cprof -o")
+    version = data["version"]
+    if type(version) is int and version != VERSION:
+        raise CprofError(f"'{shown}' is a version {printable(str(version))[:40]} profile and this cprof "
+                         f"reads version {VERSION}; use the cprof that wrote it")
+    try:
+        schema.check(data)
+    except schema.Damaged as e:
+        raise CprofError(f"'{shown}' is a damaged cprof profile: {printable(str(e))}; "
+                         "give a file written by cprof -o") from None
     return data

@@ -6,6 +6,7 @@ import os
 
 from . import focus as _focus
 from ._cprof import CprofError
+from .schema import printable as _p
 
 
 def human(value: int, unit: str) -> str:
@@ -36,7 +37,7 @@ def _sort_key(profile: dict, sort: str | None):
     which = which or "self"
     if name not in names or which not in ("self", "total"):
         valid = ", ".join(names + [f"{n}.total" for n in names] + ["calls"])
-        raise CprofError(f"cannot sort by '{sort}': this profile's choices are {valid}")
+        raise CprofError(f"cannot sort by '{_p(sort)}': this profile's choices are {_p(valid)}")
     return name, which
 
 
@@ -58,29 +59,34 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
 
     lines = []
     ncalls = sum(f["calls"] for f in fns)
-    head = f"cprof{': ' + title if title else ''} — {len(fns)} functions, {ncalls:,} calls"
+    head = f"cprof{': ' + _p(title) if title else ''} — {len(fns)} functions, {ncalls:,} calls"
     if meta.get("threads"):
         head += f", {meta['threads']} thread{'s' if meta['threads'] != 1 else ''}"
-    head += f" (Python {meta.get('python', '?')}, {meta.get('hook', '?')})"
+    head += f" (Python {_p(meta.get('python', '?'))}, {_p(meta.get('hook', '?'))})"
     lines.append(head)
     region = meta.get("region", {})
-    lines.append("profiled: " + ", ".join(f"{c['name']} {human(region.get(c['name'], 0), c['unit'])}"
+    lines.append("profiled: " + ", ".join(f"{_p(c['name'])} {human(region.get(c['name'], 0), c['unit'])}"
                                          for c in counters))
     for c in counters:
-        lines.append(f"  {c['name']:<8} {c['description']} [{c['unit']}], read by: {c.get('read_path', '?')}")
+        lines.append(f"  {_p(c['name']):<8} {_p(c['description'])} [{_p(c['unit'])}], "
+                     f"read by: {_p(c['read_path'])}")
         scaled = meta.get("corrections", {}).get(c["name"], {})
-        if "multiplexed" in c.get("read_path", "") and scaled.get("count"):
+        if "multiplexed" in c["read_path"] and scaled.get("count"):
             # perf groups: corrections count the reads scaled by time_enabled/time_running
             lines.append(f"  {'':<8} multiplexed: {scaled['count']:,} group reads scaled, "
                          f"{human(scaled.get('total', 0), c['unit'])} estimated at the last one")
-    lines.append(f"sorted by {sort_name}{'' if which in (None, 'self') else ' ' + which}"
+    lines.append(f"sorted by {_p(sort_name)}{'' if which in (None, 'self') else ' ' + which}"
                  f"{' self' if which == 'self' else ''}; top {len(shown)} of {len(listed)}"
                  + _folding_note(listed, focus))
+    if meta.get("tree_folded") and any("folded" in r for r in listed):
+        n = meta["tree_folded"]
+        lines.append(f"the call tree is full ({n:,} call path{'s' if n != 1 else ''} folded into their parent "
+                     "node): the folded lines' total and calls may be low; --all lists exact numbers")
     lines.append("")
 
     cols = ["calls"]
     for c in counters:
-        cols += [f"{c['name']} self", f"{c['name']} total"]
+        cols += [f"{_p(c['name'])} self", f"{_p(c['name'])} total"]
     # per-call distribution of the sort counter, when recorded (--distributions)
     dist_name = sort_name if which is not None else counters[0]["name"]
     with_dist = any(dist_name in f.get("dist", {}) for f in shown)
@@ -99,8 +105,8 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
         if "folded" in f:
             where = f"{len(f['folded'])} function{'s' if len(f['folded']) != 1 else ''} folded"
         else:
-            where = f"{os.path.basename(f['file'])}:{f['line']}" if f["file"] != "~" else "built-in"
-        rows.append((row, f"{f['name']}  ({where})"))
+            where = f"{_p(os.path.basename(f['file']))}:{f['line']}" if f["file"] != "~" else "built-in"
+        rows.append((row, f"{_p(f['name'])}  ({where})"))
     widths = [max(len(cols[i]), *(len(r[0][i]) for r in rows)) if rows else len(cols[i])
               for i in range(len(cols))]
     lines.append("  ".join(cols[i].rjust(widths[i]) for i in range(len(cols))) + "  function")
@@ -111,7 +117,7 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
     if any(un.values()):
         lines.append("")
         lines.append("outside any function: " + ", ".join(
-            f"{c['name']} {human(un.get(c['name'], 0), c['unit'])}" for c in counters))
+            f"{_p(c['name'])} {human(un.get(c['name'], 0), c['unit'])}" for c in counters))
     return "\n".join(lines) + "\n"
 
 
@@ -123,8 +129,8 @@ def _slow_lines(f: dict, first: dict, units: dict) -> list:
     out = []
     for s in f.get("slow_calls", [])[:SLOW_SHOWN]:
         v = human(s["values"][first["name"]], units[first["name"]])
-        args = s["args"] if s["args"] is not None else "<arguments not seen>"
-        thread = f"  [{s['thread']}]" if s.get("thread") else ""
+        args = _p(s["args"]) if s["args"] is not None else "<arguments not seen>"
+        thread = f"  [{_p(s['thread'])}]" if s.get("thread") else ""
         out.append(f"        slow: {v:>9}  ({args}){thread}")
     return out
 
@@ -135,15 +141,16 @@ def format_hist(profile: dict, function: str, counter: str | None = None, width:
     names = [c["name"] for c in profile["counters"]]
     counter = counter or names[0]
     if counter not in names:
-        raise CprofError(f"this profile has no counter '{counter}'; it has {', '.join(names)}")
+        raise CprofError(f"this profile has no counter '{_p(counter)}'; it has {_p(', '.join(names))}")
     fns = [f for f in profile["functions"] if f["name"] == function] or \
           [f for f in profile["functions"] if f["name"].endswith("." + function)]
     if not fns:
         close = [f["name"] for f in profile["functions"] if function.lower() in f["name"].lower()][:5]
-        hint = f"; close names: {', '.join(close)}" if close else ""
-        raise CprofError(f"no function named '{function}' in this profile{hint}")
+        hint = f"; close names: {_p(', '.join(close))}" if close else ""
+        raise CprofError(f"no function named '{_p(function)}' in this profile{hint}")
     if len(fns) > 1:
-        raise CprofError(f"'{function}' names {len(fns)} functions ({', '.join(f['name'] for f in fns[:5])}); "
+        raise CprofError(f"'{_p(function)}' names {len(fns)} functions "
+                         f"({_p(', '.join(f['name'] for f in fns[:5]))}); "
                          "give the qualified name")
     f = fns[0]
     d = f.get("dist", {}).get(counter)
@@ -151,13 +158,13 @@ def format_hist(profile: dict, function: str, counter: str | None = None, width:
         raise CprofError("this profile has no per-call distributions; record it with "
                          "cprof --distributions")
     unit = {c["name"]: c["unit"] for c in profile["counters"]}[counter]
-    top = max(k for _, _, k in d["buckets"])
-    lines = [f"{f['name']}: {d['count']:,} calls, {counter} per call "
+    top = max((k for _, _, k in d["buckets"]), default=0) or 1
+    lines = [f"{_p(f['name'])}: {d['count']:,} calls, {_p(counter)} per call "
              f"(p50 {human(d['p50'], unit)}, p90 {human(d['p90'], unit)}, "
              f"p99 {human(d['p99'], unit)}, max {human(d['max'], unit)})"]
     labels = [(human(lo, unit) if lo == hi else f"{human(lo, unit)} - {human(hi, unit)}", k)
               for lo, hi, k in d["buckets"]]
-    w = max(len(lab) for lab, _ in labels)
+    w = max((len(lab) for lab, _ in labels), default=0)
     for lab, k in labels:
         bar = "#" * max(1, round(width * k / top))
         lines.append(f"  {lab:>{w}}  {k:>8,}  {bar}")
@@ -171,7 +178,7 @@ def _folding_note(listed: list, focus: str | None) -> str:
         return ""
     n = sum(len(r["folded"]) for r in folded)
     if focus:
-        return (f" lines: functions matching {focus}, {n} other function{'s' if n != 1 else ''} "
+        return (f" lines: functions matching {_p(focus)}, {n} other function{'s' if n != 1 else ''} "
                 "folded into [other] (--all lists every function)")
     return (f" lines: your code, {n} library function{'s' if n != 1 else ''} folded into "
             f"{len(folded)} [library] line{'s' if len(folded) != 1 else ''} (--all lists every function)")

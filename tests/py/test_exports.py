@@ -12,6 +12,7 @@ import json
 import marshal
 import os
 import pstats
+import re
 import shutil
 import subprocess
 import sys
@@ -483,7 +484,10 @@ def test_counter_the_profile_does_not_have(saved):
                  "no counter 'instructions'", "cpu, wall, ctxsw")
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x01 not json", b"[1, 2]", b'{"version": 1, "func'])
+@pytest.mark.parametrize("content", [b"", b"\x00\x01 not json", b"[1, 2]", b'{"version": 1, "func',
+                                     b"[" * 200_000, b'{"version": 1, "functions": ' + b"9" * 5000 + b"}",
+                                     b'{"version": 1e400, "functions": []}'],
+                         ids=["empty", "binary", "list", "cut", "nested", "5000 digits", "version 1e400"])
 def test_not_a_profile(tmp_path, content):
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
@@ -507,34 +511,43 @@ def test_truncated_profile(saved, tmp_path, fraction):
     one_sentence(export(bad, "collapsed", check_rc=None), "cut.json")
 
 
-@pytest.mark.parametrize("damage", ["parent after child", "function out of range", "short column",
-                                    "edge to nowhere"])
-def test_damaged_tree_or_edges(saved, tmp_path, damage):
+@pytest.mark.parametrize("damage,says", [
+    ("parent after child", "tree.parent[3] is {last}, not a node before 3"),
+    ("function out of range", "tree.function[2] is out of range (an integer from -1 to {maxid})"),
+    ("short column", "tree.self.wall has {short} entries, not {n}"),
+    ("edge to nowhere", "edges[0].callee is 10000, the id of no function (there are {nfn})")])
+def test_damaged_tree_or_edges(saved, tmp_path, damage, says):
     src, prof = saved
     prof = json.loads(json.dumps(prof))
     t = prof["tree"]
+    n, nfn = len(t["parent"]), len(prof["functions"])
     if damage == "parent after child":
-        t["parent"][3] = len(t["parent"]) - 1
+        t["parent"][3] = n - 1
     elif damage == "function out of range":
-        t["function"][2] = len(prof["functions"])
+        t["function"][2] = nfn
     elif damage == "short column":
         t["self"]["wall"].pop()
     else:
         prof["edges"][0]["callee"] = 10_000
     bad = tmp_path / "damaged.json"
     bad.write_text(json.dumps(prof))
-    one_sentence(export(bad, "speedscope", check_rc=None), "damaged", "edges or call tree")
+    one_sentence(export(bad, "speedscope", check_rc=None), "/damaged.json' is a damaged cprof profile: ",
+                 says.format(last=n - 1, maxid=nfn - 1, short=n - 1, n=n, nfn=nfn), "give a file written by cprof -o")
 
 
-def test_profile_without_a_tree(saved, tmp_path):
-    """A profile from before the call tree: pstats still works, path formats say why not."""
+@pytest.mark.parametrize("folded", [0, 3])
+def test_profile_without_a_tree(saved, tmp_path, folded):
+    """A profile from before the call tree: pstats still works, path formats say why not,
+    in one sentence even when meta.tree_folded would have them warn."""
     src, prof = saved
-    prof = dict(prof)
+    prof = json.loads(json.dumps(prof))
     del prof["tree"]
+    prof["meta"]["tree_folded"] = folded
     old = tmp_path / "old.json"
     old.write_text(json.dumps(prof))
     for fmt in ("speedscope", "collapsed", "pprof", "gprof2dot"):
         one_sentence(export(old, fmt, check_rc=None), "no call tree", "profile again")
+    one_sentence(run_cprof(["report", str(old), "--html", "-o", str(tmp_path / "old.html")]), "no call tree")
     export(old, "pstats", "-o", str(tmp_path / "old.prof"))
     assert pstats.Stats(str(tmp_path / "old.prof")).total_calls > 0
 
@@ -543,3 +556,197 @@ def test_output_folder_missing(saved, tmp_path):
     src, _ = saved
     one_sentence(export(src, "pprof", "-o", str(tmp_path / "nope" / "x.pb.gz"), check_rc=None),
                  "does not exist")
+
+
+# ---------------------------------------------------------------- names that hold control characters
+
+EVIL_NAME = "evil\nfake.frame 99"  # a newline, then what would look like a line of its own
+EVIL_FILE = "odd\r\nfile.py"
+
+NAMED = f'''
+import types
+
+def base(n):
+    return sum(range(n))
+
+code = base.__code__.replace(**{{k: {EVIL_NAME!r} for k in ("co_name", "co_qualname")
+                                 if hasattr(base.__code__, k)}})
+evil = types.FunctionType(code, globals())
+other = {{}}
+exec(compile("def odd(n):\\n    return sum(range(n))\\n", {EVIL_FILE!r}, "exec"), other)
+for _ in range(3):
+    evil(20000)
+    other["odd"](20000)
+'''
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory) -> tuple[Path, dict]:
+    """A real profile of a function whose name holds a newline, and one whose file does."""
+    folder = tmp_path_factory.mktemp("named")
+    script = folder / "named.py"
+    script.write_text(NAMED)
+    path = folder / "named.json"
+    run_cprof(["--distributions", "-o", str(path), str(script)], check_rc=0)
+    prof = json.loads(path.read_text())
+    assert [f["name"] for f in prof["functions"] if "evil" in f["name"]] \
+        in ([EVIL_NAME], ["__main__." + EVIL_NAME]), "the profiled name holds the newline"
+    assert any(f["file"] == EVIL_FILE for f in prof["functions"])
+    return path, prof
+
+
+def test_control_characters_cannot_forge_lines(named, tmp_path):
+    """Text outputs (report, --hist, compare, folded stacks, the error sentence) escape a
+    newline or carriage return in a name or file; the structured formats keep the name
+    exactly, their containers encode it."""
+    src, prof = named
+    evil = next(f["name"] for f in prof["functions"] if "evil" in f["name"])
+    for text in (run_cprof(["report", str(src), "--all"], check_rc=0).stdout,
+                 run_cprof(["report", str(src), "--hist", evil], check_rc=0).stdout,
+                 run_cprof(["compare", str(src), str(src)], check_rc=0).stdout):
+        lines = text.split("\n")
+        assert not any(line.startswith("fake") or line.startswith("file.py") for line in lines), text
+        assert "\r" not in text
+        assert "evil\\nfake.frame 99" in text
+    assert "odd\\r\\nfile.py" in run_cprof(["report", str(src), "--all"], check_rc=0).stdout
+
+    export(src, "collapsed", "-o", str(tmp_path / "n.folded"))
+    folded = (tmp_path / "n.folded").read_text()
+    assert "\r" not in folded
+    for line in folded.splitlines():
+        assert re.fullmatch(r"[^;\n]+(;[^;\n]+)* \d+", line), line
+    assert any(line.rsplit(" ", 1)[0].split(";")[-1].endswith("evil\\nfake.frame 99 (named.py:4)")
+               for line in folded.splitlines())
+    assert any("odd (odd\\r\\nfile.py:1)" in line for line in folded.splitlines())
+
+    r = run_cprof(["report", str(src), "--hist", "evil\nfake"], check_rc=2)
+    assert len(r.stderr.splitlines()) == 1 and "'evil\\nfake'" in r.stderr, r.stderr
+
+    export(src, "speedscope", "-o", str(tmp_path / "n.speedscope.json"))
+    frames = json.loads((tmp_path / "n.speedscope.json").read_text())["shared"]["frames"]
+    assert evil in [f["name"] for f in frames] and EVIL_FILE in [f.get("file") for f in frames]
+    export(src, "gprof2dot", "-o", str(tmp_path / "n.gprof2dot.json"))
+    assert evil in [f["name"] for f in json.loads((tmp_path / "n.gprof2dot.json").read_text())["functions"]]
+    export(src, "pprof", "-o", str(tmp_path / "n.pb.gz"))
+    assert {evil, EVIL_FILE} <= set(decode_pprof((tmp_path / "n.pb.gz").read_bytes())["strings"])
+    export(src, "pstats", "-o", str(tmp_path / "n.prof"))
+    keys = marshal.loads((tmp_path / "n.prof").read_bytes())
+    assert any(k[2] == evil for k in keys) and any(k[0] == EVIL_FILE for k in keys)
+
+
+# ---------------------------------------------------------------- a full call tree
+
+def fold_a_leaf(prof: dict) -> tuple[dict, str, int]:
+    """The profile as if the engine's tree had been full when a leaf's path came: the
+    leaf node's self lands on its parent node (what the engine does past 2^18 nodes), and
+    meta.tree_folded counts it.  Returns (profile, the parent's function name, the wall
+    moved)."""
+    prof = json.loads(json.dumps(prof))
+    t = prof["tree"]
+    n = len(t["parent"])
+    has_kids = set(t["parent"])
+    leaf = max((i for i in range(1, n) if i not in has_kids and t["parent"][i] > 0
+                and t["function"][t["parent"][i]] != t["function"][i]
+                and prof["functions"][t["function"][t["parent"][i]]]["file"] != "~"),
+               key=lambda i: t["self"]["wall"][i])
+    p = t["parent"][leaf]
+    moved = t["self"]["wall"][leaf]
+    for c in t["self"]:
+        t["self"][c][p] += t["self"][c][leaf]
+        t["self"][c][leaf] = 0
+    prof["meta"]["tree_folded"] = 1
+    return prof, prof["functions"][t["function"][p]]["name"], moved
+
+
+def test_a_full_call_tree_is_said_in_every_export(saved, tmp_path):
+    """The call-path exports of a profile whose tree folded paths say so in their own
+    metadata where the format has a place for it, and on stderr, naming the function
+    the paths folded into; the text report says which of its lines it touches."""
+    src, prof = saved
+    prof, into, moved = fold_a_leaf(prof)
+    assert moved > 0
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(prof))
+    said = "1 call path folded into their parent node"
+    outs = {}
+    for fmt, ext in (("collapsed", "folded"), ("speedscope", "speedscope.json"), ("pprof", "pb.gz"),
+                     ("gprof2dot", "gprof2dot.json"), ("pstats", "prof")):
+        out = tmp_path / f"full.{ext}"
+        r = export(full, fmt, "--counter", "wall", "-o", str(out))
+        warn = [line for line in r.stderr.splitlines() if line.startswith("cprof: warning: ")]
+        assert len(warn) == 1 and said in warn[0] and f"{into} +" in warn[0], r.stderr
+        outs[fmt] = out
+    doc = json.loads(outs["speedscope"].read_text())
+    assert "[call tree full: 1 call paths folded into their parent]" in doc["name"]
+    assert all("call tree full" in p["name"] for p in doc["profiles"])
+    assert said in json.loads(outs["gprof2dot"].read_text())["comment"]
+    p = decode_pprof(outs["pprof"].read_bytes())
+    assert any(said in p["strings"][i] and into in p["strings"][i] for i in p["comment"])
+
+    r = run_cprof(["report", str(full), "--html", "-o", str(tmp_path / "full.html")], check_rc=0)
+    assert said in r.stderr
+    page = (tmp_path / "full.html").read_text()
+    data = json.loads(re.search(r'<script id="cprof-data" type="application/json">(.*?)</script>', page, re.S)[1])
+    assert said in data["warning"] and f"{into} +" in data["warning"]
+    assert 'id="warning"' in page
+
+    report = run_cprof(["report", str(full)], check_rc=0).stdout
+    assert "the call tree is full (1 call path folded into their parent node)" in report
+    assert "call tree is full" not in run_cprof(["report", str(full), "--all"], check_rc=0).stdout
+
+    # the unfolded profile: no note anywhere
+    r = export(src, "collapsed", "-o", str(tmp_path / "plain.folded"))
+    assert "warning" not in r.stderr
+    export(src, "gprof2dot", "-o", str(tmp_path / "plain.gprof2dot.json"))
+    assert "comment" not in json.loads((tmp_path / "plain.gprof2dot.json").read_text())
+
+
+def test_pprof_varint_is_bounded():
+    """A value beyond 64 bits is one sentence, not an endless loop (n >> 7 of a negative
+    number never reaches 0); int64 and uint64 values encode in at most ten bytes."""
+    from cprof import CprofError
+    from cprof.exporters import pprof
+    assert pprof._varint(-1) == b"\xff" * 9 + b"\x01" and len(pprof._varint((1 << 64) - 1)) == 10
+    assert _uvarint(pprof._varint(-(1 << 63)), 0) == (1 << 63, 10)
+    for n in (-(1 << 63) - 1, -(1 << 64) - 5, 1 << 64, 10**400):
+        with pytest.raises(CprofError, match="64-bit integers"):
+            pprof._varint(n)
+
+
+def test_default_name_stays_beside_the_profile(saved, tmp_path):
+    """The default export name is made from the counter and its unit, which come from
+    the file: a '/' or a newline there does not lead it elsewhere."""
+    src, prof = saved
+    prof = json.loads(json.dumps(prof))
+    prof["counters"][2]["unit"] = "../../x\ny"
+    (tmp_path / "sub").mkdir()
+    odd = tmp_path / "sub" / "odd.json"
+    odd.write_text(json.dumps(prof))
+    r = export(odd, "collapsed", "--counter", "ctxsw")
+    assert [p.name for p in (tmp_path / "sub").iterdir() if p.name != "odd.json"] == ["odd.ctxsw-.._.._x_y.folded"]
+    assert len(r.stderr.splitlines()) == 1 and "x\\ny" in r.stderr, r.stderr
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path):
+    """A script under a folder whose name is not UTF-8: Python holds it with surrogate
+    escapes (PEP 383) and so does the profile; cprof reads its own file back and every
+    output copes (text escaped, JSON \\u escapes, pprof backslash escapes, pstats exact)."""
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(folder)
+    with open(folder + b"/s.py", "w") as f:
+        f.write("def work():\n    return sum(range(10000))\n\nfor _ in range(3):\n    work()\n")
+    prof = tmp_path / "latin.json"
+    r = subprocess.run([sys.executable, "-m", "cprof", "-o", str(prof), folder + b"/s.py"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    odd = os.fsdecode(folder + b"/s.py")
+    assert "\udce9" in odd and odd in [f["file"] for f in json.loads(prof.read_text())["functions"]]
+    assert "s.py:1" in run_cprof(["report", str(prof), "--all"], check_rc=0).stdout
+    run_cprof(["compare", str(prof), str(prof)], check_rc=0)
+    run_cprof(["report", str(prof), "--html", "-o", str(tmp_path / "l.html")], check_rc=0)
+    for fmt, ext in (("collapsed", "folded"), ("speedscope", "speedscope.json"), ("pprof", "pb.gz"),
+                     ("gprof2dot", "gprof2dot.json"), ("pstats", "prof")):
+        export(prof, fmt, "-o", str(tmp_path / f"l.{ext}"))
+    assert any(s.endswith("caf\\udce9/s.py") for s in decode_pprof((tmp_path / "l.pb.gz").read_bytes())["strings"])
+    assert any(k[0] == odd for k in marshal.loads((tmp_path / "l.prof").read_bytes()))
+    assert odd in [f.get("file") for f in json.loads((tmp_path / "l.speedscope.json").read_text())["shared"]["frames"]]

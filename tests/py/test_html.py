@@ -284,3 +284,26 @@ def test_screenshot(saved, tmp_path):
     keep = os.environ.get("CPROF_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(png, keep)
+
+
+def test_a_full_call_tree_shows_a_banner(saved, tmp_path):
+    """When the call tree filled up, the page says so above everything, in words; and
+    says nothing when it did not."""
+    chromium()
+    src, prof = saved
+    prof = json.loads(json.dumps(prof))
+    prof["meta"]["tree_folded"] = 5
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(prof))
+    for source, expected in ((full, "Note: the call tree is full: 5 call paths folded into their parent node"),
+                             (src, None)):
+        out = tmp_path / (source.stem + ".html")
+        report(source, "-o", str(out))
+        r = run_browser(out, tmp_path, "--dump-dom")
+        assert r.returncode == 0 and console_lines(r.stderr) == [], r.stderr[-3000:]
+        m = re.search(r'<div id="warning" class="warning"( hidden(?:="")?)?>(.*?)</div>', r.stdout, re.S)
+        assert m, r.stdout[-2000:]
+        if expected is None:
+            assert m.group(1) and m.group(2) == ""
+        else:
+            assert not m.group(1) and m.group(2).startswith(expected), m.group(0)

@@ -15,10 +15,13 @@ the sum of the functions' self.
 from __future__ import annotations
 
 import os
+import re
+import sys
 from typing import Callable, Iterator
 
 from .._cprof import CprofError
 from ..profile_file import check_writable, write_atomic  # noqa: F401  (the exporters write through it)
+from ..schema import printable
 
 FORMATS = ("pstats", "speedscope", "collapsed", "pprof", "gprof2dot")
 
@@ -35,6 +38,9 @@ _ENDINGS = (
     (".collapsed", "collapsed"),
     (".html", "html"),
 )
+
+
+_UNSAFE = re.compile(r"[^\w.:+=@-]")
 
 
 def format_for_path(path: str) -> str | None:
@@ -70,7 +76,8 @@ def check_counter(profile: dict, counter: str | None, source: str = "the profile
     if counter is None:
         return names[0]
     if counter not in names:
-        raise CprofError(f"{source} has no counter '{counter}'; its counters are {', '.join(names)}")
+        raise CprofError(f"{printable(source)} has no counter '{printable(counter)}'; its counters are "
+                         f"{printable(', '.join(names))}")
     return counter
 
 
@@ -88,6 +95,7 @@ def default_path(source: str, fmt: str, profile: dict, counter: str) -> str:
         return stem + m.EXTENSION
     unit = unit_of(profile, counter)
     tag = counter if (fmt == "pstats" and unit == "ns") else f"{counter}-{unit}"
+    tag = _UNSAFE.sub("_", tag)  # a name from the profile: no folder separator, control character or space
     return f"{stem}.{tag}{m.EXTENSION}"
 
 
@@ -96,10 +104,11 @@ def describe(fmt: str, profile: dict, counter: str) -> str:
     m = _module(fmt)
     if m.MULTI_COUNTER:
         names = [c["name"] for c in profile["counters"]]
-        return f"{fmt}, counters {', '.join(names)}, {counter} first" if len(names) > 1 else f"{fmt} of {counter}"
+        said = f"{fmt}, counters {', '.join(names)}, {counter} first" if len(names) > 1 else f"{fmt} of {counter}"
+        return printable(said)
     unit = unit_of(profile, counter)
     shown = "seconds" if (fmt == "pstats" and unit == "ns") else unit
-    return f"{fmt} of {counter}, in {shown}"
+    return printable(f"{fmt} of {counter}, in {shown}")
 
 
 def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> str:
@@ -113,6 +122,46 @@ def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> st
 
 # ---------------------------------------------------------------- the call tree
 
+FOLDED_SHOWN = 3  # functions named in the full-tree note
+
+
+def folded_note(profile: dict, counter: str) -> str | None:
+    """None, or when the call tree filled up (meta.tree_folded > 0: past 2^18 nodes per
+    thread new call paths fold into their parent node) one sentence saying so and where:
+    the functions whose tree nodes took in folded paths, with how much more `counter`
+    the call paths give them than their exact self.  Functions and edges stay exact, so
+    the text report's rows and pstats' own numbers do; call paths do not."""
+    n = profile["meta"].get("tree_folded", 0)
+    if not n:
+        return None
+    where = ""
+    tree = profile.get("tree")
+    if tree and tree.get("parent"):
+        from ..report import human
+        fns = profile["functions"]
+        on_tree = [0] * len(fns)
+        col, function = tree["self"][counter], tree["function"]
+        for i in range(1, len(col)):
+            on_tree[function[i]] += col[i]
+        extra = sorted(((on_tree[f["id"]] - f["self"][counter], f["id"]) for f in fns), reverse=True)
+        extra = [(x, i) for x, i in extra[:FOLDED_SHOWN] if x > 0]
+        if extra:
+            unit = unit_of(profile, counter)
+            where = (f"; the call paths give {printable(counter)} to the nodes they folded into: "
+                     + ", ".join(f"{printable(fns[i]['name'])} +{human(x, unit)} over its exact self"
+                                 for x, i in extra))
+    return (f"the call tree is full: {n:,} call path{'s' if n != 1 else ''} folded into their parent "
+            f"node{where} (the text report's functions are exact)")
+
+
+def warn_folded(profile: dict, counter: str, path: str) -> str | None:
+    """Say folded_note on stderr for an output written from the call tree; returns it."""
+    note = folded_note(profile, counter)
+    if note:
+        print(f"cprof: warning: {printable(path)}: {note}", file=sys.stderr)
+    return note
+
+
 def tree_of(profile: dict) -> dict:
     """The profile's call tree, or a one-sentence error if it has none."""
     tree = profile.get("tree")
@@ -123,10 +172,11 @@ def tree_of(profile: dict) -> dict:
 
 
 def label(f: dict) -> str:
-    """A function as one frame: its name, and where it is for Python functions."""
+    """A function as one frame of a text format: its name, and where it is for Python
+    functions, control characters escaped (a newline in a name must not start a line)."""
     if f["file"] == "~":
-        return f["name"]
-    return f"{f['name']} ({os.path.basename(f['file'])}:{f['line']})"
+        return printable(f["name"])
+    return printable(f"{f['name']} ({os.path.basename(f['file'])}:{f['line']})")
 
 
 def children_of(tree: dict) -> list[list[int]]:

@@ -1,10 +1,12 @@
 """Folded stacks (Brendan Gregg's flamegraph.pl input, also read by inferno,
 speedscope and others): one line per call path, `outer;inner;leaf N`, N the path's
 self value of one counter in the counter's unit (ns for time).  Frames are
-`name (file.py:line)` for Python functions and the bare name for C functions."""
+`name (file.py:line)` for Python functions and the bare name for C functions, control
+characters escaped (\\n) so that a name cannot start a line of its own.  The format has
+no place for a comment: a full call tree (meta.tree_folded) is said on stderr only."""
 from __future__ import annotations
 
-from . import label, stacks, tree_of, write_atomic
+from . import label, stacks, tree_of, warn_folded, write_atomic
 
 EXTENSION = ".folded"
 MULTI_COUNTER = False
@@ -25,3 +27,4 @@ def lines(profile: dict, counter: str) -> list[str]:
 def write(profile: dict, path: str, counter: str) -> None:
     out = lines(profile, counter)
     write_atomic(path, ("\n".join(out) + ("\n" if out else "")).encode("utf-8"))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

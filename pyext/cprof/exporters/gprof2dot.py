@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import stacks, tree_of, unit_of, write_atomic
+from . import folded_note, stacks, tree_of, unit_of, warn_folded, write_atomic
 
 EXTENSION = ".gprof2dot.json"
 MULTI_COUNTER = True
@@ -28,10 +28,15 @@ def document(profile: dict, counter: str) -> dict:
     events = []
     for node, path in stacks(tree, lambda node: any(col[node] for col in selfs)):
         events.append({"callchain": path[::-1], "cost": [col[node] for col in selfs]})
-    return {"version": 0,
-            "costs": [{"description": n, "unit": unit_of(profile, n)} for n in order],
-            "functions": functions, "events": events}
+    doc = {"version": 0,
+           "costs": [{"description": n, "unit": unit_of(profile, n)} for n in order],
+           "functions": functions, "events": events}
+    note = folded_note(profile, counter)
+    if note:  # the format has no comment field; gprof2dot ignores keys it does not know
+        doc["comment"] = note
+    return doc
 
 
 def write(profile: dict, path: str, counter: str) -> None:
     write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

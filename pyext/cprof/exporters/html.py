@@ -15,7 +15,8 @@ import os
 import re
 
 from .. import focus
-from . import tree_of, write_atomic
+from ..schema import printable
+from . import folded_note, tree_of, warn_folded, write_atomic
 
 EXTENSION = ".html"
 MULTI_COUNTER = True
@@ -29,9 +30,9 @@ def data(profile: dict, counter: str, title: str | None = None) -> dict:
     tree = tree_of(profile)
     names = [c["name"] for c in profile["counters"]]
     libs = focus.libraries(profile)
-    meta = profile.get("meta", {})
+    meta = profile["meta"]
     if title is None:
-        title = " ".join(map(str, meta.get("command") or [])) or "profile"
+        title = " ".join(meta.get("command") or []) or "profile"
     return {
         "title": title,
         "counter": names.index(counter),
@@ -45,6 +46,7 @@ def data(profile: dict, counter: str, title: str | None = None) -> dict:
         "tree": {"parent": tree["parent"], "function": tree["function"], "calls": tree["calls"],
                  "self": [tree["self"][n] for n in names]},
         "meta": {k: meta.get(k) for k in ("python", "hook", "threads", "events", "region", "tree_folded")},
+        "warning": folded_note(profile, counter),  # shown as a banner over the page
     }
 
 
@@ -54,9 +56,10 @@ def page(profile: dict, counter: str, title: str | None = None) -> str:
     d = data(profile, counter, title)
     # '<' escaped so that no string in the data can close the <script> element
     payload = json.dumps(d, separators=(",", ":")).replace("<", "\\u003c")
-    fill = {"TITLE": html.escape(d["title"]), "DATA": payload}
+    fill = {"TITLE": html.escape(printable(d["title"])), "DATA": payload}
     return re.sub(r"__CPROF_(TITLE|DATA)__", lambda m: fill[m.group(1)], template)
 
 
 def write(profile: dict, path: str, counter: str, title: str | None = None) -> None:
     write_atomic(path, page(profile, counter, title).encode("utf-8"))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

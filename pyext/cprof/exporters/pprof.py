@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import gzip
 
-from . import stacks, tree_of, write_atomic
+from .._cprof import CprofError
+from . import folded_note, stacks, tree_of, warn_folded, write_atomic
 
 EXTENSION = ".pb.gz"
 MULTI_COUNTER = True
@@ -26,6 +27,11 @@ _P_TIME_NANOS, _P_DURATION_NANOS, _P_PERIOD_TYPE, _P_PERIOD, _P_COMMENT, _P_DEFA
 # ---------------------------------------------------------------- wire format
 
 def _varint(n: int) -> bytes:
+    """An int64 (or uint64) as a base-128 varint: at most ten bytes."""
+    if not -(1 << 63) <= n < 1 << 64:  # beyond 64 bits the loop below would never end
+        sign = "negative" if n < 0 else "positive"
+        raise CprofError(f"pprof cannot hold a {sign} value of {n.bit_length()} bits; its numbers are "
+                         "64-bit integers")
     if n < 0:
         n += 1 << 64  # int64 as two's complement, ten bytes
     out = bytearray()
@@ -99,7 +105,7 @@ def encode(profile: dict, counter: str) -> bytes:
         out += _bytes(_P_FUNCTION, _int(1, f["id"] + 1) + _int(2, s(f["name"])) + _int(3, s(f["name"]))
                       + _int(4, s(filename)) + _int(5, f["line"]))
 
-    meta = profile.get("meta", {})
+    meta = profile["meta"]
     chosen = counters[names.index(counter)]
     tail = bytearray()
     if isinstance(meta.get("started"), (int, float)):
@@ -111,13 +117,17 @@ def encode(profile: dict, counter: str) -> bytes:
     comments = [f"{profile.get('tool', 'cprof')}: deterministic, values are exact sums per call path, "
                 "not samples"]
     if meta.get("command"):
-        comments.append("command: " + " ".join(map(str, meta["command"])))
+        comments.append("command: " + " ".join(meta["command"]))
+    note = folded_note(profile, counter)
+    if note:
+        comments.append(note)
     for text in comments:
         tail += _int(_P_COMMENT, s(text))
     tail += _int(_P_DEFAULT_SAMPLE_TYPE, s(chosen["name"]))
     # the string table last: every string above is in it by now
     for text in s.table:
-        out += _bytes(_P_STRING_TABLE, text.encode("utf-8"))
+        # valid UTF-8 always: a file name that was not UTF-8 (surrogate escapes) as \udcXX
+        out += _bytes(_P_STRING_TABLE, text.encode("utf-8", "backslashreplace"))
     out += tail
     return bytes(out)
 
@@ -125,3 +135,4 @@ def encode(profile: dict, counter: str) -> bytes:
 def write(profile: dict, path: str, counter: str) -> None:
     # mtime=0: the same profile gives the same bytes
     write_atomic(path, gzip.compress(encode(profile, counter), mtime=0))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import marshal
 
-from . import unit_of, write_atomic
+from . import unit_of, warn_folded, write_atomic
 
 EXTENSION = ".prof"
 MULTI_COUNTER = False
@@ -48,3 +48,5 @@ def stats(profile: dict, counter: str) -> dict:
 
 def write(profile: dict, path: str, counter: str) -> None:
     write_atomic(path, marshal.dumps(stats(profile, counter)))
+    if profile.get("tree"):  # the callers' self comes from the tree; the format has no comment
+        warn_folded(profile, counter, path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from . import stacks, tree_of, unit_of, write_atomic
+from . import folded_note, stacks, tree_of, unit_of, warn_folded, write_atomic
 
 EXTENSION = ".speedscope.json"
 MULTI_COUNTER = True
@@ -25,7 +25,9 @@ def document(profile: dict, counter: str) -> dict:
             frame.update(file=f["file"], line=f["line"])
         frames.append(frame)
     names = [c["name"] for c in profile["counters"]]
-    title = " ".join(profile.get("meta", {}).get("command") or []) or "cprof profile"
+    title = " ".join(profile["meta"].get("command") or []) or "cprof profile"
+    if folded_note(profile, counter):  # said where speedscope shows it: the profile's name
+        title += f" [call tree full: {profile['meta']['tree_folded']:,} call paths folded into their parent]"
     profiles = []
     for name in names:
         unit = unit_of(profile, name)
@@ -46,3 +48,4 @@ def document(profile: dict, counter: str) -> dict:
 
 def write(profile: dict, path: str, counter: str) -> None:
     write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
+    warn_folded(profile, counter, path)  # once written: a failure is one sentence alone
