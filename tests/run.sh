@@ -13,6 +13,8 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 # the HTML report's browser test (tests/py/test_html.py; it skips without chromium)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# the pprof export's real consumer (tests/py/test_exports.py: go tool pprof)
+command -v go >/dev/null || need_apt+=(golang-go)
 # libpfm4 is optional for cprof, but the suite tests the build with it (perf tests)
 [ -f /usr/include/perfmon/pfmlib_perf_event.h ] || need_apt+=(libpfm4-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
