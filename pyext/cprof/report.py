@@ -78,6 +78,11 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
     lines.append(f"sorted by {_p(sort_name)}{'' if which in (None, 'self') else ' ' + which}"
                  f"{' self' if which == 'self' else ''}; top {len(shown)} of {len(listed)}"
                  + _folding_note(listed, focus))
+    for e in meta.get("hook_replaced", []):   # the program took cprof's hook in a thread
+        lines.append(f"warning: {_p(e['message'])}")
+    if "signal" in meta:
+        lines.append(f"the run ended by {_p(meta['signal'])}: the functions still running then "
+                     "are counted up to that moment")
     if meta.get("tree_folded") and any("folded" in r for r in listed):
         n = meta["tree_folded"]
         lines.append(f"the call tree is full ({n:,} call path{'s' if n != 1 else ''} folded into their parent "

@@ -379,3 +379,12 @@ def _meta(meta: Any, names: list[str]) -> None:
     if "exit_code" in meta and type(meta["exit_code"]) not in (int, bool):
         # what the program gave sys.exit(), as cprof wrote it (True and 2**70 included)
         raise Damaged("meta.exit_code", f"is {_kind(meta['exit_code'])}, not an integer")
+    for k in ("pid", "parent_pid"):             # a forked child's
+        if k in meta:
+            _int(meta[k], f"meta.{k}")
+    if "signal" in meta:                         # the signal that ended the run ("SIGTERM")
+        _str(meta["signal"], "meta.signal")
+    if "hook_replaced" in meta:  # threads whose profile hook the program took (3.9-3.11)
+        for j, e in enumerate(_list(meta["hook_replaced"], "meta.hook_replaced")):
+            _obj(e, f"meta.hook_replaced[{j}]")
+            _str(_key(e, "message", f"meta.hook_replaced[{j}]"), f"meta.hook_replaced[{j}].message")

@@ -6,6 +6,7 @@ they already run) and every tool's numbers stay whole.  3.9-3.11: coverage's tra
 and cprof's profile hook are separate, but a thread has one profile hook: a program that
 replaces cprof's (sys.setprofile, cProfile) is said in the profile and on stderr, and cprof
 refuses to start over another profiler's hook rather than silently breaking it."""
+import json
 import os
 import subprocess
 import sys
@@ -206,6 +207,15 @@ def test_cprofile_taking_the_hook_is_said_in_the_profile_and_on_stderr(tmp_path)
     assert 0 < entry["after"]["cpu"] <= prof["meta"]["region"]["cpu"]
     assert not [f for f in prof["functions"] if f["name"] in ("__main__.leaf", "__main__.work")]
     conserved(prof)
+    # and the saved profile's report says it too, a day later
+    r = run_cprof(["report", str(out)], check_rc=0)
+    assert f"warning: {entry['message']}" in r.stdout.splitlines(), r.stdout
+    prof["meta"]["hook_replaced"][0]["message"] = 7
+    out.write_text(json.dumps(prof))
+    r = run_cprof(["report", str(out)], check_rc=2)
+    assert r.stderr.strip().splitlines() == [
+        f"cprof: error: '{out}' is a damaged cprof profile: meta.hook_replaced[0].message is an "
+        "integer, not a string; give a file written by cprof -o"], r.stderr
 
 
 @needs_setprofile

@@ -56,6 +56,11 @@ def test_a_terminating_signal_writes_the_profile_and_ends_by_it(tmp_path, sig):
     assert profile["meta"]["signal"] == signal.Signals(sig).name
     assert profile["meta"]["exit_code"] == -sig
     no_temp_files(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "cprof", "report", str(out)], capture_output=True,
+                       text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert (f"the run ended by {signal.Signals(sig).name}: the functions still running then are "
+            "counted up to that moment") in r.stdout.splitlines()
 
 
 def test_a_terminating_signal_without_output_prints_the_report(tmp_path):
