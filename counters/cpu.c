@@ -24,6 +24,8 @@ struct cpu_state {
     uint64_t base_cpu;          /* last real thread CPU time, ns */
     uint64_t base_mono;         /* cprof_clock_ns() right after it */
     uint64_t last;              /* last value returned, ns */
+    uint64_t real;              /* last CLOCK_THREAD_CPUTIME_ID reading, ns */
+    uint64_t offset;            /* added to it: nonzero in a forked child (see cpu_read) */
     uint64_t ncorr;             /* resyncs where the real clock was behind */
     uint64_t corr;              /* total of those gaps, ns */
 };
@@ -94,7 +96,11 @@ static uint64_t cpu_read(void *state)
         }
     }
     s->epoch = e;
-    s->base_cpu = v = thread_cpu_ns();
+    v = thread_cpu_ns();
+    if (v < s->real)            /* a forked child: its thread's clock began again at 0, */
+        s->offset = s->last - v;    /* so its CPU time continues from the parent's */
+    s->real = v;
+    s->base_cpu = v += s->offset;
     s->base_mono = cprof_clock_ns();
     if (v < s->last) {
         s->ncorr++;

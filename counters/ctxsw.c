@@ -15,7 +15,8 @@
 struct ctxsw_state {
     struct cprof_switchdet *det; /* this thread's switch detector */
     uint64_t epoch;             /* detector epoch at the last getrusage */
-    uint64_t value;             /* ru_nvcsw at the last getrusage */
+    uint64_t value;             /* switches counted, the value returned */
+    uint64_t raw;               /* ru_nvcsw at the last getrusage */
 };
 
 static uint64_t nvcsw(void)
@@ -71,8 +72,10 @@ static uint64_t ctxsw_read(void *state)
     if (e != s->epoch) {
         uint64_t v = nvcsw();
         s->epoch = e;
-        if (v > s->value)
-            s->value = v;
+        /* lower only in a forked child, whose thread counts from 0 again: its
+         * switches then add to the parent's, never hidden below them */
+        s->value += v >= s->raw ? v - s->raw : v;
+        s->raw = v;
     }
     return s->value;
 }

@@ -1,5 +1,6 @@
 """cprof's numbers against independent ground truth: getrusage and thread_time
 measured inside the profiled program, and cProfile's call counts."""
+import json
 import os
 import pstats
 import shutil
@@ -164,3 +165,64 @@ def test_threads_add_up_in_every_export(tmp_path):
     roots = [by_id[f] for f, p in zip(tree["function"], tree["parent"]) if p == 0]
     assert q("threading.Thread._bootstrap") in roots
     assert q("threading.Thread.run") not in roots and q("threading.Thread._bootstrap_inner") not in roots
+
+
+FORKED = """
+import json, os, resource, sys, time
+
+def work(n):
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+def child_work(n):
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+def sleeper(k):
+    for _ in range(k):
+        time.sleep(0.002)
+
+def main():
+    work(3_000_000)               # the parent's CPU and switches before the fork
+    sleeper(10)
+    pid = os.fork()
+    if pid == 0:
+        t0 = time.thread_time_ns()
+        child_work(2_000_000)
+        t1 = time.thread_time_ns()
+        r0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        sleeper(20)
+        r1 = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        with open(sys.argv[1], "w") as f:
+            json.dump({"pid": os.getpid(), "cpu": t1 - t0, "ctxsw": r1 - r0}, f)
+        sys.exit(0)
+    os.waitpid(pid, 0)
+
+main()
+"""
+
+
+def test_a_forked_childs_counters_start_from_its_own_clock(tmp_path):
+    """A forked child's thread clocks (CPU time, getrusage) begin again at 0: its
+    numbers must continue from the parent's readings, not stay held below them until
+    the child's own clock catches up (it lost the parent's CPU time up to the fork,
+    134 ms of a 339 ms child, and its first switches)."""
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    truth_file = tmp_path / "truth.json"
+    out = tmp_path / "p.json"
+    run_cprof(["--counter=cpu,wall,ctxsw", "-o", str(out), str(script), str(truth_file)], check_rc=0)
+    truth = json.loads(truth_file.read_text())
+    child = load(str(tmp_path / f"p.{truth['pid']}.json"))
+    work = fn(child, "__main__.child_work")
+    assert work["calls"] == 1
+    assert abs(work["total"]["cpu"] - truth["cpu"]) <= 0.05 * truth["cpu"] + 1_000_000, \
+        (work["total"], truth)
+    sl = fn(child, "__main__.sleeper")
+    assert sl["calls"] == 2      # the parent's, before the fork, and the child's
+    before = fn(load(str(out)), "__main__.sleeper")["total"]["ctxsw"]
+    assert sl["total"]["ctxsw"] == before + truth["ctxsw"], (sl["total"], before, truth)
