@@ -75,6 +75,9 @@ struct ProfilerObject {
     int enabled;
     int tool_id;                /* sys.monitoring tool id in use, or -1 */
     int all_call_sites;         /* keep CALL events at sites that call Python functions */
+    unsigned long outside_ident; /* enable(push_existing=False)'s thread, or 0 */
+    int outside_depth;          /* its frames then (the enabling one and its callers): never
+                                 * pushed when that thread's stack is rebuilt (3.9-3.11) */
     uint64_t comp[CPROF_MAX_COUNTERS];  /* tracer cost per event, per counter (0: none) */
     PyObject *disable;          /* sys.monitoring.DISABLE, or NULL (3.12+) */
     PyObject *objects;          /* the Counter/UserCounter objects its specs point to */
@@ -356,22 +359,42 @@ static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
 
 /* Push `frame` and its callers on ts's stack, outermost first, minus the `skip`
  * innermost: as frames already running (counted 0: no call) or as calls (1). */
+/* Frames from `frame` outwards. */
+static int stack_depth(PyFrameObject *frame)
+{
+    PyFrameObject *f = frame;
+    int n = 0;
+
+    Py_XINCREF(f);
+    while (f) {
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+        n++;
+    }
+    return n;
+}
+
+/* Push `frame` and its callers, outermost first, minus the `skip` innermost ones
+ * and the `outside` outermost ones (frames below the profiled region). */
 static void push_frames(ProfilerObject *p, struct tstate *ts, PyFrameObject *frame, int skip,
-                        int counted)
+                        int outside, int counted)
 {
     PyFrameObject *frames[MAX_EXISTING_FRAMES];
     PyFrameObject *f = frame;
     uint64_t now[CPROF_MAX_COUNTERS];
-    int depth = 0;
+    int depth = 0, top;
 
     Py_XINCREF(f);
     while (f && depth < MAX_EXISTING_FRAMES) {
         frames[depth++] = f;
         f = PyFrame_GetBack(f);
     }
+    /* frame i (0 = innermost) is the (total - 1 - i)th from the bottom */
+    top = outside ? depth + stack_depth(f) - 1 - outside : depth - 1;
     Py_XDECREF(f);
     read_all(ts, p->n, now);
-    for (int i = depth - 1; i >= skip; i--) {
+    for (int i = top < depth - 1 ? top : depth - 1; i >= skip; i--) {
         PyCodeObject *co = PyFrame_GetCode(frames[i]);
 #if PY_VERSION_HEX >= 0x030B0000
         PyObject *globals = PyFrame_GetGlobals(frames[i]);
@@ -719,8 +742,10 @@ static void trampolined_event(ProfilerObject *p, PyObject *args, int fresh_count
         /* a call event's frame is the callee; any other event's is already running */
         PyFrameObject *f = (PyFrameObject *)frame;
         PyFrameObject *back = what == PyTrace_CALL ? PyFrame_GetBack(f) : NULL;
+        /* the frames under the one that enabled profiling are not in the region */
+        int outside = PyThread_get_thread_ident() == p->outside_ident ? p->outside_depth : 0;
         if (what != PyTrace_CALL || back)
-            push_frames(p, ts, what == PyTrace_CALL ? back : f, 0, fresh);
+            push_frames(p, ts, what == PyTrace_CALL ? back : f, 0, outside, fresh);
         Py_XDECREF(back);
     }
     profile_func((PyObject *)p, (PyFrameObject *)frame, what, arg);
@@ -1066,7 +1091,7 @@ static int push_existing(ProfilerObject *p, int skip)
     struct tstate *ts = get_ts(p);
 
     if (ts)
-        push_frames(p, ts, PyEval_GetFrame(), skip, 0);
+        push_frames(p, ts, PyEval_GetFrame(), skip, 0, 0);
     return 0;
 }
 
@@ -1097,6 +1122,8 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
      * not be seen as an event of the profile it starts. */
     if (existing)
         push_existing(p, skip);
+    p->outside_ident = existing ? 0 : PyThread_get_thread_ident();
+    p->outside_depth = existing ? 0 : stack_depth(PyEval_GetFrame());
     if (hooks_install(p, st) < 0) {
         if (tls_owner == p->generation && !tls_ts->failed) {
             cprof_thread_flush(&tls_ts->eng);

@@ -333,6 +333,13 @@ def test_a_hook_put_back_with_setprofile_getprofile_resumes(tmp_path):
     assert entry["restored"] is True and entry["by"] == "sys.setprofile"
     assert entry["in"] == "__main__.quiet"
     conserved(prof)
+    # the rebuilt stack holds the program's frames only, not the ones that started
+    # profiling (cprof's CLI, the console script: a 0-call <module> there, before)
+    names = {f["name"]: f for f in prof["functions"]}
+    assert not [n for n in names if n.startswith("cprof.cli._profile") and n != "cprof.cli._profile.<locals>.finish"]
+    assert not [f for f in prof["functions"] if f["calls"] == 0], \
+        [f["name"] for f in prof["functions"] if f["calls"] == 0]
+    assert names["__main__.<module>"]["total"]["cpu"] <= names["builtins.exec"]["total"]["cpu"]
 
 
 @needs_monitoring
