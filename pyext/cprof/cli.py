@@ -29,7 +29,7 @@ import time
 import traceback
 import types
 
-from . import compare, exporters, focus, profile_file, report
+from . import __version__, compare, exporters, focus, profile_file, report
 from ._cprof import CprofError, Profiler, list_counters, malloc_interposer
 from .api import calibrate, make_profiler, resolve_counters
 
@@ -66,6 +66,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compensate", action="store_true",
                    help="keep cprof's own per-call cost in the numbers (by default it is "
                         "calibrated at start-up and taken out)")
+    p.add_argument("--version", action="version", version=f"cprof {__version__}")
     p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
     p.add_argument("--pmu", action="store_true",
                    help="with --list-counters: list the events of the PMUs libpfm4 detects")
@@ -167,6 +168,9 @@ def _compare(argv: list[str]) -> int:
     opts = _compare_parser().parse_args(argv)
     if opts.function is not None and opts.fail_above is None:
         raise CprofError("--function names the function that --fail-above checks; add --fail-above PCT")
+    if opts.fail_above is not None and not opts.fail_above >= 0:   # NaN too
+        raise CprofError(f"--fail-above={opts.fail_above} is not a growth in percent; give 0 or more "
+                         "(--fail-above=5 fails when the region grew more than 5%)")
     before, after = profile_file.load(opts.before), profile_file.load(opts.after)
     names = (opts.before, opts.after)
     counters = compare.common_counters(before, after, opts.counter, names)

@@ -136,6 +136,24 @@ def test_fail_above(pair, args, code, says):
     assert "__main__.slow" in r.stdout  # the table is printed either way
 
 
+@pytest.mark.parametrize("pct", ["-5", "nan"])
+def test_fail_above_must_be_a_growth(pair, pct):
+    """A negative limit failed every comparison ("went from 24.1 ms to 24.1 ms (+0.0%),
+    more than the -5% allowed")."""
+    b, a = pair
+    r = run_cprof(["compare", str(b), str(a), "--fail-above", pct])
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.splitlines() == [
+        f"cprof: error: --fail-above={float(pct)} is not a growth in percent; give 0 or more "
+        "(--fail-above=5 fails when the region grew more than 5%)"]
+
+
+def test_version():
+    import cprof
+    r = run_cprof(["--version"], check_rc=0)
+    assert r.stdout == f"cprof {cprof.__version__}\n"
+
+
 def test_fail_above_for_a_function_that_appeared(pair):
     b, a = pair
     r = run_cprof(["compare", str(b), str(a), "--fail-above", "10", "--function", "added"])
