@@ -12,11 +12,12 @@
 #include "switchdet.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#define CPU_RESYNC_NS 2000000u  /* re-read the real clock at least every 2 ms */
+#define CPU_RESYNC_NS 200000u   /* re-read the real clock at least every 200 us */
 
 struct cpu_state {
     struct cprof_switchdet *det; /* this thread's switch detector */
@@ -24,11 +25,27 @@ struct cpu_state {
     uint64_t base_cpu;          /* last real thread CPU time, ns */
     uint64_t base_mono;         /* cprof_clock_ns() right after it */
     uint64_t last;              /* last value returned, ns */
-    uint64_t real;              /* last CLOCK_THREAD_CPUTIME_ID reading, ns */
-    uint64_t offset;            /* added to it: nonzero in a forked child (see cpu_read) */
+    unsigned forks;             /* fork_count when the offset was last set */
+    uint64_t offset;            /* added to the real clock: nonzero in a forked child */
     uint64_t ncorr;             /* resyncs where the real clock was behind */
     uint64_t corr;              /* total of those gaps, ns */
 };
+
+/* Forks this process has gone through (each child counts one more than its
+ * parent): a state opened before a fork rebases at its next real reading. */
+static unsigned fork_count;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forked_child(void)
+{
+    fork_count++;
+    cprof_switchdet_self()->epoch++;    /* the next read is a real one */
+}
+
+static void watch_forks(void)
+{
+    pthread_atfork(NULL, NULL, forked_child);
+}
 
 static uint64_t thread_cpu_ns(void)
 {
@@ -74,6 +91,8 @@ static int cpu_open(void **state, const char *arg, struct cprof_error *err)
         return -1;
     }
     cprof_clock_init();
+    pthread_once(&atfork_once, watch_forks);
+    s->forks = fork_count;
     s->det = cprof_switchdet_self();
     s->epoch = s->det->epoch - 1;       /* first read is a real one */
     *state = s;
@@ -97,9 +116,10 @@ static uint64_t cpu_read(void *state)
     }
     s->epoch = e;
     v = thread_cpu_ns();
-    if (v < s->real)            /* a forked child: its thread's clock began again at 0, */
-        s->offset = s->last - v;    /* so its CPU time continues from the parent's */
-    s->real = v;
+    if (s->forks != fork_count) {   /* in a forked child, whose thread's clock began again */
+        s->forks = fork_count;      /* at 0: its CPU time continues from the parent's */
+        s->offset = s->last - v;
+    }
     s->base_cpu = v += s->offset;
     s->base_mono = cprof_clock_ns();
     if (v < s->last) {
