@@ -361,17 +361,26 @@ void *cprof_mc_calloc(size_t nmemb, size_t size)
     return p;
 }
 
-void cprof_mc_free(void *ptr)
+/* What every free does before the block goes back: count it.  false when it must
+ * not be passed on (NULL, or a block of the arena, never reused, or of a real
+ * malloc we could not find: leaked). */
+static inline bool free_counted(void *ptr)
 {
     if (!ptr || cprof_mc_in_bootstrap(ptr))
-        return;         /* the arena is never reused */
+        return false;
     if (UNLIKELY(!ready()))
-        return;         /* a block from a real malloc we could not find: leak it */
+        return false;
     /* Measure before freeing: once freed, the block may already belong to
      * another thread, and its size with it. */
     if (counting())
         count(CPROF_FREE_BYTES, real.malloc_usable_size(ptr));
-    real.free(ptr);
+    return true;
+}
+
+void cprof_mc_free(void *ptr)
+{
+    if (free_counted(ptr))
+        real.free(ptr);
 }
 
 /* C23's sized frees: counted as a free of the block (its usable size, as free()
@@ -380,12 +389,8 @@ void cprof_mc_free(void *ptr)
  * implementation: the size is a hint). */
 void cprof_mc_free_sized(void *ptr, size_t size)
 {
-    if (!ptr || cprof_mc_in_bootstrap(ptr))
+    if (!free_counted(ptr))
         return;
-    if (UNLIKELY(!ready()))
-        return;
-    if (counting())
-        count(CPROF_FREE_BYTES, real.malloc_usable_size(ptr));
     if (real.free_sized)
         real.free_sized(ptr, size);
     else
@@ -394,12 +399,8 @@ void cprof_mc_free_sized(void *ptr, size_t size)
 
 void cprof_mc_free_aligned_sized(void *ptr, size_t alignment, size_t size)
 {
-    if (!ptr || cprof_mc_in_bootstrap(ptr))
+    if (!free_counted(ptr))
         return;
-    if (UNLIKELY(!ready()))
-        return;
-    if (counting())
-        count(CPROF_FREE_BYTES, real.malloc_usable_size(ptr));
     if (real.free_aligned_sized)
         real.free_aligned_sized(ptr, alignment, size);
     else
