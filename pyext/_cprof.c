@@ -1535,12 +1535,13 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
                 count += c;
                 amount += a;
             }
-        x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:K,s:K,s:O,s:O}", "name", d->name, "unit",
+        x = Py_BuildValue("{s:s,s:s,s:s,s:s,s:s,s:K,s:K,s:O,s:O,s:O}", "name", d->name, "unit",
                           d->unit, "description", d->description, "read_path", p->paths[i], "arg",
                           p->specs[i].arg, "corrections", (unsigned long long)count,
                           "corrections_total", (unsigned long long)amount, "compensable",
                           d->flags & CPROF_COUNTER_TRACER_COST ? Py_True : Py_False, "time",
-                          d->flags & CPROF_COUNTER_TIME ? Py_True : Py_False);
+                          d->flags & CPROF_COUNTER_TIME ? Py_True : Py_False, "elapsed",
+                          d->flags & CPROF_COUNTER_ELAPSED ? Py_True : Py_False);
         if (!x || PyList_Append(counters, x) < 0)
             goto err_x;
         Py_DECREF(x);

@@ -142,7 +142,8 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
                  for i, c in enumerate(info)]
     times = [i for i, c in enumerate(info) if c["compensable"] and c["time"]]
     if times:
-        ref = next((i for i in times if info[i]["name"] in ("cpu", "task-clock")), times[0])
+        # thread CPU time where it is measured (a time counter that is not elapsed time)
+        ref = next((i for i in times if not info[i]["elapsed"]), times[0])
         for i in times:
             per_event[i] = per_event[ref]
     _calibrated[key] = per_event
