@@ -8,7 +8,7 @@ import sys
 import warnings
 from typing import Any, Callable, Iterable, TextIO, Union
 
-from . import profile_file, report
+from . import build, profile_file, report
 from ._cprof import Counter, CprofError, Profiler, UserCounter
 
 CounterLike = Union[str, Counter, UserCounter]
@@ -215,7 +215,7 @@ class Profile:
         self._profiler.disable(strict=False)  # a replaced hook is warned about below
         failures = self._profiler.counter_failures()
         for name, where, reason in failures[self._warned:]:
-            fn = profile_file.describe(*where)[0] if where else "the top level"
+            fn = build.describe(*where)[0] if where else "the top level"
             warnings.warn(f"cprof: counter '{name}' stopped in {fn}: {reason}; "
                           "its numbers hold from there on", RuntimeWarning, stacklevel=3)
         self._warned = len(failures)
@@ -280,7 +280,7 @@ class Profile:
 
     def profile(self, **meta) -> dict:
         """The profile as the JSON-ready dict that dump() writes (format version 1)."""
-        return profile_file.build(self._profiler.stats(), {**self._meta, **meta})
+        return build.build(self._profiler.stats(), {**self._meta, **meta})
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Profile":
         self = super().__new__(cls)

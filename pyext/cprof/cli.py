@@ -29,7 +29,7 @@ import time
 import traceback
 import types
 
-from . import __version__, compare, exporters, focus, profile_file, report
+from . import __version__, build, compare, exporters, focus, profile_file, report
 from ._cprof import CprofError, Profiler, list_counters, malloc_interposer
 from .api import calibrate, make_profiler, resolve_counters
 
@@ -588,7 +588,7 @@ def _profile(opts) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = signal.Signals(signum).name
-        prof = profile_file.build(profiler.stats(), meta)
+        prof = build.build(profiler.stats(), meta)
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()
