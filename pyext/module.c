@@ -32,6 +32,10 @@ static PyMethodDef module_methods[] = {
     {"list_counters", (PyCFunction)(void (*)(void))list_counters, METH_VARARGS | METH_KEYWORDS,
      "list_counters(pmu=False)\n--\n\nEvery counter cprof knows, whether it works here, and how "
      "it is read; with pmu=True, the events of the PMUs libpfm4 detects."},
+    {"builtin_counters", cprof_py_builtin_counters, METH_NOARGS,
+     "builtin_counters()\n--\n\nThe counters known by name, as the registry describes them (no "
+     "probing): dicts of name, unit, description, compensable, time, elapsed, takes_argument, "
+     "needs_preload."},
     {"malloc_interposer", cprof_py_malloc_interposer, METH_VARARGS,
      "malloc_interposer(name='malloc-bytes')\n--\n\nNone if that malloc counter works in this "
      "process (libcprof_malloc.so preloaded), else (errno, sentence saying how to start it)."},

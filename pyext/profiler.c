@@ -50,7 +50,8 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     for (unsigned i = 0; i < p->n; i++)
-        if (p->specs[i].def->probe(p->specs[i].arg, p->paths[i], sizeof(p->paths[i]), &err) < 0) {
+        if (p->specs[i].def->probe(p->specs[i].arg, p->specs[i].ctx, p->paths[i],
+                                   sizeof(p->paths[i]), &err) < 0) {
             PyErr_SetString(st->error, err.msg);
             p->n = 0;
             return -1;

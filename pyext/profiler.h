@@ -56,7 +56,8 @@ struct tstate {
     struct cprof_thread eng;    /* shadow stack and tables */
     uint64_t (*read[CPROF_MAX_COUNTERS])(void *); /* the counters' read functions */
     void *cstate[CPROF_MAX_COUNTERS];   /* their per-thread states */
-    unsigned opened;            /* counters whose thread_open succeeded */
+    void *shared[CPROF_MAX_COUNTERS];   /* their groups' per-thread states (NULL: none) */
+    unsigned opened;            /* counters opened: all (cprof_counters_open) or none */
     int failed;                 /* a counter could not be opened: thread not profiled */
     unsigned long ident;        /* PyThread_get_thread_ident() of the owning thread */
     uint64_t tstate_id;         /* its PyThreadState's id (never reused, unlike ident) */
@@ -84,7 +85,7 @@ struct ProfilerObject {
     uint64_t comp[CPROF_MAX_COUNTERS];  /* tracer cost per event, per counter (0: none) */
     PyObject *disable;          /* sys.monitoring.DISABLE, or NULL (3.12+) */
     PyObject *objects;          /* the Counter/UserCounter objects its specs point to */
-    int has_pycall;             /* one of the counters is a Counter (a Python call) */
+    int has_pycall;             /* a counter may stop (take_failure: a Python Counter) */
     PyObject *failures;         /* list of (counter, function entry or None, reason) */
     int dist;                   /* keep per-call distributions */
     unsigned slow_k;            /* keep the K slowest calls per function (0: none) */

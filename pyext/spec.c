@@ -5,18 +5,6 @@
 #include "../core/registry.h"
 #include "allocators.h"
 
-/* Move a parsed spec (a resolved one points into itself). */
-static void spec_move(struct cprof_counter_spec *dst, const struct cprof_counter_spec *src)
-{
-    int self_described = src->def == &src->own, named_by_arg = src->own.name == src->arg;
-
-    memmove(dst, src, sizeof(*dst));
-    if (self_described)
-        dst->def = &dst->own;
-    if (named_by_arg)
-        dst->own.name = dst->arg;
-}
-
 /* counters: a spec string ("cpu,wall"), or a sequence mixing counter names and
  * Counter/UserCounter objects, in the order given. */
 int cprof_py_parse_counters(ProfilerObject *p, PyObject *counters, module_state *st)
@@ -72,12 +60,13 @@ int cprof_py_parse_counters(ProfilerObject *p, PyObject *counters, module_state 
     for (Py_ssize_t i = 0; i < len; i++) {
         PyObject *c = PySequence_Fast_GET_ITEM(seq, i);
         if (PyUnicode_Check(c)) {
-            spec_move(&p->specs[i], &parsed[next++]);
+            p->specs[i] = parsed[next++];
             continue;
         }
-        if (PyList_Append(p->objects, c) < 0 || cprof_pycounter_spec(c, &p->specs[i]) < 0)
+        if (PyList_Append(p->objects, c) < 0)
             goto out;
-        p->has_pycall |= p->specs[i].own.read == cprof_pycounter_call.read;
+        cprof_pycounter_spec(c, &p->specs[i]);
+        p->has_pycall |= p->specs[i].def->take_failure != NULL;
     }
     p->n = (unsigned)len;
     for (unsigned i = 0; i < p->n; i++)

@@ -136,18 +136,16 @@ struct tstate *cprof_ts_new(ProfilerObject *p)
         cprof_py_set_sticky(p, "cprof ran out of memory starting to profile a thread");
         return NULL;
     }
-    for (unsigned i = 0; i < p->n; i++) {
-        const struct cprof_counter_def *def = p->specs[i].def;
-        if (def->thread_open(&ts->cstate[i], p->specs[i].arg, &err) < 0) {
-            char msg[CPROF_ERROR_LEN + 64];
-            snprintf(msg, sizeof(msg), "a thread could not be profiled: %s", err.msg);
-            ts->failed = 1;
-            cprof_py_set_sticky(p, msg);
-            return NULL;
-        }
-        ts->read[i] = def->read;
-        ts->opened++;
+    if (cprof_counters_open(p->specs, p->n, ts->cstate, ts->shared, &err) < 0) {
+        char msg[CPROF_ERROR_LEN + 64];
+        snprintf(msg, sizeof(msg), "a thread could not be profiled: %s", err.msg);
+        ts->failed = 1;
+        cprof_py_set_sticky(p, msg);
+        return NULL;
     }
+    ts->opened = p->n;
+    for (unsigned i = 0; i < p->n; i++)
+        ts->read[i] = p->specs[i].def->read;
     set_time_bounds(p, &ts->eng);
     cprof_thread_set_compensation(&ts->eng, p->comp);
     cprof_thread_set_distributions(&ts->eng, p->dist);
@@ -158,9 +156,7 @@ struct tstate *cprof_ts_new(ProfilerObject *p)
 
 void cprof_ts_free(ProfilerObject *p, struct tstate *ts)
 {
-    for (unsigned i = 0; i < ts->opened; i++)
-        if (p->specs[i].def->thread_close)
-            p->specs[i].def->thread_close(ts->cstate[i]);
+    cprof_counters_close(p->specs, ts->opened, ts->cstate, ts->shared);
     cprof_thread_free(&ts->eng);
     PyMem_RawFree(ts);
 }
@@ -172,8 +168,9 @@ void cprof_ts_note_failures(ProfilerObject *p, struct tstate *ts)
     SAVE_EXC(saved);
     cprof_pycounter_failed = 0;
     for (unsigned i = 0; i < ts->opened; i++) {
+        const struct cprof_counter_def *def = p->specs[i].def;
         char reason[200];
-        if (!cprof_pycounter_take_failure(p->specs[i].def, ts->cstate[i], reason, sizeof(reason)))
+        if (!def->take_failure || !def->take_failure(ts->cstate[i], reason, sizeof(reason)))
             continue;
         PyObject *where = Py_None, *k = NULL, *x;
         if (ts->eng.depth) {
