@@ -9,7 +9,7 @@ import warnings
 from typing import Any, Callable, Iterable, TextIO, Union
 
 from . import build, profile_file, report
-from ._cprof import Counter, CprofError, Profiler, UserCounter
+from ._cprof import Counter, CprofError, Profiler, UserCounter, builtin_counters
 
 CounterLike = Union[str, Counter, UserCounter]
 
@@ -54,8 +54,7 @@ def _entry_point(name: str):
                      "or plugin path; fix that package")
 
 
-BUILTIN = ("cpu", "wall", "ctxsw", "malloc-bytes", "malloc-calls", "free-bytes", "free-calls",
-           "pymalloc-bytes", "pymalloc-calls")
+BUILTIN = tuple(c["name"] for c in builtin_counters())   # the registry's names
 
 
 def resolve_counters(counters: str | Iterable[CounterLike]) -> list:
