@@ -12,7 +12,6 @@
 #define CPROF_HIST_SUB (1u << CPROF_HIST_SUB_BITS)    /* buckets per block */
 #define CPROF_HIST_BLOCKS 60                          /* covers all of uint64 */
 #define CPROF_HIST_BUCKETS (CPROF_HIST_SUB * CPROF_HIST_BLOCKS)
-#define CPROF_HIST_MAX_COUNTERS 16  /* as CPROF_MAX_COUNTERS */
 
 /* A bump allocator of zeroed memory, freed all at once. */
 struct cprof_arena {

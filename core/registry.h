@@ -2,9 +2,9 @@
 #ifndef CPROF_REGISTRY_H
 #define CPROF_REGISTRY_H
 
+#include "consts.h"
 #include "counter.h"
 
-#define CPROF_MAX_COUNTERS 16
 #define CPROF_ARG_LEN 256
 
 struct cprof_counter_spec {
