@@ -46,6 +46,8 @@ struct cprof_health {
     uint64_t unmatched_exits;   /* exits of keys not on the stack, ignored */
 };
 
+/* a += b: counts add; the first backwards reading stays a's if it had one. */
+void cprof_health_add(struct cprof_health *a, const struct cprof_health *b);
 /* 1 if nothing went wrong. */
 static inline int cprof_health_clean(const struct cprof_health *h)
 {
@@ -194,9 +196,5 @@ struct cprof_merged {
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out);
 void cprof_merged_free(struct cprof_merged *m);
-/* Health alone, summed over threads (cheap: no tables), with the first backwards
- * reading's key as the thread's key. */
-void cprof_health_sum(struct cprof_thread *const *threads, size_t nthreads,
-                      struct cprof_health *out);
 
 #endif

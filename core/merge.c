@@ -64,25 +64,17 @@ static int merge_extras(struct cprof_merged *out, const struct cprof_thread *t, 
     return 0;
 }
 
-static void health_add(struct cprof_health *a, const struct cprof_health *b, cprof_key bkey)
+void cprof_health_add(struct cprof_health *a, const struct cprof_health *b)
 {
     if (!a->backwards_readings && b->backwards_readings) {
         a->backwards_counter = b->backwards_counter;
-        a->backwards_key = bkey;
+        a->backwards_key = b->backwards_key;
     }
     a->out_of_memory += b->out_of_memory;
     a->backwards_readings += b->backwards_readings;
     a->tree_folded += b->tree_folded;
     a->distribution_values_lost += b->distribution_values_lost;
     a->unmatched_exits += b->unmatched_exits;
-}
-
-void cprof_health_sum(struct cprof_thread *const *threads, size_t nthreads,
-                      struct cprof_health *out)
-{
-    memset(out, 0, sizeof(*out));
-    for (size_t i = 0; i < nthreads; i++)
-        health_add(out, &threads[i]->health, threads[i]->health.backwards_key);
 }
 
 /* The merged index of each of thread t's functions, into map (t->tab.fns.len). */
@@ -153,11 +145,15 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
                 goto err;
             add_rec(&out->tab.nodes, nmap[i], &tab->nodes, i);
         }
-        /* the first backwards reading's function, as its merged identity */
-        bfn = CPROF_ROOT;
-        if (t->health.backwards_readings && t->health.backwards_key)
-            cprof_table_find(&tab->fns, t->health.backwards_key, &bfn);
-        health_add(&out->health, &t->health, out->tab.fns.recs[map[bfn]].key);
+        if (!out->health.backwards_readings && t->health.backwards_readings) {
+            /* the first backwards reading's function, as its merged identity */
+            bfn = CPROF_ROOT;
+            if (t->health.backwards_key)
+                cprof_table_find(&tab->fns, t->health.backwards_key, &bfn);
+            cprof_health_add(&out->health, &t->health);
+            out->health.backwards_key = out->tab.fns.recs[map[bfn]].key;
+        } else
+            cprof_health_add(&out->health, &t->health);
         for (unsigned c = 0; c < n; c++) {
             out->region[c] += cprof_thread_region(t, c);
             out->unattributed[c] += cprof_thread_unattributed(t, c);
