@@ -5,6 +5,7 @@
 #ifndef CPROF_HIST_H
 #define CPROF_HIST_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,7 +45,7 @@ static inline unsigned cprof_hist_bucket(uint64_t v)
 uint64_t cprof_hist_low(unsigned i);
 uint64_t cprof_hist_high(unsigned i);
 
-/* Record v; -1 if a block could not be allocated (the value is then lost). */
+/* Record v: 0, or -ENOMEM if a block could not be allocated (the value is then lost). */
 static inline int cprof_hist_add(struct cprof_hist *h, uint64_t v, struct cprof_arena *a)
 {
     unsigned i = cprof_hist_bucket(v);
@@ -53,7 +54,7 @@ static inline int cprof_hist_add(struct cprof_hist *h, uint64_t v, struct cprof_
     if (!b) {
         b = cprof_arena_alloc(a, CPROF_HIST_SUB * sizeof(*b));
         if (!b)
-            return -1;
+            return -ENOMEM;
         h->blocks[i / CPROF_HIST_SUB] = b;
     }
     b[i % CPROF_HIST_SUB]++;
@@ -70,7 +71,7 @@ static inline uint32_t cprof_hist_at(const struct cprof_hist *h, unsigned i)
     return b ? b[i % CPROF_HIST_SUB] : 0;
 }
 
-/* dst += src; -1 if a block could not be allocated. */
+/* dst += src: 0, or -ENOMEM if a block could not be allocated. */
 int cprof_hist_merge(struct cprof_hist *dst, const struct cprof_hist *src, struct cprof_arena *a);
 
 /* The q-quantile (0 < q <= 1): the midpoint of the bucket holding the value of
