@@ -9,7 +9,12 @@
  * entries made while the function was not already on the stack; self is the
  * counter's growth while the function was on top; total is the growth between
  * entry and exit of its outermost frame only, so recursion is counted once.  Edges
- * follow the same rule per (caller, callee) pair. */
+ * follow the same rule per (caller, callee) pair.
+ *
+ * Files: engine.c the attribution stack (observe, push, pop, enter, exit); table.[ch]
+ * the open-addressing table; extras.[ch] the per-call extras (histograms, slow calls);
+ * merge.c the merge; engine_int.h what they share and callers do not see.  Functions
+ * return 0 or a negative errno value. */
 #ifndef CPROF_ENGINE_H
 #define CPROF_ENGINE_H
 
@@ -37,7 +42,7 @@ typedef void (*cprof_newkey_fn)(void *arg, cprof_key key);
  * stand, but these say what they miss.  All 0: clean. */
 struct cprof_health {
     uint64_t out_of_memory;     /* events dropped because memory ran out (a frame not pushed,
-                                 * an exit not attributed) */
+                                 * an exit not attributed, a path folded) */
     uint64_t backwards_readings; /* readings with a counter lower than before (clamped) */
     unsigned backwards_counter; /* counter index of the first backwards reading */
     cprof_key backwards_key;    /* function on top then (0: root); merged: its identity */
