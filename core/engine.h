@@ -9,59 +9,22 @@
  * entries made while the function was not already on the stack; self is the
  * counter's growth while the function was on top; total is the growth between
  * entry and exit of its outermost frame only, so recursion is counted once.  Edges
- * follow the same rule per (caller, callee) pair. */
+ * follow the same rule per (caller, callee) pair.
+ *
+ * Files: engine.c the attribution stack (observe, push, pop, enter, exit); table.[ch]
+ * the open-addressing table; extras.[ch] the per-call extras (histograms, slow calls);
+ * merge.c the merge; engine_int.h what they share and callers do not see.  Functions
+ * return 0 or a negative errno value. */
 #ifndef CPROF_ENGINE_H
 #define CPROF_ENGINE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hist.h"
+#include "extras.h"
+#include "table.h"
 
 typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
-
-#define CPROF_ROOT 0u           /* index of the root record in every function table */
-
-struct cprof_rec {              /* one function, one edge, or one call-tree node */
-    uint64_t key;               /* function key; (caller index << 32 | callee index) for an
-                                 * edge; (parent node << 32 | function index) for a node */
-    uint64_t calls;             /* entries observed */
-    uint64_t primitive_calls;   /* entries while not already active (functions, edges) */
-    union {
-        uint64_t active;        /* functions, edges: frames of it now on the stack */
-        uint64_t edge;          /* nodes: index of the (caller, callee) edge it belongs to */
-    };
-};
-
-/* Open-addressing table of records, each with 2*n counter values:
- * vals[i*2n + c] = self of counter c, vals[i*2n + n + c] = total of counter c. */
-struct cprof_table {
-    struct cprof_rec *recs;     /* dense, in insertion order */
-    uint64_t *vals;             /* 2n values per record */
-    uint32_t *slots;            /* index+1 into recs, 0 = empty; size is a power of 2 */
-    size_t len;                 /* records used */
-    size_t cap;                 /* records allocated */
-    size_t nslots;              /* slots allocated */
-    unsigned n;                 /* counters */
-};
-
-int cprof_table_init(struct cprof_table *t, unsigned n, size_t cap);
-void cprof_table_free(struct cprof_table *t);
-/* Index of key, inserting a zeroed record if absent; *inserted says which.
- * Returns (size_t)-1 only when memory runs out. */
-size_t cprof_table_get(struct cprof_table *t, uint64_t key, int *inserted);
-/* Index of key, or (size_t)-1. */
-size_t cprof_table_find(const struct cprof_table *t, uint64_t key);
-
-static inline uint64_t *cprof_self(const struct cprof_table *t, size_t i)
-{
-    return t->vals + i * 2 * t->n;
-}
-
-static inline uint64_t *cprof_total(const struct cprof_table *t, size_t i)
-{
-    return t->vals + i * 2 * t->n + t->n;
-}
 
 struct cprof_frame {
     uint32_t fn;                /* index in fns */
@@ -75,45 +38,44 @@ struct cprof_frame {
 /* Called when a thread sees a key for the first time (once per key per thread). */
 typedef void (*cprof_newkey_fn)(void *arg, cprof_key key);
 
-/* Called when a call of `key` ends among the K largest of the first counter so
- * far (values: its inclusive growth, one per counter).  `current` is 1 when the
- * call is the one the exit event is about (its frame is still there to look at),
- * 0 when it was closed because an outer frame exited.  If `evicting`, the entry
- * tagged `evicted` leaves the top K.  Returns the tag to keep with the entry. */
-typedef uint64_t (*cprof_slow_fn)(void *arg, cprof_key key, const uint64_t *values, int current,
-                                  int evicting, uint64_t evicted);
-
-#define CPROF_MAX_SLOW 64       /* largest K for slow calls */
-
-struct cprof_slow_entry {
-    uint64_t value;             /* inclusive growth of the first counter */
-    uint64_t tag;               /* what the callback returned */
+/* What went wrong while profiling, per thread and merged over threads: the numbers
+ * stand, but these say what they miss.  All 0: clean. */
+struct cprof_health {
+    uint64_t out_of_memory;     /* events dropped because memory ran out (a frame not pushed,
+                                 * an exit not attributed, a path folded) */
+    uint64_t backwards_readings; /* readings with a counter lower than before (clamped) */
+    unsigned backwards_counter; /* counter index of the first backwards reading */
+    cprof_key backwards_key;    /* function on top then (0: root); merged: its identity */
+    uint64_t tree_folded;       /* entries folded into an ancestor node: the tree was full */
+    uint64_t distribution_values_lost; /* per-call values not recorded: memory ran out */
+    uint64_t unmatched_exits;   /* exits of keys not on the stack, ignored */
 };
 
-struct cprof_slow_set {         /* the K largest calls of one function, ascending */
-    unsigned count;
-    struct cprof_slow_entry e[]; /* K of them */
-};
+/* a += b: counts add; the first backwards reading stays a's if it had one. */
+void cprof_health_add(struct cprof_health *a, const struct cprof_health *b);
+/* 1 if nothing went wrong. */
+static inline int cprof_health_clean(const struct cprof_health *h)
+{
+    return !(h->out_of_memory | h->backwards_readings | h->tree_folded |
+             h->distribution_values_lost | h->unmatched_exits);
+}
 
-/* Per function, optional data kept only when asked for (distributions, slow calls). */
-struct cprof_fn_ext {
-    struct cprof_hist *hist;    /* n histograms of per-call inclusive values, or NULL */
-    struct cprof_slow_set *slow; /* or NULL */
+/* The shadow stack and what attributes growth to it. */
+struct cprof_stack {
+    struct cprof_frame *frames; /* the frames, outermost first */
+    uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children */
+    size_t depth;               /* frames on the stack */
+    size_t cap;                 /* frames allocated */
+    size_t max_nodes;           /* bound on tree nodes; new paths past it fold into their parent */
+    cprof_newkey_fn on_new_key; /* optional */
+    void *new_key_arg;          /* its argument */
 };
 
 #define CPROF_MAX_BOUNDED 4     /* counters one thread holds to its wall clock */
 
-struct cprof_thread {
-    unsigned n;                 /* counters */
-    struct cprof_table fns;     /* per function key; record 0 is the root */
-    struct cprof_table edges;   /* per (caller, callee) function index pair */
-    struct cprof_table nodes;   /* the call tree: per (parent node, function); 0 is the root */
-    size_t max_nodes;           /* bound on nodes; new paths past it fold into their parent */
-    uint64_t tree_dropped;      /* entries folded into an ancestor node: the tree was full */
-    struct cprof_frame *frames; /* the shadow stack */
-    uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children */
-    size_t depth;               /* frames on the stack */
-    size_t cap;                 /* frames allocated */
+/* Readings: the region, the root-level marks, compensation and bounds.  The n-value
+ * arrays are carved from one block (see readings_init in engine.c). */
+struct cprof_readings {
     uint64_t *first;            /* n: the first reading (start of this thread's region) */
     uint64_t *last;             /* n: the latest reading */
     uint64_t *mark;             /* n: reading at the last root-level attribution */
@@ -125,28 +87,23 @@ struct cprof_thread {
     uint64_t *excl;             /* n: tracer work to take out of the next interval */
     unsigned bound_by;          /* 1 + the counter that bounds others, or 0: none */
     unsigned nbound;            /* counters it bounds, in bounded[] */
-    unsigned bounded[CPROF_MAX_BOUNDED];
+    unsigned bounded[CPROF_MAX_BOUNDED]; /* counter indices held to bound_by */
     uint64_t behind[CPROF_MAX_BOUNDED]; /* bound_by's reading minus each one's (observe's) */
     int started;                /* first reading taken */
     int paused;                 /* profiling stopped; the next reading resumes it */
-    int oom;                    /* sticky: memory ran out, some events were dropped */
     uint64_t events;            /* enter + exit events processed */
-    uint64_t unmatched_exits;   /* exits of keys not on the stack, ignored */
-    uint64_t backwards;         /* readings with a counter lower than before (clamped) */
-    unsigned backwards_counter; /* counter index of the first backwards reading */
-    cprof_key backwards_key;    /* function on top when it happened (0: root) */
-    cprof_newkey_fn on_new_key; /* optional */
-    void *new_key_arg;
-    int dist;                   /* keep per-call distributions */
-    unsigned slow_k;            /* keep the K slowest calls per function (0: none) */
-    cprof_slow_fn on_slow;      /* required when slow_k > 0 */
-    void *slow_arg;
-    struct cprof_fn_ext *ext;   /* per function index, when dist or slow_k */
-    size_t ext_cap;             /* entries allocated in ext */
-    struct cprof_arena arena;   /* histograms and slow sets */
-    uint64_t dist_lost;         /* values not recorded: memory ran out */
 };
 
+struct cprof_thread {
+    unsigned n;                 /* counters */
+    struct cprof_tables tab;    /* functions, edges, call tree */
+    struct cprof_stack stack;   /* attribution */
+    struct cprof_readings rd;   /* readings, compensation, bounds */
+    struct cprof_health health; /* what went wrong */
+    struct cprof_extras extras; /* distributions and slow calls, when asked for */
+};
+
+/* 0, or -ENOMEM (t is then freed and safe to free again). */
 int cprof_thread_init(struct cprof_thread *t, unsigned ncounters, cprof_newkey_fn on_new_key,
                       void *new_key_arg);
 void cprof_thread_free(struct cprof_thread *t);
@@ -177,7 +134,7 @@ void cprof_thread_pause(struct cprof_thread *t);
  * clock whose sample time is uncertain, can seem to).  Applied after compensation,
  * so with the same per-event cost on both, every self, total and region of c
  * stays at or below by's.  One counter bounds up to CPROF_MAX_BOUNDED others of
- * a thread: -1 if c == by, either is out of range, another counter bounds
+ * a thread: 0, or -EINVAL if c == by, either is out of range, another counter bounds
  * already, by is bounded itself, or there are too many. */
 int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by);
 
@@ -195,38 +152,54 @@ void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const 
 void cprof_thread_set_distributions(struct cprof_thread *t, int on);
 /* Keep the k (<= CPROF_MAX_SLOW) largest calls per function by the first counter. */
 void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_fn fn, void *arg);
-/* A function's optional data (by index in fns), or NULL. */
-const struct cprof_fn_ext *cprof_thread_ext(const struct cprof_thread *t, size_t fn);
 
 /* Growth of counter c over this thread's region, and the part no function got. */
 uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c);
 uint64_t cprof_thread_unattributed(const struct cprof_thread *t, unsigned c);
 
-/* Merge threads by function key into `out` (a fresh thread-shaped aggregate with
- * the same n): calls, self and total add up; edges are re-keyed by merged index.
- * Returns 0, or -1 when memory runs out. */
+/* Frames on the stack, and the key of frame i (0: the outermost). */
+static inline size_t cprof_thread_depth(const struct cprof_thread *t)
+{
+    return t->stack.depth;
+}
+
+static inline cprof_key cprof_thread_frame_key(const struct cprof_thread *t, size_t i)
+{
+    return t->tab.fns.recs[t->stack.frames[i].fn].key;
+}
+
+/* 1 once the thread took its first reading. */
+static inline int cprof_thread_started(const struct cprof_thread *t)
+{
+    return t->rd.started;
+}
+
+/* The identity a function key merges under (cprof_merge): keys with one identity
+ * become one function.  0 with *ident (never 0: that is the root), or a negative
+ * errno, which stops the merge and is returned by it. */
+typedef int (*cprof_ident_fn)(void *arg, cprof_key key, uint64_t *ident);
+
+/* Threads merged into one aggregate of the same n: calls, self and total add up
+ * per function identity; edges and tree nodes are re-keyed by merged index, so
+ * paths that become equal merge too; histograms add; slow sets keep the K largest
+ * of all; health adds up. */
 struct cprof_merged {
-    struct cprof_table fns;     /* record 0 is the root */
-    struct cprof_table edges;   /* key = caller index << 32 | callee index (merged indices) */
-    struct cprof_table nodes;   /* key = parent node << 32 | function index (merged indices) */
-    uint64_t tree_dropped;      /* entries left out of the threads' trees */
+    struct cprof_tables tab;    /* fns keyed by identity (record 0 the root); edges and nodes
+                                 * by merged indices */
     uint64_t *region;           /* n: sum over threads of the region growth */
     uint64_t *unattributed;     /* n: sum over threads of root-level growth */
     uint64_t *compensated;      /* n: sum over threads of the tracer cost taken out */
     uint64_t threads;           /* threads merged */
     uint64_t events;            /* events over all threads */
-    uint64_t unmatched_exits;
-    uint64_t backwards;
-    struct cprof_fn_ext *ext;   /* per merged function, or NULL: none kept */
-    size_t ext_cap;
-    unsigned slow_k;            /* K of the slow sets */
-    struct cprof_arena arena;
-    uint64_t dist_lost;
+    struct cprof_health health; /* summed; the first backwards reading is the first thread's
+                                 * that had one, its key given as the function's identity */
+    struct cprof_extras extras; /* per merged function: distributions, slow calls */
 };
 
+/* `ident` NULL: the identity is the key.  0, -ENOMEM, or ident's error; on
+ * failure `out` is freed. */
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
-                struct cprof_merged *out);
+                cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out);
 void cprof_merged_free(struct cprof_merged *m);
-const struct cprof_fn_ext *cprof_merged_ext(const struct cprof_merged *m, size_t fn);
 
 #endif

@@ -68,7 +68,7 @@ int cprof_hist_merge(struct cprof_hist *dst, const struct cprof_hist *src, struc
         if (!dst->blocks[b]) {
             dst->blocks[b] = cprof_arena_alloc(a, CPROF_HIST_SUB * sizeof(uint32_t));
             if (!dst->blocks[b])
-                return -1;
+                return -ENOMEM;
         }
         for (unsigned i = 0; i < CPROF_HIST_SUB; i++)
             dst->blocks[b][i] += src->blocks[b][i];

@@ -5,6 +5,7 @@
 #ifndef CPROF_HIST_H
 #define CPROF_HIST_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,7 +13,6 @@
 #define CPROF_HIST_SUB (1u << CPROF_HIST_SUB_BITS)    /* buckets per block */
 #define CPROF_HIST_BLOCKS 60                          /* covers all of uint64 */
 #define CPROF_HIST_BUCKETS (CPROF_HIST_SUB * CPROF_HIST_BLOCKS)
-#define CPROF_HIST_MAX_COUNTERS 16  /* as CPROF_MAX_COUNTERS */
 
 /* A bump allocator of zeroed memory, freed all at once. */
 struct cprof_arena {
@@ -45,7 +45,7 @@ static inline unsigned cprof_hist_bucket(uint64_t v)
 uint64_t cprof_hist_low(unsigned i);
 uint64_t cprof_hist_high(unsigned i);
 
-/* Record v; -1 if a block could not be allocated (the value is then lost). */
+/* Record v: 0, or -ENOMEM if a block could not be allocated (the value is then lost). */
 static inline int cprof_hist_add(struct cprof_hist *h, uint64_t v, struct cprof_arena *a)
 {
     unsigned i = cprof_hist_bucket(v);
@@ -54,7 +54,7 @@ static inline int cprof_hist_add(struct cprof_hist *h, uint64_t v, struct cprof_
     if (!b) {
         b = cprof_arena_alloc(a, CPROF_HIST_SUB * sizeof(*b));
         if (!b)
-            return -1;
+            return -ENOMEM;
         h->blocks[i / CPROF_HIST_SUB] = b;
     }
     b[i % CPROF_HIST_SUB]++;
@@ -71,7 +71,7 @@ static inline uint32_t cprof_hist_at(const struct cprof_hist *h, unsigned i)
     return b ? b[i % CPROF_HIST_SUB] : 0;
 }
 
-/* dst += src; -1 if a block could not be allocated. */
+/* dst += src: 0, or -ENOMEM if a block could not be allocated. */
 int cprof_hist_merge(struct cprof_hist *dst, const struct cprof_hist *src, struct cprof_arena *a);
 
 /* The q-quantile (0 < q <= 1): the midpoint of the bucket holding the value of

@@ -4,9 +4,9 @@
 #ifndef CPROF_REGISTRY_H
 #define CPROF_REGISTRY_H
 
+#include "consts.h"
 #include "counter.h"
 
-#define CPROF_MAX_COUNTERS 16
 #define CPROF_ARG_LEN 256
 
 /* One counter of a run.  Plain data: copy it by value. */

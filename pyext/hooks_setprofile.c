@@ -96,21 +96,21 @@ static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive,
 
     if (!stack)
         return NULL;
-    for (size_t i = ts->eng.depth; i-- > 0 && PyList_GET_SIZE(stack) < 8;) {
-        cprof_key key = ts->eng.fns.recs[ts->eng.frames[i].fn].key;
+    for (size_t i = cprof_thread_depth(&ts->eng); i-- > 0 && PyList_GET_SIZE(stack) < 8;) {
+        cprof_key key = cprof_thread_frame_key(&ts->eng, i);
         PyObject *k = PyLong_FromUnsignedLongLong(key), *e;
         e = k ? PyDict_GetItemWithError(p->keys, k) : NULL;
         Py_XDECREF(k);
         if (PyList_Append(stack, e ? e : Py_None) < 0)
             goto out;
         PyErr_Clear();
-        if (e && i + 1 == ts->eng.depth && PyTuple_Check(e) && !PyCode_Check(PyTuple_GET_ITEM(e, 0)))
+        if (e && i + 1 == cprof_thread_depth(&ts->eng) && PyTuple_Check(e) && !PyCode_Check(PyTuple_GET_ITEM(e, 0)))
             by = entry_name(e);         /* the C function that took the hook */
         if (e && !in && PyTuple_Check(e) && PyCode_Check(PyTuple_GET_ITEM(e, 0)))
             in = entry_name(e);         /* the Python function that called it */
     }
     for (unsigned c = 0; c < p->n; c++)
-        grown[c] = ts->eng.last[c] - ts->eng.first[c];
+        grown[c] = cprof_thread_region(&ts->eng, c);
     if (!(after = cprof_py_u64_list(grown, p->n)))
         goto out;
     amount_text(amount, sizeof(amount), grown[0], p->specs[0].def);
@@ -221,7 +221,7 @@ static void trampolined_event(ProfilerObject *p, PyObject *args, int fresh_count
     ts = get_ts(p);
     if (!ts || what < 0)
         return;
-    if (ts->eng.depth == 0) {
+    if (cprof_thread_depth(&ts->eng) == 0) {
         /* a call event's frame is the callee; any other event's is already running */
         PyFrameObject *f = (PyFrameObject *)frame;
         PyFrameObject *back = what == PyTrace_CALL ? PyFrame_GetBack(f) : NULL;
@@ -364,7 +364,7 @@ static void note_replaced_hooks(ProfilerObject *p)
         PyObject *holder = Py_None, *entry;
         int alive = 0;
 
-        if (ts->failed || !ts->eng.started)
+        if (ts->failed || !cprof_thread_started(&ts->eng))
             continue;
         for (; t; t = PyThreadState_Next(t))
             if (t->id == ts->tstate_id)
@@ -375,7 +375,7 @@ static void note_replaced_hooks(ProfilerObject *p)
             alive = 1;
             if (t->c_profilefunc && t->c_profileobj)
                 holder = t->c_profileobj;
-        } else if (ts->eng.depth == 0)
+        } else if (cprof_thread_depth(&ts->eng) == 0)
             continue;
         entry = replaced_entry(p, ts, alive, holder, 0);
         if (!entry || PyList_Append(p->replaced, entry) < 0)

@@ -72,6 +72,11 @@ static int module_exec(PyObject *m)
         return -1;
     if (cprof_pycounters_init(m, &st->counter_type, &st->user_counter_type) < 0)
         return -1;
+    if (cprof_stats_module_init(st) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "MAX_COUNTERS", CPROF_MAX_COUNTERS) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_SLOW_CALLS", CPROF_MAX_SLOW) < 0)
+        return -1;
     if (PyModule_AddStringConstant(m, "HOOK", CPROF_MONITORING ? "sys.monitoring"
                                                                : "PyEval_SetProfile") < 0)
         return -1;
@@ -87,6 +92,8 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->hook_type);
     Py_VISIT(st->counter_type);
     Py_VISIT(st->user_counter_type);
+    for (int i = 0; i < CPROF_STATS_NTYPES; i++)
+        Py_VISIT(st->stats_types[i]);
     return 0;
 }
 
@@ -99,6 +106,8 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->hook_type);
     Py_CLEAR(st->counter_type);
     Py_CLEAR(st->user_counter_type);
+    for (int i = 0; i < CPROF_STATS_NTYPES; i++)
+        Py_CLEAR(st->stats_types[i]);
     return 0;
 }
 

@@ -181,6 +181,8 @@ static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds
             return NULL;
         }
     }
+    if (cprof_py_warn_health(p) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -350,8 +352,11 @@ static PyMethodDef profiler_methods[] = {
      "(code or callable, module) of the function running then, or None, reason)."},
     {"read", profiler_read, METH_NOARGS,
      "read()\n--\n\nThe calling thread's current reading of every counter."},
-    {"stats", cprof_py_profiler_stats, METH_NOARGS,
-     "stats()\n--\n\nThe merged raw statistics as a dict (see cprof.api)."},
+    {"stats", (PyCFunction)(void (*)(void))cprof_py_profiler_stats, METH_VARARGS | METH_KEYWORDS,
+     "stats(identify=None)\n--\n\nThe statistics of every thread, merged in one pass: a dict of "
+     "counters, functions (FunctionStats), edges (EdgeStats), tree (TreeNode), meta and health "
+     "(Health).  identify(key, entry) gives the identity functions merge under (cprof.build "
+     "passes (name, file, line)); None merges by key."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -47,6 +47,8 @@ typedef struct {
     PyTypeObject *hook_type;
     PyTypeObject *counter_type;     /* cprof.Counter */
     PyTypeObject *user_counter_type; /* cprof.UserCounter */
+#define CPROF_STATS_NTYPES 5
+    PyTypeObject *stats_types[CPROF_STATS_NTYPES]; /* stats()'s named records (stats.c) */
 } module_state;
 
 typedef struct ProfilerObject ProfilerObject;
@@ -96,6 +98,7 @@ struct ProfilerObject {
     PyObject *prev_thread_hook; /* threading's hook for new threads before ours (< 3.12) */
     PyObject *replaced;         /* list of dicts: threads whose hook the program replaced */
     Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
+    struct cprof_health health_said; /* the health disable() last warned about */
 };
 /* initial-exec TLS: a direct load on the hot path, no __tls_get_addr call */
 #define CPROF_TLS _Thread_local __attribute__((tls_model("initial-exec")))
@@ -119,8 +122,10 @@ PyObject *cprof_py_u64_list(const uint64_t *v, unsigned n);
 extern PyType_Spec cprof_profiler_spec;
 /* spec.c: counters= of Profiler(), resolved into p->specs */
 int cprof_py_parse_counters(ProfilerObject *p, PyObject *counters, module_state *st);
-/* stats.c: Profiler.stats() */
-PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *unused);
+/* stats.c: Profiler.stats(identify=None) and its record types */
+PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds);
+int cprof_stats_module_init(module_state *st);
+int cprof_py_warn_health(ProfilerObject *p);
 
 /* ---- the event path (inline: it runs at every call and return) ------------------- */
 

@@ -1,17 +1,123 @@
-/* Profiler.stats(): the threads' engines merged, and the result converted to
- * Python objects (see cprof.build for what becomes of them). */
+/* Profiler.stats(): the threads' engines merged in one pass (threads, and the
+ * function keys that share an identity), converted to named records (struct
+ * sequences registered in the module state).  cprof.build names and lays them out;
+ * nothing is merged again in Python. */
 #include "profiler.h"
+
+#include <errno.h>
 
 #include "../core/hist.h"
 
-/* One histogram: its count, quantiles, max and non-empty buckets (low, high, count). */
-static PyObject *hist_dict(const struct cprof_hist *h)
-{
-    PyObject *buckets = PyList_New(0), *d;
+/* The named records, in module_state.stats_types[]. */
+enum { T_FUNCTION, T_EDGE, T_NODE, T_HIST, T_HEALTH };
 
-    if (!buckets)
-        return NULL;
-    for (unsigned b = 0; b < CPROF_HIST_BLOCKS; b++) {
+static PyStructSequence_Field function_fields[] = {
+    {"identity", "what the function merged under: identify(key, entry)'s result, or the key"},
+    {"calls", "entries observed"},
+    {"primitive_calls", "entries while not already active"},
+    {"self", "per counter: growth while it was on top"},
+    {"total", "per counter: growth between entry and exit of its outermost frames"},
+    {"dist", "per counter: a Histogram of its calls' inclusive values, or None"},
+    {"slow_calls", "its slowest calls, largest first: ((args, thread) or None, values), "
+                   "or None"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field edge_fields[] = {
+    {"caller", "the calling function's index in functions"},
+    {"callee", "the called function's index in functions"},
+    {"calls", "calls"},
+    {"primitive_calls", "calls while the pair was not already active"},
+    {"total", "per counter: inclusive growth of the callee under this caller"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field node_fields[] = {
+    {"parent", "index of the parent node (-1: this is the root)"},
+    {"function", "index in functions (-1: the root)"},
+    {"calls", "calls along this path"},
+    {"self", "per counter"},
+    {"total", "per counter"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field hist_fields[] = {
+    {"count", "values recorded"},
+    {"p50", "median (a bucket midpoint, never above max)"},
+    {"p90", "90th percentile"},
+    {"p99", "99th percentile"},
+    {"max", "the largest value, exactly"},
+    {"buckets", "non-empty buckets: (low, high, count), ascending"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field health_fields[] = {
+    {"out_of_memory", "events or records dropped for want of memory"},
+    {"backwards_readings", "readings with a counter lower than before (clamped)"},
+    {"backwards_counter", "the counter of the first one (its name), or None"},
+    {"backwards_function", "the function on top then (index in functions), or None"},
+    {"tree_folded", "call paths folded into their parent: the tree was full"},
+    {"distribution_values_lost", "per-call values not recorded: memory ran out"},
+    {"unmatched_exits", "exits of functions not on the stack, ignored"},
+    {"counter_failures", "counters that stopped: (counter, function entry or None, reason)"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc stats_descs[] = {
+    [T_FUNCTION] = {"cprof._cprof.FunctionStats", "One function of Profiler.stats().",
+                    function_fields, 7},
+    [T_EDGE] = {"cprof._cprof.EdgeStats", "One caller->callee pair of Profiler.stats().",
+                edge_fields, 5},
+    [T_NODE] = {"cprof._cprof.TreeNode", "One call-tree node of Profiler.stats().", node_fields,
+                5},
+    [T_HIST] = {"cprof._cprof.Histogram", "One function's distribution of one counter.",
+                hist_fields, 6},
+    [T_HEALTH] = {"cprof._cprof.Health", "What went wrong while profiling (all 0: clean).",
+                  health_fields, 8},
+};
+
+int cprof_stats_module_init(module_state *st)
+{
+    for (int i = 0; i < CPROF_STATS_NTYPES; i++)
+        if (!(st->stats_types[i] = PyStructSequence_NewType(&stats_descs[i])))
+            return -1;
+    return 0;
+}
+
+/* A new record of type t with values items[0..n) (stolen; NULL if one is NULL). */
+static PyObject *record(ProfilerObject *p, int t, PyObject **items, int n)
+{
+    PyObject *r = NULL;
+    int i;
+
+    for (i = 0; i < n; i++)
+        if (!items[i])
+            goto out;
+    r = PyStructSequence_New(state_of((PyObject *)p)->stats_types[t]);
+    if (!r)
+        goto out;
+    for (i = 0; i < n; i++) {
+        PyStructSequence_SetItem(r, i, items[i]);
+        items[i] = NULL;
+    }
+out:
+    for (i = 0; i < n; i++)
+        Py_XDECREF(items[i]);
+    return r;
+}
+
+static PyObject *u64(uint64_t v)
+{
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+/* An index in the merged function table as an index in functions (the root: -1). */
+static PyObject *fn_id(size_t i)
+{
+    return PyLong_FromSsize_t((Py_ssize_t)i - 1);
+}
+
+static PyObject *hist_record(ProfilerObject *p, const struct cprof_hist *h)
+{
+    PyObject *buckets = PyList_New(0);
+
+    for (unsigned b = 0; buckets && b < CPROF_HIST_BLOCKS; b++) {
         if (!h->blocks[b])
             continue;
         for (unsigned i = b * CPROF_HIST_SUB; i < (b + 1) * CPROF_HIST_SUB; i++) {
@@ -23,70 +129,115 @@ static PyObject *hist_dict(const struct cprof_hist *h)
                               (unsigned long long)cprof_hist_high(i), (unsigned)c);
             if (!x || PyList_Append(buckets, x) < 0) {
                 Py_XDECREF(x);
-                Py_DECREF(buckets);
-                return NULL;
+                Py_CLEAR(buckets);
+                break;
             }
             Py_DECREF(x);
         }
     }
-    d = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:N}", "count", (unsigned long long)h->count, "p50",
-                      (unsigned long long)cprof_hist_quantile(h, 0.50), "p90",
-                      (unsigned long long)cprof_hist_quantile(h, 0.90), "p99",
-                      (unsigned long long)cprof_hist_quantile(h, 0.99), "max",
-                      (unsigned long long)h->max, "buckets", buckets);
-    return d;
+    PyObject *items[] = {u64(h->count), u64(cprof_hist_quantile(h, 0.50)),
+                         u64(cprof_hist_quantile(h, 0.90)), u64(cprof_hist_quantile(h, 0.99)),
+                         u64(h->max), buckets};
+    return record(p, T_HIST, items, 6);
 }
 
-/* Distributions and slow calls of merged function i, or None. */
-static PyObject *ext_of_fn(ProfilerObject *p, const struct cprof_merged *m, size_t i)
+/* Function i's distributions (a tuple of Histogram, one per counter), or None. */
+static PyObject *dist_of(ProfilerObject *p, const struct cprof_fn_ext *x)
 {
-    const struct cprof_fn_ext *x = cprof_merged_ext(m, i);
-    PyObject *dist = Py_None, *slow = Py_None, *out;
+    PyObject *dist;
 
-    if (!x || (!x->hist && !x->slow))
+    if (!x || !x->hist)
         Py_RETURN_NONE;
-    if (x->hist && !(dist = PyList_New(p->n)))
+    if (!(dist = PyTuple_New(p->n)))
         return NULL;
-    for (unsigned c = 0; x->hist && c < p->n; c++) {
-        PyObject *h = hist_dict(&x->hist[c]);
+    for (unsigned c = 0; c < p->n; c++) {
+        PyObject *h = hist_record(p, &x->hist[c]);
         if (!h) {
             Py_DECREF(dist);
             return NULL;
         }
-        PyList_SET_ITEM(dist, c, h);
+        PyTuple_SET_ITEM(dist, c, h);
     }
-    if (x->slow) {
-        slow = PyList_New(0);
-        for (unsigned j = x->slow->count; slow && j-- > 0;) {  /* largest first */
-            uint64_t tag = x->slow->e[j].tag;
-            PyObject *cap = tag && (Py_ssize_t)tag <= PyList_GET_SIZE(p->captures)
-                                ? PyList_GET_ITEM(p->captures, (Py_ssize_t)tag - 1)
-                                : Py_None;
-            if (PyList_Append(slow, cap) < 0)
-                Py_CLEAR(slow);
-        }
-        if (!slow) {
-            if (dist != Py_None)
-                Py_DECREF(dist);
-            return NULL;
-        }
-    } else
-        Py_INCREF(slow);
-    if (dist == Py_None)
-        Py_INCREF(dist);
-    out = Py_BuildValue("{s:N,s:N}", "dist", dist, "slow", slow);
-    return out;
+    return dist;
 }
 
-static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
+/* Function i's slowest calls, largest first (their captures), or None. */
+static PyObject *slow_of(ProfilerObject *p, const struct cprof_fn_ext *x)
 {
-    PyObject *out = NULL, *fns = NULL, *edges = NULL, *counters = NULL, *tree = NULL, *x;
-    unsigned n = p->n;
+    PyObject *slow;
 
-    if (!(out = PyDict_New()) || !(fns = PyList_New(0)) || !(edges = PyList_New(0)) ||
-        !(counters = PyList_New(0)) || !(tree = PyList_New(0)))
-        goto err;
-    for (unsigned i = 0; i < n; i++) {
+    if (!x || !x->slow)
+        Py_RETURN_NONE;
+    if (!(slow = PyList_New(0)))
+        return NULL;
+    for (unsigned j = x->slow->count; j-- > 0;) {  /* the set is ascending */
+        uint64_t tag = x->slow->e[j].tag;
+        PyObject *cap = tag && (Py_ssize_t)tag <= PyList_GET_SIZE(p->captures)
+                            ? PyList_GET_ITEM(p->captures, (Py_ssize_t)tag - 1)
+                            : Py_None;
+        if (PyList_Append(slow, cap) < 0) {
+            Py_DECREF(slow);
+            return NULL;
+        }
+    }
+    return slow;
+}
+
+/* Merging by identity: the engine asks for each key's identity (cprof_ident_fn);
+ * identify(key, entry) answers in Python, once per distinct key. */
+struct ident_ctx {
+    ProfilerObject *p;
+    PyObject *identify;         /* the callable */
+    PyObject *by_key;           /* dict: key -> identity number */
+    PyObject *numbers;          /* dict: identity -> its number (1, 2, ...: 0 is the root) */
+    PyObject *identities;       /* list: number - 1 -> identity */
+};
+
+static int ident_of(void *arg, cprof_key key, uint64_t *out)
+{
+    struct ident_ctx *x = arg;
+    PyObject *k = PyLong_FromUnsignedLongLong(key), *num, *entry, *id = NULL;
+    int r = -EINVAL;            /* with the Python exception set */
+
+    if (!k)
+        return r;
+    num = PyDict_GetItemWithError(x->by_key, k);
+    if (!num) {
+        if (PyErr_Occurred())
+            goto out;
+        entry = PyDict_GetItemWithError(x->p->keys, k);
+        if (!entry && PyErr_Occurred())
+            goto out;
+        id = PyObject_CallFunctionObjArgs(x->identify, k, entry ? entry : Py_None, NULL);
+        if (!id)
+            goto out;
+        num = PyDict_GetItemWithError(x->numbers, id);
+        if (!num) {
+            if (PyErr_Occurred() || PyList_Append(x->identities, id) < 0)
+                goto out;
+            num = PyLong_FromSsize_t(PyList_GET_SIZE(x->identities));
+            if (!num || PyDict_SetItem(x->numbers, id, num) < 0) {
+                Py_XDECREF(num);
+                goto out;
+            }
+            Py_DECREF(num);     /* the dict holds it */
+        }
+        if (PyDict_SetItem(x->by_key, k, num) < 0)
+            goto out;
+    }
+    *out = PyLong_AsUnsignedLongLong(num);
+    r = 0;
+out:
+    Py_XDECREF(id);
+    Py_DECREF(k);
+    return r;
+}
+
+static PyObject *counters_list(ProfilerObject *p)
+{
+    PyObject *counters = PyList_New(0), *x;
+
+    for (unsigned i = 0; counters && i < p->n; i++) {
         const struct cprof_counter_def *d = p->specs[i].def;
         uint64_t count = 0, amount = 0;
         for (struct tstate *ts = p->threads; ts; ts = ts->next)
@@ -104,113 +255,231 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m)
                           d->flags & CPROF_COUNTER_TIME ? Py_True : Py_False, "elapsed",
                           d->flags & CPROF_COUNTER_ELAPSED ? Py_True : Py_False);
         if (!x || PyList_Append(counters, x) < 0)
-            goto err_x;
-        Py_DECREF(x);
+            Py_CLEAR(counters);
+        Py_XDECREF(x);
     }
-    for (size_t i = 1; i < m->fns.len; i++) {
-        const struct cprof_rec *r = &m->fns.recs[i];
-        PyObject *k = PyLong_FromUnsignedLongLong(r->key), *entry, *self_l, *total_l;
-        if (!k)
-            goto err;
-        entry = PyDict_GetItemWithError(p->keys, k);
-        Py_DECREF(k);
-        if (!entry && PyErr_Occurred())
-            goto err;
-        self_l = cprof_py_u64_list(cprof_self(&m->fns, i), n);
-        total_l = cprof_py_u64_list(cprof_total(&m->fns, i), n);
-        x = Py_BuildValue("(KOKKNNN)", (unsigned long long)r->key, entry ? entry : Py_None,
-                          (unsigned long long)r->calls, (unsigned long long)r->primitive_calls,
-                          self_l, total_l, ext_of_fn(p, m, i));
-        if (!x || PyList_Append(fns, x) < 0)
-            goto err_x;
-        Py_DECREF(x);
-    }
-    for (size_t i = 0; i < m->edges.len; i++) {
-        const struct cprof_rec *r = &m->edges.recs[i];
-        size_t caller = (size_t)(r->key >> 32), callee = (size_t)(r->key & 0xffffffffu);
-        x = Py_BuildValue("(KKKKN)", (unsigned long long)m->fns.recs[caller].key,
-                          (unsigned long long)m->fns.recs[callee].key, (unsigned long long)r->calls,
-                          (unsigned long long)r->primitive_calls,
-                          cprof_py_u64_list(cprof_total(&m->edges, i), n));
-        if (!x || PyList_Append(edges, x) < 0)
-            goto err_x;
-        Py_DECREF(x);
-    }
-    for (size_t i = 0; i < m->nodes.len; i++) {
-        const struct cprof_rec *r = &m->nodes.recs[i];
-        size_t fn = (size_t)(r->key & 0xffffffffu);
-        x = Py_BuildValue("(nKKNN)", i ? (Py_ssize_t)(r->key >> 32) : (Py_ssize_t)-1,
-                          (unsigned long long)m->fns.recs[fn].key, (unsigned long long)r->calls,
-                          cprof_py_u64_list(cprof_self(&m->nodes, i), n),
-                          cprof_py_u64_list(cprof_total(&m->nodes, i), n));
-        if (!x || PyList_Append(tree, x) < 0)
-            goto err_x;
-        Py_DECREF(x);
-    }
-    if (PyDict_SetItemString(out, "counters", counters) < 0 ||
-        PyDict_SetItemString(out, "tree", tree) < 0 ||
-        PyDict_SetItemString(out, "functions", fns) < 0 ||
-        PyDict_SetItemString(out, "edges", edges) < 0)
-        goto err;
-    x = Py_BuildValue("{s:N,s:N,s:N,s:N,s:K,s:K,s:K,s:K,s:K,s:K,s:s,s:N}", "region",
-                      cprof_py_u64_list(m->region, n), "unattributed", cprof_py_u64_list(m->unattributed, n),
-                      "compensated", cprof_py_u64_list(m->compensated, n), "compensation_per_event",
-                      cprof_py_u64_list(p->comp, n), "threads",
-                      (unsigned long long)m->threads, "events", (unsigned long long)m->events,
-                      "unmatched_exits", (unsigned long long)m->unmatched_exits, "backwards",
-                      (unsigned long long)m->backwards, "tree_folded",
-                      (unsigned long long)m->tree_dropped, "dist_lost",
-                      (unsigned long long)m->dist_lost, "hook",
-                      CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile", "hook_replaced",
-                      p->replaced ? PyList_GetSlice(p->replaced, 0, PY_SSIZE_T_MAX)
-                                  : PyList_New(0));
-    if (!x || PyDict_SetItemString(out, "meta", x) < 0)
-        goto err_x;
-    Py_DECREF(x);
-    Py_DECREF(fns);
-    Py_DECREF(edges);
-    Py_DECREF(counters);
-    Py_DECREF(tree);
-    return out;
-err_x:
-    Py_XDECREF(x);
-err:
-    Py_XDECREF(out);
-    Py_XDECREF(fns);
-    Py_XDECREF(edges);
-    Py_XDECREF(counters);
-    Py_XDECREF(tree);
-    return NULL;
+    return counters;
 }
 
-PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *unused)
+/* Functions: record i is merged function i + 1 (0 is the root); identities[] names
+ * them when merged by identity (NULL: the identity is the key). */
+static PyObject *functions_list(ProfilerObject *p, const struct cprof_merged *m,
+                                PyObject *identities)
+{
+    PyObject *fns = PyList_New(0);
+    unsigned n = p->n;
+
+    for (size_t i = 1; fns && i < m->tab.fns.len; i++) {
+        const struct cprof_rec *r = &m->tab.fns.recs[i];
+        const struct cprof_fn_ext *x = cprof_extras_at(&m->extras, i);
+        PyObject *id = identities ? Py_NewRef(PyList_GET_ITEM(identities, (Py_ssize_t)r->key - 1))
+                                  : u64(r->key);
+        PyObject *items[] = {id, u64(r->calls), u64(r->primitive_calls),
+                             cprof_py_u64_list(cprof_self(&m->tab.fns, i), n),
+                             cprof_py_u64_list(cprof_total(&m->tab.fns, i), n), dist_of(p, x),
+                             slow_of(p, x)};
+        PyObject *rec = record(p, T_FUNCTION, items, 7);
+        if (!rec || PyList_Append(fns, rec) < 0)
+            Py_CLEAR(fns);
+        Py_XDECREF(rec);
+    }
+    return fns;
+}
+
+/* Edges between functions (an entry at a thread's root has no caller: left out). */
+static PyObject *edges_list(ProfilerObject *p, const struct cprof_merged *m)
+{
+    PyObject *edges = PyList_New(0);
+
+    for (size_t i = 0; edges && i < m->tab.edges.len; i++) {
+        const struct cprof_rec *r = &m->tab.edges.recs[i];
+        size_t caller = (size_t)(r->key >> 32), callee = (size_t)(r->key & 0xffffffffu);
+        if (caller == CPROF_ROOT)
+            continue;
+        PyObject *items[] = {fn_id(caller), fn_id(callee), u64(r->calls), u64(r->primitive_calls),
+                             cprof_py_u64_list(cprof_total(&m->tab.edges, i), p->n)};
+        PyObject *rec = record(p, T_EDGE, items, 5);
+        if (!rec || PyList_Append(edges, rec) < 0)
+            Py_CLEAR(edges);
+        Py_XDECREF(rec);
+    }
+    return edges;
+}
+
+/* The call tree; a parent always comes before its children. */
+static PyObject *tree_list(ProfilerObject *p, const struct cprof_merged *m)
+{
+    PyObject *tree = PyList_New(0);
+
+    for (size_t i = 0; tree && i < m->tab.nodes.len; i++) {
+        const struct cprof_rec *r = &m->tab.nodes.recs[i];
+        PyObject *items[] = {PyLong_FromSsize_t(i ? (Py_ssize_t)(r->key >> 32) : -1),
+                             fn_id(i ? (size_t)(r->key & 0xffffffffu) : CPROF_ROOT), u64(r->calls),
+                             cprof_py_u64_list(cprof_self(&m->tab.nodes, i), p->n),
+                             cprof_py_u64_list(cprof_total(&m->tab.nodes, i), p->n)};
+        PyObject *rec = record(p, T_NODE, items, 5);
+        if (!rec || PyList_Append(tree, rec) < 0)
+            Py_CLEAR(tree);
+        Py_XDECREF(rec);
+    }
+    return tree;
+}
+
+static PyObject *health_record(ProfilerObject *p, const struct cprof_merged *m)
+{
+    const struct cprof_health *h = &m->health;
+    PyObject *counter = Py_NewRef(Py_None), *fn = Py_NewRef(Py_None);
+    size_t i;
+
+    if (h->backwards_readings) {
+        Py_DECREF(counter);
+        counter = PyUnicode_FromString(p->specs[h->backwards_counter].def->name);
+        if (h->backwards_key && cprof_table_find(&m->tab.fns, h->backwards_key, &i) == 0) {
+            Py_DECREF(fn);
+            fn = fn_id(i);
+        }
+    }
+    PyObject *items[] = {u64(h->out_of_memory), u64(h->backwards_readings), counter, fn,
+                         u64(h->tree_folded), u64(h->distribution_values_lost),
+                         u64(h->unmatched_exits), PyList_GetSlice(p->failures, 0, PY_SSIZE_T_MAX)};
+    return record(p, T_HEALTH, items, 8);
+}
+
+static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, PyObject *identities)
+{
+    unsigned n = p->n;
+    PyObject *share = Py_BuildValue("{s:N,s:N}", "per_event", cprof_py_u64_list(p->comp, n),
+                                    "compensated", cprof_py_u64_list(m->compensated, n));
+    PyObject *meta = share ? Py_BuildValue(
+        "{s:N,s:N,s:N,s:K,s:K,s:s,s:N}", "region", cprof_py_u64_list(m->region, n),
+        "unattributed", cprof_py_u64_list(m->unattributed, n), "tracer_share", share, "threads",
+        (unsigned long long)m->threads, "events", (unsigned long long)m->events, "hook",
+        CPROF_MONITORING ? "sys.monitoring" : "PyEval_SetProfile", "hook_replaced",
+        p->replaced ? PyList_GetSlice(p->replaced, 0, PY_SSIZE_T_MAX) : PyList_New(0)) : NULL;
+
+    if (!meta)
+        return NULL;
+    return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}", "counters", counters_list(p), "functions",
+                         functions_list(p, m, identities), "edges", edges_list(p, m), "tree",
+                         tree_list(p, m), "meta", meta, "health", health_record(p, m));
+}
+
+PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"identify", NULL};
+    struct ident_ctx ctx = {.p = p};
     struct cprof_thread **threads;
     struct cprof_merged m;
+    PyObject *identify = Py_None, *out = NULL;
     size_t nt = 0;
-    PyObject *out;
+    int r;
 
-    (void)unused;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:stats", kwlist, &identify))
+        return NULL;
     if (p->enabled) {
         PyErr_SetString(state_of(self)->error, "call disable() before reading the stats");
         return NULL;
     }
+    if (identify != Py_None) {
+        if (!PyCallable_Check(identify)) {
+            PyErr_SetString(PyExc_TypeError, "stats(identify): identify must be callable");
+            return NULL;
+        }
+        ctx.identify = identify;
+        if (!(ctx.by_key = PyDict_New()) || !(ctx.numbers = PyDict_New()) ||
+            !(ctx.identities = PyList_New(0)))
+            goto out;
+    }
     for (struct tstate *ts = p->threads; ts; ts = ts->next)
         nt++;
     threads = PyMem_Calloc(nt ? nt : 1, sizeof(*threads));
-    if (!threads)
-        return PyErr_NoMemory();
+    if (!threads) {
+        PyErr_NoMemory();
+        goto out;
+    }
     nt = 0;
     for (struct tstate *ts = p->threads; ts; ts = ts->next)
         if (!ts->failed)
             threads[nt++] = &ts->eng;
-    if (cprof_merge(threads, nt, p->n, &m) < 0) {
-        PyMem_Free(threads);
-        return PyErr_NoMemory();
-    }
+    r = cprof_merge(threads, nt, p->n, ctx.identify ? ident_of : NULL, &ctx, &m);
     PyMem_Free(threads);
-    out = build_stats(p, &m);
+    if (r < 0) {
+        if (!PyErr_Occurred())  /* identify's own exception stands */
+            PyErr_NoMemory();
+        goto out;
+    }
+    out = build_stats(p, &m, ctx.identities);
     cprof_merged_free(&m);
+out:
+    Py_XDECREF(ctx.by_key);
+    Py_XDECREF(ctx.numbers);
+    Py_XDECREF(ctx.identities);
     return out;
+}
+
+/* The name of function key `key` (cprof.build.describe's), or NULL. */
+static PyObject *key_name(ProfilerObject *p, cprof_key key)
+{
+    PyObject *k = PyLong_FromUnsignedLongLong(key), *entry, *mod, *d = NULL, *name = NULL;
+
+    entry = k ? PyDict_GetItemWithError(p->keys, k) : NULL;
+    Py_XDECREF(k);
+    if (entry && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2 &&
+        (mod = PyImport_ImportModule("cprof.build"))) {
+        d = PyObject_CallMethod(mod, "describe", "OO", PyTuple_GET_ITEM(entry, 0),
+                                PyTuple_GET_ITEM(entry, 1));
+        Py_DECREF(mod);
+        if (d && PyTuple_Check(d) && PyTuple_GET_SIZE(d) > 0)
+            name = PyObject_Str(PyTuple_GET_ITEM(d, 0));
+        Py_XDECREF(d);
+    }
+    PyErr_Clear();
+    return name;
+}
+
+/* At disable(): warn once (a RuntimeWarning) when the engine's health got worse
+ * since the last warning: events dropped for want of memory, readings that went
+ * backwards (naming the first), paths folded, per-call values lost.  Exits of
+ * functions not on the stack are not warned about: a profile started inside a
+ * function sees its callers return (they are counted in meta.health).  A failing
+ * Counter is warned about by cprof.Profile with its reason.  -1: the warning was
+ * turned into an exception. */
+int cprof_py_warn_health(ProfilerObject *p)
+{
+    struct cprof_health h = {0}, *said = &p->health_said;
+    char parts[4][200];
+    int np = 0, r = 0;
+
+    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        if (!ts->failed)
+            cprof_health_add(&h, &ts->eng.health);
+    if (h.out_of_memory > said->out_of_memory)
+        snprintf(parts[np++], sizeof(parts[0]), "%llu events dropped for want of memory",
+                 (unsigned long long)h.out_of_memory);
+    if (h.backwards_readings > said->backwards_readings) {
+        PyObject *name = h.backwards_key ? key_name(p, h.backwards_key) : NULL;
+        const char *fn = name ? PyUnicode_AsUTF8(name) : NULL;
+        PyErr_Clear();
+        snprintf(parts[np++], sizeof(parts[0]),
+                 "%llu readings went backwards and were clamped (the first: counter '%s' in %s)",
+                 (unsigned long long)h.backwards_readings, p->specs[h.backwards_counter].def->name,
+                 fn ? fn : h.backwards_key ? "an unknown function" : "the top level");
+        Py_XDECREF(name);
+    }
+    if (h.tree_folded > said->tree_folded)
+        snprintf(parts[np++], sizeof(parts[0]),
+                 "%llu call paths folded into their parent (the call tree was full)",
+                 (unsigned long long)h.tree_folded);
+    if (h.distribution_values_lost > said->distribution_values_lost)
+        snprintf(parts[np++], sizeof(parts[0]),
+                 "%llu per-call values not kept in distributions (out of memory)",
+                 (unsigned long long)h.distribution_values_lost);
+    *said = h;
+    if (np)
+        r = PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "cprof: the profile is incomplete: %s%s%s%s%s%s%s",
+                             parts[0], np > 1 ? "; " : "", np > 1 ? parts[1] : "",
+                             np > 2 ? "; " : "", np > 2 ? parts[2] : "", np > 3 ? "; " : "",
+                             np > 3 ? parts[3] : "");
+    return r;
 }

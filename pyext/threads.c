@@ -173,8 +173,8 @@ void cprof_ts_note_failures(ProfilerObject *p, struct tstate *ts)
         if (!def->take_failure || !def->take_failure(ts->cstate[i], reason, sizeof(reason)))
             continue;
         PyObject *where = Py_None, *k = NULL, *x;
-        if (ts->eng.depth) {
-            cprof_key key = ts->eng.fns.recs[ts->eng.frames[ts->eng.depth - 1].fn].key;
+        if (cprof_thread_depth(&ts->eng)) {
+            cprof_key key = cprof_thread_frame_key(&ts->eng, cprof_thread_depth(&ts->eng) - 1);
             k = PyLong_FromUnsignedLongLong(key);
             where = k ? PyDict_GetItemWithError(p->keys, k) : NULL;
             if (!where)

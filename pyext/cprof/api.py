@@ -9,7 +9,7 @@ import warnings
 from typing import Any, Callable, Iterable, TextIO, Union
 
 from . import build, profile_file, report
-from ._cprof import Counter, CprofError, Profiler, UserCounter, builtin_counters
+from ._cprof import MAX_SLOW_CALLS, Counter, CprofError, Profiler, UserCounter, builtin_counters
 
 CounterLike = Union[str, Counter, UserCounter]
 
@@ -158,8 +158,9 @@ def _low_quantile(values: list) -> int:
 def make_profiler(counters: list, all_call_sites: bool = False, distributions: bool = False,
                   slow_calls: int = 0) -> Profiler:
     """The C Profiler for these options (the CLI and Profile share it)."""
-    if slow_calls < 0 or slow_calls > 64:
-        raise CprofError(f"--slow-calls={slow_calls}: give a number of calls from 1 to 64")
+    if slow_calls < 0 or slow_calls > MAX_SLOW_CALLS:
+        raise CprofError(f"--slow-calls={slow_calls}: give a number of calls from 1 to "
+                         f"{MAX_SLOW_CALLS}")
     from .capture import capture
     return Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
                     slow_calls=slow_calls, capture=capture if slow_calls else None)
@@ -279,7 +280,7 @@ class Profile:
 
     def profile(self, **meta) -> dict:
         """The profile as the JSON-ready dict that dump() writes (format version 1)."""
-        return build.build(self._profiler.stats(), {**self._meta, **meta})
+        return build.build(self._profiler, {**self._meta, **meta})
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Profile":
         self = super().__new__(cls)

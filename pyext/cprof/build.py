@@ -1,6 +1,7 @@
-"""The profile, built from the C profiler's raw stats (Profiler.stats()): functions
-named and merged by (name, file, line), edges, the call tree and meta.  The format
-is described in profile_file.py and the README ("The profile file")."""
+"""The profile, built from the C profiler's stats (Profiler.stats(), named records
+merged in C by function identity): functions named by (name, file, line), edges,
+the call tree and meta.  The format is described in profile_file.py and the
+README ("The profile file")."""
 from __future__ import annotations
 
 import sys
@@ -96,44 +97,51 @@ def _holder_name(obj: Any) -> str:
     return f"{_typename(type(obj))} object"
 
 
-def build(raw: dict, meta: dict | None = None) -> dict:
-    """The version-1 profile from Profiler.stats().  Functions with the same
-    (name, file, line) merge, as pstats does."""
+def identity(key: int, entry: tuple | None) -> tuple[str, str, int]:
+    """The identity a function key merges under (Profiler.stats() merges threads and
+    keys of one identity in C): (name, file, line), as pstats does."""
+    if entry is None:
+        return f"<unknown {key:#x}>", "~", 0
+    return describe(*entry)
+
+
+def _health(h: Any, counters: list) -> dict:
+    """meta.health from the engine's merged health record and the counters that
+    failed (README, "The profile file")."""
+    first = None
+    if h.backwards_readings:
+        first = {"counter": h.backwards_counter, "function": h.backwards_function}
+    failures = []
+    for name, where, reason in h.counter_failures:
+        fn = describe(*where)[0] if where else "the top level"
+        failures.append({"counter": name, "message": f"stopped in {fn}: {reason}"})
+    return {"out_of_memory": h.out_of_memory, "backwards_readings": h.backwards_readings,
+            "backwards_first": first, "counter_failures": failures,
+            "tree_folded": h.tree_folded, "distribution_values_lost": h.distribution_values_lost,
+            "unmatched_exits": h.unmatched_exits}
+
+
+def build(profiler: Any, meta: dict | None = None) -> dict:
+    """The profile from a stopped Profiler: its stats merged in C (threads, and
+    functions of one (name, file, line)), named and laid out here."""
+    raw = profiler.stats(identity)
     counters = [c["name"] for c in raw["counters"]]
-    n = len(counters)
-    index: dict[tuple, int] = {}
-    functions: list[dict] = []
-    key_to_id: dict[int, int] = {}
-    for key, entry, calls, prim, self_v, total_v, *ext in raw["functions"]:
-        obj, module = entry if entry is not None else (None, None)
-        name, file, line = describe(obj, module) if obj is not None else (f"<unknown {key:#x}>", "~", 0)
-        ident = (name, file, line)
-        if ident not in index:
-            index[ident] = len(functions)
-            functions.append({"id": len(functions), "name": name, "file": file, "line": line,
-                              "calls": 0, "primitive_calls": 0,
-                              "self": dict.fromkeys(counters, 0), "total": dict.fromkeys(counters, 0)})
-        f = functions[index[ident]]
-        key_to_id[key] = f["id"]
-        f["calls"] += calls
-        f["primitive_calls"] += prim
-        for i in range(n):
-            f["self"][counters[i]] += self_v[i]
-            f["total"][counters[i]] += total_v[i]
-        if ext and ext[0]:
-            _add_ext(f, ext[0], counters)
-    edges: dict[tuple, dict] = {}
-    for caller, callee, calls, prim, total_v in raw["edges"]:
-        if caller == 0 or caller not in key_to_id or callee not in key_to_id:
-            continue  # entries made at the root of a thread have no caller
-        k = (key_to_id[caller], key_to_id[callee])
-        e = edges.setdefault(k, {"caller": k[0], "callee": k[1], "calls": 0, "primitive_calls": 0,
-                                 "total": dict.fromkeys(counters, 0)})
-        e["calls"] += calls
-        e["primitive_calls"] += prim
-        for i in range(n):
-            e["total"][counters[i]] += total_v[i]
-    tree = _build_tree(raw.get("tree", []), key_to_id, counters)
+    functions = []
+    for i, f in enumerate(raw["functions"]):
+        name, file, line = f.identity
+        out = {"id": i, "name": name, "file": file, "line": line,
+               "calls": f.calls, "primitive_calls": f.primitive_calls,
+               "self": dict(zip(counters, f.self)), "total": dict(zip(counters, f.total))}
+        if f.dist is not None:
+            out["dist"] = {c: {"count": h.count, "p50": h.p50, "p90": h.p90, "p99": h.p99,
+                               "max": h.max, "buckets": [list(b) for b in h.buckets]}
+                           for c, h in zip(counters, f.dist)}
+        if f.slow_calls is not None:
+            out["slow_calls"] = [_slow_call(s, counters) for s in f.slow_calls if s is not None]
+        functions.append(out)
+    edges = [{"caller": e.caller, "callee": e.callee, "calls": e.calls,
+              "primitive_calls": e.primitive_calls, "total": dict(zip(counters, e.total))}
+             for e in raw["edges"]]
     rm = raw["meta"]
     out_meta = {
         "python": sys.version.split()[0],
@@ -142,19 +150,15 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         "events": rm["events"],
         "region": dict(zip(counters, rm["region"])),
         "unattributed": dict(zip(counters, rm["unattributed"])),
-        "unmatched_exits": rm["unmatched_exits"],
-        "backwards_readings": rm["backwards"],
         "corrections": {c["name"]: {"count": c["corrections"], "total": c["corrections_total"]}
                         for c in raw["counters"]},
         # cprof's own cost taken out of the numbers: per event (calibrated) and in all
-        "tracer_share": {"per_event": dict(zip(counters, rm.get("compensation_per_event", [0] * n))),
-                         "compensated": dict(zip(counters, rm.get("compensated", [0] * n)))},
-        "tree_folded": rm.get("tree_folded", 0),
+        "tracer_share": {k: dict(zip(counters, v)) for k, v in rm["tracer_share"].items()},
         # where the stdlib and site-packages were, so a report made later folds the same code
         "paths": focus.library_paths(),
-        "distribution_values_lost": rm.get("dist_lost", 0),
         # threads whose profile hook the program took (sys.setprofile, cProfile; < 3.12)
-        "hook_replaced": hook_replaced(rm.get("hook_replaced", []), counters),
+        "hook_replaced": hook_replaced(rm["hook_replaced"], counters),
+        "health": _health(raw["health"], counters),
     }
     out_meta.update(meta or {})
     return {
@@ -163,84 +167,25 @@ def build(raw: dict, meta: dict | None = None) -> dict:
         "counters": [{k: c[k] for k in ("name", "unit", "description", "read_path")}
                      for c in raw["counters"]],
         "functions": functions,
-        "edges": sorted(edges.values(), key=lambda e: (e["caller"], e["callee"])),
-        "tree": tree,
+        "edges": sorted(edges, key=lambda e: (e["caller"], e["callee"])),
+        "tree": _tree(raw["tree"], counters),
         "meta": out_meta,
     }
 
 
-def quantile(buckets: list, count: int, maxv: int, q: float) -> int:
-    """As the engine computes it: the midpoint of the bucket holding the value of
-    rank ceil(q * count), never above max; q = 1 gives max."""
-    if count == 0:
-        return 0
-    if q >= 1:
-        return maxv
-    rank = max(1, -(-q * count // 1))
-    seen = 0
-    for lo, hi, c in buckets:
-        seen += c
-        if seen >= rank:
-            return min(lo + (hi - lo) // 2, maxv)
-    return maxv
+def _slow_call(capture: tuple, counters: list) -> dict:
+    """One of a function's slowest calls (largest first): its values per counter, the
+    arguments' repr and the thread, or null where they could not be seen."""
+    info, values = capture
+    args, thread = info if info is not None else (None, None)
+    return {"values": dict(zip(counters, values)), "args": args, "thread": thread}
 
 
-def _add_ext(f: dict, ext: dict, counters: list) -> None:
-    """A function's distributions (per counter: count, p50, p90, p99, max, buckets
-    [low, high, count]) and slowest calls (largest first: values per counter, the
-    arguments' repr and the thread, or null where they could not be seen).  Two
-    code objects of one (name, file, line) merge: buckets add, quantiles recomputed."""
-    if ext.get("dist"):
-        dist = f.setdefault("dist", {})
-        for c, h in zip(counters, ext["dist"]):
-            old = dist.get(c)
-            if old:
-                merged: dict = {}
-                for lo, hi, k in old["buckets"] + [list(b) for b in h["buckets"]]:
-                    merged[(lo, hi)] = merged.get((lo, hi), 0) + k
-                h = {"count": old["count"] + h["count"], "max": max(old["max"], h["max"]),
-                     "buckets": [[lo, hi, k] for (lo, hi), k in sorted(merged.items())]}
-                for name, q in (("p50", .5), ("p90", .9), ("p99", .99)):
-                    h[name] = quantile(h["buckets"], h["count"], h["max"], q)
-            dist[c] = {k: h[k] for k in ("count", "p50", "p90", "p99", "max")}
-            dist[c]["buckets"] = [list(b) for b in h["buckets"]]
-    if ext.get("slow") is not None:
-        slow = f.setdefault("slow_calls", [])
-        for cap in ext["slow"]:
-            info, values = cap if cap is not None else (None, None)
-            if values is None:
-                continue
-            args, thread = info if info is not None else (None, None)
-            slow.append({"values": dict(zip(counters, values)), "args": args, "thread": thread})
-        slow.sort(key=lambda e: e["values"][counters[0]], reverse=True)
-
-
-def _build_tree(raw_nodes: list, key_to_id: dict, counters: list) -> dict:
+def _tree(nodes: list, counters: list) -> dict:
     """The call tree, columnar: node i has parent[i] (-1 for the root, node 0),
     function[i] (a function id, -1 for the root), calls[i], self[c][i], total[c][i].
-    A parent always comes before its children.  Nodes whose paths become equal when
-    functions merge by (name, file, line) merge too."""
-    cols = {"parent": [], "function": [], "calls": [],
-            "self": {c: [] for c in counters}, "total": {c: [] for c in counters}}
-    index: dict[tuple, int] = {}
-    remap: list[int] = []
-    for parent, key, calls, self_v, total_v in raw_nodes:
-        if parent < 0:
-            ident = (-1, -1)
-        else:
-            ident = (remap[parent], key_to_id.get(key, -1))
-        i = index.get(ident)
-        if i is None:
-            i = index[ident] = len(cols["parent"])
-            cols["parent"].append(ident[0])
-            cols["function"].append(ident[1])
-            cols["calls"].append(0)
-            for c in counters:
-                cols["self"][c].append(0)
-                cols["total"][c].append(0)
-        remap.append(i)
-        cols["calls"][i] += calls
-        for j, c in enumerate(counters):
-            cols["self"][c][i] += self_v[j]
-            cols["total"][c][i] += total_v[j]
-    return cols
+    A parent always comes before its children."""
+    return {"parent": [n.parent for n in nodes], "function": [n.function for n in nodes],
+            "calls": [n.calls for n in nodes],
+            "self": {c: [n.self[j] for n in nodes] for j, c in enumerate(counters)},
+            "total": {c: [n.total[j] for n in nodes] for j, c in enumerate(counters)}}

@@ -588,7 +588,7 @@ def _profile(opts) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = signal.Signals(signum).name
-        prof = build.build(profiler.stats(), meta)
+        prof = build.build(profiler, meta)
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()

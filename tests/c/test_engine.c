@@ -10,6 +10,7 @@
  * engine's per-frame bookkeeping. */
 #include <criterion/criterion.h>
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@
 #include "engine.h"
 
 #define NC 2            /* counters in every scenario */
-#define NONE ((size_t)-1)
+#define NONE ((size_t)-1) /* not found, in tfind() */
 
 /* Pointer-like function keys. */
 #define KA 0x7f0000001000ull
@@ -35,16 +36,24 @@
 
 typedef unsigned long long ull;
 
+/* The index of key, or NONE (cprof_table_find's -ENOENT). */
+static size_t tfind(const struct cprof_table *tb, uint64_t key)
+{
+    size_t i;
+
+    return cprof_table_find(tb, key, &i) == 0 ? i : NONE;
+}
+
 /* ---- stream helpers ----------------------------------------------------------- */
 
 static void init2(struct cprof_thread *t)
 {
     cr_assert_eq(cprof_thread_init(t, NC, NULL, NULL), 0);
     cr_assert_eq(t->n, NC);
-    cr_assert_eq(t->fns.len, 1);
-    cr_assert_eq(t->fns.recs[CPROF_ROOT].key, 0);
-    cr_assert_eq(t->depth, 0);
-    cr_assert_eq(t->started, 0);
+    cr_assert_eq(t->tab.fns.len, 1);
+    cr_assert_eq(t->tab.fns.recs[CPROF_ROOT].key, 0);
+    cr_assert_eq(t->stack.depth, 0);
+    cr_assert_eq(t->rd.started, 0);
 }
 
 static void ent(struct cprof_thread *t, cprof_key k, uint64_t time, uint64_t other)
@@ -69,10 +78,10 @@ static void pex(struct cprof_thread *t, cprof_key k, uint64_t time, uint64_t oth
 
 static size_t fn_at(const struct cprof_thread *t, cprof_key k, int line)
 {
-    size_t i = cprof_table_find(&t->fns, k);
+    size_t i = tfind(&t->tab.fns, k);
 
     cr_assert_neq(i, NONE, "line %d: function %#llx not in the table", line, (ull)k);
-    cr_assert_eq(t->fns.recs[i].key, k);
+    cr_assert_eq(t->tab.fns.recs[i].key, k);
     return i;
 }
 
@@ -80,8 +89,8 @@ static void check_fn(const struct cprof_thread *t, cprof_key k, uint64_t calls, 
                      uint64_t self0, uint64_t self1, uint64_t tot0, uint64_t tot1, int line)
 {
     size_t i = fn_at(t, k, line);
-    const struct cprof_rec *r = &t->fns.recs[i];
-    const uint64_t *s = cprof_self(&t->fns, i), *tt = cprof_total(&t->fns, i);
+    const struct cprof_rec *r = &t->tab.fns.recs[i];
+    const uint64_t *s = cprof_self(&t->tab.fns, i), *tt = cprof_total(&t->tab.fns, i);
 
     cr_assert_eq(r->calls, calls, "line %d: fn %#llx calls %llu, want %llu", line, (ull)k,
                  (ull)r->calls, (ull)calls);
@@ -101,7 +110,7 @@ static void check_fn(const struct cprof_thread *t, cprof_key k, uint64_t calls, 
 static size_t edge_at(const struct cprof_thread *t, cprof_key caller, cprof_key callee, int line)
 {
     uint64_t ek = (uint64_t)fn_at(t, caller, line) << 32 | fn_at(t, callee, line);
-    size_t e = cprof_table_find(&t->edges, ek);
+    size_t e = tfind(&t->tab.edges, ek);
 
     cr_assert_neq(e, NONE, "line %d: edge %#llx->%#llx not in the table", line, (ull)caller,
                   (ull)callee);
@@ -112,8 +121,8 @@ static void check_edge(const struct cprof_thread *t, cprof_key caller, cprof_key
                        uint64_t calls, uint64_t prim, uint64_t tot0, uint64_t tot1, int line)
 {
     size_t e = edge_at(t, caller, callee, line);
-    const struct cprof_rec *r = &t->edges.recs[e];
-    const uint64_t *tt = cprof_total(&t->edges, e);
+    const struct cprof_rec *r = &t->tab.edges.recs[e];
+    const uint64_t *tt = cprof_total(&t->tab.edges, e);
 
     cr_assert_eq(r->calls, calls, "line %d: edge %#llx->%#llx calls %llu, want %llu", line,
                  (ull)caller, (ull)callee, (ull)r->calls, (ull)calls);
@@ -163,15 +172,15 @@ static void check_tree(const struct cprof_table *nodes, uint64_t dropped,
  * sum of self over all functions (root included) is the region's growth. */
 static void check_conservation(const struct cprof_thread *t, int line)
 {
-    cr_assert_eq(t->depth, 0, "line %d: depth %zu after flush", line, t->depth);
-    for (size_t i = 0; i < t->fns.len; i++)
-        cr_assert_eq(t->fns.recs[i].active, 0, "line %d: fn %zu still active", line, i);
-    for (size_t i = 0; i < t->edges.len; i++)
-        cr_assert_eq(t->edges.recs[i].active, 0, "line %d: edge %zu still active", line, i);
+    cr_assert_eq(t->stack.depth, 0, "line %d: depth %zu after flush", line, t->stack.depth);
+    for (size_t i = 0; i < t->tab.fns.len; i++)
+        cr_assert_eq(t->tab.fns.recs[i].active, 0, "line %d: fn %zu still active", line, i);
+    for (size_t i = 0; i < t->tab.edges.len; i++)
+        cr_assert_eq(t->tab.edges.recs[i].active, 0, "line %d: edge %zu still active", line, i);
     for (unsigned c = 0; c < t->n; c++) {
         uint64_t sum = 0;
-        for (size_t i = 0; i < t->fns.len; i++) {
-            uint64_t s = cprof_self(&t->fns, i)[c];
+        for (size_t i = 0; i < t->tab.fns.len; i++) {
+            uint64_t s = cprof_self(&t->tab.fns, i)[c];
             cr_assert_leq(s, cprof_thread_region(t, c), "line %d: fn %zu self[%u] %llu > region",
                           line, i, c, (ull)s);
             sum += s;
@@ -179,15 +188,15 @@ static void check_conservation(const struct cprof_thread *t, int line)
         cr_assert_eq(sum, cprof_thread_region(t, c),
                      "line %d: counter %u: sum of self %llu != region %llu", line, c, (ull)sum,
                      (ull)cprof_thread_region(t, c));
-        cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&t->fns, CPROF_ROOT)[c]);
+        cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&t->tab.fns, CPROF_ROOT)[c]);
         /* the tree's root holds what no function got (unless full paths folded into it) */
-        if (!t->tree_dropped)
-            cr_assert_eq(cprof_self(&t->nodes, CPROF_ROOT)[c], cprof_thread_unattributed(t, c),
+        if (!t->health.tree_folded)
+            cr_assert_eq(cprof_self(&t->tab.nodes, CPROF_ROOT)[c], cprof_thread_unattributed(t, c),
                          "line %d: counter %u: tree root self %llu != unattributed %llu", line, c,
-                         (ull)cprof_self(&t->nodes, CPROF_ROOT)[c],
+                         (ull)cprof_self(&t->tab.nodes, CPROF_ROOT)[c],
                          (ull)cprof_thread_unattributed(t, c));
     }
-    check_tree(&t->nodes, t->tree_dropped, cprof_thread_region, t, line);
+    check_tree(&t->tab.nodes, t->health.tree_folded, cprof_thread_region, t, line);
 }
 #define CONSERVED(t) check_conservation(t, __LINE__)
 
@@ -209,11 +218,11 @@ Test(engine, chain_a_b_c)
     ent(&t, KA, 0, 0);
     ent(&t, KB, 10, 1);
     ent(&t, KC, 25, 1);
-    cr_assert_eq(t.depth, 3);
+    cr_assert_eq(t.stack.depth, 3);
     ex(&t, KC, 45, 6);
     ex(&t, KB, 50, 6);
     ex(&t, KA, 70, 10);
-    cr_assert_eq(t.depth, 0);
+    cr_assert_eq(t.stack.depth, 0);
     cprof_thread_flush(&t);
 
     /*      calls prim self     total */
@@ -221,20 +230,20 @@ Test(engine, chain_a_b_c)
     FN(&t, KB, 1, 1, 20, 0, 40, 5);
     FN(&t, KC, 1, 1, 20, 5, 20, 5);
     FN(&t, 0, 0, 0, 0, 0, 0, 0);
-    cr_assert_eq(t.fns.len, 4);
-    cr_assert_eq(t.edges.len, 3);
+    cr_assert_eq(t.tab.fns.len, 4);
+    cr_assert_eq(t.tab.edges.len, 3);
     EDGE(&t, 0, KA, 1, 1, 70, 10);
     EDGE(&t, KA, KB, 1, 1, 40, 5);
     EDGE(&t, KB, KC, 1, 1, 20, 5);
     /* No edge in the reverse direction. */
-    cr_assert_eq(cprof_table_find(&t.edges, (uint64_t)fn_at(&t, KB, __LINE__) << 32 |
+    cr_assert_eq(tfind(&t.tab.edges, (uint64_t)fn_at(&t, KB, __LINE__) << 32 |
                                                 fn_at(&t, KA, __LINE__)),
                  NONE);
     check_region(&t, 70, 10);
-    cr_assert_eq(t.events, 6);
-    cr_assert_eq(t.unmatched_exits, 0);
-    cr_assert_eq(t.backwards, 0);
-    cr_assert_eq(t.oom, 0);
+    cr_assert_eq(t.rd.events, 6);
+    cr_assert_eq(t.health.unmatched_exits, 0);
+    cr_assert_eq(t.health.backwards_readings, 0);
+    cr_assert_eq(t.health.out_of_memory, 0);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -287,7 +296,7 @@ Test(engine, direct_recursion)
     ex(&t, KG, 34, 6);
     ex(&t, KF, 35, 7);
     ex(&t, KF, 50, 7);
-    cr_assert_eq(t.depth, 1);
+    cr_assert_eq(t.stack.depth, 1);
     ex(&t, KF, 60, 9);
     cprof_thread_flush(&t);
 
@@ -298,7 +307,7 @@ Test(engine, direct_recursion)
     /* f->f: 2 calls, 1 primitive, total of the outermost f->f frame (10..50) */
     EDGE(&t, KF, KF, 2, 1, 40, 5);
     EDGE(&t, KF, KG, 1, 1, 2, 3);
-    cr_assert_eq(t.edges.len, 3);
+    cr_assert_eq(t.tab.edges.len, 3);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -347,7 +356,7 @@ Test(engine, mutual_recursion)
     EDGE(&t, 0, KA, 1, 1, 50, 8);
     EDGE(&t, KA, KB, 2, 1, 36, 7); /* outermost a->b frame only */
     EDGE(&t, KB, KA, 1, 1, 18, 4);
-    cr_assert_eq(t.edges.len, 3);
+    cr_assert_eq(t.tab.edges.len, 3);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -363,8 +372,8 @@ Test(engine, exception_unwinds_several_frames)
     ent(&t, KD, 30, 4);
     /* The exits of d and c were missed: b's exit closes them at the same reading. */
     ex(&t, KB, 45, 9);
-    cr_assert_eq(t.depth, 1);
-    cr_assert_eq(t.frames[0].fn, fn_at(&t, KA, __LINE__));
+    cr_assert_eq(t.stack.depth, 1);
+    cr_assert_eq(t.stack.frames[0].fn, fn_at(&t, KA, __LINE__));
     /* a calls b again: the a->b edge is primitive again (nothing left active). */
     ent(&t, KB, 50, 9);
     ex(&t, KB, 52, 10);
@@ -379,7 +388,7 @@ Test(engine, exception_unwinds_several_frames)
     EDGE(&t, KB, KC, 1, 1, 25, 7);
     EDGE(&t, KA, KB, 2, 2, 37, 9);
     EDGE(&t, 0, KA, 1, 1, 60, 10);
-    cr_assert_eq(t.unmatched_exits, 0);
+    cr_assert_eq(t.health.unmatched_exits, 0);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -395,8 +404,8 @@ Test(engine, exception_exit_matches_innermost_frame_of_key)
     ent(&t, KF, 20, 1);
     ent(&t, KG, 30, 3);
     ex(&t, KF, 40, 6);
-    cr_assert_eq(t.depth, 2);
-    cr_assert_eq(t.frames[1].fn, fn_at(&t, KG, __LINE__));
+    cr_assert_eq(t.stack.depth, 2);
+    cr_assert_eq(t.stack.frames[1].fn, fn_at(&t, KG, __LINE__));
     ex(&t, KG, 55, 6);
     ex(&t, KF, 60, 7);
     cprof_thread_flush(&t);
@@ -421,7 +430,7 @@ Test(engine, exception_unwinds_to_the_outermost_frame)
     ent(&t, KC, 2, 0);
     ent(&t, KB, 3, 1);
     ex(&t, KA, 10, 3);
-    cr_assert_eq(t.depth, 0);
+    cr_assert_eq(t.stack.depth, 0);
     cprof_thread_flush(&t);
 
     FN(&t, KA, 1, 1, 1, 0, 10, 3);
@@ -443,8 +452,8 @@ Test(engine, mid_stack_start)
     ent(&t, KA, 100, 50); /* first reading */
     ex(&t, KA, 130, 55);
     ex(&t, KX, 140, 57);
-    cr_assert_eq(t.depth, 0);
-    cr_assert_eq(t.unmatched_exits, 0);
+    cr_assert_eq(t.stack.depth, 0);
+    cr_assert_eq(t.health.unmatched_exits, 0);
     ex(&t, KY, 150, 60);
     ent(&t, KB, 160, 61);
     ex(&t, KB, 165, 63);
@@ -461,7 +470,7 @@ Test(engine, mid_stack_start)
     cr_assert_eq(cprof_thread_unattributed(&t, 0), 10);
     cr_assert_eq(cprof_thread_unattributed(&t, 1), 1);
     /* No edges for functions that were never entered. */
-    cr_assert_eq(t.edges.len, 2);
+    cr_assert_eq(t.tab.edges.len, 2);
     EDGE(&t, 0, KA, 1, 1, 30, 5);
     EDGE(&t, 0, KB, 1, 1, 5, 2);
     check_region(&t, 65, 13);
@@ -483,8 +492,8 @@ Test(engine, mid_stack_start_first_event_is_an_exit)
     FN(&t, KY, 0, 0, 10, 3, 10, 3);
     FN(&t, KZ, 0, 0, 3, 0, 13, 3);
     FN(&t, 0, 0, 0, 0, 0, 0, 0);
-    cr_assert_eq(t.fns.len, 4);
-    cr_assert_eq(t.edges.len, 0);
+    cr_assert_eq(t.tab.fns.len, 4);
+    cr_assert_eq(t.tab.edges.len, 0);
     check_region(&t, 13, 3);
     CONSERVED(&t);
     cprof_thread_free(&t);
@@ -498,27 +507,27 @@ Test(engine, unmatched_exit_with_nonempty_stack_is_ignored)
     ent(&t, KA, 0, 0);
     ent(&t, KB, 10, 1);
     ex(&t, KZ, 15, 2); /* never entered, not on the stack */
-    cr_assert_eq(t.unmatched_exits, 1);
-    cr_assert_eq(t.depth, 2);
-    cr_assert_eq(t.frames[0].fn, fn_at(&t, KA, __LINE__));
-    cr_assert_eq(t.frames[1].fn, fn_at(&t, KB, __LINE__));
-    cr_assert_eq(cprof_table_find(&t.fns, KZ), NONE);
+    cr_assert_eq(t.health.unmatched_exits, 1);
+    cr_assert_eq(t.stack.depth, 2);
+    cr_assert_eq(t.stack.frames[0].fn, fn_at(&t, KA, __LINE__));
+    cr_assert_eq(t.stack.frames[1].fn, fn_at(&t, KB, __LINE__));
+    cr_assert_eq(tfind(&t.tab.fns, KZ), NONE);
     ex(&t, KC, 17, 2); /* also never entered */
-    cr_assert_eq(t.unmatched_exits, 2);
+    cr_assert_eq(t.health.unmatched_exits, 2);
     ex(&t, KB, 20, 3);
     ent(&t, KC, 21, 3);
     ex(&t, KC, 22, 3);
     ex(&t, KC, 23, 3); /* c was entered before, but is not on the stack now */
-    cr_assert_eq(t.unmatched_exits, 3);
-    cr_assert_eq(t.depth, 1);
+    cr_assert_eq(t.health.unmatched_exits, 3);
+    cr_assert_eq(t.stack.depth, 1);
     ex(&t, KA, 30, 4);
     cprof_thread_flush(&t);
 
     FN(&t, KB, 1, 1, 10, 2, 10, 2);
     FN(&t, KC, 1, 1, 1, 0, 1, 0);
     FN(&t, KA, 1, 1, 19, 2, 30, 4);
-    cr_assert_eq(cprof_table_find(&t.fns, KZ), NONE);
-    cr_assert_eq(t.events, 9);
+    cr_assert_eq(tfind(&t.tab.fns, KZ), NONE);
+    cr_assert_eq(t.rd.events, 9);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -531,7 +540,7 @@ Test(engine, push_existing_then_flush)
     init2(&t);
     pex(&t, KM, 0, 0);
     pex(&t, KN, 0, 0);
-    cr_assert_eq(t.depth, 2);
+    cr_assert_eq(t.stack.depth, 2);
     ent(&t, KA, 5, 1);
     ex(&t, KA, 9, 3);
     ent(&t, KB, 12, 3);
@@ -554,7 +563,7 @@ Test(engine, push_existing_then_flush)
     EDGE(&t, KN, KN, 1, 1, 1, 1);
     EDGE(&t, KN, KA, 1, 1, 4, 2);
     EDGE(&t, KN, KC, 1, 1, 0, 0);
-    cr_assert_eq(t.depth, 0);
+    cr_assert_eq(t.stack.depth, 0);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -599,8 +608,8 @@ Test(engine, flush_twice_and_flush_of_unstarted_thread)
 
     init2(&u);
     cprof_thread_flush(&u);
-    cr_assert_eq(u.started, 0);
-    cr_assert_eq(u.events, 0);
+    cr_assert_eq(u.rd.started, 0);
+    cr_assert_eq(u.rd.events, 0);
     check_region(&u, 0, 0);
     FN(&u, 0, 0, 0, 0, 0, 0, 0);
     CONSERVED(&u);
@@ -686,13 +695,13 @@ Test(engine, backwards_reading_is_clamped)
     ent(&t, KA, 100, 10);
     ent(&t, KB, 110, 12);
     ex(&t, KB, 105, 15); /* time went back 5: clamped to 110 */
-    cr_assert_eq(t.backwards, 1);
-    cr_assert_eq(t.backwards_counter, 0);
-    cr_assert_eq(t.backwards_key, KB);
+    cr_assert_eq(t.health.backwards_readings, 1);
+    cr_assert_eq(t.health.backwards_counter, 0);
+    cr_assert_eq(t.health.backwards_key, KB);
     ex(&t, KA, 120, 11); /* other went back 4: clamped to 15 */
-    cr_assert_eq(t.backwards, 2);
-    cr_assert_eq(t.backwards_counter, 0); /* the first one is kept */
-    cr_assert_eq(t.backwards_key, KB);
+    cr_assert_eq(t.health.backwards_readings, 2);
+    cr_assert_eq(t.health.backwards_counter, 0); /* the first one is kept */
+    cr_assert_eq(t.health.backwards_key, KB);
     cprof_thread_flush(&t);
 
     FN(&t, KB, 1, 1, 0, 3, 0, 3);
@@ -711,23 +720,23 @@ Test(engine, backwards_reading_second_counter_names_counter_and_function)
     ent(&t, KB, 110, 12);
     ex(&t, KB, 112, 13);
     ent(&t, KC, 115, 3); /* other jumps back by 10 while a is on top */
-    cr_assert_eq(t.backwards, 1);
-    cr_assert_eq(t.backwards_counter, 1);
-    cr_assert_eq(t.backwards_key, KA);
+    cr_assert_eq(t.health.backwards_readings, 1);
+    cr_assert_eq(t.health.backwards_counter, 1);
+    cr_assert_eq(t.health.backwards_key, KA);
     ex(&t, KC, 118, 12); /* still below 13: clamped again, counted again */
-    cr_assert_eq(t.backwards, 2);
-    cr_assert_eq(t.backwards_counter, 1);
-    cr_assert_eq(t.backwards_key, KA);
+    cr_assert_eq(t.health.backwards_readings, 2);
+    cr_assert_eq(t.health.backwards_counter, 1);
+    cr_assert_eq(t.health.backwards_key, KA);
     ex(&t, KA, 120, 14);
     cprof_thread_flush(&t);
 
     FN(&t, KB, 1, 1, 2, 1, 2, 1);
     FN(&t, KC, 1, 1, 3, 0, 3, 0);
     FN(&t, KA, 1, 1, 15, 3, 20, 4);
-    for (size_t i = 0; i < t.fns.len; i++)
+    for (size_t i = 0; i < t.tab.fns.len; i++)
         for (unsigned c = 0; c < NC; c++) {
-            cr_assert_leq(cprof_self(&t.fns, i)[c], 20);
-            cr_assert_leq(cprof_total(&t.fns, i)[c], 20);
+            cr_assert_leq(cprof_self(&t.tab.fns, i)[c], 20);
+            cr_assert_leq(cprof_total(&t.tab.fns, i)[c], 20);
         }
     check_region(&t, 20, 4);
     CONSERVED(&t);
@@ -742,9 +751,9 @@ Test(engine, backwards_reading_at_root_level)
     ent(&t, KA, 100, 10);
     ex(&t, KA, 110, 12);
     ex(&t, KX, 90, 12); /* pre-existing exit, time went back: key 0 (root on top) */
-    cr_assert_eq(t.backwards, 1);
-    cr_assert_eq(t.backwards_counter, 0);
-    cr_assert_eq(t.backwards_key, 0);
+    cr_assert_eq(t.health.backwards_readings, 1);
+    cr_assert_eq(t.health.backwards_counter, 0);
+    cr_assert_eq(t.health.backwards_key, 0);
     cprof_thread_flush(&t);
 
     FN(&t, KX, 0, 0, 0, 0, 10, 2);
@@ -818,8 +827,8 @@ Test(engine, new_key_callback_once_per_key)
     cr_assert_eq(s.keys[0], KX);
     cr_assert_eq(s.keys[1], KA);
     cr_assert_eq(s.keys[2], KB);
-    cr_assert_eq(t.fns.len, 7); /* root + 6 */
-    cr_assert_eq(t.unmatched_exits, 2);
+    cr_assert_eq(t.tab.fns.len, 7); /* root + 6 */
+    cr_assert_eq(t.health.unmatched_exits, 2);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -850,9 +859,9 @@ Test(engine, many_distinct_keys)
     cprof_thread_flush(&t);
 
     cr_assert_eq(s.n, BIG + 1);
-    cr_assert_eq(t.fns.len, BIG + 2);
-    cr_assert_eq(t.edges.len, 2 * BIG);
-    cr_assert_eq(t.oom, 0);
+    cr_assert_eq(t.tab.fns.len, BIG + 2);
+    cr_assert_eq(t.tab.edges.len, 2 * BIG);
+    cr_assert_eq(t.health.out_of_memory, 0);
     for (uint64_t i = 1; i <= BIG; i++) {
         FN(&t, big_key(i), 1, 1, 4, 0, 6, 1);
         EDGE(&t, 0, big_key(i), 1, 1, 6, 1);
@@ -860,7 +869,7 @@ Test(engine, many_distinct_keys)
     }
     FN(&t, KH, BIG, BIG, 2 * BIG, BIG, 2 * BIG, BIG);
     FN(&t, 0, 0, 0, 4 * (BIG - 1), BIG - 1, 0, 0);
-    cr_assert_eq(cprof_table_find(&t.fns, big_key(BIG + 1)), NONE);
+    cr_assert_eq(tfind(&t.tab.fns, big_key(BIG + 1)), NONE);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -882,14 +891,14 @@ Test(engine, deep_stack_of_distinct_keys)
     init2(&t);
     for (uint64_t i = 1; i <= BIG; i++)
         ent(&t, big_key(i), chain_in(i, 0), chain_in(i, 1));
-    cr_assert_eq(t.depth, BIG);
+    cr_assert_eq(t.stack.depth, BIG);
     for (uint64_t i = BIG; i >= 1; i--)
         ex(&t, big_key(i), chain_out(i, 0), chain_out(i, 1));
     cprof_thread_flush(&t);
 
-    cr_assert_eq(t.oom, 0);
-    cr_assert_eq(t.fns.len, BIG + 1);
-    cr_assert_eq(t.edges.len, BIG);
+    cr_assert_eq(t.health.out_of_memory, 0);
+    cr_assert_eq(t.tab.fns.len, BIG + 1);
+    cr_assert_eq(t.tab.edges.len, BIG);
     for (uint64_t i = 1; i <= BIG; i++) {
         uint64_t self[NC], tot[NC];
         for (unsigned c = 0; c < NC; c++) {
@@ -910,8 +919,8 @@ Test(engine, deep_direct_recursion)
     init2(&t);
     for (uint64_t i = 1; i <= BIG; i++)
         ent(&t, KF, i, i);
-    cr_assert_eq(t.depth, BIG);
-    cr_assert_eq(t.fns.recs[fn_at(&t, KF, __LINE__)].active, BIG);
+    cr_assert_eq(t.stack.depth, BIG);
+    cr_assert_eq(t.tab.fns.recs[fn_at(&t, KF, __LINE__)].active, BIG);
     /* the k-th exit closes frame BIG+1-k */
     for (uint64_t k = 1; k <= BIG; k++)
         ex(&t, KF, BIG + k, BIG + 2 * k);
@@ -921,7 +930,7 @@ Test(engine, deep_direct_recursion)
     EDGE(&t, 0, KF, 1, 1, 2 * BIG - 1, 3 * BIG - 1);
     /* outermost f->f frame: depth 2, entered at (2, 2), closed by exit k = BIG-1 */
     EDGE(&t, KF, KF, BIG - 1, 1, (2 * BIG - 1) - 2, (BIG + 2 * (BIG - 1)) - 2);
-    cr_assert_eq(t.edges.len, 2);
+    cr_assert_eq(t.tab.edges.len, 2);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -935,7 +944,7 @@ Test(engine, deep_stack_unwound_by_one_exit)
     for (uint64_t i = 1; i <= BIG; i++)
         ent(&t, big_key(i % 97), i, i / 3);
     ex(&t, KA, 2 * BIG, BIG);
-    cr_assert_eq(t.depth, 0);
+    cr_assert_eq(t.stack.depth, 0);
     cprof_thread_flush(&t);
     FN(&t, KA, 1, 1, 1, 0, 2 * BIG, BIG);
     CONSERVED(&t);
@@ -948,16 +957,15 @@ Test(table, get_find_grow)
 {
     struct cprof_table tb;
     const size_t nkeys = 100000;
-    int ins;
+    size_t ix;
 
     cr_assert_eq(cprof_table_init(&tb, 3, 4), 0);
-    cr_assert_eq(cprof_table_find(&tb, 0), NONE);
+    cr_assert_eq(tfind(&tb, 0), NONE);
     for (size_t i = 0; i < nkeys; i++) {
         /* keys differing in low bits, high bits, and index pairs */
         uint64_t k = i % 3 == 0 ? i : i % 3 == 1 ? (uint64_t)i << 32 : (uint64_t)i << 32 | 7;
-        size_t ix = cprof_table_get(&tb, k, &ins);
+        cr_assert_eq(cprof_table_get(&tb, k, &ix), 1);    /* inserted */
         cr_assert_eq(ix, i);
-        cr_assert_eq(ins, 1);
         for (unsigned c = 0; c < 6; c++)
             cr_assert_eq(tb.vals[ix * 6 + c], 0);
         cr_assert_eq(tb.recs[ix].calls, 0);
@@ -968,16 +976,16 @@ Test(table, get_find_grow)
     cr_assert_eq(tb.len, nkeys);
     for (size_t i = 0; i < nkeys; i++) {
         uint64_t k = i % 3 == 0 ? i : i % 3 == 1 ? (uint64_t)i << 32 : (uint64_t)i << 32 | 7;
-        cr_assert_eq(cprof_table_find(&tb, k), i);
-        cr_assert_eq(cprof_table_get(&tb, k, &ins), i);
-        cr_assert_eq(ins, 0);
+        cr_assert_eq(tfind(&tb, k), i);
+        cr_assert_eq(cprof_table_get(&tb, k, &ix), 0);    /* found */
+        cr_assert_eq(ix, i);
         cr_assert_eq(tb.recs[i].key, k);
         cr_assert_eq(tb.recs[i].calls, i);
         cr_assert_eq(cprof_self(&tb, i)[2], k + 1);
         cr_assert_eq(cprof_total(&tb, i)[0], k + 2);
         cr_assert_eq(cprof_self(&tb, i)[0], 0);
     }
-    cr_assert_eq(cprof_table_find(&tb, 0xdeadbeefull << 20), NONE);
+    cr_assert_eq(tfind(&tb, 0xdeadbeefull << 20), NONE);
     cr_assert_eq(tb.len, nkeys);
     cprof_table_free(&tb);
 }
@@ -1144,7 +1152,7 @@ static void random_event(struct stream *s, struct cprof_thread *t, struct model 
 {
     uint64_t r = rng(&s->seed) % 1000, now[NC];
     int k, kind; /* 0 enter, 1 exit, 2 push_existing */
-    size_t depth = t->depth;
+    size_t depth = t->stack.depth;
 
     s->reading[0] += rng(&s->seed) % 4 ? rng(&s->seed) % 1000 : 0;
     s->reading[1] += rng(&s->seed) % 3 == 0 ? rng(&s->seed) % 20 : 0;
@@ -1159,10 +1167,10 @@ static void random_event(struct stream *s, struct cprof_thread *t, struct model 
         k = pick_key(s);
     } else if (depth >= MAXDEPTH || r < 350) {
         kind = 1; /* return */
-        k = (int)((t->fns.recs[t->frames[depth - 1].fn].key - 0x7f2000000000ull) / 0x1000);
+        k = (int)((t->tab.fns.recs[t->stack.frames[depth - 1].fn].key - 0x7f2000000000ull) / 0x1000);
     } else if (r < 420) {
         kind = 1; /* exception: exit of a frame lower down */
-        k = (int)((t->fns.recs[t->frames[rng(&s->seed) % depth].fn].key - 0x7f2000000000ull) /
+        k = (int)((t->tab.fns.recs[t->stack.frames[rng(&s->seed) % depth].fn].key - 0x7f2000000000ull) /
                   0x1000);
     } else if (r < 480) {
         kind = 1; /* random exit: unmatched, or matching some frame */
@@ -1193,7 +1201,7 @@ static void random_event(struct stream *s, struct cprof_thread *t, struct model 
         break;
     }
     if (m)
-        cr_assert_eq(t->depth, m->depth, "depth %zu, model %zu", t->depth, m->depth);
+        cr_assert_eq(t->stack.depth, m->depth, "depth %zu, model %zu", t->stack.depth, m->depth);
 }
 
 /* On a mismatch, "line 100kk" names pool key kk, "line 2aabb" the edge aa->bb. */
@@ -1201,15 +1209,15 @@ static void compare_with_model(const struct cprof_thread *t, const struct model 
 {
     size_t nfns = 0, nedges = 0;
 
-    cr_assert_eq(t->events, m->events);
-    cr_assert_eq(t->unmatched_exits, m->unmatched);
-    cr_assert_eq(t->backwards, m->backwards);
-    cr_assert_eq(t->oom, 0);
+    cr_assert_eq(t->rd.events, m->events);
+    cr_assert_eq(t->health.unmatched_exits, m->unmatched);
+    cr_assert_eq(t->health.backwards_readings, m->backwards);
+    cr_assert_eq(t->health.out_of_memory, 0);
     for (unsigned c = 0; c < NC; c++)
         cr_assert_eq(cprof_thread_region(t, c), m->last[c] - m->first[c]);
     for (int k = 0; k <= POOL; k++) {
         if (!m->seen[k] && k != 0) {
-            cr_assert_eq(cprof_table_find(&t->fns, pool_key(k)), NONE, "key %d", k);
+            cr_assert_eq(tfind(&t->tab.fns, pool_key(k)), NONE, "key %d", k);
             continue;
         }
         nfns++;
@@ -1223,8 +1231,8 @@ static void compare_with_model(const struct cprof_thread *t, const struct model 
                        m->etotal[k][j][0], m->etotal[k][j][1], 20000 + k * 100 + j);
         }
     }
-    cr_assert_eq(t->fns.len, nfns);
-    cr_assert_eq(t->edges.len, nedges);
+    cr_assert_eq(t->tab.fns.len, nfns);
+    cr_assert_eq(t->tab.edges.len, nedges);
 }
 
 static void run_random_bounded(uint64_t seed, int nevents, int pool, int backwards_per_mille,
@@ -1241,7 +1249,7 @@ static void run_random_bounded(uint64_t seed, int nevents, int pool, int backwar
     cr_assert(pool <= POOL && pool < MAXSEEN);
     cr_assert_eq(cprof_thread_init(&t, NC, on_new_key, &cb), 0);
     if (max_nodes)
-        t.max_nodes = max_nodes;
+        t.stack.max_nodes = max_nodes;
     for (int i = 0; i < nevents; i++) {
         random_event(&s, &t, m);
         /* flush now and then (profiling stopped and restarted on this thread) */
@@ -1304,100 +1312,100 @@ static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const s
 
     for (size_t ti = 0; ti < nth; ti++) {
         const struct cprof_thread *t = th[ti];
-        if (!t->started)
+        if (!t->rd.started)
             continue;
         started++;
-        events += t->events;
-        unmatched += t->unmatched_exits;
-        backwards += t->backwards;
+        events += t->rd.events;
+        unmatched += t->health.unmatched_exits;
+        backwards += t->health.backwards_readings;
         /* every function and edge of every started thread is in the merge */
-        for (size_t i = 0; i < t->fns.len; i++)
-            cr_assert_neq(cprof_table_find(&mg->fns, t->fns.recs[i].key), NONE);
-        for (size_t i = 0; i < t->edges.len; i++) {
-            uint64_t k = t->edges.recs[i].key;
-            size_t a = cprof_table_find(&mg->fns, t->fns.recs[k >> 32].key);
-            size_t b = cprof_table_find(&mg->fns, t->fns.recs[k & 0xffffffffu].key);
-            cr_assert_neq(cprof_table_find(&mg->edges, (uint64_t)a << 32 | b), NONE);
+        for (size_t i = 0; i < t->tab.fns.len; i++)
+            cr_assert_neq(tfind(&mg->tab.fns, t->tab.fns.recs[i].key), NONE);
+        for (size_t i = 0; i < t->tab.edges.len; i++) {
+            uint64_t k = t->tab.edges.recs[i].key;
+            size_t a = tfind(&mg->tab.fns, t->tab.fns.recs[k >> 32].key);
+            size_t b = tfind(&mg->tab.fns, t->tab.fns.recs[k & 0xffffffffu].key);
+            cr_assert_neq(tfind(&mg->tab.edges, (uint64_t)a << 32 | b), NONE);
         }
     }
     cr_assert_eq(mg->threads, started);
     cr_assert_eq(mg->events, events);
-    cr_assert_eq(mg->unmatched_exits, unmatched);
-    cr_assert_eq(mg->backwards, backwards);
-    cr_assert_eq(mg->fns.recs[CPROF_ROOT].key, 0);
+    cr_assert_eq(mg->health.unmatched_exits, unmatched);
+    cr_assert_eq(mg->health.backwards_readings, backwards);
+    cr_assert_eq(mg->tab.fns.recs[CPROF_ROOT].key, 0);
 
     for (unsigned c = 0; c < NC; c++) {
         uint64_t region = 0, unattr = 0, sum = 0;
         for (size_t ti = 0; ti < nth; ti++)
-            if (th[ti]->started) {
+            if (th[ti]->rd.started) {
                 region += cprof_thread_region(th[ti], c);
                 unattr += cprof_thread_unattributed(th[ti], c);
             }
         cr_assert_eq(mg->region[c], region);
         cr_assert_eq(mg->unattributed[c], unattr);
-        cr_assert_eq(mg->unattributed[c], cprof_self(&mg->fns, CPROF_ROOT)[c]);
-        for (size_t i = 0; i < mg->fns.len; i++)
-            sum += cprof_self(&mg->fns, i)[c];
+        cr_assert_eq(mg->unattributed[c], cprof_self(&mg->tab.fns, CPROF_ROOT)[c]);
+        for (size_t i = 0; i < mg->tab.fns.len; i++)
+            sum += cprof_self(&mg->tab.fns, i)[c];
         cr_assert_eq(sum, region, "merged conservation, counter %u", c);
     }
 
-    for (size_t i = 0; i < mg->fns.len; i++) {
-        cprof_key key = mg->fns.recs[i].key;
+    for (size_t i = 0; i < mg->tab.fns.len; i++) {
+        cprof_key key = mg->tab.fns.recs[i].key;
         uint64_t calls = 0, prim = 0, self[NC] = {0}, tot[NC] = {0};
         int found = 0;
         for (size_t ti = 0; ti < nth; ti++) {
-            size_t j = cprof_table_find(&th[ti]->fns, key);
-            if (j == NONE || !th[ti]->started)
+            size_t j = tfind(&th[ti]->tab.fns, key);
+            if (j == NONE || !th[ti]->rd.started)
                 continue;
             found = 1;
-            calls += th[ti]->fns.recs[j].calls;
-            prim += th[ti]->fns.recs[j].primitive_calls;
+            calls += th[ti]->tab.fns.recs[j].calls;
+            prim += th[ti]->tab.fns.recs[j].primitive_calls;
             for (unsigned c = 0; c < NC; c++) {
-                self[c] += cprof_self(&th[ti]->fns, j)[c];
-                tot[c] += cprof_total(&th[ti]->fns, j)[c];
+                self[c] += cprof_self(&th[ti]->tab.fns, j)[c];
+                tot[c] += cprof_total(&th[ti]->tab.fns, j)[c];
             }
         }
         cr_assert(found || key == 0, "merged key %#llx in no thread", (ull)key);
-        cr_assert_eq(mg->fns.recs[i].calls, calls);
-        cr_assert_eq(mg->fns.recs[i].primitive_calls, prim);
+        cr_assert_eq(mg->tab.fns.recs[i].calls, calls);
+        cr_assert_eq(mg->tab.fns.recs[i].primitive_calls, prim);
         for (unsigned c = 0; c < NC; c++) {
-            cr_assert_eq(cprof_self(&mg->fns, i)[c], self[c]);
-            cr_assert_eq(cprof_total(&mg->fns, i)[c], tot[c]);
+            cr_assert_eq(cprof_self(&mg->tab.fns, i)[c], self[c]);
+            cr_assert_eq(cprof_total(&mg->tab.fns, i)[c], tot[c]);
         }
     }
 
-    for (size_t i = 0; i < mg->edges.len; i++) {
-        uint64_t k = mg->edges.recs[i].key;
-        cprof_key a = mg->fns.recs[k >> 32].key, b = mg->fns.recs[k & 0xffffffffu].key;
+    for (size_t i = 0; i < mg->tab.edges.len; i++) {
+        uint64_t k = mg->tab.edges.recs[i].key;
+        cprof_key a = mg->tab.fns.recs[k >> 32].key, b = mg->tab.fns.recs[k & 0xffffffffu].key;
         uint64_t calls = 0, prim = 0, tot[NC] = {0};
         int found = 0;
-        cr_assert_lt(k >> 32, mg->fns.len);
-        cr_assert_lt(k & 0xffffffffu, mg->fns.len);
+        cr_assert_lt(k >> 32, mg->tab.fns.len);
+        cr_assert_lt(k & 0xffffffffu, mg->tab.fns.len);
         for (size_t ti = 0; ti < nth; ti++) {
             const struct cprof_thread *t = th[ti];
-            size_t ia = cprof_table_find(&t->fns, a), ib = cprof_table_find(&t->fns, b), e;
-            if (!t->started || ia == NONE || ib == NONE)
+            size_t ia = tfind(&t->tab.fns, a), ib = tfind(&t->tab.fns, b), e;
+            if (!t->rd.started || ia == NONE || ib == NONE)
                 continue;
-            e = cprof_table_find(&t->edges, (uint64_t)ia << 32 | ib);
+            e = tfind(&t->tab.edges, (uint64_t)ia << 32 | ib);
             if (e == NONE)
                 continue;
             found = 1;
-            calls += t->edges.recs[e].calls;
-            prim += t->edges.recs[e].primitive_calls;
+            calls += t->tab.edges.recs[e].calls;
+            prim += t->tab.edges.recs[e].primitive_calls;
             for (unsigned c = 0; c < NC; c++)
-                tot[c] += cprof_total(&t->edges, e)[c];
+                tot[c] += cprof_total(&t->tab.edges, e)[c];
         }
         cr_assert(found, "merged edge %#llx->%#llx in no thread", (ull)a, (ull)b);
-        cr_assert_eq(mg->edges.recs[i].calls, calls);
-        cr_assert_eq(mg->edges.recs[i].primitive_calls, prim);
+        cr_assert_eq(mg->tab.edges.recs[i].calls, calls);
+        cr_assert_eq(mg->tab.edges.recs[i].primitive_calls, prim);
         for (unsigned c = 0; c < NC; c++)
-            cr_assert_eq(cprof_total(&mg->edges, i)[c], tot[c]);
+            cr_assert_eq(cprof_total(&mg->tab.edges, i)[c], tot[c]);
     }
 }
 
 static size_t mfn(const struct cprof_merged *mg, cprof_key k)
 {
-    size_t i = cprof_table_find(&mg->fns, k);
+    size_t i = tfind(&mg->tab.fns, k);
 
     cr_assert_neq(i, NONE, "merged: no function %#llx", (ull)k);
     return i;
@@ -1406,11 +1414,11 @@ static size_t mfn(const struct cprof_merged *mg, cprof_key k)
 static const struct cprof_rec *medge(const struct cprof_merged *mg, cprof_key a, cprof_key b,
                                      size_t *ix)
 {
-    size_t e = cprof_table_find(&mg->edges, (uint64_t)mfn(mg, a) << 32 | mfn(mg, b));
+    size_t e = tfind(&mg->tab.edges, (uint64_t)mfn(mg, a) << 32 | mfn(mg, b));
 
     cr_assert_neq(e, NONE, "merged: no edge %#llx->%#llx", (ull)a, (ull)b);
     *ix = e;
-    return &mg->edges.recs[e];
+    return &mg->tab.edges.recs[e];
 }
 
 Test(merge, hand_made_threads)
@@ -1451,42 +1459,42 @@ Test(merge, hand_made_threads)
     cprof_thread_flush(&t4);
     FN(&t4, KA, 1, 1, 5, 2, 5, 2);
 
-    cr_assert_eq(cprof_merge(th, 4, NC, &mg), 0);
+    cr_assert_eq(cprof_merge(th, 4, NC, NULL, NULL, &mg), 0);
     cr_assert_eq(mg.threads, 3);
-    cr_assert_eq(mg.fns.len, 6); /* root, a, b, c, x, y */
+    cr_assert_eq(mg.tab.fns.len, 6); /* root, a, b, c, x, y */
     i = mfn(&mg, KA);
-    cr_assert_eq(mg.fns.recs[i].calls, 3);
-    cr_assert_eq(mg.fns.recs[i].primitive_calls, 3);
-    cr_assert_eq(cprof_self(&mg.fns, i)[0], 20 + 5 + 5);
-    cr_assert_eq(cprof_self(&mg.fns, i)[1], 4 + 1 + 2);
-    cr_assert_eq(cprof_total(&mg.fns, i)[0], 40 + 5 + 5);
-    cr_assert_eq(cprof_total(&mg.fns, i)[1], 5 + 1 + 2);
+    cr_assert_eq(mg.tab.fns.recs[i].calls, 3);
+    cr_assert_eq(mg.tab.fns.recs[i].primitive_calls, 3);
+    cr_assert_eq(cprof_self(&mg.tab.fns, i)[0], 20 + 5 + 5);
+    cr_assert_eq(cprof_self(&mg.tab.fns, i)[1], 4 + 1 + 2);
+    cr_assert_eq(cprof_total(&mg.tab.fns, i)[0], 40 + 5 + 5);
+    cr_assert_eq(cprof_total(&mg.tab.fns, i)[1], 5 + 1 + 2);
     i = mfn(&mg, KB);
-    cr_assert_eq(mg.fns.recs[i].calls, 2);
-    cr_assert_eq(cprof_self(&mg.fns, i)[0], 30);
-    cr_assert_eq(cprof_total(&mg.fns, i)[1], 1 + 4);
+    cr_assert_eq(mg.tab.fns.recs[i].calls, 2);
+    cr_assert_eq(cprof_self(&mg.tab.fns, i)[0], 30);
+    cr_assert_eq(cprof_total(&mg.tab.fns, i)[1], 1 + 4);
     i = mfn(&mg, KY);
-    cr_assert_eq(mg.fns.recs[i].calls, 0);
-    cr_assert_eq(cprof_total(&mg.fns, i)[0], 30);
-    cr_assert_eq(mg.edges.len, 6); /* root->a, a->b, root->c, root->x, root->b, b->a */
+    cr_assert_eq(mg.tab.fns.recs[i].calls, 0);
+    cr_assert_eq(cprof_total(&mg.tab.fns, i)[0], 30);
+    cr_assert_eq(mg.tab.edges.len, 6); /* root->a, a->b, root->c, root->x, root->b, b->a */
     medge(&mg, 0, KA, &e);
-    cr_assert_eq(mg.edges.recs[e].calls, 2);
-    cr_assert_eq(cprof_total(&mg.edges, e)[0], 40 + 2);
-    cr_assert_eq(cprof_total(&mg.edges, e)[1], 5 + 1);
+    cr_assert_eq(mg.tab.edges.recs[e].calls, 2);
+    cr_assert_eq(cprof_total(&mg.tab.edges, e)[0], 40 + 2);
+    cr_assert_eq(cprof_total(&mg.tab.edges, e)[1], 5 + 1);
     medge(&mg, KA, KB, &e);
-    cr_assert_eq(mg.edges.recs[e].calls, 1);
-    cr_assert_eq(cprof_total(&mg.edges, e)[0], 20);
+    cr_assert_eq(mg.tab.edges.recs[e].calls, 1);
+    cr_assert_eq(cprof_total(&mg.tab.edges, e)[0], 20);
     medge(&mg, KB, KA, &e);
-    cr_assert_eq(mg.edges.recs[e].calls, 1);
-    cr_assert_eq(cprof_total(&mg.edges, e)[0], 5);
-    cr_assert_eq(cprof_total(&mg.edges, e)[1], 1);
+    cr_assert_eq(mg.tab.edges.recs[e].calls, 1);
+    cr_assert_eq(cprof_total(&mg.tab.edges, e)[0], 5);
+    cr_assert_eq(cprof_total(&mg.tab.edges, e)[1], 1);
     medge(&mg, 0, KB, &e);
-    cr_assert_eq(cprof_total(&mg.edges, e)[0], 15);
+    cr_assert_eq(cprof_total(&mg.tab.edges, e)[0], 15);
     cr_assert_eq(mg.region[0], 52 + 30 + 5);
     cr_assert_eq(mg.region[1], 6 + 10 + 2);
     cr_assert_eq(mg.unattributed[0], 10);
     cr_assert_eq(mg.unattributed[1], 1);
-    cr_assert_eq(mg.events, t1.events + t2.events + t4.events);
+    cr_assert_eq(mg.events, t1.rd.events + t2.rd.events + t4.rd.events);
     check_merge_sums(th, 4, &mg);
 
     cprof_merged_free(&mg);
@@ -1500,16 +1508,16 @@ Test(merge, nothing_to_merge)
     struct cprof_thread *th[1] = {&t};
     struct cprof_merged mg;
 
-    cr_assert_eq(cprof_merge(th, 0, NC, &mg), 0);
+    cr_assert_eq(cprof_merge(th, 0, NC, NULL, NULL, &mg), 0);
     cr_assert_eq(mg.threads, 0);
-    cr_assert_eq(mg.fns.len, 1);
-    cr_assert_eq(mg.edges.len, 0);
+    cr_assert_eq(mg.tab.fns.len, 1);
+    cr_assert_eq(mg.tab.edges.len, 0);
     cprof_merged_free(&mg);
 
     init2(&t);
-    cr_assert_eq(cprof_merge(th, 1, NC, &mg), 0);
+    cr_assert_eq(cprof_merge(th, 1, NC, NULL, NULL, &mg), 0);
     cr_assert_eq(mg.threads, 0);
-    cr_assert_eq(mg.fns.len, 1);
+    cr_assert_eq(mg.tab.fns.len, 1);
     cr_assert_eq(mg.region[0], 0);
     cr_assert_eq(mg.region[1], 0);
     cprof_merged_free(&mg);
@@ -1535,7 +1543,7 @@ Test(merge, many_random_threads)
         cprof_thread_flush(&ts[i]);
         CONSERVED(&ts[i]);
     }
-    cr_assert_eq(cprof_merge(th, NTH, NC, &mg), 0);
+    cr_assert_eq(cprof_merge(th, NTH, NC, NULL, NULL, &mg), 0);
     cr_assert_eq(mg.threads, NTH - 1);
     check_merge_sums(th, NTH, &mg);
     cprof_merged_free(&mg);
@@ -1543,11 +1551,11 @@ Test(merge, many_random_threads)
     /* merging the same thread twice doubles everything */
     {
         struct cprof_thread *twice[2] = {&ts[0], &ts[0]};
-        cr_assert_eq(cprof_merge(twice, 2, NC, &mg), 0);
+        cr_assert_eq(cprof_merge(twice, 2, NC, NULL, NULL, &mg), 0);
         cr_assert_eq(mg.threads, 2);
         check_merge_sums(twice, 2, &mg);
-        cr_assert_eq(mg.fns.len, ts[0].fns.len);
-        cr_assert_eq(mg.edges.len, ts[0].edges.len);
+        cr_assert_eq(mg.tab.fns.len, ts[0].tab.fns.len);
+        cr_assert_eq(mg.tab.edges.len, ts[0].tab.edges.len);
         cprof_merged_free(&mg);
     }
     for (int i = 0; i < NTH; i++)
@@ -1601,9 +1609,9 @@ Test(engine, backwards_reading_of_two_counters_counts_once)
     init2(&t);
     ent(&t, KA, 10, 10);
     ex(&t, KA, 5, 5);
-    cr_assert_eq(t.backwards, 1);
-    cr_assert_eq(t.backwards_counter, 0);
-    cr_assert_eq(t.backwards_key, KA);
+    cr_assert_eq(t.health.backwards_readings, 1);
+    cr_assert_eq(t.health.backwards_counter, 0);
+    cr_assert_eq(t.health.backwards_key, KA);
     cprof_thread_free(&t);
 }
 
@@ -1611,9 +1619,9 @@ Test(engine, backwards_reading_of_two_counters_counts_once)
 
 static size_t node_at(const struct cprof_thread *t, size_t parent, cprof_key k)
 {
-    size_t fn = cprof_table_find(&t->fns, k);
+    size_t fn = tfind(&t->tab.fns, k);
     cr_assert_neq(fn, NONE);
-    return cprof_table_find(&t->nodes, (uint64_t)parent << 32 | fn);
+    return tfind(&t->tab.nodes, (uint64_t)parent << 32 | fn);
 }
 
 /* a -> b -> c and a -> c: c has two nodes, one per path, with their own numbers. */
@@ -1637,15 +1645,15 @@ Test(tree, paths_are_separate_nodes)
     abc = node_at(&t, ab, KC);
     ac = node_at(&t, a, KC);
     cr_assert(a != NONE && ab != NONE && abc != NONE && ac != NONE);
-    cr_assert_eq(t.nodes.len, 5); /* root, a, ab, abc, ac */
-    cr_assert_eq(t.nodes.recs[abc].calls, 1);
-    cr_assert_eq(cprof_self(&t.nodes, abc)[0], 5);
-    cr_assert_eq(cprof_self(&t.nodes, ac)[0], 7);
-    cr_assert_eq(cprof_total(&t.nodes, ab)[0], 20);
-    cr_assert_eq(cprof_self(&t.nodes, ab)[0], 15);
-    cr_assert_eq(cprof_total(&t.nodes, a)[0], 50);
-    cr_assert_eq(cprof_self(&t.nodes, a)[0], 50 - 20 - 7);
-    cr_assert_eq(cprof_total(&t.nodes, a)[1], 6);
+    cr_assert_eq(t.tab.nodes.len, 5); /* root, a, ab, abc, ac */
+    cr_assert_eq(t.tab.nodes.recs[abc].calls, 1);
+    cr_assert_eq(cprof_self(&t.tab.nodes, abc)[0], 5);
+    cr_assert_eq(cprof_self(&t.tab.nodes, ac)[0], 7);
+    cr_assert_eq(cprof_total(&t.tab.nodes, ab)[0], 20);
+    cr_assert_eq(cprof_self(&t.tab.nodes, ab)[0], 15);
+    cr_assert_eq(cprof_total(&t.tab.nodes, a)[0], 50);
+    cr_assert_eq(cprof_self(&t.tab.nodes, a)[0], 50 - 20 - 7);
+    cr_assert_eq(cprof_total(&t.tab.nodes, a)[1], 6);
     FN(&t, KC, 2, 2, 12, 3, 12, 3); /* the function view adds both paths */
     CONSERVED(&t);
     cprof_thread_free(&t);
@@ -1675,17 +1683,17 @@ Test(tree, preexisting_exit_has_its_own_node)
     a = node_at(&t, CPROF_ROOT, KA);
     b = node_at(&t, CPROF_ROOT, KB);
     cr_assert(x != NONE && a != NONE && b != NONE);
-    cr_assert_eq(t.nodes.len, 4);
-    cr_assert_eq(t.nodes.recs[x].calls, 1); /* the later call only */
-    cr_assert_eq(cprof_self(&t.nodes, x)[0], 10 + 10);
-    cr_assert_eq(cprof_self(&t.nodes, x)[1], 2 + 2);
-    cr_assert_eq(cprof_total(&t.nodes, x)[0], 20);
-    cr_assert_eq(cprof_self(&t.nodes, CPROF_ROOT)[0], 10 + 5);
-    cr_assert_eq(cprof_self(&t.nodes, CPROF_ROOT)[1], 3 + 1);
+    cr_assert_eq(t.tab.nodes.len, 4);
+    cr_assert_eq(t.tab.nodes.recs[x].calls, 1); /* the later call only */
+    cr_assert_eq(cprof_self(&t.tab.nodes, x)[0], 10 + 10);
+    cr_assert_eq(cprof_self(&t.tab.nodes, x)[1], 2 + 2);
+    cr_assert_eq(cprof_total(&t.tab.nodes, x)[0], 20);
+    cr_assert_eq(cprof_self(&t.tab.nodes, CPROF_ROOT)[0], 10 + 5);
+    cr_assert_eq(cprof_self(&t.tab.nodes, CPROF_ROOT)[1], 3 + 1);
     FN(&t, KX, 1, 1, 20, 4, 40 + 10, 7 + 2);
     FN(&t, 0, 0, 0, 15, 4, 0, 0);
     EDGE(&t, 0, KX, 1, 1, 10, 2); /* made by the later call, with its numbers only */
-    cr_assert_eq(t.edges.len, 3);
+    cr_assert_eq(t.tab.edges.len, 3);
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
@@ -1709,12 +1717,12 @@ Test(tree, recursion_is_a_chain)
     f1 = node_at(&t, CPROF_ROOT, KF);
     f2 = node_at(&t, f1, KF);
     f3 = node_at(&t, f2, KF);
-    cr_assert_eq(t.nodes.recs[f1].calls, 1);
-    cr_assert_eq(t.nodes.recs[f2].calls, 2);
-    cr_assert_eq(t.nodes.recs[f3].calls, 1);
-    cr_assert_eq(cprof_total(&t.nodes, f1)[0], 10);
-    cr_assert_eq(cprof_total(&t.nodes, f2)[0], 6 + 1);
-    cr_assert_eq(cprof_total(&t.nodes, f3)[0], 2);
+    cr_assert_eq(t.tab.nodes.recs[f1].calls, 1);
+    cr_assert_eq(t.tab.nodes.recs[f2].calls, 2);
+    cr_assert_eq(t.tab.nodes.recs[f3].calls, 1);
+    cr_assert_eq(cprof_total(&t.tab.nodes, f1)[0], 10);
+    cr_assert_eq(cprof_total(&t.tab.nodes, f2)[0], 6 + 1);
+    cr_assert_eq(cprof_total(&t.tab.nodes, f3)[0], 2);
     FN(&t, KF, 4, 1, 10, 0, 10, 0);
     CONSERVED(&t);
     cprof_thread_free(&t);
@@ -1727,7 +1735,7 @@ Test(tree, bounded)
     struct cprof_thread t;
 
     init2(&t);
-    t.max_nodes = 3; /* root, a, b */
+    t.stack.max_nodes = 3; /* root, a, b */
     ent(&t, KA, 0, 0);
     ent(&t, KB, 1, 0);
     ent(&t, KC, 2, 0);  /* left out */
@@ -1739,12 +1747,12 @@ Test(tree, bounded)
     ex(&t, KB, 8, 0);
     ex(&t, KA, 9, 0);
     cprof_thread_flush(&t);
-    cr_assert_eq(t.nodes.len, 3);
-    cr_assert_eq(t.tree_dropped, 2);
-    cr_assert_eq(t.nodes.recs[node_at(&t, CPROF_ROOT, KA)].calls, 1);
-    cr_assert_eq(t.nodes.recs[node_at(&t, node_at(&t, CPROF_ROOT, KA), KB)].calls, 2);
+    cr_assert_eq(t.tab.nodes.len, 3);
+    cr_assert_eq(t.health.tree_folded, 2);
+    cr_assert_eq(t.tab.nodes.recs[node_at(&t, CPROF_ROOT, KA)].calls, 1);
+    cr_assert_eq(t.tab.nodes.recs[node_at(&t, node_at(&t, CPROF_ROOT, KA), KB)].calls, 2);
     /* b took all of its first frame (its self 2, c 2, d 1) and its second (1) */
-    cr_assert_eq(cprof_self(&t.nodes, node_at(&t, node_at(&t, CPROF_ROOT, KA), KB))[0], 5 + 1);
+    cr_assert_eq(cprof_self(&t.tab.nodes, node_at(&t, node_at(&t, CPROF_ROOT, KA), KB))[0], 5 + 1);
     FN(&t, KC, 1, 1, 2, 0, 3, 0);
     FN(&t, KD, 1, 1, 1, 0, 1, 0);
     EDGE(&t, KC, KD, 1, 1, 1, 0);
@@ -1774,17 +1782,17 @@ Test(tree, merge_by_path)
     ex(&t2, KB, 116, 0);
     ex(&t2, KA, 120, 0);
     cprof_thread_flush(&t2);
-    cr_assert_eq(cprof_merge(th, 2, NC, &mg), 0);
-    fa = cprof_table_find(&mg.fns, KA);
-    fb = cprof_table_find(&mg.fns, KB);
-    na = cprof_table_find(&mg.nodes, (uint64_t)CPROF_ROOT << 32 | fa);
-    nb = cprof_table_find(&mg.nodes, (uint64_t)na << 32 | fb);
+    cr_assert_eq(cprof_merge(th, 2, NC, NULL, NULL, &mg), 0);
+    fa = tfind(&mg.tab.fns, KA);
+    fb = tfind(&mg.tab.fns, KB);
+    na = tfind(&mg.tab.nodes, (uint64_t)CPROF_ROOT << 32 | fa);
+    nb = tfind(&mg.tab.nodes, (uint64_t)na << 32 | fb);
     cr_assert(na != NONE && nb != NONE);
-    cr_assert_neq(cprof_table_find(&mg.nodes, (uint64_t)CPROF_ROOT << 32 | fb), NONE);
-    cr_assert_eq(mg.nodes.len, 4); /* root, a, a/b, b */
-    cr_assert_eq(mg.nodes.recs[nb].calls, 2);
-    cr_assert_eq(cprof_total(&mg.nodes, nb)[0], 2 + 5);
-    cr_assert_eq(cprof_total(&mg.nodes, na)[0], 4 + 10);
+    cr_assert_neq(tfind(&mg.tab.nodes, (uint64_t)CPROF_ROOT << 32 | fb), NONE);
+    cr_assert_eq(mg.tab.nodes.len, 4); /* root, a, a/b, b */
+    cr_assert_eq(mg.tab.nodes.recs[nb].calls, 2);
+    cr_assert_eq(cprof_total(&mg.tab.nodes, nb)[0], 2 + 5);
+    cr_assert_eq(cprof_total(&mg.tab.nodes, na)[0], 4 + 10);
     cprof_merged_free(&mg);
     cprof_thread_free(&t1);
     cprof_thread_free(&t2);
@@ -1858,7 +1866,7 @@ Test(compensation, merged)
     ex(&t2, KA, 9, 9);
     cprof_thread_flush(&t1);
     cprof_thread_flush(&t2);
-    cr_assert_eq(cprof_merge(th, 2, NC, &mg), 0);
+    cr_assert_eq(cprof_merge(th, 2, NC, NULL, NULL, &mg), 0);
     cr_assert_eq(mg.compensated[0], 2 + (2 + 1 + 2));
     cr_assert_eq(mg.compensated[1], 1 + (1 + 0 + 1));
     cr_assert_eq(mg.region[0], 8 + 4);
@@ -1934,11 +1942,205 @@ Test(bound, refused_when_it_cannot_hold)
     struct cprof_thread t;
 
     init2(&t);
-    cr_assert_eq(cprof_thread_set_bound(&t, 0, 0), -1);   /* by itself */
-    cr_assert_eq(cprof_thread_set_bound(&t, 2, 0), -1);   /* out of range */
-    cr_assert_eq(cprof_thread_set_bound(&t, 0, 2), -1);
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 0), -EINVAL);   /* by itself */
+    cr_assert_eq(cprof_thread_set_bound(&t, 2, 0), -EINVAL);   /* out of range */
+    cr_assert_eq(cprof_thread_set_bound(&t, 0, 2), -EINVAL);
     cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);
-    cr_assert_eq(cprof_thread_set_bound(&t, 1, 0), -1);   /* 0 is bounded: no chains */
+    cr_assert_eq(cprof_thread_set_bound(&t, 1, 0), -EINVAL);   /* 0 is bounded: no chains */
     cr_assert_eq(cprof_thread_set_bound(&t, 0, 1), 0);    /* again: the same bound */
+    cprof_thread_free(&t);
+}
+
+/* ---- health ------------------------------------------------------------------------ */
+
+/* A table that may not grow (as when memory runs out) drops the frame and says so:
+ * the call is not counted, its time stays with its caller, its exit is unmatched. */
+Test(health, out_of_memory_is_counted)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    t.tab.fns.max = 3;          /* root, a, b */
+    ent(&t, KA, 0, 0);
+    ent(&t, KB, 10, 0);
+    ent(&t, KC, 20, 0);         /* no room for c: dropped */
+    cr_assert_eq(t.health.out_of_memory, 1);
+    cr_assert_eq(t.stack.depth, 2);
+    ex(&t, KC, 30, 0);          /* c is not on the stack */
+    cr_assert_eq(t.health.unmatched_exits, 1);
+    ex(&t, KB, 40, 0);
+    ex(&t, KA, 50, 0);
+    ex(&t, KD, 60, 0);          /* a pre-existing exit needing a new key: dropped too */
+    cr_assert_eq(t.health.out_of_memory, 2);
+    cprof_thread_flush(&t);
+    FN(&t, KA, 1, 1, 20, 0, 50, 0);
+    FN(&t, KB, 1, 1, 30, 0, 30, 0);
+    cr_assert_eq(tfind(&t.tab.fns, KC), NONE);
+    cr_assert_eq(cprof_thread_unattributed(&t, 0), 10);
+    cr_assert_eq(t.health.tree_folded, 0);
+    cr_assert(!cprof_health_clean(&t.health));
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* A full node table folds the path into its parent and counts it, and the tables
+ * refuse past their bound alone (the edge and function are still kept). */
+Test(health, node_table_out_of_memory_folds)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    t.tab.nodes.max = 2;        /* root, a */
+    ent(&t, KA, 0, 0);
+    ent(&t, KB, 10, 0);         /* b's node: no room, folds into a's */
+    ex(&t, KB, 15, 0);
+    ex(&t, KA, 20, 0);
+    cprof_thread_flush(&t);
+    cr_assert_eq(t.health.out_of_memory, 1);
+    cr_assert_eq(t.health.tree_folded, 1);
+    FN(&t, KB, 1, 1, 5, 0, 5, 0);
+    EDGE(&t, KA, KB, 1, 1, 5, 0);
+    cr_assert_eq(t.tab.nodes.len, 2);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+Test(health, clean_stream_is_clean)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ex(&t, KA, 5, 1);
+    cprof_thread_flush(&t);
+    cr_assert(cprof_health_clean(&t.health));
+    cprof_thread_free(&t);
+}
+
+/* Health adds up over threads; the first backwards reading is the first thread's
+ * that had one, with its function given as the merged identity. */
+static int ident_by_page(void *arg, cprof_key key, uint64_t *ident)
+{
+    int *calls = arg;
+
+    (*calls)++;
+    *ident = key & ~0x3fffull;  /* KA..KC -> one identity, KD..KF -> another, ... */
+    return 0;
+}
+
+Test(health, merged)
+{
+    struct cprof_thread t1, t2;
+    struct cprof_thread *th[2] = {&t1, &t2};
+    struct cprof_merged mg;
+    struct cprof_health h;
+    int calls = 0;
+
+    init2(&t1);
+    ent(&t1, KA, 10, 5);
+    ex(&t1, KZ, 11, 5);         /* unmatched */
+    ex(&t1, KA, 12, 5);
+    init2(&t2);
+    ent(&t2, KB, 10, 5);
+    ex(&t2, KB, 12, 3);         /* other went back while b was on top */
+    ent(&t2, KC, 9, 3);         /* time went back while nothing was */
+    ex(&t2, KC, 15, 5);
+    cprof_thread_flush(&t1);
+    cprof_thread_flush(&t2);
+    cr_assert_eq(t2.health.backwards_readings, 2);
+    cr_assert_eq(t2.health.backwards_counter, 1);
+    cr_assert_eq(t2.health.backwards_key, KB);
+    cr_assert_eq(cprof_merge(th, 2, NC, ident_by_page, &calls, &mg), 0);
+    cr_assert_eq(mg.health.unmatched_exits, 1);
+    cr_assert_eq(mg.health.backwards_readings, 2);
+    cr_assert_eq(mg.health.backwards_counter, 1);
+    cr_assert_eq(mg.health.backwards_key, KB & ~0x3fffull);
+    cr_assert_eq(mg.health.out_of_memory, 0);
+    memset(&h, 0, sizeof(h));
+    cprof_health_add(&h, &t1.health);
+    cprof_health_add(&h, &t2.health);
+    cr_assert_eq(h.unmatched_exits, 1);
+    cr_assert_eq(h.backwards_readings, 2);
+    cr_assert_eq(h.backwards_key, KB);
+    cprof_merged_free(&mg);
+    cprof_thread_free(&t1);
+    cprof_thread_free(&t2);
+}
+
+/* ---- merging by identity ------------------------------------------------------------ */
+
+/* Keys with one identity become one function, in one pass: calls, self and total
+ * add (total as two separate functions would: the keys never nest here), edges
+ * and tree paths that become equal merge, and the callback's error stops the merge. */
+Test(merge, by_identity)
+{
+    struct cprof_thread t1, t2;
+    struct cprof_thread *th[2] = {&t1, &t2};
+    struct cprof_merged mg;
+    size_t a, d, e, n1;
+    int calls = 0;
+
+    init2(&t1);
+    ent(&t1, KD, 0, 0);         /* page 0x4000: KD; page 0: KA, KB, KC */
+    ent(&t1, KA, 10, 1);
+    ex(&t1, KA, 20, 2);
+    ent(&t1, KB, 30, 2);
+    ex(&t1, KB, 35, 4);
+    ex(&t1, KD, 40, 4);
+    cprof_thread_flush(&t1);
+    init2(&t2);
+    ent(&t2, KD, 100, 10);
+    ent(&t2, KC, 101, 10);
+    ex(&t2, KC, 103, 11);
+    ex(&t2, KD, 110, 12);
+    cprof_thread_flush(&t2);
+    cr_assert_eq(cprof_merge(th, 2, NC, ident_by_page, &calls, &mg), 0);
+    cr_assert_eq(calls, 5);     /* each thread's functions, root aside */
+    cr_assert_eq(mg.tab.fns.len, 3);        /* root, KD's identity, KA..KC's */
+    cr_assert_eq(mg.tab.fns.recs[1].key, KD & ~0x3fffull);  /* first seen first */
+    a = mfn(&mg, KA & ~0x3fffull);
+    d = mfn(&mg, KD & ~0x3fffull);
+    cr_assert_eq(mg.tab.fns.recs[a].calls, 3);
+    cr_assert_eq(mg.tab.fns.recs[a].primitive_calls, 3);
+    cr_assert_eq(cprof_self(&mg.tab.fns, a)[0], 10 + 5 + 2);
+    cr_assert_eq(cprof_total(&mg.tab.fns, a)[1], 1 + 2 + 1);
+    cr_assert_eq(cprof_self(&mg.tab.fns, d)[0], 25 + 8);
+    cr_assert_eq(mg.tab.edges.len, 2);      /* root->d, d->(a, b, c) */
+    cr_assert_eq(tfind(&mg.tab.edges, (uint64_t)d << 32 | a) != NONE, 1);
+    e = tfind(&mg.tab.edges, (uint64_t)d << 32 | a);
+    cr_assert_eq(mg.tab.edges.recs[e].calls, 3);
+    cr_assert_eq(cprof_total(&mg.tab.edges, e)[0], 10 + 5 + 2);
+    cr_assert_eq(mg.tab.nodes.len, 3);      /* root, root/d, root/d/a */
+    n1 = tfind(&mg.tab.nodes, (uint64_t)CPROF_ROOT << 32 | d);
+    cr_assert_neq(n1, NONE);
+    e = tfind(&mg.tab.nodes, (uint64_t)n1 << 32 | a);
+    cr_assert_neq(e, NONE);
+    cr_assert_eq(mg.tab.nodes.recs[e].calls, 3);
+    cr_assert_eq(cprof_total(&mg.tab.nodes, e)[0], 17);
+    cprof_merged_free(&mg);
+    cprof_thread_free(&t1);
+    cprof_thread_free(&t2);
+}
+
+static int ident_fails(void *arg, cprof_key key, uint64_t *ident)
+{
+    (void)arg;
+    *ident = key;
+    return key == KB ? -EINVAL : 0;
+}
+
+Test(merge, identity_error_stops_the_merge)
+{
+    struct cprof_thread t;
+    struct cprof_thread *th[1] = {&t};
+    struct cprof_merged mg;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KB, 1, 0);
+    cprof_thread_flush(&t);
+    cr_assert_eq(cprof_merge(th, 1, NC, ident_fails, NULL, &mg), -EINVAL);
+    cr_assert_null(mg.tab.fns.recs);        /* freed */
+    cprof_merged_free(&mg);                 /* and safe to free again */
     cprof_thread_free(&t);
 }

@@ -8,6 +8,15 @@
 #include "engine.h"
 #include "hist.h"
 
+/* The index of key (it must be there). */
+static size_t tfind(const struct cprof_table *tb, uint64_t key)
+{
+    size_t i = 0;
+
+    cr_assert_eq(cprof_table_find(tb, key, &i), 0);
+    return i;
+}
+
 Test(hist, buckets_are_exact_below_64_then_32_per_power_of_two)
 {
     for (uint64_t v = 0; v < 64; v++) {
@@ -113,7 +122,7 @@ Test(dist, recursion_records_every_call)
     ex(&t, KF, 40, 3);  /* 30 */
     ex(&t, KF, 100, 9); /* 100 */
     cprof_thread_flush(&t);
-    x = cprof_thread_ext(&t, cprof_table_find(&t.fns, KF));
+    x = cprof_extras_at(&t.extras, tfind(&t.tab.fns, KF));
     cr_assert(x && x->hist);
     cr_assert_eq(x->hist[0].count, 3);
     cr_assert_eq(x->hist[0].max, 100);
@@ -166,7 +175,7 @@ Test(slow, keeps_the_k_largest)
     }
     ex(&t, KG, now, 0);
     cprof_thread_flush(&t);
-    x = cprof_thread_ext(&t, cprof_table_find(&t.fns, KF));
+    x = cprof_extras_at(&t.extras, tfind(&t.tab.fns, KF));
     cr_assert(x && x->slow);
     cr_assert_eq(x->slow->count, 3);
     cr_assert_eq(x->slow->e[0].value, 1000 + 407);
@@ -227,8 +236,8 @@ Test(slow, merge_keeps_the_k_largest)
     }
     cprof_thread_flush(&a);
     cprof_thread_flush(&b);
-    cr_assert_eq(cprof_merge(th, 2, 1, &m), 0);
-    x = cprof_merged_ext(&m, cprof_table_find(&m.fns, KF));
+    cr_assert_eq(cprof_merge(th, 2, 1, NULL, NULL, &m), 0);
+    x = cprof_extras_at(&m.extras, tfind(&m.tab.fns, KF));
     cr_assert(x && x->slow && x->hist);
     cr_assert_eq(x->slow->count, 2);
     cr_assert_eq(x->slow->e[0].value, 50);
@@ -260,10 +269,54 @@ Test(compensation, exclude_the_tracers_own_work)
     cprof_thread_exit(&t, KF, r4);           /* f: 31 - 22 = 9, 8 out: 1 */
     cprof_thread_exit(&t, KG, r4);
     cprof_thread_flush(&t);
-    size_t f = cprof_table_find(&t.fns, KF), g = cprof_table_find(&t.fns, KG);
-    cr_assert_eq(cprof_self(&t.fns, f)[0], 10 + 1);
-    cr_assert_eq(cprof_self(&t.fns, g)[0], 10 + 0);
+    size_t f = tfind(&t.tab.fns, KF), g = tfind(&t.tab.fns, KG);
+    cr_assert_eq(cprof_self(&t.tab.fns, f)[0], 10 + 1);
+    cr_assert_eq(cprof_self(&t.tab.fns, g)[0], 10 + 0);
     cr_assert_eq(cprof_thread_compensated(&t, 0), 2 + 8);
     cr_assert_eq(cprof_thread_region(&t, 0), 31 - 10);
     cprof_thread_free(&t);
+}
+
+/* Threads with different K merge (the largest K holds the largest values of
+ * all): this was refused as if memory had run out once a smaller K's set was made. */
+Test(slow, merge_of_different_k)
+{
+    struct cprof_thread a, b;
+    struct cprof_thread *th[2] = {&a, &b};
+    struct slow_log la = {0, 0, 0, 0, 100}, lb = {0, 0, 0, 0, 200};
+    struct cprof_merged m;
+    const struct cprof_fn_ext *x;
+    const uint64_t costs_a[2] = {50, 7}, costs_b[3] = {40, 60, 1};
+    uint64_t now = 0;
+
+    cr_assert_eq(cprof_thread_init(&a, 1, NULL, NULL), 0);
+    cr_assert_eq(cprof_thread_init(&b, 1, NULL, NULL), 0);
+    cprof_thread_set_slow_calls(&a, 1, on_slow, &la);
+    cprof_thread_set_slow_calls(&b, 3, on_slow, &lb);
+    for (int i = 0; i < 2; i++) {
+        uint64_t r[1] = {now};
+        cprof_thread_enter(&a, KF, r);
+        r[0] = now += costs_a[i];
+        cprof_thread_exit(&a, KF, r);
+    }
+    for (int i = 0; i < 3; i++) {
+        uint64_t r[1] = {now};
+        cprof_thread_enter(&b, KF, r);
+        r[0] = now += costs_b[i];
+        cprof_thread_exit(&b, KF, r);
+    }
+    cprof_thread_flush(&a);
+    cprof_thread_flush(&b);
+    cr_assert_eq(cprof_merge(th, 2, 1, NULL, NULL, &m), 0);
+    cr_assert_eq(m.extras.slow_k, 3);
+    x = cprof_extras_at(&m.extras, tfind(&m.tab.fns, KF));
+    cr_assert(x && x->slow);
+    cr_assert_eq(x->slow->count, 3);
+    cr_assert_eq(x->slow->e[0].value, 40);
+    cr_assert_eq(x->slow->e[1].value, 50);
+    cr_assert_eq(x->slow->e[1].tag, 101);
+    cr_assert_eq(x->slow->e[2].value, 60);
+    cprof_merged_free(&m);
+    cprof_thread_free(&a);
+    cprof_thread_free(&b);
 }

@@ -80,8 +80,8 @@ def test_set_compensation_refuses_to_cut_the_programs_events():
     for _ in range(1000):
         len(())
     p.disable()
-    share = p.stats()["meta"]
-    assert share["compensation_per_event"] == [50, 0]
+    share = p.stats()["meta"]["tracer_share"]
+    assert share["per_event"] == [50, 0]
     assert share["compensated"][1] == 0 and share["compensated"][0] > 0
 
 

@@ -85,7 +85,7 @@ def test_the_profile_has_a_consistent_tree(saved):
         per_fn: dict = {}
         for i in range(1, len(t["parent"])):
             per_fn[t["function"][i]] = per_fn.get(t["function"][i], 0) + t["self"][c][i]
-        assert prof["meta"].get("tree_folded", 0) == 0
+        assert prof["meta"]["health"]["tree_folded"] == 0
         for f in prof["functions"]:
             assert per_fn.get(f["id"], 0) == f["self"][c], (f["name"], c)
 

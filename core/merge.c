@@ -1,0 +1,181 @@
+/* The merge: threads into one aggregate, by function identity, in one pass per
+ * thread (functions, extras, edges, tree, health). */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The n-value arrays of struct cprof_merged, carved in this order from one block. */
+#define MERGED_ARRAYS(X) X(region) X(unattributed) X(compensated)
+#define COUNT_ONE(name) +1
+enum { MERGED_NARRAYS = 0 MERGED_ARRAYS(COUNT_ONE) };
+
+static void add_rec(struct cprof_table *dst, size_t di, const struct cprof_table *src, size_t si)
+{
+    unsigned n = dst->n;
+    const uint64_t *sv = src->vals + si * 2 * n;
+    uint64_t *dv = dst->vals + di * 2 * n;
+
+    dst->recs[di].calls += src->recs[si].calls;
+    dst->recs[di].primitive_calls += src->recs[si].primitive_calls;
+    for (unsigned c = 0; c < 2 * n; c++)
+        dv[c] += sv[c];
+}
+
+/* Add a thread's histograms and slow sets into the merged ones (map: its function
+ * indices to merged ones).  0, or -ENOMEM. */
+static int merge_extras(struct cprof_merged *out, const struct cprof_thread *t, const size_t *map,
+                        unsigned n)
+{
+    struct cprof_extras *dx = &out->extras;
+    const struct cprof_extras *sx = &t->extras;
+
+    for (size_t i = 0; i < sx->cap && i < t->tab.fns.len; i++) {
+        const struct cprof_fn_ext *src = &sx->ext[i];
+        struct cprof_fn_ext *dst;
+
+        if (!src->hist && !src->slow)
+            continue;
+        dst = cprof_extras_slot(dx, map[i]);
+        if (!dst)
+            return -ENOMEM;
+        if (src->hist) {
+            if (!dst->hist && !(dst->hist = cprof_arena_alloc(&dx->arena, n * sizeof(*dst->hist))))
+                return -ENOMEM;
+            for (unsigned c = 0; c < n; c++)
+                if (cprof_hist_merge(&dst->hist[c], &src->hist[c], &dx->arena) < 0)
+                    return -ENOMEM;
+        }
+        if (src->slow) {
+            if (!dst->slow) {
+                dst->slow = cprof_arena_alloc(&dx->arena, sizeof(*dst->slow) +
+                                                              dx->slow_k * sizeof(dst->slow->e[0]));
+                if (!dst->slow)
+                    return -ENOMEM;
+            }
+            for (unsigned j = 0; j < src->slow->count; j++) {
+                const struct cprof_slow_entry *e = &src->slow->e[j];
+                if (dst->slow->count < dx->slow_k || e->value > dst->slow->e[0].value)
+                    cprof_slow_insert(dst->slow, dx->slow_k, e->value, e->tag);
+            }
+        }
+    }
+    return 0;
+}
+
+void cprof_health_add(struct cprof_health *a, const struct cprof_health *b)
+{
+    if (!a->backwards_readings && b->backwards_readings) {
+        a->backwards_counter = b->backwards_counter;
+        a->backwards_key = b->backwards_key;
+    }
+    a->out_of_memory += b->out_of_memory;
+    a->backwards_readings += b->backwards_readings;
+    a->tree_folded += b->tree_folded;
+    a->distribution_values_lost += b->distribution_values_lost;
+    a->unmatched_exits += b->unmatched_exits;
+}
+
+/* The merged index of each of thread t's functions, into map (t->tab.fns.len). */
+static int merge_functions(struct cprof_merged *out, const struct cprof_thread *t,
+                           cprof_ident_fn ident, void *ident_arg, size_t *map)
+{
+    for (size_t i = 0; i < t->tab.fns.len; i++) {
+        uint64_t id = t->tab.fns.recs[i].key;
+        int r;
+        if (i != CPROF_ROOT && ident && (r = ident(ident_arg, id, &id)) < 0)
+            return r;
+        if (cprof_table_get(&out->tab.fns, id, &map[i]) < 0)
+            return -ENOMEM;
+        add_rec(&out->tab.fns, map[i], &t->tab.fns, i);
+    }
+    return 0;
+}
+
+int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
+                cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out)
+{
+    size_t *map = NULL, *nmap;
+    uint64_t *block;
+    int r = -ENOMEM;
+
+    memset(out, 0, sizeof(*out));
+    if (cprof_tables_init(&out->tab, n) < 0)
+        goto err;
+    block = calloc(MERGED_NARRAYS * (size_t)(n ? n : 1), sizeof(uint64_t));
+    if (!block)
+        goto err;
+#define CARVE(name) out->name = block; block += n;
+    MERGED_ARRAYS(CARVE)
+#undef CARVE
+    for (size_t ti = 0; ti < nthreads; ti++)    /* one K for every merged slow set */
+        if (threads[ti]->extras.slow_k > out->extras.slow_k)
+            out->extras.slow_k = threads[ti]->extras.slow_k;
+    for (size_t ti = 0; ti < nthreads; ti++) {
+        const struct cprof_thread *t = threads[ti];
+        const struct cprof_tables *tab = &t->tab;
+        size_t *m, bfn;
+
+        if (!t->rd.started)
+            continue;
+        m = realloc(map, (tab->fns.len + tab->nodes.len) * sizeof(*map));
+        if (!m)
+            goto err;
+        map = m;
+        nmap = map + tab->fns.len;
+        if ((r = merge_functions(out, t, ident, ident_arg, map)) < 0)
+            goto err;
+        r = -ENOMEM;
+        if (merge_extras(out, t, map, n) < 0)
+            goto err;
+        for (size_t i = 0; i < tab->edges.len; i++) {
+            uint64_t k = tab->edges.recs[i].key;
+            uint64_t mk = (uint64_t)map[k >> 32] << 32 | map[k & 0xffffffffu];
+            size_t di;
+            if (cprof_table_get(&out->tab.edges, mk, &di) < 0)
+                goto err;
+            add_rec(&out->tab.edges, di, &tab->edges, i);
+        }
+        /* A parent node is always inserted before its children. */
+        for (size_t i = 0; i < tab->nodes.len; i++) {
+            uint64_t k = tab->nodes.recs[i].key;
+            uint64_t mk = i == CPROF_ROOT ? 0 : (uint64_t)nmap[k >> 32] << 32 | map[k & 0xffffffffu];
+            if (cprof_table_get(&out->tab.nodes, mk, &nmap[i]) < 0)
+                goto err;
+            add_rec(&out->tab.nodes, nmap[i], &tab->nodes, i);
+        }
+        if (!out->health.backwards_readings && t->health.backwards_readings) {
+            /* the first backwards reading's function, as its merged identity */
+            bfn = CPROF_ROOT;
+            if (t->health.backwards_key)
+                cprof_table_find(&tab->fns, t->health.backwards_key, &bfn);
+            cprof_health_add(&out->health, &t->health);
+            out->health.backwards_key = out->tab.fns.recs[map[bfn]].key;
+        } else
+            cprof_health_add(&out->health, &t->health);
+        for (unsigned c = 0; c < n; c++) {
+            out->region[c] += cprof_thread_region(t, c);
+            out->unattributed[c] += cprof_thread_unattributed(t, c);
+            out->compensated[c] += cprof_thread_compensated(t, c);
+        }
+        out->threads++;
+        out->events += t->rd.events;
+    }
+    free(map);
+    return 0;
+err:
+    free(map);
+    cprof_merged_free(out);
+    return r;
+}
+
+void cprof_merged_free(struct cprof_merged *m)
+{
+    cprof_tables_free(&m->tab);
+    cprof_extras_free(&m->extras);
+    free(m->region);            /* the block's start */
+#define CLEAR(name) m->name = NULL;
+    MERGED_ARRAYS(CLEAR)
+#undef CLEAR
+}
