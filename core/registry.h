@@ -6,6 +6,7 @@
 
 #define CPROF_MAX_COUNTERS 16
 #define CPROF_ARG_LEN 256
+#define CPROF_READ_PATH_LEN 240 /* a counter's read path, as its probe() describes it */
 
 struct cprof_counter_spec {
     const struct cprof_counter_def *def;    /* borrowed from the registry, or &own */

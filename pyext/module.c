@@ -2,11 +2,13 @@
  * extension: profiler.c (the Profiler type), threads.c (per-thread state),
  * hooks_monitoring.c / hooks_setprofile.c (the event hooks, one per Python
  * version range, behind hooks.h), spec.c, stats.c, pycounters.c (Counter,
- * UserCounter), allocators.c (pymalloc counters), listing.c (list_counters). */
+ * UserCounter), pymalloc.c (the pymalloc counters), counter_list.c (the counter
+ * names offered), interposer.c (is the malloc interposer loaded?), listing.c
+ * (list_counters). */
 #include "profiler.h"
 
-#include "allocators.h"
 #include "hooks.h"
+#include "interposer.h"
 #include "listing.h"
 
 /* ---- module ------------------------------------------------------------------------ */

@@ -2,8 +2,9 @@
 #include "profiler.h"
 
 #include "../core/registry.h"
-#include "allocators.h"
+#include "counter_list.h"
 #include "hooks.h"
+#include "pymalloc.h"
 
 static uint64_t next_generation = 1;    /* under the GIL */
 static uint64_t running_generation;     /* the enabled Profiler (profiles do not nest), or 0 */

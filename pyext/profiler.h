@@ -70,7 +70,7 @@ struct ProfilerObject {
     PyObject_HEAD
     unsigned n;                 /* counters */
     struct cprof_counter_spec specs[CPROF_MAX_COUNTERS];
-    char paths[CPROF_MAX_COUNTERS][240];        /* read path of each counter, from probe() */
+    char paths[CPROF_MAX_COUNTERS][CPROF_READ_PATH_LEN]; /* read path of each counter, from probe() */
     uint64_t generation;        /* unique per Profiler, to recognise its thread states */
     struct tstate *threads;     /* every thread state it created */
     PyObject *keys;             /* dict: int key -> (code or callable, module name or None) */

@@ -3,7 +3,7 @@
 #include "profiler.h"
 
 #include "../core/registry.h"
-#include "allocators.h"
+#include "counter_list.h"
 
 /* Move a parsed spec (a resolved one points into itself). */
 static void spec_move(struct cprof_counter_spec *dst, const struct cprof_counter_spec *src)
