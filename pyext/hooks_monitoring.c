@@ -39,7 +39,7 @@ typedef struct {
         (void)kwnames;                                                                           \
         if (!p || !p->enabled)                                                                   \
             Py_RETURN_NONE;                                                                      \
-        if ((key = c_key(args[2], args[3])) != 0)                                                \
+        if ((key = c_key(p, args[2], args[3])) != 0)                                                \
             ev(p, op, key, args[2], NULL);                                                       \
         else                                                                                     \
             on_other;                                                                            \

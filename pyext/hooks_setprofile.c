@@ -181,12 +181,12 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
         Py_DECREF(co);
         break;
     case PyTrace_C_CALL:
-        if ((key = c_key(arg, NULL)) != 0)
+        if ((key = c_key(p, arg, NULL)) != 0)
             ev(p, cprof_thread_enter, key, arg, NULL);
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
-        if ((key = c_key(arg, NULL)) != 0)
+        if ((key = c_key(p, arg, NULL)) != 0)
             ev(p, cprof_thread_exit, key, arg, NULL);
         break;
     default:

@@ -6,8 +6,29 @@
 #include "hooks.h"
 #include "pymalloc.h"
 
-static uint64_t next_generation = 1;    /* under the GIL */
-static uint64_t running_generation;     /* the enabled Profiler (profiles do not nest), or 0 */
+#include <stdatomic.h>
+
+/* Process globals, one per process because the thread-local pair they guard is
+ * (profiler.h): generations are handed out once in the process, whichever
+ * interpreter or module object creates the Profiler, and one profile at a time
+ * may run in it.  Atomic, so that this holds without relying on one GIL. */
+static atomic_uint_least64_t next_generation = 1; /* the next Profiler's generation */
+static atomic_uint_least64_t running_generation;  /* the enabled Profiler's, or 0 */
+
+/* Claim the process's one running profile for p: 0, or -1 if another one runs. */
+static int claim_running(const ProfilerObject *p)
+{
+    uint_least64_t none = 0;
+
+    return atomic_compare_exchange_strong(&running_generation, &none, p->generation) ? 0 : -1;
+}
+
+static void release_running(const ProfilerObject *p)
+{
+    uint_least64_t mine = p->generation;
+
+    atomic_compare_exchange_strong(&running_generation, &mine, 0);
+}
 
 static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
@@ -56,7 +77,8 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
             p->n = 0;
             return -1;
         }
-    p->generation = next_generation++;
+    p->generation = atomic_fetch_add(&next_generation, 1);
+    p->tp_new_def = st->tp_new_def;
     p->tool_id = -1;
     if (!p->keys && !(p->keys = PyDict_New()))
         return -1;
@@ -96,7 +118,7 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
                                    "enabling it again (profiles do not nest)");
         return NULL;
     }
-    if (running_generation) {
+    if (claim_running(p) < 0) {
         PyErr_SetString(st->error, "another cprof profile is already running in this process; "
                                    "disable it first (profiles do not nest)");
         return NULL;
@@ -112,11 +134,11 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
             cprof_thread_flush(&cprof_tls_ts->eng);
             cprof_thread_pause(&cprof_tls_ts->eng);
         }
+        release_running(p);
         return NULL;
     }
     cprof_pymalloc_profile_start(p->specs, p->n);
     p->enabled = 1;
-    running_generation = p->generation;
     Py_RETURN_NONE;
 }
 
@@ -129,7 +151,7 @@ static void stop(ProfilerObject *p)
     if (!p->enabled)
         return;
     p->enabled = 0;
-    running_generation = 0;
+    release_running(p);
     /* a thread whose hook the program took ends at cprof's last event there */
     tick = cprof_hooks_held(p);
     cprof_hooks_remove(p);

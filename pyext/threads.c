@@ -3,9 +3,9 @@
  * time, a call among the slowest), and pushing the frames already running. */
 #include "profiler.h"
 
+/* Process-wide, per OS thread (see profiler.h) */
 CPROF_TLS uint64_t cprof_tls_owner;
 CPROF_TLS struct tstate *cprof_tls_ts;
-PyMethodDef *cprof_tp_new_def;
 
 /* ---- errors inside hooks: sticky, raised from disable() ----------------------- */
 
