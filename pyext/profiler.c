@@ -91,13 +91,12 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 
 /* Push the calling thread's Python frames (outermost first), minus `skip`
  * innermost ones, as frames that were running before profiling started. */
-static int push_existing(ProfilerObject *p, int skip)
+static void push_existing(ProfilerObject *p, int skip)
 {
     struct tstate *ts = get_ts(p);
 
     if (ts)
         cprof_ts_push_frames(p, ts, PyEval_GetFrame(), skip, 0, 0);
-    return 0;
 }
 
 static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
@@ -191,17 +190,23 @@ static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds
     }
     nrep = p->replaced ? PyList_GET_SIZE(p->replaced) : 0;
     if (p->replaced_said < nrep) {
-        PyObject *first = PyList_GET_ITEM(p->replaced, p->replaced_said);
-        PyObject *msg = PyDict_GetItemString(first, "message");
+        /* a new reference: the list is the profile's, and making the exception may
+         * run Python code */
+        PyObject *msg = PyMapping_GetItemString(PyList_GET_ITEM(p->replaced, p->replaced_said),
+                                                "message");
         Py_ssize_t more = nrep - p->replaced_said - 1;
         p->replaced_said = nrep;
+        if (!msg)
+            return NULL;
         if (strict) {
             if (more)
                 PyErr_Format(st->error, "%S (and in %zd more threads)", msg, more);
             else
                 PyErr_SetObject(st->error, msg);
+            Py_DECREF(msg);
             return NULL;
         }
+        Py_DECREF(msg);
     }
     Py_RETURN_NONE;
 }
@@ -346,8 +351,14 @@ static PyObject *profiler_get_counters(PyObject *self, void *closure)
     (void)closure;
     if (!t)
         return NULL;
-    for (unsigned i = 0; i < p->n; i++)
-        PyTuple_SET_ITEM(t, i, PyUnicode_FromString(p->specs[i].def->name));
+    for (unsigned i = 0; i < p->n; i++) {
+        PyObject *name = PyUnicode_FromString(p->specs[i].def->name);
+        if (!name) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, name);
+    }
     return t;
 }
 
