@@ -6,6 +6,7 @@
 #include "hooks.h"
 #include "pymalloc.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 
 /* Process globals, one per process because the thread-local pair they guard is
@@ -15,12 +16,12 @@
 static atomic_uint_least64_t next_generation = 1; /* the next Profiler's generation */
 static atomic_uint_least64_t running_generation;  /* the enabled Profiler's, or 0 */
 
-/* Claim the process's one running profile for p: 0, or -1 if another one runs. */
+/* Claim the process's one running profile for p: 0, or -EBUSY if another one runs. */
 static int claim_running(const ProfilerObject *p)
 {
     uint_least64_t none = 0;
 
-    return atomic_compare_exchange_strong(&running_generation, &none, p->generation) ? 0 : -1;
+    return atomic_compare_exchange_strong(&running_generation, &none, p->generation) ? 0 : -EBUSY;
 }
 
 static void release_running(const ProfilerObject *p)

@@ -145,7 +145,7 @@ static int pym_check_arg(const char *name, const char *arg, struct cprof_error *
     if (arg && arg[0]) {
         cprof_error_set(err, EINVAL, "counter '%s' takes no argument; write just '%s'", name,
                         name);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -159,16 +159,18 @@ static uint64_t pym_read(void *state)
     static int ident##_probe(const char *arg, char *path, size_t pathlen,                        \
                              struct cprof_error *err)                                            \
     {                                                                                            \
-        if (pym_check_arg(cname, arg, err) < 0)                                                  \
-            return -1;                                                                           \
+        int rc = pym_check_arg(cname, arg, err);                                                 \
+        if (rc < 0)                                                                              \
+            return rc;                                                                           \
         snprintf(path, pathlen, "a load of this thread's total, raised by PyMem_SetAllocator "   \
                                 "hooks on the OBJ and MEM domains while profiling");             \
         return 0;                                                                                \
     }                                                                                            \
     static int ident##_open(void **state, const char *arg, struct cprof_error *err)              \
     {                                                                                            \
-        if (pym_check_arg(cname, arg, err) < 0)                                                  \
-            return -1;                                                                           \
+        int rc = pym_check_arg(cname, arg, err);                                                 \
+        if (rc < 0)                                                                              \
+            return rc;                                                                           \
         *state = &pym_counts[slot]; /* this thread's: opened in the thread that reads it */     \
         return 0;                                                                                \
     }                                                                                            \
