@@ -113,8 +113,8 @@ struct tstate {
  *   Set by __init__ (the calling thread) and read-only after, read by every
  *   profiled thread's events: n, specs, paths, generation, tp_new_def,
  *   all_call_sites, dist, slow_k, capture, objects, has_pycall.
- *   comp: set_compensation() (any thread, the profile not running) and copied
- *   into each thread's engine then and at cprof_ts_new.
+ *   comp: set by set_compensation() (any thread), which copies it into each
+ *   thread's engine; read by cprof_ts_new.
  *   enabled, tool_id, disable, hooks, bootstrap, prev_thread_hook, outside_ident,
  *   outside_depth, replaced_said: enable(), disable() and dealloc in the thread
  *   calling them; every hook reads `enabled`, the 3.9-3.11 hooks `bootstrap`
@@ -157,6 +157,7 @@ struct ProfilerObject {
     PyObject *replaced;         /* list of dicts: threads whose hook the program replaced */
     Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
 };
+
 /* The calling thread's state for the profile it last had an event in: the hot
  * path's one lookup.  Process-wide by nature: it belongs to the OS thread, which
  * may run code of several interpreters and module objects in turn.  Safe because
