@@ -8,6 +8,7 @@
 #include "counter.h"
 
 #define CPROF_ARG_LEN 256
+#define CPROF_READ_PATH_LEN 240 /* a counter's read path, as its probe() describes it */
 
 /* One counter of a run.  Plain data: copy it by value. */
 struct cprof_counter_spec {

@@ -39,7 +39,7 @@ typedef struct {
         (void)kwnames;                                                                           \
         if (!p || !p->enabled)                                                                   \
             Py_RETURN_NONE;                                                                      \
-        if ((key = c_key(args[2], args[3])) != 0)                                                \
+        if ((key = c_key(p, args[2], args[3])) != 0)                                                \
             ev(p, op, key, args[2], NULL);                                                       \
         else                                                                                     \
             on_other;                                                                            \
@@ -105,9 +105,11 @@ static PyType_Spec hook_spec = {
     .slots = hook_slots,
 };
 
+/* sys.monitoring, a new reference (the calls made on it may run Python code, which
+ * could replace sys.monitoring and drop a borrowed one). */
 static PyObject *monitoring(void)
 {
-    PyObject *m = PySys_GetObject("monitoring"); /* borrowed */
+    PyObject *m = Py_XNewRef(PySys_GetObject("monitoring"));
     if (!m)
         PyErr_SetString(PyExc_RuntimeError, "sys.monitoring is missing");
     return m;
@@ -158,13 +160,17 @@ static int claim_tool_id(ProfilerObject *p, PyObject *mon, module_state *st)
         }
         PyErr_Clear();
     }
-    PyObject *joined = PyUnicode_Join(PyUnicode_FromString(", "), users);
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *joined = sep ? PyUnicode_Join(sep, users) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(users);
+    if (!joined)
+        return -1;
     PyErr_Format(st->error,
                  "cprof cannot start: all 6 sys.monitoring tool ids are in use (by %S); "
                  "stop one of those tools first",
-                 joined ? joined : Py_None);
-    Py_XDECREF(joined);
-    Py_DECREF(users);
+                 joined);
+    Py_DECREF(joined);
     return -1;
 }
 
@@ -173,8 +179,12 @@ int cprof_hooks_install(ProfilerObject *p, module_state *st)
     PyObject *mon = monitoring();
     long mask = 0;
 
-    if (!mon || claim_tool_id(p, mon, st) < 0)
+    if (!mon)
         return -1;
+    if (claim_tool_id(p, mon, st) < 0) {
+        Py_DECREF(mon);
+        return -1;
+    }
     Py_XSETREF(p->disable, PyObject_GetAttrString(mon, "DISABLE"));
     if (!p->disable)
         goto err;
@@ -214,6 +224,7 @@ int cprof_hooks_install(ProfilerObject *p, module_state *st)
     if (!r)
         goto err;
     Py_DECREF(r);
+    Py_DECREF(mon);
     return 0;
 err:;
     SAVE_EXC(saved);
@@ -221,6 +232,7 @@ err:;
     Py_XDECREF(x);
     PyErr_Clear();
     RESTORE_EXC(saved);
+    Py_DECREF(mon);
     p->tool_id = -1;
     for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
         ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL;
@@ -230,7 +242,7 @@ err:;
 
 void cprof_hooks_remove(ProfilerObject *p)
 {
-    PyObject *mon;
+    PyObject *mon = NULL;
     SAVE_EXC(saved);
 
     if (p->tool_id < 0)
@@ -261,6 +273,7 @@ void cprof_hooks_remove(ProfilerObject *p)
         Py_XDECREF(r);
     }
 done:
+    Py_XDECREF(mon);
     for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
         ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL; /* any left registered */
     p->tool_id = -1;

@@ -70,9 +70,12 @@ static PyObject *thread_name(unsigned long ident)
 
     if (threading && (active = PyObject_GetAttrString(threading, "_active"))) {
         if ((k = PyLong_FromUnsignedLong(ident))) {
-            t = PyDict_Check(active) ? PyDict_GetItemWithError(active, k) : NULL;
+            /* a strong reference: getting the name runs Python code, and the thread
+             * may end and leave _active meanwhile */
+            t = PyDict_Check(active) ? Py_XNewRef(PyDict_GetItemWithError(active, k)) : NULL;
             if (t && (name = PyObject_GetAttrString(t, "name")) && !PyUnicode_Check(name))
                 Py_CLEAR(name);
+            Py_XDECREF(t);
             Py_DECREF(k);
         }
         Py_DECREF(active);
@@ -99,15 +102,19 @@ static PyObject *replaced_entry(ProfilerObject *p, struct tstate *ts, int alive,
     for (size_t i = cprof_thread_depth(&ts->eng); i-- > 0 && PyList_GET_SIZE(stack) < 8;) {
         cprof_key key = cprof_thread_frame_key(&ts->eng, i);
         PyObject *k = PyLong_FromUnsignedLongLong(key), *e;
-        e = k ? PyDict_GetItemWithError(p->keys, k) : NULL;
+        /* a strong reference: entry_name() runs Python code */
+        e = k ? Py_XNewRef(PyDict_GetItemWithError(p->keys, k)) : NULL;
         Py_XDECREF(k);
-        if (PyList_Append(stack, e ? e : Py_None) < 0)
+        if (PyList_Append(stack, e ? e : Py_None) < 0) {
+            Py_XDECREF(e);
             goto out;
+        }
         PyErr_Clear();
         if (e && i + 1 == cprof_thread_depth(&ts->eng) && PyTuple_Check(e) && !PyCode_Check(PyTuple_GET_ITEM(e, 0)))
             by = entry_name(e);         /* the C function that took the hook */
         if (e && !in && PyTuple_Check(e) && PyCode_Check(PyTuple_GET_ITEM(e, 0)))
             in = entry_name(e);         /* the Python function that called it */
+        Py_XDECREF(e);
     }
     for (unsigned c = 0; c < p->n; c++)
         grown[c] = cprof_thread_region(&ts->eng, c);
@@ -181,12 +188,12 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
         Py_DECREF(co);
         break;
     case PyTrace_C_CALL:
-        if ((key = c_key(arg, NULL)) != 0)
+        if ((key = c_key(p, arg, NULL)) != 0)
             ev(p, cprof_thread_enter, key, arg, NULL);
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
-        if ((key = c_key(arg, NULL)) != 0)
+        if ((key = c_key(p, arg, NULL)) != 0)
             ev(p, cprof_thread_exit, key, arg, NULL);
         break;
     default:
@@ -318,14 +325,17 @@ int cprof_hooks_install(ProfilerObject *p, module_state *st)
      * its numbers short, so say so instead. */
     for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
         if (t->c_profilefunc && !hook_is_ours(p, t)) {
+            /* what t holds, before thread_name() runs Python code, during which the
+             * thread may end (t freed) or change its hook */
+            PyObject *holder = Py_NewRef(t->c_profileobj ? t->c_profileobj : Py_None);
             PyObject *name = thread_name(t->thread_id);
             PyErr_Format(st->error,
                          "cprof cannot start: thread %R already has a profile hook (%R, such as "
                          "cProfile's) and Python %d.%d allows one per thread; stop that profiler "
                          "first, or use Python 3.12+ where both can run",
-                         name, t->c_profileobj ? t->c_profileobj : Py_None, PY_MAJOR_VERSION,
-                         PY_MINOR_VERSION);
+                         name, holder, PY_MAJOR_VERSION, PY_MINOR_VERSION);
             Py_XDECREF(name);
+            Py_DECREF(holder);
             return -1;
         }
     if (!p->bootstrap) {
@@ -361,7 +371,7 @@ static void note_replaced_hooks(ProfilerObject *p)
 
     for (struct tstate *ts = p->threads; ts; ts = ts->next) {
         PyThreadState *t = PyInterpreterState_ThreadHead(me->interp);
-        PyObject *holder = Py_None, *entry;
+        PyObject *holder = NULL, *entry;
         int alive = 0;
 
         if (ts->failed || !cprof_thread_started(&ts->eng))
@@ -377,7 +387,11 @@ static void note_replaced_hooks(ProfilerObject *p)
                 holder = t->c_profileobj;
         } else if (cprof_thread_depth(&ts->eng) == 0)
             continue;
+        /* a strong reference: replaced_entry() runs Python code, during which the
+         * thread may drop the hook it holds */
+        holder = Py_NewRef(holder ? holder : Py_None);
         entry = replaced_entry(p, ts, alive, holder, 0);
+        Py_DECREF(holder);
         if (!entry || PyList_Append(p->replaced, entry) < 0)
             cprof_py_set_sticky(p, "cprof could not record a replaced profile hook (out of memory?)");
         Py_XDECREF(entry);

@@ -17,10 +17,8 @@
 #include "../core/registry.h"
 #include "../counters/counters.h"
 #include "../counters/perf.h"
-#include "allocators.h"
+#include "counter_list.h"
 #include "listing.h"
-
-#define PATH_LEN 240    /* as the Profiler's read paths */
 
 static int append_row(PyObject *out, const char *name, const char *unit, const char *description,
                       const char *kind, const char *pmu, int ok, const char *path,
@@ -46,7 +44,7 @@ static int resolved_row(PyObject *out, const char *name, const char *kind, const
 {
     struct cprof_counter_spec spec;
     struct cprof_error err = {0, ""};
-    char path[PATH_LEN] = "";
+    char path[CPROF_READ_PATH_LEN] = "";
     int ok;
 
     if (cprof_resolve_one(name, cprof_counter_resolvers, &spec, &err) < 0)
@@ -96,7 +94,7 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu)
     }
     for (const struct cprof_counter_def *const *d = cprof_py_counters(); *d; d++) {
         struct cprof_error err = {0, ""};
-        char path[PATH_LEN] = "";
+        char path[CPROF_READ_PATH_LEN] = "";
         int ok = (*d)->probe("", NULL, path, sizeof(path), &err) == 0;
         if (append_row(out, (*d)->name, (*d)->unit, (*d)->description, "built-in", "", ok, path,
                        err.msg, (*d)->flags) < 0)

@@ -2,11 +2,13 @@
  * extension: profiler.c (the Profiler type), threads.c (per-thread state),
  * hooks_monitoring.c / hooks_setprofile.c (the event hooks, one per Python
  * version range, behind hooks.h), spec.c, stats.c, pycounters.c (Counter,
- * UserCounter), allocators.c (pymalloc counters), listing.c (list_counters). */
+ * UserCounter), pymalloc.c (the pymalloc counters), counter_list.c (the counter
+ * names offered), interposer.c (is the malloc interposer loaded?), listing.c
+ * (list_counters). */
 #include "profiler.h"
 
-#include "allocators.h"
 #include "hooks.h"
+#include "interposer.h"
 #include "listing.h"
 
 /* ---- module ------------------------------------------------------------------------ */
@@ -52,7 +54,7 @@ static int module_exec(PyObject *m)
     if (!new_fn)
         return -1;
     if (PyCFunction_Check(new_fn))
-        cprof_tp_new_def = ((PyCFunctionObject *)new_fn)->m_ml;
+        st->tp_new_def = ((PyCFunctionObject *)new_fn)->m_ml;
     Py_DECREF(new_fn);
     st->error = PyErr_NewExceptionWithDoc(
         "cprof._cprof.CprofError",
@@ -118,6 +120,14 @@ static void module_free(void *m)
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, (void *)module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* Not in sub-interpreters: the profile hooks, the pymalloc hooks and the
+     * thread-local state are one per process (profiler.h, "Where state lives"), so
+     * a second interpreter, with its own GIL or not, would share them unguarded.
+     * Importing fails there with ImportError (in every sub-interpreter that checks
+     * its extensions, as isolated ones do). */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
     {0, NULL},
 };
 

@@ -2,11 +2,34 @@
 #include "profiler.h"
 
 #include "../core/registry.h"
-#include "allocators.h"
+#include "counter_list.h"
 #include "hooks.h"
+#include "pymalloc.h"
 
-static uint64_t next_generation = 1;    /* under the GIL */
-static uint64_t running_generation;     /* the enabled Profiler (profiles do not nest), or 0 */
+#include <errno.h>
+#include <stdatomic.h>
+
+/* Process globals, one per process because the thread-local pair they guard is
+ * (profiler.h): generations are handed out once in the process, whichever
+ * interpreter or module object creates the Profiler, and one profile at a time
+ * may run in it.  Atomic, so that this holds without relying on one GIL. */
+static atomic_uint_least64_t next_generation = 1; /* the next Profiler's generation */
+static atomic_uint_least64_t running_generation;  /* the enabled Profiler's, or 0 */
+
+/* Claim the process's one running profile for p: 0, or -EBUSY if another one runs. */
+static int claim_running(const ProfilerObject *p)
+{
+    uint_least64_t none = 0;
+
+    return atomic_compare_exchange_strong(&running_generation, &none, p->generation) ? 0 : -EBUSY;
+}
+
+static void release_running(const ProfilerObject *p)
+{
+    uint_least64_t mine = p->generation;
+
+    atomic_compare_exchange_strong(&running_generation, &mine, 0);
+}
 
 static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
@@ -56,7 +79,8 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
             p->n = 0;
             return -1;
         }
-    p->generation = next_generation++;
+    p->generation = atomic_fetch_add(&next_generation, 1);
+    p->tp_new_def = st->tp_new_def;
     p->tool_id = -1;
     if (!p->keys && !(p->keys = PyDict_New()))
         return -1;
@@ -69,13 +93,12 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 
 /* Push the calling thread's Python frames (outermost first), minus `skip`
  * innermost ones, as frames that were running before profiling started. */
-static int push_existing(ProfilerObject *p, int skip)
+static void push_existing(ProfilerObject *p, int skip)
 {
     struct tstate *ts = get_ts(p);
 
     if (ts)
         cprof_ts_push_frames(p, ts, PyEval_GetFrame(), skip, 0, 0);
-    return 0;
 }
 
 static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
@@ -96,7 +119,7 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
                                    "enabling it again (profiles do not nest)");
         return NULL;
     }
-    if (running_generation) {
+    if (claim_running(p) < 0) {
         PyErr_SetString(st->error, "another cprof profile is already running in this process; "
                                    "disable it first (profiles do not nest)");
         return NULL;
@@ -112,11 +135,11 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
             cprof_thread_flush(&cprof_tls_ts->eng);
             cprof_thread_pause(&cprof_tls_ts->eng);
         }
+        release_running(p);
         return NULL;
     }
     cprof_pymalloc_profile_start(p->specs, p->n);
     p->enabled = 1;
-    running_generation = p->generation;
     Py_RETURN_NONE;
 }
 
@@ -129,7 +152,7 @@ static void stop(ProfilerObject *p)
     if (!p->enabled)
         return;
     p->enabled = 0;
-    running_generation = 0;
+    release_running(p);
     /* a thread whose hook the program took ends at cprof's last event there */
     tick = cprof_hooks_held(p);
     cprof_hooks_remove(p);
@@ -169,17 +192,23 @@ static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds
     }
     nrep = p->replaced ? PyList_GET_SIZE(p->replaced) : 0;
     if (p->replaced_said < nrep) {
-        PyObject *first = PyList_GET_ITEM(p->replaced, p->replaced_said);
-        PyObject *msg = PyDict_GetItemString(first, "message");
+        /* a new reference: the list is the profile's, and making the exception may
+         * run Python code */
+        PyObject *msg = PyMapping_GetItemString(PyList_GET_ITEM(p->replaced, p->replaced_said),
+                                                "message");
         Py_ssize_t more = nrep - p->replaced_said - 1;
         p->replaced_said = nrep;
+        if (!msg)
+            return NULL;
         if (strict) {
             if (more)
                 PyErr_Format(st->error, "%S (and in %zd more threads)", msg, more);
             else
                 PyErr_SetObject(st->error, msg);
+            Py_DECREF(msg);
             return NULL;
         }
+        Py_DECREF(msg);
     }
     if (cprof_py_warn_health(p) < 0)
         return NULL;
@@ -326,8 +355,14 @@ static PyObject *profiler_get_counters(PyObject *self, void *closure)
     (void)closure;
     if (!t)
         return NULL;
-    for (unsigned i = 0; i < p->n; i++)
-        PyTuple_SET_ITEM(t, i, PyUnicode_FromString(p->specs[i].def->name));
+    for (unsigned i = 0; i < p->n; i++) {
+        PyObject *name = PyUnicode_FromString(p->specs[i].def->name);
+        if (!name) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, name);
+    }
     return t;
 }
 

@@ -14,7 +14,37 @@
  * profile exists); a C function is its PyMethodDef's address.  Names are
  * resolved at report time, in Python, from the objects in the registry.
  *
- * The hooks never raise: a failure sets a sticky error, raised from disable(). */
+ * The hooks never raise: a failure sets a sticky error, raised from disable().
+ *
+ * Error convention in pyext/: a function that deals in Python objects returns 0
+ * or -1 with a Python exception set, or a new reference or NULL with an exception
+ * set (CPython's own convention); a function that deals only in C returns 0 or a
+ * negative errno value (the project's, with the sentence in a struct cprof_error).
+ * There is no third kind: no -2, no -1 that may or may not come with an exception.
+ * The hooks and the engine's callbacks into Python (on_new_key, on_slow) return
+ * nothing to raise: a failure becomes the profiler's sticky error, and the
+ * exception pending when they were called is saved and restored around their
+ * Python work.
+ *
+ * Where state lives:
+ *   module_state      per module object (so per interpreter): the types and the
+ *                     exception class, and what is looked up once at import.
+ *   ProfilerObject    one profile: its counters, hooks, registries, results.
+ *   struct tstate     one thread of one profile: its engine and counter states.
+ *   process globals   only what the process has one of, each said where it is
+ *                     defined: the thread-local pair below (per OS thread, so
+ *                     shared by every interpreter and module object), with the
+ *                     generation counter and the running profile that make it
+ *                     safe (profiler.c); the pymalloc hooks, because
+ *                     PyMem_SetAllocator is per process (pymalloc.c); the list of
+ *                     counter names, immutable once filled (counter_list.c);
+ *                     pycounters.c has its own (said there).
+ * Sub-interpreters: on 3.12+ the module declares Py_mod_multiple_interpreters
+ * NOT_SUPPORTED (module.c): importing it in a sub-interpreter that checks its
+ * extensions (every isolated one, shared GIL or own) fails with ImportError
+ * instead of sharing these globals between interpreters.  A legacy
+ * sub-interpreter (Py_NewInterpreter, which checks nothing) can still load it, as
+ * every Python before 3.12 can: untested there. */
 #ifndef CPROF_PROFILER_H
 #define CPROF_PROFILER_H
 
@@ -49,11 +79,24 @@ typedef struct {
     PyTypeObject *user_counter_type; /* cprof.UserCounter */
 #define CPROF_STATS_NTYPES 5
     PyTypeObject *stats_types[CPROF_STATS_NTYPES]; /* stats()'s named records (stats.c) */
+    const PyMethodDef *tp_new_def;  /* the one PyMethodDef behind every type's __new__ */
 } module_state;
 
 typedef struct ProfilerObject ProfilerObject;
 
-/* One thread's profiling state: its engine and its counters' per-thread state. */
+/* One thread's profiling state: its engine and its counters' per-thread state.
+ *
+ * Who touches what (today everything below is under the GIL; a free-threaded
+ * build needs each "other threads" line to become a hand-over):
+ *   ident, tstate_id, prof, next: written once, by the owning thread at its first
+ *     event (cprof_ts_new), then read-only; `next` links the owner's list.
+ *   eng, read, cstate, opened, failed, pending, pending_globals: the owning thread,
+ *     at its events.  Other threads read or change them only with the profile
+ *     stopped or stopping: stop() flushes and pauses every thread's engine from the
+ *     thread that calls disable(), stats() merges them, note_replaced_hooks() reads
+ *     the stack, set_compensation() sets the engine's costs, dealloc frees them.
+ *     Beware: a Counter's read and the engine's callbacks run Python code, which
+ *     may let another thread run (and call disable()) in the middle of an event. */
 struct tstate {
     struct cprof_thread eng;    /* shadow stack and tables */
     uint64_t (*read[CPROF_MAX_COUNTERS])(void *); /* the counters' read functions */
@@ -69,12 +112,30 @@ struct tstate {
     struct tstate *next;        /* the owner's list of threads */
 };
 
+/* One profile.  Who touches what (all under the GIL today):
+ *   Set by __init__ (the calling thread) and read-only after, read by every
+ *   profiled thread's events: n, specs, paths, generation, tp_new_def,
+ *   all_call_sites, dist, slow_k, capture, objects, has_pycall.
+ *   comp: set by set_compensation() (any thread), which copies it into each
+ *   thread's engine; read by cprof_ts_new.
+ *   enabled, tool_id, disable, hooks, bootstrap, prev_thread_hook, outside_ident,
+ *   outside_depth, replaced_said: enable(), disable() and dealloc in the thread
+ *   calling them; every hook reads `enabled`, the 3.9-3.11 hooks `bootstrap`
+ *   and the outside_* pair.
+ *   threads: pushed by each profiled thread at its first event (cprof_ts_new);
+ *   walked by stop(), set_compensation(), stats(), dealloc in the calling thread.
+ *   keys, captures, failures, replaced, error: appended by any profiled thread
+ *   inside its hooks (on_new_key, on_slow, cprof_ts_note_failures, the sticky
+ *   error, the 3.9-3.11 replaced-hook notes); read by stats(), disable(),
+ *   counter_failures(), hook_replaced(). */
 struct ProfilerObject {
     PyObject_HEAD
     unsigned n;                 /* counters */
     struct cprof_counter_spec specs[CPROF_MAX_COUNTERS];
-    char paths[CPROF_MAX_COUNTERS][240];        /* read path of each counter, from probe() */
-    uint64_t generation;        /* unique per Profiler, to recognise its thread states */
+    char paths[CPROF_MAX_COUNTERS][CPROF_READ_PATH_LEN]; /* read path of each counter, from probe() */
+    uint64_t generation;        /* unique per Profiler in the process, to recognise its
+                                 * thread states in cprof_tls_owner */
+    const PyMethodDef *tp_new_def; /* the module's tp_new_def, for c_key */
     struct tstate *threads;     /* every thread state it created */
     PyObject *keys;             /* dict: int key -> (code or callable, module name or None) */
     PyObject *error;            /* sticky error message (str) from a hook, or NULL */
@@ -100,13 +161,21 @@ struct ProfilerObject {
     Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
     struct cprof_health health_said; /* the health disable() last warned about */
 };
-/* initial-exec TLS: a direct load on the hot path, no __tls_get_addr call */
+
+/* The calling thread's state for the profile it last had an event in: the hot
+ * path's one lookup.  Process-wide by nature: it belongs to the OS thread, which
+ * may run code of several interpreters and module objects in turn.  Safe because
+ * a generation is never reused in the process (a Profiler that dies leaves other
+ * threads' pairs pointing at freed memory, under a generation no Profiler will
+ * have again), and one profile at a time runs in the process (profiler.c), so a
+ * thread's pair never goes back and forth between two profiles.
+ * initial-exec TLS: a direct load on the hot path, no __tls_get_addr call. */
 #define CPROF_TLS _Thread_local __attribute__((tls_model("initial-exec")))
 extern CPROF_TLS uint64_t cprof_tls_owner;      /* generation owning cprof_tls_ts */
 extern CPROF_TLS struct tstate *cprof_tls_ts;   /* this thread's state for that profiler */
 
+/* The Profiler's methods, never profiled (immutable: a static table). */
 extern const PyMethodDef *const cprof_own_methods_begin, *const cprof_own_methods_end;
-extern PyMethodDef *cprof_tp_new_def; /* the one PyMethodDef behind every type's __new__ */
 
 /* threads.c: per-thread state and the engine's callbacks */
 struct tstate *cprof_ts_new(ProfilerObject *p);
@@ -171,7 +240,7 @@ static inline void ev(ProfilerObject *p, engine_op op, cprof_key key, PyObject *
 /* The key of a C callable, or 0 if it is not one we report (a class, a Python
  * function, or one of cprof's own methods).  A method descriptor called with its
  * instance as first argument (list.sort) counts as that C function. */
-static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
+static inline cprof_key c_key(const ProfilerObject *p, PyObject *callable, PyObject *self_arg)
 {
     PyMethodDef *ml;
 
@@ -179,7 +248,7 @@ static inline cprof_key c_key(PyObject *callable, PyObject *self_arg)
         ml = ((PyCFunctionObject *)callable)->m_ml;
         /* every type's __new__ shares one PyMethodDef: its type tells them apart (kept
          * alive, with the callable, by the key registry) */
-        if (ml == cprof_tp_new_def && ((PyCFunctionObject *)callable)->m_self)
+        if (ml == p->tp_new_def && ((PyCFunctionObject *)callable)->m_self)
             return (cprof_key)(uintptr_t)((PyCFunctionObject *)callable)->m_self;
     } else if (Py_IS_TYPE(callable, &PyMethodDescr_Type) && self_arg &&
              PyObject_TypeCheck(self_arg, PyDescr_TYPE(callable)))

@@ -3,7 +3,7 @@
 #include "profiler.h"
 
 #include "../core/registry.h"
-#include "allocators.h"
+#include "counter_list.h"
 
 /* counters: a spec string ("cpu,wall"), or a sequence mixing counter names and
  * Counter/UserCounter objects, in the order given. */

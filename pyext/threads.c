@@ -3,9 +3,9 @@
  * time, a call among the slowest), and pushing the frames already running. */
 #include "profiler.h"
 
+/* Process-wide, per OS thread (see profiler.h) */
 CPROF_TLS uint64_t cprof_tls_owner;
 CPROF_TLS struct tstate *cprof_tls_ts;
-PyMethodDef *cprof_tp_new_def;
 
 /* ---- errors inside hooks: sticky, raised from disable() ----------------------- */
 
@@ -22,22 +22,28 @@ static void on_new_key(void *arg, cprof_key key)
 {
     struct tstate *ts = arg;
     ProfilerObject *p = ts->prof;
-    PyObject *k, *mod = Py_None, *entry;
+    PyObject *k, *mod = NULL, *entry;
     SAVE_EXC(saved);
 
     k = PyLong_FromUnsignedLongLong(key);
     if (!k)
         goto fail;
     if (PyDict_Contains(p->keys, k) == 0 && ts->pending) {
+        /* strong references from here: the dict operations below may run Python
+         * code (a collection, a __del__), which could let the borrowed ones go */
         PyObject *globals = ts->pending_globals;
         if (!globals && PyCode_Check(ts->pending))
             globals = PyEval_GetGlobals(); /* the event's own frame is the current one */
+        Py_XINCREF(globals);
         if (globals) {
-            PyObject *m = PyDict_GetItemString(globals, "__name__");
-            if (m && PyUnicode_Check(m))
-                mod = m;
+            mod = PyDict_GetItemString(globals, "__name__");
+            Py_XINCREF(mod);
+            if (mod && !PyUnicode_Check(mod))
+                Py_CLEAR(mod);
+            Py_DECREF(globals);
         }
-        entry = PyTuple_Pack(2, ts->pending, mod);
+        entry = PyTuple_Pack(2, ts->pending, mod ? mod : Py_None);
+        Py_XDECREF(mod);
         if (!entry || PyDict_SetItem(p->keys, k, entry) < 0) {
             Py_XDECREF(entry);
             Py_DECREF(k);
@@ -74,18 +80,26 @@ static uint64_t on_slow(void *arg, cprof_key key, const uint64_t *values, int cu
         PyList_SetItem(p->captures, (Py_ssize_t)evicted - 1, Py_NewRef(Py_None));
     if (current && p->capture && ts->pending && PyCode_Check(ts->pending)) {
         uint64_t before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
-        PyFrameObject *f = PyEval_GetFrame();
+        /* a strong reference: reading a Counter runs Python code */
+        PyObject *f = Py_XNewRef((PyObject *)PyEval_GetFrame());
         read_all(ts, p->n, before);
         if (f)
-            info = PyObject_CallFunctionObjArgs(p->capture, (PyObject *)f, NULL);
+            info = PyObject_CallFunctionObjArgs(p->capture, f, NULL);
         read_all(ts, p->n, after);
         cprof_thread_exclude(&ts->eng, before, after);
+        Py_XDECREF(f);
         if (!info)
             PyErr_Clear();
     }
     vals = PyTuple_New(p->n);
-    for (unsigned c = 0; vals && c < p->n; c++)
-        PyTuple_SET_ITEM(vals, c, PyLong_FromUnsignedLongLong(values[c]));
+    for (unsigned c = 0; vals && c < p->n; c++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(values[c]);
+        if (!v) {
+            Py_CLEAR(vals);
+            break;
+        }
+        PyTuple_SET_ITEM(vals, c, v);
+    }
     entry = vals ? PyTuple_Pack(2, info ? info : Py_None, vals) : NULL;
     if (entry && PyList_Append(p->captures, entry) == 0)
         tag = (uint64_t)PyList_GET_SIZE(p->captures);

@@ -11,15 +11,26 @@
  * with the GIL held.  A realloc counts as a request of its new size: unlike
  * malloc, Python's allocator cannot say how big the old block was.
  *
- * The hooks never allocate, so they cannot re-enter themselves. */
+ * The hooks never allocate, so they cannot re-enter themselves.
+ *
+ * What is here is one per process, because the allocator is: PyMem_SetAllocator
+ * sets it for the whole process, every interpreter in it included.  So the
+ * domain table, the count of profiles using the hooks and the `counting` flag are
+ * process globals, not module state: `users` and the table change only under
+ * `lock` (profile start and stop, never the hot path), and the hooks read
+ * `counting` with a relaxed atomic load (a plain load on x86-64 and arm64).  The
+ * totals are per thread.  PyMem_SetAllocator itself is safe here because the MEM
+ * and OBJ domains are only called with the GIL held, and so is our caller. */
 #define PY_SSIZE_T_CLEAN
-#include "allocators.h"
+#include <Python.h>
+
+#include "pymalloc.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-
-#include "../counters/counters.h"
 
 #define CPROF_TLS _Thread_local __attribute__((tls_model("initial-exec")))
 
@@ -41,14 +52,15 @@ static struct pym_domain domains[] = {
 };
 #define NDOMAINS (sizeof(domains) / sizeof(domains[0]))
 
-static int counting;            /* a profile using these runs (under the GIL) */
-static unsigned users;          /* how many */
+static atomic_int counting;     /* a profile using these runs: the hooks count */
+static unsigned users;          /* how many (under lock) */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* users and domains[] */
 
 /* ---- the hooks --------------------------------------------------------------------- */
 
 static inline void add(size_t bytes)
 {
-    if (counting) {
+    if (atomic_load_explicit(&counting, memory_order_relaxed)) {
         pym_counts[PYM_BYTES] += bytes;
         pym_counts[PYM_CALLS]++;
     }
@@ -93,6 +105,7 @@ static void pym_free(void *ctx, void *ptr)
 
 /* ---- install / restore ------------------------------------------------------------- */
 
+/* Under lock. */
 static void install(void)
 {
     for (size_t i = 0; i < NDOMAINS; i++) {
@@ -105,12 +118,13 @@ static void install(void)
         PyMem_SetAllocator(d->domain, &mine);
         d->chained = 1;
     }
-    counting = 1;
+    atomic_store_explicit(&counting, 1, memory_order_relaxed);
 }
 
+/* Under lock. */
 static void restore(void)
 {
-    counting = 0;
+    atomic_store_explicit(&counting, 0, memory_order_relaxed);
     for (size_t i = 0; i < NDOMAINS; i++) {
         struct pym_domain *d = &domains[i];
         PyMemAllocatorEx cur;
@@ -152,7 +166,7 @@ static uint64_t pym_read(void *state)
         *state = &pym_counts[slot]; /* this thread's: opened in the thread that reads it */     \
         return 0;                                                                                \
     }                                                                                            \
-    static const struct cprof_counter_def ident = {                                              \
+    const struct cprof_counter_def ident = {                                              \
         .name = cname,                                                                           \
         .unit = cunit,                                                                           \
         .description = desc,                                                                     \
@@ -161,27 +175,12 @@ static uint64_t pym_read(void *state)
         .read = pym_read,                                                                        \
     };
 
-PYM_COUNTER(pymalloc_bytes, "pymalloc-bytes", "B", PYM_BYTES,
+PYM_COUNTER(cprof_counter_pymalloc_bytes, "pymalloc-bytes", "B", PYM_BYTES,
             "bytes requested from Python's allocator (PyObject_Malloc, PyMem_Malloc; a realloc "
             "counts its new size), small objects included")
-PYM_COUNTER(pymalloc_calls, "pymalloc-calls", "calls", PYM_CALLS,
+PYM_COUNTER(cprof_counter_pymalloc_calls, "pymalloc-calls", "calls", PYM_CALLS,
             "allocations through Python's allocator (PyObject_Malloc, PyMem_Malloc, their calloc "
             "and realloc)")
-
-const struct cprof_counter_def *const *cprof_py_counters(void)
-{
-    static const struct cprof_counter_def *all[CPROF_MAX_COUNTERS * 2];
-    size_t n = 0;
-
-    if (all[0])
-        return all;
-    for (const struct cprof_counter_def *const *d = cprof_builtin_counters; *d; d++)
-        all[n++] = *d;
-    all[n++] = &pymalloc_bytes;
-    all[n++] = &pymalloc_calls;
-    all[n] = NULL;
-    return all;
-}
 
 static int uses_pymalloc(const struct cprof_counter_spec *specs, unsigned n)
 {
@@ -193,34 +192,20 @@ static int uses_pymalloc(const struct cprof_counter_spec *specs, unsigned n)
 
 void cprof_pymalloc_profile_start(const struct cprof_counter_spec *specs, unsigned n)
 {
-    if (uses_pymalloc(specs, n) && users++ == 0)
+    if (!uses_pymalloc(specs, n))
+        return;
+    pthread_mutex_lock(&lock);
+    if (users++ == 0)
         install();
+    pthread_mutex_unlock(&lock);
 }
 
 void cprof_pymalloc_profile_stop(const struct cprof_counter_spec *specs, unsigned n)
 {
-    if (uses_pymalloc(specs, n) && users > 0 && --users == 0)
+    if (!uses_pymalloc(specs, n))
+        return;
+    pthread_mutex_lock(&lock);
+    if (users > 0 && --users == 0)
         restore();
-}
-
-/* ---- the CLI's question ----------------------------------------------------------------- */
-
-PyObject *cprof_py_malloc_interposer(PyObject *module, PyObject *args)
-{
-    const char *name = "malloc-bytes";
-    const struct cprof_counter_def *def;
-    struct cprof_error err = {0, ""};
-    char path[240];
-
-    (void)module;
-    if (!PyArg_ParseTuple(args, "|s:malloc_interposer", &name))
-        return NULL;
-    def = cprof_registry_find(cprof_builtin_counters, name, strlen(name));
-    if (!def || !(def->flags & CPROF_COUNTER_NEEDS_PRELOAD)) {
-        PyErr_Format(PyExc_ValueError, "'%s' is not one of the malloc counters", name);
-        return NULL;
-    }
-    if (def->probe("", NULL, path, sizeof(path), &err) == 0)
-        Py_RETURN_NONE;
-    return Py_BuildValue("(is)", err.code, err.msg);
+    pthread_mutex_unlock(&lock);
 }
