@@ -3,8 +3,9 @@
  * sees only the resolver, cprof_counter_resolvers[] in counters.h.
  *
  *   perf_names.c   name -> struct perf_event_attr (perf's generic names, and any
- *                  libpfm4 event string when built with libpfm4), close-name
+ *                  libpfm4 event string where libpfm4 is found at run time), close-name
  *                  suggestions, libpfm4's PMU event list
+ *   pfm_loader.c   libpfm4 loaded at run time (dlopen), so one build works with and without
  *   perf.c         the descriptors: open, probe with one-sentence errors, read
  *   perf_math.h    the read arithmetic as pure functions (seqlock, rdpmc, scaling) */
 #ifndef CPROF_PERF_H
@@ -36,11 +37,14 @@ struct cprof_perf_event {
 /* What this machine offers PMU events: the facts the sentences about a PMU event
  * rest on.  cprof_perf_host_detect() finds them; tests inject their own. */
 struct cprof_perf_host {
-    int libpfm;                 /* this cprof was built with libpfm4 */
+    int libpfm;                 /* libpfm4 is usable: loaded and started (cprof_perf_libpfm) */
     const char *core_pmu;       /* libpfm4's name of the core PMU it detects on this CPU
                                  * ("icl", "amd64_fam19h_zen4"), or NULL: static storage */
     int hw_errno;               /* 0 if perf_event_open counts a hardware event here
                                  * (instructions, user mode), else its errno */
+    const char *libpfm_why;     /* if libpfm4 is not usable, why ("libpfm4 was not found
+                                 * (...)"), or NULL if this cprof was built without it:
+                                 * static storage */
 };
 
 void cprof_perf_host_detect(struct cprof_perf_host *h);
@@ -63,13 +67,16 @@ int cprof_perf_pmu_name_error(const char *name, const char *known, const struct 
 int cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, int e, int paranoid,
                           const struct cprof_perf_host *h, struct cprof_error *err);
 
-/* 1 if this cprof was built with libpfm4. */
-extern const int cprof_perf_have_libpfm;
+/* 1 if libpfm4 is usable here: this cprof loads it (not built with -Dlibpfm=disabled)
+ * and it was found and started.  Else 0 and *why (if why): NULL if this cprof was
+ * built without libpfm4, or why it is not usable, one clause in static storage:
+ * "libpfm4 was not found (libpfm.so.4: cannot open shared object file: ...)".
+ * The first call loads libpfm4 (thread-safe). */
+int cprof_perf_libpfm(const char **why);
 
 /* Name -> event, opening nothing.  0, or a negative value and err: code ENOENT
  * means "not a perf event name" (msg empty, or a sentence better than "unknown
- * counter"); any other code is a definite error about this name.  (The libpfm4
- * encoder still returns -1 with err->code set; perf.c goes by err->code.) */
+ * counter"); any other code is a definite error about this name. */
 int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cprof_error *err);
 
 /* Up to three known names close to an unknown one, ", "-separated, into buf. */
@@ -81,7 +88,7 @@ extern const char *const cprof_perf_generic_names[];
 /* libpfm4's events of the PMUs it detects here, for --list-counters --pmu: fn is
  * called for each (its full "pmu::EVENT" name, the PMU, descriptions) and returns
  * 0 or -errno; a failure stops the walk and is returned.  -ENOTSUP without
- * libpfm4. */
+ * libpfm4 (built without it, or not found here). */
 typedef int (*cprof_pmu_event_fn)(void *ctx, const char *name, const char *pmu,
                                   const char *pmu_desc, const char *desc);
 int cprof_perf_pmu_events(cprof_pmu_event_fn fn, void *ctx, struct cprof_error *err);

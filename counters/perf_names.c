@@ -3,8 +3,9 @@
  * perf's generic names (page-faults, context-switches, cycles, instructions...)
  * come from the table below and work with or without libpfm4; they map to
  * PERF_TYPE_SOFTWARE / PERF_TYPE_HARDWARE events, which the kernel translates to
- * each CPU's own event.  Every other name goes to libpfm4 when cprof was built
- * with it (CPROF_HAVE_LIBPFM): "INST_RETIRED.ANY_P:u", "icl::INST_RETIRED:ANY_P",
+ * each CPU's own event.  Every other name goes to libpfm4, loaded at run time
+ * where the machine has it (pfm_loader.c; not in a build with -Dlibpfm=disabled,
+ * CPROF_HAVE_LIBPFM 0): "INST_RETIRED.ANY_P:u", "icl::INST_RETIRED:ANY_P",
  * "perf::PERF_COUNT_HW_CPU_CYCLES", with libpfm4's modifiers.  Nothing here opens
  * an event: perf.c does, and says why one cannot be counted. */
 #define _GNU_SOURCE
@@ -24,10 +25,19 @@
 #define CPROF_HAVE_LIBPFM 0
 #endif
 #if CPROF_HAVE_LIBPFM
-#include <perfmon/pfmlib_perf_event.h>
+#include "pfm_loader.h"
 #endif
 
-const int cprof_perf_have_libpfm = CPROF_HAVE_LIBPFM;
+int cprof_perf_libpfm(const char **why)
+{
+#if CPROF_HAVE_LIBPFM
+    return cprof_pfm_get(why) != NULL;
+#else
+    if (why)
+        *why = NULL;
+    return 0;
+#endif
+}
 
 struct generic {
     const char *name;           /* as perf list spells it */
@@ -124,7 +134,7 @@ void cprof_perf_host_detect(struct cprof_perf_host *h)
     int fd;
 
     memset(h, 0, sizeof(*h));
-    h->libpfm = CPROF_HAVE_LIBPFM;
+    h->libpfm = cprof_perf_libpfm(&h->libpfm_why);
     /* user mode only: an unprivileged user may count that much where a PMU exists */
     memset(&a, 0, sizeof(a));
     a.size = sizeof(a);
@@ -139,7 +149,8 @@ void cprof_perf_host_detect(struct cprof_perf_host *h)
     else
         h->hw_errno = errno;
 #if CPROF_HAVE_LIBPFM
-    h->core_pmu = pfm_core_pmu();
+    if (h->libpfm)
+        h->core_pmu = pfm_core_pmu();
 #endif
 }
 
@@ -163,11 +174,30 @@ int cprof_perf_pmu_name_error(const char *name, const char *known, const struct 
                               struct cprof_error *err)
 {
     char why[120] = "";         /* why no PMU event can be counted here, or "" */
+    int gist = 0;               /* length of libpfm_why without its "(reason)" */
+
+    if (h->libpfm_why) {
+        gist = (int)strcspn(h->libpfm_why, "(");
+        while (gist > 0 && h->libpfm_why[gist - 1] == ' ')
+            gist--;
+    }
 
     if (cprof_perf_host_no_pmu(h))
         snprintf(why, sizeof(why), "no hardware PMU is visible to perf here (perf_event_open: %s)",
                  strerror(h->hw_errno));
-    if (!h->libpfm && why[0])
+    if (!h->libpfm && h->libpfm_why && why[0])    /* its reason would not fit: the gist */
+        cprof_error_set(err, ENOTSUP,
+                        "counter '%s' looks like a PMU event name, but %.*s, and %s, as in a VM "
+                        "without PMU passthrough; software events such as task-clock or "
+                        "page-faults work",
+                        name, gist, h->libpfm_why, why);
+    else if (!h->libpfm && h->libpfm_why)
+        cprof_error_set(err, ENOTSUP,
+                        "counter '%s' looks like a PMU event name, but %s; install libpfm4 "
+                        "(Debian/Ubuntu) or libpfm (Fedora) to name it, or use a generic event "
+                        "such as cycles or instructions",
+                        name, h->libpfm_why);
+    else if (!h->libpfm && why[0])
         cprof_error_set(err, ENOTSUP,
                         "counter '%s' looks like a PMU event name, but this cprof was built "
                         "without libpfm4, which encodes such names, and %s, as in a VM without "
@@ -176,9 +206,9 @@ int cprof_perf_pmu_name_error(const char *name, const char *known, const struct 
     else if (!h->libpfm)
         cprof_error_set(err, ENOTSUP,
                         "counter '%s' looks like a PMU event name, but this cprof was built "
-                        "without libpfm4, which encodes such names; install libpfm4-dev "
-                        "(Debian/Ubuntu) or libpfm-devel (Fedora) and reinstall cprof, or use a "
-                        "generic event such as cycles or instructions",
+                        "without libpfm4 (-Dlibpfm=disabled), which encodes such names; reinstall "
+                        "cprof without that option, or use a generic event such as cycles or "
+                        "instructions",
                         name);
     else if (!known || !known[0])
         cprof_error_set(err, ENOENT, "%s", "");        /* unknown: the registry's sentence */
@@ -270,34 +300,20 @@ static int encode_generic(const char *name, struct cprof_perf_event *ev)
 }
 
 #if CPROF_HAVE_LIBPFM
-static pthread_once_t pfm_once = PTHREAD_ONCE_INIT;
-static int pfm_status = PFM_ERR_NOINIT;
-
-static void pfm_init_once(void)
-{
-    pfm_status = pfm_initialize();
-}
-
-static int pfm_ready(void)
-{
-    pthread_once(&pfm_once, pfm_init_once);
-    return pfm_status == PFM_SUCCESS;
-}
-
 /* libpfm4's name of the core PMU it detects on this CPU, or NULL (only perf's
  * generic events). */
 static const char *pfm_core_pmu(void)
 {
-    pfm_pmu_t p;
+    const struct cprof_pfm *pfm = cprof_pfm_get(NULL);
 
-    if (!pfm_ready())
+    if (!pfm)
         return NULL;
-    pfm_for_all_pmus(p) {
-        pfm_pmu_info_t info;
+    for (int p = 0; p < CPROF_PFM_PMU_LIMIT; p++) {
+        struct cprof_pfm_pmu_info info;
         memset(&info, 0, sizeof(info));
         info.size = sizeof(info);
-        if (pfm_get_pmu_info(p, &info) == PFM_SUCCESS && info.is_present &&
-            info.type == PFM_PMU_TYPE_CORE)
+        if (pfm->get_pmu_info(p, &info) == CPROF_PFM_SUCCESS && info.is_present &&
+            info.type == CPROF_PFM_PMU_TYPE_CORE)
             return info.name;
     }
     return NULL;
@@ -314,13 +330,14 @@ static const char *event_base(const char *name, size_t *len)
 
 /* Does the table of `pinfo`, a PMU libpfm4 does not detect here, hold an event
  * named base[0..blen)? */
-static int pfm_pmu_has_event(const pfm_pmu_info_t *pinfo, const char *base, size_t blen)
+static int pfm_pmu_has_event(const struct cprof_pfm *pfm, const struct cprof_pfm_pmu_info *pinfo,
+                             const char *base, size_t blen)
 {
-    for (int i = pinfo->first_event; i != -1; i = pfm_get_event_next(i)) {
-        pfm_event_info_t e;
+    for (int i = pinfo->first_event; i != -1; i = pfm->get_event_next(i)) {
+        struct cprof_pfm_event_info e;
         memset(&e, 0, sizeof(e));
         e.size = sizeof(e);
-        if (pfm_get_event_info(i, PFM_OS_NONE, &e) == PFM_SUCCESS && e.name &&
+        if (pfm->get_event_info(i, CPROF_PFM_OS_NONE, &e) == CPROF_PFM_SUCCESS && e.name &&
             strlen(e.name) == blen && strncasecmp(e.name, base, blen) == 0)
             return 1;
     }
@@ -337,24 +354,24 @@ static void pfm_known_elsewhere(const char *name, char *buf, size_t len)
     const char *base = event_base(name, &blen);
     const char *last = NULL;
     unsigned found = 0;
+    const struct cprof_pfm *pfm = cprof_pfm_get(NULL);
 
     buf[0] = '\0';
     if (strstr(name, "::"))
         plen = (size_t)(strstr(name, "::") - name);
-    if (!pfm_ready() || blen == 0)
+    if (!pfm || blen == 0)
         return;
     for (int core = 1; core >= 0 && !found; core--) {
-        pfm_pmu_t p;
-        pfm_for_all_pmus(p) {
-            pfm_pmu_info_t pinfo;
+        for (int p = 0; p < CPROF_PFM_PMU_LIMIT; p++) {
+            struct cprof_pfm_pmu_info pinfo;
             memset(&pinfo, 0, sizeof(pinfo));
             pinfo.size = sizeof(pinfo);
-            if (pfm_get_pmu_info(p, &pinfo) != PFM_SUCCESS || pinfo.is_present || !pinfo.name ||
-                (pinfo.type == PFM_PMU_TYPE_CORE) != core)
+            if (pfm->get_pmu_info(p, &pinfo) != CPROF_PFM_SUCCESS || pinfo.is_present ||
+                !pinfo.name || (pinfo.type == CPROF_PFM_PMU_TYPE_CORE) != core)
                 continue;
             if (plen && (strlen(pinfo.name) != plen || strncasecmp(pinfo.name, name, plen)))
                 continue;
-            if (pfm_pmu_has_event(&pinfo, base, blen)) {
+            if (pfm_pmu_has_event(pfm, &pinfo, base, blen)) {
                 last = pinfo.name;
                 found++;
             }
@@ -366,39 +383,35 @@ static void pfm_known_elsewhere(const char *name, char *buf, size_t len)
         snprintf(buf, len, "%s and %u more", last, found - 1);
 }
 
-static int encode_pfm(const char *name, struct cprof_perf_event *ev, struct cprof_error *err)
+/* libpfm4's encoding of `name`; pfm is the loaded libpfm4. */
+static int encode_pfm(const struct cprof_pfm *pfm, const char *name, struct cprof_perf_event *ev,
+                      struct cprof_error *err)
 {
-    pfm_perf_encode_arg_t arg;
-    pfm_event_info_t info;
+    struct cprof_pfm_perf_encode_arg arg;
+    struct cprof_pfm_event_info info;
     int r;
 
-    if (!pfm_ready()) {
-        cprof_error_set(err, EIO, "libpfm4 could not start (%s), so event '%s' cannot be encoded",
-                        pfm_strerror(pfm_status), name);
-        return -1;
-    }
     memset(ev, 0, sizeof(*ev));
     memset(&arg, 0, sizeof(arg));
     arg.attr = &ev->attr;
     arg.size = sizeof(arg);
-    r = pfm_get_os_event_encoding(name, PFM_PLM0 | PFM_PLM3, PFM_OS_PERF_EVENT_EXT, &arg);
-    if (r == PFM_ERR_NOTFOUND) {
+    r = pfm->get_os_event_encoding(name, CPROF_PFM_PLM0 | CPROF_PFM_PLM3,
+                                   CPROF_PFM_OS_PERF_EVENT_EXT, &arg);
+    if (r == CPROF_PFM_ERR_NOTFOUND) {
         struct cprof_perf_host h;
         char known[96];
         if (!looks_like_pmu_event(name)) {
-            cprof_error_set(err, ENOENT, "%s", "");     /* a typo: the registry's sentence */
-            return -1;
+            return cprof_error_set(err, ENOENT, "%s", ""); /* a typo: the registry's sentence */
         }
         pfm_known_elsewhere(name, known, sizeof(known));
         cprof_perf_host_detect(&h);
         return cprof_perf_pmu_name_error(name, known, &h, err);
     }
-    if (r != PFM_SUCCESS) {
-        cprof_error_set(err, EINVAL,
-                        "libpfm4 cannot encode counter '%s' (%s); cprof --list-counters --pmu "
-                        "lists the events and their unit masks",
-                        name, pfm_strerror(r));
-        return -1;
+    if (r != CPROF_PFM_SUCCESS) {
+        return cprof_error_set(err, EINVAL,
+                               "libpfm4 cannot encode counter '%s' (%s); cprof --list-counters "
+                               "--pmu lists the events and their unit masks",
+                               name, pfm->strerror(r));
     }
     ev->attr.size = sizeof(ev->attr);
     ev->levels_chosen = ev->attr.exclude_kernel || ev->attr.exclude_user;
@@ -406,13 +419,13 @@ static int encode_pfm(const char *name, struct cprof_perf_event *ev, struct cpro
     ev->description = "PMU event named through libpfm4";
     memset(&info, 0, sizeof(info));
     info.size = sizeof(info);
-    if (pfm_get_event_info(arg.idx, PFM_OS_NONE, &info) == PFM_SUCCESS) {
-        pfm_pmu_info_t pinfo;
+    if (pfm->get_event_info(arg.idx, CPROF_PFM_OS_NONE, &info) == CPROF_PFM_SUCCESS) {
+        struct cprof_pfm_pmu_info pinfo;
         if (info.desc)
             ev->description = info.desc;
         memset(&pinfo, 0, sizeof(pinfo));
         pinfo.size = sizeof(pinfo);
-        if (pfm_get_pmu_info(info.pmu, &pinfo) == PFM_SUCCESS)
+        if (pfm->get_pmu_info(info.pmu, &pinfo) == CPROF_PFM_SUCCESS)
             ev->pmu = pinfo.name;
     }
     if (ev->attr.type == PERF_TYPE_SOFTWARE) {
@@ -445,15 +458,19 @@ int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cpro
                                ":uk",
                                name);
 #if CPROF_HAVE_LIBPFM
-    return encode_pfm(name, ev, err);
-#else
+    {
+        const struct cprof_pfm *pfm = cprof_pfm_get(NULL);
+        if (pfm)
+            return encode_pfm(pfm, name, ev, err);
+    }
+#endif
+    /* no libpfm4 here: a PMU event name gets why, anything else is unknown */
     if (looks_like_pmu_event(name)) {
         struct cprof_perf_host h;
         cprof_perf_host_detect(&h);
         return cprof_perf_pmu_name_error(name, NULL, &h, err);
     }
     return cprof_error_set(err, ENOENT, "%s", "");
-#endif
 }
 
 void cprof_perf_suggest(const char *name, char *buf, size_t len)
@@ -467,22 +484,22 @@ void cprof_perf_suggest(const char *name, char *buf, size_t len)
         size_t blen = strcspn(base, ".:");
         unsigned cap = cprof_close_distance(blen) + 1;
         unsigned found = 0;
-        pfm_pmu_t p;
+        const struct cprof_pfm *pfm = cprof_pfm_get(NULL);
 
-        if (!pfm_ready() || blen == 0)
+        if (!pfm || blen == 0)
             return;
-        pfm_for_all_pmus(p) {
-            pfm_pmu_info_t pinfo;
+        for (int p = 0; p < CPROF_PFM_PMU_LIMIT; p++) {
+            struct cprof_pfm_pmu_info pinfo;
             memset(&pinfo, 0, sizeof(pinfo));
             pinfo.size = sizeof(pinfo);
-            if (pfm_get_pmu_info(p, &pinfo) != PFM_SUCCESS || !pinfo.is_present)
+            if (pfm->get_pmu_info(p, &pinfo) != CPROF_PFM_SUCCESS || !pinfo.is_present)
                 continue;
-            for (int i = pinfo.first_event; i != -1 && found < 3; i = pfm_get_event_next(i)) {
-                pfm_event_info_t e;
+            for (int i = pinfo.first_event; i != -1 && found < 3; i = pfm->get_event_next(i)) {
+                struct cprof_pfm_event_info e;
                 size_t used = strlen(buf);
                 memset(&e, 0, sizeof(e));
                 e.size = sizeof(e);
-                if (pfm_get_event_info(i, PFM_OS_NONE, &e) != PFM_SUCCESS || !e.name)
+                if (pfm->get_event_info(i, CPROF_PFM_OS_NONE, &e) != CPROF_PFM_SUCCESS || !e.name)
                     continue;
                 if (cprof_name_distance(base, blen, e.name, strlen(e.name), cap) >= cap)
                     continue;
@@ -500,26 +517,29 @@ void cprof_perf_suggest(const char *name, char *buf, size_t len)
 int cprof_perf_pmu_events(cprof_pmu_event_fn fn, void *ctx, struct cprof_error *err)
 {
 #if CPROF_HAVE_LIBPFM
-    pfm_pmu_t p;
+    const char *why;
+    const struct cprof_pfm *pfm = cprof_pfm_get(&why);
 
-    if (!pfm_ready()) {
-        cprof_error_set(err, EIO, "libpfm4 could not start (%s), so it lists no PMU events",
-                        pfm_strerror(pfm_status));
-        return -EIO;
+    if (!pfm) {
+        cprof_error_set(err, ENOTSUP,
+                        "cprof cannot list PMU events: %s; install libpfm4 (Debian/Ubuntu) or "
+                        "libpfm (Fedora)",
+                        why);
+        return -ENOTSUP;
     }
-    pfm_for_all_pmus(p) {
-        pfm_pmu_info_t pinfo;
+    for (int p = 0; p < CPROF_PFM_PMU_LIMIT; p++) {
+        struct cprof_pfm_pmu_info pinfo;
         memset(&pinfo, 0, sizeof(pinfo));
         pinfo.size = sizeof(pinfo);
-        if (pfm_get_pmu_info(p, &pinfo) != PFM_SUCCESS || !pinfo.is_present)
+        if (pfm->get_pmu_info(p, &pinfo) != CPROF_PFM_SUCCESS || !pinfo.is_present)
             continue;
-        for (int i = pinfo.first_event; i != -1; i = pfm_get_event_next(i)) {
-            pfm_event_info_t e;
+        for (int i = pinfo.first_event; i != -1; i = pfm->get_event_next(i)) {
+            struct cprof_pfm_event_info e;
             char full[256];
             int r;
             memset(&e, 0, sizeof(e));
             e.size = sizeof(e);
-            if (pfm_get_event_info(i, PFM_OS_NONE, &e) != PFM_SUCCESS || !e.name)
+            if (pfm->get_event_info(i, CPROF_PFM_OS_NONE, &e) != CPROF_PFM_SUCCESS || !e.name)
                 continue;
             snprintf(full, sizeof(full), "%s::%s", pinfo.name, e.name);
             r = fn(ctx, full, pinfo.name, pinfo.desc ? pinfo.desc : "", e.desc ? e.desc : "");
@@ -532,8 +552,8 @@ int cprof_perf_pmu_events(cprof_pmu_event_fn fn, void *ctx, struct cprof_error *
     (void)fn;
     (void)ctx;
     cprof_error_set(err, ENOTSUP,
-                    "this cprof was built without libpfm4, so it cannot list PMU events; install "
-                    "libpfm4-dev (Debian/Ubuntu) or libpfm-devel (Fedora) and reinstall cprof");
+                    "this cprof was built without libpfm4 (-Dlibpfm=disabled), so it cannot list "
+                    "PMU events; reinstall cprof without that option");
     return -ENOTSUP;
 #endif
 }

@@ -146,5 +146,14 @@ PyObject *cprof_py_builtin_counters(PyObject *module, PyObject *unused)
 
 int cprof_py_have_libpfm(void)
 {
-    return cprof_perf_have_libpfm;
+    return cprof_perf_libpfm(NULL);
+}
+
+const char *cprof_py_libpfm_why(void)
+{
+    const char *why = NULL;
+
+    if (cprof_perf_libpfm(&why))
+        return NULL;
+    return why ? why : "this cprof was built without libpfm4";
 }

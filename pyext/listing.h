@@ -13,7 +13,12 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu);
  * unit, description, compensable, time, elapsed, takes_argument, needs_preload. */
 PyObject *cprof_py_builtin_counters(PyObject *module, PyObject *unused);
 
-/* 1 if this cprof was built with libpfm4. */
+/* 1 if libpfm4 is usable here: found and started at run time. */
 int cprof_py_have_libpfm(void);
+
+/* NULL if it is, else why not, one clause in static storage: "libpfm4 was not found
+ * (libpfm.so.4: cannot open shared object file: ...)", "this cprof was built without
+ * libpfm4". */
+const char *cprof_py_libpfm_why(void);
 
 #endif

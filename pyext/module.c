@@ -27,7 +27,8 @@ static PyObject *build_info(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return Py_BuildValue("{s:O}", "libpfm", cprof_py_have_libpfm() ? Py_True : Py_False);
+    return Py_BuildValue("{s:O,s:z}", "libpfm", cprof_py_have_libpfm() ? Py_True : Py_False,
+                         "libpfm_why", cprof_py_libpfm_why());
 }
 
 static PyMethodDef module_methods[] = {
@@ -42,7 +43,8 @@ static PyMethodDef module_methods[] = {
      "malloc_interposer(name='malloc-bytes')\n--\n\nNone if that malloc counter works in this "
      "process (libcprof_malloc.so preloaded), else (errno, sentence saying how to start it)."},
     {"build_info", build_info, METH_NOARGS,
-     "build_info()\n--\n\nWhat this build of cprof includes: {'libpfm': bool}."},
+     "build_info()\n--\n\nWhat this cprof can use here: {'libpfm': bool (libpfm4 found and "
+     "started, at run time), 'libpfm_why': None or why not}."},
     {NULL, NULL, 0, NULL},
 };
 

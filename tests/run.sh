@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, then runs
 #   1. the Criterion tests of core/ and counters/ (meson test),
-#   2. pytest for pyext/ and the CLI, under every CPython 3.9-3.13 found here
+#   2. ruff and mypy over the package, once pyproject.toml configures them,
+#   3. pytest for pyext/ and the CLI, under every CPython 3.9-3.13 found here
 #      (pyenv's versions, or pythonX.Y on PATH), the default python3 at least.
+# Each Python gets its own venv (build-venvs/pyX.Y, made anew each run): nothing is
+# installed into the interpreters themselves, and a failed install stops that Python's
+# tests with pip's own error.  Everything is built with -Werror (users' installs are not).
 # Usage: bash tests/run.sh            (CPROF_PYTHONS="python3.12 python3.13" to choose)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +19,13 @@ command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v chromium >/dev/null || need_apt+=(chromium)
 # the pprof export's real consumer (tests/py/test_exports.py: go tool pprof)
 command -v go >/dev/null || need_apt+=(golang-go)
-# libpfm4 is optional for cprof, but the suite tests the build with it (perf tests)
+# libpfm4 is optional for cprof (loaded at run time), but the suite tests PMU names with it;
+# its headers let the build check cprof's declarations of its ABI (counters/pfm_loader.c)
 [ -f /usr/include/perfmon/pfmlib_perf_event.h ] || need_apt+=(libpfm4-dev)
+# Debian/Ubuntu's python3 makes venvs only with python3-venv (ensurepip)
+if [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
+  need_apt+=(python3-venv)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -38,17 +47,47 @@ else
   [ ${#pythons[@]} -eq 0 ] && pythons=(python3)
 fi
 
-first="${pythons[0]}"
-"$first" -m pip install -q meson ninja 2>&1 | grep -v -i "warning: running pip as" || true
-echo "== C tests (Criterion, meson test)"
-"$first" -m mesonbuild.mesonmain setup build-tests --reconfigure -Dtests=enabled >/dev/null 2>&1 \
-  || "$first" -m mesonbuild.mesonmain setup build-tests -Dtests=enabled
-"$first" -m mesonbuild.mesonmain test -C build-tests --print-errorlogs
+# A fresh venv, its path on stdout: make_venv PYTHON NAME -> build-venvs/NAME.
+make_venv() {
+  local dir="$PWD/build-venvs/$2"
+  "$1" -m venv --clear "$dir" >&2 || {
+    echo "tests/run.sh: error: $1 could not make a venv in $dir (Debian/Ubuntu: apt-get install python3-venv)" >&2
+    return 1
+  }
+  echo "$dir"
+}
+
+# The tools (meson, ninja; ruff and mypy) in a venv of their own: build-venvs/tools
+# (.ci/run uses its meson too).
+tools=$(make_venv "${pythons[-1]}" tools)   # the newest: meson and mypy drop old ones first
+"$tools/bin/python" -m pip install -q meson ninja
+echo "== C tests (Criterion, meson test, -Werror)"
+"$tools/bin/python" -m mesonbuild.mesonmain setup build-tests --reconfigure -Dtests=enabled -Dwerror=true \
+  >/dev/null 2>&1 \
+  || "$tools/bin/python" -m mesonbuild.mesonmain setup build-tests --wipe -Dtests=enabled -Dwerror=true
+"$tools/bin/python" -m mesonbuild.mesonmain test -C build-tests --print-errorlogs
 
 status=0
+# ruff and mypy over the package, with the project's configuration in pyproject.toml;
+# until it has one, the step says so and is skipped.
+if grep -q '^\[tool\.ruff' pyproject.toml && grep -q '^\[tool\.mypy' pyproject.toml; then
+  echo "== lint: ruff check pyext/cprof, mypy"
+  "$tools/bin/python" -m pip install -q ruff mypy
+  "$tools/bin/python" -m ruff check pyext/cprof || status=1
+  "$tools/bin/python" -m mypy || status=1
+else
+  echo "== lint: skipped, pyproject.toml has no [tool.ruff] and [tool.mypy] configuration yet"
+fi
+
 for py in "${pythons[@]}"; do
-  echo "== pytest with $("$py" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
-  "$py" -m pip install -q ".[test]" 2>&1 | grep -v -i "warning: running pip as" || true
-  (cd tests/py && "$py" -m pytest -q -p no:cacheprovider .) || status=1
+  ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  venv=$(make_venv "$py" "py$ver") || { status=1; continue; }
+  echo "== pytest with $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])') ($py, in $venv)"
+  if ! "$venv/bin/python" -m pip install -q --config-settings=setup-args=-Dwerror=true ".[test]"; then
+    echo "tests/run.sh: error: pip could not install cprof for $py (its error is above)" >&2
+    status=1
+    continue
+  fi
+  (cd tests/py && "$venv/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
 done
 exit $status

@@ -7,8 +7,8 @@
     prof.dump("profile.json")
 """
 from ._cprof import Counter, CprofError, UserCounter, list_counters
+from ._version import version as __version__
 from .api import Profile, get_include
 
-__version__ = "0.1.0"
 __all__ = ["Counter", "CprofError", "Profile", "UserCounter", "get_include", "list_counters",
            "__version__"]

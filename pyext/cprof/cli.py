@@ -293,12 +293,15 @@ def _print_counters(pmu: bool) -> int:
         print(f"{r['name']:<{width}}  [{r['unit']}]  {r['description']}\n{'':<{width}}  read by: {state}"
               f"\n{'':<{width}}  {comp}")
     if not pmu:
-        if _cprof.build_info()["libpfm"]:
+        info = _cprof.build_info()  # libpfm4 is loaded at run time, where it is installed
+        if info["libpfm"]:
             print("\nPMU events by libpfm4 name (INST_RETIRED.ANY_P:u, pmu::EVENT) work too: "
                   "cprof --list-counters --pmu lists the events of the PMUs libpfm4 detects here.")
         else:
-            print("\nPMU events by libpfm4 name (INST_RETIRED.ANY_P:u): this cprof was built without "
-                  "libpfm4; install libpfm4-dev and reinstall cprof to use them "
+            how = ("reinstall cprof without -Dlibpfm=disabled" if "built without" in info["libpfm_why"]
+                   else "install libpfm4 (Debian/Ubuntu) or libpfm (Fedora)")
+            print(f"\nPMU events by libpfm4 name (INST_RETIRED.ANY_P:u) do not work here: "
+                  f"{info['libpfm_why']}; {how} to use them "
                   "(cprof --list-counters --pmu lists them then).")
     return 0
 

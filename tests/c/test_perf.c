@@ -9,9 +9,10 @@
  * kernel accepts.  Software events are checked against ground truth: fresh pages
  * touched = page faults counted.
  *
- * Built twice: test_perf with the libpfm4 the build found, test_perf_nopfm with
- * CPROF_HAVE_LIBPFM=0 (and CPROF_TEST_NOPFM: perf.c and perf_names.c alone), for
- * the sentences a build without libpfm4 gives. */
+ * Built twice: test_perf, which loads libpfm4 at run time as cprof does (and is
+ * told to load a file that is not there, for the sentences of a machine without
+ * it), and test_perf_nopfm with CPROF_HAVE_LIBPFM=0 (and CPROF_TEST_NOPFM: perf.c
+ * and perf_names.c alone), for the sentences a build without libpfm4 gives. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -550,6 +551,73 @@ Test(perf_names, libpfm4_unknown_name)
     cr_assert_str_eq(err.msg, "", "a lowercase unknown name is left to the registry's sentence");
 }
 
+/* libpfm4 not on this machine: CPROF_LIBPFM names a file that is not there (each
+ * Criterion test runs in its own process, and libpfm4 is loaded at first use). */
+static void hide_libpfm(void)
+{
+    setenv("CPROF_LIBPFM", "/nonexistent/libpfm.so.4", 1);
+}
+
+Test(perf_names, libpfm4_not_found_a_pmu_name_says_why, .init = hide_libpfm)
+{
+    struct cprof_perf_host h;
+    struct cprof_perf_event ev;
+    struct cprof_error err = {0, ""};
+    struct cprof_counter_spec out[4];
+    const char *why = "unset";
+    unsigned n;
+
+    cr_assert_not(cprof_perf_libpfm(&why));
+    cr_assert_str_eq(why, "libpfm4 was not found (/nonexistent/libpfm.so.4: cannot open shared "
+                          "object file: No such file or directory)");
+    cprof_perf_host_detect(&h);
+    cr_assert_not(h.libpfm);
+    cr_assert_eq(h.libpfm_why, why);
+    cr_assert_null(h.core_pmu);
+    cr_assert_eq(cprof_perf_encode("INST_RETIRED.ANY_P:u", &ev, &err), -ENOTSUP);
+    cr_assert_eq(err.code, ENOTSUP);
+    assert_sentence(err.msg, "'INST_RETIRED.ANY_P:u'");
+    cr_assert_null(strstr(err.msg, "built without"), "%s", err.msg);
+    /* why and how to get libpfm4 (no rebuild), unless no PMU event could be counted
+     * here anyway: then the gist, beside the reason that matters more */
+    HAS(err.msg, cprof_perf_host_no_pmu(&h) ? "but libpfm4 was not found, and no hardware PMU"
+                                            : why);
+    if (!cprof_perf_host_no_pmu(&h))
+        HAS(err.msg, "install libpfm4 (Debian/Ubuntu)");
+    /* through the registry, the same sentence reaches the user */
+    cr_assert_lt(cprof_spec_resolve("cycles,INST_RETIRED.ANY_P:u", no_builtins, perf_only, out, 4,
+                                    &n, &err),
+                 0);
+    HAS(err.msg, "libpfm4 was not found");
+    cr_assert_eq(cprof_perf_encode("perf::PERF_COUNT_HW_INSTRUCTIONS", &ev, &err), -ENOTSUP);
+    HAS(err.msg, "libpfm4 was not found");
+    /* generic names still work */
+    enc_ok("cycles");
+    enc_ok("page-faults:u");
+    /* a lowercase typo is an unknown name, not a libpfm4 matter */
+    cr_assert_eq(cprof_perf_encode("cylces", &ev, &err), -ENOENT);
+    cr_assert_eq(err.code, ENOENT);
+    cr_assert_str_eq(err.msg, "");
+    cr_assert_eq(cprof_perf_pmu_events(NULL, NULL, &err), -ENOTSUP);
+    assert_sentence(err.msg, why);
+    HAS(err.msg, "cannot list PMU events");
+}
+
+/* A file that loads but is not libpfm4 (the C library) is refused by its symbols. */
+static void libc_as_libpfm(void)
+{
+    setenv("CPROF_LIBPFM", "libc.so.6", 1);
+}
+
+Test(perf_names, a_library_without_libpfm4s_symbols_is_not_libpfm4, .init = libc_as_libpfm)
+{
+    const char *why = NULL;
+
+    cr_assert_not(cprof_perf_libpfm(&why));
+    cr_assert_str_eq(why, "libpfm4 was not found (libc.so.6 has no pfm_initialize: not libpfm4, "
+                          "or too old)");
+}
+
 #else /* built without libpfm4 */
 
 Test(perf_names, without_libpfm4_a_pmu_name_says_how_to_get_it)
@@ -560,14 +628,15 @@ Test(perf_names, without_libpfm4_a_pmu_name_says_how_to_get_it)
     struct cprof_counter_spec out[4];
     unsigned n;
 
-    cr_assert_not(cprof_perf_have_libpfm);
+    cr_assert_not(cprof_perf_libpfm(NULL));
     cr_assert_lt(cprof_perf_encode("INST_RETIRED.ANY_P:u", &ev, &err), 0);
     cr_assert_eq(err.code, ENOTSUP);
     assert_sentence(err.msg, "'INST_RETIRED.ANY_P:u'");
     HAS(err.msg, "without libpfm4");
     cprof_perf_host_detect(&h);
     /* how to get libpfm4, unless no PMU event could be counted here anyway */
-    HAS(err.msg, cprof_perf_host_no_pmu(&h) ? "no hardware PMU is visible" : "libpfm4-dev");
+    HAS(err.msg, cprof_perf_host_no_pmu(&h) ? "no hardware PMU is visible"
+                                            : "reinstall cprof without that option");
     /* through the registry, the same sentence reaches the user */
     FAILS(cprof_spec_resolve("cycles,INST_RETIRED.ANY_P:u", no_builtins, perf_only, out, 4,
                                     &n, &err), err);
@@ -613,7 +682,7 @@ static struct cprof_error name_error(int libpfm, const char *core, int hw_errno,
 
 Test(perf_host, no_pmu_means_the_kernel_has_none_not_a_refusal)
 {
-    struct cprof_perf_host h = {1, "icl", 0};
+    struct cprof_perf_host h = {1, "icl", 0, NULL};
 
     cr_assert_not(cprof_perf_host_no_pmu(&h));
     for (int e = 1; e < 134; e++) {
@@ -687,14 +756,33 @@ Test(perf_host, a_name_known_nowhere_is_unknown)
     cr_assert_str_eq(err.msg, "");
 }
 
+Test(perf_host, libpfm4_not_found)
+{
+    /* (e) at run time: a build that loads libpfm4, on a machine without it */
+    struct cprof_perf_host h = {.libpfm = 0, .hw_errno = 0, .libpfm_why = "libpfm4 was not found (x)"};
+    struct cprof_error err = {0, ""};
+
+    cr_assert_eq(cprof_perf_pmu_name_error(INTEL_NAME, NULL, &h, &err), -ENOTSUP);
+    cr_assert_eq(err.code, ENOTSUP);
+    assert_sentence(err.msg, "'" INTEL_NAME "'");
+    HAS(err.msg, "looks like a PMU event name, but libpfm4 was not found (x);");
+    HAS(err.msg, "install libpfm4 (Debian/Ubuntu) or libpfm (Fedora)");
+    HAS(err.msg, "cycles or instructions");
+    LACKS(err.msg, "reinstall");
+    h.hw_errno = ENOENT;
+    cr_assert_eq(cprof_perf_pmu_name_error(INTEL_NAME, NULL, &h, &err), -ENOTSUP);
+    HAS(err.msg, "but libpfm4 was not found, and no hardware PMU is visible to perf here");
+    LACKS(err.msg, "cycles");   /* which could not count here either */
+}
+
 Test(perf_host, without_libpfm4)
 {
     /* (e) */
     struct cprof_error err = name_error(0, NULL, 0, NULL);
 
     cr_assert_eq(err.code, ENOTSUP);
-    HAS(err.msg, "without libpfm4");
-    HAS(err.msg, "libpfm4-dev");
+    HAS(err.msg, "without libpfm4 (-Dlibpfm=disabled)");
+    HAS(err.msg, "reinstall cprof without that option");
     HAS(err.msg, "cycles or instructions");
     err = name_error(0, NULL, ENOENT, NULL);
     HAS(err.msg, "without libpfm4");
@@ -704,7 +792,7 @@ Test(perf_host, without_libpfm4)
 
 Test(perf_host, open_errors_by_host)
 {
-    struct cprof_perf_host vm = {1, "amd64_fam19h_zen4", ENOENT}, metal = {1, "icl", 0};
+    struct cprof_perf_host vm = {1, "amd64_fam19h_zen4", ENOENT, NULL}, metal = {1, "icl", 0, NULL};
     struct cprof_perf_event ev;
     struct cprof_error err = {0, ""};
 
@@ -740,7 +828,7 @@ Test(perf_host, detection_here)
     struct cprof_perf_host h;
 
     cprof_perf_host_detect(&h);
-    cr_assert_eq(h.libpfm, cprof_perf_have_libpfm);
+    cr_assert_eq(h.libpfm, cprof_perf_libpfm(NULL));
     if (!h.libpfm)
         cr_assert_null(h.core_pmu);
     cr_log_info("core PMU %s, hardware event: %s", h.core_pmu ? h.core_pmu : "(none)",

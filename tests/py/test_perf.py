@@ -307,9 +307,14 @@ def test_pmu_event_name_here(tmp_path, name):
     no_pmu = _no_pmu(hw)
     why = f"no hardware PMU is visible to perf here (perf_event_open: {os.strerror(hw)})"
     print(f"[measure] {name}: perf_event_open(instructions) -> {os.strerror(hw) if hw else 'ok'}")
-    if not _cprof.build_info()["libpfm"]:                               # (e)
-        line = _one_sentence(r, f"'{name}'", "without libpfm4")
-        assert (why if no_pmu else "libpfm4-dev") in line, line
+    info = _cprof.build_info()
+    if not info["libpfm"]:                                              # (e)
+        if "built without" in info["libpfm_why"]:
+            line = _one_sentence(r, f"'{name}'", "without libpfm4")
+            assert (why if no_pmu else "reinstall cprof without that option") in line, line
+        else:   # not found or not started here: why (its gist beside the missing PMU)
+            line = _one_sentence(r, f"'{name}'", info["libpfm_why"].split(" (")[0])
+            assert (why if no_pmu else info["libpfm_why"]) in line, line
         return
     core, here, elsewhere = _libpfm_view(name.split(".")[0].split(":")[0])
     print(f"[measure] libpfm4: core PMU {core}, has the event: {here}, others: {elsewhere}")
@@ -370,8 +375,9 @@ def test_list_counters_tells_the_truth_about_this_machine():
 
 def test_list_counters_pmu():
     r = run_cprof(["--list-counters", "--pmu"])
-    if not _cprof.build_info()["libpfm"]:
-        _one_sentence(r, "without libpfm4", "libpfm4-dev")
+    info = _cprof.build_info()
+    if not info["libpfm"]:
+        _one_sentence(r, "PMU events", info["libpfm_why"].replace(" (-Dlibpfm=disabled)", ""))
         return
     assert r.returncode == 0, r.stderr
     # libpfm4's generic PMU is always detected
@@ -383,6 +389,91 @@ def test_list_counters_pmu():
     assert sw and sw[0]["available"], sw
     if all(r_["pmu"] in ("perf", "perf_raw") for r_ in rows):  # as on this VM's CPU
         assert "recognises no hardware PMU" in r.stdout
+
+
+# ---------------------------------------------------------------- libpfm4 at run time
+
+HIDDEN = "/nonexistent/libpfm.so.4"
+NOT_FOUND = f"libpfm4 was not found ({HIDDEN}: cannot open shared object file: No such file or directory)"
+
+
+def test_the_extension_does_not_link_libpfm4():
+    """A build made where libpfm4 is installed must import where it is not: libpfm4 is
+    loaded at run time (dlopen), never a library the extension needs."""
+    readelf = shutil.which("readelf")
+    if not readelf:
+        pytest.skip("readelf (binutils) is not installed")
+    out = subprocess.run([readelf, "-d", _cprof.__file__], capture_output=True, text=True,
+                         check=True).stdout
+    assert "(NEEDED)" in out, out
+    assert "libpfm" not in out, out
+
+
+def _real_libpfm():
+    """The file behind libpfm.so.4 here, or None."""
+    r = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if line.strip().startswith("libpfm.so.4 ") and "=>" in line:
+            return os.path.realpath(line.split("=>")[1].strip())
+    return None
+
+
+def test_imports_where_libpfm4_is_missing(tmp_path):
+    """libpfm4 made unreadable for real, in a mount namespace (its file replaced by
+    /dev/null): cprof imports, says why in build_info, and a PMU event name gets the
+    sentence.  Before run-time loading, the import failed ('libpfm.so.4: file too short')."""
+    lib = _real_libpfm()
+    if not lib or not shutil.which("unshare"):
+        pytest.skip("libpfm4 is not installed here, or no unshare (util-linux)")
+    probe = subprocess.run(["unshare", "--mount", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace here: {probe.stderr.decode().strip()}")
+    code = "import json, cprof; from cprof import _cprof; print(json.dumps(_cprof.build_info()))"
+    script = _script(str(tmp_path), "print('ran')\n")
+    r = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c",
+                        'mount --bind /dev/null "$0" && "$1" -c "$2" && '
+                        'exec "$1" -m cprof --counter=INST_RETIRED.ANY_P:u "$3"',
+                        lib, sys.executable, code, script],
+                       capture_output=True, text=True, env={**os.environ, "CPROF_LIBPFM": ""})
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    info = json.loads(r.stdout.splitlines()[0])
+    assert info["libpfm"] is False, info
+    assert info["libpfm_why"].startswith("libpfm4 was not found (") and "libpfm.so.4: " in \
+        info["libpfm_why"], info
+    _one_sentence(r, "'INST_RETIRED.ANY_P:u'", "libpfm4 was not found")
+
+
+def test_libpfm4_not_found_build_info_and_list_counters():
+    """CPROF_LIBPFM names the file to load instead of libpfm.so.4: one that is not there
+    stands for a machine without libpfm4."""
+    env = {"CPROF_LIBPFM": HIDDEN}
+    r = subprocess.run([sys.executable, "-c", "import json, cprof; from cprof import _cprof; "
+                        "print(json.dumps(_cprof.build_info()))"],
+                       capture_output=True, text=True, env={**os.environ, **env}, check=True)
+    assert json.loads(r.stdout) == {"libpfm": False, "libpfm_why": NOT_FOUND}
+    r = run_cprof(["--list-counters"], env=env, check_rc=0)
+    assert ("PMU events by libpfm4 name (INST_RETIRED.ANY_P:u) do not work here: " + NOT_FOUND +
+            "; install libpfm4 (Debian/Ubuntu) or libpfm (Fedora) to use them") in r.stdout, r.stdout
+    assert "cycles" in r.stdout   # perf's generic events are still listed
+    _one_sentence(run_cprof(["--list-counters", "--pmu"], env=env),
+                  "cprof cannot list PMU events: " + NOT_FOUND, "install libpfm4 (Debian/Ubuntu)")
+
+
+def test_libpfm4_not_found_pmu_event_name(tmp_path):
+    script = _script(str(tmp_path), "print('ran')\n")
+    env = {"CPROF_LIBPFM": HIDDEN}
+    r = run_cprof(["--counter=INST_RETIRED.ANY_P:u", script], env=env)
+    no_pmu = _no_pmu(_hw_errno())
+    line = _one_sentence(r, "counter 'INST_RETIRED.ANY_P:u' looks like a PMU event name, but "
+                         "libpfm4 was not found")
+    if no_pmu:
+        assert "no hardware PMU is visible to perf here" in line, line
+    else:
+        assert NOT_FOUND + "; install libpfm4 (Debian/Ubuntu) or libpfm (Fedora)" in line, line
+    assert "built without" not in line and r.stdout == ""
+    # perf's generic events and the built-in counters need no libpfm4
+    r = run_cprof(["--counter=cpu,page-faults", "-o", str(tmp_path / "p.json"), script], env=env)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
 
 
 def test_pmu_flag_alone_is_an_error():
