@@ -6,10 +6,15 @@ import functools
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterable, TextIO, Union
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, TextIO, Union, cast
 
 from . import build, profile_file, report
 from ._cprof import Counter, CprofError, Profiler, UserCounter
+from .model import Profile as ProfileData
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from typing_extensions import Self
 
 CounterLike = Union[str, Counter, UserCounter]
 
@@ -34,7 +39,7 @@ def _entry_point(name: str):
     global _entry_points
     if _entry_points is None:
         from importlib.metadata import entry_points
-        eps = entry_points()
+        eps: Any = entry_points()  # 3.9: a dict of groups; 3.10+: select()
         group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else \
             eps.get(ENTRY_POINT_GROUP, [])
         _entry_points = {ep.name: ep for ep in group}
@@ -73,8 +78,9 @@ def resolve_counters(counters: str | Iterable[CounterLike]) -> list:
 def _stand_ins(counters: list) -> tuple[list, tuple]:
     """For calibration: counter objects replaced by stand-ins of the same kind (the
     user's read() is not called 280,000 times), and a cache key."""
-    zero = lambda: 0  # noqa: E731
-    items, key = [], []
+    zero = lambda: 0
+    items: list[Any] = []
+    key: list[Any] = []
     for c in counters:
         if isinstance(c, Counter):
             items.append(Counter(f"_cal{len(items)}", read=zero))
@@ -179,6 +185,8 @@ class Profile:
     a time in a process: enabling a second while one runs is a CprofError.
     """
 
+    _pid: int   # the process this Profile was made in (set by __new__, for dump())
+
     def __init__(self, counters: str | Iterable[CounterLike] = ("cpu", "wall"), *,
                  all_call_sites: bool = False, compensate: bool = True,
                  distributions: bool = False, slow_calls: int = 0) -> None:
@@ -189,7 +197,7 @@ class Profile:
         # distributions: a histogram of every call's inclusive value, per function and
         # counter; slow_calls=K: the K largest calls per function (first counter), with
         # the repr of their arguments
-        self._options = {"distributions": distributions, "slow_calls": slow_calls}
+        self._options: dict[str, Any] = {"distributions": distributions, "slow_calls": slow_calls}
         self._profiler = make_profiler(self._counters, all_call_sites, distributions, slow_calls)
         # compensate: take cprof's own per-event cost (calibrated once per process, at
         # the first enable) out of every measured interval, so call-heavy code is not
@@ -204,40 +212,53 @@ class Profile:
     def counters(self) -> tuple[str, ...]:
         return self._profiler.counters
 
-    def _start(self, skip: int) -> None:
+    def _start(self, skip: int, running_frames: bool = True) -> None:
         if self._compensate:
             self._profiler.set_compensation(calibrate(self._counters, self._all_call_sites,
                                                       **self._options))
             self._compensate = False  # once
-        self._profiler.enable(push_existing=True, skip=skip)
+        self._profiler.enable(push_existing=running_frames, skip=skip)
 
     def _stop(self) -> None:
-        self._profiler.disable(strict=False)  # a replaced hook is warned about below
+        replaced = self.stop()
         failures = self._profiler.counter_failures()
         for name, where, reason in failures[self._warned:]:
             fn = build.describe(*where)[0] if where else "the top level"
             warnings.warn(f"cprof: counter '{name}' stopped in {fn}: {reason}; "
                           "its numbers hold from there on", RuntimeWarning, stacklevel=3)
         self._warned = len(failures)
-        replaced = self._profiler.hook_replaced()
-        for entry in replaced[self._hooks_warned:]:
-            warnings.warn("cprof: " + entry["message"], RuntimeWarning, stacklevel=3)
-        self._hooks_warned = len(replaced)
+        for message in replaced:
+            warnings.warn("cprof: " + message, RuntimeWarning, stacklevel=3)
 
-    def enable(self) -> None:
+    def enable(self, *, running_frames: bool = True) -> None:
         """Start profiling every thread.  Enabling a Profile that is already enabled is
-        a CprofError (profiles do not nest; @prof nests calls of a function)."""
+        a CprofError (profiles do not nest; @prof nests calls of a function).
+        running_frames=False: the calls running now (the caller's and those above it)
+        are not profiled, only what they call from here on (the CLI starts the program
+        from its own frames)."""
         if self._profiler.enabled:
             raise CprofError("this Profile is already enabled; call disable() before enabling "
                              "it again (profiles do not nest)")
         # skip=2: this method's and _start's frames are not part of the profiled program
-        self._start(skip=2)
+        self._start(skip=2, running_frames=running_frames)
 
     def disable(self) -> None:
         """Stop profiling.  Disabling a Profile that is not enabled is a CprofError."""
         if not self._profiler.enabled:
             raise CprofError("this Profile is not enabled; call enable() before disable()")
         self._stop()
+
+    def stop(self) -> list[str]:
+        """Stop profiling as disable() does, but return instead of warning the sentences
+        saying which threads' profile hook the program replaced meanwhile (3.9-3.11),
+        for a caller that tells its user itself (the CLI); counters that failed are in
+        the profile's meta.health.  A hook's failure is a CprofError."""
+        if not self._profiler.enabled:
+            raise CprofError("this Profile is not enabled; call enable() before disable()")
+        self._profiler.disable(strict=False)
+        replaced = self._profiler.hook_replaced()
+        said, self._hooks_warned = self._hooks_warned, len(replaced)
+        return [entry["message"] for entry in replaced[said:]]
 
     def __del__(self) -> None:
         # A Profile dropped while enabled stops profiling: on 3.9-3.11 the threads'
@@ -253,7 +274,7 @@ class Profile:
         except Exception:  # at interpreter exit, or a hook's failure: nothing left to tell
             pass
 
-    def __enter__(self) -> "Profile":
+    def __enter__(self) -> Self:
         if self._profiler.enabled:
             raise CprofError("this Profile is already enabled; call disable() before enabling "
                              "it again (profiles do not nest)")
@@ -278,11 +299,22 @@ class Profile:
                     self._stop()
         return wrapper
 
-    def profile(self, **meta) -> dict:
-        """The profile as the JSON-ready dict that dump() writes (format version 1)."""
-        return build.build(self._profiler.stats(), {**self._meta, **meta})
+    def profile(self, **meta: Any) -> ProfileData:
+        """The profile as the JSON-ready dict that dump() writes (format version 2,
+        typed by cprof.model.Profile)."""
+        prof = build.build(self._profiler.stats(), {**self._meta, **meta})
+        if "health" not in prof["meta"]:
+            # Until build.py writes meta.health itself (the engine's health record):
+            # the version-1 counts moved in, and the counters that failed.
+            health = profile_file.health_of_v1(prof["meta"])
+            health["counter_failures"] = [
+                {"counter": name, "message": f"{reason} (in {build.describe(*where)[0] if where else 'the top level'}); "
+                                             "its numbers hold up to there"}
+                for name, where, reason in self._profiler.counter_failures()]
+            prof["meta"]["health"] = health
+        return cast(ProfileData, prof)
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Profile":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         self = super().__new__(cls)
         self._pid = os.getpid()  # for dump(): the process this Profile was made in
         return self

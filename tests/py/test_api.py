@@ -126,7 +126,7 @@ def test_exceptions_unwinding_keep_the_stack_consistent():
     assert byname["b"]["total"]["ctxsw"] >= byname["c"]["total"]["ctxsw"] + 1
     assert byname["a"]["total"]["ctxsw"] >= byname["b"]["total"]["ctxsw"] + 2
     assert byname["a"]["self"]["ctxsw"] == 0
-    assert prof["meta"]["unmatched_exits"] <= 2     # at most the returns of Profile.__enter__ and _start
+    assert prof["meta"]["health"]["unmatched_exits"] <= 2     # at most the returns of Profile.__enter__ and _start
     conserved(prof)
 
 
@@ -187,7 +187,7 @@ def test_stats_while_enabled_is_a_clear_error():
             p.profile()
     finally:
         p.disable()
-    assert p.profile()["version"] == 1
+    assert p.profile()["version"] == 2
 
 
 def test_re_enable_accumulates():
@@ -252,7 +252,7 @@ def test_coroutines_keep_the_stack_consistent():
     assert t["total"]["ctxsw"] == 0    # its waits happen while it is suspended
     polls = [f for f in prof["functions"] if f["name"].endswith("epoll.poll")]
     assert polls and polls[0]["self"]["ctxsw"] >= 5
-    assert prof["meta"]["unmatched_exits"] <= 2     # Profile.__enter__ and _start returning
+    assert prof["meta"]["health"]["unmatched_exits"] <= 2     # Profile.__enter__ and _start returning
     conserved(prof)
 
 
