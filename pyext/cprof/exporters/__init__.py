@@ -33,7 +33,7 @@ from ..schema import printable
 
 class Format(NamedTuple):
     name: str              # the module of this package that writes it, and --format's word
-    endings: tuple         # file endings (lower case): the first is the one `cprof export` writes
+    endings: tuple[str, ...]  # file endings (lower case): the first is the one `cprof export` writes
     multi_counter: bool    # every counter in one file (the chosen one first), or one counter
     words: str             # what -o's help calls it
 
