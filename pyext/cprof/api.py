@@ -212,15 +212,19 @@ class Profile:
     def counters(self) -> tuple[str, ...]:
         return self._profiler.counters
 
-    def _start(self, skip: int, running_frames: bool = True) -> None:
+    def _calibrate(self) -> None:
         if self._compensate:
             self._profiler.set_compensation(calibrate(self._counters, self._all_call_sites,
                                                       **self._options))
             self._compensate = False  # once
-        self._profiler.enable(push_existing=running_frames, skip=skip)
+
+    def _start(self, skip: int) -> None:
+        self._calibrate()
+        self._profiler.enable(push_existing=True, skip=skip)
 
     def _stop(self) -> None:
-        replaced = self.stop()
+        self._profiler.disable(strict=False)  # a replaced hook is warned about below
+        replaced = self.replaced_hooks()
         failures = self._profiler.counter_failures()
         for name, where, reason in failures[self._warned:]:
             fn = build.describe(*where)[0] if where else "the top level"
@@ -230,17 +234,14 @@ class Profile:
         for message in replaced:
             warnings.warn("cprof: " + message, RuntimeWarning, stacklevel=3)
 
-    def enable(self, *, running_frames: bool = True) -> None:
+    def enable(self) -> None:
         """Start profiling every thread.  Enabling a Profile that is already enabled is
-        a CprofError (profiles do not nest; @prof nests calls of a function).
-        running_frames=False: the calls running now (the caller's and those above it)
-        are not profiled, only what they call from here on (the CLI starts the program
-        from its own frames)."""
+        a CprofError (profiles do not nest; @prof nests calls of a function)."""
         if self._profiler.enabled:
             raise CprofError("this Profile is already enabled; call disable() before enabling "
                              "it again (profiles do not nest)")
         # skip=2: this method's and _start's frames are not part of the profiled program
-        self._start(skip=2, running_frames=running_frames)
+        self._start(skip=2)
 
     def disable(self) -> None:
         """Stop profiling.  Disabling a Profile that is not enabled is a CprofError."""
@@ -248,14 +249,21 @@ class Profile:
             raise CprofError("this Profile is not enabled; call enable() before disable()")
         self._stop()
 
-    def stop(self) -> list[str]:
-        """Stop profiling as disable() does, but return instead of warning the sentences
-        saying which threads' profile hook the program replaced meanwhile (3.9-3.11),
-        for a caller that tells its user itself (the CLI); counters that failed are in
-        the profile's meta.health.  A hook's failure is a CprofError."""
-        if not self._profiler.enabled:
-            raise CprofError("this Profile is not enabled; call enable() before disable()")
-        self._profiler.disable(strict=False)
+    def switches(self) -> tuple[Callable[..., None], Callable[..., None]]:
+        """(enable, disable) of the C profiler, calibrated now, for a caller that starts
+        and stops profiling in its own frame and runs the program from there (the CLI):
+        enable(push_existing=False) leaves the frames running then out of the profile,
+        disable(strict=False) stops (a hook's failure is a CprofError), and
+        replaced_hooks() says afterwards what disable() would have warned.  Being C
+        methods, they are not seen by the profile they start and stop; through
+        enable()/disable(), their own Python frames would return inside the profile
+        (at an empty stack: a function that ran since before the region)."""
+        self._calibrate()
+        return self._profiler.enable, self._profiler.disable
+
+    def replaced_hooks(self) -> list[str]:
+        """The sentences saying which threads' profile hook the program replaced
+        (3.9-3.11) since the last call, which disable() warns."""
         replaced = self._profiler.hook_replaced()
         said, self._hooks_warned = self._hooks_warned, len(replaced)
         return [entry["message"] for entry in replaced[said:]]

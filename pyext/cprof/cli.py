@@ -583,9 +583,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     if opts.output:  # before anything runs: a bad place costs no run
         _check_output(opts.output, "" if opts.module else (program or [""])[0], "the script to profile")
         where = (os.getcwd(), os.path.abspath(opts.output))  # the program may change folder
-    # names, plugins, packages' entry points; calibrated at enable() unless --no-compensate
+    # names, plugins, packages' entry points
     prof = Profile(opts.counter, all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
                    distributions=opts.distributions, slow_calls=opts.slow_calls)
+    start, stop = prof.switches()  # calibrated now; called from this frame, which runs the program
     if opts.module:
         run, run_args = _prepare_module(opts.module, program)
         target = f"-m {opts.module}"
@@ -605,10 +606,11 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         ending["done"] = True
         hook_error = None
         try:
-            replaced = prof.stop()
+            stop(strict=False)
         except CprofError as e:
             hook_error = str(e)
         else:
+            replaced = prof.replaced_hooks()
             if replaced:
                 more = len(replaced) - 1
                 hook_error = replaced[0] + (f" (and in {more} more threads)" if more else "")
@@ -669,7 +671,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     exit_code = 0
     exc: BaseException | None = None
-    prof.enable(running_frames=False)  # cprof's own frames are not the program's
+    start(push_existing=False)  # cprof's own frames are not the program's
     try:
         run(*run_args)
         _join_threads()
