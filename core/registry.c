@@ -2,8 +2,10 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -33,37 +35,145 @@ static int check_complete(const struct cprof_counter_def *def, struct cprof_erro
         missing = "thread_open";
     else if (!def->read)
         missing = "read";
-    if (missing) {
-        cprof_error_set(err, EINVAL, "counter module '%s' has no %s; every descriptor needs one",
-                        def->name ? def->name : "(unnamed)", missing);
-        return -1;
-    }
+    if (missing)
+        return cprof_error_set(err, EINVAL,
+                               "counter module '%s' has no %s; every descriptor needs one",
+                               def->name ? def->name : "(unnamed)", missing);
+    if (def->group && (!def->group->thread_open || !def->group->thread_close))
+        return cprof_error_set(err, EINVAL,
+                               "counter module '%s' has a group without thread_open or "
+                               "thread_close; a group needs both",
+                               def->name);
     return 0;
 }
 
 int cprof_registry_check(const struct cprof_counter_def *def, struct cprof_error *err)
 {
-    if (check_complete(def, err) < 0)
-        return -1;
-    if (strpbrk(def->name, ",: \t")) {
-        cprof_error_set(err, EINVAL, "counter name '%s' contains ',', ':' or a space; rename it",
-                        def->name);
-        return -1;
-    }
+    int r = check_complete(def, err);
+
+    if (r < 0)
+        return r;
+    if (strpbrk(def->name, ",: \t"))
+        return cprof_error_set(err, EINVAL,
+                               "counter name '%s' contains ',', ':' or a space; rename it",
+                               def->name);
     return 0;
+}
+
+/* "counter 'cpu' takes no argument; write just 'cpu'" for `typed` (what precedes
+ * ":arg" in the spec) if def takes none. */
+static int check_arg(const struct cprof_counter_def *def, const char *arg, const char *typed,
+                     size_t tlen, struct cprof_error *err)
+{
+    if (!arg[0] || (def->flags & CPROF_COUNTER_TAKES_ARG))
+        return 0;
+    return cprof_error_set(err, EINVAL, "counter '%s' takes no argument; write just '%.*s'",
+                           def->name, (int)tlen, typed);
 }
 
 int cprof_spec_check(const struct cprof_counter_spec *spec, struct cprof_error *err)
 {
-    if (spec->def != &spec->own)
-        return cprof_registry_check(spec->def, err);
-    if (check_complete(spec->def, err) < 0)
-        return -1;
+    int r = check_complete(spec->def, err);
+
+    if (r < 0)
+        return r;
     /* a resolved name is the whole token: modifiers after ':' belong to it */
-    if (spec->own.name != spec->arg || strpbrk(spec->arg, ", \t")) {
-        cprof_error_set(err, EINVAL, "resolved counter '%s' is not named by its spec's argument, "
-                        "or contains ',' or a space", spec->def->name);
-        return -1;
+    if (strpbrk(spec->def->name, ", \t"))
+        return cprof_error_set(err, EINVAL, "counter name '%s' contains ',' or a space",
+                               spec->def->name);
+    return check_arg(spec->def, spec->arg, spec->def->name, strlen(spec->def->name), err);
+}
+
+/* ---- descriptors kept for the process ----------------------------------------------------- */
+
+struct kept {
+    struct cprof_counter_def def;   /* the copy; its strings point into text */
+    struct kept *next;              /* the list of every kept descriptor */
+    char text[];                    /* name, unit, description, NUL-separated */
+};
+
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kept *kept_list;      /* under kept_lock; never freed */
+
+static int same_def(const struct cprof_counter_def *a, const struct cprof_counter_def *b)
+{
+    return strcmp(a->name, b->name) == 0 && strcmp(a->unit, b->unit) == 0 &&
+           strcmp(a->description, b->description) == 0 && a->probe == b->probe &&
+           a->thread_open == b->thread_open && a->read == b->read &&
+           a->thread_close == b->thread_close && a->corrections == b->corrections &&
+           a->flags == b->flags && a->group == b->group && a->take_failure == b->take_failure;
+}
+
+int cprof_registry_keep(const struct cprof_counter_def *def, const struct cprof_counter_def **out,
+                        struct cprof_error *err)
+{
+    size_t ln = strlen(def->name) + 1, lu = strlen(def->unit) + 1,
+           ld = strlen(def->description) + 1;
+    struct kept *k;
+
+    pthread_mutex_lock(&kept_lock);
+    for (k = kept_list; k; k = k->next)
+        if (same_def(&k->def, def))
+            goto out;
+    if (!(k = malloc(sizeof(*k) + ln + lu + ld))) {
+        pthread_mutex_unlock(&kept_lock);
+        return cprof_error_set(err, ENOMEM, "out of memory describing counter '%s'", def->name);
+    }
+    k->def = *def;
+    k->def.name = memcpy(k->text, def->name, ln);
+    k->def.unit = memcpy(k->text + ln, def->unit, lu);
+    k->def.description = memcpy(k->text + ln + lu, def->description, ld);
+    k->next = kept_list;
+    kept_list = k;
+out:
+    pthread_mutex_unlock(&kept_lock);
+    *out = &k->def;
+    return 0;
+}
+
+/* ---- opening a run's counters in a thread -------------------------------------------------- */
+
+/* The first spec of i's group (i itself if it has none or leads it). */
+static unsigned group_first(const struct cprof_counter_spec *specs, unsigned i)
+{
+    for (unsigned j = 0; j < i; j++)
+        if (specs[i].def->group && specs[j].def->group == specs[i].def->group)
+            return j;
+    return i;
+}
+
+void cprof_counters_close(const struct cprof_counter_spec *specs, unsigned n, void **states,
+                          void **shared)
+{
+    for (unsigned i = n; i-- > 0;)
+        if (specs[i].def->thread_close)
+            specs[i].def->thread_close(states[i]);
+    for (unsigned i = 0; i < n; i++)
+        if (specs[i].def->group && group_first(specs, i) == i)
+            specs[i].def->group->thread_close(shared[i]);
+}
+
+int cprof_counters_open(const struct cprof_counter_spec *specs, unsigned n, void **states,
+                        void **shared, struct cprof_error *err)
+{
+    for (unsigned i = 0; i < n; i++) {
+        const struct cprof_counter_def *def = specs[i].def;
+        unsigned first = group_first(specs, i);
+        int r = 0;
+
+        shared[i] = NULL;
+        if (def->group && first == i)
+            r = def->group->thread_open(&shared[i], err);
+        else if (def->group)
+            shared[i] = shared[first];
+        if (r == 0)
+            r = def->thread_open(&states[i], specs[i].arg, specs[i].ctx, shared[i], err);
+        if (r < 0) {
+            if (def->group && first == i && shared[i])
+                def->group->thread_close(shared[i]);
+            cprof_counters_close(specs, i, states, shared);
+            return r;
+        }
     }
     return 0;
 }
@@ -173,17 +283,20 @@ int cprof_resolve_one(const char *name, const struct cprof_resolver *const *reso
 
     for (const struct cprof_resolver *const *r = resolvers; r && *r; r++) {
         struct cprof_error e = {0, ""};
-        if ((*r)->resolve(name, NULL, 0, out, &e) == 0)
+        int rc = (*r)->resolve(name, NULL, 0, out, &e);
+        if (rc == 0)
             return 0;
-        if (e.code != ENOENT || (e.msg[0] && !first.msg[0]))
+        if (rc != -ENOENT || (e.msg[0] && !first.msg[0]))
             first = e;
-        if (e.code != ENOENT)
+        if (rc != -ENOENT) {
+            first.code = -rc;
             break;
+        }
     }
     if (!first.msg[0])
         cprof_error_set(&first, ENOENT, "unknown counter '%s'", name);
     *err = first;
-    return -1;
+    return -err->code;
 }
 
 /* One token that is not a built-in counter: the resolvers' turn. */
@@ -200,30 +313,33 @@ static int resolve_token(const char *tok, size_t len, const struct cprof_counter
         if (colon)
             nlen = (size_t)(colon - tok);
         list_names(known, names, sizeof(names));
-        cprof_error_set(err, ENOENT, "unknown counter '%.*s'; valid counters are: %s", (int)nlen,
-                        tok, names);
-        return -1;
+        return cprof_error_set(err, ENOENT, "unknown counter '%.*s'; valid counters are: %s",
+                               (int)nlen, tok, names);
     }
-    if (len >= sizeof(name)) {
-        cprof_error_set(err, E2BIG, "counter name '%.40s...' is too long (at most %d bytes)", tok,
-                        CPROF_ARG_LEN - 1);
-        return -1;
-    }
+    if (len >= sizeof(name))
+        return cprof_error_set(err, E2BIG, "counter name '%.40s...' is too long (at most %d bytes)",
+                               tok, CPROF_ARG_LEN - 1);
     memcpy(name, tok, len);
     name[len] = '\0';
     for (const struct cprof_resolver *const *r = resolvers; *r; r++) {
         struct cprof_error e = {0, ""};
-        if ((*r)->resolve(name, out, n, &out[n], &e) == 0)
-            return 0;
-        if (e.code != ENOENT || e.msg[0]) {
+        int rc = (*r)->resolve(name, out, n, &out[n], &e);
+        if (rc == 0) {
+            size_t alen = strlen(out[n].arg), tlen = len;
+            /* what the user typed before ":ARG", for the sentence */
+            if (alen && alen < len && tok[len - alen - 1] == ':' &&
+                memcmp(tok + len - alen, out[n].arg, alen) == 0)
+                tlen = len - alen - 1;
+            return check_arg(out[n].def, out[n].arg, tok, tlen, err);
+        }
+        if (rc != -ENOENT || e.msg[0]) {
             *err = e;   /* a definite error, or a better sentence than ours */
-            if (!err->code)
-                err->code = EINVAL;
-            return -1;
+            err->code = -rc;
+            return rc;
         }
     }
     unknown_name(tok, len, known, resolvers, err);
-    return -1;
+    return -ENOENT;
 }
 
 int cprof_spec_parse(const char *spec, const struct cprof_counter_def *const *known,
@@ -249,54 +365,50 @@ int cprof_spec_resolve(const char *spec, const struct cprof_counter_def *const *
         size_t nlen = colon ? (size_t)(colon - p) : len;
         const struct cprof_counter_def *def;
 
+        int r;
+
         list_names(known, names, sizeof(names));
-        if (nlen == 0) {
-            cprof_error_set(err, EINVAL,
-                            "empty counter name in '%s'; give a comma-separated list of: %s",
-                            spec, names);
-            return -1;
-        }
+        if (nlen == 0)
+            return cprof_error_set(err, EINVAL,
+                                   "empty counter name in '%s'; give a comma-separated list of: %s",
+                                   spec, names);
         def = cprof_registry_find(known, p, nlen);
         if (!def) {
-            if (resolvers && *resolvers && *n == max) {
-                cprof_error_set(err, E2BIG, "too many counters: at most %u per run, in '%s'", max,
-                                spec);
-                return -1;
-            }
-            if (resolve_token(p, len, known, resolvers, out, *n, err) < 0)
-                return -1;
+            if (resolvers && *resolvers && *n == max)
+                return cprof_error_set(err, E2BIG, "too many counters: at most %u per run, in '%s'",
+                                       max, spec);
+            if ((r = resolve_token(p, len, known, resolvers, out, *n, err)) < 0)
+                return r;
             def = out[*n].def;
             for (unsigned i = 0; i < *n; i++)
-                if (strcmp(out[i].def->name, def->name) == 0) {
-                    cprof_error_set(err, EINVAL,
-                                    "counter '%s' is given twice; name each counter once",
-                                    def->name);
-                    return -1;
-                }
+                if (strcmp(out[i].def->name, def->name) == 0)
+                    return cprof_error_set(err, EINVAL,
+                                           "counter '%s' is given twice; name each counter once",
+                                           def->name);
             (*n)++;
             goto next;
         }
         for (unsigned i = 0; i < *n; i++)
-            if (out[i].def == def) {
-                cprof_error_set(err, EINVAL, "counter '%s' is given twice; name each counter once",
-                                def->name);
-                return -1;
-            }
-        if (*n == max) {
-            cprof_error_set(err, E2BIG, "too many counters: at most %u per run, in '%s'", max, spec);
-            return -1;
-        }
-        if (colon && len - nlen - 1 >= CPROF_ARG_LEN) {
-            cprof_error_set(err, E2BIG, "the argument of counter '%s' is too long (at most %d bytes)",
-                            def->name, CPROF_ARG_LEN - 1);
-            return -1;
-        }
+            if (out[i].def == def)
+                return cprof_error_set(err, EINVAL,
+                                       "counter '%s' is given twice; name each counter once",
+                                       def->name);
+        if (*n == max)
+            return cprof_error_set(err, E2BIG, "too many counters: at most %u per run, in '%s'",
+                                   max, spec);
+        if (colon && len - nlen - 1 >= CPROF_ARG_LEN)
+            return cprof_error_set(err, E2BIG,
+                                   "the argument of counter '%s' is too long (at most %d bytes)",
+                                   def->name, CPROF_ARG_LEN - 1);
         out[*n].def = def;
         out[*n].arg[0] = '\0';
+        out[*n].ctx = NULL;
         if (colon) {
             memcpy(out[*n].arg, colon + 1, len - nlen - 1);
             out[*n].arg[len - nlen - 1] = '\0';
         }
+        if ((r = check_arg(def, out[*n].arg, p, nlen, err)) < 0)
+            return r;
         (*n)++;
 next:
         if (!end)

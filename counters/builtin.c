@@ -1,14 +1,17 @@
+/* The registry of built-in counters: cprof_builtin_counters[] in the order of
+ * counters/meson.build's list, which generates builtin_list.h (one
+ * CPROF_BUILTIN(ident) per descriptor cprof_counter_<ident>). */
 #include "counters.h"
 #include "perf.h"
 
+#define CPROF_BUILTIN(ident) extern const struct cprof_counter_def cprof_counter_##ident;
+#include "builtin_list.h"
+#undef CPROF_BUILTIN
+
 const struct cprof_counter_def *const cprof_builtin_counters[] = {
-    &cprof_counter_cpu,
-    &cprof_counter_wall,
-    &cprof_counter_ctxsw,
-    &cprof_counter_malloc_bytes,
-    &cprof_counter_malloc_calls,
-    &cprof_counter_free_bytes,
-    &cprof_counter_free_calls,
+#define CPROF_BUILTIN(ident) &cprof_counter_##ident,
+#include "builtin_list.h"
+#undef CPROF_BUILTIN
     NULL,
 };
 

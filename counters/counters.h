@@ -1,4 +1,7 @@
-/* The built-in counter descriptors, one per file in counters/. */
+/* The built-in counter descriptors, one per file in counters/, and the registry.
+ * The registry is generated from counters/meson.build's list; the declarations
+ * below are for code that names one of them directly (tests): a new counter
+ * needs none (find it with cprof_registry_find). */
 #ifndef CPROF_COUNTERS_H
 #define CPROF_COUNTERS_H
 

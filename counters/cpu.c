@@ -55,20 +55,18 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int cpu_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int cpu_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                     struct cprof_error *err)
 {
     struct timespec ts;
     char why[200];
 
-    if (arg && arg[0]) {
-        cprof_error_set(err, EINVAL, "counter 'cpu' takes no argument; write just 'cpu'");
-        return -1;
-    }
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
-        cprof_error_set(err, errno,
-                        "counter 'cpu' is unavailable: CLOCK_THREAD_CPUTIME_ID cannot be read");
-        return -1;
-    }
+    (void)arg;
+    (void)ctx;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return cprof_error_set(err, errno,
+                               "counter 'cpu' is unavailable: CLOCK_THREAD_CPUTIME_ID cannot be "
+                               "read");
     if (cprof_switchdet_available(why, sizeof(why))) {
         char clk[160];
         cprof_clock_describe(clk, sizeof(clk));
@@ -81,15 +79,16 @@ static int cpu_probe(const char *arg, char *path, size_t pathlen, struct cprof_e
     return 0;
 }
 
-static int cpu_open(void **state, const char *arg, struct cprof_error *err)
+static int cpu_open(void **state, const char *arg, void *ctx, void *shared,
+                    struct cprof_error *err)
 {
     struct cpu_state *s = calloc(1, sizeof(*s));
 
     (void)arg;
-    if (!s) {
-        cprof_error_set(err, ENOMEM, "out of memory opening counter 'cpu'");
-        return -1;
-    }
+    (void)ctx;
+    (void)shared;
+    if (!s)
+        return cprof_error_set(err, ENOMEM, "out of memory opening counter 'cpu'");
     cprof_clock_init();
     pthread_once(&atfork_once, watch_forks);
     s->forks = fork_count;

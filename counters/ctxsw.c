@@ -28,19 +28,17 @@ static uint64_t nvcsw(void)
     return (uint64_t)ru.ru_nvcsw;
 }
 
-static int ctxsw_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int ctxsw_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                       struct cprof_error *err)
 {
     struct rusage ru;
     char why[200];
 
-    if (arg && arg[0]) {
-        cprof_error_set(err, EINVAL, "counter 'ctxsw' takes no argument; write just 'ctxsw'");
-        return -1;
-    }
-    if (getrusage(RUSAGE_THREAD, &ru) != 0) {
-        cprof_error_set(err, errno, "counter 'ctxsw' is unavailable: getrusage(RUSAGE_THREAD) failed");
-        return -1;
-    }
+    (void)arg;
+    (void)ctx;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0)
+        return cprof_error_set(err, errno,
+                               "counter 'ctxsw' is unavailable: getrusage(RUSAGE_THREAD) failed");
     if (cprof_switchdet_available(why, sizeof(why)))
         snprintf(path, pathlen, "getrusage(RUSAGE_THREAD) only after rseq saw the thread leave the CPU");
     else
@@ -49,15 +47,16 @@ static int ctxsw_probe(const char *arg, char *path, size_t pathlen, struct cprof
     return 0;
 }
 
-static int ctxsw_open(void **state, const char *arg, struct cprof_error *err)
+static int ctxsw_open(void **state, const char *arg, void *ctx, void *shared,
+                      struct cprof_error *err)
 {
     struct ctxsw_state *s = calloc(1, sizeof(*s));
 
     (void)arg;
-    if (!s) {
-        cprof_error_set(err, ENOMEM, "out of memory opening counter 'ctxsw'");
-        return -1;
-    }
+    (void)ctx;
+    (void)shared;
+    if (!s)
+        return cprof_error_set(err, ENOMEM, "out of memory opening counter 'ctxsw'");
     s->det = cprof_switchdet_self();
     s->epoch = s->det->epoch - 1;       /* first read is a real one */
     *state = s;

@@ -34,9 +34,10 @@ static void library_path(char *buf, size_t len)
         snprintf(buf, len, "/path/to/cprof/%s", CPROF_MALLOC_LIBRARY);
 }
 
-/* The interposer's ABI if it is in the process and takes the malloc calls;
- * otherwise NULL and a sentence saying how to start the program. */
-static const struct cprof_malloc_api *find_api(const char *name, struct cprof_error *err)
+/* The interposer's ABI, if it is in the process and takes the malloc calls, into
+ * *out; otherwise -errno and a sentence saying how to start the program. */
+static int find_api(const char *name, const struct cprof_malloc_api **out,
+                    struct cprof_error *err)
 {
     const struct cprof_malloc_api *api = atomic_load(&found_api);
     cprof_malloc_api_fn fn;
@@ -44,57 +45,48 @@ static const struct cprof_malloc_api *find_api(const char *name, struct cprof_er
     void *m;
     char lib[200];
 
-    if (api)
-        return api;
+    if ((*out = api))
+        return 0;
     library_path(lib, sizeof(lib));
     *(void **)&fn = dlsym(RTLD_DEFAULT, CPROF_MALLOC_API_SYMBOL);
-    if (!fn) {
-        cprof_error_set(err, ENOPKG,
-                        "counter '%s' needs cprof's malloc interposer loaded at start-up: run "
-                        "`cprof --counter=%s script.py` (it restarts Python with it), or "
-                        "`LD_PRELOAD=%s python ...`",
-                        name, name, lib);
-        return NULL;
-    }
+    if (!fn)
+        return cprof_error_set(err, ENOPKG,
+                               "counter '%s' needs cprof's malloc interposer loaded at start-up: "
+                               "run `cprof --counter=%s script.py` (it restarts Python with it), "
+                               "or `LD_PRELOAD=%s python ...`",
+                               name, name, lib);
     api = fn();
-    if (api->version != CPROF_MALLOC_ABI_VERSION) {
-        cprof_error_set(err, EINVAL,
-                        "counter '%s': the preloaded malloc interposer speaks ABI %u, this cprof "
-                        "%u; preload the one installed with this cprof (%s)",
-                        name, api->version, CPROF_MALLOC_ABI_VERSION, lib);
-        return NULL;
-    }
-    if (api->unresolved[0]) {
-        cprof_error_set(err, ENOSYS,
-                        "counter '%s': cprof's malloc interposer could not find the C library's "
-                        "%s behind it; this C library is not supported",
-                        name, api->unresolved);
-        return NULL;
-    }
+    if (api->version != CPROF_MALLOC_ABI_VERSION)
+        return cprof_error_set(err, EINVAL,
+                               "counter '%s': the preloaded malloc interposer speaks ABI %u, this "
+                               "cprof %u; preload the one installed with this cprof (%s)",
+                               name, api->version, CPROF_MALLOC_ABI_VERSION, lib);
+    if (api->unresolved[0])
+        return cprof_error_set(err, ENOSYS,
+                               "counter '%s': cprof's malloc interposer could not find the C "
+                               "library's %s behind it; this C library is not supported",
+                               name, api->unresolved);
     m = dlsym(RTLD_DEFAULT, "malloc");
     if (!m || !dladdr(m, &theirs) || !dladdr((void *)fn, &mine) ||
-        theirs.dli_fbase != mine.dli_fbase) {
-        cprof_error_set(err, EBUSY,
-                        "counter '%s': cprof's malloc interposer is loaded, but the process "
-                        "takes malloc from %s; put %s first in LD_PRELOAD (AddressSanitizer and "
-                        "other malloc replacements cannot be combined with it)",
-                        name, m && theirs.dli_fname ? theirs.dli_fname : "another library", lib);
-        return NULL;
-    }
+        theirs.dli_fbase != mine.dli_fbase)
+        return cprof_error_set(err, EBUSY,
+                               "counter '%s': cprof's malloc interposer is loaded, but the process "
+                               "takes malloc from %s; put %s first in LD_PRELOAD (AddressSanitizer "
+                               "and other malloc replacements cannot be combined with it)",
+                               name, m && theirs.dli_fname ? theirs.dli_fname : "another library",
+                               lib);
     atomic_store(&found_api, api);
-    return api;
+    *out = api;
+    return 0;
 }
 
-static int malloc_probe(const char *name, const char *arg, char *path, size_t pathlen,
-                        struct cprof_error *err)
+static int malloc_probe(const char *name, char *path, size_t pathlen, struct cprof_error *err)
 {
-    if (arg && arg[0]) {
-        cprof_error_set(err, EINVAL, "counter '%s' takes no argument; write just '%s'", name,
-                        name);
-        return -1;
-    }
-    if (!find_api(name, err))
-        return -1;
+    const struct cprof_malloc_api *api;
+    int r = find_api(name, &api, err);
+
+    if (r < 0)
+        return r;
     snprintf(path, pathlen, "a load from this thread's counts, kept by the interposed malloc "
                             "family (%s, preloaded)", CPROF_MALLOC_LIBRARY);
     return 0;
@@ -103,17 +95,16 @@ static int malloc_probe(const char *name, const char *arg, char *path, size_t pa
 static int malloc_open(const char *name, enum cprof_malloc_count which, void **state,
                        struct cprof_error *err)
 {
-    const struct cprof_malloc_api *api = find_api(name, err);
+    const struct cprof_malloc_api *api;
     struct cprof_malloc_counts *c;
+    int r = find_api(name, &api, err);
 
-    if (!api)
-        return -1;
+    if (r < 0)
+        return r;
     api->activate();
     c = api->thread_counts();
-    if (!c) {
-        cprof_error_set(err, ENOMEM, "out of memory opening counter '%s'", name);
-        return -1;
-    }
+    if (!c)
+        return cprof_error_set(err, ENOMEM, "out of memory opening counter '%s'", name);
     *state = &c->v[which];
     return 0;
 }
@@ -126,14 +117,19 @@ static uint64_t malloc_read(void *state)
 
 /* One descriptor per count; they differ only in name, unit and slot. */
 #define MALLOC_COUNTER(ident, cname, cunit, slot, desc)                                          \
-    static int ident##_probe(const char *arg, char *path, size_t pathlen,                        \
+    static int ident##_probe(const char *arg, void *ctx, char *path, size_t pathlen,             \
                              struct cprof_error *err)                                            \
     {                                                                                            \
-        return malloc_probe(cname, arg, path, pathlen, err);                                     \
+        (void)arg;                                                                               \
+        (void)ctx;                                                                               \
+        return malloc_probe(cname, path, pathlen, err);                                          \
     }                                                                                            \
-    static int ident##_open(void **state, const char *arg, struct cprof_error *err)              \
+    static int ident##_open(void **state, const char *arg, void *ctx, void *shared,              \
+                            struct cprof_error *err)                                             \
     {                                                                                            \
         (void)arg;                                                                               \
+        (void)ctx;                                                                               \
+        (void)shared;                                                                            \
         return malloc_open(cname, slot, state, err);                                             \
     }                                                                                            \
     const struct cprof_counter_def cprof_counter_##ident = {                                     \
@@ -143,6 +139,7 @@ static uint64_t malloc_read(void *state)
         .probe = ident##_probe,                                                                  \
         .thread_open = ident##_open,                                                             \
         .read = malloc_read,                                                                     \
+        .flags = CPROF_COUNTER_NEEDS_PRELOAD,                                                    \
     };
 
 MALLOC_COUNTER(malloc_bytes, "malloc-bytes", "B", CPROF_MALLOC_BYTES,

@@ -16,8 +16,12 @@
  *                         cap_user_rdpmc), else one read() of the whole group, scaled
  *                         by time_enabled / time_running when multiplexed
  *
- * The leader reads the group when the engine reads it (counters are read in spec
- * order and the leader comes first); members return the values of that read.
+ * In each thread the hardware counters of a run share one struct perf_group, the
+ * state of their descriptors' group (perf_hw_group), which cprof_counters_open
+ * opens before them: the first to open leads the kernel's group, the others join
+ * it.  The leader's descriptor reads the group when the engine reads it (counters
+ * are read in spec order and the resolver makes the first hardware one the
+ * leader); members return the values of that read.
  * For the profile, `corrections` reports how many group reads were scaled and how
  * many of the events are estimates (scaled minus counted).
  *
@@ -82,8 +86,8 @@ static int event_open(const struct cprof_perf_event *ev, int group_fd, uint64_t 
     return fd < 0 ? -errno : fd;
 }
 
-void cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, int e, int paranoid,
-                           const struct cprof_perf_host *h, struct cprof_error *err)
+int cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, int e, int paranoid,
+                          const struct cprof_perf_host *h, struct cprof_error *err)
 {
     int need = ev->kernel_counted || (ev->levels_chosen && !ev->attr.exclude_kernel) ? 1 : 2;
     int pfm_pmu = ev->pmu && strcmp(ev->pmu, "perf") != 0 && strcmp(ev->pmu, "perf_raw") != 0;
@@ -140,16 +144,17 @@ void cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, 
                         "(perf_event_open: %s)",
                         name, strerror(e));
     }
+    return -e;
 }
 
-/* The sentence for a failed open of counter `name` on this machine. */
-static void open_error(const char *name, const struct cprof_perf_event *ev, int e,
-                       struct cprof_error *err)
+/* The sentence for a failed open of counter `name` on this machine; -e. */
+static int open_error(const char *name, const struct cprof_perf_event *ev, int e,
+                      struct cprof_error *err)
 {
     struct cprof_perf_host h;
 
     cprof_perf_host_detect(&h);
-    cprof_perf_open_error(name, ev, e, paranoid_level(), &h, err);
+    return cprof_perf_open_error(name, ev, e, paranoid_level(), &h, err);
 }
 
 static const char *user_only_note(int user_only, const struct cprof_perf_event *ev)
@@ -173,14 +178,25 @@ static void page_unmap(struct perf_event_mmap_page *p)
         munmap(p, (size_t)sysconf(_SC_PAGESIZE));
 }
 
+/* cprof_perf_encode, with the code always in err too. */
+static int encode(const char *name, struct cprof_perf_event *ev, struct cprof_error *err)
+{
+    int r = cprof_perf_encode(name, ev, err);
+
+    if (r == 0)
+        return 0;
+    err->code = err->code ? err->code : r < -1 ? -r : EINVAL;
+    return -err->code;
+}
+
 static int encode_or_fail(const char *name, struct cprof_perf_event *ev, struct cprof_error *err)
 {
-    if (cprof_perf_encode(name, ev, err) == 0)
-        return 0;
-    if (!err->msg[0])
-        cprof_error_set(err, ENOENT, "unknown counter '%s'; cprof --list-counters lists them",
-                        name);
-    return -1;
+    int r = encode(name, ev, err);
+
+    if (r == 0 || err->msg[0])
+        return r;
+    return cprof_error_set(err, ENOENT, "unknown counter '%s'; cprof --list-counters lists them",
+                           name);
 }
 
 /* ---- software events ---------------------------------------------------------------------- */
@@ -191,18 +207,18 @@ struct perf_sw {
     uint64_t last;              /* last value returned */
 };
 
-static int sw_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int sw_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                    struct cprof_error *err)
 {
     struct cprof_perf_event ev;
     int user_only, fd;
 
-    if (encode_or_fail(arg, &ev, err) < 0)
-        return -1;
+    (void)ctx;
+    if ((fd = encode_or_fail(arg, &ev, err)) < 0)
+        return fd;
     fd = event_open(&ev, -1, 0, &user_only);
-    if (fd < 0) {
-        open_error(arg, &ev, -fd, err);
-        return -1;
-    }
+    if (fd < 0)
+        return open_error(arg, &ev, -fd, err);
     close(fd);
     if (ev.kind == CPROF_PERF_SW_PAGE)
         snprintf(path, pathlen, "perf software event, count loaded from its mmap'd page (the "
@@ -213,23 +229,23 @@ static int sw_probe(const char *arg, char *path, size_t pathlen, struct cprof_er
     return 0;
 }
 
-static int sw_open(void **state, const char *arg, struct cprof_error *err)
+static int sw_open(void **state, const char *arg, void *ctx, void *shared,
+                   struct cprof_error *err)
 {
     struct cprof_perf_event ev;
     struct perf_sw *s;
     int user_only, fd;
 
-    if (encode_or_fail(arg, &ev, err) < 0)
-        return -1;
+    (void)ctx;
+    (void)shared;
+    if ((fd = encode_or_fail(arg, &ev, err)) < 0)
+        return fd;
     fd = event_open(&ev, -1, 0, &user_only);
-    if (fd < 0) {
-        open_error(arg, &ev, -fd, err);
-        return -1;
-    }
+    if (fd < 0)
+        return open_error(arg, &ev, -fd, err);
     if (!(s = calloc(1, sizeof(*s)))) {
         close(fd);
-        cprof_error_set(err, ENOMEM, "out of memory opening counter '%s'", arg);
-        return -1;
+        return cprof_error_set(err, ENOMEM, "out of memory opening counter '%s'", arg);
     }
     s->fd = fd;
     if (ev.kind == CPROF_PERF_SW_PAGE)
@@ -271,13 +287,14 @@ const struct cprof_counter_def cprof_counter_perf_sw = {
     .thread_open = sw_open,
     .read = sw_read,
     .thread_close = sw_close,
+    .flags = CPROF_COUNTER_TAKES_ARG,   /* the event's name */
 };
 
 /* ---- hardware events: one group per thread ------------------------------------------------ */
 
+/* The shared state of a run's hardware counters in one thread. */
 struct perf_group {
     unsigned n;                 /* members opened, the leader first */
-    unsigned refs;              /* members not closed yet */
     int fd[GROUP_MAX];          /* each member's event */
     struct perf_event_mmap_page *page[GROUP_MAX]; /* each member's page, or NULL */
     int rdpmc;                  /* every member's page allows rdpmc (x86-64 only) */
@@ -292,9 +309,27 @@ struct perf_member {
     unsigned idx;               /* position in it */
 };
 
-/* The group being opened in this thread: the leader's thread_open sets it and the
- * members' thread_open, which follow in the same pass, join it. */
-static _Thread_local struct perf_group *forming;
+static int hw_group_open(void **shared, struct cprof_error *err)
+{
+    struct perf_group *g = calloc(1, sizeof(*g));
+
+    if (!g)
+        return cprof_error_set(err, ENOMEM, "out of memory opening a perf group");
+    *shared = g;
+    return 0;
+}
+
+/* After every member closed its event. */
+static void hw_group_close(void *shared)
+{
+    free(shared);
+}
+
+static const struct cprof_counter_group perf_hw_group = {
+    .name = "perf hardware",
+    .thread_open = hw_group_open,
+    .thread_close = hw_group_close,
+};
 
 #if defined(__x86_64__)
 static inline uint64_t rdpmc_x86(uint32_t counter, void *ctx)
@@ -363,79 +398,55 @@ static void hw_path(const struct cprof_perf_event *ev, int fd, int user_only, ch
              user_only_note(user_only, ev));
 }
 
-static int hw_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int hw_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                    struct cprof_error *err)
 {
     struct cprof_perf_event ev;
     int user_only, fd;
 
-    if (encode_or_fail(arg, &ev, err) < 0)
-        return -1;
+    (void)ctx;
+    if ((fd = encode_or_fail(arg, &ev, err)) < 0)
+        return fd;
     fd = event_open(&ev, -1, GROUP_FORMAT, &user_only);
-    if (fd < 0) {
-        open_error(arg, &ev, -fd, err);
-        return -1;
-    }
+    if (fd < 0)
+        return open_error(arg, &ev, -fd, err);
     hw_path(&ev, fd, user_only, path, pathlen);
     close(fd);
     return 0;
 }
 
-static int hw_open(void **state, const char *arg, int leader, struct cprof_error *err)
+/* Join this thread's group (the first member leads the kernel's group). */
+static int hw_open(void **state, const char *arg, void *ctx, void *shared,
+                   struct cprof_error *err)
 {
     struct cprof_perf_event ev;
-    struct perf_group *g;
+    struct perf_group *g = shared;
     struct perf_member *m;
     int user_only, fd;
 
-    if (leader)
-        forming = NULL;
-    if (encode_or_fail(arg, &ev, err) < 0)
-        return -1;
-    g = leader ? calloc(1, sizeof(*g)) : forming;
-    if (!g) {
-        cprof_error_set(err, leader ? ENOMEM : EINVAL,
-                        leader ? "out of memory opening counter '%s'"
-                               : "counter '%s' has no group leader in this thread (cprof bug)",
-                        arg);
-        return -1;
-    }
-    if (g->n == GROUP_MAX || !(m = calloc(1, sizeof(*m)))) {
-        cprof_error_set(err, ENOMEM, "out of memory opening counter '%s'", arg);
-        goto err;
-    }
-    fd = event_open(&ev, leader ? -1 : g->fd[0], GROUP_FORMAT, &user_only);
+    (void)ctx;
+    if (!g)
+        return cprof_error_set(err, EINVAL,
+                               "counter '%s' was opened without its perf group (cprof bug)", arg);
+    if ((fd = encode_or_fail(arg, &ev, err)) < 0)
+        return fd;
+    if (g->n == GROUP_MAX || !(m = calloc(1, sizeof(*m))))
+        return cprof_error_set(err, ENOMEM, "out of memory opening counter '%s'", arg);
+    fd = event_open(&ev, g->n ? g->fd[0] : -1, GROUP_FORMAT, &user_only);
     if (fd < 0) {
-        open_error(arg, &ev, -fd, err);
         free(m);
-        goto err;
+        return open_error(arg, &ev, -fd, err);
     }
     m->g = g;
     m->idx = g->n;
     g->fd[g->n] = fd;
     g->page[g->n] = page_map(fd);
 #if defined(__x86_64__)
-    g->rdpmc = (leader || g->rdpmc) && g->page[g->n] && g->page[g->n]->cap_user_rdpmc;
+    g->rdpmc = (g->n == 0 || g->rdpmc) && g->page[g->n] && g->page[g->n]->cap_user_rdpmc;
 #endif
     g->n++;
-    g->refs++;
-    if (leader)
-        forming = g;
     *state = m;
     return 0;
-err:
-    if (leader)
-        free(g);
-    return -1;
-}
-
-static int hw_leader_open(void **state, const char *arg, struct cprof_error *err)
-{
-    return hw_open(state, arg, 1, err);
-}
-
-static int hw_member_open(void **state, const char *arg, struct cprof_error *err)
-{
-    return hw_open(state, arg, 0, err);
 }
 
 static uint64_t hw_leader_read(void *state)
@@ -443,7 +454,7 @@ static uint64_t hw_leader_read(void *state)
     struct perf_member *m = state;
 
     group_read(m->g);
-    return m->g->value[0];
+    return m->g->value[m->idx];
 }
 
 static uint64_t hw_member_read(void *state)
@@ -462,11 +473,6 @@ static void hw_close(void *state)
     g->page[m->idx] = NULL;
     close(g->fd[m->idx]);
     g->fd[m->idx] = -1;
-    if (--g->refs == 0) {
-        if (forming == g)
-            forming = NULL;
-        free(g);
-    }
     free(m);
 }
 
@@ -484,10 +490,12 @@ const struct cprof_counter_def cprof_counter_perf_hw_leader = {
     .unit = "events",
     .description = "a hardware event, leading this run's perf group",
     .probe = hw_probe,
-    .thread_open = hw_leader_open,
+    .thread_open = hw_open,
     .read = hw_leader_read,
     .thread_close = hw_close,
     .corrections = hw_corrections,
+    .flags = CPROF_COUNTER_TAKES_ARG,   /* the event's name */
+    .group = &perf_hw_group,
 };
 
 const struct cprof_counter_def cprof_counter_perf_hw_member = {
@@ -495,42 +503,46 @@ const struct cprof_counter_def cprof_counter_perf_hw_member = {
     .unit = "events",
     .description = "a hardware event in this run's perf group",
     .probe = hw_probe,
-    .thread_open = hw_member_open,
+    .thread_open = hw_open,
     .read = hw_member_read,
     .thread_close = hw_close,
     .corrections = hw_corrections,
+    .flags = CPROF_COUNTER_TAKES_ARG,
+    .group = &perf_hw_group,
 };
 
 /* ---- the resolver --------------------------------------------------------------------------- */
 
+/* A copy of the template named by the event, kept for the process (one per name). */
 static int perf_resolve(const char *name, const struct cprof_counter_spec *prev, unsigned nprev,
                         struct cprof_counter_spec *out, struct cprof_error *err)
 {
     struct cprof_perf_event ev;
-    const struct cprof_counter_def *tmpl = &cprof_counter_perf_sw;
+    struct cprof_counter_def def = cprof_counter_perf_sw;
+    int r = encode(name, &ev, err);
 
-    if (cprof_perf_encode(name, &ev, err) < 0)
-        return -1;
+    if (r < 0)
+        return r;
     if (ev.kind == CPROF_PERF_HW) {
-        tmpl = &cprof_counter_perf_hw_leader;
+        def = cprof_counter_perf_hw_leader;
         for (unsigned i = 0; i < nprev; i++)
-            if (prev[i].def->thread_open == hw_leader_open)
-                tmpl = &cprof_counter_perf_hw_member;
+            if (prev[i].def->group == &perf_hw_group)
+                def = cprof_counter_perf_hw_member;
     }
-    snprintf(out->arg, sizeof(out->arg), "%s", name);
-    out->own = *tmpl;
-    out->own.name = out->arg;
-    out->own.unit = ev.unit;
-    out->own.description = ev.description;
+    def.name = name;
+    def.unit = ev.unit;
+    def.description = ev.description;
     /* the tracer's own instructions raise every hardware event and the CPU clocks;
      * faults, switches and migrations are the program's own events */
-    out->own.flags = 0;
     if (ev.kind == CPROF_PERF_HW)
-        out->own.flags = CPROF_COUNTER_TRACER_COST;
+        def.flags |= CPROF_COUNTER_TRACER_COST;
     else if (ev.attr.type == PERF_TYPE_SOFTWARE && (ev.attr.config == PERF_COUNT_SW_TASK_CLOCK
                                                     || ev.attr.config == PERF_COUNT_SW_CPU_CLOCK))
-        out->own.flags = CPROF_COUNTER_TRACER_COST | CPROF_COUNTER_TIME;
-    out->def = &out->own;
+        def.flags |= CPROF_COUNTER_TRACER_COST | CPROF_COUNTER_TIME;
+    if ((r = cprof_registry_keep(&def, &out->def, err)) < 0)
+        return r;
+    snprintf(out->arg, sizeof(out->arg), "%s", name);
+    out->ctx = NULL;
     return 0;
 }
 

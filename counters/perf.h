@@ -54,21 +54,22 @@ int cprof_perf_host_no_pmu(const struct cprof_perf_host *h);
  * encode on this host.  known: the PMUs of other CPUs whose tables hold its event
  * ("spr and 23 more"), "" or NULL if none does: then the name is
  * simply unknown (ENOENT with an empty msg, the registry's sentence and its
- * suggestions).  Always -1. */
+ * suggestions).  Returns -err->code. */
 int cprof_perf_pmu_name_error(const char *name, const char *known, const struct cprof_perf_host *h,
                               struct cprof_error *err);
 
 /* The sentence for a failed perf_event_open of counter `name` (errno e), given
- * kernel.perf_event_paranoid and the host. */
-void cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, int e, int paranoid,
-                           const struct cprof_perf_host *h, struct cprof_error *err);
+ * kernel.perf_event_paranoid and the host; returns -e. */
+int cprof_perf_open_error(const char *name, const struct cprof_perf_event *ev, int e, int paranoid,
+                          const struct cprof_perf_host *h, struct cprof_error *err);
 
 /* 1 if this cprof was built with libpfm4. */
 extern const int cprof_perf_have_libpfm;
 
-/* Name -> event, opening nothing.  0, or -1 and err: ENOENT means "not a perf
- * event name" (msg empty, or a sentence better than "unknown counter"); any
- * other code is a definite error about this name. */
+/* Name -> event, opening nothing.  0, or a negative value and err: code ENOENT
+ * means "not a perf event name" (msg empty, or a sentence better than "unknown
+ * counter"); any other code is a definite error about this name.  (The libpfm4
+ * encoder still returns -1 with err->code set; perf.c goes by err->code.) */
 int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cprof_error *err);
 
 /* Up to three known names close to an unknown one, ", "-separated, into buf. */
@@ -78,8 +79,9 @@ void cprof_perf_suggest(const char *name, char *buf, size_t len);
 extern const char *const cprof_perf_generic_names[];
 
 /* libpfm4's events of the PMUs it detects here, for --list-counters --pmu: fn is
- * called for each (its full "pmu::EVENT" name, the PMU, descriptions); a non-zero
- * return from fn stops the walk and is returned.  -ENOTSUP without libpfm4. */
+ * called for each (its full "pmu::EVENT" name, the PMU, descriptions) and returns
+ * 0 or -errno; a failure stops the walk and is returned.  -ENOTSUP without
+ * libpfm4. */
 typedef int (*cprof_pmu_event_fn)(void *ctx, const char *name, const char *pmu,
                                   const char *pmu_desc, const char *desc);
 int cprof_perf_pmu_events(cprof_pmu_event_fn fn, void *ctx, struct cprof_error *err);

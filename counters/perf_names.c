@@ -205,7 +205,7 @@ int cprof_perf_pmu_name_error(const char *name, const char *known, const struct 
                         "recognise this CPU's, so only perf's generic events such as cycles or "
                         "instructions work here",
                         name, known);
-    return -1;
+    return -err->code;
 }
 
 /* A name with '.', "::" or capitals is a PMU event name (libpfm4's domain),
@@ -220,7 +220,8 @@ static int looks_like_pmu_event(const char *name)
     return 0;
 }
 
-/* "cycles:u" -> the generic event with exclude_kernel; "uk" and 'h' as perf. */
+/* "cycles:u" -> the generic event with exclude_kernel; "uk" and 'h' as perf.
+ * -ENOENT: not a generic name; -EINVAL: one with modifiers it does not know. */
 static int encode_generic(const char *name, struct cprof_perf_event *ev)
 {
     const char *colon = strchr(name, ':');
@@ -238,7 +239,7 @@ static int encode_generic(const char *name, struct cprof_perf_event *ev)
             g = &generic[i];
     }
     if (!g)
-        return -1;
+        return -ENOENT;
     memset(ev, 0, sizeof(*ev));
     ev->attr.type = g->type;
     ev->attr.config = g->config;
@@ -249,7 +250,7 @@ static int encode_generic(const char *name, struct cprof_perf_event *ev)
     if (colon) {
         int u = 0, k = 0, h = 0;
         if (!colon[1])
-            return -2;
+            return -EINVAL;
         for (const char *m = colon + 1; *m; m++) {
             if (*m == 'u')
                 u = 1;
@@ -258,7 +259,7 @@ static int encode_generic(const char *name, struct cprof_perf_event *ev)
             else if (*m == 'h')
                 h = 1;
             else
-                return -2;
+                return -EINVAL;
         }
         ev->attr.exclude_user = !u;
         ev->attr.exclude_kernel = !k;
@@ -437,13 +438,12 @@ int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cpro
 
     if (r == 0)
         return 0;
-    if (r == -2) {
-        cprof_error_set(err, EINVAL,
-                        "counter '%s' has unknown modifiers; perf's generic events take :u "
-                        "(user), :k (kernel), :h (hypervisor) or a combination such as :uk",
-                        name);
-        return -1;
-    }
+    if (r == -EINVAL)
+        return cprof_error_set(err, EINVAL,
+                               "counter '%s' has unknown modifiers; perf's generic events take "
+                               ":u (user), :k (kernel), :h (hypervisor) or a combination such as "
+                               ":uk",
+                               name);
 #if CPROF_HAVE_LIBPFM
     return encode_pfm(name, ev, err);
 #else
@@ -452,8 +452,7 @@ int cprof_perf_encode(const char *name, struct cprof_perf_event *ev, struct cpro
         cprof_perf_host_detect(&h);
         return cprof_perf_pmu_name_error(name, NULL, &h, err);
     }
-    cprof_error_set(err, ENOENT, "%s", "");
-    return -1;
+    return cprof_error_set(err, ENOENT, "%s", "");
 #endif
 }
 

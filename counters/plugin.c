@@ -9,9 +9,72 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #define PREFIX "plugin:"
+
+/* A descriptor as ABI 1 and 2 laid it out: probe and thread_open without the
+ * context pointer or a group's state, failures as -1; `flags` came with ABI 2. */
+struct legacy_def {
+    const char *name;
+    const char *unit;
+    const char *description;
+    int (*probe)(const char *arg, char *path, size_t pathlen, struct cprof_error *err);
+    int (*thread_open)(void **state, const char *arg, struct cprof_error *err);
+    uint64_t (*read)(void *state);
+    void (*thread_close)(void *state);
+    void (*corrections)(void *state, uint64_t *count, uint64_t *amount);
+    unsigned flags;             /* ABI 2 only: CPROF_COUNTER_TRACER_COST, _TIME, _ELAPSED */
+};
+
+#define LEGACY_FLAGS (CPROF_COUNTER_TRACER_COST | CPROF_COUNTER_TIME | CPROF_COUNTER_ELAPSED)
+
+/* An ABI 1 or 2 plugin's functions, called through its descriptor (the spec's ctx). */
+static int legacy_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                        struct cprof_error *err)
+{
+    const struct legacy_def *d = ctx;
+
+    if (d->probe(arg, path, pathlen, err) == 0)
+        return 0;
+    return -(err->code > 0 ? err->code : (err->code = EINVAL));
+}
+
+static int legacy_open(void **state, const char *arg, void *ctx, void *shared,
+                       struct cprof_error *err)
+{
+    const struct legacy_def *d = ctx;
+
+    (void)shared;
+    if (d->thread_open(state, arg, err) == 0)
+        return 0;
+    return -(err->code > 0 ? err->code : (err->code = EINVAL));
+}
+
+/* The ABI 3 descriptor of an ABI 1 or 2 one (the ABI 1 layout ends before flags):
+ * it takes its argument as before, and checks it itself. */
+static int adapt_legacy(unsigned abi, const struct legacy_def *d, const char *file,
+                        const struct cprof_counter_def **out, struct cprof_error *err)
+{
+    struct cprof_counter_def def = {
+        .name = d->name,
+        .unit = d->unit,
+        .description = d->description,
+        .probe = d->probe ? legacy_probe : NULL,
+        .thread_open = d->thread_open ? legacy_open : NULL,
+        .read = d->read,
+        .thread_close = d->thread_close,
+        .corrections = d->corrections,
+        .flags = (abi == 1 ? 0 : d->flags & LEGACY_FLAGS) | CPROF_COUNTER_TAKES_ARG,
+    };
+    struct cprof_error e = {0, ""};
+    int r = cprof_registry_check(&def, &e);
+
+    if (r < 0)
+        return cprof_error_set(err, -r, "counter plugin '%s' is incomplete: %s", file, e.msg);
+    return cprof_registry_keep(&def, out, err);
+}
 
 static int plugin_resolve(const char *name, const struct cprof_counter_spec *prev, unsigned nprev,
                           struct cprof_counter_spec *out, struct cprof_error *err)
@@ -23,68 +86,63 @@ static int plugin_resolve(const char *name, const struct cprof_counter_spec *pre
     struct cprof_error e = {0, ""};
     size_t len;
     void *h;
+    int r;
 
     (void)prev;
     (void)nprev;
     if (strncmp(name, PREFIX, strlen(PREFIX)) != 0) {
         err->code = ENOENT;     /* not ours, and nothing to add */
         err->msg[0] = '\0';
-        return -1;
+        return -ENOENT;
     }
     colon = strchr(path, ':');
     len = colon ? (size_t)(colon - path) : strlen(path);
-    if (len == 0) {
-        cprof_error_set(err, EINVAL, "'%s' names no library; write --counter=plugin:/path/libmine.so",
-                        name);
-        return -1;
-    }
+    if (len == 0)
+        return cprof_error_set(err, EINVAL,
+                               "'%s' names no library; write --counter=plugin:/path/libmine.so",
+                               name);
     memcpy(file, path, len);    /* len < CPROF_ARG_LEN: the whole name fits the caller's buffer */
     file[len] = '\0';
     h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *why = dlerror();
-        cprof_error_set(err, ENOENT, "cannot load counter plugin '%s' (%s); check the path%s",
-                        file, why ? why : "unknown reason",
-                        strchr(file, '/') ? "" : ", and give it with a '/' (e.g. ./libmine.so)");
-        return -1;
+        return cprof_error_set(err, ENOENT, "cannot load counter plugin '%s' (%s); check the path%s",
+                               file, why ? why : "unknown reason",
+                               strchr(file, '/') ? "" : ", and give it with a '/' (e.g. ./libmine.so)");
     }
     pl = (const struct cprof_plugin *)dlsym(h, CPROF_PLUGIN_SYMBOL);
     if (!pl) {
         dlclose(h);
-        cprof_error_set(err, EINVAL,
-                        "'%s' is not a cprof counter plugin: it exports no '%s' "
-                        "(see cprof/counter.h, folder given by cprof.get_include())",
-                        file, CPROF_PLUGIN_SYMBOL);
-        return -1;
+        return cprof_error_set(err, EINVAL,
+                               "'%s' is not a cprof counter plugin: it exports no '%s' "
+                               "(see cprof/counter.h, folder given by cprof.get_include())",
+                               file, CPROF_PLUGIN_SYMBOL);
     }
-    if (pl->abi != CPROF_COUNTER_ABI && pl->abi != 1) {
+    if (pl->abi != CPROF_COUNTER_ABI && pl->abi != 1 && pl->abi != 2) {
         unsigned abi = pl->abi;
         dlclose(h);
-        cprof_error_set(err, EINVAL,
-                        "counter plugin '%s' was built for counter ABI %u, and this cprof has ABI "
-                        "%d; rebuild it with the header in cprof.get_include()",
-                        file, abi, CPROF_COUNTER_ABI);
-        return -1;
+        return cprof_error_set(err, EINVAL,
+                               "counter plugin '%s' was built for counter ABI %u, and this cprof "
+                               "has ABI %d; rebuild it with the header in cprof.get_include()",
+                               file, abi, CPROF_COUNTER_ABI);
     }
     def = pl->count && pl->counters ? pl->counters[0] : NULL;
     if (!def) {
         dlclose(h);
-        cprof_error_set(err, EINVAL, "counter plugin '%s' lists no counter", file);
-        return -1;
+        return cprof_error_set(err, EINVAL, "counter plugin '%s' lists no counter", file);
     }
-    if (cprof_registry_check(def, &e) < 0) {
-        dlclose(h);
-        cprof_error_set(err, EINVAL, "counter plugin '%s' is incomplete: %s", file, e.msg);
-        return -1;
+    /* the library stays loaded from here on: its descriptor is in it */
+    out->ctx = NULL;
+    if (pl->abi != CPROF_COUNTER_ABI) {
+        const struct legacy_def *old = (const void *)def;
+        if ((r = adapt_legacy(pl->abi, old, file, &out->def, err)) < 0)
+            return r;
+        out->ctx = (void *)(uintptr_t)old;
+    } else if ((r = cprof_registry_check(def, &e)) < 0) {
+        return cprof_error_set(err, -r, "counter plugin '%s' is incomplete: %s", file, e.msg);
+    } else {
+        out->def = def;
     }
-    if (pl->abi == 1) {
-        /* ABI 1 descriptors end before `flags`: their counters are not compensated */
-        memset(&out->own, 0, sizeof(out->own));
-        memcpy(&out->own, def, offsetof(struct cprof_counter_def, flags));
-    }
-    else
-        out->own = *def;
-    out->def = &out->own;
     snprintf(out->arg, sizeof(out->arg), "%s", colon ? colon + 1 : "");
     return 0;
 }

@@ -6,25 +6,26 @@
 #include <stdio.h>
 #include <time.h>
 
-static int wall_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int wall_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                      struct cprof_error *err)
 {
     struct timespec ts;
 
-    if (arg && arg[0]) {
-        cprof_error_set(err, EINVAL, "counter 'wall' takes no argument; write just 'wall'");
-        return -1;
-    }
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
-        cprof_error_set(err, errno, "counter 'wall' is unavailable: CLOCK_MONOTONIC cannot be read");
-        return -1;
-    }
+    (void)arg;
+    (void)ctx;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return cprof_error_set(err, errno,
+                               "counter 'wall' is unavailable: CLOCK_MONOTONIC cannot be read");
     cprof_clock_describe(path, pathlen);
     return 0;
 }
 
-static int wall_open(void **state, const char *arg, struct cprof_error *err)
+static int wall_open(void **state, const char *arg, void *ctx, void *shared,
+                     struct cprof_error *err)
 {
     (void)arg;
+    (void)ctx;
+    (void)shared;
     (void)err;
     cprof_clock_init();
     *state = NULL;

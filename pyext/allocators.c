@@ -126,35 +126,29 @@ static void restore(void)
 
 /* ---- the descriptors ------------------------------------------------------------------ */
 
-static int pym_check_arg(const char *name, const char *arg, struct cprof_error *err)
-{
-    if (arg && arg[0]) {
-        cprof_error_set(err, EINVAL, "counter '%s' takes no argument; write just '%s'", name,
-                        name);
-        return -1;
-    }
-    return 0;
-}
-
 static uint64_t pym_read(void *state)
 {
     return *(const uint64_t *)state;    /* this thread's own total */
 }
 
 #define PYM_COUNTER(ident, cname, cunit, slot, desc)                                             \
-    static int ident##_probe(const char *arg, char *path, size_t pathlen,                        \
+    static int ident##_probe(const char *arg, void *ctx, char *path, size_t pathlen,             \
                              struct cprof_error *err)                                            \
     {                                                                                            \
-        if (pym_check_arg(cname, arg, err) < 0)                                                  \
-            return -1;                                                                           \
+        (void)arg;                                                                               \
+        (void)ctx;                                                                               \
+        (void)err;                                                                               \
         snprintf(path, pathlen, "a load of this thread's total, raised by PyMem_SetAllocator "   \
                                 "hooks on the OBJ and MEM domains while profiling");             \
         return 0;                                                                                \
     }                                                                                            \
-    static int ident##_open(void **state, const char *arg, struct cprof_error *err)              \
+    static int ident##_open(void **state, const char *arg, void *ctx, void *shared,              \
+                            struct cprof_error *err)                                             \
     {                                                                                            \
-        if (pym_check_arg(cname, arg, err) < 0)                                                  \
-            return -1;                                                                           \
+        (void)arg;                                                                               \
+        (void)ctx;                                                                               \
+        (void)shared;                                                                            \
+        (void)err;                                                                               \
         *state = &pym_counts[slot]; /* this thread's: opened in the thread that reads it */     \
         return 0;                                                                                \
     }                                                                                            \
@@ -222,11 +216,11 @@ PyObject *cprof_py_malloc_interposer(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "|s:malloc_interposer", &name))
         return NULL;
     def = cprof_registry_find(cprof_builtin_counters, name, strlen(name));
-    if (!def || def->read != cprof_counter_malloc_bytes.read) {
+    if (!def || !(def->flags & CPROF_COUNTER_NEEDS_PRELOAD)) {
         PyErr_Format(PyExc_ValueError, "'%s' is not one of the malloc counters", name);
         return NULL;
     }
-    if (def->probe("", path, sizeof(path), &err) == 0)
+    if (def->probe("", NULL, path, sizeof(path), &err) == 0)
         Py_RETURN_NONE;
     return Py_BuildValue("(is)", err.code, err.msg);
 }

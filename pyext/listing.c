@@ -5,9 +5,14 @@
  *   list_counters(pmu=True)  the events of the PMUs libpfm4 detects here
  *
  * Each row is a dict: name, unit, description, kind, available, read_path (how it
- * is read when available), reason (the one-sentence why when not). */
+ * is read when available), reason (the one-sentence why when not).
+ *
+ *   builtin_counters()       what the registry says of the counters known by name
+ *                            (no probing): Python asks this instead of keeping lists */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <errno.h>
 
 #include "../core/registry.h"
 #include "../counters/counters.h"
@@ -46,10 +51,9 @@ static int resolved_row(PyObject *out, const char *name, const char *kind, const
 
     if (cprof_resolve_one(name, cprof_counter_resolvers, &spec, &err) < 0)
         return append_row(out, name, "events", fallback_desc, kind, pmu, 0, "", err.msg, 0);
-    if (!kind) /* a resolver's own name: say which kind of perf event */
-        kind = spec.def->thread_open == cprof_counter_perf_sw.thread_open ? "perf software"
-                                                                          : "perf hardware";
-    ok = spec.def->probe(spec.arg, path, sizeof(path), &err) == 0;
+    if (!kind) /* a resolver's own name: perf's hardware events are the grouped ones */
+        kind = spec.def->group ? "perf hardware" : "perf software";
+    ok = spec.def->probe(spec.arg, spec.ctx, path, sizeof(path), &err) == 0;
     return append_row(out, name, spec.def->unit,
                       fallback_desc[0] ? fallback_desc : spec.def->description, kind, pmu, ok,
                       path, err.msg, spec.def->flags);
@@ -57,6 +61,7 @@ static int resolved_row(PyObject *out, const char *name, const char *kind, const
 
 struct pmu_walk {
     PyObject *out;              /* the list being built */
+    int raised;                 /* a Python exception stopped the walk */
 };
 
 static int pmu_event(void *ctx, const char *name, const char *pmu, const char *pmu_desc,
@@ -65,7 +70,10 @@ static int pmu_event(void *ctx, const char *name, const char *pmu, const char *p
     struct pmu_walk *w = ctx;
 
     (void)pmu_desc;
-    return resolved_row(w->out, name, "pmu", pmu, desc) < 0 ? -1 : 0;
+    if (resolved_row(w->out, name, "pmu", pmu, desc) == 0)
+        return 0;
+    w->raised = 1;
+    return -ECANCELED;
 }
 
 PyObject *cprof_py_list_counters(PyObject *error, int pmu)
@@ -75,10 +83,10 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu)
     if (!out)
         return NULL;
     if (pmu) {
-        struct pmu_walk w = {out};
+        struct pmu_walk w = {out, 0};
         struct cprof_error err = {0, ""};
         int r = cprof_perf_pmu_events(pmu_event, &w, &err);
-        if (r == -1 && PyErr_Occurred())
+        if (w.raised)
             goto fail;
         if (r < 0) {
             PyErr_SetString(error, err.msg);
@@ -89,7 +97,7 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu)
     for (const struct cprof_counter_def *const *d = cprof_py_counters(); *d; d++) {
         struct cprof_error err = {0, ""};
         char path[PATH_LEN] = "";
-        int ok = (*d)->probe("", path, sizeof(path), &err) == 0;
+        int ok = (*d)->probe("", NULL, path, sizeof(path), &err) == 0;
         if (append_row(out, (*d)->name, (*d)->unit, (*d)->description, "built-in", "", ok, path,
                        err.msg, (*d)->flags) < 0)
             goto fail;
@@ -102,6 +110,40 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu)
 fail:
     Py_DECREF(out);
     return NULL;
+}
+
+static PyObject *flag(unsigned flags, unsigned bit)
+{
+    return flags & bit ? Py_True : Py_False;
+}
+
+PyObject *cprof_py_builtin_counters(PyObject *module, PyObject *unused)
+{
+    const struct cprof_counter_def *const *all = cprof_py_counters();
+    Py_ssize_t n = 0;
+    PyObject *out;
+
+    (void)module;
+    (void)unused;
+    while (all[n])
+        n++;
+    if (!(out = PyTuple_New(n)))
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned f = all[i]->flags;
+        PyObject *x = Py_BuildValue(
+            "{s:s,s:s,s:s,s:O,s:O,s:O,s:O,s:O}", "name", all[i]->name, "unit", all[i]->unit,
+            "description", all[i]->description, "compensable", flag(f, CPROF_COUNTER_TRACER_COST),
+            "time", flag(f, CPROF_COUNTER_TIME), "elapsed", flag(f, CPROF_COUNTER_ELAPSED),
+            "takes_argument", flag(f, CPROF_COUNTER_TAKES_ARG), "needs_preload",
+            flag(f, CPROF_COUNTER_NEEDS_PRELOAD));
+        if (!x) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, x);
+    }
+    return out;
 }
 
 int cprof_py_have_libpfm(void)

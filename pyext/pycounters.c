@@ -9,24 +9,29 @@
  *       function that was running, by Profiler.counter_failures(); the profiled
  *       program never sees the error.
  *
- * Both become ordinary counter descriptors (core/counter.h): the spec's argument
- * carries the object's address, which the Profiler keeps alive. */
+ * Each object holds its own counter descriptor (core/counter.h), named by it, and
+ * is the spec's context pointer; the Profiler keeps it alive.  A UserCounter's
+ * totals are cells it owns, one per thread that used it, found through a thread-
+ * specific key of its own: nothing is per process, and what a dropped counter
+ * held is freed with it. */
 #define PY_SSIZE_T_CLEAN
 #include "pycounters.h"
 #include "compat.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <structmember.h>
 
-#define USER_SLOTS 64           /* UserCounters per process */
-
-
-static _Thread_local uint64_t user_values[USER_SLOTS]; /* this thread's totals */
-static unsigned user_next;      /* next free slot (under the GIL) */
-
 /* Set by a Counter's read when it stopped; the hook reports it (cheap to test). */
 _Thread_local int cprof_pycounter_failed;
+
+/* One thread's total of a UserCounter. */
+struct user_cell {
+    uint64_t value;             /* raised by add() in its thread, read by cprof there */
+    struct user_cell *next;     /* the counter's other cells */
+};
 
 typedef struct {
     PyObject_HEAD
@@ -34,28 +39,41 @@ typedef struct {
     PyObject *unit;             /* str */
     PyObject *description;      /* str */
     PyObject *read;             /* Counter: the callable; UserCounter: NULL */
-    unsigned slot;              /* UserCounter: index in user_values */
+    struct cprof_counter_def def; /* its descriptor: strings are name's, unit's... */
+    pthread_key_t key;          /* UserCounter: this thread's struct user_cell */
+    int has_key;                /* key was created (deleted with the object) */
+    struct user_cell *cells;    /* UserCounter: every thread's cell, freed with it */
 } PyCounterObject;
 
 /* ---- the two descriptors ------------------------------------------------------- */
 
-static PyCounterObject *object_of(const char *arg)
+/* This thread's cell of UserCounter o, created at first use (under the GIL);
+ * NULL when out of memory. */
+static struct user_cell *user_cell(PyCounterObject *o)
 {
-    unsigned long long addr = 0;
+    struct user_cell *c = pthread_getspecific(o->key);
 
-    if (sscanf(arg, "%llx", &addr) != 1)
+    if (c)
+        return c;
+    if (!(c = PyMem_RawCalloc(1, sizeof(*c))))
         return NULL;
-    return (PyCounterObject *)(uintptr_t)addr;
+    if (pthread_setspecific(o->key, c) != 0) {
+        PyMem_RawFree(c);
+        return NULL;
+    }
+    c->next = o->cells;
+    o->cells = c;
+    return c;
 }
 
-static int pc_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int pc_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                    struct cprof_error *err)
 {
-    PyCounterObject *o = object_of(arg);
+    PyCounterObject *o = ctx;
 
-    if (!o) {
-        cprof_error_set(err, EINVAL, "internal: a Python counter without its object");
-        return -1;
-    }
+    (void)arg;
+    if (!o)
+        return cprof_error_set(err, EINVAL, "internal: a Python counter without its object");
     if (o->read)
         snprintf(path, pathlen, "a Python call at every event");
     else
@@ -72,27 +90,33 @@ struct pycall_state {
     char reason[200];           /* why it stopped */
 };
 
-static int pc_open(void **state, const char *arg, struct cprof_error *err)
+static int pc_open(void **state, const char *arg, void *ctx, void *shared,
+                   struct cprof_error *err)
 {
-    PyCounterObject *o = object_of(arg);
+    PyCounterObject *o = ctx;
+    struct pycall_state *s;
 
+    (void)arg;
+    (void)shared;
     if (!o->read) {
-        *state = (void *)(uintptr_t)o->slot;
+        struct user_cell *c = user_cell(o);
+        if (!c)
+            return cprof_error_set(err, ENOMEM, "out of memory opening UserCounter '%s'",
+                                   o->def.name);
+        *state = &c->value;
         return 0;
     }
-    struct pycall_state *s = PyMem_RawCalloc(1, sizeof(*s));
-    if (!s) {
-        cprof_error_set(err, ENOMEM, "out of memory opening a Python counter");
-        return -1;
-    }
+    if (!(s = PyMem_RawCalloc(1, sizeof(*s))))
+        return cprof_error_set(err, ENOMEM, "out of memory opening Counter '%s'", o->def.name);
     s->fn = o->read;
     *state = s;
     return 0;
 }
 
+/* A load: the cell is this thread's, written by add() in this thread only. */
 static uint64_t user_read(void *state)
 {
-    return user_values[(uintptr_t)state];
+    return *(const uint64_t *)state;
 }
 
 static void stop(struct pycall_state *s, const char *fmt, PyObject *arg)
@@ -155,7 +179,19 @@ static void pycall_close(void *state)
     PyMem_RawFree(state);
 }
 
-const struct cprof_counter_def cprof_pycounter_user = {
+/* 1 and why, once, after this thread's Counter stopped on a bad reading. */
+static int pycall_take_failure(void *state, char *reason, size_t len)
+{
+    struct pycall_state *s = state;
+
+    if (!s->pending)
+        return 0;
+    s->pending = 0;
+    snprintf(reason, len, "%s", s->reason);
+    return 1;
+}
+
+static const struct cprof_counter_def user_def = {
     .name = "user",
     .unit = "events",
     .description = "a UserCounter",
@@ -165,7 +201,7 @@ const struct cprof_counter_def cprof_pycounter_user = {
     .thread_close = pc_close,
 };
 
-const struct cprof_counter_def cprof_pycounter_call = {
+static const struct cprof_counter_def call_def = {
     .name = "python",
     .unit = "events",
     .description = "a Counter read by a Python callable",
@@ -173,6 +209,7 @@ const struct cprof_counter_def cprof_pycounter_call = {
     .thread_open = pc_open,
     .read = pycall_read,
     .thread_close = pycall_close,
+    .take_failure = pycall_take_failure,
 };
 
 int cprof_pycounter_is(PyObject *o, PyTypeObject *counter_type, PyTypeObject *user_type)
@@ -181,34 +218,13 @@ int cprof_pycounter_is(PyObject *o, PyTypeObject *counter_type, PyTypeObject *us
            PyObject_TypeCheck(o, counter_type) || PyObject_TypeCheck(o, user_type);
 }
 
-int cprof_pycounter_spec(PyObject *obj, struct cprof_counter_spec *spec)
+void cprof_pycounter_spec(PyObject *obj, struct cprof_counter_spec *spec)
 {
     PyCounterObject *o = (PyCounterObject *)obj;
-    const char *name = PyUnicode_AsUTF8(o->name), *unit = PyUnicode_AsUTF8(o->unit);
-    const char *desc = PyUnicode_AsUTF8(o->description);
 
-    if (!name || !unit || !desc)
-        return -1;
-    spec->own = o->read ? cprof_pycounter_call : cprof_pycounter_user;
-    spec->own.name = name;      /* the object's strings: the Profiler keeps it alive */
-    spec->own.unit = unit;
-    if (desc[0])
-        spec->own.description = desc;
-    spec->def = &spec->own;
-    snprintf(spec->arg, sizeof(spec->arg), "%llx", (unsigned long long)(uintptr_t)obj);
-    return 0;
-}
-
-int cprof_pycounter_take_failure(const struct cprof_counter_def *def, void *state, char *reason,
-                                 size_t len)
-{
-    struct pycall_state *s = state;
-
-    if (def->read != pycall_read || !s->pending)
-        return 0;
-    s->pending = 0;
-    snprintf(reason, len, "%s", s->reason);
-    return 1;
+    spec->def = &o->def;        /* the object's: the Profiler keeps it alive */
+    spec->arg[0] = '\0';
+    spec->ctx = o;
 }
 
 /* ---- the Python types -------------------------------------------------------------- */
@@ -233,20 +249,32 @@ static int valid_name(PyObject *name)
     return 1;
 }
 
-static int fill(PyCounterObject *o, PyObject *name, PyObject *unit, PyObject *description)
+/* Set the object's strings and its descriptor (a copy of `tmpl` named by them). */
+static int fill(PyCounterObject *o, PyObject *name, PyObject *unit, PyObject *description,
+                const struct cprof_counter_def *tmpl)
 {
+    const char *n, *u, *d;
+
     if (!valid_name(name))
         return -1;
     if (!PyUnicode_Check(unit) || !PyUnicode_Check(description)) {
         PyErr_SetString(PyExc_TypeError, "a counter's unit and description must be str");
         return -1;
     }
+    if (!(n = PyUnicode_AsUTF8(name)) || !(u = PyUnicode_AsUTF8(unit)) ||
+        !(d = PyUnicode_AsUTF8(description)))
+        return -1;
     Py_INCREF(name);
     Py_INCREF(unit);
     Py_INCREF(description);
     Py_XSETREF(o->name, name);
     Py_XSETREF(o->unit, unit);
     Py_XSETREF(o->description, description);
+    o->def = *tmpl;
+    o->def.name = n;            /* the UTF-8 of the str objects it holds */
+    o->def.unit = u;
+    if (d[0])
+        o->def.description = d;
     return 0;
 }
 
@@ -260,18 +288,18 @@ static int user_init(PyObject *self, PyObject *args, PyObject *kwds)
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|UU:UserCounter", kwlist, &name, &unit, &desc))
         return -1;
-    if (fill(o, name, unit, desc) < 0)
-        return -1;
-    if (o->name && o->slot == 0 && user_next == 0)
-        user_next = 1;          /* slot 0 stays unused: 0 means "not yet given" */
-    if (o->slot == 0) {
-        if (user_next >= USER_SLOTS) {
-            PyErr_Format(PyExc_RuntimeError, "at most %d UserCounters per process", USER_SLOTS - 1);
+    if (!o->has_key) {
+        int e = pthread_key_create(&o->key, NULL);
+        if (e) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "cannot create UserCounter %R: the process has no thread-specific key "
+                         "left (%s); drop UserCounters that are no longer used",
+                         name, strerror(e));
             return -1;
         }
-        o->slot = user_next++;
+        o->has_key = 1;
     }
-    return 0;
+    return fill(o, name, unit, desc, &user_def);
 }
 
 static PyObject *user_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -295,14 +323,24 @@ static PyObject *user_add(PyObject *self, PyObject *const *args, Py_ssize_t narg
             return NULL;
         }
     }
-    user_values[o->slot] += n;
+    if (!o->has_key) {
+        PyErr_SetString(PyExc_RuntimeError, "UserCounter.__init__() was not called");
+        return NULL;
+    }
+    struct user_cell *c = user_cell(o);
+    if (!c)
+        return PyErr_NoMemory();
+    c->value += n;
     Py_RETURN_NONE;
 }
 
 static PyObject *user_value(PyObject *self, void *closure)
 {
+    PyCounterObject *o = (PyCounterObject *)self;
+    const struct user_cell *c = o->has_key ? pthread_getspecific(o->key) : NULL;
+
     (void)closure;
-    return PyLong_FromUnsignedLongLong(user_values[((PyCounterObject *)self)->slot]);
+    return PyLong_FromUnsignedLongLong(c ? c->value : 0);
 }
 
 static int call_init(PyObject *self, PyObject *args, PyObject *kwds)
@@ -319,7 +357,7 @@ static int call_init(PyObject *self, PyObject *args, PyObject *kwds)
                      Py_TYPE(read)->tp_name);
         return -1;
     }
-    if (fill(o, name, unit, desc) < 0)
+    if (fill(o, name, unit, desc, &call_def) < 0)
         return -1;
     Py_INCREF(read);
     Py_XSETREF(o->read, read);
@@ -353,7 +391,16 @@ static int pc_clear(PyObject *self)
 static void pc_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    PyCounterObject *o = (PyCounterObject *)self;
+
     PyObject_GC_UnTrack(self);
+    if (o->has_key)             /* the key is free for another counter */
+        pthread_key_delete(o->key);
+    while (o->cells) {          /* every thread's total, the live threads' included */
+        struct user_cell *c = o->cells;
+        o->cells = c->next;
+        PyMem_RawFree(c);
+    }
     pc_clear(self);
     tp->tp_free(self);
     Py_DECREF(tp);

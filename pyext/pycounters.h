@@ -10,9 +10,6 @@
 /* Set in a thread when one of its Counters stopped on a bad reading. */
 extern _Thread_local int cprof_pycounter_failed;
 
-/* The descriptors behind them (copied into each spec, named by the object). */
-extern const struct cprof_counter_def cprof_pycounter_call, cprof_pycounter_user;
-
 /* Create the Counter and UserCounter types and add them to the module. */
 int cprof_pycounters_init(PyObject *m, PyTypeObject **counter_type, PyTypeObject **user_type);
 
@@ -23,13 +20,9 @@ int cprof_pycounters_own_method(const PyMethodDef *ml);
 /* Is `o` a Counter or a UserCounter? */
 int cprof_pycounter_is(PyObject *o, PyTypeObject *counter_type, PyTypeObject *user_type);
 
-/* Describe the counter object as a spec (its own descriptor, named and unitised
- * by the object, which the caller must keep alive).  0, or -1 with an exception. */
-int cprof_pycounter_spec(PyObject *obj, struct cprof_counter_spec *spec);
-
-/* If `state` (of descriptor `def`) is a Counter that stopped since the last call,
- * copy why into reason and return 1; else 0. */
-int cprof_pycounter_take_failure(const struct cprof_counter_def *def, void *state, char *reason,
-                                 size_t len);
+/* Describe the counter object as a spec: its own descriptor, named and unitised
+ * by it, the object as the context pointer.  The caller keeps it alive.  A Counter's
+ * descriptor has take_failure: it may stop on a bad reading. */
+void cprof_pycounter_spec(PyObject *obj, struct cprof_counter_spec *spec);
 
 #endif

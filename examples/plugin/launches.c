@@ -9,7 +9,6 @@
  * ctypes.CDLL("./liblaunches.so").example_launch(). */
 #include <cprof/counter.h>
 
-#include <errno.h>
 #include <string.h>
 
 static _Thread_local uint64_t launches; /* this thread's count */
@@ -20,19 +19,24 @@ __attribute__((visibility("default"))) void example_launch(void)
     launches++;
 }
 
-static int launches_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+/* Usable here?  Always; and how it is read.  (cprof refuses an argument, as the
+ * descriptor's flags do not say CPROF_COUNTER_TAKES_ARG.) */
+static int launches_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                          struct cprof_error *err)
 {
-    if (arg && arg[0]) {
-        cprof_error_set(err, EINVAL, "counter 'launches' takes no argument (got '%s')", arg);
-        return -1;
-    }
+    (void)arg;
+    (void)ctx;
+    (void)err;
     snprintf(path, pathlen, "a thread-local count kept by the plugin, a load per read");
     return 0;
 }
 
-static int launches_open(void **state, const char *arg, struct cprof_error *err)
+static int launches_open(void **state, const char *arg, void *ctx, void *shared,
+                         struct cprof_error *err)
 {
     (void)arg;
+    (void)ctx;
+    (void)shared;
     (void)err;
     *state = NULL;
     return 0;

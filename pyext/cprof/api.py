@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, TextIO, Union, cast
 
 from . import build, profile_file, report
-from ._cprof import Counter, CprofError, Profiler, UserCounter
+from ._cprof import Counter, CprofError, Profiler, UserCounter, builtin_counters
 from .model import Profile as ProfileData
 
 if TYPE_CHECKING:  # annotations only: no runtime dependency
@@ -59,8 +59,7 @@ def _entry_point(name: str):
                      "or plugin path; fix that package")
 
 
-BUILTIN = ("cpu", "wall", "ctxsw", "malloc-bytes", "malloc-calls", "free-bytes", "free-calls",
-           "pymalloc-bytes", "pymalloc-calls")
+BUILTIN = tuple(c["name"] for c in builtin_counters())   # the registry's names
 
 
 def resolve_counters(counters: str | Iterable[CounterLike]) -> list:

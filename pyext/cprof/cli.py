@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from . import __version__, compare, exporters, focus, profile_file, report
-from ._cprof import CprofError, list_counters, malloc_interposer
+from ._cprof import CprofError, builtin_counters, list_counters, malloc_interposer
 from .api import Profile
 from .model import Profile as ProfileData
 
@@ -337,7 +337,7 @@ def _print_counters(pmu: bool) -> int:
 
 # The malloc-* counters are kept by libcprof_malloc.so, which must be in the process
 # from its start: a run that uses them restarts Python with it in LD_PRELOAD.
-MALLOC_COUNTERS = ("malloc-bytes", "malloc-calls", "free-bytes", "free-calls")
+MALLOC_COUNTERS = tuple(c["name"] for c in builtin_counters() if c["needs_preload"])
 _RESTARTED = "CPROF_MALLOC_RESTARTED"      # in the restarted process's environment
 _USER_PRELOAD = "CPROF_USER_LD_PRELOAD"    # the LD_PRELOAD the user had, if any
 _restarted = False

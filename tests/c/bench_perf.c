@@ -46,21 +46,25 @@ static uint64_t mono_read(void *state)
 
 static void measure(const char *what, const struct cprof_counter_def *def, const char *event)
 {
+    struct cprof_counter_spec spec = {.def = def};
     struct cprof_error err = {0, ""};
-    void *state = NULL;
+    void *state = NULL, *shared = NULL;
 
-    if (def->thread_open(&state, event, &err) < 0) {
+    snprintf(spec.arg, sizeof(spec.arg), "%s", event);
+    if (cprof_counters_open(&spec, 1, &state, &shared, &err) < 0) {
         printf("[measure] %-58s n/a: %s\n", what, err.msg);
         return;
     }
     printf("[measure] %-58s %7.1f ns/read\n", what, per_read(def->read, state));
-    def->thread_close(state);
+    cprof_counters_close(&spec, 1, &state, &shared);
 }
 
 int main(void)
 {
+    struct cprof_counter_spec group[2] = {{&cprof_counter_perf_hw_leader, "page-faults", NULL},
+                                          {&cprof_counter_perf_hw_member, "minor-faults", NULL}};
     struct cprof_error err = {0, ""};
-    void *lead = NULL, *memb = NULL;
+    void *st[2], *shared[2];
 
     printf("[measure] %-58s %7.1f ns/read\n", "clock_gettime(CLOCK_MONOTONIC), for scale",
            per_read(mono_read, NULL));
@@ -72,13 +76,11 @@ int main(void)
             "cpu-migrations");
     /* a group of two read by its leader, as hardware groups are when multiplexed or
      * without rdpmc: one read() for both (software events stand in for hardware) */
-    if (cprof_counter_perf_hw_leader.thread_open(&lead, "page-faults", &err) == 0 &&
-        cprof_counter_perf_hw_member.thread_open(&memb, "minor-faults", &err) == 0) {
+    if (cprof_counters_open(group, 2, st, shared, &err) == 0) {
         printf("[measure] %-58s %7.1f ns/read\n",
                "group of 2 (leader read(), PERF_FORMAT_GROUP, both values)",
-               per_read(cprof_counter_perf_hw_leader.read, lead));
-        cprof_counter_perf_hw_member.thread_close(memb);
-        cprof_counter_perf_hw_leader.thread_close(lead);
+               per_read(cprof_counter_perf_hw_leader.read, st[0]));
+        cprof_counters_close(group, 2, st, shared);
     }
     if (cprof_perf_hw_pmu_visible()) {
         measure("instructions: group leader (rdpmc where cap_user_rdpmc)",

@@ -10,8 +10,9 @@
 #define COST CPROF_COUNTER_TRACER_COST
 #define TIME CPROF_COUNTER_TIME
 #define ELAPSED CPROF_COUNTER_ELAPSED
+#define KIND (COST | TIME | ELAPSED)
 
-static unsigned flags_of(const char *name)
+static unsigned all_flags_of(const char *name)
 {
     static struct cprof_counter_spec spec[1];
     struct cprof_error err = {0, ""};
@@ -21,6 +22,12 @@ static unsigned flags_of(const char *name)
                                     &n, &err), 0, "%s: %s", name, err.msg);
     cr_assert_eq(n, 1);
     return spec[0].def->flags;
+}
+
+/* What compensation goes by. */
+static unsigned flags_of(const char *name)
+{
+    return all_flags_of(name) & KIND;
 }
 
 Test(flags, time_counters_are_compensated)
@@ -49,4 +56,22 @@ Test(flags, perf_events_by_what_raises_them)
     cr_assert_eq(flags_of("cpu-clock"), COST | TIME);
     cr_assert_eq(flags_of("instructions"), COST);
     cr_assert_eq(flags_of("cycles"), COST);
+}
+
+/* What the registry checks once, and Python asks (builtin_counters()): an
+ * argument is refused unless the descriptor takes one; the malloc counters need
+ * the interposer preloaded. */
+Test(flags, arguments_and_the_preload)
+{
+    static const char *const plain[] = {"cpu", "wall", "ctxsw", NULL};
+    static const char *const preload[] = {"malloc-bytes", "malloc-calls", "free-bytes",
+                                          "free-calls", NULL};
+
+    for (const char *const *n = plain; *n; n++)
+        cr_assert_eq(all_flags_of(*n) & ~KIND, 0, "%s", *n);
+    for (const char *const *n = preload; *n; n++)
+        cr_assert_eq(all_flags_of(*n), CPROF_COUNTER_NEEDS_PRELOAD, "%s", *n);
+    /* a perf event's descriptor takes its name as argument */
+    cr_assert_eq(all_flags_of("page-faults"), CPROF_COUNTER_TAKES_ARG);
+    cr_assert_eq(all_flags_of("cycles"), CPROF_COUNTER_TAKES_ARG | COST);
 }

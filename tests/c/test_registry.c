@@ -11,18 +11,23 @@
 
 /* ---- fake descriptors ------------------------------------------------------ */
 
-static int dummy_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int dummy_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                       struct cprof_error *err)
 {
     (void)arg;
+    (void)ctx;
     (void)err;
     if (pathlen)
         snprintf(path, pathlen, "dummy");
     return 0;
 }
 
-static int dummy_open(void **state, const char *arg, struct cprof_error *err)
+static int dummy_open(void **state, const char *arg, void *ctx, void *shared,
+                      struct cprof_error *err)
 {
     (void)arg;
+    (void)ctx;
+    (void)shared;
     (void)err;
     *state = NULL;
     return 0;
@@ -43,6 +48,7 @@ static void dummy_close(void *state)
     {                                                                                          \
         .name = nm, .unit = "events", .description = "fake counter " nm,                     \
         .probe = dummy_probe, .thread_open = dummy_open, .read = dummy_read,                   \
+        .flags = CPROF_COUNTER_TAKES_ARG,                                                      \
     }
 
 static const struct cprof_counter_def def_a = FAKE("a");
@@ -78,7 +84,7 @@ static struct cprof_error parse_fail(const char *spec, unsigned max, int code)
     unsigned n = 12345;
 
     cr_assert(max <= CPROF_MAX_COUNTERS);
-    cr_assert_eq(cprof_spec_parse(spec, known, out, max, &n, &err), -1, "spec '%s' should fail",
+    cr_assert_eq(cprof_spec_parse(spec, known, out, max, &n, &err), -code, "spec '%s' should fail",
                  spec);
     cr_assert_eq(err.code, code, "spec '%s': code %d, expected %d (msg: %s)", spec, err.code, code,
                  err.msg);
@@ -331,7 +337,7 @@ Test(spec_parse, more_than_max_counters)
             strcat(spec, ",");
         strcat(spec, many_names[i]);
     }
-    cr_assert_eq(cprof_spec_parse(spec, many_known, out, CPROF_MAX_COUNTERS, &n, &err), -1);
+    cr_assert_eq(cprof_spec_parse(spec, many_known, out, CPROF_MAX_COUNTERS, &n, &err), -E2BIG);
     cr_assert_eq(err.code, E2BIG);
     HAS(err.msg, "too many");
     snprintf(want, sizeof(want), "at most %d", CPROF_MAX_COUNTERS);
@@ -366,7 +372,7 @@ Test(spec_parse, long_list_of_valid_names_stays_terminated)
     memset(&err, 'X', sizeof(err));
     cr_assert_eq(cprof_spec_parse("cnt_00,bogus", many_known, out, CPROF_MAX_COUNTERS,
                                   &n, &err),
-                 -1);
+                 -ENOENT);
     cr_assert_eq(err.code, ENOENT);
     cr_assert(memchr(err.msg, '\0', sizeof(err.msg)) != NULL);
     HAS(err.msg, "'bogus'");
@@ -394,7 +400,8 @@ static void check_bad(const struct cprof_counter_def *def, const char *piece)
 {
     struct cprof_error err = {0, ""};
 
-    cr_assert_eq(cprof_registry_check(def, &err), -1, "descriptor without %s accepted", piece);
+    cr_assert_eq(cprof_registry_check(def, &err), -EINVAL, "descriptor without %s accepted",
+                 piece);
     cr_assert_eq(err.code, EINVAL);
     HAS(err.msg, piece);
 }
@@ -472,7 +479,7 @@ Test(registry_check, names_the_module)
     struct cprof_error err = {0, ""};
 
     d.read = NULL;
-    cr_assert_eq(cprof_registry_check(&d, &err), -1);
+    cr_assert_eq(cprof_registry_check(&d, &err), -EINVAL);
     HAS(err.msg, "mymod");
     HAS(err.msg, "read");
 }
@@ -483,7 +490,7 @@ Test(registry_check, name_with_separator)
     struct cprof_error err = {0, ""};
 
     d.name = "a,b";
-    cr_assert_eq(cprof_registry_check(&d, &err), -1);
+    cr_assert_eq(cprof_registry_check(&d, &err), -EINVAL);
     cr_assert_eq(err.code, EINVAL);
     HAS(err.msg, "'a,b'");
     d.name = "a:b";
@@ -526,4 +533,121 @@ Test(error_set, truncates_long_messages)
 Test(error_set, null_error_is_ignored)
 {
     cprof_error_set(NULL, EINVAL, "nobody reads this %d", 1);
+}
+
+Test(registry_check, a_group_needs_open_and_close)
+{
+    static const struct cprof_counter_group half = {.name = "half"};
+    struct cprof_counter_def d = FAKE("x");
+
+    d.group = &half;
+    check_bad(&d, "group");
+}
+
+/* ---- cprof_counters_open / close ------------------------------------------------------ */
+
+static char opened_log[128];    /* what happened, in order: "G" group open, "g" close, ... */
+static int fail_at;             /* the counter whose open fails ('0' + index), or 0 */
+static int group_state = 7;     /* what the group's open hands its members */
+
+static void note(char c)
+{
+    size_t n = strlen(opened_log);
+    opened_log[n] = c;
+    opened_log[n + 1] = '\0';
+}
+
+static int grp_open(void **shared, struct cprof_error *err)
+{
+    (void)err;
+    note('G');
+    *shared = &group_state;
+    return 0;
+}
+
+static void grp_close(void *shared)
+{
+    cr_assert_eq(shared, &group_state);
+    note('g');
+}
+
+static const struct cprof_counter_group grp = {"test", grp_open, grp_close};
+
+static int log_open(void **state, const char *arg, void *ctx, void *shared,
+                    struct cprof_error *err)
+{
+    const struct cprof_counter_def *def = ctx;   /* each spec's ctx: its own descriptor */
+
+    (void)arg;
+    cr_assert_eq(shared, def->group ? (void *)&group_state : NULL, "%s's shared state", def->name);
+    if (fail_at == def->name[0])
+        return cprof_error_set(err, EMFILE, "counter '%s' cannot be opened", def->name);
+    note(def->name[0]);
+    *state = (void *)def;
+    return 0;
+}
+
+static void log_close(void *state)
+{
+    note((char)(((const struct cprof_counter_def *)state)->name[0] - '0' + 'a'));
+}
+
+#define LOGGED(nm, g)                                                                           \
+    {                                                                                          \
+        .name = nm, .unit = "events", .description = "logged counter " nm,                   \
+        .probe = dummy_probe, .thread_open = log_open, .read = dummy_read,                     \
+        .thread_close = log_close, .group = g,                                                 \
+    }
+
+static const struct cprof_counter_def log0 = LOGGED("0", NULL);
+static const struct cprof_counter_def log1 = LOGGED("1", &grp);
+static const struct cprof_counter_def log2 = LOGGED("2", NULL);
+static const struct cprof_counter_def log3 = LOGGED("3", &grp);
+
+static void four_specs(struct cprof_counter_spec *specs)
+{
+    const struct cprof_counter_def *defs[] = {&log0, &log1, &log2, &log3};
+
+    for (int i = 0; i < 4; i++) {
+        specs[i].def = defs[i];
+        specs[i].arg[0] = '\0';
+        specs[i].ctx = (void *)defs[i];
+    }
+}
+
+Test(counters_open, a_group_opens_once_before_its_first_member)
+{
+    struct cprof_counter_spec specs[4];
+    struct cprof_error err = {0, ""};
+    void *states[4], *shared[4];
+
+    four_specs(specs);
+    opened_log[0] = '\0';
+    fail_at = 0;
+    cr_assert_eq(cprof_counters_open(specs, 4, states, shared, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(opened_log, "0G123");
+    cr_assert_eq(shared[1], &group_state);
+    cr_assert_eq(shared[3], &group_state);
+    cr_assert_null(shared[0]);
+    cprof_counters_close(specs, 4, states, shared);
+    cr_assert_str_eq(opened_log, "0G123dcbag", "counters in reverse, then the group");
+}
+
+Test(counters_open, all_or_nothing)
+{
+    struct cprof_counter_spec specs[4];
+    struct cprof_error err = {0, ""};
+    void *states[4], *shared[4];
+
+    four_specs(specs);
+    opened_log[0] = '\0';
+    fail_at = '3';
+    cr_assert_eq(cprof_counters_open(specs, 4, states, shared, &err), -EMFILE);
+    cr_assert_eq(err.code, EMFILE);
+    cr_assert_str_eq(err.msg, "counter '3' cannot be opened");
+    cr_assert_str_eq(opened_log, "0G12cbag", "what was opened is closed, the group last");
+    opened_log[0] = '\0';
+    fail_at = '1';      /* the group's first member: its group is closed too */
+    cr_assert_eq(cprof_counters_open(specs, 4, states, shared, &err), -EMFILE);
+    cr_assert_str_eq(opened_log, "0Gga");
 }

@@ -11,17 +11,22 @@
 
 #define HAS(msg, sub) cr_assert(strstr((msg), (sub)) != NULL, "'%s' not in: %s", (sub), (msg))
 
-static int dummy_probe(const char *arg, char *path, size_t pathlen, struct cprof_error *err)
+static int dummy_probe(const char *arg, void *ctx, char *path, size_t pathlen,
+                       struct cprof_error *err)
 {
     (void)arg;
+    (void)ctx;
     (void)err;
     snprintf(path, pathlen, "dummy");
     return 0;
 }
 
-static int dummy_open(void **state, const char *arg, struct cprof_error *err)
+static int dummy_open(void **state, const char *arg, void *ctx, void *shared,
+                      struct cprof_error *err)
 {
     (void)arg;
+    (void)ctx;
+    (void)shared;
     (void)err;
     *state = NULL;
     return 0;
@@ -36,6 +41,7 @@ static uint64_t dummy_read(void *state)
 static const struct cprof_counter_def def_cpu = {
     .name = "cpu", .unit = "ns", .description = "fake cpu",
     .probe = dummy_probe, .thread_open = dummy_open, .read = dummy_read,
+    .flags = CPROF_COUNTER_TAKES_ARG,
 };
 static const struct cprof_counter_def def_wall = {
     .name = "wall", .unit = "ns", .description = "fake wall",
@@ -43,9 +49,11 @@ static const struct cprof_counter_def def_wall = {
 };
 static const struct cprof_counter_def *const known[] = {&def_cpu, &def_wall, NULL};
 
+/* As perf's: named by the whole token, which is also its argument. */
 static const struct cprof_counter_def ev_tmpl = {
     .name = "ev-template", .unit = "events", .description = "fake event",
     .probe = dummy_probe, .thread_open = dummy_open, .read = dummy_read,
+    .flags = CPROF_COUNTER_TAKES_ARG,
 };
 
 static unsigned last_nprev;     /* what the resolver saw of the earlier counters */
@@ -55,19 +63,16 @@ static int ev_resolve(const char *name, const struct cprof_counter_spec *prev, u
 {
     last_nprev = nprev;
     (void)prev;
-    if (strncmp(name, "ev", 2) != 0) {
-        cprof_error_set(err, ENOENT, "%s", "");
-        return -1;
-    }
-    if (strcmp(name, "evbad") == 0) {
-        cprof_error_set(err, EACCES, "counter 'evbad' is refused for a reason");
-        return -1;
-    }
+    struct cprof_counter_def def = ev_tmpl;
+
+    if (strncmp(name, "ev", 2) != 0)
+        return cprof_error_set(err, ENOENT, "%s", "");
+    if (strcmp(name, "evbad") == 0)
+        return cprof_error_set(err, EACCES, "counter 'evbad' is refused for a reason");
+    def.name = name;
     snprintf(out->arg, sizeof(out->arg), "%s", name);
-    out->own = ev_tmpl;
-    out->own.name = out->arg;
-    out->def = &out->own;
-    return 0;
+    out->ctx = NULL;
+    return cprof_registry_keep(&def, &out->def, err);
 }
 
 static void ev_suggest(const char *name, char *buf, size_t len)
@@ -99,14 +104,32 @@ Test(resolve, builtins_and_resolved_names_mix_in_order)
     cr_assert_eq(n, 4);
     cr_assert_eq(s[0].def, &def_cpu);
     cr_assert_str_eq(s[0].arg, "");
-    cr_assert_eq(s[1].def, &s[1].own);
     cr_assert_str_eq(s[1].def->name, "ev1");
+    cr_assert_str_eq(s[1].arg, "ev1");
     cr_assert_eq(s[2].def, &def_wall);
     cr_assert_str_eq(s[3].def->name, "ev:two:u", "a resolved name keeps its ':' parts");
     cr_assert_str_eq(s[3].arg, "ev:two:u");
     cr_assert_eq(last_nprev, 3, "the resolver sees the counters parsed before");
     for (unsigned i = 0; i < n; i++)
         cr_assert_eq(cprof_spec_check(&s[i], &err), 0, "%s", err.msg);
+}
+
+/* A spec is plain data: a copy is as good as the original, and a name resolved
+ * twice shares one kept descriptor (one per name for the process, not per parse). */
+Test(resolve, specs_copy_by_value)
+{
+    struct cprof_counter_spec s[2], t[2], copy;
+    struct cprof_error err = {0, ""};
+    unsigned n = 0;
+
+    cr_assert_eq(parse("ev:a,wall", s, 2, &n, &err), 0, "%s", err.msg);
+    copy = s[0];
+    memset(&s[0], 0xa5, sizeof(s[0]));
+    cr_assert_str_eq(copy.def->name, "ev:a");
+    cr_assert_str_eq(copy.arg, "ev:a");
+    cr_assert_eq(cprof_spec_check(&copy, &err), 0, "%s", err.msg);
+    cr_assert_eq(parse("ev:a", t, 2, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(t[0].def, copy.def, "kept once");
 }
 
 Test(resolve, a_builtin_name_wins)
@@ -118,6 +141,9 @@ Test(resolve, a_builtin_name_wins)
     cr_assert_eq(parse("cpu:x", s, 2, &n, &err), 0, "%s", err.msg);
     cr_assert_eq(s[0].def, &def_cpu);
     cr_assert_str_eq(s[0].arg, "x", "a built-in counter's argument as before");
+    cr_assert_eq(parse("wall:x", s, 2, &n, &err), -EINVAL, "wall takes no argument");
+    cr_assert_str_eq(err.msg, "counter 'wall' takes no argument; write just 'wall'");
+    cr_assert_eq(parse("wall:", s, 2, &n, &err), 0, "an empty argument is none: %s", err.msg);
 }
 
 Test(resolve, unknown_names_get_close_suggestions)
@@ -126,17 +152,17 @@ Test(resolve, unknown_names_get_close_suggestions)
     struct cprof_error err = {0, ""};
     unsigned n = 0;
 
-    cr_assert_eq(parse("cpu,wal", s, 4, &n, &err), -1);
+    cr_assert_eq(parse("cpu,wal", s, 4, &n, &err), -ENOENT);
     cr_assert_eq(err.code, ENOENT);
     HAS(err.msg, "unknown counter 'wal'");
     HAS(err.msg, "did you mean wall?");
     HAS(err.msg, "cpu, wall");
-    cr_assert_eq(parse("vents-a", s, 4, &n, &err), -1);
+    cr_assert_eq(parse("vents-a", s, 4, &n, &err), -ENOENT);
     HAS(err.msg, "did you mean events-a");
     HAS(err.msg, "and the ev events that cprof --list-counters shows");
-    cr_assert_eq(parse("EVX", s, 4, &n, &err), -1);
+    cr_assert_eq(parse("EVX", s, 4, &n, &err), -ENOENT);
     HAS(err.msg, "evx, evy"); /* the resolver's own suggestions, not repeated */
-    cr_assert_eq(parse("zzzzzzzz", s, 4, &n, &err), -1);
+    cr_assert_eq(parse("zzzzzzzz", s, 4, &n, &err), -ENOENT);
     cr_assert(strstr(err.msg, "did you mean") == NULL, "%s", err.msg);
     HAS(err.msg, "'zzzzzzzz'");
 }
@@ -147,7 +173,7 @@ Test(resolve, a_resolvers_definite_error_passes_through)
     struct cprof_error err = {0, ""};
     unsigned n = 0;
 
-    cr_assert_eq(parse("cpu,evbad", s, 4, &n, &err), -1);
+    cr_assert_eq(parse("cpu,evbad", s, 4, &n, &err), -EACCES);
     cr_assert_eq(err.code, EACCES);
     cr_assert_str_eq(err.msg, "counter 'evbad' is refused for a reason");
 }
@@ -159,14 +185,14 @@ Test(resolve, duplicates_limits_and_lengths)
     char longname[CPROF_ARG_LEN + 8];
     unsigned n = 0;
 
-    cr_assert_eq(parse("ev1,cpu,ev1", s, 4, &n, &err), -1);
+    cr_assert_eq(parse("ev1,cpu,ev1", s, 4, &n, &err), -EINVAL);
     HAS(err.msg, "'ev1' is given twice");
-    cr_assert_eq(parse("ev1,ev2", s, 1, &n, &err), -1);
+    cr_assert_eq(parse("ev1,ev2", s, 1, &n, &err), -E2BIG);
     cr_assert_eq(err.code, E2BIG);
     memset(longname, 'e', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
     longname[1] = 'v';
-    cr_assert_eq(parse(longname, s, 4, &n, &err), -1);
+    cr_assert_eq(parse(longname, s, 4, &n, &err), -E2BIG);
     cr_assert_eq(err.code, E2BIG);
     HAS(err.msg, "too long");
 }
@@ -177,7 +203,7 @@ Test(resolve, without_resolvers_parse_is_unchanged)
     struct cprof_error err = {0, ""};
     unsigned n = 0;
 
-    cr_assert_eq(cprof_spec_resolve("cpu,ev1:x", known, NULL, s, 4, &n, &err), -1);
+    cr_assert_eq(cprof_spec_resolve("cpu,ev1:x", known, NULL, s, 4, &n, &err), -ENOENT);
     cr_assert_eq(err.code, ENOENT);
     cr_assert_str_eq(err.msg, "unknown counter 'ev1'; valid counters are: cpu, wall");
 }
@@ -189,10 +215,10 @@ Test(resolve, one_name)
 
     cr_assert_eq(cprof_resolve_one("events-a", resolvers, &s, &err), 0, "%s", err.msg);
     cr_assert_str_eq(s.def->name, "events-a");
-    cr_assert_eq(cprof_resolve_one("nope", resolvers, &s, &err), -1);
+    cr_assert_eq(cprof_resolve_one("nope", resolvers, &s, &err), -ENOENT);
     cr_assert_eq(err.code, ENOENT);
     HAS(err.msg, "'nope'");
-    cr_assert_eq(cprof_resolve_one("evbad", resolvers, &s, &err), -1);
+    cr_assert_eq(cprof_resolve_one("evbad", resolvers, &s, &err), -EACCES);
     cr_assert_eq(err.code, EACCES);
 }
 
@@ -201,14 +227,22 @@ Test(resolve, spec_check)
     struct cprof_counter_spec s;
     struct cprof_error err = {0, ""};
 
+    struct cprof_counter_def d;
+
     cr_assert_eq(cprof_resolve_one("ev:a:b", resolvers, &s, &err), 0);
     cr_assert_eq(cprof_spec_check(&s, &err), 0, "%s", err.msg);
-    s.own.read = NULL;
-    cr_assert_eq(cprof_spec_check(&s, &err), -1);
+    d = *s.def;
+    s.def = &d;
+    d.read = NULL;
+    cr_assert_eq(cprof_spec_check(&s, &err), -EINVAL);
     HAS(err.msg, "read");
-    s.own.read = dummy_read;
-    s.own.name = "other";       /* not named by its argument */
-    cr_assert_eq(cprof_spec_check(&s, &err), -1);
+    d.read = dummy_read;
+    d.name = "ev a";            /* a space in a name */
+    cr_assert_eq(cprof_spec_check(&s, &err), -EINVAL);
+    d.name = "ev";
+    d.flags = 0;
+    cr_assert_eq(cprof_spec_check(&s, &err), -EINVAL, "an argument it does not take");
+    HAS(err.msg, "takes no argument");
     s.def = &def_cpu;           /* a built-in: the descriptor rules */
     cr_assert_eq(cprof_spec_check(&s, &err), 0, "%s", err.msg);
 }

@@ -88,6 +88,48 @@ def test_user_counter_is_per_thread():
     assert (w["calls"], w["self"]["items"]) == (3, 120)
 
 
+def test_user_counters_are_not_limited_per_process():
+    """UserCounters hold their own per-thread totals: created and dropped in any
+    number across profiles (there were 63 slots per process, never recycled), each
+    starts at 0 and counts exactly."""
+    import gc
+    for i in range(200):
+        c = cprof.UserCounter(f"n{i}")
+        assert c.value == 0
+        with cprof.Profile(counters=[c]) as prof:
+            for _ in range(i % 7 + 1):
+                c.add(3)
+        assert c.value == 3 * (i % 7 + 1)
+        assert prof.profile()["meta"]["region"][f"n{i}"] == 3 * (i % 7 + 1)
+        del c, prof
+        gc.collect()
+    live = [cprof.UserCounter(f"live{i}") for i in range(100)]   # many at once too
+    for i, c in enumerate(live):
+        c.add(i)
+    assert [c.value for c in live] == list(range(100))
+
+
+def test_builtin_counters_come_from_the_registry():
+    """What Python knows of the built-in counters is what the C registry says."""
+    rows = cprof._cprof.builtin_counters()
+    names = [r["name"] for r in rows]
+    assert names[:3] == ["cpu", "wall", "ctxsw"]
+    assert "pymalloc-bytes" in names and "malloc-bytes" in names
+    assert len(set(names)) == len(names)
+    for r in rows:
+        assert set(r) == {"name", "unit", "description", "compensable", "time", "elapsed",
+                          "takes_argument", "needs_preload"}
+        assert r["needs_preload"] == (r["name"] in ("malloc-bytes", "malloc-calls", "free-bytes",
+                                                    "free-calls"))
+        assert r["takes_argument"] is False
+    cpu, wall = rows[0], rows[1]
+    assert (cpu["compensable"], cpu["time"], cpu["elapsed"]) == (True, True, False)
+    assert (wall["compensable"], wall["time"], wall["elapsed"]) == (True, True, True)
+    with pytest.raises(cprof.CprofError, match="counter 'wall' takes no argument; write just "
+                                               "'wall'"):
+        cprof.Profile(counters="wall:x")
+
+
 @pytest.mark.parametrize("bad, why", [
     ("down", "went down from 5 to 2"),
     ("raise", "raised ZeroDivisionError"),

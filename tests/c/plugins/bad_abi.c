@@ -2,7 +2,7 @@
 #include <cprof/counter.h>
 
 __attribute__((visibility("default"))) const struct cprof_plugin cprof_plugin = {
-    .abi = CPROF_COUNTER_ABI + 98,
+    .abi = 100,
     .count = 0,
     .counters = 0,
 };

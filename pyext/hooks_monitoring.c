@@ -1,0 +1,283 @@
+/* The hooks on 3.12+: sys.monitoring (PEP 669) callbacks registered from C as
+ * vectorcall objects on a free tool id. */
+#include "hooks.h"
+
+#if !CPROF_MONITORING
+#error "hooks_monitoring.c is for Python 3.12+ (meson picks hooks_setprofile.c before)"
+#endif
+
+/* ---- 3.12+: sys.monitoring ------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;  /* one of the hook_* functions below */
+    ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies, or
+                                 * sets this to NULL when it cannot (its tool id was freed) */
+} HookObject;
+
+/* A Python function's event: args = (code, offset, ...). */
+#define PY_HOOK(name, op)                                                                        \
+    static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
+                          PyObject *kwnames)                                                     \
+    {                                                                                            \
+        ProfilerObject *p = ((HookObject *)self)->prof;                                          \
+        (void)nargsf;                                                                            \
+        (void)kwnames;                                                                           \
+        if (p && p->enabled)                                                                     \
+            ev(p, op, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
+        Py_RETURN_NONE;                                                                          \
+    }
+
+/* A call site's event: args = (code, offset, callable, arg0); only C callables count. */
+#define C_HOOK(name, op, on_other)                                                               \
+    static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
+                          PyObject *kwnames)                                                     \
+    {                                                                                            \
+        ProfilerObject *p = ((HookObject *)self)->prof;                                          \
+        cprof_key key;                                                                           \
+        (void)nargsf;                                                                            \
+        (void)kwnames;                                                                           \
+        if (!p || !p->enabled)                                                                   \
+            Py_RETURN_NONE;                                                                      \
+        if ((key = c_key(args[2], args[3])) != 0)                                                \
+            ev(p, op, key, args[2], NULL);                                                       \
+        else                                                                                     \
+            on_other;                                                                            \
+        Py_RETURN_NONE;                                                                          \
+    }
+
+/* A site that called a Python function: its PY_START reports the callee, so stop
+ * paying for CALL there (sys.monitoring.DISABLE, for this tool and site only).  A
+ * site that later calls a C function is then not seen: all_call_sites keeps them. */
+static inline PyObject *maybe_disable(ProfilerObject *p, PyObject *callable)
+{
+    if (p->all_call_sites || !p->disable)
+        return NULL;
+    if (PyFunction_Check(callable) ||
+        (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
+        return Py_NewRef(p->disable);
+    return NULL;
+}
+
+PY_HOOK(hook_py_enter, cprof_thread_enter) /* PY_START, PY_RESUME, PY_THROW */
+PY_HOOK(hook_py_exit, cprof_thread_exit)   /* PY_RETURN, PY_YIELD, PY_UNWIND */
+C_HOOK(hook_call, cprof_thread_enter,                       /* CALL */
+       { PyObject *d = maybe_disable(p, args[2]); if (d) return d; })
+C_HOOK(hook_c_exit, cprof_thread_exit, (void)0)             /* C_RETURN, C_RAISE */
+
+/* Which sys.monitoring event goes to which hook (cProfile's mapping). */
+static const struct {
+    const char *event;          /* name in sys.monitoring.events */
+    vectorcallfunc fn;
+    int in_mask;                /* C_RETURN/C_RAISE follow CALL and are not set by themselves */
+} hook_table[] = {
+    {"PY_START", hook_py_enter, 1},  {"PY_RESUME", hook_py_enter, 1},
+    {"PY_THROW", hook_py_enter, 1},  {"PY_RETURN", hook_py_exit, 1},
+    {"PY_YIELD", hook_py_exit, 1},   {"PY_UNWIND", hook_py_exit, 1},
+    {"CALL", hook_call, 1},          {"C_RETURN", hook_c_exit, 0},
+    {"C_RAISE", hook_c_exit, 0},
+};
+
+static PyMemberDef hook_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(HookObject, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static void hook_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot hook_slots[] = {
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_members, hook_members},
+    {Py_tp_dealloc, (void *)hook_dealloc},
+    {Py_tp_doc, "cprof's sys.monitoring callback (internal)"},
+    {0, NULL},
+};
+
+static PyType_Spec hook_spec = {
+    .name = "cprof._cprof._Hook",
+    .basicsize = sizeof(HookObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = hook_slots,
+};
+
+static PyObject *monitoring(void)
+{
+    PyObject *m = PySys_GetObject("monitoring"); /* borrowed */
+    if (!m)
+        PyErr_SetString(PyExc_RuntimeError, "sys.monitoring is missing");
+    return m;
+}
+
+static int event_id(PyObject *mon, const char *name, long *out)
+{
+    PyObject *events = PyObject_GetAttrString(mon, "events"), *v;
+
+    if (!events)
+        return -1;
+    v = PyObject_GetAttrString(events, name);
+    Py_DECREF(events);
+    if (!v)
+        return -1;
+    *out = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static int claim_tool_id(ProfilerObject *p, PyObject *mon, module_state *st)
+{
+    /* The ids no standard tool claims first (3, 4), so that cProfile (PROFILER_ID 2),
+     * coverage (COVERAGE_ID 1), debuggers (0) and optimizers (5) still find theirs
+     * free while cprof runs; the others only when both are taken, PROFILER_ID last. */
+    static const int order[] = {3, 4, 5, 0, 1, 2};
+    PyObject *users = PyList_New(0);
+
+    if (!users)
+        return -1;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", order[i], "cprof");
+        if (r) {
+            Py_DECREF(r);
+            Py_DECREF(users);
+            p->tool_id = order[i];
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            Py_DECREF(users);
+            return -1;
+        }
+        PyErr_Clear();
+        r = PyObject_CallMethod(mon, "get_tool", "i", order[i]);
+        if (r) {
+            PyList_Append(users, r);
+            Py_DECREF(r);
+        }
+        PyErr_Clear();
+    }
+    PyObject *joined = PyUnicode_Join(PyUnicode_FromString(", "), users);
+    PyErr_Format(st->error,
+                 "cprof cannot start: all 6 sys.monitoring tool ids are in use (by %S); "
+                 "stop one of those tools first",
+                 joined ? joined : Py_None);
+    Py_XDECREF(joined);
+    Py_DECREF(users);
+    return -1;
+}
+
+int cprof_hooks_install(ProfilerObject *p, module_state *st)
+{
+    PyObject *mon = monitoring();
+    long mask = 0;
+
+    if (!mon || claim_tool_id(p, mon, st) < 0)
+        return -1;
+    Py_XSETREF(p->disable, PyObject_GetAttrString(mon, "DISABLE"));
+    if (!p->disable)
+        goto err;
+    /* sites disabled by an earlier profile on this tool id must report again */
+    PyObject *rs = PyObject_CallMethod(mon, "restart_events", NULL);
+    if (!rs)
+        goto err;
+    Py_DECREF(rs);
+    p->hooks = PyList_New(0);
+    if (!p->hooks)
+        goto err;
+    for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
+        long ev;
+        HookObject *h;
+        PyObject *r;
+
+        if (event_id(mon, hook_table[i].event, &ev) < 0)
+            goto err;
+        h = PyObject_New(HookObject, st->hook_type);
+        if (!h)
+            goto err;
+        h->vectorcall = hook_table[i].fn;
+        h->prof = p;
+        if (PyList_Append(p->hooks, (PyObject *)h) < 0) {
+            Py_DECREF(h);
+            goto err;
+        }
+        Py_DECREF(h);
+        r = PyObject_CallMethod(mon, "register_callback", "ilO", p->tool_id, ev, (PyObject *)h);
+        if (!r)
+            goto err;
+        Py_DECREF(r);
+        if (hook_table[i].in_mask)
+            mask |= ev;
+    }
+    PyObject *r = PyObject_CallMethod(mon, "set_events", "il", p->tool_id, mask);
+    if (!r)
+        goto err;
+    Py_DECREF(r);
+    return 0;
+err:;
+    SAVE_EXC(saved);
+    PyObject *x = PyObject_CallMethod(mon, "free_tool_id", "i", p->tool_id);
+    Py_XDECREF(x);
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+    p->tool_id = -1;
+    for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
+        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL;
+    Py_CLEAR(p->hooks);
+    return -1;
+}
+
+void cprof_hooks_remove(ProfilerObject *p)
+{
+    PyObject *mon;
+    SAVE_EXC(saved);
+
+    if (p->tool_id < 0)
+        goto out;
+    mon = monitoring();
+    if (mon) {
+        /* a program that freed cprof's tool id may have given it to another tool: leave
+         * that one alone */
+        PyObject *r = PyObject_CallMethod(mon, "get_tool", "i", p->tool_id);
+        int ours = r && PyUnicode_Check(r) && PyUnicode_CompareWithASCIIString(r, "cprof") == 0;
+        Py_XDECREF(r);
+        if (!ours) {
+            cprof_py_set_sticky(p, "the program freed cprof's sys.monitoring tool id while it ran "
+                          "(sys.monitoring.free_tool_id), so the profile may miss the end of "
+                          "the run; leave tool ids other tools hold alone");
+            goto done;
+        }
+        r = PyObject_CallMethod(mon, "set_events", "ii", p->tool_id, 0);
+        Py_XDECREF(r);
+        for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
+            long ev;
+            if (event_id(mon, hook_table[i].event, &ev) == 0) {
+                r = PyObject_CallMethod(mon, "register_callback", "ilO", p->tool_id, ev, Py_None);
+                Py_XDECREF(r);
+            }
+        }
+        r = PyObject_CallMethod(mon, "free_tool_id", "i", p->tool_id);
+        Py_XDECREF(r);
+    }
+done:
+    for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
+        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL; /* any left registered */
+    p->tool_id = -1;
+    Py_CLEAR(p->hooks);
+out:
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+}
+
+int cprof_hooks_held(ProfilerObject *p)
+{
+    (void)p;
+    return 1;
+}
+
+int cprof_hooks_module_init(PyObject *m, module_state *st)
+{
+    st->hook_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &hook_spec, NULL);
+    return st->hook_type ? 0 : -1;
+}

@@ -1,0 +1,131 @@
+/* The module cprof._cprof: its state, types and functions.  The rest of the
+ * extension: profiler.c (the Profiler type), threads.c (per-thread state),
+ * hooks_monitoring.c / hooks_setprofile.c (the event hooks, one per Python
+ * version range, behind hooks.h), spec.c, stats.c, pycounters.c (Counter,
+ * UserCounter), allocators.c (pymalloc counters), listing.c (list_counters). */
+#include "profiler.h"
+
+#include "allocators.h"
+#include "hooks.h"
+#include "listing.h"
+
+/* ---- module ------------------------------------------------------------------------ */
+
+static PyObject *list_counters(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"pmu", NULL};
+    int pmu = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:list_counters", kwlist, &pmu))
+        return NULL;
+    return cprof_py_list_counters(((module_state *)PyModule_GetState(module))->error, pmu);
+}
+
+static PyObject *build_info(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("{s:O}", "libpfm", cprof_py_have_libpfm() ? Py_True : Py_False);
+}
+
+static PyMethodDef module_methods[] = {
+    {"list_counters", (PyCFunction)(void (*)(void))list_counters, METH_VARARGS | METH_KEYWORDS,
+     "list_counters(pmu=False)\n--\n\nEvery counter cprof knows, whether it works here, and how "
+     "it is read; with pmu=True, the events of the PMUs libpfm4 detects."},
+    {"builtin_counters", cprof_py_builtin_counters, METH_NOARGS,
+     "builtin_counters()\n--\n\nThe counters known by name, as the registry describes them (no "
+     "probing): dicts of name, unit, description, compensable, time, elapsed, takes_argument, "
+     "needs_preload."},
+    {"malloc_interposer", cprof_py_malloc_interposer, METH_VARARGS,
+     "malloc_interposer(name='malloc-bytes')\n--\n\nNone if that malloc counter works in this "
+     "process (libcprof_malloc.so preloaded), else (errno, sentence saying how to start it)."},
+    {"build_info", build_info, METH_NOARGS,
+     "build_info()\n--\n\nWhat this build of cprof includes: {'libpfm': bool}."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *m)
+{
+    module_state *st = PyModule_GetState(m);
+
+    PyObject *new_fn = PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, "__new__");
+    if (!new_fn)
+        return -1;
+    if (PyCFunction_Check(new_fn))
+        cprof_tp_new_def = ((PyCFunctionObject *)new_fn)->m_ml;
+    Py_DECREF(new_fn);
+    st->error = PyErr_NewExceptionWithDoc(
+        "cprof._cprof.CprofError",
+        "A problem the user can fix: the message is one sentence naming it and the fix.",
+        PyExc_Exception, NULL);
+    if (!st->error)
+        return -1;
+    Py_INCREF(st->error);
+    if (PyModule_AddObject(m, "CprofError", st->error) < 0) {
+        Py_DECREF(st->error);
+        return -1;
+    }
+    st->profiler_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &cprof_profiler_spec, NULL);
+    if (!st->profiler_type || PyModule_AddType(m, st->profiler_type) < 0)
+        return -1;
+    if (cprof_hooks_module_init(m, st) < 0)
+        return -1;
+    if (cprof_pycounters_init(m, &st->counter_type, &st->user_counter_type) < 0)
+        return -1;
+    if (PyModule_AddStringConstant(m, "HOOK", CPROF_MONITORING ? "sys.monitoring"
+                                                               : "PyEval_SetProfile") < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    module_state *st = PyModule_GetState(m);
+
+    Py_VISIT(st->error);
+    Py_VISIT(st->profiler_type);
+    Py_VISIT(st->hook_type);
+    Py_VISIT(st->counter_type);
+    Py_VISIT(st->user_counter_type);
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    module_state *st = PyModule_GetState(m);
+
+    Py_CLEAR(st->error);
+    Py_CLEAR(st->profiler_type);
+    Py_CLEAR(st->hook_type);
+    Py_CLEAR(st->counter_type);
+    Py_CLEAR(st->user_counter_type);
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    module_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, (void *)module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef cprof_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "cprof._cprof",
+    .m_doc = "cprof's C extension: the hook and the bridge to the engine.",
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__cprof(void)
+{
+    return PyModuleDef_Init(&cprof_module);
+}
+

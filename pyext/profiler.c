@@ -1,0 +1,392 @@
+/* The Profiler type: set-up, enable/disable, calibration support, lifetime. */
+#include "profiler.h"
+
+#include "../core/registry.h"
+#include "allocators.h"
+#include "hooks.h"
+
+static uint64_t next_generation = 1;    /* under the GIL */
+static uint64_t running_generation;     /* the enabled Profiler (profiles do not nest), or 0 */
+
+static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"counters", "all_call_sites", "distributions", "slow_calls",
+                             "capture", NULL};
+    PyObject *counters = NULL, *capture = Py_None;
+    int all_call_sites = 0, dist = 0, slow_k = 0;
+    struct cprof_error err = {0};
+    module_state *st = state_of(self);
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OppiO:Profiler", kwlist, &counters,
+                                     &all_call_sites, &dist, &slow_k, &capture))
+        return -1;
+    if (slow_k < 0 || slow_k > CPROF_MAX_SLOW) {
+        PyErr_Format(st->error, "slow_calls must be between 0 and %d", CPROF_MAX_SLOW);
+        return -1;
+    }
+    if (capture != Py_None && !PyCallable_Check(capture)) {
+        PyErr_SetString(PyExc_TypeError, "capture must be callable");
+        return -1;
+    }
+    p->all_call_sites = all_call_sites;
+    p->dist = dist;
+    p->slow_k = (unsigned)slow_k;
+    Py_XSETREF(p->capture, capture == Py_None ? NULL : Py_NewRef(capture));
+    if (!p->captures && !(p->captures = PyList_New(0)))
+        return -1;
+    if (p->enabled || p->threads || p->n) {
+        PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
+        return -1;
+    }
+    if (!counters) {
+        if (cprof_spec_resolve("cpu,wall", cprof_py_counters(), cprof_counter_resolvers,
+                               p->specs, CPROF_MAX_COUNTERS, &p->n, &err) < 0) {
+            PyErr_SetString(st->error, err.msg);
+            return -1;
+        }
+    } else if (cprof_py_parse_counters(p, counters, st) < 0) {
+        p->n = 0;
+        return -1;
+    }
+    for (unsigned i = 0; i < p->n; i++)
+        if (p->specs[i].def->probe(p->specs[i].arg, p->specs[i].ctx, p->paths[i],
+                                   sizeof(p->paths[i]), &err) < 0) {
+            PyErr_SetString(st->error, err.msg);
+            p->n = 0;
+            return -1;
+        }
+    p->generation = next_generation++;
+    p->tool_id = -1;
+    if (!p->keys && !(p->keys = PyDict_New()))
+        return -1;
+    if (!p->failures && !(p->failures = PyList_New(0)))
+        return -1;
+    if (!p->replaced && !(p->replaced = PyList_New(0)))
+        return -1;
+    return 0;
+}
+
+/* Push the calling thread's Python frames (outermost first), minus `skip`
+ * innermost ones, as frames that were running before profiling started. */
+static int push_existing(ProfilerObject *p, int skip)
+{
+    struct tstate *ts = get_ts(p);
+
+    if (ts)
+        cprof_ts_push_frames(p, ts, PyEval_GetFrame(), skip, 0, 0);
+    return 0;
+}
+
+static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"push_existing", "skip", NULL};
+    int existing = 1, skip = 0;
+    module_state *st = state_of(self);
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|pi:enable", kwlist, &existing, &skip))
+        return NULL;
+    if (!p->n) {
+        PyErr_SetString(st->error, "the Profiler was not initialised");
+        return NULL;
+    }
+    if (p->enabled) {
+        PyErr_SetString(st->error, "this profile is already enabled; call disable() before "
+                                   "enabling it again (profiles do not nest)");
+        return NULL;
+    }
+    if (running_generation) {
+        PyErr_SetString(st->error, "another cprof profile is already running in this process; "
+                                   "disable it first (profiles do not nest)");
+        return NULL;
+    }
+    /* Frames first, hooks after: reading a Counter may run Python code, which must
+     * not be seen as an event of the profile it starts. */
+    if (existing)
+        push_existing(p, skip);
+    p->outside_ident = existing ? 0 : PyThread_get_thread_ident();
+    p->outside_depth = existing ? 0 : cprof_ts_stack_depth(PyEval_GetFrame());
+    if (cprof_hooks_install(p, st) < 0) {
+        if (cprof_tls_owner == p->generation && !cprof_tls_ts->failed) {
+            cprof_thread_flush(&cprof_tls_ts->eng);
+            cprof_thread_pause(&cprof_tls_ts->eng);
+        }
+        return NULL;
+    }
+    cprof_pymalloc_profile_start(p->specs, p->n);
+    p->enabled = 1;
+    running_generation = p->generation;
+    Py_RETURN_NONE;
+}
+
+/* Stop: close every thread's open frames and pause it.  The calling thread takes a
+ * final reading; the others end at their latest one. */
+static void stop(ProfilerObject *p)
+{
+    int tick = 1;
+
+    if (!p->enabled)
+        return;
+    p->enabled = 0;
+    running_generation = 0;
+    /* a thread whose hook the program took ends at cprof's last event there */
+    tick = cprof_hooks_held(p);
+    cprof_hooks_remove(p);
+    cprof_pymalloc_profile_stop(p->specs, p->n);
+    if (tick && cprof_tls_owner == p->generation && !cprof_tls_ts->failed) {
+        uint64_t now[CPROF_MAX_COUNTERS];
+        read_all(cprof_tls_ts, p->n, now);
+        cprof_thread_tick(&cprof_tls_ts->eng, now);
+    }
+    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        if (!ts->failed) {
+            cprof_thread_flush(&ts->eng);
+            cprof_thread_pause(&ts->eng);
+        }
+}
+
+
+static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"strict", NULL};
+    int strict = 1;
+    module_state *st = state_of(self);
+    Py_ssize_t nrep;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:disable", kwlist, &strict))
+        return NULL;
+    if (!p->enabled) {
+        PyErr_SetString(st->error, "this profile is not enabled; call enable() before disable()");
+        return NULL;
+    }
+    stop(p);
+    if (p->error) {
+        PyErr_SetObject(st->error, p->error);
+        Py_CLEAR(p->error);
+        return NULL;
+    }
+    nrep = p->replaced ? PyList_GET_SIZE(p->replaced) : 0;
+    if (p->replaced_said < nrep) {
+        PyObject *first = PyList_GET_ITEM(p->replaced, p->replaced_said);
+        PyObject *msg = PyDict_GetItemString(first, "message");
+        Py_ssize_t more = nrep - p->replaced_said - 1;
+        p->replaced_said = nrep;
+        if (strict) {
+            if (more)
+                PyErr_Format(st->error, "%S (and in %zd more threads)", msg, more);
+            else
+                PyErr_SetObject(st->error, msg);
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *profiler_hook_replaced(PyObject *self, PyObject *unused)
+{
+    PyObject *r = ((ProfilerObject *)self)->replaced;
+
+    (void)unused;
+    return r ? PyList_GetSlice(r, 0, PY_SSIZE_T_MAX) : PyList_New(0);
+}
+
+static PyObject *profiler_counter_failures(PyObject *self, PyObject *unused)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    (void)unused;
+    return PyList_GetSlice(p->failures, 0, PY_SSIZE_T_MAX);
+}
+
+static PyObject *profiler_set_compensation(PyObject *self, PyObject *arg)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    uint64_t v[CPROF_MAX_COUNTERS];
+    PyObject *seq = PySequence_Fast(arg, "set_compensation() takes a list of ints");
+
+    if (!seq)
+        return NULL;
+    if ((size_t)PySequence_Fast_GET_SIZE(seq) != p->n) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "set_compensation() needs %u values, one per counter", p->n);
+        return NULL;
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        v[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    for (unsigned i = 0; i < p->n; i++)     /* the program's own events are never compensated */
+        if (!(p->specs[i].def->flags & CPROF_COUNTER_TRACER_COST))
+            v[i] = 0;
+    memcpy(p->comp, v, sizeof(v[0]) * p->n);
+    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        if (!ts->failed)
+            cprof_thread_set_compensation(&ts->eng, p->comp);
+    Py_RETURN_NONE;
+}
+
+/* The calling thread's current reading of every counter (for calibration). */
+static PyObject *profiler_read(PyObject *self, PyObject *unused)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    uint64_t now[CPROF_MAX_COUNTERS];
+    struct tstate *ts;
+
+    (void)unused;
+    if (!p->n) {
+        PyErr_SetString(state_of(self)->error, "the Profiler was not initialised");
+        return NULL;
+    }
+    ts = get_ts(p);
+    if (!ts) {
+        PyErr_SetObject(state_of(self)->error, p->error ? p->error : Py_None);
+        return NULL;
+    }
+    read_all(ts, p->n, now);
+    return cprof_py_u64_list(now, p->n);
+}
+
+
+static int profiler_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(p->keys);
+    Py_VISIT(p->bootstrap);
+    Py_VISIT(p->hooks);
+    Py_VISIT(p->disable);
+    Py_VISIT(p->objects);
+    Py_VISIT(p->failures);
+    Py_VISIT(p->capture);
+    Py_VISIT(p->captures);
+    Py_VISIT(p->prev_thread_hook);
+    Py_VISIT(p->replaced);
+    return 0;
+}
+
+static int profiler_clear(PyObject *self)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+
+    Py_CLEAR(p->replaced);      /* first: no Python work to say replaced hooks when dying */
+    stop(p);
+    Py_CLEAR(p->keys);
+    Py_CLEAR(p->bootstrap);
+    Py_CLEAR(p->hooks);
+    Py_CLEAR(p->error);
+    Py_CLEAR(p->disable);
+    Py_CLEAR(p->failures);
+    Py_CLEAR(p->capture);
+    Py_CLEAR(p->captures);
+    Py_CLEAR(p->prev_thread_hook);
+    return 0;
+}
+
+static void profiler_dealloc(PyObject *self)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    profiler_clear(self);
+    while (p->threads) {
+        struct tstate *ts = p->threads;
+        p->threads = ts->next;
+        cprof_ts_free(p, ts);
+    }
+    Py_CLEAR(p->objects);       /* after the thread states that point into them */
+    if (cprof_tls_owner == p->generation) {
+        cprof_tls_owner = 0;
+        cprof_tls_ts = NULL;
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *profiler_get_enabled(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((ProfilerObject *)self)->enabled);
+}
+
+static PyObject *profiler_get_counters(PyObject *self, void *closure)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    PyObject *t = PyTuple_New(p->n);
+
+    (void)closure;
+    if (!t)
+        return NULL;
+    for (unsigned i = 0; i < p->n; i++)
+        PyTuple_SET_ITEM(t, i, PyUnicode_FromString(p->specs[i].def->name));
+    return t;
+}
+
+static PyMethodDef profiler_methods[] = {
+    {"enable", (PyCFunction)(void (*)(void))profiler_enable, METH_VARARGS | METH_KEYWORDS,
+     "enable(push_existing=True, skip=0)\n--\n\nStart profiling every thread. With push_existing, "
+     "the calling thread's current frames (minus `skip` innermost) are treated as already running."},
+    {"disable", (PyCFunction)(void (*)(void))profiler_disable, METH_VARARGS | METH_KEYWORDS,
+     "disable(*, strict=True)\n--\n\nStop profiling; raises CprofError if a hook failed meanwhile "
+     "or, when strict, if the program replaced the profile hook of a thread (< 3.12; the "
+     "profile is complete up to then: see hook_replaced())."},
+    {"hook_replaced", profiler_hook_replaced, METH_NOARGS,
+     "hook_replaced()\n--\n\nThreads whose profile hook the program replaced (sys.setprofile, "
+     "cProfile; Python < 3.12): a list of dicts with ident, alive, holder, stack (registry "
+     "entries, innermost first, when it was taken), after (each counter's growth until then), "
+     "message."},
+    {"set_compensation", profiler_set_compensation, METH_O,
+     "set_compensation(values)\n--\n\nThe tracer's cost per event, one int per counter in its "
+     "unit, taken out of every interval between two readings (never more than the interval)."},
+    {"counter_failures", profiler_counter_failures, METH_NOARGS,
+     "counter_failures()\n--\n\nCounters that stopped on a bad reading: a list of (counter, "
+     "(code or callable, module) of the function running then, or None, reason)."},
+    {"read", profiler_read, METH_NOARGS,
+     "read()\n--\n\nThe calling thread's current reading of every counter."},
+    {"stats", cprof_py_profiler_stats, METH_NOARGS,
+     "stats()\n--\n\nThe merged raw statistics as a dict (see cprof.api)."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* cprof's own methods are never profiled (see c_key) */
+const PyMethodDef *const cprof_own_methods_begin = profiler_methods;
+const PyMethodDef *const cprof_own_methods_end =
+    profiler_methods + sizeof(profiler_methods) / sizeof(profiler_methods[0]);
+
+static PyGetSetDef profiler_getset[] = {
+    {"enabled", profiler_get_enabled, NULL, "whether profiling is on", NULL},
+    {"counters", profiler_get_counters, NULL, "the counter names, in order", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot profiler_slots[] = {
+#if !CPROF_MONITORING
+    {Py_tp_call, (void *)cprof_hooks_profiler_call},
+#endif
+    {Py_tp_init, (void *)profiler_init},
+    {Py_tp_new, (void *)PyType_GenericNew},
+    {Py_tp_dealloc, (void *)profiler_dealloc},
+    {Py_tp_traverse, (void *)profiler_traverse},
+    {Py_tp_clear, (void *)profiler_clear},
+    {Py_tp_methods, profiler_methods},
+    {Py_tp_getset, profiler_getset},
+    {Py_tp_doc, "Profiler(counters='cpu,wall', all_call_sites=False)\n--\n\nThe C profiler behind "
+                "cprof.Profile. On 3.12+, call sites that call a Python function stop reporting CALL "
+                "(its PY_START does) unless all_call_sites is true."},
+    {0, NULL},
+};
+
+PyType_Spec cprof_profiler_spec = {
+    .name = "cprof._cprof.Profiler",
+    .basicsize = sizeof(ProfilerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = profiler_slots,
+};
+

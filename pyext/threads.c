@@ -1,0 +1,264 @@
+/* Per-thread profiling state: a thread's engine and counter states, created at
+ * its first event, the engine's callbacks into Python (a key seen for the first
+ * time, a call among the slowest), and pushing the frames already running. */
+#include "profiler.h"
+
+CPROF_TLS uint64_t cprof_tls_owner;
+CPROF_TLS struct tstate *cprof_tls_ts;
+PyMethodDef *cprof_tp_new_def;
+
+/* ---- errors inside hooks: sticky, raised from disable() ----------------------- */
+
+void cprof_py_set_sticky(ProfilerObject *p, const char *msg)
+{
+    if (!p->error)
+        p->error = PyUnicode_FromString(msg);
+}
+
+/* ---- key registry -------------------------------------------------------------- */
+
+/* The engine saw `key` for the first time in this thread: remember its object. */
+static void on_new_key(void *arg, cprof_key key)
+{
+    struct tstate *ts = arg;
+    ProfilerObject *p = ts->prof;
+    PyObject *k, *mod = Py_None, *entry;
+    SAVE_EXC(saved);
+
+    k = PyLong_FromUnsignedLongLong(key);
+    if (!k)
+        goto fail;
+    if (PyDict_Contains(p->keys, k) == 0 && ts->pending) {
+        PyObject *globals = ts->pending_globals;
+        if (!globals && PyCode_Check(ts->pending))
+            globals = PyEval_GetGlobals(); /* the event's own frame is the current one */
+        if (globals) {
+            PyObject *m = PyDict_GetItemString(globals, "__name__");
+            if (m && PyUnicode_Check(m))
+                mod = m;
+        }
+        entry = PyTuple_Pack(2, ts->pending, mod);
+        if (!entry || PyDict_SetItem(p->keys, k, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_DECREF(k);
+            goto fail;
+        }
+        Py_DECREF(entry);
+    }
+    Py_DECREF(k);
+    if (PyErr_Occurred())
+        goto fail;
+    RESTORE_EXC(saved);
+    return;
+fail:
+    PyErr_Clear();
+    cprof_py_set_sticky(p, "cprof could not record a function's name (out of memory?)");
+    RESTORE_EXC(saved);
+}
+
+
+/* A call entered its function's K slowest: remember its arguments (when its frame
+ * is the current one) through the Python capture function, whose own cost is kept
+ * out of the numbers.  Returns the entry's tag: 1 + its index in p->captures. */
+static uint64_t on_slow(void *arg, cprof_key key, const uint64_t *values, int current,
+                        int evicting, uint64_t evicted)
+{
+    struct tstate *ts = arg;
+    ProfilerObject *p = ts->prof;
+    PyObject *info = NULL, *vals = NULL, *entry;
+    uint64_t tag = 0;
+    SAVE_EXC(saved);
+
+    (void)key;
+    if (evicting && evicted && (Py_ssize_t)evicted <= PyList_GET_SIZE(p->captures))
+        PyList_SetItem(p->captures, (Py_ssize_t)evicted - 1, Py_NewRef(Py_None));
+    if (current && p->capture && ts->pending && PyCode_Check(ts->pending)) {
+        uint64_t before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
+        PyFrameObject *f = PyEval_GetFrame();
+        read_all(ts, p->n, before);
+        if (f)
+            info = PyObject_CallFunctionObjArgs(p->capture, (PyObject *)f, NULL);
+        read_all(ts, p->n, after);
+        cprof_thread_exclude(&ts->eng, before, after);
+        if (!info)
+            PyErr_Clear();
+    }
+    vals = PyTuple_New(p->n);
+    for (unsigned c = 0; vals && c < p->n; c++)
+        PyTuple_SET_ITEM(vals, c, PyLong_FromUnsignedLongLong(values[c]));
+    entry = vals ? PyTuple_Pack(2, info ? info : Py_None, vals) : NULL;
+    if (entry && PyList_Append(p->captures, entry) == 0)
+        tag = (uint64_t)PyList_GET_SIZE(p->captures);
+    else
+        cprof_py_set_sticky(p, "cprof could not record a slow call (out of memory?)");
+    Py_XDECREF(entry);
+    Py_XDECREF(vals);
+    Py_XDECREF(info);
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+    return tag;
+}
+
+/* A thread's CPU time (cpu, task-clock) never outruns its wall time: hold every
+ * such counter to the first wall-clock counter of the profile, if there is one. */
+static void set_time_bounds(const ProfilerObject *p, struct cprof_thread *eng)
+{
+    unsigned wall = p->n;
+
+    for (unsigned i = 0; i < p->n && wall == p->n; i++)
+        if (p->specs[i].def->flags & CPROF_COUNTER_ELAPSED)
+            wall = i;
+    for (unsigned i = 0; i < p->n && wall < p->n; i++) {
+        unsigned f = p->specs[i].def->flags;
+        if (i != wall && (f & CPROF_COUNTER_TIME) && !(f & CPROF_COUNTER_ELAPSED))
+            cprof_thread_set_bound(eng, i, wall);
+    }
+}
+
+struct tstate *cprof_ts_new(ProfilerObject *p)
+{
+    struct tstate *ts = PyMem_RawCalloc(1, sizeof(*ts));
+    struct cprof_error err = {0};
+
+    if (!ts) {
+        cprof_py_set_sticky(p, "cprof ran out of memory starting to profile a thread");
+        return NULL;
+    }
+    ts->prof = p;
+    ts->ident = PyThread_get_thread_ident();
+    ts->tstate_id = PyThreadState_Get()->id;
+    ts->next = p->threads;
+    p->threads = ts;
+    cprof_tls_ts = ts;
+    cprof_tls_owner = p->generation;
+    if (cprof_thread_init(&ts->eng, p->n, on_new_key, ts) < 0) {
+        ts->failed = 1;
+        cprof_py_set_sticky(p, "cprof ran out of memory starting to profile a thread");
+        return NULL;
+    }
+    if (cprof_counters_open(p->specs, p->n, ts->cstate, ts->shared, &err) < 0) {
+        char msg[CPROF_ERROR_LEN + 64];
+        snprintf(msg, sizeof(msg), "a thread could not be profiled: %s", err.msg);
+        ts->failed = 1;
+        cprof_py_set_sticky(p, msg);
+        return NULL;
+    }
+    ts->opened = p->n;
+    for (unsigned i = 0; i < p->n; i++)
+        ts->read[i] = p->specs[i].def->read;
+    set_time_bounds(p, &ts->eng);
+    cprof_thread_set_compensation(&ts->eng, p->comp);
+    cprof_thread_set_distributions(&ts->eng, p->dist);
+    if (p->slow_k)
+        cprof_thread_set_slow_calls(&ts->eng, p->slow_k, on_slow, ts);
+    return ts;
+}
+
+void cprof_ts_free(ProfilerObject *p, struct tstate *ts)
+{
+    cprof_counters_close(p->specs, ts->opened, ts->cstate, ts->shared);
+    cprof_thread_free(&ts->eng);
+    PyMem_RawFree(ts);
+}
+
+/* A Counter of this thread stopped on a bad reading: record which, why, and the
+ * function that was running (its registry entry), for counter_failures(). */
+void cprof_ts_note_failures(ProfilerObject *p, struct tstate *ts)
+{
+    SAVE_EXC(saved);
+    cprof_pycounter_failed = 0;
+    for (unsigned i = 0; i < ts->opened; i++) {
+        const struct cprof_counter_def *def = p->specs[i].def;
+        char reason[200];
+        if (!def->take_failure || !def->take_failure(ts->cstate[i], reason, sizeof(reason)))
+            continue;
+        PyObject *where = Py_None, *k = NULL, *x;
+        if (ts->eng.depth) {
+            cprof_key key = ts->eng.fns.recs[ts->eng.frames[ts->eng.depth - 1].fn].key;
+            k = PyLong_FromUnsignedLongLong(key);
+            where = k ? PyDict_GetItemWithError(p->keys, k) : NULL;
+            if (!where)
+                where = Py_None;
+        }
+        x = Py_BuildValue("(sOs)", p->specs[i].def->name, where, reason);
+        if (!x || !p->failures || PyList_Append(p->failures, x) < 0)
+            cprof_py_set_sticky(p, "cprof could not record a counter's failure (out of memory?)");
+        Py_XDECREF(x);
+        Py_XDECREF(k);
+    }
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+}
+
+/* Frames from `frame` outwards. */
+int cprof_ts_stack_depth(PyFrameObject *frame)
+{
+    PyFrameObject *f = frame;
+    int n = 0;
+
+    Py_XINCREF(f);
+    while (f) {
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+        n++;
+    }
+    return n;
+}
+
+/* Push `frame` and its callers, outermost first, minus the `skip` innermost ones
+ * and the `outside` outermost ones (frames below the profiled region). */
+void cprof_ts_push_frames(ProfilerObject *p, struct tstate *ts, PyFrameObject *frame, int skip,
+                        int outside, int counted)
+{
+    PyFrameObject *frames[MAX_EXISTING_FRAMES];
+    PyFrameObject *f = frame;
+    uint64_t now[CPROF_MAX_COUNTERS];
+    int depth = 0, top;
+
+    Py_XINCREF(f);
+    while (f && depth < MAX_EXISTING_FRAMES) {
+        frames[depth++] = f;
+        f = PyFrame_GetBack(f);
+    }
+    /* frame i (0 = innermost) is the (total - 1 - i)th from the bottom */
+    top = outside ? depth + cprof_ts_stack_depth(f) - 1 - outside : depth - 1;
+    Py_XDECREF(f);
+    read_all(ts, p->n, now);
+    for (int i = top < depth - 1 ? top : depth - 1; i >= skip; i--) {
+        PyCodeObject *co = PyFrame_GetCode(frames[i]);
+#if PY_VERSION_HEX >= 0x030B0000
+        PyObject *globals = PyFrame_GetGlobals(frames[i]);
+#else
+        PyObject *globals = frames[i]->f_globals;
+        Py_XINCREF(globals);
+#endif
+        ts->pending = (PyObject *)co;
+        ts->pending_globals = globals;
+        (counted ? cprof_thread_enter : cprof_thread_push_existing)(
+            &ts->eng, (cprof_key)(uintptr_t)co, now);
+        Py_XDECREF(globals);
+        Py_DECREF(co);
+    }
+    ts->pending = ts->pending_globals = NULL;
+    for (int i = 0; i < depth; i++)
+        Py_DECREF(frames[i]);
+}
+
+PyObject *cprof_py_u64_list(const uint64_t *v, unsigned n)
+{
+    PyObject *l = PyList_New(n);
+
+    if (!l)
+        return NULL;
+    for (unsigned i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(v[i]);
+        if (!x) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, i, x);
+    }
+    return l;
+}
+
