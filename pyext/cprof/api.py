@@ -6,10 +6,15 @@ import functools
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterable, TextIO, Union
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, TextIO, Union, cast
 
 from . import build, profile_file, report
 from ._cprof import MAX_SLOW_CALLS, Counter, CprofError, Profiler, UserCounter, builtin_counters
+from .model import Profile as ProfileData
+
+if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from typing_extensions import Self
 
 CounterLike = Union[str, Counter, UserCounter]
 
@@ -34,7 +39,7 @@ def _entry_point(name: str):
     global _entry_points
     if _entry_points is None:
         from importlib.metadata import entry_points
-        eps = entry_points()
+        eps: Any = entry_points()  # 3.9: a dict of groups; 3.10+: select()
         group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else \
             eps.get(ENTRY_POINT_GROUP, [])
         _entry_points = {ep.name: ep for ep in group}
@@ -72,8 +77,9 @@ def resolve_counters(counters: str | Iterable[CounterLike]) -> list:
 def _stand_ins(counters: list) -> tuple[list, tuple]:
     """For calibration: counter objects replaced by stand-ins of the same kind (the
     user's read() is not called 280,000 times), and a cache key."""
-    zero = lambda: 0  # noqa: E731
-    items, key = [], []
+    zero = lambda: 0
+    items: list[Any] = []
+    key: list[Any] = []
     for c in counters:
         if isinstance(c, Counter):
             items.append(Counter(f"_cal{len(items)}", read=zero))
@@ -179,6 +185,8 @@ class Profile:
     a time in a process: enabling a second while one runs is a CprofError.
     """
 
+    _pid: int   # the process this Profile was made in (set by __new__, for dump())
+
     def __init__(self, counters: str | Iterable[CounterLike] = ("cpu", "wall"), *,
                  all_call_sites: bool = False, compensate: bool = True,
                  distributions: bool = False, slow_calls: int = 0) -> None:
@@ -189,7 +197,7 @@ class Profile:
         # distributions: a histogram of every call's inclusive value, per function and
         # counter; slow_calls=K: the K largest calls per function (first counter), with
         # the repr of their arguments
-        self._options = {"distributions": distributions, "slow_calls": slow_calls}
+        self._options: dict[str, Any] = {"distributions": distributions, "slow_calls": slow_calls}
         self._profiler = make_profiler(self._counters, all_call_sites, distributions, slow_calls)
         # compensate: take cprof's own per-event cost (calibrated once per process, at
         # the first enable) out of every measured interval, so call-heavy code is not
@@ -204,25 +212,27 @@ class Profile:
     def counters(self) -> tuple[str, ...]:
         return self._profiler.counters
 
-    def _start(self, skip: int) -> None:
+    def _calibrate(self) -> None:
         if self._compensate:
             self._profiler.set_compensation(calibrate(self._counters, self._all_call_sites,
                                                       **self._options))
             self._compensate = False  # once
+
+    def _start(self, skip: int) -> None:
+        self._calibrate()
         self._profiler.enable(push_existing=True, skip=skip)
 
     def _stop(self) -> None:
         self._profiler.disable(strict=False)  # a replaced hook is warned about below
+        replaced = self.replaced_hooks()
         failures = self._profiler.counter_failures()
         for name, where, reason in failures[self._warned:]:
             fn = build.describe(*where)[0] if where else "the top level"
             warnings.warn(f"cprof: counter '{name}' stopped in {fn}: {reason}; "
                           "its numbers hold from there on", RuntimeWarning, stacklevel=3)
         self._warned = len(failures)
-        replaced = self._profiler.hook_replaced()
-        for entry in replaced[self._hooks_warned:]:
-            warnings.warn("cprof: " + entry["message"], RuntimeWarning, stacklevel=3)
-        self._hooks_warned = len(replaced)
+        for message in replaced:
+            warnings.warn("cprof: " + message, RuntimeWarning, stacklevel=3)
 
     def enable(self) -> None:
         """Start profiling every thread.  Enabling a Profile that is already enabled is
@@ -239,6 +249,25 @@ class Profile:
             raise CprofError("this Profile is not enabled; call enable() before disable()")
         self._stop()
 
+    def switches(self) -> tuple[Callable[..., None], Callable[..., None]]:
+        """(enable, disable) of the C profiler, calibrated now, for a caller that starts
+        and stops profiling in its own frame and runs the program from there (the CLI):
+        enable(push_existing=False) leaves the frames running then out of the profile,
+        disable(strict=False) stops (a hook's failure is a CprofError), and
+        replaced_hooks() says afterwards what disable() would have warned.  Being C
+        methods, they are not seen by the profile they start and stop; through
+        enable()/disable(), their own Python frames would return inside the profile
+        (at an empty stack: a function that ran since before the region)."""
+        self._calibrate()
+        return self._profiler.enable, self._profiler.disable
+
+    def replaced_hooks(self) -> list[str]:
+        """The sentences saying which threads' profile hook the program replaced
+        (3.9-3.11) since the last call, which disable() warns."""
+        replaced = self._profiler.hook_replaced()
+        said, self._hooks_warned = self._hooks_warned, len(replaced)
+        return [entry["message"] for entry in replaced[said:]]
+
     def __del__(self) -> None:
         # A Profile dropped while enabled stops profiling: on 3.9-3.11 the threads'
         # hooks hold the C profiler, which would stay installed for good and make
@@ -253,7 +282,7 @@ class Profile:
         except Exception:  # at interpreter exit, or a hook's failure: nothing left to tell
             pass
 
-    def __enter__(self) -> "Profile":
+    def __enter__(self) -> Self:
         if self._profiler.enabled:
             raise CprofError("this Profile is already enabled; call disable() before enabling "
                              "it again (profiles do not nest)")
@@ -278,11 +307,12 @@ class Profile:
                     self._stop()
         return wrapper
 
-    def profile(self, **meta) -> dict:
-        """The profile as the JSON-ready dict that dump() writes (format version 1)."""
-        return build.build(self._profiler, {**self._meta, **meta})
+    def profile(self, **meta: Any) -> ProfileData:
+        """The profile as the JSON-ready dict that dump() writes (format version 2,
+        typed by cprof.model.Profile)."""
+        return cast(ProfileData, build.build(self._profiler, {**self._meta, **meta}))
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Profile":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         self = super().__new__(cls)
         self._pid = os.getpid()  # for dump(): the process this Profile was made in
         return self

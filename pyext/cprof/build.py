@@ -9,7 +9,8 @@ import types
 from typing import Any
 
 from . import focus
-from .profile_file import VERSION
+from ._version import version
+from .model import VERSION
 
 
 def _typename(t: type) -> str:
@@ -163,7 +164,7 @@ def build(profiler: Any, meta: dict | None = None) -> dict:
     out_meta.update(meta or {})
     return {
         "version": VERSION,
-        "tool": "cprof 0.1.0",
+        "tool": f"cprof {version}",
         "counters": [{k: c[k] for k in ("name", "unit", "description", "read_path")}
                      for c in raw["counters"]],
         "functions": functions,

@@ -1,16 +1,11 @@
-"""The command line:
+"""The command line (USAGE below; `cprof --help`).  One argparse parser: the profiling
+run's options, and report, export and compare as its subparsers.  A run's script (or
+-m's module) and everything after it are the program's: _split_run_args finds where
+that starts from the options the parser itself knows.  The run drives api.Profile,
+as a program using the API would.
 
-    cprof [--counter=LIST] [-o FILE] [--sort=COUNTER] [--limit=N] [--all|--focus=P] script.py [args...]
-    cprof [...] -m module [args...]
-    cprof report FILE [--sort=COUNTER] [--limit=N] [--all|--focus=PATTERN]
-    cprof report FILE --html [-o report.html] [--open]
-    cprof export FILE --format {pstats,speedscope,collapsed,pprof,gprof2dot} [--counter=C] [-o OUT]
-    cprof compare BEFORE.json AFTER.json [--counter=C] [--fail-above=PCT [--function=NAME]]
-    cprof --list-counters [--pmu]
-
-On a profiling run, -o picks the format by the file name (exporters.format_for_path):
-out.prof, out.speedscope.json, out.folded, out.pb.gz, out.gprof2dot.json, out.html;
-any other name (out.json) gets the cprof JSON profile.
+On a profiling run, -o picks the format by the file name (exporters.format_for_path,
+from the exporters' REGISTRY); any other name (out.json) gets the cprof JSON profile.
 
 Problems the user can fix print one sentence and exit 2; the profiled program's
 output, exceptions and exit code pass through, and its profile is still written.
@@ -20,6 +15,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import errno
+import importlib.machinery
 import importlib.util
 import os
 import signal
@@ -28,29 +24,43 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
-from . import __version__, build, compare, exporters, focus, profile_file, report
-from ._cprof import CprofError, Profiler, builtin_counters, list_counters, malloc_interposer
-from .api import calibrate, make_profiler, resolve_counters
+from . import __version__, compare, exporters, focus, profile_file, report
+from ._cprof import CprofError, builtin_counters, list_counters, malloc_interposer
+from .api import Profile
+from .model import Profile as ProfileData
 
 EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one sentence, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one sentence, exit 2, no usage dump
         raise CprofError(f"{message}; see cprof --help")
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cprof", description="Profile a Python program: attribute counters "
+USAGE = """cprof [options] script.py [args ...]
+       cprof [options] -m module [args ...]
+       cprof report FILE [--sort=COUNTER] [--limit=N] [--all|--focus=P] [--html [-o OUT] [--open]]
+       cprof export FILE --format {%s} [--counter=C] [-o OUT]
+       cprof compare BEFORE.json AFTER.json [--counter=C] [--fail-above=PCT [--function=NAME]]
+       cprof --list-counters [--pmu]"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The whole command line: the profiling run's options, and the commands report,
+    export and compare as subparsers.  A run's script and its arguments are not in it:
+    _split_run_args finds where they start, from the options this parser knows."""
+    p = _Parser(prog="cprof", usage=USAGE % ",".join(exporters.FORMATS),
+                description="Profile a Python program: attribute counters "
                 "(CPU time, wall time, context switches) to each function.",
-                epilog="cprof report FILE prints the report of a saved profile (--html: the HTML "
-                "report); cprof export FILE writes it for other viewers; cprof compare A B diffs two.")
+                epilog="Everything after the script (or -m's module) is the program's. "
+                "cprof COMMAND --help describes a command.")
     p.add_argument("--counter", "-c", default="cpu,wall",
                    help="comma-separated counters, first one sorts the report (default: cpu,wall)")
     p.add_argument("-o", "--output", help="write the profile here instead of printing a report: the JSON "
-                   "profile, or by the name's ending pstats (.prof), speedscope (.speedscope.json), "
-                   "folded stacks (.folded), pprof (.pb.gz), gprof2dot (.gprof2dot.json), HTML (.html)")
+                   "profile, or by the name's ending " + exporters.endings_help())
     p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
     p.add_argument("--limit", type=int, default=25, help="functions in the report (0 = all)")
     _focus_options(p)
@@ -70,10 +80,30 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
     p.add_argument("--pmu", action="store_true",
                    help="with --list-counters: list the events of the PMUs libpfm4 detects")
-    p.add_argument("-m", dest="module", help="run a library module as a script")
-    p.add_argument("script", nargs="?", help="the script to profile")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    p.add_argument("-m", dest="module", metavar="MODULE",
+                   help="run a library module as a script (what follows its name is its arguments)")
+    commands = p.add_subparsers(prog="cprof", title="commands", dest="command",
+                                metavar="{report,export,compare}")
+    _report_options(commands.add_parser(
+        "report", help="print the report of a saved profile (--html: write it as a web page)",
+        description="Print the report of a saved cprof profile, "
+                    "or with --html write it as one self-contained HTML page."))
+    _export_options(commands.add_parser(
+        "export", help="write a saved profile for another viewer",
+        description="Write a saved cprof profile for another viewer."))
+    _compare_options(commands.add_parser(
+        "compare", help="the change of each counter per function between two profiles",
+        description="Per function, the change of each counter from one profile to another, "
+                    "largest first."))
     return p
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subparsers of `parser`, by command name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _focus_options(p: argparse.ArgumentParser) -> None:
@@ -85,9 +115,7 @@ def _focus_options(p: argparse.ArgumentParser) -> None:
                    "fold into one [other] line")
 
 
-def _report_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cprof report", description="Print the report of a saved cprof profile, "
-                "or with --html write it as one self-contained HTML page.")
+def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument("--sort")
     p.add_argument("--limit", type=int, default=25)
@@ -99,23 +127,22 @@ def _report_parser() -> argparse.ArgumentParser:
                    "that --hist charts")
     p.add_argument("--hist", metavar="FUNC", help="chart the per-call distribution of one "
                    "function (a profile recorded with --distributions)")
-    return p
+    p.set_defaults(run=_report)
 
 
-def _export_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cprof export", description="Write a saved cprof profile for another viewer.")
+def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument("--format", "-f", required=True, choices=exporters.FORMATS)
-    p.add_argument("--counter", "-c", help="the counter to write (pstats, collapsed) or to show "
-                   "first (speedscope, pprof, gprof2dot); default: the profile's first")
+    p.add_argument("--counter", "-c", help="the counter to write (" + ", ".join(
+                       f.name for f in exporters.REGISTRY if not f.multi_counter) + ") or to show first ("
+                   + ", ".join(f.name for f in exporters.REGISTRY if f.multi_counter)
+                   + "); default: the profile's first")
     p.add_argument("-o", "--output", help="the file to write (default: beside FILE, named after "
                    "it, its counter and unit)")
-    return p
+    p.set_defaults(run=_export)
 
 
-def _compare_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cprof compare", description="Per function, the change of each counter from "
-                "one profile to another, largest first.")
+def _compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("before")
     p.add_argument("after")
     p.add_argument("--counter", "-c", help="compare only this counter (default: every counter of both)")
@@ -123,11 +150,39 @@ def _compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-above", type=float, metavar="PCT",
                    help="exit 1 if the profiled region (or --function) grew more than PCT percent")
     p.add_argument("--function", help="with --fail-above: the function whose total is checked")
-    return p
+    p.set_defaults(run=_compare)
 
 
-def _report(argv: list[str]) -> int:
-    opts = _report_parser().parse_args(argv)
+def _split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(cprof's own options, the program's command line) of a profiling run.  The
+    program's starts at the script (the first word that is neither an option nor an
+    option's value) or right after -m's module, as with python -m: `cprof -m mod -o x`
+    gives -o to the module.  Which options take a value is asked of the parser, long
+    ones also abbreviated (--slow 3) or with =, short ones also joined (-ccpu, -mmod)."""
+    takes_value = {s: a.nargs != 0 for a in parser._actions for s in a.option_strings}
+    longs = [s for s in takes_value if s.startswith("--")]
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[:i], argv[i + 1:]
+        if not a.startswith("-") or a == "-":
+            return argv[:i], argv[i:]
+        if a.startswith("--"):
+            name, eq, _ = a.partition("=")
+            found = [name] if name in takes_value else [s for s in longs if s.startswith(name)]
+            option = found[0] if len(found) == 1 else None   # unknown or ambiguous: argparse says so
+            joined = bool(eq)
+        else:
+            option = a[:2] if a[:2] in takes_value else None
+            joined = len(a) > 2
+        i += 2 if option is not None and takes_value[option] and not joined else 1
+        if option == "-m":
+            return argv[:i], argv[i:]
+    return argv, []
+
+
+def _report(opts: argparse.Namespace) -> int:
     profile = profile_file.load(opts.file)
     if opts.hist:
         sys.stdout.write(report.format_hist(profile, opts.hist, opts.counter))
@@ -153,8 +208,7 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
-def _export(argv: list[str]) -> int:
-    opts = _export_parser().parse_args(argv)
+def _export(opts: argparse.Namespace) -> int:
     profile = profile_file.load(opts.file)
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
@@ -164,8 +218,7 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
-def _compare(argv: list[str]) -> int:
-    opts = _compare_parser().parse_args(argv)
+def _compare(opts: argparse.Namespace) -> int:
     if opts.function is not None and opts.fail_above is None:
         raise CprofError("--function names the function that --fail-above checks; add --fail-above PCT")
     if opts.fail_above is not None and not opts.fail_above >= 0:   # NaN too
@@ -184,14 +237,14 @@ def _compare(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _title(name: str, meta: dict) -> str:
+def _title(name: str, meta: Mapping[str, Any]) -> str:
     """The report's title: a forked child's profile says whose child it is."""
     if isinstance(meta.get("parent_pid"), int):
         return f"{name} (forked child process {meta.get('pid')} of process {meta['parent_pid']})"
     return name
 
 
-def _write_output(prof: dict, path: str) -> str:
+def _write_output(prof: ProfileData, path: str) -> str:
     """The run's -o: the JSON profile, or the export its name asks for; returns what
     was written, for the 'cprof: wrote' line."""
     fmt = exporters.format_for_path(path)
@@ -215,7 +268,7 @@ def _check_output(out: str, source: str, what: str) -> None:
     profile_file.check_writable(out)
 
 
-def _save(prof: dict, path: str) -> None:
+def _save(prof: ProfileData, path: str) -> None:
     """Write the run's profile to `path`; if that fails now (its folder was removed
     during the run, the disk is full), to a new file in the temporary folder, saying
     where.  Never raises: the program's exit code and traceback still follow."""
@@ -233,27 +286,6 @@ def _save(prof: dict, path: str) -> None:
               f"either ({e}); this run's profile is lost", file=sys.stderr)
     else:
         print(f"cprof: error: {failed}; the profile was written to {spare} instead", file=sys.stderr)
-
-
-def _split_module_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
-    """With -m, everything after the module name is the module's, as with python -m
-    (argparse alone would take `cprof -m mod -o x` as cprof's -o)."""
-    with_value = ("--counter", "-c", "-o", "--output", "--sort", "--limit", "--focus")
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "-m":
-            return argv[:i + 2], argv[i + 2:]
-        if a.startswith("-m"):  # -mmodule
-            return argv[:i + 1], argv[i + 1:]
-        if a in with_value or (a.startswith("--") and "=" not in a
-                               and any(o.startswith(a) for o in with_value if o.startswith("--"))):
-            i += 2
-        elif a.startswith("-") and a != "-" and a != "--":
-            i += 1
-        else:
-            break  # the script: argparse gives it everything after it
-    return argv, None
 
 
 def _list_counters(pmu: bool = False) -> int:
@@ -396,7 +428,8 @@ def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
         env[_USER_PRELOAD] = user
     # The interpreter's own options (-X, -W, -O ...) too.  Not `-m cprof`: that puts the
     # current folder first on sys.path, and a cprof.py or argparse.py there would run.
-    cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _RESTART_CODE,
+    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    cmd = [sys.executable, *flags, "-c", _RESTART_CODE,
            os.path.dirname(os.path.abspath(__file__)), *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -441,7 +474,6 @@ def _find_spec(name: str):
     belongs to the profile, as with cProfile -m): each part is looked up in its
     package's folders.  None if it is not there; an import-based lookup when a
     package's folders are not enough to tell (a package that extends its __path__)."""
-    import importlib.machinery
     parts = name.split(".")
     if not all(parts):
         raise CprofError(f"'{name}' is not a module name; check the name")
@@ -549,27 +581,24 @@ def _die_by(signum: int) -> None:
     os._exit(128 + signum)  # not reached: the default action ends the process at once
 
 
-def _profile(opts) -> int:
+def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     global _fork_hooks, _signal_handler
     if opts.output:  # before anything runs: a bad place costs no run
-        _check_output(opts.output, "" if opts.module else opts.script or "", "the script to profile")
+        _check_output(opts.output, "" if opts.module else (program or [""])[0], "the script to profile")
         where = (os.getcwd(), os.path.abspath(opts.output))  # the program may change folder
-    counters = resolve_counters(opts.counter)  # names, plugins, packages' entry points
-    profiler = make_profiler(counters, opts.all_call_sites, opts.distributions, opts.slow_calls)
-    if not opts.no_compensate:
-        profiler.set_compensation(calibrate(counters, opts.all_call_sites,
-                                            distributions=opts.distributions,
-                                            slow_calls=opts.slow_calls))
+    # names, plugins, packages' entry points
+    prof = Profile(opts.counter, all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
+                   distributions=opts.distributions, slow_calls=opts.slow_calls)
+    start, stop = prof.switches()  # calibrated now; called from this frame, which runs the program
     if opts.module:
-        run, run_args = _prepare_module(opts.module, ([opts.script] if opts.script else []) + opts.args)
+        run, run_args = _prepare_module(opts.module, program)
         target = f"-m {opts.module}"
-    elif opts.script:
-        run, run_args = _prepare_script(opts.script, opts.args)
-        target = opts.script
+    elif program:
+        run, run_args = _prepare_script(program[0], program[1:])
+        target = program[0]
     else:
         raise CprofError("no script to profile; give a script (cprof script.py) or a module (cprof -m mod)")
-    if opts.sort:
-        report._sort_key({"counters": [{"name": n} for n in profiler.counters]}, opts.sort)
+    report.sort_key([c for c in prof.counters], opts.sort)  # a bad --sort is refused before running
     focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
 
     pid, started = os.getpid(), time.time()
@@ -580,10 +609,15 @@ def _profile(opts) -> int:
         ending["done"] = True
         hook_error = None
         try:
-            profiler.disable()
+            stop(strict=False)
         except CprofError as e:
-            hook_error = e
-        meta = {"command": [target] + sys.argv[1:], "started": started,
+            hook_error = str(e)
+        else:
+            replaced = prof.replaced_hooks()
+            if replaced:
+                more = len(replaced) - 1
+                hook_error = replaced[0] + (f" (and in {more} more threads)" if more else "")
+        meta: dict[str, Any] = {"command": [target] + sys.argv[1:], "started": started,
                 "duration_s": round(time.time() - started, 6), "exit_code": exit_code,
                 "pid": os.getpid()}
         parent = _forked_from(pid)
@@ -591,7 +625,7 @@ def _profile(opts) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = signal.Signals(signum).name
-        prof = build.build(profiler, meta)
+        profile = prof.profile(**meta)
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()
@@ -605,9 +639,9 @@ def _profile(opts) -> int:
             out = where[1] if moved else opts.output
             if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
                 out = profile_file.tagged_path(out, str(os.getpid()))
-            _save(prof, out)
+            _save(profile, out)
         else:
-            sys.stderr.write("\n" + report.format_report(prof, sort=opts.sort, limit=opts.limit,
+            sys.stderr.write("\n" + report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                                          title=_title(target, meta),
                                                          all=opts.all, focus=opts.focus))
         if hook_error is not None:
@@ -638,8 +672,9 @@ def _profile(opts) -> int:
         os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _fork_hooks = True
 
-    exit_code, exc = 0, None
-    profiler.enable(push_existing=False)
+    exit_code = 0
+    exc: BaseException | None = None
+    start(push_existing=False)  # cprof's own frames are not the program's
     try:
         run(*run_args)
         _join_threads()
@@ -685,22 +720,19 @@ def main(argv: list[str] | None = None) -> int:
     entry, argv = argv, sys.argv[1:] if argv is None else argv
     _restore_environment()
     try:
-        if argv[:1] == ["report"]:
-            return _report(argv[1:])
-        if argv[:1] == ["export"]:
-            return _export(argv[1:])
-        if argv[:1] == ["compare"]:
-            return _compare(argv[1:])
-        head, module_args = _split_module_args(argv)
-        opts = _run_parser().parse_args(head)
-        if module_args is not None:
-            opts.args = module_args
+        parser = _parser()
+        commands = _commands(parser)
+        if argv[:1] and argv[0] in commands:  # only first: `cprof -c cpu report` runs ./report
+            opts = commands[argv[0]].parse_args(argv[1:])
+            return int(opts.run(opts))
+        head, program = _split_run_args(parser, argv)
+        opts = parser.parse_args(head)
         if opts.pmu and not opts.list_counters:
             raise CprofError("--pmu goes with --list-counters; use cprof --list-counters --pmu")
         if opts.list_counters:
             return _list_counters(opts.pmu)
         _ensure_malloc_interposer(opts.counter, entry)
-        return _profile(opts)
+        return _profile(opts, program)
     except CprofError as e:
         print(f"cprof: error: {e}", file=sys.stderr)
         return EXIT_USAGE

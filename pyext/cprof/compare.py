@@ -7,18 +7,20 @@ sharing both are summed on each side."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ._cprof import CprofError
+from .model import Function, Profile
 from .report import human
 from .schema import printable as _p
 
 
-def _key(f: dict) -> tuple[str, str]:
+def _key(f: Function) -> tuple[str, str]:
     return f["name"], os.path.basename(f["file"])
 
 
-def _side(profile: dict, counters: list[str]) -> dict:
-    out: dict[tuple, dict] = {}
+def _side(profile: Profile, counters: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for f in profile["functions"]:
         e = out.setdefault(_key(f), {"file": f["file"], "line": f["line"], "calls": 0,
                                      "self": dict.fromkeys(counters, 0),
@@ -30,7 +32,7 @@ def _side(profile: dict, counters: list[str]) -> dict:
     return out
 
 
-def common_counters(before: dict, after: dict, counter: str | None, names: tuple[str, str]) -> list[str]:
+def common_counters(before: Profile, after: Profile, counter: str | None, names: tuple[str, str]) -> list[str]:
     b = [c["name"] for c in before["counters"]]
     a = {c["name"] for c in after["counters"]}
     if counter is not None:
@@ -47,18 +49,18 @@ def common_counters(before: dict, after: dict, counter: str | None, names: tuple
     return both
 
 
-def diff(before: dict, after: dict, counters: list[str]) -> list[dict]:
+def diff(before: Profile, after: Profile, counters: list[str]) -> list[dict[str, Any]]:
     """One row per function of either side, sorted by the largest change of the first
     counter's self (then total), absolute.  A row: name, file, status ('both', 'new'
     (only after), 'gone' (only before)), calls (before, after), and per counter
     self/total (before, after)."""
     bs, as_ = _side(before, counters), _side(after, counters)
-    rows = []
-    zero = {"calls": 0, "self": dict.fromkeys(counters, 0), "total": dict.fromkeys(counters, 0)}
+    rows: list[dict[str, Any]] = []
+    zero: dict[str, Any] = {"calls": 0, "self": dict.fromkeys(counters, 0), "total": dict.fromkeys(counters, 0)}
     for key in list(bs) + [k for k in as_ if k not in bs]:
         b, a = bs.get(key), as_.get(key)
         status = "both" if (b and a) else ("gone" if b else "new")
-        where = a or b
+        where = a or b or zero
         b, a = b or zero, a or zero
         rows.append({"name": key[0], "file": where["file"], "line": where["line"], "status": status,
                      "calls": (b["calls"], a["calls"]),
@@ -87,7 +89,7 @@ def growth(before: int, after: int) -> float:
     return (after - before) * 100 / before
 
 
-def find_function(profile: dict, name: str, source: str) -> list[dict]:
+def find_function(profile: Profile, name: str, source: str) -> list[Function]:
     """The records named `name`, or those whose name ends with '.name' (so 'fib'
     finds '__main__.fib'); one sentence if none or several functions match."""
     fns = [f for f in profile["functions"] if f["name"] == name]
@@ -101,7 +103,7 @@ def find_function(profile: dict, name: str, source: str) -> list[dict]:
     return fns
 
 
-def format_diff(before: dict, after: dict, counters: list[str], names: tuple[str, str],
+def format_diff(before: Profile, after: Profile, counters: list[str], names: tuple[str, str],
                 limit: int = 25) -> str:
     units = {c["name"]: c["unit"] for c in after["counters"]}
     rows = diff(before, after, counters)
@@ -141,7 +143,7 @@ def format_diff(before: dict, after: dict, counters: list[str], names: tuple[str
     return "\n".join(lines) + "\n"
 
 
-def check_growth(before: dict, after: dict, counter: str, pct: float, function: str | None,
+def check_growth(before: Profile, after: Profile, counter: str, pct: float, function: str | None,
                  names: tuple[str, str]) -> tuple[bool, str]:
     """(grew more than pct?, one sentence saying by how much).  With a function: its
     total (summed over records of that name); without: the profiled region."""

@@ -6,8 +6,8 @@ Each function is either the user's own code or part of a library:
   (library "cprof"), a site-packages/dist-packages folder ("site-packages: NAME", NAME
   its top-level package), the standard library ("NAME", its top-level module), or is a
   frozen module (file "<frozen importlib._bootstrap>": "importlib").  The folders are
-  those the profile recorded when it was made (meta.paths), or this interpreter's for a
-  profile without them; any .../site-packages/, .../dist-packages/ or .../lib/pythonX.Y/
+  those the profile recorded when it was made (meta.paths; a version-1 file without them
+  is read with this interpreter's); any .../site-packages/, .../dist-packages/ or .../lib/pythonX.Y/
   folder counts too.  Other files, "<string>" and "<stdin>" included, are the user's.
 - a built-in (C) function (file "~") belongs to the library of its module: time.sleep to
   "time", _json.scanstring to "json" (an accelerator module `_x` goes with `x`), the
@@ -34,8 +34,11 @@ import re
 import site
 import sys
 import sysconfig
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from ._cprof import CprofError
+from .model import FoldedRow, Paths, Profile, Row
 
 _SITE = re.compile(r"[/\\](?:site-packages|dist-packages)[/\\]([^/\\]+)", re.IGNORECASE)
 _STDLIB = re.compile(r"[/\\]lib[/\\]python\d+(?:\.\d+)?t?[/\\]([^/\\]+)", re.IGNORECASE)
@@ -44,12 +47,13 @@ _C_ALIASES = {"_thread": "threading", "thread": "threading", "posix": "os", "nt"
 _CPROF_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def library_paths() -> dict:
+def library_paths() -> Paths:
     """Where this interpreter's standard library and site-packages are, and cprof's own
     package: what meta.paths records when a profile is built."""
-    stdlib, sites = set(), set()
+    stdlib: set[str] = set()
+    sites: set[str] = set()
 
-    def add(into: set, path):
+    def add(into: set[str], path: str | None) -> None:
         if path:
             into.add(os.path.normpath(path))
             into.add(os.path.realpath(path))
@@ -77,30 +81,25 @@ def library_paths() -> dict:
         add(sites, site.getusersitepackages())
     except AttributeError:
         pass
-    cprof = set()
+    cprof: set[str] = set()
     add(cprof, _CPROF_DIR)
     return {"stdlib": sorted(stdlib), "site": sorted(sites), "cprof": sorted(cprof)}
 
 
-def paths_of(profile: dict) -> dict:
-    """The folders recorded in the profile (meta.paths), or this interpreter's."""
-    recorded = profile.get("meta", {}).get("paths")
-    if isinstance(recorded, dict) and all(
-            isinstance(recorded.get(k), list) and all(isinstance(p, str) for p in recorded[k])
-            for k in ("stdlib", "site")):
-        return {"stdlib": recorded["stdlib"], "site": recorded["site"],
-                "cprof": [p for p in recorded.get("cprof", []) if isinstance(p, str)]}
-    return library_paths()
+def paths_of(profile: Profile) -> Paths:
+    """The folders recorded in the profile (meta.paths; a version-1 file without them
+    was given this interpreter's when it was read)."""
+    return profile["meta"]["paths"]
 
 
-def _under(file: str, roots) -> str | None:
+def _under(file: str, roots: Iterable[str]) -> str | None:
     """The path of file below the longest root that holds it, or None."""
     best = None
     for root in roots:
         root = root.rstrip("/\\")
-        if root and file.startswith(root) and file[len(root):len(root) + 1] in ("/", "\\"):
-            if best is None or len(root) > len(best):
-                best = root
+        if (root and file.startswith(root) and file[len(root):len(root) + 1] in ("/", "\\")
+                and (best is None or len(root) > len(best))):
+            best = root
     return None if best is None else file[len(best) + 1:]
 
 
@@ -122,7 +121,7 @@ def _c_module(name: str) -> str:
     return first[1:] if first.startswith("_") and len(first) > 1 else first
 
 
-def library_of(f: dict, paths: dict, site_names=()) -> str | None:
+def library_of(f: Mapping[str, Any], paths: Paths, site_names: Collection[str] = ()) -> str | None:
     """The library a function belongs to ("json", "site-packages: requests", "cprof",
     "builtins"), or None for the user's own code.  site_names: top-level packages seen
     under site-packages, so that their C functions go with them."""
@@ -152,17 +151,18 @@ def library_of(f: dict, paths: dict, site_names=()) -> str | None:
     return None if rel is None else _top(rel)
 
 
-def is_library(f: dict, paths: dict | None = None) -> bool:
+def is_library(f: Mapping[str, Any], paths: Paths | None = None) -> bool:
     """Library code (not the user's), by library_of; paths: meta.paths or this interpreter's."""
     return library_of(f, library_paths() if paths is None else paths) is not None
 
 
-def libraries(profile: dict, paths: dict | None = None) -> list[str | None]:
+def libraries(profile: Profile, paths: Paths | None = None) -> list[str | None]:
     """library_of for each function of the profile, by id."""
-    paths = paths_of(profile) if paths is None else paths
+    if paths is None:
+        paths = paths_of(profile)
     fns = profile["functions"]
     labels: list[str | None] = [None] * len(fns)
-    site_names = set()
+    site_names: set[str] = set()
     for f in fns:
         if f["file"] != "~":
             labels[f["id"]] = lab = library_of(f, paths)
@@ -185,7 +185,7 @@ def parse_patterns(focus: str | None) -> list[str]:
     return pats
 
 
-def matches(f: dict, patterns: list[str]) -> bool:
+def matches(f: Mapping[str, Any], patterns: list[str]) -> bool:
     """Whether a function's module or file matches one of the fnmatch patterns.  The module
     part is tried at every dot of the qualified name (mypkg, mypkg.sub, ...) and as the
     file's name without .py (a module run as __main__); the file at every folder of its
@@ -211,8 +211,8 @@ def matches(f: dict, patterns: list[str]) -> bool:
     return False
 
 
-def groups(profile: dict, all: bool = False, focus: str | None = None,
-           paths: dict | None = None) -> list[str | None]:
+def groups(profile: Profile, all: bool = False, focus: str | None = None,
+           paths: Paths | None = None) -> list[str | None]:
     """Per function id: None if the function has its own line, else the label of the line it
     folds into ("json", "site-packages: requests", "other")."""
     fns = profile["functions"]
@@ -228,19 +228,18 @@ def groups(profile: dict, all: bool = False, focus: str | None = None,
     # a built-in called directly by a shown function, or only from outside any profiled
     # function (the CLI's exec of the script), stays on its own line
     called = [False] * len(fns)
-    for e in profile.get("edges", []):
+    for e in profile["edges"]:
         called[e["callee"]] = True
-        if group[e["caller"]] is None and not builtin[e["caller"]]:
-            if builtin[e["callee"]]:
-                group[e["callee"]] = None
+        if group[e["caller"]] is None and not builtin[e["caller"]] and builtin[e["callee"]]:
+            group[e["callee"]] = None
     for f in fns:  # called from no profiled function at all: by what started profiling
         if builtin[f["id"]] and not called[f["id"]]:
             group[f["id"]] = None
     return group
 
 
-def select(profile: dict, all: bool = False, focus: str | None = None,
-           paths: dict | None = None) -> list[dict]:
+def select(profile: Profile, all: bool = False, focus: str | None = None,
+           paths: Paths | None = None) -> list[Row]:
     """The report's rows: the function records shown (unchanged), and for each library (or
     [other]) one folded row {"name": "[json]", "file": "~", "line": 0, "folded": [ids],
     "calls", "primitive_calls", "self", "total"}.  Folded calls are the calls into the group
@@ -248,8 +247,8 @@ def select(profile: dict, all: bool = False, focus: str | None = None,
     fns = profile["functions"]
     group = groups(profile, all, focus, paths)
     counters = [c["name"] for c in profile["counters"]]
-    rows = [f for f in fns if group[f["id"]] is None]
-    folded: dict[str, dict] = {}
+    rows: list[Row] = [f for f in fns if group[f["id"]] is None]
+    folded: dict[str, FoldedRow] = {}
     for f in fns:
         g = group[f["id"]]
         if g is None:
@@ -267,33 +266,13 @@ def select(profile: dict, all: bool = False, focus: str | None = None,
     return rows + list(folded.values())
 
 
-def _group_totals(profile: dict, group: list, folded: dict, counters: list) -> None:
+def _group_totals(profile: Profile, group: list[str | None], folded: dict[str, FoldedRow],
+                  counters: list[str]) -> None:
     """Each folded row's total and calls, from the call tree: the total of the group's tree
     nodes with no ancestor in the group (each maximal subtree once), plus the self of its
     functions' frames that are on no tree node; the calls of its nodes whose parent is not
-    in it.  Without a tree (an old profile), from the edges into the group, which count a
-    re-entry (json -> callback -> json) twice."""
-    tree = profile.get("tree")
-    if not tree or not tree.get("parent"):
-        called = set()
-        for e in profile.get("edges", []):
-            g = group[e["callee"]]
-            called.add(e["callee"])
-            if g is not None and group[e["caller"]] != g:
-                row = folded[g]
-                row["calls"] += e["calls"]
-                row["primitive_calls"] += e["calls"]
-                for c in counters:
-                    row["total"][c] += e["total"][c]
-        for f in profile["functions"]:
-            g = group[f["id"]]
-            if g is not None and f["id"] not in called:
-                row = folded[g]
-                row["calls"] += f["calls"]
-                row["primitive_calls"] += f["primitive_calls"]
-                for c in counters:
-                    row["total"][c] += f["total"][c]
-        return
+    in it."""
+    tree = profile["tree"]
     parent, function, calls = tree["parent"], tree["function"], tree["calls"]
     totals = [tree["total"][c] for c in counters]
     node_group: list = [None] * len(parent)
@@ -321,7 +300,7 @@ def _group_totals(profile: dict, group: list, folded: dict, counters: list) -> N
     # Frames already running when profiling began (a thread's bootstrap before 3.12, the
     # caller of Profile.enable) have self but no tree node: their self counts in the total
     # too, so that a line's total is never below its self.
-    if profile.get("meta", {}).get("tree_folded"):
+    if profile["meta"]["health"]["tree_folded"]:
         return  # paths folded into their parent node: tree self is not per function then
     fns = profile["functions"]
     for c in counters:

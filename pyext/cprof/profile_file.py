@@ -1,12 +1,22 @@
 """The profile file: writing it atomically and loading it back with clear errors
-(build.py makes it from the C profiler's raw stats).  Format version 1:
+(build.py makes it from the C profiler's raw stats; model.py types it).  Format
+version 2:
 
-    {"version": 1, "tool": "cprof 0.1.0",
+    {"version": 2, "tool": "cprof 0.1.0",
      "counters": [{"name", "unit", "description", "read_path"}],
      "functions": [{"id", "name", "file", "line", "calls", "primitive_calls",
-                    "self": {counter: n}, "total": {counter: n}}],
+                    "self": {counter: n}, "total": {counter: n},
+                    optional "dist": {counter: {...}}, "slow_calls": [...]}],
      "edges": [{"caller": id, "callee": id, "calls", "primitive_calls", "total": {counter: n}}],
-     "meta": {...}}
+     "tree": {"parent": [...], "function": [...], "calls": [...],
+              "self": {counter: [...]}, "total": {counter: [...]}},
+     "meta": {"health": {"out_of_memory", "backwards_readings", "backwards_first",
+                         "counter_failures", "tree_folded", "distribution_values_lost",
+                         "unmatched_exits"},
+              "paths": {"stdlib", "site", "cprof"}, ...}}
+
+Version 1 (cprof before the health record) had the health counts at the top of meta
+and tree and meta.paths optional; load() reads it through upgrade(), one step.
 """
 from __future__ import annotations
 
@@ -16,13 +26,12 @@ import os
 import re
 import stat
 import tempfile
+from typing import Any, cast
 
-from . import schema
+from . import focus, schema
 from ._cprof import CprofError
+from .model import HEALTH_COUNTS, VERSION, Health, Profile, Tree
 from .schema import printable
-
-VERSION = 1
-
 
 # ---------------------------------------------------------------- writing
 #
@@ -37,10 +46,6 @@ VERSION = 1
 #   never replaced;
 # - a symbolic link is written through: the file it points to gets the profile,
 #   the link stays (as open(path, "w") would do).
-
-# Endings of two parts, kept whole when a name gets a tag (out.123.pb.gz)
-_COMPOUND_ENDINGS = (".speedscope.json", ".gprof2dot.json", ".pb.gz")
-
 
 def _chain(path: str):
     """The path, then each symbolic link it leads through (last component only)."""
@@ -171,7 +176,7 @@ def write_atomic(path: str, data: bytes, private: bool = False) -> None:
         raise CprofError(f"cannot write '{path}' ({_reason(e)})") from None
 
 
-def write(profile: dict, path: str) -> None:
+def write(profile: Profile, path: str) -> None:
     """The JSON profile, written atomically; 0600 if it holds argument reprs (--slow-calls)."""
     private = any(f.get("slow_calls") for f in profile.get("functions", ()))
     write_atomic(path, (json.dumps(profile, indent=1) + "\n").encode("utf-8"), private)
@@ -214,8 +219,9 @@ def check_writable(path: str) -> None:
 
 def split_ending(path: str) -> tuple[str, str]:
     """(stem, ending): out.json -> (out, .json), out.pb.gz -> (out, .pb.gz), out -> (out, '')."""
+    from .exporters import COMPOUND_ENDINGS  # the exporters' registry (which imports this module)
     low = path.lower()
-    for ending in _COMPOUND_ENDINGS:
+    for ending in COMPOUND_ENDINGS:
         if low.endswith(ending) and len(path) > len(ending):
             return path[:-len(ending)], path[-len(ending):]
     stem, ext = os.path.splitext(path)
@@ -237,7 +243,7 @@ def spare_path(path: str) -> str:
     return spare
 
 
-def load(path: str) -> dict:
+def load(path: str) -> Profile:
     """Read a profile, checked once against the format (schema.check), or raise
     CprofError with one sentence naming the file and what is wrong."""
     shown = printable(path)
@@ -262,12 +268,56 @@ def load(path: str) -> dict:
     if not isinstance(data, dict) or "version" not in data or "functions" not in data:
         raise CprofError(f"'{shown}' is JSON but not a cprof profile; give a file written by cprof -o")
     version = data["version"]
-    if type(version) is int and version != VERSION:
+    if type(version) is int and version not in (1, VERSION):
         raise CprofError(f"'{shown}' is a version {printable(str(version))[:40]} profile and this cprof "
-                         f"reads version {VERSION}; use the cprof that wrote it")
+                         f"reads versions 1 and {VERSION}; use the cprof that wrote it")
     try:
         schema.check(data)
     except schema.Damaged as e:
         raise CprofError(f"'{shown}' is a damaged cprof profile: {printable(str(e))}; "
                          "give a file written by cprof -o") from None
-    return data
+    return upgrade(data) if version == 1 else cast(Profile, data)
+
+
+# ---------------------------------------------------------------- older versions
+
+def upgrade(data: dict[str, Any]) -> Profile:
+    """A version-1 profile (checked by schema.check) as version 2, in place: the one
+    step from the older format, so that no reader keeps an "old profile" branch.
+    - meta's health counts (unmatched_exits, backwards_readings, tree_folded,
+      distribution_values_lost) move into meta.health; version 1 did not record the
+      rest: no counter failures, backwards_first null, out_of_memory 0;
+    - a file without meta.paths gets this interpreter's folders (as version 1 was
+      read), one without paths.cprof an empty list;
+    - a file without a call tree (written before cprof kept one) gets a flat one:
+      one node per function under the root, with the function's calls and self, and
+      as total its self (nothing is known of what it called): call-path exports show
+      each function alone, and a folded report line's total is its functions' self."""
+    meta = data["meta"]
+    meta["health"] = health_of_v1(meta)
+    paths = meta.get("paths")
+    if paths is None:
+        meta["paths"] = focus.library_paths()
+    else:
+        paths.setdefault("cprof", [])
+    if "tree" not in data:
+        data["tree"] = flat_tree(data)
+    data["version"] = VERSION
+    return cast(Profile, data)
+
+
+def health_of_v1(meta: dict[str, Any]) -> Health:
+    """meta.health from a version-1 meta, whose health counts it removes."""
+    health: dict[str, Any] = {k: meta.pop(k, 0) for k in HEALTH_COUNTS}
+    health.update(backwards_first=None, counter_failures=[])
+    return cast(Health, {k: health[k] for k in Health.__annotations__})
+
+
+def flat_tree(data: dict[str, Any]) -> Tree:
+    names = [c["name"] for c in data["counters"]]
+    fns = data["functions"]
+    unattributed = data["meta"].get("unattributed", {})
+    self_ = {c: [unattributed.get(c, 0)] + [f["self"][c] for f in fns] for c in names}
+    return {"parent": [-1] + [0] * len(fns), "function": [-1] + [f["id"] for f in fns],
+            "calls": [0] + [f["calls"] for f in fns], "self": self_,
+            "total": {c: [sum(col)] + col[1:] for c, col in self_.items()}}

@@ -3,9 +3,12 @@ in human units."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import focus as _focus
 from ._cprof import CprofError
+from .model import Counter, Profile
 from .schema import printable as _p
 
 
@@ -23,8 +26,10 @@ def human(value: int, unit: str) -> str:
     return f"{value:,}"
 
 
-def _sort_key(profile: dict, sort: str | None):
-    names = [c["name"] for c in profile["counters"]]
+def sort_key(names: Sequence[str], sort: str | None) -> tuple[str, str | None]:
+    """What --sort names among the counters `names`: (counter, "self" or "total"), or
+    ("calls", None); a one-sentence CprofError listing the choices if nothing."""
+    names = list(names)
     if not sort:
         return names[0], "self"
     if sort == "calls":
@@ -41,23 +46,23 @@ def _sort_key(profile: dict, sort: str | None):
     return name, which
 
 
-def format_report(profile: dict, sort: str | None = None, limit: int = 25, title: str = "",
+def format_report(profile: Profile, sort: str | None = None, limit: int = 25, title: str = "",
                   all: bool = False, focus: str | None = None) -> str:
     """The report: the user's functions and a line per library (focus.select), or with
     all=True every function, or with focus="PATTERN,..." the matching ones and [other]."""
     counters = profile["counters"]
     units = {c["name"]: c["unit"] for c in counters}
-    meta = profile.get("meta", {})
-    sort_name, which = _sort_key(profile, sort)
+    meta = profile["meta"]
+    sort_name, which = sort_key([c["name"] for c in counters], sort)
     fns = profile["functions"]
-    listed = _focus.select(profile, all=all, focus=focus)
+    listed: Sequence[Mapping[str, Any]] = _focus.select(profile, all=all, focus=focus)
     if which is None:
         ordered = sorted(listed, key=lambda f: f["calls"], reverse=True)
     else:
         ordered = sorted(listed, key=lambda f: (f[which][sort_name], f["total"][sort_name]), reverse=True)
     shown = ordered[:limit] if limit > 0 else ordered
 
-    lines = []
+    lines: list[str] = []
     ncalls = sum(f["calls"] for f in fns)
     head = f"cprof{': ' + _p(title) if title else ''} — {len(fns)} functions, {ncalls:,} calls"
     if meta.get("threads"):
@@ -83,10 +88,7 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
     if "signal" in meta:
         lines.append(f"the run ended by {_p(meta['signal'])}: the functions still running then "
                      "are counted up to that moment")
-    if meta.get("tree_folded") and any("folded" in r for r in listed):
-        n = meta["tree_folded"]
-        lines.append(f"the call tree is full ({n:,} call path{'s' if n != 1 else ''} folded into their parent "
-                     "node): the folded lines' total and calls may be low; --all lists exact numbers")
+    lines.extend(health_lines(profile, folded_lines=any("folded" in r for r in listed)))
     lines.append("")
 
     cols = ["calls"]
@@ -126,10 +128,50 @@ def format_report(profile: dict, sort: str | None = None, limit: int = 25, title
     return "\n".join(lines) + "\n"
 
 
+def _n(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def health_lines(profile: Profile, folded_lines: bool = False) -> list[str]:
+    """The report header's lines on meta.health, one per problem; none when it is clean.
+    folded_lines: the report has folded lines, whose total a full call tree makes low."""
+    h = profile["meta"]["health"]
+    fns = profile["functions"]
+    out = []
+    if h["out_of_memory"]:
+        out.append(f"cprof ran out of memory: {_n(h['out_of_memory'], 'event or record', 'events or records')} "
+                   "dropped, so some numbers are low")
+    if h["backwards_readings"]:
+        first = h["backwards_first"]
+        where = ""
+        if first is not None:
+            fid = first["function"]
+            where = (f" (first: {_p(first['counter'])} in "
+                     f"{_p(fns[fid]['name']) if fid is not None else 'no function'})")
+        out.append(f"{_n(h['backwards_readings'], 'counter reading', 'counter readings')} went "
+                   f"backwards{where}: each was taken as no change")
+    for fail in h["counter_failures"]:
+        out.append(f"counter '{_p(fail['counter'])}' failed: {_p(fail['message'])}")
+    n = h["tree_folded"]
+    if n and folded_lines:
+        out.append(f"the call tree is full ({_n(n, 'call path', 'call paths')} folded into their parent "
+                   "node): the folded lines' total and calls may be low; --all lists exact numbers")
+    elif n:
+        out.append(f"{_n(n, 'call path', 'call paths')} folded into their parent node (the call tree "
+                   "was full): call-path exports are approximate there")
+    if h["distribution_values_lost"]:
+        out.append(f"{_n(h['distribution_values_lost'], 'per-call value', 'per-call values')} missing "
+                   "from the distributions")
+    if h["unmatched_exits"]:
+        out.append(f"{_n(h['unmatched_exits'], 'return', 'returns')} of calls never seen starting "
+                   "were ignored")
+    return [f"warning: {line}" for line in out]
+
+
 SLOW_SHOWN = 3  # slowest calls listed under a function in the text report
 
 
-def _slow_lines(f: dict, first: dict, units: dict) -> list:
+def _slow_lines(f: Mapping[str, Any], first: Counter, units: dict[str, str]) -> list[str]:
     """The slowest calls of f (--slow-calls), under its row."""
     out = []
     for s in f.get("slow_calls", [])[:SLOW_SHOWN]:
@@ -140,7 +182,7 @@ def _slow_lines(f: dict, first: dict, units: dict) -> list:
     return out
 
 
-def format_hist(profile: dict, function: str, counter: str | None = None, width: int = 40) -> str:
+def format_hist(profile: Profile, function: str, counter: str | None = None, width: int = 40) -> str:
     """`cprof report FILE --hist FUNC`: one function's per-call distribution as a
     text bar chart, a line per non-empty bucket."""
     names = [c["name"] for c in profile["counters"]]
@@ -164,9 +206,9 @@ def format_hist(profile: dict, function: str, counter: str | None = None, width:
                          "cprof --distributions")
     unit = {c["name"]: c["unit"] for c in profile["counters"]}[counter]
     top = max((k for _, _, k in d["buckets"]), default=0) or 1
-    lines = [f"{_p(f['name'])}: {d['count']:,} calls, {_p(counter)} per call "
+    lines = [(f"{_p(f['name'])}: {d['count']:,} calls, {_p(counter)} per call "
              f"(p50 {human(d['p50'], unit)}, p90 {human(d['p90'], unit)}, "
-             f"p99 {human(d['p99'], unit)}, max {human(d['max'], unit)})"]
+             f"p99 {human(d['p99'], unit)}, max {human(d['max'], unit)})")]
     labels = [(human(lo, unit) if lo == hi else f"{human(lo, unit)} - {human(hi, unit)}", k)
               for lo, hi, k in d["buckets"]]
     w = max((len(lab) for lab, _ in labels), default=0)
@@ -176,7 +218,7 @@ def format_hist(profile: dict, function: str, counter: str | None = None, width:
     return "\n".join(lines) + "\n"
 
 
-def _folding_note(listed: list, focus: str | None) -> str:
+def _folding_note(listed: Sequence[Mapping[str, Any]], focus: str | None) -> str:
     """What the row count leaves out, after 'top N of M': nothing when nothing is folded."""
     folded = [r for r in listed if "folded" in r]
     if not folded:

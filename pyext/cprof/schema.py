@@ -1,7 +1,9 @@
-"""The profile file's format (version 1, README "The profile file"), checked once
-when a profile is loaded, so that the readers (report, compare, the exports, the
-HTML report) can trust what they read and never meet a missing key, a wrong type,
-a number outside int64, NaN or an id of no function.
+"""The profile file's format (version 2, README "The profile file"; the TypedDicts
+of model.py), checked once when a profile is loaded, so that the readers (report,
+compare, the exports, the HTML report) can trust what they read and never meet a
+missing key, a wrong type, a number outside int64, NaN or an id of no function.
+A version-1 file is checked against the version-1 rules, then upgraded
+(profile_file.upgrade).
 
 check(data) returns nothing or raises Damaged(where, what): the first place in the
 file that departs from the format (a path such as functions[3].self.cpu) and what
@@ -15,11 +17,15 @@ is wrong there.  The rules:
   buckets [low, high, count] with low <= high) and slow_calls (values per counter,
   args and thread a string or null).
 - edges: caller and callee ids of functions, calls, primitive_calls, total.
-- tree (optional): parent, function and calls, and per counter self and total,
-  columns of one length; node 0 is the root (parent and function -1), every other
-  node's parent comes before it and its function exists.
-- meta: an object; the fields cprof writes are optional (an older cprof wrote fewer)
-  but when present they are well-formed; fields it does not know are left alone.
+- tree (version 2: required): parent, function and calls, and per counter self and
+  total, columns of one length; node 0 is the root (parent and function -1), every
+  other node's parent comes before it and its function exists.
+- meta: an object.  Version 2 requires meta.health (exactly its keys: the counts,
+  backwards_first null or {counter, function id or null}, counter_failures
+  [{counter, message}]) and meta.paths; the other fields cprof writes are optional
+  (a Profile's meta holds fewer than a run's) but when present they are well-formed;
+  fields it does not know are left alone.  Version 1 had the health counts at the
+  top of meta, and tree and meta.paths optional.
 - Counter values, calls, counts and lines are integers from 0 to 2^63 - 1 (never a
   bool, a float, NaN or infinity); the few real numbers (meta.started, duration_s,
   tracer_share.per_event) are finite.  Strings may hold any character, a lone surrogate
@@ -34,6 +40,8 @@ from __future__ import annotations
 import math
 from operator import itemgetter, lt
 from typing import Any
+
+from .model import HEALTH_COUNTS, VERSION
 
 INT_LIMIT = 1 << 63  # counter values and counts are int64 (pprof, pstats and the engine's own)
 _INT_ONLY = {int}
@@ -63,7 +71,7 @@ def _kind(v: Any) -> str:
     if isinstance(v, bool):
         return "true/false"
     if isinstance(v, float) and not math.isfinite(v):
-        return "NaN" if v != v else "infinite"
+        return "NaN" if math.isnan(v) else "infinite"
     return {int: "an integer", float: "a real number", str: "a string", list: "a list",
             dict: "an object"}.get(type(v), type(v).__name__)
 
@@ -210,11 +218,12 @@ def _fine_edges(edges: list, names: list[str], nfn: int) -> bool:
 # ---------------------------------------------------------------- the walk
 
 def check(data: Any) -> None:
-    """Raise Damaged at the first departure from the version-1 format."""
+    """Raise Damaged at the first departure from the format of the file's version
+    (2, or 1 before profile_file.upgrade)."""
     _obj(data, "the file")
     version = _key(data, "version", "")
-    if type(version) is not int or version != 1:
-        raise Damaged("version", f"is {printable(str(version))[:40]}, not 1")
+    if type(version) is not int or version not in (1, VERSION):
+        raise Damaged("version", f"is {printable(str(version))[:40]}, not 1 or {VERSION}")
     if "tool" in data:
         _str(data["tool"], "tool")
     names = _counters(_key(data, "counters", ""))
@@ -229,9 +238,9 @@ def check(data: Any) -> None:
     edges = _list(_key(data, "edges", ""), "edges")
     if not _fine_edges(edges, names, nfn):
         _edges(edges, names, nfn)
-    if "tree" in data:
-        _tree(data["tree"], names, nfn)
-    _meta(_key(data, "meta", ""), names)
+    if "tree" in data or version >= 2:
+        _tree(_key(data, "tree", ""), names, nfn)
+    _meta(_key(data, "meta", ""), names, version, nfn)
 
 
 def _counters(counters: Any) -> list[str]:
@@ -338,14 +347,45 @@ def _tree(tree: Any, names: list[str], nfn: int) -> None:
                           "counters do not list")
 
 
-def _meta(meta: Any, names: list[str]) -> None:
+def _health(health: Any, names: list[str], nfn: int) -> None:
+    where = "meta.health"
+    _obj(health, where)
+    for k in HEALTH_COUNTS:
+        _int(_key(health, k, where), f"{where}.{k}")
+    first = _key(health, "backwards_first", where)
+    if first is not None:
+        w = f"{where}.backwards_first"
+        _obj(first, w)
+        counter = _key(first, "counter", w)
+        _str(counter, f"{w}.counter")
+        if counter not in names:
+            raise Damaged(f"{w}.counter", f"is '{printable(counter)}', which the profile's counters "
+                          "do not list")
+        fid = _key(first, "function", w)
+        if fid is not None:
+            _int(fid, f"{w}.function")
+            if fid >= nfn:
+                raise Damaged(f"{w}.function", f"is {fid}, the id of no function (there are {nfn})")
+    for j, e in enumerate(_list(_key(health, "counter_failures", where), f"{where}.counter_failures")):
+        w = f"{where}.counter_failures[{j}]"
+        _obj(e, w)
+        for k in ("counter", "message"):
+            _str(_key(e, k, w), f"{w}.{k}")
+    extra = [k for k in health if k not in HEALTH_COUNTS + ("backwards_first", "counter_failures")]
+    if extra:
+        raise Damaged(where, f"has a field '{printable(extra[0])}' that the format does not know")
+
+
+def _meta(meta: Any, names: list[str], version: int = VERSION, nfn: int = 0) -> None:
     _obj(meta, "meta")
     known = set(names)
+    if version >= 2:
+        _health(_key(meta, "health", "meta"), names, nfn)
+        _key(meta, "paths", "meta")
     for k in ("python", "hook"):
         if k in meta:
             _str(meta[k], f"meta.{k}")
-    for k in ("threads", "events", "unmatched_exits", "backwards_readings", "tree_folded",
-              "distribution_values_lost"):
+    for k in ("threads", "events") + (HEALTH_COUNTS[1:] if version == 1 else ()):
         if k in meta:
             _int(meta[k], f"meta.{k}")
     for k in ("region", "unattributed"):
@@ -366,7 +406,7 @@ def _meta(meta: Any, names: list[str]) -> None:
     if "paths" in meta:
         paths = _obj(meta["paths"], "meta.paths")
         for k in ("stdlib", "site", "cprof"):
-            if k in paths or k != "cprof":
+            if k in paths or k != "cprof" or version >= 2:
                 for j, p in enumerate(_list(_key(paths, k, "meta.paths"), f"meta.paths.{k}")):
                     _str(p, f"meta.paths.{k}[{j}]")
     if "command" in meta:

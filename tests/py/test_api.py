@@ -187,7 +187,7 @@ def test_stats_while_enabled_is_a_clear_error():
             p.profile()
     finally:
         p.disable()
-    assert p.profile()["version"] == 1
+    assert p.profile()["version"] == 2
 
 
 def test_re_enable_accumulates():

@@ -102,8 +102,8 @@ def no_temp_files(folder: Path) -> None:
 
 
 def assert_valid_profile(profile: dict, counters=("cpu", "wall")) -> None:
-    """The version-1 format: exact keys, types and cross-references."""
-    assert profile["version"] == 1
+    """The version-2 format: exact keys, types and cross-references."""
+    assert profile["version"] == 2
     assert [c["name"] for c in profile["counters"]] == list(counters)
     for c in profile["counters"]:
         assert c["unit"] == UNITS[c["name"]]
@@ -374,7 +374,7 @@ def test_output_replaces_an_existing_file_atomically(tmp_path):
     out.write_text("old content, not a profile")
     r = cprof("-o", out, BEHAVE)
     assert r.returncode == 0, r.stderr
-    assert load(out)["version"] == 1
+    assert load(out)["version"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
 
 
@@ -433,6 +433,39 @@ def test_module_runs_with_its_argv_and_exit_code(project):
     work = by_name(profile)["__main__.work"]
     assert (work["calls"], work["file"], work["line"]) == (1, str(project / "mypkg" / "tool.py"), 2)
     assert profile["meta"]["exit_code"] == 7
+
+
+@pytest.mark.parametrize("before", [
+    ["--slow-calls", "3"], ["--slow-calls=3"], ["--slow", "3"], ["--limit", "5"], ["-c", "cpu"],
+    ["-ccpu"], ["--sort", "cpu"], ["--focus", "mypkg"], ["--counter", "cpu", "--slow-calls", "2"],
+], ids=lambda a: " ".join(a))
+def test_module_gets_everything_after_its_name_whatever_options_come_first(project, before):
+    # every cprof option that takes a value is known to the split (it is the parser's
+    # own list): `--slow-calls 3 -m mod -o x` gives `-o x` to the module, not to cprof
+    (project / "echo.py").write_text("import sys\nprint(sys.argv[1:])\n")
+    r = cprof(*before, "-m", "echo", "-o", "x.json", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"['-o', 'x.json']\n"
+    assert not (project / "x.json").exists()
+    assert "calls" in r.stderr  # the report, on stderr: no -o for cprof
+
+
+def test_a_script_named_like_a_command(tmp_path):
+    # `cprof report` is the command; the script named report runs as ./report, or
+    # with options before it, as before the commands were subparsers
+    (tmp_path / "report").write_text("print('the script')\n")
+    one_sentence(cprof("report", cwd=tmp_path), "file")
+    for args in (["./report"], ["-c", "cpu", "report"], ["--", "report"]):
+        r = cprof(*args, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout == b"the script\n", (args, r.stderr)
+
+
+def test_usage_names_the_commands():
+    r = cprof("--help")
+    assert r.returncode == 0
+    usage = r.stdout.decode().split("\n\n")[0]
+    for command in ("report", "export", "compare", "-m"):
+        assert command in usage, usage
 
 
 def test_module_package_runs_its_main(project):
@@ -760,10 +793,10 @@ def test_report_of_json_that_is_not_a_profile(tmp_path, data):
 
 def test_report_of_another_version(tmp_path, saved):
     profile = load(saved)
-    profile["version"] = 2
-    path = tmp_path / "v2.json"
+    profile["version"] = 3
+    path = tmp_path / "v3.json"
     path.write_text(json.dumps(profile))
-    one_sentence(cprof("report", path), "version 2")
+    one_sentence(cprof("report", path), "version 3", "versions 1 and 2")
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.1, 0.99])

@@ -453,8 +453,8 @@ def test_gprof2dot_parses_json_and_pstats(saved):
     ("out.pb.gz", lambda p: decode_pprof(p.read_bytes())["sample"]),
     ("out.gprof2dot.json", lambda p: json.loads(p.read_text())["version"] == 0),
     ("out.html", lambda p: "<script" in p.read_text() and "__main__.fib" in p.read_text()),
-    ("out.json", lambda p: json.loads(p.read_text())["version"] == 1),
-    ("out.data", lambda p: json.loads(p.read_text())["version"] == 1),  # any other name: the JSON profile
+    ("out.json", lambda p: json.loads(p.read_text())["version"] == 2),
+    ("out.data", lambda p: json.loads(p.read_text())["version"] == 2),  # any other name: the JSON profile
 ])
 def test_run_output_format_follows_the_name(tmp_path, name, check):
     out = tmp_path / name
@@ -537,19 +537,30 @@ def test_damaged_tree_or_edges(saved, tmp_path, damage, says):
 
 @pytest.mark.parametrize("folded", [0, 3])
 def test_profile_without_a_tree(saved, tmp_path, folded):
-    """A profile from before the call tree: pstats still works, path formats say why not,
-    in one sentence even when meta.tree_folded would have them warn."""
+    """A version-1 profile from before the call tree is read with a flat one (each
+    function one node under the root, with its self): every format writes it, each
+    stack one function; a version-2 profile without a tree is damaged."""
     src, prof = saved
     prof = json.loads(json.dumps(prof))
     del prof["tree"]
+    health = prof["meta"].pop("health")
+    for k in ("unmatched_exits", "backwards_readings", "distribution_values_lost"):
+        prof["meta"][k] = health[k]
     prof["meta"]["tree_folded"] = folded
     old = tmp_path / "old.json"
-    old.write_text(json.dumps(prof))
-    for fmt in ("speedscope", "collapsed", "pprof", "gprof2dot"):
-        one_sentence(export(old, fmt, check_rc=None), "no call tree", "profile again")
-    one_sentence(run_cprof(["report", str(old), "--html", "-o", str(tmp_path / "old.html")]), "no call tree")
+    old.write_text(json.dumps({**prof, "version": 1}))
+    export(old, "collapsed", "-c", "cpu", "-o", str(tmp_path / "old.folded"))
+    lines = (tmp_path / "old.folded").read_text().splitlines()
+    weights = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in lines}
+    assert all(";" not in stack for stack in weights)
+    assert sum(weights.values()) == sum(f["self"]["cpu"] for f in prof["functions"])
+    for fmt in ("speedscope", "pprof", "gprof2dot"):
+        export(old, fmt, "-o", str(tmp_path / f"old.{fmt}"))
     export(old, "pstats", "-o", str(tmp_path / "old.prof"))
     assert pstats.Stats(str(tmp_path / "old.prof")).total_calls > 0
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({**prof, "meta": {**prof["meta"], "health": health}}))
+    one_sentence(export(new, "pstats", check_rc=None), "damaged", "tree is missing")
 
 
 def test_output_folder_missing(saved, tmp_path):
@@ -654,7 +665,7 @@ def fold_a_leaf(prof: dict) -> tuple[dict, str, int]:
     for c in t["self"]:
         t["self"][c][p] += t["self"][c][leaf]
         t["self"][c][leaf] = 0
-    prof["meta"]["tree_folded"] = 1
+    prof["meta"]["health"]["tree_folded"] = 1
     return prof, prof["functions"][t["function"][p]]["name"], moved
 
 

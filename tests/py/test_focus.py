@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cprof import focus, report
+from cprof import focus, profile_file, report
 
 # co_qualname from 3.11 on; before that a method is named by its function name only
 RAW_DECODE = "json.decoder.JSONDecoder.raw_decode" if sys.version_info >= (3, 11) else "json.decoder.raw_decode"
@@ -121,6 +121,10 @@ def group_total_by_ancestors(profile: dict, ids: set, counter: str) -> tuple[int
 # ---------------------------------------------------------------- a hand-made profile, exact
 
 def _known() -> dict:
+    return profile_file.upgrade(_known_v1())
+
+
+def _known_v1(tree: bool = True) -> dict:
     """main calls json.dumps twice, json calls back the program's default(), which calls
     json.dumps again (nested json), list.append from both sides, time.sleep from main,
     len from json only.  One counter; meta.paths says /py/lib is the standard library."""
@@ -144,7 +148,8 @@ def _known() -> dict:
     calls = [0, 1, 2, 2, 3, 1, 1, 1, 5, 1, 1]
     self_ = [2, 10, 5, 20, 7, 4, 6, 1, 2, 3, 100]
     total = [160, 158, 45, 40, 18, 11, 7, 1, 2, 3, 100]
-    return {"version": 1, "tool": "cprof 0.1.0",
+    # written as version 1: read as every version-1 file is, through profile_file.upgrade
+    prof = {"version": 1, "tool": "cprof 0.1.0",
             "counters": [{"name": "cpu", "unit": "ns", "description": "CPU time", "read_path": "test"}],
             "functions": functions,
             "edges": [{"caller": a, "callee": b, "calls": n, "primitive_calls": n, "total": {"cpu": t}}
@@ -153,6 +158,9 @@ def _known() -> dict:
                      "self": {"cpu": self_}, "total": {"cpu": total}},
             "meta": {"threads": 1, "python": "3.x", "hook": "test", "region": {"cpu": 160},
                      "unattributed": {"cpu": 2}, "paths": {"stdlib": ["/py/lib"], "site": []}}}
+    if not tree:
+        del prof["tree"]
+    return prof
 
 
 def _by_name(rows: list[dict]) -> dict:
@@ -228,14 +236,16 @@ def test_known_profile_focus():
             "functions folded into [other] (--all lists every function)") in text.splitlines()
 
 
-def test_known_profile_without_a_tree_uses_the_edges():
-    prof = _known()
-    del prof["tree"]
+def test_known_profile_without_a_tree_gets_a_flat_one():
+    # a version-1 file from before the call tree: each function one node under the root,
+    # so a folded line's calls are its functions' and its total their self
+    prof = profile_file.upgrade(_known_v1(tree=False))
     rows = _by_name(focus.select(prof))
     check_conserved(prof, list(rows.values()))
-    # entries into json from outside: main -> dumps (2 calls, 45) and default -> dumps (1, 11);
-    # without the tree the nested call's total is counted again
-    assert (rows["[json]"]["calls"], rows["[json]"]["total"]["cpu"]) == (3, 56)
+    json_fns = [f for f in prof["functions"] if f["name"].startswith("json.")]
+    calls = sum(f["calls"] for f in json_fns)
+    assert (rows["[json]"]["calls"], rows["[json]"]["primitive_calls"], rows["[json]"]["total"]["cpu"]) \
+        == (calls, calls, 35)
 
 
 def test_known_profile_all_is_every_function_unchanged():
@@ -458,9 +468,12 @@ def test_saved_profile_folds_by_its_recorded_folders(run, tmp_path):
     before = cprof("report", path, "--limit", "0").stdout.splitlines()
     after = cprof("report", moved_path, "--limit", "0").stdout.splitlines()
     assert before[1:] == after[1:] and "[json]" in "\n".join(after)
-    # without meta.paths the report falls back to this Python's folders: /moved/... is
-    # nobody's library, so json's functions are listed one by one
+    # a version-1 file without meta.paths is read with this Python's folders: /moved/...
+    # is nobody's library, so json's functions are listed one by one
     del moved["meta"]["paths"]
+    moved["meta"].update(moved["meta"].pop("health"))
+    del moved["meta"]["out_of_memory"], moved["meta"]["backwards_first"], moved["meta"]["counter_failures"]
+    moved["version"] = 1
     moved_path.write_text(json.dumps(moved))
     names = [n for n, _, _ in rows_of(cprof("report", moved_path, "--limit", "0").stdout)]
     assert RAW_DECODE in names and "[json]" not in names

@@ -207,7 +207,7 @@ def bases(tmp_path_factory) -> list[dict]:
                os.path.join(SCRIPTS, "recursive.py")], check_rc=0)
     base = json.loads(path.read_text())
     folded = copy.deepcopy(base)
-    folded["meta"]["tree_folded"] = 3
+    folded["meta"]["health"]["tree_folded"] = 3
     return [base, folded]
 
 

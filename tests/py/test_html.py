@@ -292,7 +292,7 @@ def test_a_full_call_tree_shows_a_banner(saved, tmp_path):
     chromium()
     src, prof = saved
     prof = json.loads(json.dumps(prof))
-    prof["meta"]["tree_folded"] = 5
+    prof["meta"]["health"]["tree_folded"] = 5
     full = tmp_path / "full.json"
     full.write_text(json.dumps(prof))
     for source, expected in ((full, "Note: the call tree is full: 5 call paths folded into their parent node"),

@@ -528,10 +528,11 @@ def test_instructions_scale_with_iterations(tmp_path):
 def test_report_says_when_a_group_was_scaled():
     """Multiplexing cannot be provoked without a PMU: the report is checked on a profile
     as the profiler writes it (meta.corrections holds a perf group's scaled reads)."""
-    from cprof import report
+    from cprof import profile_file, report
     path = ("perf group of this run's hardware counters, one read() of the group per read; "
             "scaled by time_enabled/time_running if multiplexed")
-    prof = {"counters": [{"name": "cycles", "unit": "events", "description": "CPU cycles",
+    prof = profile_file.upgrade({"version": 1, "edges": [],
+            "counters": [{"name": "cycles", "unit": "events", "description": "CPU cycles",
                           "read_path": path},
                          {"name": "cpu", "unit": "ns", "description": "CPU time", "read_path": "x"}],
             "functions": [{"id": 0, "name": "f", "file": "x.py", "line": 1, "calls": 1,
@@ -539,7 +540,7 @@ def test_report_says_when_a_group_was_scaled():
                            "total": {"cycles": 10, "cpu": 5}}],
             "meta": {"corrections": {"cycles": {"count": 12, "total": 3456},
                                      "cpu": {"count": 3, "total": 100}},
-                     "region": {"cycles": 10, "cpu": 5}, "unattributed": {"cycles": 0, "cpu": 0}}}
+                     "region": {"cycles": 10, "cpu": 5}, "unattributed": {"cycles": 0, "cpu": 0}}})
     text = report.format_report(prof)
     assert "multiplexed: 12 group reads scaled, 3,456 estimated" in text
     assert text.count("multiplexed:") == 1  # cpu's corrections are not scaling
@@ -549,14 +550,12 @@ def test_report_says_when_a_group_was_scaled():
 
 def test_sort_by_an_event_name_with_a_dot():
     from cprof import report
-    prof = {"counters": [{"name": "INST_RETIRED.ANY_P:u", "unit": "events", "description": "d"},
-                         {"name": "page-faults", "unit": "faults", "description": "d"}],
-            "functions": [], "meta": {}}
-    assert report._sort_key(prof, "INST_RETIRED.ANY_P:u") == ("INST_RETIRED.ANY_P:u", "self")
-    assert report._sort_key(prof, "INST_RETIRED.ANY_P:u.total") == ("INST_RETIRED.ANY_P:u", "total")
-    assert report._sort_key(prof, "page-faults.total") == ("page-faults", "total")
+    prof = ["INST_RETIRED.ANY_P:u", "page-faults"]
+    assert report.sort_key(prof, "INST_RETIRED.ANY_P:u") == ("INST_RETIRED.ANY_P:u", "self")
+    assert report.sort_key(prof, "INST_RETIRED.ANY_P:u.total") == ("INST_RETIRED.ANY_P:u", "total")
+    assert report.sort_key(prof, "page-faults.total") == ("page-faults", "total")
     with pytest.raises(cprof.CprofError):
-        report._sort_key(prof, "INST_RETIRED.ANY_P:u.bogus")
+        report.sort_key(prof, "INST_RETIRED.ANY_P:u.bogus")
 
 
 def test_page_faults_per_thread():

@@ -4,7 +4,10 @@
 
 Each format module has `write(profile, path, counter)` (the counter is a name the
 profile has: single-counter formats write it, multi-counter ones write every
-counter and show it first) and the constants EXTENSION and MULTI_COUNTER.
+counter and show it first).  What the rest of cprof knows of a format is its line in
+REGISTRY below, and nowhere else: `cprof export --format` offers the registered
+names, a run's -o picks one by its file endings, and the help says them.  Adding a
+format is its module, one line here, its tests and its README row.
 
 The call-path formats (speedscope, collapsed, pprof, gprof2dot) are built from the
 profile's `tree`: one stack per tree node, weighted by the node's self value.  The
@@ -14,30 +17,45 @@ the sum of the functions' self.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
-from typing import Callable, Iterator
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Callable, NamedTuple
 
 from .._cprof import CprofError
+from ..model import Function, Profile, Tree
 from ..profile_file import check_writable, write_atomic  # noqa: F401  (the exporters write through it)
 from ..schema import printable
 
-FORMATS = ("pstats", "speedscope", "collapsed", "pprof", "gprof2dot")
 
+class Format(NamedTuple):
+    name: str              # the module of this package that writes it, and --format's word
+    endings: tuple[str, ...]  # file endings (lower case): the first is the one `cprof export` writes
+    multi_counter: bool    # every counter in one file (the chosen one first), or one counter
+    words: str             # what -o's help calls it
+
+
+REGISTRY = (
+    Format("pstats", (".prof", ".pstats"), False, "pstats"),
+    Format("speedscope", (".speedscope.json",), True, "speedscope"),
+    Format("collapsed", (".folded", ".collapsed"), False, "folded stacks"),
+    Format("pprof", (".pb.gz", ".pprof"), True, "pprof"),
+    Format("gprof2dot", (".gprof2dot.json",), True, "gprof2dot"),
+)
+# the HTML report: written by `cprof report --html` and by a run's -o out.html, not by export
+HTML = Format("html", (".html",), True, "HTML")
+
+FORMATS = tuple(f.name for f in REGISTRY)
+_BY_NAME = {f.name: f for f in REGISTRY + (HTML,)}
 # The profiling run's -o picks the format by the file name's ending (longest first);
 # any other name gets the cprof JSON profile.
-_ENDINGS = (
-    (".speedscope.json", "speedscope"),
-    (".gprof2dot.json", "gprof2dot"),
-    (".pb.gz", "pprof"),
-    (".pprof", "pprof"),
-    (".prof", "pstats"),
-    (".pstats", "pstats"),
-    (".folded", "collapsed"),
-    (".collapsed", "collapsed"),
-    (".html", "html"),
-)
+_ENDINGS = sorted(((e, f.name) for f in REGISTRY + (HTML,) for e in f.endings),
+                  key=lambda x: -len(x[0]))
+# endings of two parts (out.pb.gz), kept whole when a file name gets a tag (out.123.pb.gz)
+COMPOUND_ENDINGS = tuple(e for e, _ in _ENDINGS if e.count(".") > 1)
 
 
 _UNSAFE = re.compile(r"[^\w.:+=@-]")
@@ -52,25 +70,23 @@ def format_for_path(path: str) -> str | None:
     return None
 
 
-def _module(fmt: str):
-    if fmt == "pstats":
-        from . import pstats as m
-    elif fmt == "speedscope":
-        from . import speedscope as m
-    elif fmt == "collapsed":
-        from . import collapsed as m
-    elif fmt == "pprof":
-        from . import pprof as m
-    elif fmt == "gprof2dot":
-        from . import gprof2dot as m
-    elif fmt == "html":
-        from . import html as m
-    else:
+def endings_help() -> str:
+    """The endings -o knows, for its help: pstats (.prof), ..., HTML (.html)."""
+    return ", ".join(f"{f.words} ({f.endings[0]})" for f in REGISTRY + (HTML,))
+
+
+def _format(fmt: str) -> Format:
+    f = _BY_NAME.get(fmt)
+    if f is None:
         raise CprofError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
-    return m
+    return f
 
 
-def check_counter(profile: dict, counter: str | None, source: str = "the profile") -> str:
+def _module(fmt: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{_format(fmt).name}")
+
+
+def check_counter(profile: Profile, counter: str | None, source: str = "the profile") -> str:
     """The counter to export: `counter` if the profile has it, else its first one."""
     names = [c["name"] for c in profile["counters"]]
     if counter is None:
@@ -81,28 +97,27 @@ def check_counter(profile: dict, counter: str | None, source: str = "the profile
     return counter
 
 
-def unit_of(profile: dict, counter: str) -> str:
+def unit_of(profile: Profile, counter: str) -> str:
     return next(c["unit"] for c in profile["counters"] if c["name"] == counter)
 
 
-def default_path(source: str, fmt: str, profile: dict, counter: str) -> str:
+def default_path(source: str, fmt: str, profile: Profile, counter: str) -> str:
     """Where `cprof export` writes without -o: beside the profile, named after it.  A
     single-counter file names its counter, and its unit unless it is time (pstats
     time is in seconds, as pstats expects): prof.cpu.prof, prof.ctxsw-switches.prof."""
     stem = source[:-5] if source.lower().endswith(".json") else source
-    m = _module(fmt)
-    if m.MULTI_COUNTER:
-        return stem + m.EXTENSION
+    f = _format(fmt)
+    if f.multi_counter:
+        return stem + f.endings[0]
     unit = unit_of(profile, counter)
     tag = counter if (fmt == "pstats" and unit == "ns") else f"{counter}-{unit}"
     tag = _UNSAFE.sub("_", tag)  # a name from the profile: no folder separator, control character or space
-    return f"{stem}.{tag}{m.EXTENSION}"
+    return f"{stem}.{tag}{f.endings[0]}"
 
 
-def describe(fmt: str, profile: dict, counter: str) -> str:
+def describe(fmt: str, profile: Profile, counter: str) -> str:
     """What was written, for the 'cprof: wrote ...' line."""
-    m = _module(fmt)
-    if m.MULTI_COUNTER:
+    if _format(fmt).multi_counter:
         names = [c["name"] for c in profile["counters"]]
         said = f"{fmt}, counters {', '.join(names)}, {counter} first" if len(names) > 1 else f"{fmt} of {counter}"
         return printable(said)
@@ -111,7 +126,7 @@ def describe(fmt: str, profile: dict, counter: str) -> str:
     return printable(f"{fmt} of {counter}, in {shown}")
 
 
-def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> str:
+def export(profile: Profile, fmt: str, path: str, counter: str | None = None) -> str:
     """Write `profile` to `path` in format `fmt`; returns the counter written (first)."""
     m = _module(fmt)
     counter = check_counter(profile, counter)
@@ -125,36 +140,35 @@ def export(profile: dict, fmt: str, path: str, counter: str | None = None) -> st
 FOLDED_SHOWN = 3  # functions named in the full-tree note
 
 
-def folded_note(profile: dict, counter: str) -> str | None:
+def folded_note(profile: Profile, counter: str) -> str | None:
     """None, or when the call tree filled up (meta.tree_folded > 0: past 2^18 nodes per
     thread new call paths fold into their parent node) one sentence saying so and where:
     the functions whose tree nodes took in folded paths, with how much more `counter`
     the call paths give them than their exact self.  Functions and edges stay exact, so
     the text report's rows and pstats' own numbers do; call paths do not."""
-    n = profile["meta"].get("tree_folded", 0)
+    n = profile["meta"]["health"]["tree_folded"]
     if not n:
         return None
     where = ""
-    tree = profile.get("tree")
-    if tree and tree.get("parent"):
-        from ..report import human
-        fns = profile["functions"]
-        on_tree = [0] * len(fns)
-        col, function = tree["self"][counter], tree["function"]
-        for i in range(1, len(col)):
-            on_tree[function[i]] += col[i]
-        extra = sorted(((on_tree[f["id"]] - f["self"][counter], f["id"]) for f in fns), reverse=True)
-        extra = [(x, i) for x, i in extra[:FOLDED_SHOWN] if x > 0]
-        if extra:
-            unit = unit_of(profile, counter)
-            where = (f"; the call paths give {printable(counter)} to the nodes they folded into: "
-                     + ", ".join(f"{printable(fns[i]['name'])} +{human(x, unit)} over its exact self"
-                                 for x, i in extra))
+    tree = profile["tree"]
+    from ..report import human
+    fns = profile["functions"]
+    on_tree = [0] * len(fns)
+    col, function = tree["self"][counter], tree["function"]
+    for i in range(1, len(col)):
+        on_tree[function[i]] += col[i]
+    extra = sorted(((on_tree[f["id"]] - f["self"][counter], f["id"]) for f in fns), reverse=True)
+    extra = [(x, i) for x, i in extra[:FOLDED_SHOWN] if x > 0]
+    if extra:
+        unit = unit_of(profile, counter)
+        where = (f"; the call paths give {printable(counter)} to the nodes they folded into: "
+                 + ", ".join(f"{printable(fns[i]['name'])} +{human(x, unit)} over its exact self"
+                             for x, i in extra))
     return (f"the call tree is full: {n:,} call path{'s' if n != 1 else ''} folded into their parent "
             f"node{where} (the text report's functions are exact)")
 
 
-def warn_folded(profile: dict, counter: str, path: str) -> str | None:
+def warn_folded(profile: Profile, counter: str, path: str) -> str | None:
     """Say folded_note on stderr for an output written from the call tree; returns it."""
     note = folded_note(profile, counter)
     if note:
@@ -162,16 +176,7 @@ def warn_folded(profile: dict, counter: str, path: str) -> str | None:
     return note
 
 
-def tree_of(profile: dict) -> dict:
-    """The profile's call tree, or a one-sentence error if it has none."""
-    tree = profile.get("tree")
-    if not tree or not tree.get("parent"):
-        raise CprofError("this profile has no call tree (it was written by an older cprof); "
-                         "profile again to export call paths")
-    return tree
-
-
-def label(f: dict) -> str:
+def label(f: Function) -> str:
     """A function as one frame of a text format: its name, and where it is for Python
     functions, control characters escaped (a newline in a name must not start a line)."""
     if f["file"] == "~":
@@ -179,7 +184,7 @@ def label(f: dict) -> str:
     return printable(f"{f['name']} ({os.path.basename(f['file'])}:{f['line']})")
 
 
-def children_of(tree: dict) -> list[list[int]]:
+def children_of(tree: Tree) -> list[list[int]]:
     kids: list[list[int]] = [[] for _ in tree["parent"]]
     for i, p in enumerate(tree["parent"]):
         if p >= 0:
@@ -187,7 +192,7 @@ def children_of(tree: dict) -> list[list[int]]:
     return kids
 
 
-def preorder(tree: dict) -> Iterator[tuple[int, int]]:
+def preorder(tree: Tree) -> Iterator[tuple[int, int]]:
     """(node, depth) in depth-first order from the root (depth 0), children in
     index order: a flame chart of this order draws the tree.  Iterative: recursion
     in the profiled program can make the tree deeper than Python's own stack."""
@@ -199,7 +204,7 @@ def preorder(tree: dict) -> Iterator[tuple[int, int]]:
         stack.extend((k, depth + 1) for k in reversed(kids[node]))
 
 
-def stacks(tree: dict, keep: Callable[[int], object]) -> Iterator[tuple[int, list[int]]]:
+def stacks(tree: Tree, keep: Callable[[int], object]) -> Iterator[tuple[int, list[int]]]:
     """(node, function ids from the outermost call to the node) for each non-root
     node that keep(node) is true for, in depth-first order."""
     path: list[int] = []

@@ -6,14 +6,12 @@ characters escaped (\\n) so that a name cannot start a line of its own.  The for
 no place for a comment: a full call tree (meta.tree_folded) is said on stderr only."""
 from __future__ import annotations
 
-from . import label, stacks, tree_of, warn_folded, write_atomic
-
-EXTENSION = ".folded"
-MULTI_COUNTER = False
+from ..model import Profile
+from . import label, stacks, warn_folded, write_atomic
 
 
-def lines(profile: dict, counter: str) -> list[str]:
-    tree = tree_of(profile)
+def lines(profile: Profile, counter: str) -> list[str]:
+    tree = profile["tree"]
     # ';' separates frames and the last space the count: keep them out of names
     names = [label(f).replace(";", ":") for f in profile["functions"]]
     node_self = tree["self"][counter]
@@ -24,7 +22,7 @@ def lines(profile: dict, counter: str) -> list[str]:
     return [f"{k} {n}" for k, n in folded.items()]
 
 
-def write(profile: dict, path: str, counter: str) -> None:
+def write(profile: Profile, path: str, counter: str) -> None:
     out = lines(profile, counter)
     write_atomic(path, ("\n".join(out) + ("\n" if out else "")).encode("utf-8"))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

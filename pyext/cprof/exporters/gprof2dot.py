@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 
-from . import folded_note, stacks, tree_of, unit_of, warn_folded, write_atomic
-
-EXTENSION = ".gprof2dot.json"
-MULTI_COUNTER = True
+from ..model import Profile
+from . import folded_note, stacks, unit_of, warn_folded, write_atomic
 
 
-def document(profile: dict, counter: str) -> dict:
-    tree = tree_of(profile)
+def document(profile: Profile, counter: str) -> dict:
+    tree = profile["tree"]
     names = [c["name"] for c in profile["counters"]]
     order = [counter] + [n for n in names if n != counter]
     selfs = [tree["self"][n] for n in order]
@@ -37,6 +35,6 @@ def document(profile: dict, counter: str) -> dict:
     return doc
 
 
-def write(profile: dict, path: str, counter: str) -> None:
+def write(profile: Profile, path: str, counter: str) -> None:
     write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -15,19 +15,17 @@ import os
 import re
 
 from .. import focus
+from ..model import Profile
 from ..schema import printable
-from . import folded_note, tree_of, warn_folded, write_atomic
-
-EXTENSION = ".html"
-MULTI_COUNTER = True
+from . import folded_note, warn_folded, write_atomic
 
 _TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "html_template.html")
 
 
-def data(profile: dict, counter: str, title: str | None = None) -> dict:
+def data(profile: Profile, counter: str, title: str | None = None) -> dict:
     """What the page's script reads: the profile, column-wise where it is big.  A function's
     "lib" is its library's name (focus.libraries), null for the program's own code."""
-    tree = tree_of(profile)
+    tree = profile["tree"]
     names = [c["name"] for c in profile["counters"]]
     libs = focus.libraries(profile)
     meta = profile["meta"]
@@ -45,12 +43,13 @@ def data(profile: dict, counter: str, title: str | None = None) -> dict:
                   for e in profile["edges"]],
         "tree": {"parent": tree["parent"], "function": tree["function"], "calls": tree["calls"],
                  "self": [tree["self"][n] for n in names]},
-        "meta": {k: meta.get(k) for k in ("python", "hook", "threads", "events", "region", "tree_folded")},
+        "meta": {**{k: meta.get(k) for k in ("python", "hook", "threads", "events", "region")},
+                 "tree_folded": meta["health"]["tree_folded"]},
         "warning": folded_note(profile, counter),  # shown as a banner over the page
     }
 
 
-def page(profile: dict, counter: str, title: str | None = None) -> str:
+def page(profile: Profile, counter: str, title: str | None = None) -> str:
     with open(_TEMPLATE, encoding="utf-8") as f:
         template = f.read()
     d = data(profile, counter, title)
@@ -60,6 +59,6 @@ def page(profile: dict, counter: str, title: str | None = None) -> str:
     return re.sub(r"__CPROF_(TITLE|DATA)__", lambda m: fill[m.group(1)], template)
 
 
-def write(profile: dict, path: str, counter: str, title: str | None = None) -> None:
+def write(profile: Profile, path: str, counter: str, title: str | None = None) -> None:
     write_atomic(path, page(profile, counter, title).encode("utf-8"))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

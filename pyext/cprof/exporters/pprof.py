@@ -11,10 +11,8 @@ from __future__ import annotations
 import gzip
 
 from .._cprof import CprofError
-from . import folded_note, stacks, tree_of, warn_folded, write_atomic
-
-EXTENSION = ".pb.gz"
-MULTI_COUNTER = True
+from ..model import Counter, Profile
+from . import folded_note, stacks, warn_folded, write_atomic
 
 _UNITS = {"ns": "nanoseconds", "B": "bytes"}
 
@@ -74,15 +72,15 @@ class _Strings:
 
 # ---------------------------------------------------------------- the profile
 
-def encode(profile: dict, counter: str) -> bytes:
+def encode(profile: Profile, counter: str) -> bytes:
     """The profile.proto message, not yet gzipped."""
-    tree = tree_of(profile)
+    tree = profile["tree"]
     s = _Strings()
     counters = profile["counters"]
     names = [c["name"] for c in counters]
     out = bytearray()
 
-    def value_type(c: dict) -> bytes:
+    def value_type(c: Counter) -> bytes:
         return _int(1, s(c["name"])) + _int(2, s(_UNITS.get(c["unit"], c["unit"])))
 
     for c in counters:
@@ -114,8 +112,8 @@ def encode(profile: dict, counter: str) -> bytes:
         tail += _int(_P_DURATION_NANOS, int(meta["duration_s"] * 1e9))
     tail += _bytes(_P_PERIOD_TYPE, value_type(chosen))
     tail += _int(_P_PERIOD, 1)
-    comments = [f"{profile.get('tool', 'cprof')}: deterministic, values are exact sums per call path, "
-                "not samples"]
+    comments = [(f"{profile.get('tool', 'cprof')}: deterministic, values are exact sums per call path, "
+                "not samples")]
     if meta.get("command"):
         comments.append("command: " + " ".join(meta["command"]))
     note = folded_note(profile, counter)
@@ -132,7 +130,7 @@ def encode(profile: dict, counter: str) -> bytes:
     return bytes(out)
 
 
-def write(profile: dict, path: str, counter: str) -> None:
+def write(profile: Profile, path: str, counter: str) -> None:
     # mtime=0: the same profile gives the same bytes
     write_atomic(path, gzip.compress(encode(profile, counter), mtime=0))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import marshal
 
+from ..model import Profile
 from . import unit_of, warn_folded, write_atomic
 
-EXTENSION = ".prof"
-MULTI_COUNTER = False
 
-
-def stats(profile: dict, counter: str) -> dict:
+def stats(profile: Profile, counter: str) -> dict:
     scale = 1e-9 if unit_of(profile, counter) == "ns" else 1
 
     def v(x):
@@ -28,14 +26,13 @@ def stats(profile: dict, counter: str) -> dict:
     fns = profile["functions"]
     keys = [(f["file"], f["line"], f["name"]) for f in fns]
     edge_self: dict[tuple[int, int], int] = {}
-    tree = profile.get("tree")
-    if tree and tree.get("parent"):
-        parent, function, node_self = tree["parent"], tree["function"], tree["self"][counter]
-        for i in range(1, len(parent)):
-            p = parent[i]
-            if p > 0:  # the root's children have no caller
-                pair = (function[p], function[i])
-                edge_self[pair] = edge_self.get(pair, 0) + node_self[i]
+    tree = profile["tree"]
+    parent, function, node_self = tree["parent"], tree["function"], tree["self"][counter]
+    for i in range(1, len(parent)):
+        p = parent[i]
+        if p > 0:  # the root's children have no caller
+            pair = (function[p], function[i])
+            edge_self[pair] = edge_self.get(pair, 0) + node_self[i]
     callers: list[dict] = [{} for _ in fns]
     for e in profile["edges"]:
         pair = (e["caller"], e["callee"])
@@ -46,7 +43,6 @@ def stats(profile: dict, counter: str) -> dict:
             for i, f in enumerate(fns)}
 
 
-def write(profile: dict, path: str, counter: str) -> None:
+def write(profile: Profile, path: str, counter: str) -> None:
     write_atomic(path, marshal.dumps(stats(profile, counter)))
-    if profile.get("tree"):  # the callers' self comes from the tree; the format has no comment
-        warn_folded(profile, counter, path)
+    warn_folded(profile, counter, path)  # the callers' self comes from the tree; the format has no comment

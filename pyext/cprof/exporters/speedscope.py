@@ -7,27 +7,26 @@ knows no other unit), their unit is in the profile's name."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from . import folded_note, stacks, tree_of, unit_of, warn_folded, write_atomic
-
-EXTENSION = ".speedscope.json"
-MULTI_COUNTER = True
+from ..model import Profile
+from . import folded_note, stacks, unit_of, warn_folded, write_atomic
 
 _UNITS = {"ns": "nanoseconds", "B": "bytes"}
 
 
-def document(profile: dict, counter: str) -> dict:
-    tree = tree_of(profile)
+def document(profile: Profile, counter: str) -> dict:
+    tree = profile["tree"]
     frames = []
     for f in profile["functions"]:
-        frame = {"name": f["name"]}
+        frame: dict[str, Any] = {"name": f["name"]}
         if f["file"] != "~":
             frame.update(file=f["file"], line=f["line"])
         frames.append(frame)
     names = [c["name"] for c in profile["counters"]]
     title = " ".join(profile["meta"].get("command") or []) or "cprof profile"
     if folded_note(profile, counter):  # said where speedscope shows it: the profile's name
-        title += f" [call tree full: {profile['meta']['tree_folded']:,} call paths folded into their parent]"
+        title += f" [call tree full: {profile['meta']['health']['tree_folded']:,} call paths folded into their parent]"
     profiles = []
     for name in names:
         unit = unit_of(profile, name)
@@ -46,6 +45,6 @@ def document(profile: dict, counter: str) -> dict:
             "activeProfileIndex": names.index(counter), "exporter": profile.get("tool", "cprof")}
 
 
-def write(profile: dict, path: str, counter: str) -> None:
+def write(profile: Profile, path: str, counter: str) -> None:
     write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -1,0 +1,187 @@
+"""The profile file's versions: a version-1 file, written by cprof before the format
+had a version 2 (tests/py/data/v1/v1.json, made by the cprof of commit f771713), is
+read through the one upgrade step and reports and exports exactly as it did then
+(the expected outputs beside it were written by that cprof)."""
+from __future__ import annotations
+
+import gzip
+import marshal
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parent / "data" / "v1"
+
+
+def cprof(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "cprof", *map(str, args)], cwd=cwd,
+                          capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def here(tmp_path) -> Path:
+    for name in ("v1.json", "v1-old.json"):
+        shutil.copy(DATA / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["report", "v1.json"], "v1.report.txt"),
+    (["report", "v1.json", "--all"], "v1.report-all.txt"),
+    (["report", "v1.json", "--focus", "json*", "--sort", "wall.total", "--limit", "5"], "v1.report-focus.txt"),
+    (["report", "v1.json", "--hist", "leaf"], "v1.hist.txt"),
+    (["compare", "v1.json", "v1.json"], "v1.compare.txt"),
+    (["report", "v1-old.json", "--all"], "v1-old.report-all.txt"),
+    (["compare", "v1-old.json", "v1-old.json"], "v1-old.compare.txt"),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_a_version_1_file_reports_as_before(here, args, expected):
+    r = cprof(*args, cwd=here)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == (DATA / expected).read_text()
+
+
+@pytest.mark.parametrize("fmt", ["pstats", "speedscope", "collapsed", "pprof", "gprof2dot"])
+def test_a_version_1_file_exports_as_before(here, fmt):
+    r = cprof("export", "v1.json", "-f", fmt, "-c", "wall", "-o", f"out.{fmt}", cwd=here)
+    assert r.returncode == 0, r.stderr
+    assert _content(here / f"out.{fmt}", fmt) == _content(DATA / f"v1.out.{fmt}", fmt)
+
+
+def _content(path: Path, fmt: str):
+    """What a file holds: pstats' dict, pprof's protobuf (gzip's header and marshal's
+    bytes differ between Pythons), the text formats' bytes."""
+    data = path.read_bytes()
+    if fmt == "pstats":
+        return marshal.loads(data)
+    if fmt == "pprof":
+        return gzip.decompress(data)
+    return data
+
+
+def test_a_version_1_file_makes_the_same_html(here):
+    r = cprof("report", "v1.json", "--html", "-o", "out.html", "-c", "wall", cwd=here)
+    assert r.returncode == 0, r.stderr
+    assert (here / "out.html").read_bytes() == (DATA / "v1.html").read_bytes()
+
+
+def test_an_old_version_1_file_without_tree_exports_its_counter_as_before(here):
+    # written before cprof kept the call tree, distributions and meta.paths
+    r = cprof("export", "v1-old.json", "-f", "pstats", "-c", "wall", "-o", "out.prof", cwd=here)
+    assert r.returncode == 0, r.stderr
+    assert _content(here / "out.prof", "pstats") == _content(DATA / "v1-old.out.pstats", "pstats")
+
+
+# ---------------------------------------------------------------- version 2: meta.health
+
+def _v2(health: dict | None = None) -> dict:
+    """A small version-2 profile made by hand: main calls work."""
+    clean = {"out_of_memory": 0, "backwards_readings": 0, "backwards_first": None,
+             "counter_failures": [], "tree_folded": 0, "distribution_values_lost": 0,
+             "unmatched_exits": 0}
+    counters = [{"name": n, "unit": u, "description": n, "read_path": "test"}
+                for n, u in (("cpu", "ns"), ("malloc-bytes", "B"))]
+    fns = [{"id": 0, "name": "mod.main", "file": "/x/mod.py", "line": 1, "calls": 1, "primitive_calls": 1,
+            "self": {"cpu": 10, "malloc-bytes": 0}, "total": {"cpu": 30, "malloc-bytes": 64}},
+           {"id": 1, "name": "mod.work", "file": "/x/mod.py", "line": 5, "calls": 2, "primitive_calls": 2,
+            "self": {"cpu": 20, "malloc-bytes": 64}, "total": {"cpu": 20, "malloc-bytes": 64}}]
+    return {"version": 2, "tool": "cprof 0.1.0", "counters": counters, "functions": fns,
+            "edges": [{"caller": 0, "callee": 1, "calls": 2, "primitive_calls": 2,
+                       "total": {"cpu": 20, "malloc-bytes": 64}}],
+            "tree": {"parent": [-1, 0, 1], "function": [-1, 0, 1], "calls": [0, 1, 2],
+                     "self": {"cpu": [0, 10, 20], "malloc-bytes": [0, 0, 64]},
+                     "total": {"cpu": [30, 30, 20], "malloc-bytes": [64, 64, 64]}},
+            "meta": {"python": "3.x", "hook": "test", "threads": 1,
+                     "region": {"cpu": 30, "malloc-bytes": 64}, "unattributed": {"cpu": 0, "malloc-bytes": 0},
+                     "health": {**clean, **(health or {})},
+                     "paths": {"stdlib": [], "site": [], "cprof": []}}}
+
+
+def _report(tmp_path, profile: dict) -> subprocess.CompletedProcess:
+    import json
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(profile))
+    return cprof("report", path, cwd=tmp_path)
+
+
+def test_a_clean_health_record_says_nothing(tmp_path):
+    r = _report(tmp_path, _v2())
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stdout.decode()
+
+
+def test_each_health_problem_is_one_line_in_the_report_header(tmp_path):
+    r = _report(tmp_path, _v2({
+        "out_of_memory": 2, "backwards_readings": 3,
+        "backwards_first": {"counter": "malloc-bytes", "function": 1},
+        "counter_failures": [{"counter": "malloc-bytes", "message": "the interposer went away"}],
+        "tree_folded": 4, "distribution_values_lost": 5, "unmatched_exits": 1}))
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.decode()
+    header = text[:text.index("\n\n")].splitlines()
+    assert [line for line in header if line.startswith("warning: ")] == [
+        "warning: cprof ran out of memory: 2 events or records dropped, so some numbers are low",
+        "warning: 3 counter readings went backwards (first: malloc-bytes in mod.work): "
+        "each was taken as no change",
+        "warning: counter 'malloc-bytes' failed: the interposer went away",
+        "warning: 4 call paths folded into their parent node (the call tree was full): "
+        "call-path exports are approximate there",
+        "warning: 5 per-call values missing from the distributions",
+        "warning: 1 return of calls never seen starting were ignored",
+    ]
+
+
+def test_a_backwards_reading_outside_any_function(tmp_path):
+    r = _report(tmp_path, _v2({"backwards_readings": 1,
+                               "backwards_first": {"counter": "cpu", "function": None}}))
+    assert "warning: 1 counter reading went backwards (first: cpu in no function): " in r.stdout.decode()
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda h: h.pop("unmatched_exits"), "meta.health.unmatched_exits is missing"),
+    (lambda h: h.update(surprise=1), "meta.health has a field 'surprise' that the format does not know"),
+    (lambda h: h.update(backwards_first={"counter": "cpu", "function": 7}),
+     "meta.health.backwards_first.function is 7, the id of no function (there are 2)"),
+    (lambda h: h.update(backwards_first={"counter": "ctxsw", "function": 0}),
+     "meta.health.backwards_first.counter is 'ctxsw', which the profile's counters do not list"),
+    (lambda h: h.update(counter_failures=[{"counter": "cpu"}]),
+     "meta.health.counter_failures[0].message is missing"),
+    (lambda h: h.update(tree_folded=-1), "meta.health.tree_folded is out of range"),
+], ids=["missing", "unknown", "no-function", "no-counter", "failure-message", "negative"])
+def test_a_damaged_health_record_is_one_sentence(tmp_path, change, says):
+    prof = _v2()
+    change(prof["meta"]["health"])
+    r = _report(tmp_path, prof)
+    assert r.returncode == 2 and r.stdout == b""
+    err = r.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith("cprof: error: ") and says in err, err
+
+
+@pytest.mark.parametrize("missing", ["tree", "health", "paths"])
+def test_version_2_requires_the_tree_the_health_record_and_the_paths(tmp_path, missing):
+    prof = _v2()
+    (prof if missing == "tree" else prof["meta"]).pop(missing)
+    r = _report(tmp_path, prof)
+    assert r.returncode == 2
+    assert f"{'' if missing == 'tree' else 'meta.'}{missing} is missing" in r.stderr.decode()
+
+
+def test_the_upgrade_moves_the_version_1_counts_into_health():
+    from cprof import profile_file
+    v1 = _v2()
+    del v1["meta"]["health"], v1["meta"]["paths"], v1["tree"]
+    v1.update(version=1)
+    v1["meta"].update(unmatched_exits=1, backwards_readings=2, tree_folded=3, distribution_values_lost=4)
+    up = profile_file.upgrade(v1)
+    assert up["version"] == 2
+    assert up["meta"]["health"] == {"out_of_memory": 0, "backwards_readings": 2, "backwards_first": None,
+                                    "counter_failures": [], "tree_folded": 3, "distribution_values_lost": 4,
+                                    "unmatched_exits": 1}
+    assert not {"unmatched_exits", "backwards_readings", "tree_folded", "distribution_values_lost"} & set(up["meta"])
+    assert set(up["meta"]["paths"]) == {"stdlib", "site", "cprof"}
+    # the flat tree: each function under the root, with its calls and self; total = self
+    assert up["tree"] == {"parent": [-1, 0, 0], "function": [-1, 0, 1], "calls": [0, 1, 2],
+                          "self": {"cpu": [0, 10, 20], "malloc-bytes": [0, 0, 64]},
+                          "total": {"cpu": [30, 10, 20], "malloc-bytes": [64, 0, 64]}}
