@@ -345,19 +345,43 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
     }
 }
 
+void cprof_thread_expect_exits(struct cprof_thread *t, const cprof_key *keys, unsigned n)
+{
+    if (n > CPROF_MAX_OUTSIDE)
+        n = CPROF_MAX_OUTSIDE;
+    memcpy(t->stack.outside, keys, n * sizeof(*keys));
+    t->stack.noutside = n;
+    t->stack.outside_next = 0;
+}
+
+/* An exit that matches no open frame: the next return expected of a frame left out
+ * at the start (consumed), or not (0).  Off the hot path: only unmatched exits. */
+static int expected_exit(struct cprof_thread *t, cprof_key key)
+{
+    struct cprof_stack *s = &t->stack;
+
+    if (s->outside_next < s->noutside && s->outside[s->outside_next] == key) {
+        s->outside_next++;
+        return 1;
+    }
+    return 0;
+}
+
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
     const uint64_t *v = observe(t, now);
     size_t i = t->stack.depth;
 
     if (i == 0) {
-        exit_preexisting(t, key, v);
+        if (!expected_exit(t, key))
+            exit_preexisting(t, key, v);
         return;
     }
     while (i > 0 && cprof_thread_frame_key(t, i - 1) != key)
         i--;
     if (i == 0) {
-        t->health.unmatched_exits++;
+        if (!expected_exit(t, key))
+            t->health.unmatched_exits++;
         return;
     }
     while (t->stack.depth > i)

@@ -61,6 +61,8 @@ static inline int cprof_health_clean(const struct cprof_health *h)
 }
 
 /* The shadow stack and what attributes growth to it. */
+#define CPROF_MAX_OUTSIDE 8     /* frames left out at the start whose returns are expected */
+
 struct cprof_stack {
     struct cprof_frame *frames; /* the frames, outermost first */
     uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children */
@@ -69,6 +71,10 @@ struct cprof_stack {
     size_t max_nodes;           /* bound on tree nodes; new paths past it fold into their parent */
     cprof_newkey_fn on_new_key; /* optional */
     void *new_key_arg;          /* its argument */
+    cprof_key outside[CPROF_MAX_OUTSIDE]; /* frames running at the start but left out of the
+                                 * profile (the profiler's own), innermost first: their
+                                 * returns are expected, not unmatched */
+    unsigned noutside, outside_next; /* how many; the next one expected to return */
 };
 
 #define CPROF_MAX_BOUNDED 4     /* counters one thread holds to its wall clock */
@@ -118,6 +124,11 @@ void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *n
  * growth since the start (it spanned the region, so earlier frames of it were
  * inside), with no call counted.  Any other unmatched exit is counted and ignored. */
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* The frames above the pushed ones that were running when profiling started but
+ * are left out of the profile (the profiler's own: Profile.__enter__, ...), keys
+ * innermost first (at most CPROF_MAX_OUTSIDE): their returns, in that order, are
+ * neither functions of the profile nor unmatched exits. */
+void cprof_thread_expect_exits(struct cprof_thread *t, const cprof_key *keys, unsigned n);
 /* Push a frame that was already running when profiling started: no call counted. */
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now);
 /* Take a reading without an event (e.g. the moment profiling stops). */

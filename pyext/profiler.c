@@ -92,13 +92,29 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 }
 
 /* Push the calling thread's Python frames (outermost first), minus `skip`
- * innermost ones, as frames that were running before profiling started. */
+ * innermost ones, as frames that were running before profiling started; the
+ * skipped ones' returns are expected (they are the caller's own: Profile.enable). */
 static void push_existing(ProfilerObject *p, int skip)
 {
     struct tstate *ts = get_ts(p);
+    cprof_key skipped[CPROF_MAX_OUTSIDE];
+    PyFrameObject *f = PyEval_GetFrame();
+    unsigned n = 0;
 
-    if (ts)
-        cprof_ts_push_frames(p, ts, PyEval_GetFrame(), skip, 0, 0);
+    if (!ts)
+        return;
+    cprof_ts_push_frames(p, ts, f, skip, 0, 0);
+    Py_XINCREF(f);
+    while (f && n < (unsigned)skip && n < CPROF_MAX_OUTSIDE) {
+        PyCodeObject *co = PyFrame_GetCode(f);
+        PyFrameObject *back = PyFrame_GetBack(f);
+        skipped[n++] = (cprof_key)(uintptr_t)co;
+        Py_DECREF(co);
+        Py_DECREF(f);
+        f = back;
+    }
+    Py_XDECREF(f);
+    cprof_thread_expect_exits(&ts->eng, skipped, n);
 }
 
 static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)

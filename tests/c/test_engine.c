@@ -593,6 +593,48 @@ Test(engine, push_existing_then_real_exits)
     cprof_thread_free(&t);
 }
 
+/* The profiler's own frames left out at the start (Profile.__enter__ calling
+ * _start calling enable): their returns, innermost first, are expected: no
+ * function, no unmatched exit, and a second return of the same key is unmatched
+ * again; the same returns at an empty stack are not taken for pre-existing frames. */
+Test(engine, expected_exits_of_frames_left_out)
+{
+    struct cprof_thread t;
+    const cprof_key left_out[] = {KX, KY};
+
+    init2(&t);
+    pex(&t, KM, 10, 10);
+    cprof_thread_expect_exits(&t, left_out, 2);
+    ex(&t, KX, 11, 10);
+    ex(&t, KY, 12, 10);
+    ent(&t, KA, 13, 11);
+    ex(&t, KA, 15, 11);
+    ex(&t, KY, 16, 11);         /* not expected any more: unmatched */
+    ex(&t, KM, 20, 13);
+    cprof_thread_flush(&t);
+
+    cr_assert_eq(t.health.unmatched_exits, 1);
+    cr_assert_eq(tfind(&t.tab.fns, KX), NONE);
+    FN(&t, KA, 1, 1, 2, 0, 2, 0);
+    FN(&t, KM, 0, 0, 8, 3, 10, 3);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+
+    /* at an empty stack (nothing pushed below them) */
+    init2(&t);
+    cprof_thread_expect_exits(&t, left_out, 2);
+    ent(&t, KA, 0, 0);
+    ex(&t, KA, 5, 1);
+    ex(&t, KX, 6, 1);
+    ex(&t, KY, 7, 1);
+    cprof_thread_flush(&t);
+    cr_assert_eq(tfind(&t.tab.fns, KX), NONE);
+    cr_assert_eq(tfind(&t.tab.fns, KY), NONE);
+    cr_assert_eq(t.health.unmatched_exits, 0);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
 Test(engine, flush_twice_and_flush_of_unstarted_thread)
 {
     struct cprof_thread t, u;

@@ -126,7 +126,7 @@ def test_exceptions_unwinding_keep_the_stack_consistent():
     assert byname["b"]["total"]["ctxsw"] >= byname["c"]["total"]["ctxsw"] + 1
     assert byname["a"]["total"]["ctxsw"] >= byname["b"]["total"]["ctxsw"] + 2
     assert byname["a"]["self"]["ctxsw"] == 0
-    assert prof["meta"]["health"]["unmatched_exits"] <= 2     # at most the returns of Profile.__enter__ and _start
+    assert prof["meta"]["health"]["unmatched_exits"] == 0     # Profile.__enter__ and _start returning are expected
     conserved(prof)
 
 
@@ -252,7 +252,7 @@ def test_coroutines_keep_the_stack_consistent():
     assert t["total"]["ctxsw"] == 0    # its waits happen while it is suspended
     polls = [f for f in prof["functions"] if f["name"].endswith("epoll.poll")]
     assert polls and polls[0]["self"]["ctxsw"] >= 5
-    assert prof["meta"]["health"]["unmatched_exits"] <= 2     # Profile.__enter__ and _start returning
+    assert prof["meta"]["health"]["unmatched_exits"] == 0     # Profile.__enter__ and _start returning are expected
     conserved(prof)
 
 
