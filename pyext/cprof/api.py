@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, TextIO, Union, cast
@@ -107,12 +108,13 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
 
     Robust on a busy machine: each repetition measures the loop without and then with
     profiling, back to back, and the estimate is a low quantile of those paired
-    differences (a burst of load from another process inflates some of them, never
-    deflates one).  The time counters (cpu, wall, task-clock, cpu-clock) share ONE
-    estimate, taken from thread CPU time when it is measured (preemption does not
-    inflate it) and else from the first time counter: the tracer's cost is the same
-    nanoseconds on every clock, and with one share taken from every interval, a
-    thread's cpu can never come out above its wall."""
+    differences.  The time counters (cpu, wall, task-clock, cpu-clock) share ONE
+    estimate, taken from this thread's CPU time (time.thread_time_ns) whichever time
+    counters were chosen: the tracer's cost is the same nanoseconds on every clock,
+    preemption by other processes does not reach a thread's CPU time (on a loaded
+    machine a wall-clock estimate came out 0 or inflated, as the other process ran
+    during one half of a pair or the other), and with one share taken from every
+    interval, a thread's cpu can never come out above its wall."""
     items, key = _stand_ins(resolve_counters(counters))
     key = (key, all_call_sites, distributions, slow_calls)
     if key in _calibrated:
@@ -130,34 +132,38 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
         for _ in range(n):
             s = leaf(s)
 
-    diffs = []
+    clock = time.thread_time_ns
+    diffs, cpu = [], []
     for _ in range(reps):
+        t0 = clock()
         r0 = probe.read()
         loop(calls)
         r1 = probe.read()
+        t1 = clock()
         probe.enable(push_existing=False)
+        t2 = clock()
         r2 = probe.read()
         loop(calls)
         r3 = probe.read()
+        t3 = clock()
         probe.disable()
         diffs.append([(d - c) - (b - a) for a, b, c, d in zip(r0, r1, r2, r3)])
-    events = 2 * calls + 4  # leaf's start and return per call, loop's, range's
+        cpu.append((t3 - t2) - (t1 - t0))
+    # leaf's start and return per call, loop's, range's, and the clock's call and return
+    events = 2 * calls + 6
     info = probe.stats()["counters"]
     per_event = [_low_quantile([d[i] for d in diffs]) // events if c["compensable"] else 0
                  for i, c in enumerate(info)]
-    times = [i for i, c in enumerate(info) if c["compensable"] and c["time"]]
-    if times:
-        # thread CPU time where it is measured (a time counter that is not elapsed time)
-        ref = next((i for i in times if not info[i]["elapsed"]), times[0])
-        for i in times:
-            per_event[i] = per_event[ref]
+    time_cost = _low_quantile(cpu) // events
+    for i, c in enumerate(info):
+        if c["compensable"] and c["time"]:
+            per_event[i] = time_cost
     _calibrated[key] = per_event
     return per_event
 
 
 def _low_quantile(values: list) -> int:
-    """The first quartile of paired differences, never below 0: load from other
-    processes only ever makes a profiled repetition slower."""
+    """The first quartile of paired differences, never below 0."""
     return max(0, sorted(values)[len(values) // 4])
 
 
