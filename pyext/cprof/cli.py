@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the profile here instead of printing a report: the JSON "
                    "profile, or by the name's ending " + exporters.endings_help())
     p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
-    p.add_argument("--limit", type=int, default=25, help="functions in the report (0 = all)")
+    p.add_argument("--limit", type=_count, default=25, help="functions in the report (0 = all)")
     _focus_options(p)
     p.add_argument("--all-call-sites", action="store_true",
                    help="3.12+: keep watching call sites that called a Python function, so a C "
@@ -118,7 +118,7 @@ def _focus_options(p: argparse.ArgumentParser) -> None:
 def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument("--sort")
-    p.add_argument("--limit", type=int, default=25)
+    p.add_argument("--limit", type=_count, default=25)
     _focus_options(p)
     p.add_argument("--html", action="store_true", help="write the HTML report (default: FILE with .html)")
     p.add_argument("-o", "--output", help="where to write the HTML report")
@@ -146,7 +146,7 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("before")
     p.add_argument("after")
     p.add_argument("--counter", "-c", help="compare only this counter (default: every counter of both)")
-    p.add_argument("--limit", type=int, default=25, help="functions shown (0 = all)")
+    p.add_argument("--limit", type=_count, default=25, help="functions shown (0 = all)")
     p.add_argument("--fail-above", type=float, metavar="PCT",
                    help="exit 1 if the profiled region (or --function) grew more than PCT percent")
     p.add_argument("--function", help="with --fail-above: the function whose total is checked")
@@ -436,6 +436,17 @@ def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
     os.execve(sys.executable, cmd, env)
 
 
+def _count(text: str) -> int:
+    """--limit's value: a whole number, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a count; give 0 (all) or more")
+    return n
+
+
 def _join_threads() -> None:
     # As the interpreter does at exit: wait for non-daemon threads, so their work is profiled.
     main = threading.main_thread()
@@ -451,6 +462,11 @@ def _prepare_script(path: str, args: list[str]):
         raise CprofError(f"'{path}' is a folder; give a .py script, or a package with -m")
     with open(path, "rb") as f:
         source = f.read()
+    if path.endswith(".json") and source.lstrip().startswith(b"{"):
+        # a profile named where a script goes (`cprof out.json`): JSON is often valid
+        # Python too, and would run until a NameError on null
+        raise CprofError(f"'{path}' is a JSON file, not a Python script; to read a profile: "
+                         f"cprof report {path}")
     # Since 3.9 `python script.py` gives __main__ an absolute __file__ and compiles
     # the code with that name (tracebacks show it); sys.argv[0] stays as typed.
     abspath = os.path.abspath(path)

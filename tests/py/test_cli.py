@@ -846,3 +846,23 @@ def test_unjoined_threads_are_profiled(tmp_path, mode, code):
     assert fns["time.sleep"]["calls"] == 4  # 3 workers and the daemon, which is not waited for
     assert profile["meta"]["threads"] == 5
     assert r.stdout == b""
+
+
+def test_a_profile_given_as_the_script_is_refused_not_run(tmp_path):
+    """`cprof out.json` (report forgotten): JSON is often valid Python, so the profile
+    ran as a script until a NameError on null, with a traceback."""
+    prof = tmp_path / "p.json"
+    prof.write_text('{"version": 2, "functions": [], "meta": {"x": null}}\n')
+    r = cprof(str(prof))
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"cprof: error: '{prof}' is a JSON file, not a Python script; "
+                                f"to read a profile: cprof report {prof}")
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("value", ["-3", "x"])
+def test_limit_must_be_a_count(value):
+    r = cprof("report", "--limit", value, os.path.join(os.path.dirname(__file__), "data", "v1", "v1.json"))
+    assert r.returncode == 2
+    assert f"argument --limit: '{value}' is not a count; give 0 (all) or more" in r.stderr
+    assert "Traceback" not in r.stderr
