@@ -2,19 +2,23 @@
 
     python3 benches/compare.py [--reps 5] [--python PATH] [--out DIR]
                                [--configs PATTERNS] [--workloads PATTERNS] [--smoke]
+                               [--venv DIR] [--python-gil 0|1]
 
 1. Sets up a venv for the chosen Python (default: pyenv's 3.12.1, else python3.12, else
-   this interpreter) in benches/.venv/pyXY, and installs into it: cprof from this checkout
+   this interpreter) in benches/.venv/pyXY (pyXYt when free-threaded; --venv DIR), and installs into it: cprof from this checkout
    (re-installed whenever its sources change; --cprof HEAD takes a clean export of a commit
    instead, when others are editing the working tree), yappi, pyinstrument, py-spy, black (its pure
    Python wheel, so that black runs as Python code a profiler can see) and matplotlib.  A
    peer that cannot be installed is reported as MISSING with pip's reason, never dropped.
+   3.15's profiling.tracing and profiling.sampling run where the standard library has them.
 2. Builds floor/_benchfloor.c, an empty C callback, for the sys.monitoring floor (3.12+).
 3. Tunes the bias workload's inline half so that both halves take the same time unprofiled.
 4. Runs every workload (workloads.py) under every configuration, each run in a fresh
    interpreter that times only the workload (perf_counter inside the process, printed on a
-   line this script parses), configurations interleaved and rotated, --reps repetitions,
-   the best kept per cell: these machines are shared and noisy.
+   line this script parses, with whether the GIL was on), configurations interleaved and
+   rotated, --reps repetitions; each ratio is the median of the paired ratios (run r of a
+   configuration over run r of plain, measured in the same rotation), with their range:
+   these machines are shared and noisy.  --python-gil sets PYTHON_GIL in every run.
 5. Prints the overhead table (ratio to no profiler, and to cProfile) and the accuracy table:
    each profiler's calls_half/inline_half ratio (the median over the repetitions; sampling
    profilers' samples pooled over them) over the true ratio (the median over the unprofiled
@@ -470,7 +474,7 @@ def text_tables(results: dict) -> str:
     cells, configs, workloads = results["cells"], results["configs"], results["workloads"]
     m = results["meta"]
     out = [f"Python {m['python_version']} ({m['hook']}), {m['machine']}, {m['date']}, "
-           f"best of {m['reps']}{' (SMOKE: tiny workloads, not a measurement)' if m['smoke'] else ''}",
+           f"paired medians of {m['reps']}{' (SMOKE: tiny workloads, not a measurement)' if m['smoke'] else ''}",
            f"cprof {m['cprof_commit']}; peers: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()
                                                            if k not in ("python", "cprof")),
            ""]
