@@ -479,7 +479,7 @@ def text_tables(results: dict) -> str:
                                                            if k not in ("python", "cprof")),
            ""]
     width = max(len(c) for c in configs) + 2
-    colw = 22
+    colw = 28
     out.append("Overhead: workload time / unprofiled time [range]  (/ cProfile's time), "
                "medians of paired runs")
     out.append(f"{'':<{width}}" + "".join(f"{w:>{colw}}" for w in workloads))
