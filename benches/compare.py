@@ -302,6 +302,8 @@ def parse_output(stdout: str) -> dict:
             got["seconds"] = float(parts[1])
         elif parts[:1] == ["BENCH_HALVES"]:
             got["halves"] = tuple(float(x) for x in parts[1:])  # sums, then fastest rounds
+        elif parts[:1] == ["BENCH_CPU"]:
+            got["cpu"] = float(parts[1])
         elif parts[:1] == ["BENCH_GIL"]:
             got["gil"] = parts[1]  # "on", "off", or "always" (a build with the GIL)
         elif parts[:1] == ["BENCH_SKIP"]:
@@ -392,8 +394,11 @@ def summarize(results: dict) -> None:
         for c in configs:
             one, four = cells["fib"][c].get("by_rep", {}), cells["fib4"][c].get("by_rep", {})
             ups = [4 * one[r] / four[r] for r in four if one.get(r)]
+            cpu = cells["fib4"][c].get("cpu_by_rep", {})
+            busy = [cpu[r] / four[r] for r in cpu if four.get(r)]  # cores kept busy in fib4
             if ups:
                 par[c] = {"speedup": median(ups), "range": [min(ups), max(ups)],
+                          "cores": median(busy), "cores_range": [min(busy), max(busy)] if busy else None,
                           "gil": sorted(set(cells["fib4"][c].get("gil", [])))}
     results["floor_ratios"] = []
     if "fib" in cells:
@@ -517,10 +522,12 @@ def text_tables(results: dict) -> str:
     par = results.get("parallel")
     if par:
         out.append("")
-        out.append("fib4 (fib in 4 threads) / fib: speed-up of the threads, 4 * t(fib) / t(fib4), "
-                   f"on {results['meta'].get('cpus', '?')} CPUs")
+        out.append("fib4 (fib in 4 threads) / fib: speed-up of the threads, 4 * t(fib) / t(fib4), and the "
+                   f"cores fib4 kept busy (process CPU time / wall time), on {results['meta'].get('cpus', '?')} CPUs")
         for c, x in par.items():
-            out.append(f"  {c:<{width}}{x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}]"
+            cores = (f"  cores {x['cores']:.2f} [{x['cores_range'][0]:.2f}-{x['cores_range'][1]:.2f}]"
+                     if x.get("cores") is not None else "")
+            out.append(f"  {c:<{width}}{x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}]" + cores
                        + (f"  GIL {'/'.join(x['gil'])}" if x["gil"] else ""))
     note = gil_note(results)
     if note:
@@ -556,10 +563,12 @@ def markdown_tables(results: dict) -> str:
     par = results.get("parallel")
     if par:
         md.append("")
-        md.append("| profiler | fib4 speed-up, 4·t(fib)/t(fib4) | GIL in fib4 |")
-        md.append("|---|---|---|")
+        md.append("| profiler | fib4 speed-up, 4·t(fib)/t(fib4) | cores busy in fib4 | GIL in fib4 |")
+        md.append("|---|---|---|---|")
         for c, x in par.items():
-            md.append(f"| {c} | {x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}] | "
+            cores = (f"{x['cores']:.2f} [{x['cores_range'][0]:.2f}-{x['cores_range'][1]:.2f}]"
+                     if x.get("cores") is not None else "—")
+            md.append(f"| {c} | {x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}] | {cores} | "
                       f"{'/'.join(x['gil']) or '?'} |")
     if "bias" in cells:
         md.append("")
@@ -778,6 +787,8 @@ def main() -> int:
                 else:
                     cell["times"].append(r["seconds"])
                     cell.setdefault("by_rep", {})[str(rep)] = r["seconds"]  # paired with plain's run of this rep
+                    if "cpu" in r:
+                        cell.setdefault("cpu_by_rep", {})[str(rep)] = r["cpu"]
                     if "gil" in r:
                         cell.setdefault("gil", []).append(r["gil"])
                     if w == "bias":

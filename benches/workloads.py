@@ -7,7 +7,7 @@ workloads.py fib``, ``py-spy record -- python workloads.py fib``, ...), so what
 it costs to start, import and write its output is not timed: only the workload
 is, with perf_counter around it, printed as ``BENCH_SECONDS <s>`` for
 compare.py to parse (after an untimed pause of $BENCH_SETTLE seconds, for py-spy to attach),
-then ``BENCH_GIL on|off|always``: whether the GIL was enabled (``always``: a build with one).  The bias workload also prints ``BENCH_HALVES <calls_s>
+then ``BENCH_CPU <s>`` (the process's CPU time over the same span) and ``BENCH_GIL on|off|always``: whether the GIL was enabled (``always``: a build with one).  The bias workload also prints ``BENCH_HALVES <calls_s>
 <inline_s>``; a workload that cannot run here (black not installed) prints
 ``BENCH_SKIP <reason>`` and exits 3.
 
@@ -258,10 +258,13 @@ def main() -> int:
     # A profiler that attaches from outside (py-spy) needs a moment after start-up: without it
     # a 15 ms workload can be over before the first sample, or before it attaches at all.
     time.sleep(float(os.environ.get("BENCH_SETTLE", "0")))
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     run()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     print(f"BENCH_SECONDS {t1 - t0:.9f}", flush=True)
+    # CPU time of all the process's threads over the same span: CPU / wall is how many cores the
+    # workload kept busy (at most 1 with a GIL), which other load on the machine moves less
+    print(f"BENCH_CPU {c1 - c0:.9f}", flush=True)
     # whether the GIL was on while the workload ran: a free-threaded build turns it back on when
     # an extension that does not declare Py_mod_gil is imported (unless PYTHON_GIL=0)
     import sysconfig
