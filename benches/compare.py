@@ -377,12 +377,16 @@ def summarize(results: dict) -> None:
     # measured within one rotation, minutes apart at most; the median of those ratios, and
     # their range as the spread.  Another agent's load moves both runs of a pair alike more
     # often than it moves the best of each.
+    def paired(cell: dict) -> dict:
+        # results.json written before runs were paired has only the best of each cell
+        return cell.get("by_rep") or ({"best": cell["best_s"]} if cell.get("best_s") else {})
+
     for w in workloads:
-        base = cells[w].get("plain", {}).get("by_rep", {})
-        cp = cells[w].get("cProfile", {}).get("by_rep", {})
+        base = paired(cells[w].get("plain", {}))
+        cp = paired(cells[w].get("cProfile", {}))
         for c in configs:
             cell = cells[w][c]
-            mine = cell.get("by_rep", {})
+            mine = paired(cell)
             for key, other in (("x_plain", base), ("x_cProfile", cp)):
                 pairs = [mine[r] / other[r] for r in mine if other.get(r)]
                 cell[key] = median(pairs)
