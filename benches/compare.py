@@ -2,19 +2,23 @@
 
     python3 benches/compare.py [--reps 5] [--python PATH] [--out DIR]
                                [--configs PATTERNS] [--workloads PATTERNS] [--smoke]
+                               [--venv DIR] [--python-gil 0|1]
 
 1. Sets up a venv for the chosen Python (default: pyenv's 3.12.1, else python3.12, else
-   this interpreter) in benches/.venv/pyXY, and installs into it: cprof from this checkout
+   this interpreter) in benches/.venv/pyXY (pyXYt when free-threaded; --venv DIR), and installs into it: cprof from this checkout
    (re-installed whenever its sources change; --cprof HEAD takes a clean export of a commit
    instead, when others are editing the working tree), yappi, pyinstrument, py-spy, black (its pure
    Python wheel, so that black runs as Python code a profiler can see) and matplotlib.  A
    peer that cannot be installed is reported as MISSING with pip's reason, never dropped.
+   3.15's profiling.tracing and profiling.sampling run where the standard library has them.
 2. Builds floor/_benchfloor.c, an empty C callback, for the sys.monitoring floor (3.12+).
 3. Tunes the bias workload's inline half so that both halves take the same time unprofiled.
 4. Runs every workload (workloads.py) under every configuration, each run in a fresh
    interpreter that times only the workload (perf_counter inside the process, printed on a
-   line this script parses), configurations interleaved and rotated, --reps repetitions,
-   the best kept per cell: these machines are shared and noisy.
+   line this script parses, with whether the GIL was on), configurations interleaved and
+   rotated, --reps repetitions; each ratio is the median of the paired ratios (run r of a
+   configuration over run r of plain, measured in the same rotation), with their range:
+   these machines are shared and noisy.  --python-gil sets PYTHON_GIL in every run.
 5. Prints the overhead table (ratio to no profiler, and to cProfile) and the accuracy table:
    each profiler's calls_half/inline_half ratio (the median over the repetitions; sampling
    profilers' samples pooled over them) over the true ratio (the median over the unprofiled
@@ -45,9 +49,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # the checkout whose cprof is measured
-WORKLOADS = ["fib", "heavy", "io", "alloc", "threads", "black", "bias"]
+WORKLOADS = ["fib", "fib4", "heavy", "io", "alloc", "threads", "black", "bias"]
 CALLS_PER_ROUND = 200_000  # workloads.CALLS_PER_ROUND
 PEERS = ["yappi", "pyinstrument", "py-spy", "black", "matplotlib"]
+# in the standard library from 3.15 on (PEP 799): profiling.tracing is cProfile under its new name,
+# profiling.sampling a sampling profiler that reads another process's memory, as py-spy does
+STDLIB_PROFILERS = ["profiling.tracing", "profiling.sampling"]
 
 
 # ---- configurations ------------------------------------------------------------------------
@@ -78,6 +85,8 @@ def make_configs(venv: Path) -> list[Config]:
         Config("floor cprof-events", lambda p, s: [py, str(HERE / "floor_run.py"), "cprof", *s],
                needs="floor", env=floor_env),
         Config("cProfile", lambda p, s: [py, "-m", "cProfile", "-o", p, *s], "pstats"),
+        Config("profiling.tracing", lambda p, s: [py, "-m", "profiling.tracing", "-o", p, *s], "pstats",
+               "profiling.tracing"),
         Config("yappi cpu", lambda p, s: [py, "-m", "yappi", "-c", "cpu", "-f", "pstat", "-o", p, *s],
                "pstats", "yappi"),
         Config("yappi wall", lambda p, s: [py, "-m", "yappi", "-c", "wall", "-f", "pstat", "-o", p, *s],
@@ -86,6 +95,10 @@ def make_configs(venv: Path) -> list[Config]:
                "pyisession", "pyinstrument"),
         Config("py-spy", lambda p, s: [spy, "record", "--format", "raw", "-o", p, "--", py, *s],
                "pyspy-raw", "py-spy", env={"BENCH_SETTLE": "0.2"}),
+        # its defaults (1 kHz, wall mode) but every thread, as py-spy samples every thread
+        Config("profiling.sampling", lambda p, s: [py, "-m", "profiling.sampling", "run", "-a", "--collapsed",
+                                                   "-o", p, *s],
+               "collapsed", "profiling.sampling", env={"BENCH_SETTLE": "0.2"}),
         Config("cprof wall", cprof("wall"), "cprof"),
         Config("cprof cpu", cprof("cpu"), "cprof"),
         Config("cprof cpu --no-compensate", cprof("cpu", "--no-compensate"), "cprof", "cprof-nocomp"),
@@ -142,18 +155,25 @@ def cprof_source_hash() -> str:
 
 
 class Venv:
-    def __init__(self, base_python: str, smoke: bool):
+    def __init__(self, base_python: str, smoke: bool, venv_dir: str | None = None):
         self.base = base_python
         self.smoke = smoke
-        ver = run([base_python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
+        # "3.14t" for a free-threaded build: its extensions cannot share a venv with 3.14's
+        ver = run([base_python, "-c", "import sys, sysconfig; print('%d.%d' % sys.version_info[:2] + "
+                   "('t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))"]).stdout.strip()
         if not ver:
             raise SystemExit(f"compare.py: error: cannot run the Python '{base_python}'; give another with --python")
         self.version = ver
-        self.dir = HERE / ".venv" / f"py{ver.replace('.', '')}"
+        self.dir = Path(venv_dir) if venv_dir else HERE / ".venv" / f"py{ver.replace('.', '')}"
         self.python = self.dir / "bin" / "python"
         self.missing: dict[str, str] = {}   # peer or need -> reason
         self.versions: dict[str, str] = {}  # installed package -> version
         self.pip_opts = ["--timeout", "20", "--retries", "1"] if smoke else []
+        self.run_env: dict[str, str] = {}   # set in every measured run (PYTHON_GIL)
+
+    def version_tuple(self) -> tuple[int, int]:
+        major, minor = self.version.rstrip("t").split(".")
+        return int(major), int(minor)
 
     def pip(self, *args, timeout=900) -> subprocess.CompletedProcess:
         return run([str(self.python), "-m", "pip", *args, *self.pip_opts, "--disable-pip-version-check"],
@@ -231,7 +251,7 @@ class Venv:
             return
         with tempfile.TemporaryDirectory() as d:
             p = self.pip("download", "-q", "black", "--no-deps", "--only-binary=:all:", "--platform", "any",
-                         "--python-version", self.version, "-d", d)
+                         "--python-version", "%d.%d" % self.version_tuple(), "-d", d)
             wheels = list(Path(d).glob("black-*.whl"))
             if p.returncode != 0 or not wheels:
                 raise RuntimeError(why(p))
@@ -240,7 +260,7 @@ class Venv:
                 raise RuntimeError(why(p))
 
     def build_floor(self) -> None:
-        if tuple(map(int, self.version.split("."))) < (3, 12):
+        if self.version_tuple() < (3, 12):
             self.missing["floor"] = f"sys.monitoring needs Python 3.12+ (this is {self.version})"
             return
         out = self.dir / "floor"
@@ -259,10 +279,14 @@ class Venv:
                  "for n in ('cprof', 'yappi', 'pyinstrument', 'py-spy', 'black', 'matplotlib'):\n"
                  "    try: print(n, m.version(n))\n"
                  "    except Exception: pass\n"
-                 "print('python', sys.version.split()[0])"])
+                 "print('python', sys.version.split()[0] + ('t' if not getattr(sys, '_is_gil_enabled', "
+                 "lambda: True)() or __import__('sysconfig').get_config_var('Py_GIL_DISABLED') else ''))"])
         for line in q.stdout.splitlines():
             name, _, version = line.partition(" ")
             self.versions[name] = version
+        for module in STDLIB_PROFILERS:
+            if not self.has_module(module):
+                self.missing[module] = f"not in Python {self.version}'s standard library (3.15+)"
         helptext = run([str(self.python), "-m", "cprof", "--help"]).stdout
         if "--no-compensate" not in helptext:
             self.missing["cprof-nocomp"] = "this cprof has no --no-compensate flag yet"
@@ -278,6 +302,10 @@ def parse_output(stdout: str) -> dict:
             got["seconds"] = float(parts[1])
         elif parts[:1] == ["BENCH_HALVES"]:
             got["halves"] = tuple(float(x) for x in parts[1:])  # sums, then fastest rounds
+        elif parts[:1] == ["BENCH_CPU"]:
+            got["cpu"] = float(parts[1])
+        elif parts[:1] == ["BENCH_GIL"]:
+            got["gil"] = parts[1]  # "on", "off", or "always" (a build with the GIL)
         elif parts[:1] == ["BENCH_SKIP"]:
             got["skip"] = line.split(None, 1)[1]
     return got
@@ -290,7 +318,7 @@ def run_cell(venv: Venv, cfg: Config, workload: str, extra: list[str], timeout: 
         argv = cfg.argv(profile, [str(HERE / "workloads.py"), workload, *extra])
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)  # the venv's packages only, plus what the config adds
-        env.update(PYTHONHASHSEED="0", **cfg.env)
+        env.update(PYTHONHASHSEED="0", **venv.run_env, **cfg.env)
         try:
             p = run(argv, timeout=timeout, env=env, cwd=scratch)
         except subprocess.TimeoutExpired:
@@ -345,21 +373,47 @@ def fmt_ratio(x, digits=2):
 
 def summarize(results: dict) -> None:
     cells, configs, workloads = results["cells"], results["configs"], results["workloads"]
+    # Ratios are paired: run r of a configuration over run r of plain (or cProfile), the two
+    # measured within one rotation, minutes apart at most; the median of those ratios, and
+    # their range as the spread.  Another agent's load moves both runs of a pair alike more
+    # often than it moves the best of each.
+    def paired(cell: dict) -> dict:
+        # results.json written before runs were paired has only the best of each cell
+        return cell.get("by_rep") or ({"best": cell["best_s"]} if cell.get("best_s") else {})
+
     for w in workloads:
-        base = cells[w].get("plain", {}).get("best_s")
-        cp = cells[w].get("cProfile", {}).get("best_s")
+        base = paired(cells[w].get("plain", {}))
+        cp = paired(cells[w].get("cProfile", {}))
         for c in configs:
             cell = cells[w][c]
-            cell["x_plain"] = ratio(cell.get("best_s"), base)
-            cell["x_cProfile"] = ratio(cell.get("best_s"), cp)
+            mine = paired(cell)
+            for key, other in (("x_plain", base), ("x_cProfile", cp)):
+                pairs = [mine[r] / other[r] for r in mine if other.get(r)]
+                cell[key] = median(pairs)
+                cell[key + "_range"] = [min(pairs), max(pairs)] if pairs else None
+    par = results["parallel"] = {}
+    if "fib" in cells and "fib4" in cells:
+        # four times fib's work in fib4: 4 * t(fib) / t(fib4) is the speed-up the threads got,
+        # paired per repetition; with the GIL on it stays near 1, free-threaded it nears the cores
+        for c in configs:
+            one, four = cells["fib"][c].get("by_rep", {}), cells["fib4"][c].get("by_rep", {})
+            ups = [4 * one[r] / four[r] for r in four if one.get(r)]
+            cpu = cells["fib4"][c].get("cpu_by_rep", {})
+            busy = [cpu[r] / four[r] for r in cpu if four.get(r)]  # cores kept busy in fib4
+            if ups:
+                par[c] = {"speedup": median(ups), "range": [min(ups), max(ups)],
+                          "cores": median(busy), "cores_range": [min(busy), max(busy)] if busy else None,
+                          "gil": sorted(set(cells["fib4"][c].get("gil", [])))}
     results["floor_ratios"] = []
     if "fib" in cells:
         for floor in ("floor py", "floor cprof-events"):
-            fb = cells["fib"].get(floor, {}).get("best_s")
-            for c in ("cprof wall", "cprof cpu,ctxsw", "cProfile"):
-                cb = cells["fib"].get(c, {}).get("best_s")
-                if fb and cb:
-                    results["floor_ratios"].append({"profiler": c, "floor": floor, "ratio": cb / fb})
+            fb = cells["fib"].get(floor, {}).get("by_rep", {})
+            for c in ("cprof wall", "cprof cpu", "cprof cpu,ctxsw", "cProfile", "profiling.tracing"):
+                cb = cells["fib"].get(c, {}).get("by_rep", {})
+                pairs = [cb[r] / fb[r] for r in cb if fb.get(r)]
+                if pairs:
+                    results["floor_ratios"].append({"profiler": c, "floor": floor, "ratio": median(pairs),
+                                                    "range": [min(pairs), max(pairs)]})
     # Accuracy.  The unprofiled ratio itself moves by several % from one process to the next on
     # this shared VM, so: the true ratio is the median of the plain runs' ratios; a
     # deterministic profiler's reported ratio is the median of its runs' ratios (one unlucky
@@ -397,6 +451,28 @@ def median(xs):
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
+def fmt_cell(cell: dict) -> str:
+    """The paired median ratio to plain and its range: 1.85 [1.80-1.92]."""
+    r = cell.get("x_plain_range")
+    spread = f" [{r[0]:.2f}-{r[1]:.2f}]" if r and r[0] != r[1] else ""
+    return fmt_ratio(cell.get("x_plain")) + spread
+
+
+def gil_note(results: dict) -> str | None:
+    """Which configurations ran with the GIL on, on a free-threaded build."""
+    states: dict[str, set] = {}
+    for w in results["workloads"]:
+        for c in results["configs"]:
+            states.setdefault(c, set()).update(results["cells"][w][c].get("gil", []))
+    if not any(s & {"on", "off"} for s in states.values()):
+        return None
+    on = [c for c, s in states.items() if "on" in s]
+    off = [c for c, s in states.items() if s == {"off"}]
+    env = results["meta"].get("run_env", {})
+    return (f"GIL (free-threaded build{', ' + ', '.join(f'{k}={v}' for k, v in env.items()) if env else ''}): "
+            f"on in {', '.join(on) or 'none'}; off in {', '.join(off) or 'none'}")
+
+
 def status_text(cell: dict) -> str | None:
     if cell.get("status") in ("MISSING", "FAILED", "SKIPPED"):
         return cell["status"]
@@ -407,13 +483,14 @@ def text_tables(results: dict) -> str:
     cells, configs, workloads = results["cells"], results["configs"], results["workloads"]
     m = results["meta"]
     out = [f"Python {m['python_version']} ({m['hook']}), {m['machine']}, {m['date']}, "
-           f"best of {m['reps']}{' (SMOKE: tiny workloads, not a measurement)' if m['smoke'] else ''}",
+           f"paired medians of {m['reps']}{' (SMOKE: tiny workloads, not a measurement)' if m['smoke'] else ''}",
            f"cprof {m['cprof_commit']}; peers: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()
                                                            if k not in ("python", "cprof")),
            ""]
     width = max(len(c) for c in configs) + 2
-    colw = 14
-    out.append("Overhead: workload time / unprofiled time  (/ cProfile's time)")
+    colw = 28
+    out.append("Overhead: workload time / unprofiled time [range]  (/ cProfile's time), "
+               "medians of paired runs")
     out.append(f"{'':<{width}}" + "".join(f"{w:>{colw}}" for w in workloads))
     row = f"{'plain (ms)':<{width}}"
     for w in workloads:
@@ -427,10 +504,7 @@ def text_tables(results: dict) -> str:
         for w in workloads:
             cell = cells[w][c]
             st = status_text(cell)
-            if st:
-                text = st
-            else:
-                text = f"{fmt_ratio(cell['x_plain'])} ({fmt_ratio(cell['x_cProfile'])})"
+            text = st if st else f"{fmt_cell(cell)} ({fmt_ratio(cell['x_cProfile'])})"
             row += f"{text:>{colw}}"
         out.append(row)
     if "bias" in cells:
@@ -449,6 +523,20 @@ def text_tables(results: dict) -> str:
                 continue
             per = " ".join(fmt_ratio(x) for x in acc["per_rep_accuracy"])
             out.append(f"{c:<{width}}{fmt_ratio(acc['reported_ratio']):>10}{fmt_ratio(acc['accuracy']):>15}  {per}")
+    par = results.get("parallel")
+    if par:
+        out.append("")
+        out.append("fib4 (fib in 4 threads) / fib: speed-up of the threads, 4 * t(fib) / t(fib4), and the "
+                   f"cores fib4 kept busy (process CPU time / wall time), on {results['meta'].get('cpus', '?')} CPUs")
+        for c, x in par.items():
+            cores = (f"  cores {x['cores']:.2f} [{x['cores_range'][0]:.2f}-{x['cores_range'][1]:.2f}]"
+                     if x.get("cores") is not None else "")
+            out.append(f"  {c:<{width}}{x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}]" + cores
+                       + (f"  GIL {'/'.join(x['gil'])}" if x["gil"] else ""))
+    note = gil_note(results)
+    if note:
+        out.append("")
+        out.append(note)
     floors = results.get("floor_ratios")
     if floors:
         out.append("")
@@ -474,8 +562,18 @@ def markdown_tables(results: dict) -> str:
         for w in workloads:
             cell = cells[w][c]
             st = status_text(cell)
-            row.append(st if st else f"{fmt_ratio(cell['x_plain'])} ({fmt_ratio(cell['x_cProfile'])})")
+            row.append(st if st else f"{fmt_cell(cell)} ({fmt_ratio(cell['x_cProfile'])})")
         md.append(f"| {c} | " + " | ".join(row) + " |")
+    par = results.get("parallel")
+    if par:
+        md.append("")
+        md.append("| profiler | fib4 speed-up, 4·t(fib)/t(fib4) | cores busy in fib4 | GIL in fib4 |")
+        md.append("|---|---|---|---|")
+        for c, x in par.items():
+            cores = (f"{x['cores']:.2f} [{x['cores_range'][0]:.2f}-{x['cores_range'][1]:.2f}]"
+                     if x.get("cores") is not None else "—")
+            md.append(f"| {c} | {x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}] | {cores} | "
+                      f"{'/'.join(x['gil']) or '?'} |")
     if "bias" in cells:
         md.append("")
         md.append(f"| profiler | reported ratio | reported / true (true = {fmt_ratio(results['true_ratio'], 3)}) |")
@@ -575,6 +673,11 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="a quick pass for CI: tiny workloads, 1 repetition")
     ap.add_argument("--cprof", metavar="REF", help="measure the cprof of this commit (e.g. HEAD), "
                     "exported clean, instead of the working tree as it is now")
+    ap.add_argument("--venv", metavar="DIR", help="the bench venv to set up and use "
+                    "(default benches/.venv/pyXY, pyXYt for a free-threaded build)")
+    ap.add_argument("--python-gil", choices=("0", "1"), help="set PYTHON_GIL in every measured run "
+                    "(free-threaded builds: 0 keeps the GIL off even if an extension does not declare "
+                    "Py_mod_gil)")
     ap.add_argument("--list", action="store_true", help="list configurations and workloads, and exit")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print and draw a results.json again, run nothing")
     a = ap.parse_args()
@@ -589,7 +692,9 @@ def main() -> int:
     python = a.python or default_python()
     t_start = time.time()
 
-    venv = Venv(python, smoke)
+    venv = Venv(python, smoke, a.venv)
+    if a.python_gil:
+        venv.run_env["PYTHON_GIL"] = a.python_gil
     all_configs = make_configs(venv.dir)
     if a.list:
         print("configurations: " + "; ".join(c.name for c in all_configs))
@@ -638,9 +743,13 @@ def main() -> int:
     venv.describe()
 
     problems: dict[str, str] = {}
+    if not a.configs:  # by default, leave out what this Python's standard library does not have
+        for c in [c for c in configs if c.needs in STDLIB_PROFILERS and c.needs in venv.missing]:
+            problems[c.name] = f"NOT RUN: {venv.missing[c.needs]}"
+            configs.remove(c)
     fatal: list[str] = []  # problems that fail the harness: plain, cProfile or cprof did not run
     for c in configs:
-        if c.needs and c.needs in venv.missing:
+        if c.needs and c.needs in venv.missing and c.name not in problems:
             problems[c.name] = f"MISSING: {venv.missing[c.needs]}"
     log("configurations: " + ", ".join(c.name + (" (MISSING)" if c.name in problems else "") for c in configs))
 
@@ -681,6 +790,11 @@ def main() -> int:
                         hung[cfg.name] = f"not run: it {r['error']} on {w}"
                 else:
                     cell["times"].append(r["seconds"])
+                    cell.setdefault("by_rep", {})[str(rep)] = r["seconds"]  # paired with plain's run of this rep
+                    if "cpu" in r:
+                        cell.setdefault("cpu_by_rep", {})[str(rep)] = r["cpu"]
+                    if "gil" in r:
+                        cell.setdefault("gil", []).append(r["gil"])
                     if w == "bias":
                         if cfg.name == "plain":
                             true_halves.append(r["halves"])
@@ -718,16 +832,17 @@ def main() -> int:
             acc["error"] = acc["errors"][-1]
             problems[f"{c} accuracy"] = f"FAILED: could not read its profile: {acc['errors'][-1]}"
 
-    hook = "sys.monitoring" if tuple(map(int, venv.version.split("."))) >= (3, 12) else "setprofile"
+    hook = "sys.monitoring" if venv.version_tuple() >= (3, 12) else "setprofile"
     results = {
         "meta": {"python": str(venv.python), "python_version": venv.versions.get("python", venv.version),
                  "hook": hook, "machine": machine_description(),
                  "date": datetime.date.today().isoformat(), "reps": reps, "smoke": smoke,
+                 "cpus": os.cpu_count(), "run_env": venv.run_env,
                  "cprof_commit": cprof_what, "versions": venv.versions,
                  "command": sys.argv, "elapsed_s": None},
         "configs": [c.name for c in configs], "workloads": workloads,
         "cells": cells, "accuracy": accuracy, "bias": bias, "true_halves": true_halves,
-        "sampling": [c.name for c in configs if c.fmt in ("pyisession", "pyspy-raw")],
+        "sampling": [c.name for c in configs if c.fmt in ("pyisession", "pyspy-raw", "collapsed")],
         "problems": problems,
     }
     summarize(results)

@@ -6,6 +6,8 @@ FORMAT is how the profiler wrote FILE:
   pstats      cProfile -o, yappi -f pstat: cumtime (yappi's ttot) of calls_half / inline_half
   pyisession  pyinstrument -r pyisession: time of the samples whose stack holds the function
   pyspy-raw   py-spy --format raw: number of samples whose stack holds the function
+  collapsed   python -m profiling.sampling run --collapsed (3.15+): the same, from its lines
+              "tid:N;file:function:line;... COUNT"
   cprof       cprof -o: `total` of the first counter (the one --counter names first)
 
 Prints one JSON object: {"calls_half": x, "inline_half": y, "unit": "...", ...}.  Only
@@ -65,6 +67,27 @@ def from_pyspy_raw(path: str) -> dict:
     return out
 
 
+def from_collapsed(path: str) -> dict:
+    out = {h: 0 for h in HALVES}
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not count.isdigit():
+                continue
+            total += int(count)
+            seen = set()
+            for fr in stack.split(";"):
+                parts = fr.rsplit(":", 2)  # the file name may hold a colon, the rest cannot
+                if len(parts) == 3 and parts[1] in HALVES and parts[0].endswith(SCRIPT):
+                    seen.add(parts[1])
+            for h in seen:
+                out[h] += int(count)
+    out["unit"] = "samples"
+    out["samples"] = total
+    return out
+
+
 def from_cprof(path: str) -> dict:
     with open(path) as f:
         prof = json.load(f)
@@ -83,7 +106,7 @@ def from_cprof(path: str) -> dict:
 
 
 READERS = {"pstats": from_pstats, "pyisession": from_pyisession,
-           "pyspy-raw": from_pyspy_raw, "cprof": from_cprof}
+           "pyspy-raw": from_pyspy_raw, "collapsed": from_collapsed, "cprof": from_cprof}
 
 
 def main() -> int:

@@ -6,12 +6,15 @@ The profiler under test wraps this whole script (``python -m cProfile -o f
 workloads.py fib``, ``py-spy record -- python workloads.py fib``, ...), so what
 it costs to start, import and write its output is not timed: only the workload
 is, with perf_counter around it, printed as ``BENCH_SECONDS <s>`` for
-compare.py to parse (after an untimed pause of $BENCH_SETTLE seconds, for py-spy to attach).  The bias workload also prints ``BENCH_HALVES <calls_s>
+compare.py to parse (after an untimed pause of $BENCH_SETTLE seconds, for py-spy to attach),
+then ``BENCH_CPU <s>`` (the process's CPU time over the same span) and ``BENCH_GIL on|off|always``: whether the GIL was enabled (``always``: a build with one).  The bias workload also prints ``BENCH_HALVES <calls_s>
 <inline_s>``; a workload that cannot run here (black not installed) prints
 ``BENCH_SKIP <reason>`` and exits 3.
 
 Workloads:
   fib      naive recursive fib(27): call-heavy, tiny frames
+  fib4     fib(27) in each of four threads at once, nothing shared: on a free-threaded build
+           they run in parallel, so fib4 / fib is what profiling leaves of the parallelism
   heavy    a few heavy functions (a pure-Python loop, list.sort, re, hashlib): few calls
   io       sleeps and small file writes and reads (no fsync: disk latency is too noisy here)
   alloc    many small objects: instances with __init__, dicts, tuples, strings
@@ -42,8 +45,20 @@ def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
 
+FIB_N = 20 if SMOKE else 27
+
+
 def run_fib():
-    fib(20 if SMOKE else 27)
+    fib(FIB_N)
+
+
+def run_fib4():
+    import threading
+    threads = [threading.Thread(target=fib, args=(FIB_N,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 # ---- heavy -------------------------------------------------------------------------------
@@ -229,7 +244,7 @@ def run_bias():
 
 # ------------------------------------------------------------------------------------------
 
-WORKLOADS = {"fib": run_fib, "heavy": run_heavy, "io": run_io, "alloc": run_alloc,
+WORKLOADS = {"fib": run_fib, "fib4": run_fib4, "heavy": run_heavy, "io": run_io, "alloc": run_alloc,
              "threads": run_threads, "black": None, "bias": run_bias}
 
 
@@ -243,10 +258,21 @@ def main() -> int:
     # A profiler that attaches from outside (py-spy) needs a moment after start-up: without it
     # a 15 ms workload can be over before the first sample, or before it attaches at all.
     time.sleep(float(os.environ.get("BENCH_SETTLE", "0")))
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     run()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     print(f"BENCH_SECONDS {t1 - t0:.9f}", flush=True)
+    # CPU time of all the process's threads over the same span: CPU / wall is how many cores the
+    # workload kept busy (at most 1 with a GIL), which other load on the machine moves less
+    print(f"BENCH_CPU {c1 - c0:.9f}", flush=True)
+    # whether the GIL was on while the workload ran: a free-threaded build turns it back on when
+    # an extension that does not declare Py_mod_gil is imported (unless PYTHON_GIL=0)
+    import sysconfig
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        gil = "always"
+    else:
+        gil = "on" if sys._is_gil_enabled() else "off"
+    print(f"BENCH_GIL {gil}", flush=True)
     return 0
 
 

@@ -20,12 +20,19 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_GIL_DISABLED
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED}, /* no state at all: importing it must not turn the GIL back on */
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_benchfloor", "An empty sys.monitoring callback (benches/).", -1, methods,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "_benchfloor", "An empty sys.monitoring callback (benches/).", 0, methods,
+    slots, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__benchfloor(void)
 {
-    return PyModule_Create(&module);
+    return PyModuleDef_Init(&module);
 }
