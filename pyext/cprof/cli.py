@@ -451,7 +451,7 @@ def _prepare_script(path: str, args: list[str]):
         raise CprofError(f"'{path}' is a folder; give a .py script, or a package with -m")
     with open(path, "rb") as f:
         source = f.read()
-    # Since 3.9 `python script.py` gives __main__ an absolute __file__ and compiles
+    # `python script.py` gives __main__ an absolute __file__ and compiles
     # the code with that name (tracebacks show it); sys.argv[0] stays as typed.
     abspath = os.path.abspath(path)
     try:
