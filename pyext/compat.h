@@ -1,4 +1,4 @@
-/* What pyext/ needs across CPython 3.9-3.13, in one place. */
+/* What pyext/ needs across CPython 3.10-3.15, in one place. */
 #ifndef CPROF_COMPAT_H
 #define CPROF_COMPAT_H
 
@@ -13,20 +13,6 @@
     PyObject *s##_t, *s##_v, *s##_tb;                                                            \
     PyErr_Fetch(&s##_t, &s##_v, &s##_tb)
 #define RESTORE_EXC(s) PyErr_Restore(s##_t, s##_v, s##_tb)
-#endif
-
-#if PY_VERSION_HEX < 0x030A0000
-static inline PyObject *Py_NewRef(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-
-static inline PyObject *Py_XNewRef(PyObject *o)
-{
-    Py_XINCREF(o);
-    return o;
-}
 #endif
 
 #endif

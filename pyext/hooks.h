@@ -1,5 +1,5 @@
 /* The event hooks, one implementation per Python version range:
- * hooks_monitoring.c (3.12+, sys.monitoring) or hooks_setprofile.c (3.9-3.11,
+ * hooks_monitoring.c (3.12+, sys.monitoring) or hooks_setprofile.c (3.10-3.11,
  * PyEval_SetProfile); meson compiles the one that matches the Python. */
 #ifndef CPROF_HOOKS_H
 #define CPROF_HOOKS_H

@@ -1,4 +1,4 @@
-/* The hooks on 3.9-3.11: a PyEval_SetProfile hook on every existing thread and,
+/* The hooks on 3.10-3.11: a PyEval_SetProfile hook on every existing thread and,
  * through threading.setprofile, on threads started later; and what cprof says
  * when the program takes a thread's hook away (one hook per thread there). */
 #include "hooks.h"

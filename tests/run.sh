@@ -2,8 +2,9 @@
 # The whole test suite: installs what it needs, then runs
 #   1. the Criterion tests of core/ and counters/ (meson test),
 #   2. ruff and mypy over the package, once pyproject.toml configures them,
-#   3. pytest for pyext/ and the CLI, under every CPython 3.9-3.13 found here
-#      (pyenv's versions, or pythonX.Y on PATH), the default python3 at least.
+#   3. pytest for pyext/ and the CLI, under every CPython 3.10-3.15 and the free-threaded
+#      3.14t found here (pyenv's versions, the ones ../shared/tools/build-pythons builds
+#      into /opt/cpython/X.Y[t], or pythonX.Y[t] on PATH), the default python3 at least.
 # Each Python gets its own venv (build-venvs/pyX.Y, made anew each run): nothing is
 # installed into the interpreters themselves, and a failed install stops that Python's
 # tests with pip's own error.  Everything is built with -Werror (users' installs are not).
@@ -36,16 +37,25 @@ pythons=()
 if [ -n "${CPROF_PYTHONS:-}" ]; then
   read -r -a pythons <<< "$CPROF_PYTHONS"
 else
-  for v in 3.9 3.10 3.11 3.12 3.13; do
+  # X.Yt is the free-threaded build of X.Y (pyenv names it X.Y.Zt)
+  for v in 3.10 3.11 3.12 3.13 3.14 3.15 3.14t 3.15t; do
     py=""
     if command -v pyenv >/dev/null; then
-      py=$(ls -d "$(pyenv root)"/versions/"$v".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
+      py=$(ls -d "$(pyenv root)"/versions/"${v%t}".*/bin/python 2>/dev/null | sort -V \
+           | if [[ $v == *t ]]; then grep 't/bin/python$'; else grep -v 't/bin/python$'; fi \
+           | tail -n 1 || true)
     fi
+    [ -z "$py" ] && [ -x "/opt/cpython/$v/bin/python$v" ] && py="/opt/cpython/$v/bin/python$v"
     [ -z "$py" ] && py=$(command -v "python$v" 2>/dev/null || true)
     [ -n "$py" ] && "$py" -c 'import sys' 2>/dev/null && pythons+=("$py")
   done
   [ ${#pythons[@]} -eq 0 ] && pythons=(python3)
 fi
+# "3.14", or "3.14t" for a free-threaded build
+version_of() {
+  "$1" -c 'import sys, sysconfig
+print("%d.%d%s" % (*sys.version_info[:2], "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""))'
+}
 
 # A fresh venv, its path on stdout: make_venv PYTHON NAME -> build-venvs/NAME.
 make_venv() {
@@ -59,7 +69,10 @@ make_venv() {
 
 # The tools (meson, ninja; ruff and mypy) in a venv of their own: build-venvs/tools
 # (.ci/run uses its meson too).
-tools=$(make_venv "${pythons[-1]}" tools)   # the newest: meson and mypy drop old ones first
+# the newest with the GIL: meson and mypy drop old ones first (and may lack free-threaded wheels)
+tools_py=${pythons[-1]}
+for py in "${pythons[@]}"; do [[ $(version_of "$py") == *t ]] || tools_py=$py; done
+tools=$(make_venv "$tools_py" tools)
 "$tools/bin/python" -m pip install -q meson ninja
 echo "== C tests (Criterion, meson test, -Werror)"
 "$tools/bin/python" -m mesonbuild.mesonmain setup build-tests --reconfigure -Dtests=enabled -Dwerror=true \
@@ -80,7 +93,7 @@ else
 fi
 
 for py in "${pythons[@]}"; do
-  ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  ver=$(version_of "$py")
   venv=$(make_venv "$py" "py$ver") || { status=1; continue; }
   echo "== pytest with $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])') ($py, in $venv)"
   if ! "$venv/bin/python" -m pip install -q --config-settings=setup-args=-Dwerror=true ".[test]"; then
@@ -88,6 +101,9 @@ for py in "${pythons[@]}"; do
     status=1
     continue
   fi
-  (cd tests/py && "$venv/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
+  # Free-threaded builds: the GIL, as PYTHON_GIL sets it for the tests and the CLI they run
+  gil=()
+  [[ $ver == *t ]] && gil=(env PYTHON_GIL=1)   # 3.14t: PYTHON_GIL
+  (cd tests/py && ${gil[@]+"${gil[@]}"} "$venv/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
 done
 exit $status

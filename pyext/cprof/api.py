@@ -7,8 +7,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, TextIO, Union, cast
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, cast
 
 from . import build, profile_file, report
 from ._cprof import MAX_SLOW_CALLS, Counter, CprofError, Profiler, UserCounter, builtin_counters
@@ -17,7 +17,7 @@ from .model import Profile as ProfileData
 if TYPE_CHECKING:  # annotations only: no runtime dependency
     from typing_extensions import Self
 
-CounterLike = Union[str, Counter, UserCounter]
+CounterLike: TypeAlias = str | Counter | UserCounter
 
 ENTRY_POINT_GROUP = "cprof.counters"
 
@@ -40,10 +40,7 @@ def _entry_point(name: str):
     global _entry_points
     if _entry_points is None:
         from importlib.metadata import entry_points
-        eps: Any = entry_points()  # 3.9: a dict of groups; 3.10+: select()
-        group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else \
-            eps.get(ENTRY_POINT_GROUP, [])
-        _entry_points = {ep.name: ep for ep in group}
+        _entry_points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     ep = _entry_points.get(name)
     if ep is None:
         return None
@@ -269,13 +266,13 @@ class Profile:
 
     def replaced_hooks(self) -> list[str]:
         """The sentences saying which threads' profile hook the program replaced
-        (3.9-3.11) since the last call, which disable() warns."""
+        (3.10-3.11) since the last call, which disable() warns."""
         replaced = self._profiler.hook_replaced()
         said, self._hooks_warned = self._hooks_warned, len(replaced)
         return [entry["message"] for entry in replaced[said:]]
 
     def __del__(self) -> None:
-        # A Profile dropped while enabled stops profiling: on 3.9-3.11 the threads'
+        # A Profile dropped while enabled stops profiling: on 3.10-3.11 the threads'
         # hooks hold the C profiler, which would stay installed for good and make
         # every later Profile find one running.
         prof = getattr(self, "_profiler", None)

@@ -467,7 +467,7 @@ def _prepare_script(path: str, args: list[str]):
         # Python too, and would run until a NameError on null
         raise CprofError(f"'{path}' is a JSON file, not a Python script; to read a profile: "
                          f"cprof report {path}")
-    # Since 3.9 `python script.py` gives __main__ an absolute __file__ and compiles
+    # `python script.py` gives __main__ an absolute __file__ and compiles
     # the code with that name (tracebacks show it); sys.argv[0] stays as typed.
     abspath = os.path.abspath(path)
     try:

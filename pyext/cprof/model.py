@@ -12,7 +12,7 @@ file" is the prose of the same.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypedDict, Union
+from typing import Any, TypeAlias, TypedDict
 
 VERSION = 2  # the format written; version 1 is read through profile_file.upgrade
 
@@ -159,7 +159,7 @@ class FoldedRow(TypedDict):
     total: Values
 
 
-Row = Union[Function, FoldedRow]
+Row: TypeAlias = Function | FoldedRow
 
 
 def counter_names(profile: Profile) -> list[str]:

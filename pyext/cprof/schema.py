@@ -424,7 +424,7 @@ def _meta(meta: Any, names: list[str], version: int = VERSION, nfn: int = 0) -> 
             _int(meta[k], f"meta.{k}")
     if "signal" in meta:                         # the signal that ended the run ("SIGTERM")
         _str(meta["signal"], "meta.signal")
-    if "hook_replaced" in meta:  # threads whose profile hook the program took (3.9-3.11)
+    if "hook_replaced" in meta:  # threads whose profile hook the program took (3.10-3.11)
         for j, e in enumerate(_list(meta["hook_replaced"], "meta.hook_replaced")):
             _obj(e, f"meta.hook_replaced[{j}]")
             _str(_key(e, "message", f"meta.hook_replaced[{j}]"), f"meta.hook_replaced[{j}].message")

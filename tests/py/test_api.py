@@ -22,7 +22,7 @@ def nap(k=1):
 
 def named(prof, suffix):
     """The one function whose qualified name ends with `suffix` (names carry
-    <locals> paths on 3.11+, bare names on 3.9/3.10)."""
+    <locals> paths on 3.11+, bare names on 3.10)."""
     found = [f for f in prof["functions"] if f["name"].rsplit(".", 1)[-1] == suffix]
     assert len(found) == 1, [f["name"] for f in prof["functions"]]
     return found[0]
@@ -325,7 +325,7 @@ def test_enable_twice_and_disable_without_enable_are_errors():
 
 
 def hooks_installed():
-    """cprof's hooks in this interpreter: the threads' profile hooks (3.9-3.11) or the
+    """cprof's hooks in this interpreter: the threads' profile hooks (3.10-3.11) or the
     sys.monitoring tool ids it holds (3.12+)."""
     if sys.version_info >= (3, 12):
         return [i for i in range(6) if sys.monitoring.get_tool(i) == "cprof"]

@@ -166,7 +166,7 @@ def test_script_sees_what_python_gives_it():
     # everything after the script is the script's, even what looks like cprof's options
     assert info["argv"] == args
     assert info["path0"] == str(SCRIPTS)
-    assert info["file"] == str(INTROSPECT)  # absolute, as python >= 3.9 gives it
+    assert info["file"] == str(INTROSPECT)  # absolute, as python gives it
     assert info["name"] == "__main__"
     assert info["main_is_me"] is True
     assert info["helper"] == "sibling-helper-imported"

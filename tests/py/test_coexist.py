@@ -2,7 +2,7 @@
 
 3.12+: every tool has its own sys.monitoring tool id, so each order works (cprof running
 when the program starts cProfile or coverage, and cprof started inside a program where
-they already run) and every tool's numbers stay whole.  3.9-3.11: coverage's trace hook
+they already run) and every tool's numbers stay whole.  3.10-3.11: coverage's trace hook
 and cprof's profile hook are separate, but a thread has one profile hook: a program that
 replaces cprof's (sys.setprofile, cProfile) is said in the profile and on stderr, and cprof
 refuses to start over another profiler's hook rather than silently breaking it."""

@@ -122,7 +122,7 @@ def test_threads_add_up_in_every_export(tmp_path):
     meta.unattributed is the region), the call tree's root holds exactly the unattributed
     growth, so the folded stacks add up to region minus unattributed, and each thread's
     Thread.run, _bootstrap_inner and _bootstrap are counted once per thread, on the
-    setprofile path (3.9-3.11) as with sys.monitoring (3.12+).  Before the fix, 3.9-3.11
+    setprofile path (3.10-3.11) as with sys.monitoring (3.12+).  Before the fix, 3.10-3.11
     lost each new thread's first call and put those frames' self in the tree's root."""
     threads = 6
     script = tmp_path / "threads.py"
@@ -143,7 +143,7 @@ def test_threads_add_up_in_every_export(tmp_path):
     prof = load(out)
     meta = prof["meta"]
     assert meta["threads"] == threads + 1
-    def q(name):  # qualified names are 3.11+; 3.9/3.10 name a method module.function
+    def q(name):  # qualified names are 3.11+; 3.10 names a method module.function
         return name if sys.version_info >= (3, 11) else name.replace("Thread.", "")
     for name in (q("threading.Thread.run"), q("threading.Thread._bootstrap_inner"),
                  q("threading.Thread._bootstrap"), "__main__.work"):

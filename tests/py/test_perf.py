@@ -5,6 +5,7 @@ events: this machine may have no PMU, and then `--counter=cycles` must fail
 with one sentence; where a PMU exists, instructions must scale with the work."""
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -569,8 +570,12 @@ def test_page_faults_per_thread():
             m[i * 4096] = 1
         m.close()
 
+    kernel = []     # the kernel's own count of each touch()'s faults, on its thread
+
     def worker(n):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
         touch(n)
+        kernel.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
 
     with cprof.Profile(["page-faults"]) as p:
         ts = [threading.Thread(target=worker, args=(n,)) for n in (300, 700)]
@@ -582,6 +587,14 @@ def test_page_faults_per_thread():
     assert prof["meta"]["threads"] >= 3
     t = [f for f in prof["functions"] if f["name"].endswith("touch")]
     assert len(t) == 1 and t[0]["calls"] == 2
-    assert 1000 <= t[0]["total"]["page-faults"] <= 1060, t[0]
+    # 1000 pages, plus what touch()'s own objects fault in: a few pages where threads share
+    # the allocator's arenas (pymalloc), more where each thread has a fresh heap of its own
+    # (mimalloc, free-threaded).  The kernel's count around each touch() also holds cprof's
+    # own work at touch()'s events (its first sight of the functions allocates; on a fresh
+    # mimalloc heap that faults too): at most that, and never less than the pages.
+    faults = sum(kernel)
+    print(f"[measure] page faults in touch(): cprof {t[0]['total']['page-faults']}, "
+          f"getrusage {kernel}")
+    assert 1000 <= t[0]["total"]["page-faults"] <= faults <= 1000 + 2 * 256, (t[0], kernel)
     w = [f for f in prof["functions"] if f["name"].endswith("worker")]
     assert w[0]["self"]["page-faults"] <= 5

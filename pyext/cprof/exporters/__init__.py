@@ -21,9 +21,9 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from .._cprof import CprofError
 from ..model import Function, Profile, Tree
