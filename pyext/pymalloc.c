@@ -20,7 +20,8 @@
  * `lock` (profile start and stop, never the hot path), and the hooks read
  * `counting` with a relaxed atomic load (a plain load on x86-64 and arm64).  The
  * totals are per thread.  PyMem_SetAllocator itself is safe here because the MEM
- * and OBJ domains are only called with the GIL held, and so is our caller. */
+ * and OBJ domains are only called with the GIL held, and so is our caller.  Not so
+ * on the free-threaded build, where these counters are refused (pym_ft_why). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
