@@ -12,7 +12,8 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;  /* one of the hook_* functions below */
     ProfilerObject *prof;       /* borrowed: the profiler unregisters us before it dies, or
-                                 * sets this to NULL when it cannot (its tool id was freed) */
+                                 * sets this to NULL when it cannot (its tool id was freed);
+                                 * atomic (relaxed): other threads' events read it */
 } HookObject;
 
 /* A Python function's event: args = (code, offset, ...). */
@@ -20,10 +21,10 @@ typedef struct {
     static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
                           PyObject *kwnames)                                                     \
     {                                                                                            \
-        ProfilerObject *p = ((HookObject *)self)->prof;                                          \
+        ProfilerObject *p = CPROF_LOAD(((HookObject *)self)->prof);                              \
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
-        if (p && p->enabled)                                                                     \
+        if (p && cprof_on(p))                                                                    \
             ev(p, op, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
         Py_RETURN_NONE;                                                                          \
     }
@@ -33,11 +34,11 @@ typedef struct {
     static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
                           PyObject *kwnames)                                                     \
     {                                                                                            \
-        ProfilerObject *p = ((HookObject *)self)->prof;                                          \
+        ProfilerObject *p = CPROF_LOAD(((HookObject *)self)->prof);                              \
         cprof_key key;                                                                           \
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
-        if (!p || !p->enabled)                                                                   \
+        if (!p || !cprof_on(p))                                                                  \
             Py_RETURN_NONE;                                                                      \
         if ((key = c_key(p, args[2], args[3])) != 0)                                                \
             ev(p, op, key, args[2], NULL);                                                       \
@@ -48,9 +49,18 @@ typedef struct {
 
 /* A site that called a Python function: its PY_START reports the callee, so stop
  * paying for CALL there (sys.monitoring.DISABLE, for this tool and site only).  A
- * site that later calls a C function is then not seen: all_call_sites keeps them. */
+ * site that later calls a C function is then not seen: all_call_sites keeps them.
+ * Not on free-threaded builds: there DISABLE re-instruments the code object with
+ * the world stopped, once per site, for as long as new sites run (a storm of pauses
+ * that lands on every thread, switches included); keeping every site costs a
+ * callback per Python call instead (the README's figures), and sees every site. */
 static inline PyObject *maybe_disable(ProfilerObject *p, PyObject *callable)
 {
+#ifdef Py_GIL_DISABLED
+    (void)p;
+    (void)callable;
+    return NULL;
+#endif
     if (p->all_call_sites || !p->disable)
         return NULL;
     if (PyFunction_Check(callable) ||
@@ -235,7 +245,7 @@ err:;
     Py_DECREF(mon);
     p->tool_id = -1;
     for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
-        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL;
+        CPROF_STORE(((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof, NULL);
     Py_CLEAR(p->hooks);
     return -1;
 }
@@ -275,7 +285,8 @@ void cprof_hooks_remove(ProfilerObject *p)
 done:
     Py_XDECREF(mon);
     for (Py_ssize_t i = 0; p->hooks && i < PyList_GET_SIZE(p->hooks); i++)
-        ((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof = NULL; /* any left registered */
+        /* any left registered */
+        CPROF_STORE(((HookObject *)PyList_GET_ITEM(p->hooks, i))->prof, NULL);
     p->tool_id = -1;
     Py_CLEAR(p->hooks);
 out:

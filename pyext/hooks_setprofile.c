@@ -177,7 +177,7 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     PyCodeObject *co;
     cprof_key key;
 
-    if (!p->enabled)
+    if (!cprof_on(p))
         return 0;
     switch (what) {
     case PyTrace_CALL:
@@ -249,7 +249,7 @@ static PyObject *thread_bootstrap(PyObject *self, PyObject *args)
 {
     ProfilerObject *p = (ProfilerObject *)self;
 
-    if (!p->enabled)
+    if (!cprof_on(p))
         PyEval_SetProfile(NULL, NULL);
     else
         trampolined_event(p, args, 1);
@@ -266,7 +266,7 @@ PyObject *cprof_hooks_profiler_call(PyObject *self, PyObject *args, PyObject *kw
     ProfilerObject *p = (ProfilerObject *)self;
 
     (void)kwds;
-    if (!p->enabled) {
+    if (!cprof_on(p)) {
         PyEval_SetProfile(NULL, NULL);
         Py_RETURN_NONE;
     }
@@ -369,7 +369,7 @@ static void note_replaced_hooks(ProfilerObject *p)
         return;
     SAVE_EXC(saved);
 
-    for (struct tstate *ts = p->threads; ts; ts = ts->next) {
+    for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next) {
         PyThreadState *t = PyInterpreterState_ThreadHead(me->interp);
         PyObject *holder = NULL, *entry;
         int alive = 0;

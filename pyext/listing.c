@@ -38,6 +38,21 @@ static int append_row(PyObject *out, const char *name, const char *unit, const c
     return r;
 }
 
+/* What this build of Python changes in a built-in counter's meaning ("" if nothing). */
+static const char *build_note(const struct cprof_counter_def *d)
+{
+#ifdef Py_GIL_DISABLED
+    /* the malloc family (the interposer's counters) */
+    if (d->flags & CPROF_COUNTER_NEEDS_PRELOAD)
+        return "; on this free-threaded Python, objects and PyMem_Malloc blocks come from "
+               "mimalloc, which takes its memory from the system directly: these see only "
+               "PyMem_RawMalloc and native code, not Python's objects";
+#else
+    (void)d;
+#endif
+    return "";
+}
+
 /* Resolve `name` and probe it: one row. */
 static int resolved_row(PyObject *out, const char *name, const char *kind, const char *pmu,
                         const char *fallback_desc)
@@ -95,9 +110,11 @@ PyObject *cprof_py_list_counters(PyObject *error, int pmu)
     for (const struct cprof_counter_def *const *d = cprof_py_counters(); *d; d++) {
         struct cprof_error err = {0, ""};
         char path[CPROF_READ_PATH_LEN] = "";
+        char desc[1024];
         int ok = (*d)->probe("", NULL, path, sizeof(path), &err) == 0;
-        if (append_row(out, (*d)->name, (*d)->unit, (*d)->description, "built-in", "", ok, path,
-                       err.msg, (*d)->flags) < 0)
+        snprintf(desc, sizeof(desc), "%s%s", (*d)->description, build_note(*d));
+        if (append_row(out, (*d)->name, (*d)->unit, desc, "built-in", "", ok, path, err.msg,
+                       (*d)->flags) < 0)
             goto fail;
     }
     for (const struct cprof_resolver *const *r = cprof_counter_resolvers; *r; r++)

@@ -130,6 +130,12 @@ static PyModuleDef_Slot module_slots[] = {
      * its extensions, as isolated ones do). */
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
 #endif
+#ifdef Py_GIL_DISABLED
+    /* Safe without the GIL: profiler.h says what each shared field relies on
+     * instead (atomics, the profile's claimed state, critical sections, waiting
+     * for other threads' events only at disable()). */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
     {0, NULL},
 };
 

@@ -7,6 +7,7 @@
 #include "pymalloc.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 /* Process globals, one per process because the thread-local pair they guard is
@@ -52,16 +53,17 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "capture must be callable");
         return -1;
     }
+    /* before any field changes: other threads' events read them while it runs */
+    if (CPROF_LOAD(p->enabled) != CPROF_OFF || CPROF_LOAD(p->threads) || p->n) {
+        PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
+        return -1;
+    }
     p->all_call_sites = all_call_sites;
     p->dist = dist;
     p->slow_k = (unsigned)slow_k;
     Py_XSETREF(p->capture, capture == Py_None ? NULL : Py_NewRef(capture));
     if (!p->captures && !(p->captures = PyList_New(0)))
         return -1;
-    if (p->enabled || p->threads || p->n) {
-        PyErr_SetString(st->error, "a Profiler cannot be re-initialised; create a new one");
-        return -1;
-    }
     if (!counters) {
         if (cprof_spec_resolve("cpu,wall", cprof_py_counters(), cprof_counter_resolvers,
                                p->specs, CPROF_MAX_COUNTERS, &p->n, &err) < 0) {
@@ -130,12 +132,16 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(st->error, "the Profiler was not initialised");
         return NULL;
     }
-    if (p->enabled) {
-        PyErr_SetString(st->error, "this profile is already enabled; call disable() before "
-                                   "enabling it again (profiles do not nest)");
+    if (cprof_claim(p, CPROF_OFF) < 0) {
+        if (CPROF_LOAD(p->enabled) == CPROF_ON)
+            PyErr_SetString(st->error, "this profile is already enabled; call disable() before "
+                                       "enabling it again (profiles do not nest)");
+        else
+            cprof_py_busy_error(p, st);
         return NULL;
     }
     if (claim_running(p) < 0) {
+        cprof_release(p, CPROF_OFF);
         PyErr_SetString(st->error, "another cprof profile is already running in this process; "
                                    "disable it first (profiles do not nest)");
         return NULL;
@@ -152,23 +158,46 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
             cprof_thread_pause(&cprof_tls_ts->eng);
         }
         release_running(p);
+        cprof_release(p, CPROF_OFF);
         return NULL;
     }
     cprof_pymalloc_profile_start(p->specs, p->n);
-    p->enabled = 1;
+    cprof_release(p, CPROF_ON);
     Py_RETURN_NONE;
 }
 
-/* Stop: close every thread's open frames and pause it.  The calling thread takes a
- * final reading; the others end at their latest one. */
+/* Free-threaded builds: wait until no other thread is inside an event of p (its
+ * `busy` is 0).  The profile is no longer ON, so the events that start now leave
+ * the engines alone (ev looks again after raising busy); the wait is detached from
+ * the interpreter, so a thread it waits for can stop the world or take a lock this
+ * one holds.  The calling thread's own events are not waited for: disable() may be
+ * called from Python code that one of them runs (a Counter). */
+static void wait_for_events(ProfilerObject *p)
+{
+#ifdef Py_GIL_DISABLED
+    struct tstate *own = cprof_tls_owner == p->generation ? cprof_tls_ts : NULL;
+
+    for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next) {
+        if (ts == own || !__atomic_load_n(&ts->busy, __ATOMIC_SEQ_CST))
+            continue;
+        Py_BEGIN_ALLOW_THREADS
+        while (__atomic_load_n(&ts->busy, __ATOMIC_ACQUIRE))
+            sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+#else
+    (void)p;
+#endif
+}
+
+/* Stop, with p claimed from ON: close every thread's open frames and pause it.  The
+ * calling thread takes a final reading; the others end at their latest one. */
 static void stop(ProfilerObject *p)
 {
     int tick = 1;
 
-    if (!p->enabled)
-        return;
-    p->enabled = 0;
     release_running(p);
+    wait_for_events(p);
     /* a thread whose hook the program took ends at cprof's last event there */
     tick = cprof_hooks_held(p);
     cprof_hooks_remove(p);
@@ -178,7 +207,7 @@ static void stop(ProfilerObject *p)
         read_all(cprof_tls_ts, p->n, now);
         cprof_thread_tick(&cprof_tls_ts->eng, now);
     }
-    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+    for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         if (!ts->failed) {
             cprof_thread_flush(&ts->eng);
             cprof_thread_pause(&ts->eng);
@@ -186,24 +215,16 @@ static void stop(ProfilerObject *p)
 }
 
 
-static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds)
+/* disable()'s work once p is stopped (still BUSY: what it reads stays put). */
+static PyObject *disable_stopped(ProfilerObject *p, module_state *st, int strict)
 {
-    ProfilerObject *p = (ProfilerObject *)self;
-    static char *kwlist[] = {"strict", NULL};
-    int strict = 1;
-    module_state *st = state_of(self);
     Py_ssize_t nrep;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:disable", kwlist, &strict))
-        return NULL;
-    if (!p->enabled) {
-        PyErr_SetString(st->error, "this profile is not enabled; call enable() before disable()");
-        return NULL;
-    }
-    stop(p);
-    if (p->error) {
-        PyErr_SetObject(st->error, p->error);
-        Py_CLEAR(p->error);
+    /* every event that could set it is over (stop() waited for them) */
+    PyObject *err = __atomic_exchange_n(&p->error, NULL, __ATOMIC_ACQ_REL);
+    if (err) {
+        PyErr_SetObject(st->error, err);
+        Py_DECREF(err);
         return NULL;
     }
     nrep = p->replaced ? PyList_GET_SIZE(p->replaced) : 0;
@@ -229,6 +250,38 @@ static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds
     if (cprof_py_warn_health(p) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *profiler_disable(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    static char *kwlist[] = {"strict", NULL};
+    int strict = 1;
+    module_state *st = state_of(self);
+    PyObject *r;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:disable", kwlist, &strict))
+        return NULL;
+    if (cprof_claim(p, CPROF_ON) < 0) {
+        if (CPROF_LOAD(p->enabled) == CPROF_OFF)
+            PyErr_SetString(st->error,
+                            "this profile is not enabled; call enable() before disable()");
+        else
+            cprof_py_busy_error(p, st);
+        return NULL;
+    }
+    stop(p);
+    r = disable_stopped(p, st, strict);
+    cprof_release(p, CPROF_OFF);
+    return r;
+}
+
+void cprof_py_busy_error(ProfilerObject *p, module_state *st)
+{
+    (void)p;
+    PyErr_SetString(st->error, "another thread is enabling, disabling or reading this profile "
+                               "right now; call enable(), disable(), stats() and "
+                               "set_compensation() from one thread at a time");
 }
 
 static PyObject *profiler_hook_replaced(PyObject *self, PyObject *unused)
@@ -271,10 +324,27 @@ static PyObject *profiler_set_compensation(PyObject *self, PyObject *arg)
     for (unsigned i = 0; i < p->n; i++)     /* the program's own events are never compensated */
         if (!(p->specs[i].def->flags & CPROF_COUNTER_TRACER_COST))
             v[i] = 0;
-    memcpy(p->comp, v, sizeof(v[0]) * p->n);
-    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+#ifdef Py_GIL_DISABLED
+    /* the engines it writes into are their threads' own while the profile runs */
+    if (cprof_claim(p, CPROF_OFF) < 0) {
+        if (CPROF_LOAD(p->enabled) == CPROF_ON)
+            PyErr_SetString(state_of(self)->error,
+                            "set_compensation() needs the profile disabled on the free-threaded "
+                            "build (other threads' events read the values); call it before "
+                            "enable()");
+        else
+            cprof_py_busy_error(p, state_of(self));
+        return NULL;
+    }
+#endif
+    for (unsigned i = 0; i < p->n; i++)
+        CPROF_STORE(p->comp[i], v[i]);
+    for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         if (!ts->failed)
-            cprof_thread_set_compensation(&ts->eng, p->comp);
+            cprof_thread_set_compensation(&ts->eng, v);
+#ifdef Py_GIL_DISABLED
+    cprof_release(p, CPROF_OFF);
+#endif
     Py_RETURN_NONE;
 }
 
@@ -292,7 +362,9 @@ static PyObject *profiler_read(PyObject *self, PyObject *unused)
     }
     ts = get_ts(p);
     if (!ts) {
-        PyErr_SetObject(state_of(self)->error, p->error ? p->error : Py_None);
+        PyObject *err = Py_XNewRef(__atomic_load_n(&p->error, __ATOMIC_ACQUIRE));
+        PyErr_SetObject(state_of(self)->error, err ? err : Py_None);
+        Py_XDECREF(err);
         return NULL;
     }
     read_all(ts, p->n, now);
@@ -323,7 +395,10 @@ static int profiler_clear(PyObject *self)
     ProfilerObject *p = (ProfilerObject *)self;
 
     Py_CLEAR(p->replaced);      /* first: no Python work to say replaced hooks when dying */
-    stop(p);
+    if (cprof_claim(p, CPROF_ON) == 0) {
+        stop(p);
+        cprof_release(p, CPROF_OFF);
+    }
     Py_CLEAR(p->keys);
     Py_CLEAR(p->bootstrap);
     Py_CLEAR(p->hooks);
@@ -360,7 +435,7 @@ static void profiler_dealloc(PyObject *self)
 static PyObject *profiler_get_enabled(PyObject *self, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(((ProfilerObject *)self)->enabled);
+    return PyBool_FromLong(cprof_on((ProfilerObject *)self));
 }
 
 static PyObject *profiler_get_counters(PyObject *self, void *closure)

@@ -86,17 +86,24 @@ typedef struct ProfilerObject ProfilerObject;
 
 /* One thread's profiling state: its engine and its counters' per-thread state.
  *
- * Who touches what (today everything below is under the GIL; a free-threaded
- * build needs each "other threads" line to become a hand-over):
+ * Who touches what:
  *   ident, tstate_id, prof, next: written once, by the owning thread at its first
- *     event (cprof_ts_new), then read-only; `next` links the owner's list.
+ *     event (cprof_ts_new), before the state is published on the owner's list (an
+ *     atomic push), then read-only.
  *   eng, read, cstate, opened, failed, pending, pending_globals: the owning thread,
  *     at its events.  Other threads read or change them only with the profile
- *     stopped or stopping: stop() flushes and pauses every thread's engine from the
- *     thread that calls disable(), stats() merges them, note_replaced_hooks() reads
- *     the stack, set_compensation() sets the engine's costs, dealloc frees them.
- *     Beware: a Counter's read and the engine's callbacks run Python code, which
- *     may let another thread run (and call disable()) in the middle of an event. */
+ *     stopped: stop() flushes and pauses every thread's engine from the thread that
+ *     calls disable(), stats() merges them, note_replaced_hooks() reads the stack,
+ *     set_compensation() sets the engine's costs, dealloc frees them.
+ *   busy: events of the owning thread in progress (nested: a Counter's read and
+ *     the engine's callbacks run Python code, which may have events of its own).
+ *     Free-threaded builds only: raised before and dropped after each event by
+ *     the owner, with stop() waiting for it to be 0 in every other thread after
+ *     turning `enabled` off (each side stores, then loads the other's: sequentially
+ *     consistent, so at least one sees the other).  With a GIL it stays 0: an event
+ *     holds the GIL, except where it runs Python code, and there a disable() from
+ *     another thread is the documented "Beware" of this paragraph's GIL days (the
+ *     engine tolerates it: the owner's next event finds the engine paused). */
 struct tstate {
     struct cprof_thread eng;    /* shadow stack and tables */
     uint64_t (*read[CPROF_MAX_COUNTERS])(void *); /* the counters' read functions */
@@ -110,24 +117,41 @@ struct tstate {
     PyObject *pending;          /* object behind the key being handled (borrowed) */
     PyObject *pending_globals;  /* its frame's globals, or NULL: the current frame's (borrowed) */
     struct tstate *next;        /* the owner's list of threads */
+    int busy;                   /* events in progress (free-threaded builds; atomic) */
 };
 
-/* One profile.  Who touches what (all under the GIL today):
+/* One profile.  Who touches what (free-threaded builds have no GIL to lean on, so
+ * each line says what makes it safe without one):
  *   Set by __init__ (the calling thread) and read-only after, read by every
  *   profiled thread's events: n, specs, paths, generation, tp_new_def,
  *   all_call_sites, dist, slow_k, capture, objects, has_pycall.
- *   comp: set by set_compensation() (any thread), which copies it into each
- *   thread's engine; read by cprof_ts_new.
- *   enabled, tool_id, disable, hooks, bootstrap, prev_thread_hook, outside_ident,
- *   outside_depth, replaced_said: enable(), disable() and dealloc in the thread
- *   calling them; every hook reads `enabled`, the 3.9-3.11 hooks `bootstrap`
- *   and the outside_* pair.
- *   threads: pushed by each profiled thread at its first event (cprof_ts_new);
- *   walked by stop(), set_compensation(), stats(), dealloc in the calling thread.
- *   keys, captures, failures, replaced, error: appended by any profiled thread
- *   inside its hooks (on_new_key, on_slow, cprof_ts_note_failures, the sticky
- *   error, the 3.9-3.11 replaced-hook notes); read by stats(), disable(),
- *   counter_failures(), hook_replaced(). */
+ *   comp: set by set_compensation() (any thread, with the profile OFF on
+ *   free-threaded builds), which copies it into each thread's engine; read by
+ *   cprof_ts_new.  Element by element with relaxed atomics: a thread whose first
+ *   event straddles a disable() and a set_compensation() may copy a mix, into an
+ *   engine that set_compensation() then sets again once the state is pushed.
+ *   enabled: the profile's state (CPROF_OFF, CPROF_ON, CPROF_BUSY), atomic.  A
+ *   method that changes or reads the threads' engines (enable, disable, stats,
+ *   set_compensation) first moves it OFF->BUSY or ON->BUSY with a compare-and-swap
+ *   and puts it back when done: one such method at a time, without a lock that
+ *   Python code run inside them (Counters, identify) could deadlock on.  The
+ *   hooks count events only when it is ON (a relaxed load: a plain load).
+ *   tool_id, disable, hooks, bootstrap, prev_thread_hook, outside_ident,
+ *   outside_depth, replaced_said: enable(), disable() and dealloc, so under BUSY;
+ *   the 3.9-3.11 hooks read `bootstrap` and the outside_* pair (GIL builds only).
+ *   threads: pushed by each profiled thread at its first event (cprof_ts_new: an
+ *   atomic push of a state already set up); walked by stop(), set_compensation(),
+ *   stats(), dealloc in the calling thread, under BUSY.  A state pushed while one
+ *   of them walks is fresh (its owner's event finds the profile not ON and leaves
+ *   its engine alone), so seeing it or not changes nothing.
+ *   keys, captures, failures, replaced: appended by any profiled thread inside its
+ *   hooks (on_new_key, on_slow, cprof_ts_note_failures, the 3.9-3.11 replaced-hook
+ *   notes); read by stats(), disable(), counter_failures(), hook_replaced().
+ *   Python containers, each change one call (keys: PyDict_SetDefault, so an entry
+ *   is never replaced; captures: append and size under the list's critical
+ *   section).
+ *   error: the sticky error, set once by a compare-and-swap from NULL (any thread),
+ *   taken by disable() after stop(). */
 struct ProfilerObject {
     PyObject_HEAD
     unsigned n;                 /* counters */
@@ -138,8 +162,8 @@ struct ProfilerObject {
     const PyMethodDef *tp_new_def; /* the module's tp_new_def, for c_key */
     struct tstate *threads;     /* every thread state it created */
     PyObject *keys;             /* dict: int key -> (code or callable, module name or None) */
-    PyObject *error;            /* sticky error message (str) from a hook, or NULL */
-    int enabled;
+    PyObject *error;            /* sticky error message (str) from a hook, or NULL (atomic) */
+    int enabled;                /* CPROF_OFF, CPROF_ON or CPROF_BUSY (atomic, see above) */
     int tool_id;                /* sys.monitoring tool id in use, or -1 */
     int all_call_sites;         /* keep CALL events at sites that call Python functions */
     unsigned long outside_ident; /* enable(push_existing=False)'s thread, or 0 */
@@ -161,6 +185,38 @@ struct ProfilerObject {
     Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
     struct cprof_health health_said; /* the health disable() last warned about */
 };
+
+enum { CPROF_OFF, CPROF_ON, CPROF_BUSY };
+
+/* Atomic access to the fields shared between threads (GCC/Clang builtins on plain
+ * fields).  A relaxed load or store is a plain move on x86-64 and arm64: the GIL
+ * builds' hot path pays nothing for them. */
+#define CPROF_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define CPROF_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+/* Does p count events now? */
+static inline int cprof_on(const ProfilerObject *p)
+{
+    return CPROF_LOAD(p->enabled) == CPROF_ON;
+}
+
+/* Move p from state `from` to BUSY; 0, or -1 if it was not in `from`. */
+static inline int cprof_claim(ProfilerObject *p, int from)
+{
+    return __atomic_compare_exchange_n(&p->enabled, &from, CPROF_BUSY, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST) ? 0 : -1;
+}
+
+static inline void cprof_release(ProfilerObject *p, int to)
+{
+    __atomic_store_n(&p->enabled, to, __ATOMIC_SEQ_CST);
+}
+
+/* The first of p's thread states (the list may grow at its head meanwhile). */
+static inline struct tstate *cprof_threads(ProfilerObject *p)
+{
+    return __atomic_load_n(&p->threads, __ATOMIC_ACQUIRE);
+}
 
 /* The calling thread's state for the profile it last had an event in: the hot
  * path's one lookup.  Process-wide by nature: it belongs to the OS thread, which
@@ -189,6 +245,8 @@ PyObject *cprof_py_u64_list(const uint64_t *v, unsigned n);
 
 /* profiler.c */
 extern PyType_Spec cprof_profiler_spec;
+/* The CprofError of a method that found p BUSY (another thread is in one). */
+void cprof_py_busy_error(ProfilerObject *p, module_state *st);
 /* spec.c: counters= of Profiler(), resolved into p->specs */
 int cprof_py_parse_counters(ProfilerObject *p, PyObject *counters, module_state *st);
 /* stats.c: Profiler.stats(identify=None) and its record types */
@@ -204,7 +262,7 @@ static inline struct tstate *get_ts(ProfilerObject *p)
     struct tstate *ts;
 
     if (cprof_tls_owner == p->generation) {
-        ts = cprof_tls_ts;
+        ts = cprof_tls_ts;  /* this thread's own: only it writes `failed` at events */
         return ts->failed ? NULL : ts;
     }
     return cprof_ts_new(p);
@@ -229,12 +287,23 @@ static inline void ev(ProfilerObject *p, engine_op op, cprof_key key, PyObject *
 
     if (!ts)
         return;
+#ifdef Py_GIL_DISABLED
+    /* the hand-over with stop() (see struct tstate): raise busy, then look again */
+    __atomic_store_n(&ts->busy, ts->busy + 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&p->enabled, __ATOMIC_SEQ_CST) != CPROF_ON) {
+        __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
+        return;
+    }
+#endif
     read_all(ts, p->n, now);
     if (p->has_pycall && cprof_pycounter_failed)
         cprof_ts_note_failures(p, ts);
     ts->pending = obj;
     ts->pending_globals = globals;
     op(&ts->eng, key, now);
+#ifdef Py_GIL_DISABLED
+    __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
+#endif
 }
 
 /* The key of a C callable, or 0 if it is not one we report (a class, a Python

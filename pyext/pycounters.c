@@ -47,7 +47,7 @@ typedef struct {
 
 /* ---- the two descriptors ------------------------------------------------------- */
 
-/* This thread's cell of UserCounter o, created at first use (under the GIL);
+/* This thread's cell of UserCounter o, created at first use (a lock-free push);
  * NULL when out of memory. */
 static struct user_cell *user_cell(PyCounterObject *o)
 {
@@ -61,8 +61,11 @@ static struct user_cell *user_cell(PyCounterObject *o)
         PyMem_RawFree(c);
         return NULL;
     }
-    c->next = o->cells;
-    o->cells = c;
+    /* other threads push theirs at the same time on free-threaded builds */
+    c->next = __atomic_load_n(&o->cells, __ATOMIC_ACQUIRE);
+    while (!__atomic_compare_exchange_n(&o->cells, &c->next, c, 1, __ATOMIC_RELEASE,
+                                        __ATOMIC_ACQUIRE))
+        ;
     return c;
 }
 

@@ -20,7 +20,8 @@
  * `lock` (profile start and stop, never the hot path), and the hooks read
  * `counting` with a relaxed atomic load (a plain load on x86-64 and arm64).  The
  * totals are per thread.  PyMem_SetAllocator itself is safe here because the MEM
- * and OBJ domains are only called with the GIL held, and so is our caller. */
+ * and OBJ domains are only called with the GIL held, and so is our caller.  Not so
+ * on the free-threaded build, where these counters are refused (pym_ft_why). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -37,6 +38,21 @@
 enum { PYM_BYTES, PYM_CALLS, PYM_N };
 
 static CPROF_TLS uint64_t pym_counts[PYM_N];    /* this thread's totals */
+
+/* Refused on the free-threaded build: PyMem_SetAllocator is only safe when no
+ * other thread allocates, which that build has no GIL to ensure once threads run
+ * (and a profile starts and stops while they do), and its objects come from
+ * mimalloc heaps that the garbage collector walks, which a hook in front of the
+ * OBJ domain would have to preserve exactly. */
+#ifdef Py_GIL_DISABLED
+#define PYM_FREE_THREADED 1
+#else
+#define PYM_FREE_THREADED 0
+#endif
+static const char pym_ft_why[] =
+    "the pymalloc-* counters do not work on the free-threaded build: they would swap "
+    "Python's allocator (PyMem_SetAllocator) while other threads allocate, with no GIL to "
+    "stop them";
 
 struct pym_domain {
     PyMemAllocatorDomain domain;
@@ -151,7 +167,8 @@ static uint64_t pym_read(void *state)
     {                                                                                            \
         (void)arg;                                                                               \
         (void)ctx;                                                                               \
-        (void)err;                                                                               \
+        if (PYM_FREE_THREADED)                                                                   \
+            return cprof_error_set(err, ENOTSUP, "%s", pym_ft_why);                              \
         snprintf(path, pathlen, "a load of this thread's total, raised by PyMem_SetAllocator "   \
                                 "hooks on the OBJ and MEM domains while profiling");             \
         return 0;                                                                                \

@@ -240,7 +240,7 @@ static PyObject *counters_list(ProfilerObject *p)
     for (unsigned i = 0; counters && i < p->n; i++) {
         const struct cprof_counter_def *d = p->specs[i].def;
         uint64_t count = 0, amount = 0;
-        for (struct tstate *ts = p->threads; ts; ts = ts->next)
+        for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
             if (d->corrections && ts->opened > i) {
                 uint64_t c, a;
                 d->corrections(ts->cstate[i], &c, &a);
@@ -364,7 +364,7 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, Py
                          tree_list(p, m), "meta", meta, "health", health_record(p, m));
 }
 
-PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds)
+static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
     static char *kwlist[] = {"identify", NULL};
@@ -377,10 +377,6 @@ PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:stats", kwlist, &identify))
         return NULL;
-    if (p->enabled) {
-        PyErr_SetString(state_of(self)->error, "call disable() before reading the stats");
-        return NULL;
-    }
     if (identify != Py_None) {
         if (!PyCallable_Check(identify)) {
             PyErr_SetString(PyExc_TypeError, "stats(identify): identify must be callable");
@@ -391,7 +387,7 @@ PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds
             !(ctx.identities = PyList_New(0)))
             goto out;
     }
-    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+    for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         nt++;
     threads = PyMem_Calloc(nt ? nt : 1, sizeof(*threads));
     if (!threads) {
@@ -399,7 +395,7 @@ PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds
         goto out;
     }
     nt = 0;
-    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+    for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         if (!ts->failed)
             threads[nt++] = &ts->eng;
     r = cprof_merge(threads, nt, p->n, ctx.identify ? ident_of : NULL, &ctx, &m);
@@ -416,6 +412,24 @@ out:
     Py_XDECREF(ctx.numbers);
     Py_XDECREF(ctx.identities);
     return out;
+}
+
+/* With the profile claimed (OFF -> BUSY): no thread's engine changes meanwhile. */
+PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    ProfilerObject *p = (ProfilerObject *)self;
+    PyObject *r;
+
+    if (cprof_claim(p, CPROF_OFF) < 0) {
+        if (CPROF_LOAD(p->enabled) == CPROF_ON)
+            PyErr_SetString(state_of(self)->error, "call disable() before reading the stats");
+        else
+            cprof_py_busy_error(p, state_of(self));
+        return NULL;
+    }
+    r = stats_claimed(self, args, kwds);
+    cprof_release(p, CPROF_OFF);
+    return r;
 }
 
 /* The name of function key `key` (cprof.build.describe's), or NULL. */
@@ -451,7 +465,7 @@ int cprof_py_warn_health(ProfilerObject *p)
     char parts[4][200];
     int np = 0, r = 0;
 
-    for (struct tstate *ts = p->threads; ts; ts = ts->next)
+    for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         if (!ts->failed)
             cprof_health_add(&h, &ts->eng.health);
     if (h.out_of_memory > said->out_of_memory)

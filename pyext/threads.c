@@ -9,10 +9,17 @@ CPROF_TLS struct tstate *cprof_tls_ts;
 
 /* ---- errors inside hooks: sticky, raised from disable() ----------------------- */
 
+/* The first error wins: set once, from NULL, by whichever thread gets there. */
 void cprof_py_set_sticky(ProfilerObject *p, const char *msg)
 {
-    if (!p->error)
-        p->error = PyUnicode_FromString(msg);
+    PyObject *none = NULL, *s;
+
+    if (__atomic_load_n(&p->error, __ATOMIC_ACQUIRE))
+        return;
+    s = PyUnicode_FromString(msg);
+    if (s && !__atomic_compare_exchange_n(&p->error, &none, s, 0, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_ACQUIRE))
+        Py_DECREF(s);
 }
 
 /* ---- key registry -------------------------------------------------------------- */
@@ -31,20 +38,22 @@ static void on_new_key(void *arg, cprof_key key)
     if (PyDict_Contains(p->keys, k) == 0 && ts->pending) {
         /* strong references from here: the dict operations below may run Python
          * code (a collection, a __del__), which could let the borrowed ones go */
-        PyObject *globals = ts->pending_globals;
+        PyObject *globals = Py_XNewRef(ts->pending_globals);
         if (!globals && PyCode_Check(ts->pending))
-            globals = PyEval_GetGlobals(); /* the event's own frame is the current one */
-        Py_XINCREF(globals);
+            globals = cprof_frame_globals(); /* the event's own frame is the current one */
         if (globals) {
-            mod = PyDict_GetItemString(globals, "__name__");
-            Py_XINCREF(mod);
+            /* a new reference: another thread may set __name__ meanwhile */
+            if (cprof_dict_get_str_ref(globals, "__name__", &mod) < 0)
+                PyErr_Clear();
             if (mod && !PyUnicode_Check(mod))
                 Py_CLEAR(mod);
             Py_DECREF(globals);
         }
         entry = PyTuple_Pack(2, ts->pending, mod ? mod : Py_None);
         Py_XDECREF(mod);
-        if (!entry || PyDict_SetItem(p->keys, k, entry) < 0) {
+        /* another thread may meet the key at the same time: the first entry stays,
+         * so a borrowed entry (cprof_ts_note_failures) is never replaced under it */
+        if (!entry || !PyDict_SetDefault(p->keys, k, entry)) {
             Py_XDECREF(entry);
             Py_DECREF(k);
             goto fail;
@@ -76,8 +85,12 @@ static uint64_t on_slow(void *arg, cprof_key key, const uint64_t *values, int cu
     SAVE_EXC(saved);
 
     (void)key;
-    if (evicting && evicted && (Py_ssize_t)evicted <= PyList_GET_SIZE(p->captures))
-        PyList_SetItem(p->captures, (Py_ssize_t)evicted - 1, Py_NewRef(Py_None));
+    if (evicting && evicted) {
+        Py_BEGIN_CRITICAL_SECTION(p->captures);
+        if ((Py_ssize_t)evicted <= PyList_GET_SIZE(p->captures))
+            PyList_SetItem(p->captures, (Py_ssize_t)evicted - 1, Py_NewRef(Py_None));
+        Py_END_CRITICAL_SECTION();
+    }
     if (current && p->capture && ts->pending && PyCode_Check(ts->pending)) {
         uint64_t before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
         /* a strong reference: reading a Counter runs Python code */
@@ -101,9 +114,15 @@ static uint64_t on_slow(void *arg, cprof_key key, const uint64_t *values, int cu
         PyTuple_SET_ITEM(vals, c, v);
     }
     entry = vals ? PyTuple_Pack(2, info ? info : Py_None, vals) : NULL;
-    if (entry && PyList_Append(p->captures, entry) == 0)
-        tag = (uint64_t)PyList_GET_SIZE(p->captures);
-    else
+    if (entry) {
+        /* the tag is the index of this entry: append and size with no other thread's
+         * append in between */
+        Py_BEGIN_CRITICAL_SECTION(p->captures);
+        if (PyList_Append(p->captures, entry) == 0)
+            tag = (uint64_t)PyList_GET_SIZE(p->captures);
+        Py_END_CRITICAL_SECTION();
+    }
+    if (!tag)
         cprof_py_set_sticky(p, "cprof could not record a slow call (out of memory?)");
     Py_XDECREF(entry);
     Py_XDECREF(vals);
@@ -133,6 +152,7 @@ struct tstate *cprof_ts_new(ProfilerObject *p)
 {
     struct tstate *ts = PyMem_RawCalloc(1, sizeof(*ts));
     struct cprof_error err = {0};
+    uint64_t comp[CPROF_MAX_COUNTERS];
 
     if (!ts) {
         cprof_py_set_sticky(p, "cprof ran out of memory starting to profile a thread");
@@ -141,31 +161,37 @@ struct tstate *cprof_ts_new(ProfilerObject *p)
     ts->prof = p;
     ts->ident = PyThread_get_thread_ident();
     ts->tstate_id = PyThreadState_Get()->id;
-    ts->next = p->threads;
-    p->threads = ts;
     cprof_tls_ts = ts;
     cprof_tls_owner = p->generation;
     if (cprof_thread_init(&ts->eng, p->n, on_new_key, ts) < 0) {
         ts->failed = 1;
         cprof_py_set_sticky(p, "cprof ran out of memory starting to profile a thread");
-        return NULL;
+        goto out;
     }
     if (cprof_counters_open(p->specs, p->n, ts->cstate, ts->shared, &err) < 0) {
         char msg[CPROF_ERROR_LEN + 64];
         snprintf(msg, sizeof(msg), "a thread could not be profiled: %s", err.msg);
         ts->failed = 1;
         cprof_py_set_sticky(p, msg);
-        return NULL;
+        goto out;
     }
     ts->opened = p->n;
-    for (unsigned i = 0; i < p->n; i++)
+    for (unsigned i = 0; i < p->n; i++) {
         ts->read[i] = p->specs[i].def->read;
+        comp[i] = CPROF_LOAD(p->comp[i]);
+    }
     set_time_bounds(p, &ts->eng);
-    cprof_thread_set_compensation(&ts->eng, p->comp);
+    cprof_thread_set_compensation(&ts->eng, comp);
     cprof_thread_set_distributions(&ts->eng, p->dist);
     if (p->slow_k)
         cprof_thread_set_slow_calls(&ts->eng, p->slow_k, on_slow, ts);
-    return ts;
+out:
+    /* published set up: other threads walk the list without waiting for its owner */
+    ts->next = cprof_threads(p);
+    while (!__atomic_compare_exchange_n(&p->threads, &ts->next, ts, 1, __ATOMIC_RELEASE,
+                                        __ATOMIC_ACQUIRE))
+        ;
+    return ts->failed ? NULL : ts;
 }
 
 void cprof_ts_free(ProfilerObject *p, struct tstate *ts)
