@@ -9,7 +9,7 @@
 
 /* The n-value arrays of struct cprof_readings, carved in this order from one block. */
 #define READINGS_ARRAYS(X) X(first) X(last) X(mark) X(mark_child) X(scratch) X(raw_last) \
-    X(comp) X(comp_off) X(excl)
+    X(comp) X(comp_off) X(excl) X(excl_off)
 #define COUNT_ONE(name) +1
 enum { READINGS_NARRAYS = 0 READINGS_ARRAYS(COUNT_ONE) };
 
@@ -119,6 +119,7 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
         if (rd->excl[c]) {      /* work of the tracer's own between events (excluded) */
             uint64_t x = rd->excl[c] < d ? rd->excl[c] : d;
             rd->comp_off[c] += x;
+            rd->excl_off[c] += x;
             d -= x;
             rd->excl[c] = 0;
         }
@@ -449,7 +450,7 @@ void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const 
 
 uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c)
 {
-    return t->rd.comp_off[c];
+    return t->rd.comp_off[c] - t->rd.excl_off[c];   /* the estimate's share only */
 }
 
 uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c)

@@ -91,6 +91,7 @@ struct cprof_readings {
     uint64_t *comp;             /* n: tracer cost per event to take out (0: none) */
     uint64_t *comp_off;         /* n: total taken out so far */
     uint64_t *excl;             /* n: tracer work to take out of the next interval */
+    uint64_t *excl_off;         /* n: of comp_off, what was measured work (excl), not estimate */
     unsigned bound_by;          /* 1 + the counter that bounds others, or 0: none */
     unsigned nbound;            /* counters it bounds, in bounded[] */
     unsigned bounded[CPROF_MAX_BOUNDED]; /* counter indices held to bound_by */
@@ -155,8 +156,9 @@ int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by);
 void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event);
 uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c);
 /* The tracer did work of its own between two raw readings taken now (capturing a
- * slow call's arguments): take after - before out of the next interval too (never
- * more than it), as part of the compensated share. */
+ * slow call's arguments, recording a new function's name): take after - before out
+ * of the next interval too (never more than it).  Measured, not estimated, so not
+ * part of cprof_thread_compensated(). */
 void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const uint64_t *after);
 
 /* Keep a histogram of every call's inclusive value, per function and counter. */

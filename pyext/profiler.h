@@ -6,7 +6,7 @@
  *
  *   3.12+   sys.monitoring (PEP 669), callbacks registered from C as vectorcall
  *           objects on a free tool id.
- *   3.9-11  PyEval_SetProfile-style hook, installed on every existing thread and,
+ *   3.10-11 PyEval_SetProfile-style hook, installed on every existing thread and,
  *           through threading.setprofile, on threads started later.
  *
  * Keys: a Python function is its code object's address (the code object is kept
@@ -138,14 +138,14 @@ struct tstate {
  *   hooks count events only when it is ON (a relaxed load: a plain load).
  *   tool_id, disable, hooks, bootstrap, prev_thread_hook, outside_ident,
  *   outside_depth, replaced_said: enable(), disable() and dealloc, so under BUSY;
- *   the 3.9-3.11 hooks read `bootstrap` and the outside_* pair (GIL builds only).
+ *   the 3.10-3.11 hooks read `bootstrap` and the outside_* pair (GIL builds only).
  *   threads: pushed by each profiled thread at its first event (cprof_ts_new: an
  *   atomic push of a state already set up); walked by stop(), set_compensation(),
  *   stats(), dealloc in the calling thread, under BUSY.  A state pushed while one
  *   of them walks is fresh (its owner's event finds the profile not ON and leaves
  *   its engine alone), so seeing it or not changes nothing.
  *   keys, captures, failures, replaced: appended by any profiled thread inside its
- *   hooks (on_new_key, on_slow, cprof_ts_note_failures, the 3.9-3.11 replaced-hook
+ *   hooks (on_new_key, on_slow, cprof_ts_note_failures, the 3.10-3.11 replaced-hook
  *   notes); read by stats(), disable(), counter_failures(), hook_replaced().
  *   Python containers, each change one call (keys: PyDict_SetDefault, so an entry
  *   is never replaced; captures: append and size under the list's critical
@@ -168,7 +168,7 @@ struct ProfilerObject {
     int all_call_sites;         /* keep CALL events at sites that call Python functions */
     unsigned long outside_ident; /* enable(push_existing=False)'s thread, or 0 */
     int outside_depth;          /* its frames then (the enabling one and its callers): never
-                                 * pushed when that thread's stack is rebuilt (3.9-3.11) */
+                                 * pushed when that thread's stack is rebuilt (3.10-3.11) */
     uint64_t comp[CPROF_MAX_COUNTERS];  /* tracer cost per event, per counter (0: none) */
     PyObject *disable;          /* sys.monitoring.DISABLE, or NULL (3.12+) */
     PyObject *objects;          /* the Counter/UserCounter objects its specs point to */

@@ -21,7 +21,8 @@
  * `counting` with a relaxed atomic load (a plain load on x86-64 and arm64).  The
  * totals are per thread.  PyMem_SetAllocator itself is safe here because the MEM
  * and OBJ domains are only called with the GIL held, and so is our caller.  Not so
- * on the free-threaded build, where these counters are refused (pym_ft_why). */
+ * on the free-threaded build with the GIL off, where these counters are refused
+ * (pym_ft_why). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -50,9 +51,29 @@ static CPROF_TLS uint64_t pym_counts[PYM_N];    /* this thread's totals */
 #define PYM_FREE_THREADED 0
 #endif
 static const char pym_ft_why[] =
-    "the pymalloc-* counters do not work on the free-threaded build: they would swap "
-    "Python's allocator (PyMem_SetAllocator) while other threads allocate, with no GIL to "
-    "stop them";
+    "the pymalloc-* counters do not work on the free-threaded build with the GIL off: they "
+    "would swap Python's allocator (PyMem_SetAllocator) while other threads allocate, with "
+    "no GIL to stop them; run with PYTHON_GIL=1 to use them";
+
+/* Whether this process runs with the GIL (always, but on a free-threaded build run
+ * with PYTHON_GIL=1 or -X gil=1): then swapping the allocator is as safe as on a
+ * GIL build.  Asked at probe time, with a thread state. */
+static int gil_off(void)
+{
+#if PYM_FREE_THREADED
+    PyObject *f = PySys_GetObject("_is_gil_enabled"), *r; /* borrowed */
+    int on = 0;
+
+    if (f && (r = PyObject_CallNoArgs(f))) {
+        on = PyObject_IsTrue(r) == 1;
+        Py_DECREF(r);
+    }
+    PyErr_Clear();
+    return !on;
+#else
+    return 0;
+#endif
+}
 
 struct pym_domain {
     PyMemAllocatorDomain domain;
@@ -167,7 +188,7 @@ static uint64_t pym_read(void *state)
     {                                                                                            \
         (void)arg;                                                                               \
         (void)ctx;                                                                               \
-        if (PYM_FREE_THREADED)                                                                   \
+        if (gil_off())                                                                           \
             return cprof_error_set(err, ENOTSUP, "%s", pym_ft_why);                              \
         snprintf(path, pathlen, "a load of this thread's total, raised by PyMem_SetAllocator "   \
                                 "hooks on the OBJ and MEM domains while profiling");             \

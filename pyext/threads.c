@@ -30,8 +30,12 @@ static void on_new_key(void *arg, cprof_key key)
     struct tstate *ts = arg;
     ProfilerObject *p = ts->prof;
     PyObject *k, *mod = NULL, *entry;
+    uint64_t before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
     SAVE_EXC(saved);
 
+    /* the registry's own allocations (its dict growing, the key and entry objects)
+     * are cprof's, not the function's being entered: kept out of the numbers */
+    read_all(ts, p->n, before);
     k = PyLong_FromUnsignedLongLong(key);
     if (!k)
         goto fail;
@@ -63,6 +67,8 @@ static void on_new_key(void *arg, cprof_key key)
     Py_DECREF(k);
     if (PyErr_Occurred())
         goto fail;
+    read_all(ts, p->n, after);
+    cprof_thread_exclude(&ts->eng, before, after);
     RESTORE_EXC(saved);
     return;
 fail:
