@@ -148,8 +148,15 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
     }
     /* Frames first, hooks after: reading a Counter may run Python code, which must
      * not be seen as an event of the profile it starts. */
-    if (existing)
+    uint64_t before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
+    struct tstate *own = NULL;
+    if (existing) {
         push_existing(p, skip);
+        if (cprof_tls_owner == p->generation && !cprof_tls_ts->failed) {
+            own = cprof_tls_ts;
+            read_all(own, p->n, before);
+        }
+    }
     p->outside_ident = existing ? 0 : PyThread_get_thread_ident();
     p->outside_depth = existing ? 0 : cprof_ts_stack_depth(PyEval_GetFrame());
     if (cprof_hooks_install(p, st) < 0) {
@@ -162,6 +169,12 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     cprof_pymalloc_profile_start(p->specs, p->n);
+    /* installing the hooks (tens of us) is cprof's own work, not the enabling frame's:
+     * measured and kept out, as a slow call's capture is */
+    if (own) {
+        read_all(own, p->n, after);
+        cprof_thread_exclude(&own->eng, before, after);
+    }
     cprof_release(p, CPROF_ON);
     Py_RETURN_NONE;
 }
