@@ -77,7 +77,7 @@ typedef struct {
     PyTypeObject *hook_type;
     PyTypeObject *counter_type;     /* cprof.Counter */
     PyTypeObject *user_counter_type; /* cprof.UserCounter */
-#define CPROF_STATS_NTYPES 5
+#define CPROF_STATS_NTYPES 4
     PyTypeObject *stats_types[CPROF_STATS_NTYPES]; /* stats()'s named records (stats.c) */
     const PyMethodDef *tp_new_def;  /* the one PyMethodDef behind every type's __new__ */
 } module_state;

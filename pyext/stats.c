@@ -9,7 +9,7 @@
 #include "../core/hist.h"
 
 /* The named records, in module_state.stats_types[]. */
-enum { T_FUNCTION, T_EDGE, T_NODE, T_HIST, T_HEALTH };
+enum { T_FUNCTION, T_EDGE, T_HIST, T_HEALTH };
 
 static PyStructSequence_Field function_fields[] = {
     {"identity", "what the function merged under: identify(key, entry)'s result, or the key"},
@@ -28,14 +28,6 @@ static PyStructSequence_Field edge_fields[] = {
     {"calls", "calls"},
     {"primitive_calls", "calls while the pair was not already active"},
     {"total", "per counter: inclusive growth of the callee under this caller"},
-    {NULL, NULL},
-};
-static PyStructSequence_Field node_fields[] = {
-    {"parent", "index of the parent node (-1: this is the root)"},
-    {"function", "index in functions (-1: the root)"},
-    {"calls", "calls along this path"},
-    {"self", "per counter"},
-    {"total", "per counter"},
     {NULL, NULL},
 };
 static PyStructSequence_Field hist_fields[] = {
@@ -64,8 +56,6 @@ static PyStructSequence_Desc stats_descs[] = {
                     function_fields, 7},
     [T_EDGE] = {"cprof._cprof.EdgeStats", "One caller->callee pair of Profiler.stats().",
                 edge_fields, 5},
-    [T_NODE] = {"cprof._cprof.TreeNode", "One call-tree node of Profiler.stats().", node_fields,
-                5},
     [T_HIST] = {"cprof._cprof.Histogram", "One function's distribution of one counter.",
                 hist_fields, 6},
     [T_HEALTH] = {"cprof._cprof.Health", "What went wrong while profiling (all 0: clean).",
@@ -306,23 +296,59 @@ static PyObject *edges_list(ProfilerObject *p, const struct cprof_merged *m)
     return edges;
 }
 
-/* The call tree; a parent always comes before its children. */
-static PyObject *tree_list(ProfilerObject *p, const struct cprof_merged *m)
+/* A column of the call tree: `len` native 64-bit integers in a bytes object (8 bytes a
+ * node, where one record per node in Python objects took about 450: 150 MB on black). */
+static PyObject *column(size_t len, PyObject **out, int64_t **data)
 {
-    PyObject *tree = PyList_New(0);
+    *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(len * sizeof(int64_t)));
+    *data = *out ? (int64_t *)PyBytes_AS_STRING(*out) : NULL;
+    return *out;
+}
 
-    for (size_t i = 0; tree && i < m->tab.nodes.len; i++) {
-        const struct cprof_rec *r = &m->tab.nodes.recs[i];
-        PyObject *items[] = {PyLong_FromSsize_t(i ? (Py_ssize_t)(r->key >> 32) : -1),
-                             fn_id(i ? (size_t)(r->key & 0xffffffffu) : CPROF_ROOT), u64(r->calls),
-                             cprof_py_u64_list(cprof_self(&m->tab.nodes, i), p->n),
-                             cprof_py_u64_list(cprof_total(&m->tab.nodes, i), p->n)};
-        PyObject *rec = record(p, T_NODE, items, 5);
-        if (!rec || PyList_Append(tree, rec) < 0)
-            Py_CLEAR(tree);
-        Py_XDECREF(rec);
+/* The call tree, column-wise (a parent always comes before its children): a dict of
+ * parent and function (-1 for the root, node 0), calls, and self and total (one
+ * column per counter), each a bytes object of native int64 (values are below 2^63)
+ * that cprof.build reads through memoryview.cast("q"). */
+static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m)
+{
+    const struct cprof_table *t = &m->tab.nodes;
+    size_t len = t->len;
+    unsigned n = p->n;
+    PyObject *parent = NULL, *function = NULL, *calls = NULL, *self = PyTuple_New(n),
+             *total = PyTuple_New(n), *out = NULL;
+    int64_t *par, *fn, *cl;
+
+    if (!self || !total || !column(len, &parent, &par) || !column(len, &function, &fn) ||
+        !column(len, &calls, &cl))
+        goto out;
+    for (size_t i = 0; i < len; i++) {
+        par[i] = i ? (int64_t)(t->recs[i].key >> 32) : -1;
+        fn[i] = i ? (int64_t)(t->recs[i].key & 0xffffffffu) - 1 : -1;
+        cl[i] = (int64_t)t->recs[i].calls;
     }
-    return tree;
+    for (unsigned c = 0; c < n; c++) {
+        PyObject *s, *u;
+        int64_t *sv, *tv;
+        if (!column(len, &s, &sv))
+            goto out;
+        PyTuple_SET_ITEM(self, c, s);
+        if (!column(len, &u, &tv))
+            goto out;
+        PyTuple_SET_ITEM(total, c, u);
+        for (size_t i = 0; i < len; i++) {
+            sv[i] = (int64_t)cprof_self(t, i)[c];
+            tv[i] = (int64_t)cprof_total(t, i)[c];
+        }
+    }
+    out = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}", "parent", parent, "function", function, "calls",
+                        calls, "self", self, "total", total);
+out:
+    Py_XDECREF(parent);
+    Py_XDECREF(function);
+    Py_XDECREF(calls);
+    Py_XDECREF(self);
+    Py_XDECREF(total);
+    return out;
 }
 
 static PyObject *health_record(ProfilerObject *p, const struct cprof_merged *m)
@@ -361,7 +387,7 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, Py
         return NULL;
     return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}", "counters", counters_list(p), "functions",
                          functions_list(p, m, identities), "edges", edges_list(p, m), "tree",
-                         tree_list(p, m), "meta", meta, "health", health_record(p, m));
+                         tree_columns(p, m), "meta", meta, "health", health_record(p, m));
 }
 
 static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)

@@ -275,28 +275,38 @@ def _group_totals(profile: Profile, group: list[str | None], folded: dict[str, F
     tree = profile["tree"]
     parent, function, calls = tree["parent"], tree["function"], tree["calls"]
     totals = [tree["total"][c] for c in counters]
-    node_group: list = [None] * len(parent)
-    empty: frozenset = frozenset()
-    interned: dict = {empty: empty}
-    above: list = [empty] * len(parent)  # the groups on the path from the root to the node
-    for i in range(1, len(parent)):
-        p, fid = parent[i], function[i]
-        g = node_group[i] = group[fid] if fid >= 0 else None
+    # groups as bits (there are a few dozen at most), one pass over the nodes in index
+    # order (a parent comes before its children): on black's 333,000 nodes, sets of
+    # names per node took 1.2 s
+    names = list(folded)
+    bit_of = {g: 1 << k for k, g in enumerate(names)}
+    fn_bit = [bit_of[g] if g is not None else 0 for g in group] + [0]  # [-1]: the root
+    n = len(parent)
+    node_bit = [0] * n
+    above = [0] * n  # the groups on the path from the root to the node, as bits
+    calls_in = [0] * len(names)
+    primitive_in = [0] * len(names)
+    outermost: list[list[int]] = [[] for _ in names]  # nodes with no ancestor in their group
+    index = {b: k for k, b in enumerate(bit_of.values())}
+    for i in range(1, n):
+        p = parent[i]
+        b = node_bit[i] = fn_bit[function[i]]
         outer = above[p]
-        if g is None or g in outer:
-            above[i] = outer
-        else:
-            s = outer | {g}
-            above[i] = interned.setdefault(s, s)
-        if g is None:
+        above[i] = outer | b
+        if not b:
             continue
+        k = index[b]
+        if node_bit[p] != b:
+            calls_in[k] += calls[i]
+        if not outer & b:
+            primitive_in[k] += calls[i]
+            outermost[k].append(i)
+    for k, g in enumerate(names):
         row = folded[g]
-        if node_group[p] != g:
-            row["calls"] += calls[i]
-        if g not in outer:
-            row["primitive_calls"] += calls[i]
-            for c, col in zip(counters, totals):
-                row["total"][c] += col[i]
+        row["calls"] += calls_in[k]
+        row["primitive_calls"] += primitive_in[k]
+        for c, col in zip(counters, totals):
+            row["total"][c] += sum(col[i] for i in outermost[k])
     # Frames already running when profiling began (a thread's bootstrap before 3.12, the
     # caller of Profile.enable) have self but no tree node: their self counts in the total
     # too, so that a line's total is never below its self.
@@ -304,11 +314,10 @@ def _group_totals(profile: Profile, group: list[str | None], folded: dict[str, F
         return  # paths folded into their parent node: tree self is not per function then
     fns = profile["functions"]
     for c in counters:
-        on_tree = [0] * len(fns)
+        on_tree = [0] * (len(fns) + 1)  # [-1]: the root, left out
         col = tree["self"][c]
-        for i in range(1, len(parent)):
-            if function[i] >= 0:
-                on_tree[function[i]] += col[i]
+        for fid, v in zip(function, col):
+            on_tree[fid] += v
         for f in fns:
             g = group[f["id"]]
             if g is not None and f["self"][c] > on_tree[f["id"]]:

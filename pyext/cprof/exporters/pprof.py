@@ -12,7 +12,7 @@ import gzip
 
 from .._cprof import CprofError
 from ..model import Counter, Profile
-from . import folded_note, stacks, warn_folded, write_atomic
+from . import folded_note, preorder, warn_folded, write_atomic
 
 _UNITS = {"ns": "nanoseconds", "B": "bytes"}
 
@@ -32,15 +32,17 @@ def _varint(n: int) -> bytes:
                          "64-bit integers")
     if n < 0:
         n += 1 << 64  # int64 as two's complement, ten bytes
+    if n < 0x80:
+        return _SMALL[n]
     out = bytearray()
-    while True:
-        b = n & 0x7F
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
         n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
 
 
 def _int(field: int, n: int) -> bytes:
@@ -86,11 +88,22 @@ def encode(profile: Profile, counter: str) -> bytes:
     for c in counters:
         out += _bytes(_P_SAMPLE_TYPE, value_type(c))
 
-    # one sample per node with any non-zero self; location ids leaf first
+    # one sample per node with any non-zero self; location ids (function id + 1) leaf
+    # first, each node's packed ids made from its parent's in one concatenation (black's
+    # 333,000 nodes hold 17 million frames: encoded one by one they took 15 s)
     selfs = [tree["self"][n] for n in names]
-    for node, path in stacks(tree, lambda node: any(col[node] for col in selfs)):
-        locations = [fid + 1 for fid in reversed(path)]  # location id = function id + 1
-        out += _bytes(_P_SAMPLE, _packed(1, locations) + _packed(2, [col[node] for col in selfs]))
+    function = tree["function"]
+    location = [_varint(f["id"] + 1) for f in profile["functions"]]
+    path = [b""]  # path[d]: the packed ids of the node at depth d on the current path
+    for node, depth in preorder(tree):
+        if not depth:
+            continue
+        ids = location[function[node]] + path[depth - 1]
+        del path[depth:]
+        path.append(ids)
+        values = [col[node] for col in selfs]
+        if any(values):
+            out += _bytes(_P_SAMPLE, _bytes(1, ids) + _packed(2, values))
 
     # one mapping standing for the interpreter, flagged as already symbolized
     out += _bytes(_P_MAPPING, _int(1, 1) + _int(5, s("python")) + _int(7, 1) + _int(8, 1) + _int(9, 1))
