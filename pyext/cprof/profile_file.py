@@ -185,7 +185,7 @@ def write(profile: Profile, path: str) -> None:
     write_atomic(path, _buffered(encode(profile)), private)
 
 
-def _buffered(pieces: Iterable[str], size: int = 1 << 20) -> Iterator[bytes]:
+def _buffered(pieces: Iterable[str], size: int = 1 << 18) -> Iterator[bytes]:
     """The pieces as UTF-8, in chunks of about `size` bytes (one write each)."""
     buf: list[str] = []
     held = 0
@@ -200,7 +200,7 @@ def _buffered(pieces: Iterable[str], size: int = 1 << 20) -> Iterator[bytes]:
         yield "".join(buf).encode("utf-8")
 
 
-_COLUMN_CHUNK = 1 << 14  # tree values encoded at a time
+_COLUMN_CHUNK = 1 << 12  # tree values encoded at a time
 
 
 def encode(profile: Profile) -> Iterator[str]:
