@@ -251,6 +251,7 @@ void cprof_py_busy_error(ProfilerObject *p, module_state *st);
 int cprof_py_parse_counters(ProfilerObject *p, PyObject *counters, module_state *st);
 /* stats.c: Profiler.stats(identify=None) and its record types */
 PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds);
+PyObject *cprof_py_pprof_samples(PyObject *module, PyObject *args);
 int cprof_stats_module_init(module_state *st);
 int cprof_py_warn_health(ProfilerObject *p);
 

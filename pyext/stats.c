@@ -5,6 +5,7 @@
 #include "profiler.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "../core/hist.h"
 
@@ -522,4 +523,153 @@ int cprof_py_warn_health(ProfilerObject *p)
                              np > 2 ? "; " : "", np > 2 ? parts[2] : "", np > 3 ? "; " : "",
                              np > 3 ? parts[3] : "");
     return r;
+}
+
+/* ---------------------------------------------------------------- pprof samples */
+
+/* `len` integers of a tree column: a buffer of int64 (the run's memoryviews) or a
+ * sequence of ints (a loaded profile's lists).  0, or -1 with an exception set. */
+static int column_i64(PyObject *col, int64_t *out, Py_ssize_t len)
+{
+    Py_buffer view;
+
+    if (PyObject_CheckBuffer(col) && PyObject_GetBuffer(col, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) == 0) {
+        int ok = view.itemsize == 8 && view.format && (!strcmp(view.format, "q") ||
+                 !strcmp(view.format, "@q") || !strcmp(view.format, "l") || !strcmp(view.format, "@l")) &&
+                 view.len == len * 8;
+        if (ok)
+            memcpy(out, view.buf, (size_t)len * 8);
+        PyBuffer_Release(&view);
+        if (ok)
+            return 0;
+    }
+    PyErr_Clear();
+    PyObject *seq = PySequence_Fast(col, "pprof_samples: a tree column must be a sequence");
+    if (!seq)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(seq) != len) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "pprof_samples: the tree's columns differ in length");
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        out[i] = PyLong_AsLongLong(items[i]);
+        if (out[i] == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static char *put_varint(char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (char)((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    *p++ = (char)v;
+    return p;
+}
+
+/* pprof_samples(parent, function, selfs): profile.proto's Sample messages (field 2 of
+ * Profile, each with its tag and length), one per non-root node whose self is not 0 in
+ * some counter, in node order: location ids (function id + 1) leaf first, then every
+ * counter's self.  The tree's 17 million frames on black took 5 s in Python. */
+PyObject *cprof_py_pprof_samples(PyObject *module, PyObject *args)
+{
+    PyObject *parent_col, *function_col, *selfs_col, *selfs = NULL, *out = NULL;
+    int64_t *parent = NULL, *function = NULL, *vals = NULL;
+    size_t *ids_len = NULL, total = 0;
+    Py_ssize_t n, k;
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "OOO:pprof_samples", &parent_col, &function_col, &selfs_col))
+        return NULL;
+    if ((n = PyObject_Length(parent_col)) < 0)
+        return NULL;
+    if (!(selfs = PySequence_Fast(selfs_col, "pprof_samples: selfs must be a sequence")))
+        return NULL;
+    k = PySequence_Fast_GET_SIZE(selfs);
+    parent = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*parent));
+    function = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*function));
+    vals = PyMem_Malloc((size_t)(n ? n : 1) * (size_t)(k ? k : 1) * sizeof(*vals));
+    ids_len = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(*ids_len));
+    if (!parent || !function || !vals || !ids_len) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (column_i64(parent_col, parent, n) < 0 || column_i64(function_col, function, n) < 0)
+        goto out;
+    for (Py_ssize_t c = 0; c < k; c++)
+        if (column_i64(PySequence_Fast_GET_ITEM(selfs, c), vals + c * n, n) < 0)
+            goto out;
+    /* sizes first: a node's ids are its own and then its parent's (parents come first) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i == 0) {
+            ids_len[0] = 0;
+            continue;
+        }
+        if (parent[i] < 0 || parent[i] >= i || function[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "pprof_samples: node %zd has parent %lld and function "
+                         "%lld", i, (long long)parent[i], (long long)function[i]);
+            goto out;
+        }
+        ids_len[i] = varint_len((uint64_t)function[i] + 1) + ids_len[parent[i]];
+        size_t vlen = 0;
+        int any = 0;
+        for (Py_ssize_t c = 0; c < k; c++) {
+            int64_t v = vals[c * n + i];
+            any |= v != 0;
+            vlen += varint_len((uint64_t)v);
+        }
+        if (!any)
+            continue;
+        size_t body = 1 + varint_len(ids_len[i]) + ids_len[i] + 1 + varint_len(vlen) + vlen;
+        total += 1 + varint_len(body) + body;
+    }
+    if (!(out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total)))
+        goto out;
+    char *p = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 1; i < n; i++) {
+        size_t vlen = 0;
+        int any = 0;
+        for (Py_ssize_t c = 0; c < k; c++) {
+            int64_t v = vals[c * n + i];
+            any |= v != 0;
+            vlen += varint_len((uint64_t)v);
+        }
+        if (!any)
+            continue;
+        size_t body = 1 + varint_len(ids_len[i]) + ids_len[i] + 1 + varint_len(vlen) + vlen;
+        *p++ = 0x12;            /* Profile.sample, length-delimited */
+        p = put_varint(p, body);
+        *p++ = 0x0a;            /* Sample.location_id, packed */
+        p = put_varint(p, ids_len[i]);
+        for (Py_ssize_t j = i; j > 0; j = parent[j])
+            p = put_varint(p, (uint64_t)function[j] + 1);
+        *p++ = 0x12;            /* Sample.value, packed */
+        p = put_varint(p, vlen);
+        for (Py_ssize_t c = 0; c < k; c++)
+            p = put_varint(p, (uint64_t)vals[c * n + i]);
+    }
+out:
+    PyMem_Free(parent);
+    PyMem_Free(function);
+    PyMem_Free(vals);
+    PyMem_Free(ids_len);
+    Py_XDECREF(selfs);
+    return out;
 }

@@ -135,3 +135,14 @@ def test_stats_hold_the_tree_in_columns(big):
     # the columns, and a few functions and edges: a record per node in Python objects
     # took about 450 bytes each
     assert peak < columns + (2 << 20), (peak, columns)
+
+
+def test_pprof_samples_refuse_a_tree_out_of_order():
+    from cprof import _cprof
+    good = _cprof.pprof_samples([-1, 0, 1], [-1, 0, 1], [[0, 5, 7]])
+    # two samples: node 1 (ids [1]) self 5, node 2 (ids [2, 1], leaf first) self 7
+    assert good == b"\x12\x06\x0a\x01\x01\x12\x01\x05" + b"\x12\x07\x0a\x02\x02\x01\x12\x01\x07"
+    with pytest.raises(ValueError, match="node 1 has parent 1"):
+        _cprof.pprof_samples([-1, 1], [-1, 0], [[0, 1]])
+    with pytest.raises(ValueError, match="differ in length"):
+        _cprof.pprof_samples([-1, 0], [-1], [[0, 1]])
