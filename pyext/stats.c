@@ -673,3 +673,114 @@ out:
     Py_XDECREF(selfs);
     return out;
 }
+
+/* ---------------------------------------------------------------- report groups */
+
+/* group_totals(parent, function, calls, groups, ngroups, totals): for a report's folded
+ * rows (cprof.focus), per group g (groups[f] is function f's group, -1 none): the calls
+ * of its nodes whose parent is not in g, the calls of its nodes with no ancestor in g,
+ * and per column of `totals` the sum over those outermost nodes.  Returns (calls,
+ * primitive_calls, [[total per group] per column]).  On black's 333,000 nodes the
+ * same walk in Python took most of the report's time. */
+PyObject *cprof_py_group_totals(PyObject *module, PyObject *args)
+{
+    PyObject *parent_col, *function_col, *calls_col, *groups_col, *totals_col, *totals = NULL;
+    PyObject *out = NULL, *calls_out = NULL, *prim_out = NULL, *cols_out = NULL;
+    int64_t *parent = NULL, *function = NULL, *calls = NULL, *fgroup = NULL, *vals = NULL;
+    int64_t *node_group = NULL;
+    uint64_t *acc = NULL;        /* per group: calls, primitive calls, then k totals */
+    Py_ssize_t n, nf, ng, k;
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "OOOOnO:group_totals", &parent_col, &function_col, &calls_col,
+                          &groups_col, &ng, &totals_col))
+        return NULL;
+    if ((n = PyObject_Length(parent_col)) < 0 || (nf = PyObject_Length(groups_col)) < 0)
+        return NULL;
+    if (!(totals = PySequence_Fast(totals_col, "group_totals: totals must be a sequence")))
+        return NULL;
+    k = PySequence_Fast_GET_SIZE(totals);
+    size_t nn = (size_t)(n ? n : 1);
+    parent = PyMem_Malloc(nn * sizeof(*parent));
+    function = PyMem_Malloc(nn * sizeof(*function));
+    calls = PyMem_Malloc(nn * sizeof(*calls));
+    node_group = PyMem_Malloc(nn * sizeof(*node_group));
+    fgroup = PyMem_Malloc((size_t)(nf ? nf : 1) * sizeof(*fgroup));
+    vals = PyMem_Malloc(nn * (size_t)(k ? k : 1) * sizeof(*vals));
+    acc = PyMem_Calloc((size_t)(ng > 0 ? ng : 1) * (size_t)(2 + k), sizeof(*acc));
+    if (!parent || !function || !calls || !node_group || !fgroup || !vals || !acc) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (ng < 0 || column_i64(parent_col, parent, n) < 0 || column_i64(function_col, function, n) < 0 ||
+        column_i64(calls_col, calls, n) < 0 || column_i64(groups_col, fgroup, nf) < 0)
+        goto out;
+    for (Py_ssize_t c = 0; c < k; c++)
+        if (column_i64(PySequence_Fast_GET_ITEM(totals, c), vals + c * n, n) < 0)
+            goto out;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t f = function[i], g;
+        if (i == 0) {
+            node_group[0] = -1;
+            continue;
+        }
+        if (parent[i] < 0 || parent[i] >= i || f < 0 || f >= nf || fgroup[f] >= ng) {
+            PyErr_Format(PyExc_ValueError, "group_totals: node %zd has parent %lld and function "
+                         "%lld", i, (long long)parent[i], (long long)f);
+            goto out;
+        }
+        g = node_group[i] = fgroup[f];
+        if (g < 0)
+            continue;
+        uint64_t *a = acc + (size_t)g * (size_t)(2 + k);
+        if (node_group[parent[i]] != g)
+            a[0] += (uint64_t)calls[i];
+        int64_t j = parent[i];
+        while (j > 0 && node_group[j] != g)
+            j = parent[j];
+        if (j > 0)
+            continue;           /* an ancestor is in g: counted there */
+        a[1] += (uint64_t)calls[i];
+        for (Py_ssize_t c = 0; c < k; c++)
+            a[2 + c] += (uint64_t)vals[c * n + i];
+    }
+    if (!(calls_out = PyList_New(ng)) || !(prim_out = PyList_New(ng)) || !(cols_out = PyList_New(k)))
+        goto out;
+    for (Py_ssize_t g = 0; g < ng; g++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(acc[(size_t)g * (size_t)(2 + k)]);
+        PyObject *y = PyLong_FromUnsignedLongLong(acc[(size_t)g * (size_t)(2 + k) + 1]);
+        if (!x || !y) {
+            Py_XDECREF(x);
+            Py_XDECREF(y);
+            goto out;
+        }
+        PyList_SET_ITEM(calls_out, g, x);
+        PyList_SET_ITEM(prim_out, g, y);
+    }
+    for (Py_ssize_t c = 0; c < k; c++) {
+        PyObject *col = PyList_New(ng);
+        if (!col)
+            goto out;
+        PyList_SET_ITEM(cols_out, c, col);
+        for (Py_ssize_t g = 0; g < ng; g++) {
+            PyObject *x = PyLong_FromUnsignedLongLong(acc[(size_t)g * (size_t)(2 + k) + 2 + (size_t)c]);
+            if (!x)
+                goto out;
+            PyList_SET_ITEM(col, g, x);
+        }
+    }
+    out = PyTuple_Pack(3, calls_out, prim_out, cols_out);
+out:
+    Py_XDECREF(calls_out);
+    Py_XDECREF(prim_out);
+    Py_XDECREF(cols_out);
+    PyMem_Free(parent);
+    PyMem_Free(function);
+    PyMem_Free(calls);
+    PyMem_Free(node_group);
+    PyMem_Free(fgroup);
+    PyMem_Free(vals);
+    PyMem_Free(acc);
+    Py_XDECREF(totals);
+    return out;
+}

@@ -146,3 +146,17 @@ def test_pprof_samples_refuse_a_tree_out_of_order():
         _cprof.pprof_samples([-1, 1], [-1, 0], [[0, 1]])
     with pytest.raises(ValueError, match="differ in length"):
         _cprof.pprof_samples([-1, 0], [-1], [[0, 1]])
+
+
+def test_group_totals_count_each_outermost_subtree_once():
+    from cprof import _cprof
+    # root -> a(g0) -> b(g0) -> c(g1) -> d(g0); e(none) under the root
+    parent, function = [-1, 0, 1, 2, 3, 0], [-1, 0, 1, 2, 3, 4]
+    calls, total = [0, 1, 2, 3, 4, 5], [0, 100, 50, 20, 5, 7]
+    groups = [0, 0, 1, 0, -1]
+    c, prim, sums = _cprof.group_totals(parent, function, calls, groups, 2, [total])
+    assert c == [1 + 4, 3]        # entries from outside the group: a (root), d (under c)
+    assert prim == [1, 3]         # entries with no ancestor in it: a; c
+    assert sums == [[100, 20]]    # their totals: d is inside a's subtree
+    with pytest.raises(ValueError, match="node 1 has parent 1"):
+        _cprof.group_totals([-1, 1], [-1, 0], [0, 1], [0], 1, [[0, 1]])
