@@ -33,7 +33,7 @@ struct cprof_frame {
                                  * ancestor's node, which then takes this frame's self */
     uint32_t own_node;          /* 1: node is this frame's own; 0: borrowed from an ancestor */
 };
-#define CPROF_MAX_NODES_DEFAULT (1u << 18) /* call-tree nodes per thread */
+#define CPROF_MAX_NODES_DEFAULT (1u << 20) /* call-tree nodes per thread */
 
 /* Called when a thread sees a key for the first time (once per key per thread). */
 typedef void (*cprof_newkey_fn)(void *arg, cprof_key key);

@@ -42,6 +42,12 @@ static PyMethodDef module_methods[] = {
     {"malloc_interposer", cprof_py_malloc_interposer, METH_VARARGS,
      "malloc_interposer(name='malloc-bytes')\n--\n\nNone if that malloc counter works in this "
      "process (libcprof_malloc.so preloaded), else (errno, sentence saying how to start it)."},
+    {"group_totals", cprof_py_group_totals, METH_VARARGS,
+     "group_totals(parent, function, calls, groups, ngroups, totals)\n--\n\nThe report's "
+     "folded rows' calls and totals from the call tree (stats.c; cprof.focus)."},
+    {"pprof_samples", cprof_py_pprof_samples, METH_VARARGS,
+     "pprof_samples(parent, function, selfs)\n--\n\nThe call tree's pprof Sample messages "
+     "(stats.c; cprof.exporters.pprof)."},
     {"build_info", build_info, METH_NOARGS,
      "build_info()\n--\n\nWhat this cprof can use here: {'libpfm': bool (libpfm4 found and "
      "started, at run time), 'libpfm_why': None or why not}."},

@@ -77,7 +77,7 @@ typedef struct {
     PyTypeObject *hook_type;
     PyTypeObject *counter_type;     /* cprof.Counter */
     PyTypeObject *user_counter_type; /* cprof.UserCounter */
-#define CPROF_STATS_NTYPES 5
+#define CPROF_STATS_NTYPES 4
     PyTypeObject *stats_types[CPROF_STATS_NTYPES]; /* stats()'s named records (stats.c) */
     const PyMethodDef *tp_new_def;  /* the one PyMethodDef behind every type's __new__ */
 } module_state;
@@ -251,6 +251,8 @@ void cprof_py_busy_error(ProfilerObject *p, module_state *st);
 int cprof_py_parse_counters(ProfilerObject *p, PyObject *counters, module_state *st);
 /* stats.c: Profiler.stats(identify=None) and its record types */
 PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds);
+PyObject *cprof_py_pprof_samples(PyObject *module, PyObject *args);
+PyObject *cprof_py_group_totals(PyObject *module, PyObject *args);
 int cprof_stats_module_init(module_state *st);
 int cprof_py_warn_health(ProfilerObject *p);
 

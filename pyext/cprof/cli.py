@@ -641,7 +641,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = signal.Signals(signum).name
-        profile = prof.profile(**meta)
+        profile = prof._compact_profile(**meta)  # written or reported once: compact tree
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()
