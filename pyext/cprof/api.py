@@ -134,8 +134,11 @@ def make_profiler(counters: list, all_call_sites: bool = False, distributions: b
     capture = None
     if slow_calls:
         from .capture import capture
-    return Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
+    calibration.seed_clock(recalibrate)  # the cheap clock's ratio, from an earlier run
+    prof = Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
                     slow_calls=slow_calls, capture=capture)
+    calibration.keep_clock()
+    return prof
 
 
 class Profile:

@@ -310,3 +310,40 @@ def test_profile_recalibrate_keyword():
         pass
     assert p.profile()["meta"]["tracer_share"]["per_event"]["cpu"] > 0
 
+
+# ---- the cheap clock's TSC ratio -------------------------------------------------------
+
+CLOCK = """
+import cprof, cprof._cprof as c
+cprof.Profile(["wall"])
+print(*c.clock_ratio())
+"""
+
+
+def clock_run(xdg, **env):
+    e = dict(os.environ, XDG_CACHE_HOME=str(xdg), **env)
+    r = subprocess.run([sys.executable, "-c", CLOCK], capture_output=True, text=True, env=e,
+                       check=True)
+    mult, seeded = r.stdout.split()
+    return int(mult), seeded == "True"
+
+
+def test_the_clock_ratio_is_kept_per_boot_and_confirmed(tmp_path):
+    """A second process takes the ratio the first measured (after a 0.2 ms check instead
+    of the 2 ms spin); a ratio the check contradicts is measured again and replaced."""
+    mult, seeded = clock_run(tmp_path)
+    if mult == 0:
+        pytest.skip("the cheap clock is CLOCK_MONOTONIC here (no invariant TSC)")
+    assert not seeded
+    [path] = glob.glob(str(tmp_path / "cprof" / "clock-*"))
+    lines = open(path).read().split("\n")
+    assert lines[2] == str(mult)
+    again, seeded = clock_run(tmp_path)
+    assert seeded and again == mult
+    with open(path, "w") as f:       # 1% off: far beyond the check's 1/1000
+        f.write("\n".join([lines[0], lines[1], str(mult * 101 // 100), ""]))
+    fresh, seeded = clock_run(tmp_path)
+    assert not seeded and abs(fresh - mult) <= mult // 1000
+    assert open(path).read().split("\n")[2] == str(fresh)
+    _, seeded = clock_run(tmp_path, CPROF_NO_CACHE="1")
+    assert not seeded
