@@ -54,6 +54,8 @@ def test_a_profiling_run_imports_neither_exporters_nor_json_before_the_program(t
     """))
     r = run_cprof([str(script)], check_rc=0)
     seen = set(r.stdout.split()) - new_modules("import argparse")
+    if sys.version_info < (3, 12):  # the setprofile hooks profile new threads through threading
+        seen.discard("threading")
     assert not seen, sorted(seen)
     # -o: its place is checked before the run (profile_file.check_writable); the
     # exporters and what writing needs come after
