@@ -38,11 +38,9 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    """argparse's help formatter for the terminal's width, found as shutil finds it
-    (COLUMNS, else the terminal of stdout, else 80) but without importing shutil:
-    argparse makes a formatter at every add_argument, and shutil brings in zlib, bz2
-    and lzma."""
+def _terminal_width() -> int:
+    """The width shutil.get_terminal_size() gives (COLUMNS, else the terminal of stdout,
+    else 80), found without importing shutil, which imports zlib, bz2 and lzma."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
     except ValueError:
@@ -52,7 +50,30 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
             columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
         except (AttributeError, ValueError, OSError):
             columns = 0
-    return argparse.HelpFormatter(prog, width=(columns or 80) - 2)
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, cheap to make: argparse makes one at every
+    add_argument, to validate it.  The width without shutil; on 3.14+, the colour theme
+    (argparse's _set_color imports _colorize, which imports dataclasses and inspect:
+    60 million instructions) only when help is formatted, the one time it is used."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None, **kwargs: Any) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_width() - 2 if width is None else width, **kwargs)
+
+    def _set_color(self, color: bool) -> None:  # 3.14+: kept for _theme, set below when asked
+        self.__dict__.pop("_theme", None)
+        self.__dict__.pop("_decolor", None)
+        self._cprof_color = color
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_theme", "_decolor") and "_cprof_color" in self.__dict__:
+            super()._set_color(self._cprof_color)  # type: ignore[misc]
+            return self.__dict__[name]
+        raise AttributeError(name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     """The whole command line: the profiling run's options, and the commands report,
     export and compare as subparsers.  A run's script and its arguments are not in it:
     _split_run_args finds where they start, from the options this parser knows."""
-    p = _Parser(prog="cprof", usage=USAGE, formatter_class=_formatter,
+    p = _Parser(prog="cprof", usage=USAGE, formatter_class=_Formatter,
                 description="Profile a Python program: attribute counters "
                 "(CPU time, wall time, context switches) to each function.",
                 epilog="Everything after the script (or -m's module) is the program's. "
@@ -135,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         # a command's options are added when it runs or shows its help (export's need
         # the exporters' registry)
         sub = commands.add_parser(name, help=short, description=description,
-                                  formatter_class=_formatter)
+                                  formatter_class=_Formatter)
         sub.late = options  # type: ignore[attr-defined]
     return p
 
