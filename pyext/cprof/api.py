@@ -131,12 +131,12 @@ def make_profiler(counters: list, all_call_sites: bool = False, distributions: b
     if slow_calls < 0 or slow_calls > MAX_SLOW_CALLS:
         raise CprofError(f"--slow-calls={slow_calls}: give a number of calls from 1 to "
                          f"{MAX_SLOW_CALLS}")
-    capture = None
+    hook: Callable[[Any], tuple] | None = None
     if slow_calls:
-        from .capture import capture
+        from .capture import capture as hook
     calibration.seed_clock(recalibrate)  # the cheap clock's ratio, from an earlier run
     prof = Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
-                    slow_calls=slow_calls, capture=capture)
+                    slow_calls=slow_calls, capture=hook)
     calibration.keep_clock()
     return prof
 

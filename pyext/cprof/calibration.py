@@ -257,7 +257,7 @@ def calibrated(items: list, names: tuple, options: dict, recalibrate: bool = Fal
     # the same work per event as the real profile (histograms, the slow-call test)
     probe = Profiler(items, **options)
     info = probe.stats()["counters"]
-    path = config = None
+    path, config = None, ""
     if use_cache():
         config = _config(names, opts + (() if (calls, reps) == (CALLS, REPS) else (calls, reps)))
         path = cache_path(config)

@@ -221,14 +221,14 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
 _COMMANDS = {
     "report": (_report_options,
                "print the report of a saved profile (--html: write it as a web page)",
-               "Print the report of a saved cprof profile, "
-               "or with --html write it as one self-contained HTML page."),
+               ("Print the report of a saved cprof profile, "
+                "or with --html write it as one self-contained HTML page.")),
     "export": (_export_options, "write a saved profile for another viewer",
                "Write a saved cprof profile for another viewer."),
     "compare": (_compare_options,
                 "the change of each counter per function between two profiles",
-                "Per function, the change of each counter from one profile to another, "
-                "largest first."),
+                ("Per function, the change of each counter from one profile to another, "
+                 "largest first.")),
 }
 
 
