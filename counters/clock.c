@@ -71,7 +71,7 @@ static void calibrate(void)
 #if defined(__x86_64__)
     static const char *const needed[] = {"constant_tsc", "nonstop_tsc", NULL};
     const char *env = getenv("CPROF_NO_TSC");
-    uint64_t t0 = 0, n0 = 0, t1 = 0, n1 = 0;
+    uint64_t t0 = 0, n0 = 0, t1 = 0, n1 = 0, seed;
 
     if (env && env[0] && strcmp(env, "0") != 0) {
         snprintf(clock_why, sizeof(clock_why), "CPROF_NO_TSC is set");
@@ -81,15 +81,16 @@ static void calibrate(void)
         snprintf(clock_why, sizeof(clock_why), "the TSC is not invariant here");
         return;
     }
+    seed = __atomic_load_n(&seed_mult, __ATOMIC_RELAXED);
     pair(&t0, &n0);
-    if (seed_mult) {    /* a short spin that confirms the seed saves the long one */
+    if (seed) {         /* a short spin that confirms the seed saves the long one */
         do
             pair(&t1, &n1);
         while (n1 - n0 < CHECK_NS);
         if (t1 > t0) {
             uint64_t m = (uint64_t)((((unsigned __int128)(n1 - n0)) << 32) / (t1 - t0));
-            uint64_t off = m > seed_mult ? m - seed_mult : seed_mult - m;
-            seed_taken = off <= seed_mult / CHECK_TOLERANCE;
+            uint64_t off = m > seed ? m - seed : seed - m;
+            seed_taken = off <= seed / CHECK_TOLERANCE;
         }
     }
     if (!seed_taken)
@@ -100,7 +101,7 @@ static void calibrate(void)
         snprintf(clock_why, sizeof(clock_why), "the TSC did not advance");
         return;
     }
-    cprof_clock.mult = seed_taken ? seed_mult
+    cprof_clock.mult = seed_taken ? seed
                                   : (uint64_t)((((unsigned __int128)(n1 - n0)) << 32) / (t1 - t0));
     cprof_clock.base_tsc = t1;
     cprof_clock.base_ns = n1;
@@ -117,7 +118,7 @@ void cprof_clock_init(void)
 
 void cprof_clock_seed(uint64_t mult)
 {
-    seed_mult = mult;
+    __atomic_store_n(&seed_mult, mult, __ATOMIC_RELAXED); /* read once, by calibrate() */
 }
 
 uint64_t cprof_clock_mult(int *seeded)
