@@ -3,7 +3,8 @@ counters defined in Python (Counter, UserCounter), and calibration.
 
 `import cprof` imports this module: it imports only what is loaded at start-up anyway
 and the extension; the rest (the profile's builder, the report, warnings, functools)
-is imported where it is used (README "Use": import cprof costs about a millisecond)."""
+is imported where it is used, so that importing cprof costs about a millisecond
+(tests/py/test_startup.py checks which modules it imports)."""
 from __future__ import annotations
 
 import os
