@@ -31,6 +31,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 SCRIPTS = os.path.join(HERE, "scripts")
 
+# cprof keeps its calibration in $XDG_CACHE_HOME/cprof across runs: the tests use a cache
+# of their own (shared by this session's runs, removed at its end), never the user's.
+_CACHE = tempfile.mkdtemp(prefix="cprof-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+os.environ.pop("CPROF_NO_CACHE", None)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
 
 def can_run_as_nobody() -> str:
     """'' if `setpriv` can run this Python as nobody, else the reason."""
