@@ -27,12 +27,17 @@
 typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
 
 struct cprof_frame {
+    cprof_key key;              /* the function's key (fns.recs[fn].key) */
     uint32_t fn;                /* index in fns */
     uint32_t edge;              /* index in edges */
     uint32_t node;              /* index in nodes; past the tree's bound, the nearest
                                  * ancestor's node, which then takes this frame's self */
+    uint32_t up;                /* the node of the frame below (the root's at depth 0) */
     uint32_t own_node;          /* 1: node is this frame's own; 0: borrowed from an ancestor */
 };
+/* A popped frame stays in the array: the next push at its depth with the same key
+ * under the same parent node is the same path, so it reuses fn, edge and node
+ * without a table lookup (engine.c, push).  Slots never written have own_node 0. */
 #define CPROF_MAX_NODES_DEFAULT (1u << 18) /* call-tree nodes per thread */
 
 /* Called when a thread sees a key for the first time (once per key per thread). */
@@ -98,6 +103,8 @@ struct cprof_readings {
     uint64_t behind[CPROF_MAX_BOUNDED]; /* bound_by's reading minus each one's (observe's) */
     int started;                /* first reading taken */
     int paused;                 /* profiling stopped; the next reading resumes it */
+    int quick;                  /* started, not paused, nothing bounded or excluded: observe's
+                                 * fast path applies (cleared by whatever sets those) */
     uint64_t events;            /* enter + exit events processed */
 };
 
@@ -178,7 +185,7 @@ static inline size_t cprof_thread_depth(const struct cprof_thread *t)
 
 static inline cprof_key cprof_thread_frame_key(const struct cprof_thread *t, size_t i)
 {
-    return t->tab.fns.recs[t->stack.frames[i].fn].key;
+    return t->stack.frames[i].key;
 }
 
 /* 1 once the thread took its first reading. */

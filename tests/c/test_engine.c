@@ -2186,3 +2186,56 @@ Test(merge, identity_error_stops_the_merge)
     cprof_merged_free(&mg);                 /* and safe to free again */
     cprof_thread_free(&t);
 }
+
+/* A frame's slot is reused by the next push at its depth (no table lookup) only for
+ * the same key under the same parent node: the same function called from another
+ * parent, or under a parent folded into an ancestor, takes its own path. */
+Test(tree, frame_slot_reused_only_for_the_same_path)
+{
+    struct cprof_thread t;
+    size_t a, b, ac, bc;
+
+    init2(&t);
+    t.stack.max_nodes = 5;      /* root, a, a->c, b, b->c */
+    ent(&t, KA, 0, 0);
+    ent(&t, KC, 1, 0);
+    ex(&t, KC, 3, 0);
+    ex(&t, KA, 4, 0);
+    ent(&t, KB, 5, 0);
+    ent(&t, KC, 6, 0);          /* depth 1, key c again, parent b: not a->c */
+    ex(&t, KC, 10, 0);
+    ex(&t, KB, 11, 0);
+    ent(&t, KA, 12, 0);
+    ent(&t, KC, 13, 0);         /* a->c again */
+    ex(&t, KC, 20, 0);
+    ex(&t, KA, 21, 0);
+    ent(&t, KD, 22, 0);         /* the tree is full: d folds into the root */
+    ent(&t, KC, 23, 0);         /* and c under it, though the slot says c */
+    ex(&t, KC, 27, 0);
+    ex(&t, KD, 28, 0);
+    ent(&t, KB, 30, 0);
+    ent(&t, KC, 31, 0);         /* b->c, after a folded frame used the slot */
+    ex(&t, KC, 32, 0);
+    ex(&t, KB, 33, 0);
+    cprof_thread_flush(&t);
+    a = node_at(&t, CPROF_ROOT, KA);
+    b = node_at(&t, CPROF_ROOT, KB);
+    ac = node_at(&t, a, KC);
+    bc = node_at(&t, b, KC);
+    cr_assert(a != NONE && b != NONE && ac != NONE && bc != NONE);
+    cr_assert_eq(t.tab.nodes.len, 5);
+    cr_assert_eq(t.health.tree_folded, 2);
+    cr_assert_eq(t.tab.nodes.recs[ac].calls, 2);
+    cr_assert_eq(cprof_self(&t.tab.nodes, ac)[0], 2 + 7);
+    cr_assert_eq(t.tab.nodes.recs[bc].calls, 2);
+    cr_assert_eq(cprof_self(&t.tab.nodes, bc)[0], 4 + 1);
+    cr_assert_eq(cprof_total(&t.tab.nodes, b)[0], 6 + 3);
+    /* d and the c under it went to the root's node; the root fn keeps what no one got */
+    cr_assert_eq(cprof_self(&t.tab.nodes, CPROF_ROOT)[0], 6 + 1 + 1 + 2 + 1);
+    FN(&t, KC, 5, 5, 2 + 4 + 7 + 4 + 1, 0, 18, 0);
+    EDGE(&t, KA, KC, 2, 2, 9, 0);
+    EDGE(&t, KB, KC, 2, 2, 5, 0);
+    EDGE(&t, KD, KC, 1, 1, 4, 0);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
