@@ -157,7 +157,7 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
                                                unsigned n)
 {
     struct cprof_readings *rd = &t->rd;
-    uint64_t back = 0;
+    int back = 0;
 
     if (__builtin_expect(!rd->quick, 0))
         return observe_slow(t, now);
@@ -165,9 +165,11 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
     for (unsigned c = 0; c < n; c++) {
         uint64_t v = now[c], raw = rd->raw_last[c], d, cut;
         if (__builtin_expect(v < raw, 0)) {
-            if (t->health.backwards_readings == 0 && !back)
-                note_backwards(t, c);
-            back = 1;
+            if (!back) {        /* one reading counts once, whichever counters went back */
+                if (t->health.backwards_readings++ == 0)
+                    note_backwards(t, c);
+                back = 1;
+            }
             v = raw;
         }
         d = v - raw;
@@ -176,7 +178,6 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
         rd->raw_last[c] = v;
         rd->last[c] = v - rd->comp_off[c];
     }
-    t->health.backwards_readings += back;
     return rd->last;
 }
 
@@ -499,6 +500,45 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
     BY_N(exit_n, t, key, now)
+}
+
+void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
+                              void *const *state)
+{
+    memcpy(t->read, read, t->n * sizeof(*read));
+    memcpy(t->rstate, state, t->n * sizeof(*state));
+}
+
+static ALWAYS_INLINE void read_n(const struct cprof_thread *t, uint64_t *now, unsigned n)
+{
+    for (unsigned c = 0; c < n; c++)
+        now[c] = t->read[c](t->rstate[c]);
+}
+
+static ALWAYS_INLINE void enter_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+{
+    uint64_t now[CPROF_MAX_COUNTERS];
+
+    read_n(t, now, n);
+    enter_n(t, key, now, n);
+}
+
+static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+{
+    uint64_t now[CPROF_MAX_COUNTERS];
+
+    read_n(t, now, n);
+    exit_n(t, key, now, n);
+}
+
+void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key)
+{
+    BY_N(enter_read_n, t, key)
+}
+
+void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key)
+{
+    BY_N(exit_read_n, t, key)
 }
 
 void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)

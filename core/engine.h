@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "consts.h"
 #include "extras.h"
 #include "table.h"
 
@@ -108,8 +109,15 @@ struct cprof_readings {
     uint64_t events;            /* enter + exit events processed */
 };
 
+/* A counter's read function and its per-thread state (counters.h's `read`). */
+typedef uint64_t (*cprof_read_fn)(void *state);
+
 struct cprof_thread {
     unsigned n;                 /* counters */
+    cprof_read_fn read[CPROF_MAX_COUNTERS]; /* for the *_read events: counter c's reading is
+                                 * read[c](rstate[c]), taken in the engine (one call less per
+                                 * event than reading in the caller) */
+    void *rstate[CPROF_MAX_COUNTERS];
     struct cprof_tables tab;    /* functions, edges, call tree */
     struct cprof_stack stack;   /* attribution */
     struct cprof_readings rd;   /* readings, compensation, bounds */
@@ -124,6 +132,13 @@ void cprof_thread_free(struct cprof_thread *t);
 
 /* A call of `key` begins; now[0..n) is the current reading of every counter. */
 void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* The counters the engine reads itself for cprof_thread_enter_read and _exit_read:
+ * read[c](state[c]) for c < n (n <= CPROF_MAX_COUNTERS). */
+void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
+                              void *const *state);
+/* cprof_thread_enter and _exit with the reading taken now, by the readers. */
+void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key);
+void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key);
 /* A call of `key` ends (return, exception, yield).  Frames above the matching one
  * are closed first (their exits were missed); an exit with an empty stack is a
  * function that was running before profiling started: it gets the root-level
