@@ -2239,3 +2239,52 @@ Test(tree, frame_slot_reused_only_for_the_same_path)
     CONSERVED(&t);
     cprof_thread_free(&t);
 }
+
+/* The engine reading the counters itself (enter_read/exit_read) attributes exactly
+ * as when the readings are passed in: two readers stepping through fixed values. */
+static uint64_t script_vals[2][8] = {{0, 10, 20, 25, 30, 40, 47, 50}, {0, 1, 2, 3, 3, 4, 6, 6}};
+static unsigned script_pos[2];
+
+static uint64_t script_read(void *state)
+{
+    unsigned c = (unsigned)(uintptr_t)state;
+    return script_vals[c][script_pos[c]++];
+}
+
+Test(engine, reads_counters_itself)
+{
+    struct cprof_thread t, u;
+    const cprof_read_fn rd[NC] = {script_read, script_read};
+    void *const st[NC] = {(void *)(uintptr_t)0, (void *)(uintptr_t)1};
+    static const cprof_key keys[8] = {KA, KB, KC, KC, KB, KC, KC, KA};
+    static const int is_enter[8] = {1, 1, 1, 0, 0, 1, 0, 0};
+
+    init2(&t);
+    init2(&u);
+    cprof_thread_set_readers(&t, rd, st);
+    for (int i = 0; i < 8; i++) {
+        if (is_enter[i])
+            cprof_thread_enter_read(&t, keys[i]);
+        else
+            cprof_thread_exit_read(&t, keys[i]);
+        (is_enter[i] ? ent : ex)(&u, keys[i], script_vals[0][i], script_vals[1][i]);
+    }
+    cr_assert_eq(script_pos[0], 8);
+    cr_assert_eq(script_pos[1], 8);
+    cprof_thread_flush(&t);
+    cprof_thread_flush(&u);
+    FN(&t, KC, 2, 2, 12, 3, 12, 3);
+    cr_assert_eq(t.tab.nodes.len, u.tab.nodes.len);
+    for (size_t i = 0; i < t.tab.fns.len; i++) {
+        cr_assert_eq(t.tab.fns.recs[i].key, u.tab.fns.recs[i].key);
+        cr_assert_eq(t.tab.fns.recs[i].calls, u.tab.fns.recs[i].calls);
+        for (unsigned c = 0; c < 2 * NC; c++)
+            cr_assert_eq(t.tab.fns.vals[i * 2 * NC + c], u.tab.fns.vals[i * 2 * NC + c]);
+    }
+    for (size_t i = 0; i < t.tab.nodes.len; i++)
+        for (unsigned c = 0; c < 2 * NC; c++)
+            cr_assert_eq(t.tab.nodes.vals[i * 2 * NC + c], u.tab.nodes.vals[i * 2 * NC + c]);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+    cprof_thread_free(&u);
+}
