@@ -2288,3 +2288,86 @@ Test(engine, reads_counters_itself)
     cprof_thread_free(&t);
     cprof_thread_free(&u);
 }
+
+/* The event path is instantiated for 1 counter, 2, and any n: one stream (recursion,
+ * exceptions unwinding several frames, backwards readings, a bounded tree) fed to
+ * engines of 1, 2 and 3 counters whose counters are copies of two streams of values
+ * gives the same tables, counter by counter. */
+Test(engine, instantiations_for_1_2_and_n_counters_agree)
+{
+    static const unsigned ncs[3] = {1, 2, 3};
+    static const unsigned src[3][3] = {{0}, {0, 1}, {1, 0, 1}}; /* value stream of counter c */
+    static const cprof_key pool[5] = {KA, KB, KC, KD, KF};
+    struct cprof_thread th[3];
+    cprof_key stack[64];
+    size_t depth = 0;
+    uint64_t seed = 12345, v[2] = {1000, 1000};
+
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(cprof_thread_init(&th[i], ncs[i], NULL, NULL), 0);
+        th[i].stack.max_nodes = 40;
+    }
+    for (int ev = 0; ev < 20000; ev++) {
+        uint64_t r, now[3];
+        int enter;
+        cprof_key k;
+
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        r = seed >> 33;
+        v[0] += r % 7 == 0 && r % 11 == 0 ? (uint64_t)-3 : r % 13;  /* now and then back */
+        v[1] += r % 5 == 0 ? r % 3 : 0;
+        enter = depth == 0 || (depth < 64 && (r >> 8) % 100 < 52);
+        if (enter) {
+            k = pool[(r >> 16) % 5];
+            stack[depth++] = k;
+        } else if ((r >> 16) % 10 == 0 && depth > 2) {
+            depth -= 3;                     /* an exception: the exit of an outer frame */
+            k = stack[depth];
+        } else
+            k = stack[--depth];
+        for (int i = 0; i < 3; i++) {
+            for (unsigned c = 0; c < ncs[i]; c++)
+                now[c] = v[src[i][c]];
+            (enter ? cprof_thread_enter : cprof_thread_exit)(&th[i], k, now);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        cprof_thread_flush(&th[i]);
+    for (int i = 1; i < 3; i++) {
+        const struct cprof_table *a[3] = {&th[0].tab.fns, &th[0].tab.edges, &th[0].tab.nodes};
+        const struct cprof_table *b[3] = {&th[i].tab.fns, &th[i].tab.edges, &th[i].tab.nodes};
+        cr_assert_eq(th[i].health.backwards_readings, th[0].health.backwards_readings);
+        cr_assert_eq(th[i].health.tree_folded, th[0].health.tree_folded);
+        cr_assert_eq(th[i].rd.events, th[0].rd.events);
+        for (int tb = 0; tb < 3; tb++) {
+            cr_assert_eq(a[tb]->len, b[tb]->len);
+            for (size_t j = 0; j < a[tb]->len; j++) {
+                cr_assert_eq(a[tb]->recs[j].key, b[tb]->recs[j].key);
+                cr_assert_eq(a[tb]->recs[j].calls, b[tb]->recs[j].calls);
+                cr_assert_eq(a[tb]->recs[j].primitive_calls, b[tb]->recs[j].primitive_calls);
+                for (unsigned c = 0; c < ncs[i]; c++) {
+                    if (src[i][c] != 0)
+                        continue;   /* compare counters fed with stream 0 with th[0]'s */
+                    cr_assert_eq(cprof_self(b[tb], j)[c], cprof_self(a[tb], j)[0],
+                                 "engine of %u counters, table %d, record %zu", ncs[i], tb, j);
+                    cr_assert_eq(cprof_total(b[tb], j)[c], cprof_total(a[tb], j)[0]);
+                }
+            }
+        }
+        /* stream 1 in the 2- and 3-counter engines agrees too */
+        for (int tb = 0; tb < 3 && i == 2; tb++) {
+            const struct cprof_table *x[3] = {&th[1].tab.fns, &th[1].tab.edges, &th[1].tab.nodes};
+            for (size_t j = 0; j < x[tb]->len; j++) {
+                cr_assert_eq(cprof_self(b[tb], j)[0], cprof_self(x[tb], j)[1]);
+                cr_assert_eq(cprof_self(b[tb], j)[2], cprof_self(x[tb], j)[1]);
+                cr_assert_eq(cprof_total(b[tb], j)[2], cprof_total(x[tb], j)[1]);
+            }
+        }
+    }
+    cr_assert_gt(th[0].health.backwards_readings, 0);
+    cr_assert_gt(th[0].health.tree_folded, 0);
+    for (int i = 0; i < 3; i++) {
+        CONSERVED(&th[i]);
+        cprof_thread_free(&th[i]);
+    }
+}
