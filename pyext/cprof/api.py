@@ -299,7 +299,8 @@ class Profile:
     def _compact_profile(self, **meta: Any) -> ProfileData:
         """profile(), with the tree's columns as memoryviews (build.build's compact):
         for writing or exporting it at once, in a fraction of the memory."""
-        return cast(ProfileData, build.build(self._profiler, {**self._meta, **meta}, compact=True))
+        from . import build
+        return build.build(self._profiler, {**self._meta, **meta}, compact=True)  # type: ignore[return-value]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         self = super().__new__(cls)
