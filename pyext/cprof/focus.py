@@ -300,6 +300,6 @@ def _group_totals(profile: Profile, group: list[str | None], folded: dict[str, F
         for fid, v in zip(function, col):
             on_tree[fid] += v
         for f in fns:
-            g = group[f["id"]]
-            if g is not None and f["self"][c] > on_tree[f["id"]]:
-                folded[g]["total"][c] += f["self"][c] - on_tree[f["id"]]
+            owner = group[f["id"]]
+            if owner is not None and f["self"][c] > on_tree[f["id"]]:
+                folded[owner]["total"][c] += f["self"][c] - on_tree[f["id"]]

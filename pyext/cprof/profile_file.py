@@ -23,7 +23,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any, Iterable, Iterator, cast
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 from . import focus, schema
 from ._cprof import CprofError
@@ -251,10 +252,10 @@ def _encode_tree(tree: dict, dumps: Any) -> Iterator[str]:
 
 def _encode_column(column: Any, dumps: Any) -> Iterator[str]:
     """A list of ints, or a memoryview of int64, as a JSON array, a slice at a time."""
-    if not isinstance(column, memoryview):
-        if not isinstance(column, list) or not all(type(v) is int for v in column):
-            yield dumps(column)  # anything else as json writes it (and refuses it)
-            return
+    if not isinstance(column, memoryview) and (
+            not isinstance(column, list) or not all(type(v) is int for v in column)):
+        yield dumps(column)  # anything else as json writes it (and refuses it)
+        return
     yield "["
     for i in range(0, len(column), _COLUMN_CHUNK):
         part = column[i:i + _COLUMN_CHUNK]
