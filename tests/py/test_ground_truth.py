@@ -40,7 +40,10 @@ def test_sleeps_give_exact_voluntary_switches(shared_dir, user):
     assert prof["meta"]["threads"] == 4
     # every switch the threads saw during sleeper(), by getrusage(RUSAGE_THREAD)
     expected = sum(truth["sleeper_nvcsw"])
-    assert expected >= 70
+    # each sleep blocks once, unless the thread was preempted for longer than the sleep
+    # between arming its timer and blocking: the kernel then returns at once, and that
+    # sleep's switch was an involuntary one (seen under load: 69 voluntary for 70 sleeps)
+    assert expected + sum(truth["sleeper_nivcsw"]) >= 70, truth
     assert sleeper["total"]["ctxsw"] == expected
     assert sleep["self"]["ctxsw"] + sleeper["self"]["ctxsw"] == expected
     assert sleeper["self"]["ctxsw"] == 0

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-truth = {"sleeper_nvcsw": [], "spin_nvcsw": [], "spin_nivcsw": [], "spin_cpu_ns": [], "sleeper_cpu_ns": []}
+truth = {"sleeper_nvcsw": [], "sleeper_nivcsw": [], "spin_nvcsw": [], "spin_nivcsw": [], "spin_cpu_ns": [], "sleeper_cpu_ns": []}
 lock = threading.Lock()
 
 
@@ -28,11 +28,14 @@ def spin():
 
 
 def measured_sleeper(n):
+    i0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
     c0, t0 = nvcsw(), time.thread_time_ns()
     sleeper(n)
     t1, c1 = time.thread_time_ns(), nvcsw()
+    i1 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
     with lock:
         truth["sleeper_nvcsw"].append(c1 - c0)
+        truth["sleeper_nivcsw"].append(i1 - i0)
         truth["sleeper_cpu_ns"].append(t1 - t0)
 
 
