@@ -4,7 +4,7 @@
 # -fsanitize=thread.  Reports go to files (not to the profiled children's stderr, which the
 # tests check); any report with a cprof frame in it fails the run, the others (CPython's own,
 # after its published suppressions) are counted and listed.
-#   bash tests/tsan.sh        (tests/run.sh calls it when the interpreter is there)
+#   bash tests/tsan.sh        (or CPROF_TSAN=1 bash tests/run.sh; 10-30 minutes, so opt-in)
 # The interpreter: $CPROF_TSAN_PYTHON, else /opt/cpython/3.14t-tsan, which
 #   VERSIONS="3.14t-tsan" ../shared/tools/build-pythons
 # builds (about 40 minutes on a busy 2-core machine, so CI does not build it).
@@ -36,14 +36,21 @@ fi
 
 echo "== ThreadSanitizer: tests/py/test_free_threading.py with $py (Python $ver)"
 status=0
-(cd tests/py && TSAN_OPTIONS="$opts" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+# fewer on/off cycles than the 100 of a normal run: everything is ten times slower here
+(cd tests/py && CPROF_FT_CYCLES=${CPROF_FT_CYCLES:-25} TSAN_OPTIONS="$opts" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
    test_free_threading.py) || status=1
 
-reports=$(cat "$logs"/report.* 2>/dev/null | grep -c '^WARNING: ThreadSanitizer' || true)
-ours=$(for f in "$logs"/report.*; do [ -f "$f" ] && awk '/^WARNING: ThreadSanitizer/{r=1} r&&/_cprof/{print FILENAME": "$0; r=0} /^====/{r=0}' "$f"; done | wc -l)
+shopt -s nullglob
+files=("$logs"/report.*)
+reports=0 ours=0
+if [ ${#files[@]} -gt 0 ]; then
+  reports=$(cat "${files[@]}" | grep -c '^WARNING: ThreadSanitizer' || true)
+  # a report with a frame in cprof's extension, up to the report's closing line
+  ours=$(awk '/^WARNING: ThreadSanitizer/{r=1} r&&/_cprof/{n++; r=0} /^==================$/{r=0} END{print n+0}' "${files[@]}")
+fi
 echo "== ThreadSanitizer: $reports report(s), $ours with a cprof frame (reports in $logs)"
 if [ "$ours" -gt 0 ]; then
-  grep -l _cprof "$logs"/report.* | head -n 3 | xargs cat
+  grep -l _cprof "${files[@]}" | head -n 3 | xargs cat
   status=1
 fi
 exit $status
