@@ -312,8 +312,10 @@ static PyObject *column(size_t len, PyObject **out, int64_t **data)
  * that cprof.build reads through memoryview.cast("q"). */
 static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m)
 {
-    const struct cprof_table *t = &m->tab.nodes;
-    size_t len = t->len;
+    /* Nodes 0..nb-1 from `b` (the base thread's table, or the merged one), then the
+     * records of `x` (the other threads' nodes, when there is a base) at node_ix. */
+    const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
+    size_t len = m->nodes, nb = b->len, nx = m->base ? x->len : 0;
     unsigned n = p->n;
     PyObject *parent = NULL, *function = NULL, *calls = NULL, *self = PyTuple_New(n),
              *total = PyTuple_New(n), *out = NULL;
@@ -322,10 +324,20 @@ static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m)
     if (!self || !total || !column(len, &parent, &par) || !column(len, &function, &fn) ||
         !column(len, &calls, &cl))
         goto out;
-    for (size_t i = 0; i < len; i++) {
-        par[i] = i ? (int64_t)(t->recs[i].key >> 32) : -1;
-        fn[i] = i ? (int64_t)(t->recs[i].key & 0xffffffffu) - 1 : -1;
-        cl[i] = (int64_t)t->recs[i].calls;
+    for (size_t i = 0; i < nb; i++) {
+        par[i] = i ? (int64_t)(b->recs[i].key >> 32) : -1;
+        fn[i] = i ? (int64_t)(b->recs[i].key & 0xffffffffu) - 1 : -1;
+        cl[i] = (int64_t)b->recs[i].calls;
+    }
+    for (size_t r = 0; r < nx; r++) {
+        size_t j = m->node_ix[r];
+        if (j < nb) {
+            cl[j] += (int64_t)x->recs[r].calls;
+            continue;
+        }
+        par[j] = (int64_t)(x->recs[r].key >> 32);
+        fn[j] = (int64_t)(x->recs[r].key & 0xffffffffu) - 1;
+        cl[j] = (int64_t)x->recs[r].calls;
     }
     for (unsigned c = 0; c < n; c++) {
         PyObject *s, *u;
@@ -336,9 +348,15 @@ static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m)
         if (!column(len, &u, &tv))
             goto out;
         PyTuple_SET_ITEM(total, c, u);
-        for (size_t i = 0; i < len; i++) {
-            sv[i] = (int64_t)cprof_self(t, i)[c];
-            tv[i] = (int64_t)cprof_total(t, i)[c];
+        for (size_t i = 0; i < nb; i++) {
+            sv[i] = (int64_t)cprof_self(b, i)[c];
+            tv[i] = (int64_t)cprof_total(b, i)[c];
+        }
+        for (size_t r = 0; r < nx; r++) {
+            size_t j = m->node_ix[r];
+            int64_t s0 = j < nb ? sv[j] : 0, t0 = j < nb ? tv[j] : 0;
+            sv[j] = s0 + (int64_t)cprof_self(x, r)[c];
+            tv[j] = t0 + (int64_t)cprof_total(x, r)[c];
         }
     }
     out = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}", "parent", parent, "function", function, "calls",
