@@ -5,6 +5,7 @@
 #include "profiler.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "../core/hist.h"
@@ -801,4 +802,36 @@ out:
     PyMem_Free(acc);
     Py_XDECREF(totals);
     return out;
+}
+
+/* first_bad_int(list, lo, hi, below_index=False): the index of the first entry of `list`
+ * that is not an int (bool is not) in [lo, hi) (hi may be 2**63), nor (below_index) in
+ * [0, its own index) past entry 0; -1 if none.  The profile file's check of the tree's
+ * columns: 1.4 s of black's report as Python's set(map(type)), min, max and a comparison
+ * per node. */
+PyObject *cprof_py_first_bad_int(PyObject *module, PyObject *args)
+{
+    PyObject *list, *hi_obj;
+    long long lo, hi;
+    int below = 0, ovf, unbounded;
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "O!LO|p:first_bad_int", &PyList_Type, &list, &lo, &hi_obj, &below))
+        return NULL;
+    hi = PyLong_AsLongLongAndOverflow(hi_obj, &ovf);
+    if (hi == -1 && PyErr_Occurred())
+        return NULL;
+    unbounded = ovf > 0;        /* every int64 is below it */
+    if (ovf < 0)
+        hi = LLONG_MIN;         /* none is */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *x = PyList_GET_ITEM(list, i);
+        long long v;
+        if (!PyLong_CheckExact(x))
+            return PyLong_FromSsize_t(i);
+        v = PyLong_AsLongLongAndOverflow(x, &ovf);
+        if (ovf || v < lo || (!unbounded && v >= hi) || (below && i > 0 && (v < 0 || v >= i)))
+            return PyLong_FromSsize_t(i);
+    }
+    return PyLong_FromLong(-1);
 }
