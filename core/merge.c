@@ -96,7 +96,7 @@ static int merge_functions(struct cprof_merged *out, const struct cprof_thread *
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out)
 {
-    size_t *map = NULL, *nmap;
+    size_t *map = NULL, *nmap, basei = SIZE_MAX, ixcap, nfn = 0;
     uint64_t *block;
     int r = -ENOMEM;
 
@@ -109,16 +109,26 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
 #define CARVE(name) out->name = block; block += n;
     MERGED_ARRAYS(CARVE)
 #undef CARVE
-    for (size_t ti = 0; ti < nthreads; ti++)    /* one K for every merged slow set */
+    for (size_t ti = 0; ti < nthreads; ti++) {  /* one K for every merged slow set */
         if (threads[ti]->extras.slow_k > out->extras.slow_k)
             out->extras.slow_k = threads[ti]->extras.slow_k;
-    for (size_t ti = 0; ti < nthreads; ti++) {
-        const struct cprof_thread *t = threads[ti];
-        const struct cprof_tables *tab = &t->tab;
+        if (threads[ti]->rd.started &&
+            (basei == SIZE_MAX || threads[ti]->tab.nodes.len > threads[basei]->tab.nodes.len))
+            basei = ti;
+    }
+    if (!(out->node_ix = malloc(sizeof(*out->node_ix))))
+        goto err;
+    out->node_ix[0] = CPROF_ROOT;  /* the root's record: the base's root */
+    ixcap = 1;
+    for (size_t k = 0; k < nthreads; k++) {     /* the base first, then the others in order */
+        size_t ti = k == 0 ? basei : k <= basei ? k - 1 : k;
+        const struct cprof_thread *t;
+        const struct cprof_tables *tab;
         size_t *m, bfn;
 
-        if (!t->rd.started)
+        if (ti == SIZE_MAX || !(t = threads[ti])->rd.started)
             continue;
+        tab = &t->tab;
         m = realloc(map, (tab->fns.len + tab->nodes.len) * sizeof(*map));
         if (!m)
             goto err;
@@ -127,6 +137,13 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
         if ((r = merge_functions(out, t, ident, ident_arg, map)) < 0)
             goto err;
         r = -ENOMEM;
+        if (k == 0 && out->tab.fns.len == tab->fns.len) {
+            /* Its functions went in first and apart (the root was there already): its
+             * indices are the merged ones, and so are its nodes'. */
+            out->base = &tab->nodes;
+            out->nodes = tab->nodes.len;
+            nfn = tab->fns.len;
+        }
         if (merge_extras(out, t, map, n) < 0)
             goto err;
         for (size_t i = 0; i < tab->edges.len; i++) {
@@ -138,12 +155,29 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
             add_rec(&out->tab.edges, di, &tab->edges, i);
         }
         /* A parent node is always inserted before its children. */
-        for (size_t i = 0; i < tab->nodes.len; i++) {
+        for (size_t i = 0; &tab->nodes != out->base && i < tab->nodes.len; i++) {
             uint64_t k = tab->nodes.recs[i].key;
             uint64_t mk = i == CPROF_ROOT ? 0 : (uint64_t)nmap[k >> 32] << 32 | map[k & 0xffffffffu];
-            if (cprof_table_get(&out->tab.nodes, mk, &nmap[i]) < 0)
+            size_t ri, bi;
+            int got = cprof_table_get(&out->tab.nodes, mk, &ri);
+            if (got < 0)
                 goto err;
-            add_rec(&out->tab.nodes, nmap[i], &tab->nodes, i);
+            if (out->base && got == 1) {
+                if (ri >= ixcap) {
+                    size_t *x = realloc(out->node_ix, 2 * ixcap * sizeof(*x));
+                    if (!x)
+                        goto err;
+                    out->node_ix = x;
+                    ixcap *= 2;
+                }
+                if ((mk >> 32) < out->base->len && (mk & 0xffffffffu) < nfn &&
+                    cprof_table_find(out->base, mk, &bi) == 0)
+                    out->node_ix[ri] = bi;
+                else
+                    out->node_ix[ri] = out->nodes++;
+            }
+            nmap[i] = out->base ? out->node_ix[ri] : ri;
+            add_rec(&out->tab.nodes, ri, &tab->nodes, i);
         }
         if (!out->health.backwards_readings && t->health.backwards_readings) {
             /* the first backwards reading's function, as its merged identity */
@@ -162,6 +196,11 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
         out->threads++;
         out->events += t->rd.events;
     }
+    if (!out->base) {
+        free(out->node_ix);
+        out->node_ix = NULL;
+        out->nodes = out->tab.nodes.len;
+    }
     free(map);
     return 0;
 err:
@@ -175,6 +214,9 @@ void cprof_merged_free(struct cprof_merged *m)
     cprof_tables_free(&m->tab);
     cprof_extras_free(&m->extras);
     free(m->region);            /* the block's start */
+    free(m->node_ix);
+    m->node_ix = NULL;
+    m->base = NULL;
 #define CLEAR(name) m->name = NULL;
     MERGED_ARRAYS(CLEAR)
 #undef CLEAR

@@ -73,6 +73,9 @@ static PyMethodDef module_methods[] = {
     {"pprof_samples", cprof_py_pprof_samples, METH_VARARGS,
      "pprof_samples(parent, function, selfs)\n--\n\nThe call tree's pprof Sample messages "
      "(stats.c; cprof.exporters.pprof)."},
+    {"first_bad_int", cprof_py_first_bad_int, METH_VARARGS,
+     "first_bad_int(list, lo, hi, below_index=False)\n--\n\nThe profile file's column check "
+     "(stats.c; cprof.schema): the first bad entry's index, or -1."},
     {"build_info", build_info, METH_NOARGS,
      "build_info()\n--\n\nWhat this cprof can use here: {'libpfm': bool (libpfm4 found and "
      "started, at run time), 'libpfm_why': None or why not}."},

@@ -160,3 +160,26 @@ def test_group_totals_count_each_outermost_subtree_once():
     assert sums == [[100, 20]]    # their totals: d is inside a's subtree
     with pytest.raises(ValueError, match="node 1 has parent 1"):
         _cprof.group_totals([-1, 1], [-1, 0], [0, 1], [0], 1, [[0, 1]])
+
+
+def test_the_column_check_names_the_first_bad_entry():
+    """schema's tree column check in C (_cprof.first_bad_int): the same entries fail as
+    Python's type(v) is int and lo <= v < hi did, and a parent not before its node."""
+    from cprof import _cprof, schema
+    first = _cprof.first_bad_int
+    top = schema.INT_LIMIT
+    assert first([], 0, top) == -1
+    assert first([0, 5, top - 1], 0, top) == -1
+    assert first([0, True], 0, top) == 1           # bool is not an int here
+    assert first([0, 1.0], 0, top) == 1
+    assert first([0, top], 0, top) == 1            # 2^63 does not fit
+    assert first([0, -1], 0, top) == 1
+    assert first([-top, top - 1], -top, top) == -1
+    assert first([3, 4], 0, 4) == 1                # hi is excluded
+    assert first([0, 1 << 70], 0, 1 << 80) == 1    # past int64 whatever hi says
+    assert first([-1, 0, 1, 1], -1, top, True) == -1
+    assert first([-1, 0, 2], -1, top, True) == 2   # parent 2 of node 2
+    assert first([-1, 0, -1], -1, top, True) == 2  # only the root has none
+    with pytest.raises(schema.Damaged, match=r"tree.parent\[2\] is 2, not a node before 2"):
+        schema._tree({"parent": [-1, 0, 2], "function": [-1, 0, 0], "calls": [0, 1, 1],
+                      "self": {"cpu": [0, 0, 0]}, "total": {"cpu": [0, 0, 0]}}, ["cpu"], 1)
