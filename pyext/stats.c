@@ -603,6 +603,20 @@ static char *put_varint(char *p, uint64_t v)
     return p;
 }
 
+/* The length of node i's packed values (counter c's at vals[c * n + i]), or 0 when they are
+ * all 0: such a node makes no sample. */
+static size_t values_len(const int64_t *vals, Py_ssize_t k, Py_ssize_t n, Py_ssize_t i)
+{
+    size_t vlen = 0;
+    int any = 0;
+    for (Py_ssize_t c = 0; c < k; c++) {
+        int64_t v = vals[c * n + i];
+        any |= v != 0;
+        vlen += varint_len((uint64_t)v);
+    }
+    return any ? vlen : 0;
+}
+
 /* pprof_samples(parent, function, selfs): profile.proto's Sample messages (field 2 of
  * Profile, each with its tag and length), one per non-root node whose self is not 0 in
  * some counter, in node order: location ids (function id + 1) leaf first, then every
@@ -647,14 +661,8 @@ PyObject *cprof_py_pprof_samples(PyObject *module, PyObject *args)
             goto out;
         }
         ids_len[i] = varint_len((uint64_t)function[i] + 1) + ids_len[parent[i]];
-        size_t vlen = 0;
-        int any = 0;
-        for (Py_ssize_t c = 0; c < k; c++) {
-            int64_t v = vals[c * n + i];
-            any |= v != 0;
-            vlen += varint_len((uint64_t)v);
-        }
-        if (!any)
+        size_t vlen = values_len(vals, k, n, i);
+        if (!vlen)
             continue;
         size_t body = 1 + varint_len(ids_len[i]) + ids_len[i] + 1 + varint_len(vlen) + vlen;
         total += 1 + varint_len(body) + body;
@@ -663,14 +671,8 @@ PyObject *cprof_py_pprof_samples(PyObject *module, PyObject *args)
         goto out;
     char *p = PyBytes_AS_STRING(out);
     for (Py_ssize_t i = 1; i < n; i++) {
-        size_t vlen = 0;
-        int any = 0;
-        for (Py_ssize_t c = 0; c < k; c++) {
-            int64_t v = vals[c * n + i];
-            any |= v != 0;
-            vlen += varint_len((uint64_t)v);
-        }
-        if (!any)
+        size_t vlen = values_len(vals, k, n, i);
+        if (!vlen)
             continue;
         size_t body = 1 + varint_len(ids_len[i]) + ids_len[i] + 1 + varint_len(vlen) + vlen;
         *p++ = 0x12;            /* Profile.sample, length-delimited */
