@@ -182,8 +182,14 @@ def cache_path(config: str, kind: str = "calibration") -> str | None:
 
 def read_cache(path: str, config: str, n: int) -> list[int] | None:
     """The cost per event the file holds for `config` (n counters), or None."""
+    import stat
     try:
-        with open(path, encoding="utf-8", errors="strict") as f:
+        # a regular file only, opened without blocking: a FIFO or a device at the path
+        # would wait for a writer (or never end)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, encoding="utf-8", errors="strict") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             text = f.read(1 << 16)
         header, saved, values = text.split("\n")[:3]
         if header != _HEADER or saved != config:
@@ -191,7 +197,8 @@ def read_cache(path: str, config: str, n: int) -> list[int] | None:
         out = [int(v) for v in values.split()]
     except (OSError, ValueError, UnicodeError):
         return None
-    return out if len(out) == n and all(v >= 0 for v in out) else None
+    # figures the C side takes as unsigned 64-bit values
+    return out if len(out) == n and all(0 <= v < 1 << 64 for v in out) else None
 
 
 def _ours(path: str) -> bool:

@@ -352,13 +352,23 @@ def _check_output(out: str, source: str, what: str) -> None:
     profile_file.check_writable(out)
 
 
+def _tell(text: str) -> None:
+    """cprof's own lines on stderr at the end of a run: a stderr that cannot take them
+    (a full disk, a closed pipe) loses them, never the program's exit code."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def _save(prof: ProfileData, path: str) -> None:
     """Write the run's profile to `path`; if that fails now (its folder was removed
     during the run, the disk is full), to a new file in the temporary folder, saying
     where.  Never raises: the program's exit code and traceback still follow."""
     try:
         what = _write_output(prof, path)
-        print(f"cprof: wrote {path} ({what})", file=sys.stderr)
+        _tell(f"cprof: wrote {path} ({what})")
         return
     except CprofError as e:
         failed = str(e)
@@ -367,10 +377,10 @@ def _save(prof: ProfileData, path: str) -> None:
         spare = profile_file.spare_path(path)
         _write_output(prof, spare)
     except (CprofError, OSError) as e:
-        print(f"cprof: error: {failed}, and no copy could be written in the temporary folder "
-              f"either ({e}); this run's profile is lost", file=sys.stderr)
+        _tell(f"cprof: error: {failed}, and no copy could be written in the temporary folder "
+              f"either ({e}); this run's profile is lost")
     else:
-        print(f"cprof: error: {failed}; the profile was written to {spare} instead", file=sys.stderr)
+        _tell(f"cprof: error: {failed}; the profile was written to {spare} instead")
 
 
 def _list_counters(pmu: bool = False) -> int:
@@ -756,11 +766,11 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             _save(profile, out)
         else:
             from . import report
-            sys.stderr.write("\n" + report.format_report(profile, sort=opts.sort, limit=opts.limit,
-                                                         title=_title(target, meta),
-                                                         all=opts.all, focus=opts.focus))
+            _tell("\n" + report.format_report(profile, sort=opts.sort, limit=opts.limit,
+                                              title=_title(target, meta),
+                                              all=opts.all, focus=opts.focus).removesuffix("\n"))
         if hook_error is not None:
-            print(f"cprof: warning: {hook_error}", file=sys.stderr)
+            _tell(f"cprof: warning: {hook_error}")
 
     def on_signal(signum, frame):
         if ending["done"]:  # the profile is being written: end once it is
@@ -845,7 +855,17 @@ def main(argv: list[str] | None = None) -> int:
             command = commands[argv[0]]
             command._fill()  # type: ignore[attr-defined]
             opts = command.parse_args(argv[1:])
-            return int(opts.run(opts))
+            try:
+                status = int(opts.run(opts))
+                sys.stdout.flush()
+            except OSError as e:  # `cprof report p.json > /dev/full`, a reader gone
+                if e.filename:
+                    raise
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # exit quietly
+                if isinstance(e, BrokenPipeError):
+                    return 1
+                raise CprofError(f"could not write the output ({e.strerror})") from None
+            return status
         head, program = _split_run_args(parser, argv)
         opts = parser.parse_args(head)
         if opts.pmu and not opts.list_counters:

@@ -866,3 +866,22 @@ def test_limit_must_be_a_count(value):
     assert r.returncode == 2
     assert f"argument --limit: '{value}' is not a count; give 0 (all) or more" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_exit_code_survives_a_stderr_that_cannot_be_written(tmp_path):
+    """cprof's own lines on a full stderr are lost, not the program's exit code (it was
+    1); `cprof report` onto a full disk is one sentence, not a traceback."""
+    prog = tmp_path / "tiny.py"
+    prog.write_text("print('hi')\nimport sys; sys.exit(3)\n")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "cprof", str(prog)], stderr=full,
+                           stdout=subprocess.PIPE, text=True, timeout=120)
+        assert (r.returncode, r.stdout) == (3, "hi\n")
+        out = tmp_path / "p.json"
+        r = subprocess.run([sys.executable, "-m", "cprof", "-o", str(out), str(prog)],
+                           stderr=full, stdout=subprocess.PIPE, text=True, timeout=120)
+        assert (r.returncode, r.stdout) == (3, "hi\n") and out.exists()
+        r = subprocess.run([sys.executable, "-m", "cprof", "report", str(out)], stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.startswith("cprof: error: could not write the output") and r.stderr.count("\n") == 1, r.stderr

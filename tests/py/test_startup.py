@@ -169,7 +169,8 @@ def test_counters_the_tracer_does_not_raise_get_nothing_from_a_cached_file(cache
                                      "cprof calibration 1\n{config}\nabc\n",
                                      "cprof calibration 1\n{config}\n-5\n",
                                      "cprof calibration 1\n{config}\n1 2 3\n",
-                                     "cprof calibration 9\n{config}\n20\n"])
+                                     "cprof calibration 9\n{config}\n20\n",
+                                     "cprof calibration 1\n{config}\n18446744073709551616\n"])
 def test_a_corrupt_or_stale_file_of_ours_is_measured_again_and_replaced(cache, content):
     folder, calls = cache
     calibrate(["cpu"])
@@ -349,3 +350,24 @@ def test_the_clock_ratio_is_kept_per_boot_and_confirmed(tmp_path):
     assert open(path).read().split("\n")[2] == str(fresh)
     _, seeded = clock_run(tmp_path, CPROF_NO_CACHE="1")
     assert not seeded
+    with open(path, "w") as f:       # past what the C side takes (was an OverflowError, every run)
+        f.write("\n".join([lines[0], lines[1], str(1 << 64), ""]))
+    fresh, seeded = clock_run(tmp_path)
+    assert not seeded and abs(fresh - mult) <= mult // 1000
+
+
+def test_a_fifo_in_the_cache_does_not_hang_the_run(tmp_path):
+    """A FIFO where a cache file goes is not opened for reading (that waits for a
+    writer): the run measures and goes on (it hung before)."""
+    prog = tmp_path / "p.py"
+    prog.write_text("print('ran')\n")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "c"))
+    cmd = [sys.executable, "-m", "cprof", "-o", str(tmp_path / "p.json"), str(prog)]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    paths = glob.glob(str(tmp_path / "c" / "cprof" / "*"))
+    assert paths
+    for path in paths:
+        os.unlink(path)
+        os.mkfifo(path)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
