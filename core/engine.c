@@ -38,6 +38,8 @@ static void readings_free(struct cprof_readings *rd)
 #undef CLEAR
 }
 
+static void pick_read_events(struct cprof_thread *t);
+
 int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new_key,
                       void *new_key_arg)
 {
@@ -45,6 +47,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
 
     memset(t, 0, sizeof(*t));
     t->n = n;
+    pick_read_events(t);
     st->on_new_key = on_new_key;
     st->new_key_arg = new_key_arg;
     st->cap = 64;
@@ -61,8 +64,21 @@ err:
     return -ENOMEM;
 }
 
+static void ignore_event(struct cprof_thread *t, cprof_key key)
+{
+    (void)t;
+    (void)key;
+}
+
+void cprof_thread_mute(struct cprof_thread *t)
+{
+    t->enter_read = ignore_event;
+    t->exit_read = ignore_event;
+}
+
 void cprof_thread_free(struct cprof_thread *t)
 {
+    cprof_thread_mute(t);       /* a failed init's engine: the *_read events do nothing */
     cprof_tables_free(&t->tab);
     cprof_extras_free(&t->extras);
     readings_free(&t->rd);
@@ -344,7 +360,7 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
     uint64_t eouter = --tab->edges.recs[f->edge].active == 0;
     uint64_t own = f->own_node;
 
-    if (__builtin_expect(t->extras.dist || t->extras.slow_k, 0))
+    if (__builtin_expect(t->extras.any, 0))
         cprof_record_call(t, f->fn, fv, now, current);
 
     /* masks, not branches: a node is on a path at most once (no recursion rule) */
@@ -531,14 +547,28 @@ static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, uns
     exit_n(t, key, now, n);
 }
 
-void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key)
-{
-    BY_N(enter_read_n, t, key)
-}
+/* One function per n and event, each compiled on its own (no switch on n, and a
+ * register allocation of its own: the 1-counter path saves fewer registers than a
+ * function holding every instantiation would); cprof_thread_init picks them. */
+#define READ_EVENTS(suffix, n)                                                                   \
+    static __attribute__((noinline)) void enter_read_##suffix(struct cprof_thread *t,            \
+                                                              cprof_key key)                     \
+    {                                                                                            \
+        enter_read_n(t, key, n);                                                                 \
+    }                                                                                            \
+    static __attribute__((noinline)) void exit_read_##suffix(struct cprof_thread *t,             \
+                                                             cprof_key key)                      \
+    {                                                                                            \
+        exit_read_n(t, key, n);                                                                  \
+    }
+READ_EVENTS(1, 1)
+READ_EVENTS(2, 2)
+READ_EVENTS(any, t->n)
 
-void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key)
+static void pick_read_events(struct cprof_thread *t)
 {
-    BY_N(exit_read_n, t, key)
+    t->enter_read = t->n == 1 ? enter_read_1 : t->n == 2 ? enter_read_2 : enter_read_any;
+    t->exit_read = t->n == 1 ? exit_read_1 : t->n == 2 ? exit_read_2 : exit_read_any;
 }
 
 void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)
