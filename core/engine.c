@@ -296,32 +296,14 @@ static __attribute__((noinline)) int push_lookup(struct cprof_thread *t, cprof_k
     return link(t, caller, fn, f);
 }
 
-static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
-                                 int counted, unsigned n)
+/* The rest of push once frame f at depth d has its records: counts and readings. */
+static ALWAYS_INLINE void push_rest_n(struct cprof_thread *t, const struct cprof_frame *f,
+                                      size_t d, const uint64_t *now, int counted, unsigned n)
 {
     struct cprof_stack *st = &t->stack;
-    size_t d = st->depth;
-    uint32_t up;
-    struct cprof_frame *f;
-    struct cprof_rec *r, *e;
+    struct cprof_rec *r = &t->tab.fns.recs[f->fn], *e = &t->tab.edges.recs[f->edge];
     uint64_t *fv;
 
-    if (__builtin_expect(d == st->cap, 0) && stack_grow(t) < 0)
-        goto oom;
-    f = &st->frames[d];
-    up = d ? st->frames[d - 1].node : CPROF_ROOT;
-    /* The frame last popped at this depth, if it was this key under this parent node,
-     * is this path: its fn, edge and node stand (tables never lose a record, and a
-     * node's edge, once set, never changes).  An own node at depth d is at depth d + 1
-     * of the tree and a borrowed one higher, so an equal parent node is an own one
-     * again, as it was then: this call would not fold either. */
-    if (!(f->own_node && f->key == key && f->up == up)) {
-        if (push_lookup(t, key, d, up) < 0)
-            goto oom;
-        f = &st->frames[d];
-    }
-    r = &t->tab.fns.recs[f->fn];
-    e = &t->tab.edges.recs[f->edge];
     if (counted) {
         r->calls++;
         r->primitive_calls += r->active == 0;
@@ -337,15 +319,54 @@ static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const ui
         fv[n + c] = 0;
     }
     st->depth = d + 1;
-    return;
-oom:
-    t->health.out_of_memory++;
+}
+
+/* push when the frame's records must be found (or the stack grown): off the common
+ * path, which then calls nothing. */
+static __attribute__((noinline)) void push_slow(struct cprof_thread *t, cprof_key key,
+                                                const uint64_t *now, int counted)
+{
+    struct cprof_stack *st = &t->stack;
+    size_t d = st->depth;
+
+    if ((d == st->cap && stack_grow(t) < 0) ||
+        push_lookup(t, key, d, d ? st->frames[d - 1].node : CPROF_ROOT) < 0) {
+        t->health.out_of_memory++;
+        return;
+    }
+    push_rest_n(t, &st->frames[d], d, now, counted, t->n);
+}
+
+static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
+                                 int counted, unsigned n)
+{
+    struct cprof_stack *st = &t->stack;
+    size_t d = st->depth;
+    const struct cprof_frame *f;
+
+    /* The frame last popped at this depth, if it was this key under this parent node,
+     * is this path: its fn, edge and node stand (tables never lose a record, and a
+     * node's edge, once set, never changes).  An own node at depth d is at depth d + 1
+     * of the tree and a borrowed one higher, so an equal parent node is an own one
+     * again, as it was then: this call would not fold either. */
+    if (__builtin_expect(d == st->cap, 0)) {
+        push_slow(t, key, now, counted);
+        return;
+    }
+    f = &st->frames[d];
+    if (__builtin_expect(!(f->own_node && f->key == key &&
+                           f->up == (d ? st->frames[d - 1].node : CPROF_ROOT)), 0)) {
+        push_slow(t, key, now, counted);
+        return;
+    }
+    push_rest_n(t, f, d, now, counted, n);
 }
 
 /* Close the top frame at reading `now`; `current`: it is the frame the exit event
- * is about (not one closed on the way to it). */
+ * is about (not one closed on the way to it).  `extras` 0: the caller knows no
+ * per-call extras are kept (exit_n's fast path, which then calls nothing). */
 static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int current,
-                                unsigned n)
+                                unsigned n, int extras)
 {
     struct cprof_stack *st = &t->stack;
     struct cprof_tables *tab = &t->tab;
@@ -360,7 +381,7 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
     uint64_t eouter = --tab->edges.recs[f->edge].active == 0;
     uint64_t own = f->own_node;
 
-    if (__builtin_expect(t->extras.any, 0))
+    if (extras && __builtin_expect(t->extras.any, 0))
         cprof_record_call(t, f->fn, fv, now, current);
 
     /* masks, not branches: a node is on a path at most once (no recursion rule) */
@@ -377,9 +398,10 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
 }
 
 /* pop_n for any n, off the common path (frames closed on the way, flush). */
-static void pop(struct cprof_thread *t, const uint64_t *now, int current)
+static __attribute__((noinline)) void pop(struct cprof_thread *t, const uint64_t *now,
+                                          int current)
 {
-    pop_n(t, now, current, t->n);
+    pop_n(t, now, current, t->n, 1);
 }
 
 /* op(t, args, n) with n a constant where it is 1 or 2. */
@@ -507,10 +529,13 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
     const uint64_t *v = observe_n(t, now, n);
     size_t d = t->stack.depth;
 
-    if (__builtin_expect(d && t->stack.frames[d - 1].key == key, 1))
-        pop_n(t, v, 1, n);
-    else
+    /* the common case calls nothing: fewer registers to save on every exit */
+    if (__builtin_expect(!(d && t->stack.frames[d - 1].key == key), 0))
         exit_other(t, key, v);
+    else if (__builtin_expect(t->extras.any, 0))
+        pop(t, v, 1);
+    else
+        pop_n(t, v, 1, n, 0);
 }
 
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
