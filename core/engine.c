@@ -38,6 +38,8 @@ static void readings_free(struct cprof_readings *rd)
 #undef CLEAR
 }
 
+static void pick_read_events(struct cprof_thread *t);
+
 int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new_key,
                       void *new_key_arg)
 {
@@ -45,6 +47,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
 
     memset(t, 0, sizeof(*t));
     t->n = n;
+    pick_read_events(t);
     st->on_new_key = on_new_key;
     st->new_key_arg = new_key_arg;
     st->cap = 64;
@@ -61,8 +64,21 @@ err:
     return -ENOMEM;
 }
 
+static void ignore_event(struct cprof_thread *t, cprof_key key)
+{
+    (void)t;
+    (void)key;
+}
+
+void cprof_thread_mute(struct cprof_thread *t)
+{
+    t->enter_read = ignore_event;
+    t->exit_read = ignore_event;
+}
+
 void cprof_thread_free(struct cprof_thread *t)
 {
+    cprof_thread_mute(t);       /* a failed init's engine: the *_read events do nothing */
     cprof_tables_free(&t->tab);
     cprof_extras_free(&t->extras);
     readings_free(&t->rd);
@@ -280,32 +296,14 @@ static __attribute__((noinline)) int push_lookup(struct cprof_thread *t, cprof_k
     return link(t, caller, fn, f);
 }
 
-static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
-                                 int counted, unsigned n)
+/* The rest of push once frame f at depth d has its records: counts and readings. */
+static ALWAYS_INLINE void push_rest_n(struct cprof_thread *t, const struct cprof_frame *f,
+                                      size_t d, const uint64_t *now, int counted, unsigned n)
 {
     struct cprof_stack *st = &t->stack;
-    size_t d = st->depth;
-    uint32_t up;
-    struct cprof_frame *f;
-    struct cprof_rec *r, *e;
+    struct cprof_rec *r = &t->tab.fns.recs[f->fn], *e = &t->tab.edges.recs[f->edge];
     uint64_t *fv;
 
-    if (__builtin_expect(d == st->cap, 0) && stack_grow(t) < 0)
-        goto oom;
-    f = &st->frames[d];
-    up = d ? st->frames[d - 1].node : CPROF_ROOT;
-    /* The frame last popped at this depth, if it was this key under this parent node,
-     * is this path: its fn, edge and node stand (tables never lose a record, and a
-     * node's edge, once set, never changes).  An own node at depth d is at depth d + 1
-     * of the tree and a borrowed one higher, so an equal parent node is an own one
-     * again, as it was then: this call would not fold either. */
-    if (!(f->own_node && f->key == key && f->up == up)) {
-        if (push_lookup(t, key, d, up) < 0)
-            goto oom;
-        f = &st->frames[d];
-    }
-    r = &t->tab.fns.recs[f->fn];
-    e = &t->tab.edges.recs[f->edge];
     if (counted) {
         r->calls++;
         r->primitive_calls += r->active == 0;
@@ -321,15 +319,54 @@ static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const ui
         fv[n + c] = 0;
     }
     st->depth = d + 1;
-    return;
-oom:
-    t->health.out_of_memory++;
+}
+
+/* push when the frame's records must be found (or the stack grown): off the common
+ * path, which then calls nothing. */
+static __attribute__((noinline)) void push_slow(struct cprof_thread *t, cprof_key key,
+                                                const uint64_t *now, int counted)
+{
+    struct cprof_stack *st = &t->stack;
+    size_t d = st->depth;
+
+    if ((d == st->cap && stack_grow(t) < 0) ||
+        push_lookup(t, key, d, d ? st->frames[d - 1].node : CPROF_ROOT) < 0) {
+        t->health.out_of_memory++;
+        return;
+    }
+    push_rest_n(t, &st->frames[d], d, now, counted, t->n);
+}
+
+static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
+                                 int counted, unsigned n)
+{
+    struct cprof_stack *st = &t->stack;
+    size_t d = st->depth;
+    const struct cprof_frame *f;
+
+    /* The frame last popped at this depth, if it was this key under this parent node,
+     * is this path: its fn, edge and node stand (tables never lose a record, and a
+     * node's edge, once set, never changes).  An own node at depth d is at depth d + 1
+     * of the tree and a borrowed one higher, so an equal parent node is an own one
+     * again, as it was then: this call would not fold either. */
+    if (__builtin_expect(d == st->cap, 0)) {
+        push_slow(t, key, now, counted);
+        return;
+    }
+    f = &st->frames[d];
+    if (__builtin_expect(!(f->own_node && f->key == key &&
+                           f->up == (d ? st->frames[d - 1].node : CPROF_ROOT)), 0)) {
+        push_slow(t, key, now, counted);
+        return;
+    }
+    push_rest_n(t, f, d, now, counted, n);
 }
 
 /* Close the top frame at reading `now`; `current`: it is the frame the exit event
- * is about (not one closed on the way to it). */
+ * is about (not one closed on the way to it).  `extras` 0: the caller knows no
+ * per-call extras are kept (exit_n's fast path, which then calls nothing). */
 static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int current,
-                                unsigned n)
+                                unsigned n, int extras)
 {
     struct cprof_stack *st = &t->stack;
     struct cprof_tables *tab = &t->tab;
@@ -344,7 +381,7 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
     uint64_t eouter = --tab->edges.recs[f->edge].active == 0;
     uint64_t own = f->own_node;
 
-    if (__builtin_expect(t->extras.dist || t->extras.slow_k, 0))
+    if (extras && __builtin_expect(t->extras.any, 0))
         cprof_record_call(t, f->fn, fv, now, current);
 
     /* masks, not branches: a node is on a path at most once (no recursion rule) */
@@ -361,9 +398,10 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
 }
 
 /* pop_n for any n, off the common path (frames closed on the way, flush). */
-static void pop(struct cprof_thread *t, const uint64_t *now, int current)
+static __attribute__((noinline)) void pop(struct cprof_thread *t, const uint64_t *now,
+                                          int current)
 {
-    pop_n(t, now, current, t->n);
+    pop_n(t, now, current, t->n, 1);
 }
 
 /* op(t, args, n) with n a constant where it is 1 or 2. */
@@ -491,10 +529,13 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
     const uint64_t *v = observe_n(t, now, n);
     size_t d = t->stack.depth;
 
-    if (__builtin_expect(d && t->stack.frames[d - 1].key == key, 1))
-        pop_n(t, v, 1, n);
-    else
+    /* the common case calls nothing: fewer registers to save on every exit */
+    if (__builtin_expect(!(d && t->stack.frames[d - 1].key == key), 0))
         exit_other(t, key, v);
+    else if (__builtin_expect(t->extras.any, 0))
+        pop(t, v, 1);
+    else
+        pop_n(t, v, 1, n, 0);
 }
 
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
@@ -531,14 +572,28 @@ static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, uns
     exit_n(t, key, now, n);
 }
 
-void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key)
-{
-    BY_N(enter_read_n, t, key)
-}
+/* One function per n and event, each compiled on its own (no switch on n, and a
+ * register allocation of its own: the 1-counter path saves fewer registers than a
+ * function holding every instantiation would); cprof_thread_init picks them. */
+#define READ_EVENTS(suffix, n)                                                                   \
+    static __attribute__((noinline)) void enter_read_##suffix(struct cprof_thread *t,            \
+                                                              cprof_key key)                     \
+    {                                                                                            \
+        enter_read_n(t, key, n);                                                                 \
+    }                                                                                            \
+    static __attribute__((noinline)) void exit_read_##suffix(struct cprof_thread *t,             \
+                                                             cprof_key key)                      \
+    {                                                                                            \
+        exit_read_n(t, key, n);                                                                  \
+    }
+READ_EVENTS(1, 1)
+READ_EVENTS(2, 2)
+READ_EVENTS(any, t->n)
 
-void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key)
+static void pick_read_events(struct cprof_thread *t)
 {
-    BY_N(exit_read_n, t, key)
+    t->enter_read = t->n == 1 ? enter_read_1 : t->n == 2 ? enter_read_2 : enter_read_any;
+    t->exit_read = t->n == 1 ? exit_read_1 : t->n == 2 ? exit_read_2 : exit_read_any;
 }
 
 void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)

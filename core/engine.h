@@ -118,6 +118,8 @@ struct cprof_thread {
                                  * read[c](rstate[c]), taken in the engine (one call less per
                                  * event than reading in the caller) */
     void *rstate[CPROF_MAX_COUNTERS];
+    void (*enter_read)(struct cprof_thread *t, cprof_key key); /* the *_read events for this n */
+    void (*exit_read)(struct cprof_thread *t, cprof_key key);
     struct cprof_tables tab;    /* functions, edges, call tree */
     struct cprof_stack stack;   /* attribution */
     struct cprof_readings rd;   /* readings, compensation, bounds */
@@ -136,9 +138,12 @@ void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *n
  * read[c](state[c]) for c < n (n <= CPROF_MAX_COUNTERS). */
 void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
                               void *const *state);
-/* cprof_thread_enter and _exit with the reading taken now, by the readers. */
-void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key);
-void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key);
+/* cprof_thread_enter and _exit with the reading taken now, by the readers.  After
+ * cprof_thread_mute, or after cprof_thread_free (or a failed init), they do nothing:
+ * a caller that keeps an engine it could not set up passes it events unchecked. */
+static inline void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key);
+static inline void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key);
+void cprof_thread_mute(struct cprof_thread *t);
 /* A call of `key` ends (return, exception, yield).  Frames above the matching one
  * are closed first (their exits were missed); an exit with an empty stack is a
  * function that was running before profiling started: it gets the root-level
@@ -191,6 +196,16 @@ void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_
 /* Growth of counter c over this thread's region, and the part no function got. */
 uint64_t cprof_thread_region(const struct cprof_thread *t, unsigned c);
 uint64_t cprof_thread_unattributed(const struct cprof_thread *t, unsigned c);
+
+static inline void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key)
+{
+    t->enter_read(t, key);
+}
+
+static inline void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key)
+{
+    t->exit_read(t, key);
+}
 
 /* Frames on the stack, and the key of frame i (0: the outermost). */
 static inline size_t cprof_thread_depth(const struct cprof_thread *t)

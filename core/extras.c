@@ -92,6 +92,7 @@ void cprof_record_call(struct cprof_thread *t, size_t fn, const uint64_t *start,
 void cprof_thread_set_distributions(struct cprof_thread *t, int on)
 {
     t->extras.dist = on;
+    t->extras.any = t->extras.dist || t->extras.slow_k;
 }
 
 void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_fn fn, void *arg)
@@ -99,4 +100,5 @@ void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_
     t->extras.slow_k = k > CPROF_MAX_SLOW ? CPROF_MAX_SLOW : k;
     t->extras.on_slow = fn;
     t->extras.slow_arg = arg;
+    t->extras.any = t->extras.dist || t->extras.slow_k;
 }

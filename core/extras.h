@@ -40,6 +40,7 @@ struct cprof_fn_ext {
 struct cprof_extras {
     int dist;                   /* keep per-call distributions (a thread's setting) */
     unsigned slow_k;            /* K of the slow sets (0: none kept) */
+    int any;                    /* dist || slow_k: one test per call on the event path */
     cprof_slow_fn on_slow;      /* a thread's callback, required when slow_k > 0 */
     void *slow_arg;             /* its argument */
     struct cprof_fn_ext *ext;   /* per function index, grown on demand, or NULL */

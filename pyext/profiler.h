@@ -288,6 +288,8 @@ static __attribute__((noinline, unused)) void ev_pycall(ProfilerObject *p, struc
     uint64_t now[CPROF_MAX_COUNTERS];
     PyObject *obj = ts->pending, *globals = ts->pending_globals;
 
+    if (ts->failed)             /* ev() lets it through: its counters are not open */
+        return;
     read_all(ts, p->n, now);
     if (cprof_pycounter_failed)
         cprof_ts_note_failures(p, ts);
@@ -305,9 +307,13 @@ static __attribute__((noinline, unused)) void ev_pycall(ProfilerObject *p, struc
 static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof_key key,
                       PyObject *obj, PyObject *globals)
 {
-    struct tstate *ts = get_ts(p);
+    struct tstate *ts;
 
-    if (!ts)
+    /* get_ts's, less its `failed` test: a failed thread's engine is muted (its *_read
+     * events do nothing: cprof_ts_new), and ev_pycall looks itself */
+    if (__builtin_expect(cprof_tls_owner == p->generation, 1))
+        ts = cprof_tls_ts;
+    else if (!(ts = cprof_ts_new(p)))
         return;
 #ifdef Py_GIL_DISABLED
     /* the hand-over with stop() (see struct tstate): raise busy, then look again */

@@ -178,6 +178,7 @@ struct tstate *cprof_ts_new(ProfilerObject *p)
         char msg[CPROF_ERROR_LEN + 64];
         snprintf(msg, sizeof(msg), "a thread could not be profiled: %s", err.msg);
         ts->failed = 1;
+        cprof_thread_mute(&ts->eng);    /* ev() passes its events without looking */
         cprof_py_set_sticky(p, msg);
         goto out;
     }

@@ -2307,6 +2307,96 @@ Test(engine, reads_counters_itself)
     cprof_thread_free(&u);
 }
 
+/* enter_read/exit_read are instantiated apart for 1, 2 and any n counters (picked at
+ * init): engines of 1 and 3 counters reading the same script attribute as those
+ * given the readings (2 is reads_counters_itself). */
+static const uint64_t script3[8] = {5, 6, 9, 9, 12, 20, 21, 30};
+static unsigned script3_pos;
+
+static uint64_t script3_read(void *state)
+{
+    (void)state;
+    return script3[script3_pos++];
+}
+
+Test(engine, reads_counters_itself_for_1_and_3_counters)
+{
+    static const unsigned ncs[2] = {1, 3};
+    static const cprof_key keys[8] = {KA, KB, KC, KC, KB, KC, KC, KA};
+    static const int is_enter[8] = {1, 1, 1, 0, 0, 1, 0, 0};
+    const cprof_read_fn rd[3] = {script_read, script_read, script3_read};
+    void *const st[3] = {(void *)(uintptr_t)0, (void *)(uintptr_t)1, NULL};
+
+    for (unsigned k = 0; k < 2; k++) {
+        struct cprof_thread t, u;
+        unsigned n = ncs[k];
+
+        cr_assert_eq(cprof_thread_init(&t, n, NULL, NULL), 0);
+        cr_assert_eq(cprof_thread_init(&u, n, NULL, NULL), 0);
+        cprof_thread_set_readers(&t, rd, st);
+        for (int i = 0; i < 8; i++) {
+            uint64_t v[3] = {script_vals[0][i], script_vals[1][i], script3[i]};
+            script_pos[0] = script_pos[1] = script3_pos = (unsigned)i;
+            if (is_enter[i]) {
+                cprof_thread_enter_read(&t, keys[i]);
+                cprof_thread_enter(&u, keys[i], v);
+            } else {
+                cprof_thread_exit_read(&t, keys[i]);
+                cprof_thread_exit(&u, keys[i], v);
+            }
+            cr_assert_eq(script_pos[0], (unsigned)i + 1);
+            cr_assert_eq(script3_pos, (unsigned)i + (n == 3));
+        }
+        cprof_thread_flush(&t);
+        cprof_thread_flush(&u);
+        cr_assert_eq(t.tab.fns.len, 4);
+        cr_assert_eq(t.tab.fns.len, u.tab.fns.len);
+        cr_assert_eq(t.tab.nodes.len, u.tab.nodes.len);
+        for (size_t i = 0; i < t.tab.fns.len; i++) {
+            cr_assert_eq(t.tab.fns.recs[i].calls, u.tab.fns.recs[i].calls);
+            for (unsigned c = 0; c < 2 * n; c++)
+                cr_assert_eq(t.tab.fns.vals[i * 2 * n + c], u.tab.fns.vals[i * 2 * n + c]);
+        }
+        for (size_t i = 0; i < t.tab.nodes.len; i++)
+            for (unsigned c = 0; c < 2 * n; c++)
+                cr_assert_eq(t.tab.nodes.vals[i * 2 * n + c], u.tab.nodes.vals[i * 2 * n + c]);
+        cprof_thread_free(&t);
+        cprof_thread_free(&u);
+    }
+}
+
+/* A muted engine (a thread whose counters could not be opened) ignores the *_read
+ * events: its readers are never called (they may not exist), nothing is recorded;
+ * so does a freed one (a failed init's). */
+static uint64_t must_not_read(void *state)
+{
+    (void)state;
+    cr_assert_fail("a muted engine read a counter");
+    return 0;
+}
+
+Test(engine, muted_engine_ignores_read_events)
+{
+    struct cprof_thread t;
+    const cprof_read_fn rd[NC] = {must_not_read, must_not_read};
+    void *const st[NC] = {NULL, NULL};
+
+    init2(&t);
+    cprof_thread_set_readers(&t, rd, st);
+    cprof_thread_mute(&t);
+    cprof_thread_enter_read(&t, KA);
+    cprof_thread_exit_read(&t, KA);
+    cprof_thread_exit_read(&t, KB);
+    cr_assert_eq(t.stack.depth, 0);
+    cr_assert_eq(t.rd.events, 0);
+    cr_assert_eq(t.tab.fns.len, 1);
+    cr_assert_eq(t.health.unmatched_exits, 0);
+    cprof_thread_free(&t);
+    cprof_thread_enter_read(&t, KA);    /* freed: still nothing, no crash */
+    cprof_thread_exit_read(&t, KA);
+    cr_assert_eq(t.stack.depth, 0);
+}
+
 /* The event path is instantiated for 1 counter, 2, and any n: one stream (recursion,
  * exceptions unwinding several frames, backwards readings, a bounded tree) fed to
  * engines of 1, 2 and 3 counters whose counters are copies of two streams of values
