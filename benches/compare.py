@@ -1235,13 +1235,21 @@ def report_again(paths: list[str], out: str | None) -> int:
 # ---- main ----------------------------------------------------------------------------------
 
 def select(names: list[str], patterns: str | None) -> list[str]:
+    """The names that match comma-separated shell patterns, in their own order.  A name may itself
+    hold commas (cprof cpu,ctxsw): at each place the longest run of pieces that matches a name
+    is one pattern, so 'plain,cprof cpu,ctxsw,cprof wall' is three."""
     if not patterns:
         return list(names)
-    pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    # a configuration name may itself hold commas (cprof cpu,ctxsw): match whole names first
-    whole = [n for n in names if n == patterns.strip()]
-    if whole:
-        return whole
+    pieces = [p.strip() for p in patterns.split(",")]
+    pats, i = [], 0
+    while i < len(pieces):
+        for j in range(len(pieces), i, -1):
+            cand = ",".join(pieces[i:j])
+            if j == i + 1 or any(fnmatch.fnmatchcase(n, cand) for n in names):
+                pats.append(cand)
+                i = j
+                break
+    pats = [p for p in pats if p]
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
 
 
