@@ -36,7 +36,8 @@
                  counts.  Under valgrind glibc registers no rseq, so cprof's cpu and ctxsw
                  take their slow path there: each configuration is also timed natively (ns a
                  call on fib(--native-n), paired with the unprofiled run), and the table says
-                 which counts to read as time.  Without valgrind: said, and native times only.
+                 which counts to read as time (CPU time of the process: what waiting for a
+                 CPU on a shared machine moves least).  Without valgrind: said, native only.
    --python-gil sets PYTHON_GIL in every run.
 5. Prints the tables (overhead; real programs' whole process, added time and peak RSS; peak RSS
    of every workload; start-up; instructions; fib4's parallelism; accuracy: each profiler's
@@ -560,12 +561,14 @@ def run_startup(venv: Venv, configs: list[Config], reps: int, timeout: float, pr
 
 # ---- instructions per call: callgrind ------------------------------------------------------
 
+# timed in CPU time of the process (user + system: ctxsw's getrusage is in the kernel): on a
+# shared machine the wall time of 30 ms of fib is mostly how long it waited for a CPU
 FIB_SCRIPT = """import sys, time
 def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
-t0 = time.perf_counter()
+t0 = time.process_time()
 fib(int(sys.argv[1]))
-t1 = time.perf_counter()
+t1 = time.process_time()
 print("BENCH_SECONDS", t1 - t0)
 """
 # Under valgrind glibc registers no rseq area, so cprof's cpu and ctxsw counters cannot see a
@@ -602,8 +605,8 @@ def run_instructions(venv: Venv, configs: list[Config], sizes: tuple[int, int], 
     """Instructions per call of naive fib under callgrind: fib(N2) minus fib(N1), over the
     difference of their calls, so that start-up, imports and writing the profile cancel (the
     intercept, I(N1) - calls(N1) x per-call, is what those cost).  Load on the machine does not
-    move these counts.  Then native time per call: fib(native_n) timed inside the process,
-    paired with the unprofiled run of the same repetition (these are the figures to read for
+    move these counts.  Then native time per call: fib(native_n) timed inside the process in
+    CPU time, paired with the unprofiled run of the same repetition (these are the figures to read for
     cpu and ctxsw, whose instruction counts under valgrind are of their slow path)."""
     n1, n2 = sizes
     res = {"sizes": [n1, n2], "calls": [fib_calls(n1), fib_calls(n2)], "native_n": native_n,
@@ -898,7 +901,7 @@ def instruction_text(ins: dict, width: int) -> list[str]:
     out = [(f"Per call of naive fib: instructions (callgrind, fib({n2}) - fib({n1}) = "
             f"{ins['calls'][1] - ins['calls'][0]:,} calls; start-up cancels), the profiler's added "
             f"instructions and their ratio to the empty callback's and cProfile's; native ns a call "
-            f"(fib({ins['native_n']}) timed inside the process, median), added over the unprofiled run [range]")]
+            f"(fib({ins['native_n']}) in CPU time of the process, median), added over the unprofiled run [range]")]
     if ins.get("skipped"):
         out.append(f"  {ins['skipped']}")
     out.append(f"{'':<{width}}{'instr':>8}{'added':>8}{'/floor py':>10}{'/floor ev':>10}{'/cProfile':>10}"
@@ -1127,7 +1130,7 @@ def markdown_tables(results: dict | list) -> str:
         header(f"Per call of naive fib: instructions (callgrind, fib({i0['sizes'][1]}) − fib({i0['sizes'][0]}), "
                "start-up cancelled), what the profiler adds and that over what the empty callback "
                "(PY_START/PY_RETURN; cprof's events) and cProfile add; the intercept (start-up and exit, "
-               f"millions); native ns a call (fib({i0['native_n']}) timed in the process, median) and the "
+               f"millions); native ns a call (fib({i0['native_n']}) in the process's CPU time, median) and the "
                "ns it adds [range]", ins_runs)
         md.append("| Python | profiler | instructions / call | added | / floor py | / floor cprof-events | "
                   "/ cProfile | start-up + exit, M | ns / call | added ns |")
