@@ -1492,15 +1492,20 @@ def main() -> int:
             problems[f"{c} accuracy"] = f"FAILED: could not read its profile: {acc['errors'][-1]}"
 
     startup = instructions = None
+    phase_s = {"set-up and workloads": round(time.time() - t_start, 1)}
     if "startup" in modes:
+        t_phase = time.time()
         startup = run_startup(venv, startup_configs(runnable), reps, timeout, problems)
+        phase_s["startup"] = round(time.time() - t_phase, 1)
         fatal.extend(f"{c} start-up" for c, cell in startup["configs"].items()
                      if cell.get("status") != "ok" and must_run(c))
     if "instructions" in modes:
         chosen = instruction_configs(runnable)
         if smoke:
             chosen = [c for c in chosen if c.name in SMOKE_INSTRUCTIONS]
+        t_phase = time.time()
         instructions = run_instructions(venv, chosen, instr_n, native_n, reps, timeout, problems)
+        phase_s["instructions"] = round(time.time() - t_phase, 1)
         fatal.extend(f"{c} instructions" for c, cell in instructions["configs"].items()
                      if must_run(c) and f"{c} instructions" in problems)
 
@@ -1524,6 +1529,8 @@ def main() -> int:
             if must_run(c):
                 fatal.append(f"{c} accuracy")
     results["meta"]["elapsed_s"] = round(time.time() - t_start, 1)
+    results["meta"]["phases_s"] = phase_s
+    log("seconds spent: " + ", ".join(f"{k} {v:.0f}" for k, v in phase_s.items()))
     write_outputs(results, out_dir, None if "matplotlib" in venv.missing else str(venv.python),
                   venv.missing.get("matplotlib"))
 
