@@ -737,6 +737,12 @@ def summarize(results: dict) -> None:
                 par[c] = {"speedup": median(ups), "range": [min(ups), max(ups)],
                           "cores": median(busy), "cores_range": [min(busy), max(busy)] if busy else None,
                           "gil": sorted(set(cells["fib4"][c].get("gil", [])))}
+                # the share of the unprofiled 4 threads' throughput that survives profiling:
+                # t_plain(fib4) / t(fib4), paired per repetition
+                plain4 = cells["fib4"].get("plain", {}).get("by_rep", {})
+                kept = [plain4[r] / four[r] for r in four if plain4.get(r)]
+                par[c]["kept"] = median(kept)
+                par[c]["kept_range"] = [min(kept), max(kept)] if kept else None
     results["floor_ratios"] = []
     if "fib" in cells:
         for floor in ("floor py", "floor cprof-events"):
@@ -978,7 +984,8 @@ def text_tables(results: dict) -> str:
         for c, x in par.items():
             cores = (f"  cores {x['cores']:.2f} [{x['cores_range'][0]:.2f}-{x['cores_range'][1]:.2f}]"
                      if x.get("cores") is not None else "")
-            out.append(f"  {c:<{width}}{x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}]" + cores
+            kept = f"  throughput kept {fmt_range(x.get('kept'), x.get('kept_range'))}" if c != "plain" else ""
+            out.append(f"  {c:<{width}}{x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}]" + cores + kept
                        + (f"  GIL {'/'.join(x['gil'])}" if x["gil"] else ""))
     note = gil_note(results)
     if note:
@@ -1079,9 +1086,11 @@ def markdown_tables(results: dict | list) -> str:
     par_runs = [r for r in timed if r.get("parallel")]
     if par_runs:
         header("fib in 4 threads: speed-up 4·t(fib)/t(fib4) [range], cores kept busy in fib4 "
-               "(process CPU / wall), the GIL while fib4 ran, fib4's time / unprofiled (/ cProfile's)", par_runs)
-        md.append("| Python | profiler | speed-up | cores busy | GIL | fib4 time |")
-        md.append("|---|---|---:|---:|---|---:|")
+               "(process CPU / wall), the GIL while fib4 ran, fib4's time / unprofiled (/ cProfile's), and the "
+               "share of the unprofiled 4 threads' throughput that survives profiling, t_plain(fib4) / t(fib4)",
+               par_runs)
+        md.append("| Python | profiler | speed-up | cores busy | GIL | fib4 time | throughput kept |")
+        md.append("|---|---|---:|---:|---|---:|---:|")
         groups = []
         for r in par_runs:
             rows = []
@@ -1092,7 +1101,8 @@ def markdown_tables(results: dict | list) -> str:
                 t = "1" if c == "plain" else f"{fmt_cell(cell)} ({fmt_ratio(cell['x_cProfile'])})"
                 rows.append([c if c != "plain" else "*no profiler*",
                              f"{x['speedup']:.2f} [{x['range'][0]:.2f}-{x['range'][1]:.2f}]", cores,
-                             "/".join(x["gil"]) or "?", t])
+                             "/".join(x["gil"]) or "?", t,
+                             "" if c == "plain" else fmt_range(x.get("kept"), x.get("kept_range"))])
             groups.append((r, rows))
         first_of(groups)
 
