@@ -476,15 +476,15 @@ def tune_bias(venv: Venv, rounds: int, timeout: float) -> tuple[int, list]:
 # ---- start-up: an empty script, the whole process ------------------------------------------
 
 IMPORT_PROBE = """import sys, time
-t0 = time.perf_counter()
+c0, t0 = time.process_time(), time.perf_counter()
 import {module}
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 {make}
-t2 = time.perf_counter()
+c2, t2 = time.process_time(), time.perf_counter()
 p.enable()
-t3 = time.perf_counter()
+t3, c3 = time.perf_counter(), time.process_time()
 p.disable()
-print("BENCH_IMPORT", t1 - t0, t3 - t2)
+print("BENCH_IMPORT", t1 - t0, t3 - t2, c1 - c0, c3 - c2)
 """
 IMPORT_PROBES = {  # what is timed: `import MODULE`, then the first enable() of a profile
     "cprof": ("cprof", "p = cprof.Profile()"),  # default counters cpu,wall, as the CLI
@@ -502,7 +502,8 @@ def run_startup(venv: Venv, configs: list[Config], reps: int, timeout: float, pr
     and peak RSS, interleaved and rotated like the workloads; then `import cprof` and the first
     enable() timed inside fresh interpreters."""
     res = {"configs": {c.name: {"wall": {}, "cpu": {}, "maxrss": {}, "errors": []} for c in configs},
-           "imports": {k: {"import": [], "enable": [], "errors": []} for k in IMPORT_PROBES}}
+           "imports": {k: {"import": [], "enable": [], "import_cpu": [], "enable_cpu": [], "errors": []}
+                       for k in IMPORT_PROBES}}
     with tempfile.TemporaryDirectory(prefix="cprof-bench-startup-") as scratch:
         empty = os.path.join(scratch, "empty.py")
         Path(empty).write_text("")
@@ -532,11 +533,16 @@ def run_startup(venv: Venv, configs: list[Config], reps: int, timeout: float, pr
                 if q.returncode != 0 or not got:
                     probe["errors"].append(f"exit {q.returncode}: {why(q)}")
                     continue
-                probe["import"].append(float(got[0][0]))
-                probe["enable"].append(float(got[0][1]))
+                for key, x in zip(("import", "enable", "import_cpu", "enable_cpu"), got[0]):
+                    probe[key].append(float(x))
             log(f"start-up rep {rep + 1}/{reps}: " + "  ".join(
                 f"{c.name}={res['configs'][c.name]['wall'][str(rep)] * 1e3:.0f}ms"
                 if str(rep) in res["configs"][c.name]["wall"] else f"{c.name}=—" for c in configs))
+    summarize_startup(res, problems)
+    return res
+
+
+def summarize_startup(res: dict, problems: dict) -> None:
     base = res["configs"].get("plain", {}).get("wall", {})
     for name, cell in res["configs"].items():
         if not cell["wall"]:
@@ -551,12 +557,15 @@ def run_startup(venv: Venv, configs: list[Config], reps: int, timeout: float, pr
         added = [(cell["wall"][r] - base[r]) * 1e3 for r in cell["wall"] if r in base]
         cell["added_ms"] = median(added)
         cell["added_range"] = [min(added), max(added)] if added else None
+        base_cpu = res["configs"].get("plain", {}).get("cpu", {})
+        added = [(cell["cpu"][r] - base_cpu[r]) * 1e3 for r in cell["cpu"] if r in base_cpu]
+        cell["cpu_added_ms"] = median(added)
+        cell["cpu_added_range"] = [min(added), max(added)] if added else None
     for probe in res["imports"].values():
-        for key in ("import", "enable"):
-            xs = probe[key]
+        for key in ("import", "enable", "import_cpu", "enable_cpu"):
+            xs = probe.get(key, [])
             probe[key + "_ms"] = median(xs) * 1e3 if xs else None
             probe[key + "_range"] = [min(xs) * 1e3, max(xs) * 1e3] if xs else None
-    return res
 
 
 # ---- instructions per call: callgrind ------------------------------------------------------
@@ -689,6 +698,8 @@ def fmt_ratio(x, digits=2):
 
 def summarize(results: dict) -> None:
     cells, configs, workloads = results["cells"], results["configs"], results["workloads"]
+    if results.get("startup"):
+        summarize_startup(results["startup"], {})
     # Ratios are paired: run r of a configuration over run r of plain (or cProfile), the two
     # measured within one rotation, minutes apart at most; the median of those ratios, and
     # their range as the spread.  Another agent's load moves both runs of a pair alike more
@@ -881,21 +892,24 @@ def text_extra_tables(results: dict) -> list[str]:
         out.append("")
         out.append("Start-up: an empty script, whole process (fork to exit), median ms, "
                    "added over the unprofiled run of the same repetition [range]")
-        out.append(f"{'':<{width}}{'wall ms':>10}{'added ms':>22}{'CPU ms':>10}{'peak RSS MiB':>14}")
+        out.append(f"{'':<{width}}{'wall ms':>10}{'added ms':>22}{'CPU ms':>10}{'CPU added ms':>22}"
+                   f"{'peak RSS MiB':>14}")
         for c, cell in su["configs"].items():
             if cell.get("status") != "ok":
                 out.append(f"{c:<{width}}{'FAILED':>10}  {cell.get('reason', '')}")
                 continue
             added = "" if c == "plain" else fmt_range(cell["added_ms"], cell["added_range"], 1)
-            out.append(f"{c:<{width}}{cell['wall_ms']:>10.1f}{added:>22}{cell['cpu_ms']:>10.1f}"
+            cadded = "" if c == "plain" else fmt_range(cell.get("cpu_added_ms"), cell.get("cpu_added_range"), 1)
+            out.append(f"{c:<{width}}{cell['wall_ms']:>10.1f}{added:>22}{cell['cpu_ms']:>10.1f}{cadded:>22}"
                        f"{cell['maxrss_mib']:>14.1f}")
         for name, probe in su["imports"].items():
             if probe.get("import_ms") is None:
                 out.append(f"  import {name}: FAILED {probe['errors'][-1] if probe['errors'] else ''}")
                 continue
-            out.append(f"  import {name}: {fmt_range(probe['import_ms'], probe['import_range'], 1)} ms; "
-                       f"first {name}.Profile().enable(): {fmt_range(probe['enable_ms'], probe['enable_range'], 1)} ms"
-                       " (median [range] of fresh interpreters)")
+            out.append(f"  import {name}: {fmt_range(probe['import_ms'], probe['import_range'], 1)} ms "
+                       f"(CPU {fmt_ratio(probe.get('import_cpu_ms'), 1)}); first {name}.Profile().enable(): "
+                       f"{fmt_range(probe['enable_ms'], probe['enable_range'], 1)} ms "
+                       f"(CPU {fmt_ratio(probe.get('enable_cpu_ms'), 1)}) (median [range] of fresh interpreters)")
     ins = results.get("instructions")
     if ins:
         out.extend([""] + instruction_text(ins, width))
@@ -1111,26 +1125,30 @@ def markdown_tables(results: dict | list) -> str:
         header("Start-up: an empty script, the whole process (fork to exit), median of the runs; "
                "the time added over the unprofiled run of the same repetition [range]; "
                "`import` and the first `enable()` timed inside fresh interpreters", su_runs)
-        md.append("| Python | profiler | wall ms | added ms | CPU ms | peak RSS MiB |")
-        md.append("|---|---|---:|---:|---:|---:|")
+        md.append("| Python | profiler | wall ms | added ms | CPU ms | CPU added ms | peak RSS MiB |")
+        md.append("|---|---|---:|---:|---:|---:|---:|")
         groups = []
         for r in su_runs:
             su, rows = r["startup"], []
             for c, cell in su["configs"].items():
                 name = c if c != "plain" else "*no profiler*"
                 if cell.get("status") != "ok":
-                    rows.append([name, "FAILED", "", "", ""])
+                    rows.append([name, "FAILED", "", "", "", ""])
                     continue
                 rows.append([name, f"{cell['wall_ms']:.0f}",
                              "" if c == "plain" else fmt_range(cell["added_ms"], cell["added_range"], 0),
-                             f"{cell['cpu_ms']:.0f}", f"{cell['maxrss_mib']:.0f}"])
+                             f"{cell['cpu_ms']:.0f}",
+                             "" if c == "plain" else fmt_range(cell.get("cpu_added_ms"), cell.get("cpu_added_range"), 0),
+                             f"{cell['maxrss_mib']:.0f}"])
             for name, probe in su["imports"].items():
                 if probe.get("import_ms") is None:
-                    rows.append([f"`import {name}`", "FAILED", "", "", ""])
+                    rows.append([f"`import {name}`", "FAILED", "", "", "", ""])
                     continue
                 rows.append([f"`import {name}`; first `enable()`",
                              fmt_range(probe["import_ms"], probe["import_range"], 1) + "; " +
-                             fmt_range(probe["enable_ms"], probe["enable_range"], 1), "", "", ""])
+                             fmt_range(probe["enable_ms"], probe["enable_range"], 1), "",
+                             fmt_ratio(probe.get("import_cpu_ms"), 1) + "; " + fmt_ratio(probe.get("enable_cpu_ms"), 1),
+                             "", ""])
             groups.append((r, rows))
         first_of(groups)
 
