@@ -1031,11 +1031,16 @@ def python_label(results: dict) -> str:
     return m["python_version"] + (f" ({env})" if env else "")
 
 
-def markdown_tables(results: dict | list) -> str:
+TABLE_KINDS = ["overhead", "real", "parallel", "startup", "instructions", "accuracy"]
+
+
+def markdown_tables(results: dict | list, kinds: list[str] | None = None) -> str:
     """Markdown tables of one or several results.json (several Pythons: one table per kind,
-    the Python in the first column), each table headed by the commands that made it."""
+    the Python in the first column), each table headed by the commands that made it; kinds:
+    which of TABLE_KINDS (default all that the results hold)."""
     runs = results if isinstance(results, list) else [results]
     md: list[str] = []
+    kinds = kinds or TABLE_KINDS
 
     def header(title: str, which: list) -> None:
         if md:
@@ -1054,7 +1059,7 @@ def markdown_tables(results: dict | list) -> str:
                 md.append(f"| {python_label(r) if i == 0 else ''} | " + " | ".join(row) + " |")
 
     timed = [r for r in runs if r["workloads"]]
-    if timed:
+    if timed and "overhead" in kinds:
         workloads = list(dict.fromkeys(w for r in timed for w in r["workloads"]))
         header("Workload time with the profiler / without [range of the paired ratios] (/ cProfile's time)",
                timed)
@@ -1082,7 +1087,7 @@ def markdown_tables(results: dict | list) -> str:
         first_of(groups)
 
     real = [r for r in timed if any(w in REAL_PROGRAMS for w in r["workloads"])]
-    if real:
+    if real and "real" in kinds:
         header("Real programs, the whole process (fork to exit: start-up, imports and writing the profile "
                "included): time / unprofiled [range], the time it adds / the time cProfile adds [range], "
                "CPU time / unprofiled (CPU added / cProfile's), peak RSS in MiB (/ cProfile's)", real)
@@ -1098,7 +1103,7 @@ def markdown_tables(results: dict | list) -> str:
                               f"{t} | {added} | {cpu} | {rss} |")
 
     par_runs = [r for r in timed if r.get("parallel")]
-    if par_runs:
+    if par_runs and "parallel" in kinds:
         header("fib in 4 threads: speed-up 4·t(fib)/t(fib4) [range], cores kept busy in fib4 "
                "(process CPU / wall), the GIL while fib4 ran, fib4's time / unprofiled (/ cProfile's), and the "
                "share of the unprofiled 4 threads' throughput that survives profiling, t_plain(fib4) / t(fib4)",
@@ -1121,7 +1126,7 @@ def markdown_tables(results: dict | list) -> str:
         first_of(groups)
 
     su_runs = [r for r in runs if r.get("startup")]
-    if su_runs:
+    if su_runs and "startup" in kinds:
         header("Start-up: an empty script, the whole process (fork to exit), median of the runs; "
                "the time added over the unprofiled run of the same repetition [range]; "
                "`import` and the first `enable()` timed inside fresh interpreters", su_runs)
@@ -1153,7 +1158,7 @@ def markdown_tables(results: dict | list) -> str:
         first_of(groups)
 
     ins_runs = [r for r in runs if r.get("instructions")]
-    if ins_runs:
+    if ins_runs and "instructions" in kinds:
         i0 = ins_runs[0]["instructions"]
         header(f"Per call of naive fib: instructions (callgrind, fib({i0['sizes'][1]}) − fib({i0['sizes'][0]}), "
                "start-up cancelled), what the profiler adds and that over what the empty callback "
@@ -1193,7 +1198,7 @@ def markdown_tables(results: dict | list) -> str:
                       "not what they cost natively; read their native ns.")
 
     acc_runs = [r for r in timed if "bias" in r["cells"]]
-    if acc_runs:
+    if acc_runs and "accuracy" in kinds:
         header("Accuracy on the bias workload: each profiler's calls_half / inline_half over the true "
                "(unprofiled) ratio; 1.00 is exact", acc_runs)
         md.append("| Python | profiler | reported ratio | reported / true |")
@@ -1236,7 +1241,7 @@ def write_outputs(results: dict, out_dir: Path, chart_python: str | None, no_cha
           + (f" in {elapsed:.0f} s" if elapsed else ""))
 
 
-def report_again(paths: list[str], out: str | None) -> int:
+def report_again(paths: list[str], out: str | None, kinds: list[str] | None = None) -> int:
     """--report: the tables and chart again from a results.json (after changing how they are
     drawn); with several, one markdown table per kind with a row group per results.json (the
     README's tables), printed, and written to --out/table.md if --out is given."""
@@ -1247,8 +1252,8 @@ def report_again(paths: list[str], out: str | None) -> int:
         except (OSError, ValueError) as e:
             raise SystemExit(f"compare.py: error: cannot read the results '{path}': {e}")
         summarize(runs[-1])
-    if len(runs) > 1:
-        md = markdown_tables(runs)
+    if len(runs) > 1 or kinds:
+        md = markdown_tables(runs, kinds)
         print(md)
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
@@ -1341,9 +1346,13 @@ def main() -> int:
                     help="size of the json workload's input in MB (default 20; smoke 0.2)")
     ap.add_argument("--report", metavar="RESULTS_JSON", nargs="+", help="print and draw a results.json again, "
                     "run nothing; several: one markdown table per kind, a row group per file")
+    ap.add_argument("--tables", help=f"with --report: which markdown tables, some of {','.join(TABLE_KINDS)}")
     a = ap.parse_args()
     if a.report:
-        return report_again(a.report, a.out)
+        kinds = [k.strip() for k in a.tables.split(",")] if a.tables else None
+        if kinds and any(k not in TABLE_KINDS for k in kinds):
+            raise SystemExit(f"compare.py: error: --tables takes some of {','.join(TABLE_KINDS)}, not '{a.tables}'")
+        return report_again(a.report, a.out, kinds)
 
     smoke = a.smoke
     reps = 1 if smoke and a.reps == 5 else a.reps
