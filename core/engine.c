@@ -7,6 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The event path is written once with the number of counters as a parameter and
+ * instantiated for 1 and 2 counters (the common profiles) and for any n: with n a
+ * constant, the loops over counters and the records' strides fold away. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 /* The n-value arrays of struct cprof_readings, carved in this order from one block. */
 #define READINGS_ARRAYS(X) X(first) X(last) X(mark) X(mark_child) X(scratch) X(raw_last) \
     X(comp) X(comp_off) X(excl) X(excl_off)
@@ -76,7 +81,7 @@ void cprof_thread_free(struct cprof_thread *t)
  * (cprof_thread_set_bound) then grows no more than its bound did: the rest waits
  * (its reading stays below raw - comp_off) for the next intervals with room.  The
  * result is in rd->scratch. */
-static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
+static const uint64_t *observe_slow(struct cprof_thread *t, const uint64_t *now)
 {
     struct cprof_readings *rd = &t->rd;
     unsigned n = t->n, w = rd->bound_by;
@@ -135,8 +140,48 @@ static const uint64_t *observe(struct cprof_thread *t, const uint64_t *now)
             rd->scratch[c] = rd->last[c] = cap;
     }
     t->health.backwards_readings += back;
+    rd->quick = rd->nbound == 0;        /* started, resumed, exclusions taken */
     return rd->scratch;
 }
+
+/* The first backwards reading's counter and function, kept for the report. */
+static void note_backwards(struct cprof_thread *t, unsigned c)
+{
+    t->health.backwards_counter = c;
+    t->health.backwards_key = t->stack.depth ? cprof_thread_frame_key(t, t->stack.depth - 1) : 0;
+}
+
+/* observe_slow's arithmetic when it has nothing else to do (rd->quick): the common
+ * case, with no loop over absent features.  Same result: scratch == last there. */
+static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uint64_t *now,
+                                               unsigned n)
+{
+    struct cprof_readings *rd = &t->rd;
+    int back = 0;
+
+    if (__builtin_expect(!rd->quick, 0))
+        return observe_slow(t, now);
+    rd->events++;
+    for (unsigned c = 0; c < n; c++) {
+        uint64_t v = now[c], raw = rd->raw_last[c], d, cut;
+        if (__builtin_expect(v < raw, 0)) {
+            if (!back) {        /* one reading counts once, whichever counters went back */
+                if (t->health.backwards_readings++ == 0)
+                    note_backwards(t, c);
+                back = 1;
+            }
+            v = raw;
+        }
+        d = v - raw;
+        cut = d < rd->comp[c] ? d : rd->comp[c];
+        rd->comp_off[c] += cut;
+        rd->raw_last[c] = v;
+        rd->last[c] = v - rd->comp_off[c];
+    }
+    return rd->last;
+}
+
+
 
 /* The index of key in fns (inserted on first sight, with the callback): 0, or -ENOMEM. */
 static inline int fn_index(struct cprof_thread *t, cprof_key key, size_t *fn)
@@ -157,6 +202,7 @@ static int stack_grow(struct cprof_thread *t)
 
     if (!frames)
         return -ENOMEM;
+    memset(frames + st->cap, 0, (cap - st->cap) * sizeof(*frames)); /* own_node 0: no reuse */
     st->frames = frames;
     fvals = realloc(st->fvals, cap * stride * sizeof(*fvals));
     if (!fvals)
@@ -215,39 +261,66 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
     return 0;
 }
 
-static void push(struct cprof_thread *t, cprof_key key, const uint64_t *now, int counted)
+/* The slow half of push: fn, edge and node of the frame at depth d found (or made)
+ * in the tables.  0, or -ENOMEM. */
+static __attribute__((noinline)) int push_lookup(struct cprof_thread *t, cprof_key key, size_t d,
+                                                 uint32_t up)
 {
     struct cprof_stack *st = &t->stack;
-    unsigned n = t->n;
-    size_t fn, caller = st->depth ? st->frames[st->depth - 1].fn : CPROF_ROOT;
+    size_t caller = d ? st->frames[d - 1].fn : CPROF_ROOT, fn;
+    struct cprof_frame *f;
+
+    if (fn_index(t, key, &fn) < 0)
+        return -ENOMEM;
+    f = &st->frames[d];         /* as of now: the callback may have run code */
+    f->key = key;
+    f->fn = (uint32_t)fn;
+    f->up = up;
+    f->own_node = 0;
+    return link(t, caller, fn, f);
+}
+
+static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
+                                 int counted, unsigned n)
+{
+    struct cprof_stack *st = &t->stack;
+    size_t d = st->depth;
+    uint32_t up;
     struct cprof_frame *f;
     struct cprof_rec *r, *e;
     uint64_t *fv;
 
-    if (st->depth == st->cap && stack_grow(t) < 0)
+    if (__builtin_expect(d == st->cap, 0) && stack_grow(t) < 0)
         goto oom;
-    if (fn_index(t, key, &fn) < 0)
-        goto oom;
-    f = &st->frames[st->depth];
-    f->fn = (uint32_t)fn;
-    if (link(t, caller, fn, f) < 0)
-        goto oom;
-    r = &t->tab.fns.recs[fn];
+    f = &st->frames[d];
+    up = d ? st->frames[d - 1].node : CPROF_ROOT;
+    /* The frame last popped at this depth, if it was this key under this parent node,
+     * is this path: its fn, edge and node stand (tables never lose a record, and a
+     * node's edge, once set, never changes).  An own node at depth d is at depth d + 1
+     * of the tree and a borrowed one higher, so an equal parent node is an own one
+     * again, as it was then: this call would not fold either. */
+    if (!(f->own_node && f->key == key && f->up == up)) {
+        if (push_lookup(t, key, d, up) < 0)
+            goto oom;
+        f = &st->frames[d];
+    }
+    r = &t->tab.fns.recs[f->fn];
     e = &t->tab.edges.recs[f->edge];
     if (counted) {
         r->calls++;
         r->primitive_calls += r->active == 0;
         e->calls++;
         e->primitive_calls += e->active == 0;
-        if (f->own_node)
-            t->tab.nodes.recs[f->node].calls++;
+        t->tab.nodes.recs[f->node].calls += f->own_node;
     }
     r->active++;
     e->active++;
-    fv = st->fvals + st->depth * 2 * n;
-    memcpy(fv, now, n * sizeof(*now));
-    memset(fv + n, 0, n * sizeof(*fv));
-    st->depth++;
+    fv = st->fvals + d * 2 * n;
+    for (unsigned c = 0; c < n; c++) {
+        fv[c] = now[c];
+        fv[n + c] = 0;
+    }
+    st->depth = d + 1;
     return;
 oom:
     t->health.out_of_memory++;
@@ -255,46 +328,66 @@ oom:
 
 /* Close the top frame at reading `now`; `current`: it is the frame the exit event
  * is about (not one closed on the way to it). */
-static void pop(struct cprof_thread *t, const uint64_t *now, int current)
+static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int current,
+                                unsigned n)
 {
     struct cprof_stack *st = &t->stack;
     struct cprof_tables *tab = &t->tab;
-    unsigned n = t->n;
-    const struct cprof_frame *f = &st->frames[st->depth - 1];
-    const uint64_t *fv = st->fvals + (st->depth - 1) * 2 * n;
-    struct cprof_rec *r = &tab->fns.recs[f->fn], *e = &tab->edges.recs[f->edge];
-    uint64_t *self = cprof_self(&tab->fns, f->fn), *total = cprof_total(&tab->fns, f->fn);
-    uint64_t *etotal = cprof_total(&tab->edges, f->edge);
-    uint64_t *nself = cprof_self(&tab->nodes, f->node), *ntotal = cprof_total(&tab->nodes, f->node);
-    uint64_t *up = st->depth > 1 ? st->fvals + (st->depth - 2) * 2 * n + n : t->rd.mark_child;
-    int outer = --r->active == 0, eouter = --e->active == 0;
+    size_t d = st->depth - 1, stride = 2 * (size_t)n;
+    const struct cprof_frame *f = &st->frames[d];
+    const uint64_t *fv = st->fvals + d * stride;
+    uint64_t *self = tab->fns.vals + f->fn * stride, *total = self + n;
+    uint64_t *etotal = tab->edges.vals + f->edge * stride + n;
+    uint64_t *nself = tab->nodes.vals + f->node * stride, *ntotal = nself + n;
+    uint64_t *up = d ? st->fvals + (d - 1) * stride + n : t->rd.mark_child;
+    uint64_t outer = --tab->fns.recs[f->fn].active == 0;
+    uint64_t eouter = --tab->edges.recs[f->edge].active == 0;
+    uint64_t own = f->own_node;
 
-    if (t->extras.dist || t->extras.slow_k)
+    if (__builtin_expect(t->extras.dist || t->extras.slow_k, 0))
         cprof_record_call(t, f->fn, fv, now, current);
 
+    /* masks, not branches: a node is on a path at most once (no recursion rule) */
     for (unsigned c = 0; c < n; c++) {
-        uint64_t d = now[c] - fv[c];
-        self[c] += d - fv[n + c];
-        if (outer)
-            total[c] += d;
-        if (eouter)
-            etotal[c] += d;
-        nself[c] += d - fv[n + c];
-        if (f->own_node)        /* a node is on a path at most once: no recursion rule */
-            ntotal[c] += d;
-        up[c] += d;
+        uint64_t g = now[c] - fv[c], own_g = g - fv[n + c];
+        self[c] += own_g;
+        total[c] += g & -outer;
+        etotal[c] += g & -eouter;
+        nself[c] += own_g;
+        ntotal[c] += g & -own;
+        up[c] += g;
     }
-    st->depth--;
+    st->depth = d;
+}
+
+/* pop_n for any n, off the common path (frames closed on the way, flush). */
+static void pop(struct cprof_thread *t, const uint64_t *now, int current)
+{
+    pop_n(t, now, current, t->n);
+}
+
+/* op(t, args, n) with n a constant where it is 1 or 2. */
+#define BY_N(op, t, ...)                                                                         \
+    switch ((t)->n) {                                                                            \
+    case 1: op(t, __VA_ARGS__, 1); break;                                                        \
+    case 2: op(t, __VA_ARGS__, 2); break;                                                        \
+    default: op(t, __VA_ARGS__, (t)->n); break;                                                  \
+    }
+
+static ALWAYS_INLINE void enter_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
+                                  unsigned n)
+{
+    push_n(t, key, observe_n(t, now, n), 1, n);
 }
 
 void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    push(t, key, observe(t, now), 1);
+    BY_N(enter_n, t, key, now)
 }
 
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    push(t, key, observe(t, now), 0);
+    push_n(t, key, observe_n(t, now, t->n), 0, t->n);
 }
 
 /* The call-tree node of a frame that was running before the region began: a child
@@ -368,9 +461,11 @@ static int expected_exit(struct cprof_thread *t, cprof_key key)
     return 0;
 }
 
-void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
+/* An exit of a key that is not the top frame's: frames above the matching one were
+ * missed (closed on the way), or it matches none. */
+static __attribute__((noinline)) void exit_other(struct cprof_thread *t, cprof_key key,
+                                                 const uint64_t *v)
 {
-    const uint64_t *v = observe(t, now);
     size_t i = t->stack.depth;
 
     if (i == 0) {
@@ -390,15 +485,72 @@ void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *no
     pop(t, v, 1);
 }
 
+static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
+                                 unsigned n)
+{
+    const uint64_t *v = observe_n(t, now, n);
+    size_t d = t->stack.depth;
+
+    if (__builtin_expect(d && t->stack.frames[d - 1].key == key, 1))
+        pop_n(t, v, 1, n);
+    else
+        exit_other(t, key, v);
+}
+
+void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
+{
+    BY_N(exit_n, t, key, now)
+}
+
+void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
+                              void *const *state)
+{
+    memcpy(t->read, read, t->n * sizeof(*read));
+    memcpy(t->rstate, state, t->n * sizeof(*state));
+}
+
+static ALWAYS_INLINE void read_n(const struct cprof_thread *t, uint64_t *now, unsigned n)
+{
+    for (unsigned c = 0; c < n; c++)
+        now[c] = t->read[c](t->rstate[c]);
+}
+
+static ALWAYS_INLINE void enter_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+{
+    uint64_t now[CPROF_MAX_COUNTERS];
+
+    read_n(t, now, n);
+    enter_n(t, key, now, n);
+}
+
+static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+{
+    uint64_t now[CPROF_MAX_COUNTERS];
+
+    read_n(t, now, n);
+    exit_n(t, key, now, n);
+}
+
+void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key)
+{
+    BY_N(enter_read_n, t, key)
+}
+
+void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key)
+{
+    BY_N(exit_read_n, t, key)
+}
+
 void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)
 {
-    observe(t, now);
+    observe_n(t, now, t->n);
     t->rd.events--;             /* not an event */
 }
 
 void cprof_thread_pause(struct cprof_thread *t)
 {
     t->rd.paused = t->rd.started;
+    t->rd.quick = 0;
 }
 
 void cprof_thread_flush(struct cprof_thread *t)
@@ -432,6 +584,7 @@ int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by)
     if (rd->nbound == CPROF_MAX_BOUNDED)
         return -EINVAL;
     rd->bounded[rd->nbound++] = c;
+    rd->quick = 0;
     rd->bound_by = by + 1;
     return 0;
 }
@@ -444,8 +597,10 @@ void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_e
 void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const uint64_t *after)
 {
     for (unsigned c = 0; c < t->n; c++)
-        if (after[c] > before[c])
+        if (after[c] > before[c]) {
             t->rd.excl[c] += after[c] - before[c];
+            t->rd.quick = 0;
+        }
 }
 
 uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c)

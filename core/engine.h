@@ -21,19 +21,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "consts.h"
 #include "extras.h"
 #include "table.h"
 
 typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
 
 struct cprof_frame {
+    cprof_key key;              /* the function's key (fns.recs[fn].key) */
     uint32_t fn;                /* index in fns */
     uint32_t edge;              /* index in edges */
     uint32_t node;              /* index in nodes; past the tree's bound, the nearest
                                  * ancestor's node, which then takes this frame's self */
+    uint32_t up;                /* the node of the frame below (the root's at depth 0) */
     uint32_t own_node;          /* 1: node is this frame's own; 0: borrowed from an ancestor */
 };
-#define CPROF_MAX_NODES_DEFAULT (1u << 18) /* call-tree nodes per thread */
+/* A popped frame stays in the array: the next push at its depth with the same key
+ * under the same parent node is the same path, so it reuses fn, edge and node
+ * without a table lookup (engine.c, push).  Slots never written have own_node 0. */
+#define CPROF_MAX_NODES_DEFAULT (1u << 20) /* call-tree nodes per thread */
 
 /* Called when a thread sees a key for the first time (once per key per thread). */
 typedef void (*cprof_newkey_fn)(void *arg, cprof_key key);
@@ -98,11 +104,20 @@ struct cprof_readings {
     uint64_t behind[CPROF_MAX_BOUNDED]; /* bound_by's reading minus each one's (observe's) */
     int started;                /* first reading taken */
     int paused;                 /* profiling stopped; the next reading resumes it */
+    int quick;                  /* started, not paused, nothing bounded or excluded: observe's
+                                 * fast path applies (cleared by whatever sets those) */
     uint64_t events;            /* enter + exit events processed */
 };
 
+/* A counter's read function and its per-thread state (counters.h's `read`). */
+typedef uint64_t (*cprof_read_fn)(void *state);
+
 struct cprof_thread {
     unsigned n;                 /* counters */
+    cprof_read_fn read[CPROF_MAX_COUNTERS]; /* for the *_read events: counter c's reading is
+                                 * read[c](rstate[c]), taken in the engine (one call less per
+                                 * event than reading in the caller) */
+    void *rstate[CPROF_MAX_COUNTERS];
     struct cprof_tables tab;    /* functions, edges, call tree */
     struct cprof_stack stack;   /* attribution */
     struct cprof_readings rd;   /* readings, compensation, bounds */
@@ -117,6 +132,13 @@ void cprof_thread_free(struct cprof_thread *t);
 
 /* A call of `key` begins; now[0..n) is the current reading of every counter. */
 void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* The counters the engine reads itself for cprof_thread_enter_read and _exit_read:
+ * read[c](state[c]) for c < n (n <= CPROF_MAX_COUNTERS). */
+void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
+                              void *const *state);
+/* cprof_thread_enter and _exit with the reading taken now, by the readers. */
+void cprof_thread_enter_read(struct cprof_thread *t, cprof_key key);
+void cprof_thread_exit_read(struct cprof_thread *t, cprof_key key);
 /* A call of `key` ends (return, exception, yield).  Frames above the matching one
  * are closed first (their exits were missed); an exit with an empty stack is a
  * function that was running before profiling started: it gets the root-level
@@ -178,7 +200,7 @@ static inline size_t cprof_thread_depth(const struct cprof_thread *t)
 
 static inline cprof_key cprof_thread_frame_key(const struct cprof_thread *t, size_t i)
 {
-    return t->tab.fns.recs[t->stack.frames[i].fn].key;
+    return t->stack.frames[i].key;
 }
 
 /* 1 once the thread took its first reading. */

@@ -25,6 +25,14 @@ extern struct cprof_clock cprof_clock __attribute__((visibility("hidden")));
 void cprof_clock_init(void);
 /* "rdtsc (invariant TSC, 2.9 GHz) calibrated against CLOCK_MONOTONIC" or the like. */
 void cprof_clock_describe(char *buf, size_t len);
+/* Before the first cprof_clock_init(): the ratio an earlier process measured on this
+ * machine since its boot (cprof.calibration keeps it).  Calibration then spins 200 us
+ * instead of 2 ms when that short measurement agrees with it within 1/1000, and uses
+ * it; otherwise it measures as without.  0: no seed. */
+void cprof_clock_seed(uint64_t mult);
+/* The ratio in use (0 without rdtsc, or before cprof_clock_init()); *seeded: whether
+ * it is the confirmed seed. */
+uint64_t cprof_clock_mult(int *seeded);
 
 static inline uint64_t cprof_clock_monotonic_ns(void)
 {

@@ -56,7 +56,7 @@ int cprof_switchdet_available(char *why, size_t len)
 struct cprof_switchdet *cprof_switchdet_self(void)
 {
     if (!self_init) {
-        char why[8];
+        char why[160]; /* whole sentences: the call may be inlined, and a short buffer warns */
         self_det.rseq_cs = NULL;
         if (cprof_switchdet_available(why, sizeof(why))) {
             struct rseq *r = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);

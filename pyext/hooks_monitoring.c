@@ -17,7 +17,7 @@ typedef struct {
 } HookObject;
 
 /* A Python function's event: args = (code, offset, ...). */
-#define PY_HOOK(name, op)                                                                        \
+#define PY_HOOK(name, op, rop)                                                                        \
     static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
                           PyObject *kwnames)                                                     \
     {                                                                                            \
@@ -25,12 +25,12 @@ typedef struct {
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
         if (p && cprof_on(p))                                                                    \
-            ev(p, op, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
+            ev(p, op, rop, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
         Py_RETURN_NONE;                                                                          \
     }
 
 /* A call site's event: args = (code, offset, callable, arg0); only C callables count. */
-#define C_HOOK(name, op, on_other)                                                               \
+#define C_HOOK(name, op, rop, on_other)                                                               \
     static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
                           PyObject *kwnames)                                                     \
     {                                                                                            \
@@ -41,7 +41,7 @@ typedef struct {
         if (!p || !cprof_on(p))                                                                  \
             Py_RETURN_NONE;                                                                      \
         if ((key = c_key(p, args[2], args[3])) != 0)                                                \
-            ev(p, op, key, args[2], NULL);                                                       \
+            ev(p, op, rop, key, args[2], NULL);                                                     \
         else                                                                                     \
             on_other;                                                                            \
         Py_RETURN_NONE;                                                                          \
@@ -69,11 +69,11 @@ static inline PyObject *maybe_disable(ProfilerObject *p, PyObject *callable)
     return NULL;
 }
 
-PY_HOOK(hook_py_enter, cprof_thread_enter) /* PY_START, PY_RESUME, PY_THROW */
-PY_HOOK(hook_py_exit, cprof_thread_exit)   /* PY_RETURN, PY_YIELD, PY_UNWIND */
-C_HOOK(hook_call, cprof_thread_enter,                       /* CALL */
+PY_HOOK(hook_py_enter, cprof_thread_enter, cprof_thread_enter_read) /* PY_START, PY_RESUME, PY_THROW */
+PY_HOOK(hook_py_exit, cprof_thread_exit, cprof_thread_exit_read)   /* PY_RETURN, PY_YIELD, PY_UNWIND */
+C_HOOK(hook_call, cprof_thread_enter, cprof_thread_enter_read,     /* CALL */
        { PyObject *d = maybe_disable(p, args[2]); if (d) return d; })
-C_HOOK(hook_c_exit, cprof_thread_exit, (void)0)             /* C_RETURN, C_RAISE */
+C_HOOK(hook_c_exit, cprof_thread_exit, cprof_thread_exit_read, (void)0) /* C_RETURN, C_RAISE */
 
 /* Which sys.monitoring event goes to which hook (cProfile's mapping). */
 static const struct {

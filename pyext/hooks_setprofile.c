@@ -183,18 +183,22 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     case PyTrace_CALL:
     case PyTrace_RETURN:
         co = PyFrame_GetCode(frame);
-        ev(p, what == PyTrace_CALL ? cprof_thread_enter : cprof_thread_exit,
-           (cprof_key)(uintptr_t)co, (PyObject *)co, NULL);
+        if (what == PyTrace_CALL)
+            ev(p, cprof_thread_enter, cprof_thread_enter_read, (cprof_key)(uintptr_t)co,
+               (PyObject *)co, NULL);
+        else
+            ev(p, cprof_thread_exit, cprof_thread_exit_read, (cprof_key)(uintptr_t)co,
+               (PyObject *)co, NULL);
         Py_DECREF(co);
         break;
     case PyTrace_C_CALL:
         if ((key = c_key(p, arg, NULL)) != 0)
-            ev(p, cprof_thread_enter, key, arg, NULL);
+            ev(p, cprof_thread_enter, cprof_thread_enter_read, key, arg, NULL);
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
         if ((key = c_key(p, arg, NULL)) != 0)
-            ev(p, cprof_thread_exit, key, arg, NULL);
+            ev(p, cprof_thread_exit, cprof_thread_exit_read, key, arg, NULL);
         break;
     default:
         break;

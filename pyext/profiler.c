@@ -493,7 +493,8 @@ static PyMethodDef profiler_methods[] = {
      "read()\n--\n\nThe calling thread's current reading of every counter."},
     {"stats", (PyCFunction)(void (*)(void))cprof_py_profiler_stats, METH_VARARGS | METH_KEYWORDS,
      "stats(identify=None)\n--\n\nThe statistics of every thread, merged in one pass: a dict of "
-     "counters, functions (FunctionStats), edges (EdgeStats), tree (TreeNode), meta and health "
+     "counters, functions (FunctionStats), edges (EdgeStats), tree (columns of int64 bytes), meta "
+     "and health "
      "(Health).  identify(key, entry) gives the identity functions merge under (cprof.build "
      "passes (name, file, line)); None merges by key."},
     {NULL, NULL, 0, NULL},

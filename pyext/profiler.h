@@ -77,7 +77,7 @@ typedef struct {
     PyTypeObject *hook_type;
     PyTypeObject *counter_type;     /* cprof.Counter */
     PyTypeObject *user_counter_type; /* cprof.UserCounter */
-#define CPROF_STATS_NTYPES 5
+#define CPROF_STATS_NTYPES 4
     PyTypeObject *stats_types[CPROF_STATS_NTYPES]; /* stats()'s named records (stats.c) */
     const PyMethodDef *tp_new_def;  /* the one PyMethodDef behind every type's __new__ */
 } module_state;
@@ -251,6 +251,8 @@ void cprof_py_busy_error(ProfilerObject *p, module_state *st);
 int cprof_py_parse_counters(ProfilerObject *p, PyObject *counters, module_state *st);
 /* stats.c: Profiler.stats(identify=None) and its record types */
 PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds);
+PyObject *cprof_py_pprof_samples(PyObject *module, PyObject *args);
+PyObject *cprof_py_group_totals(PyObject *module, PyObject *args);
 int cprof_stats_module_init(module_state *st);
 int cprof_py_warn_health(ProfilerObject *p);
 
@@ -275,14 +277,33 @@ static inline void read_all(const struct tstate *ts, unsigned n, uint64_t *now)
 }
 
 typedef void (*engine_op)(struct cprof_thread *, cprof_key, const uint64_t *);
+typedef void (*engine_read_op)(struct cprof_thread *, cprof_key);
 
-/* The event entry point shared by both hook mechanisms; `op` is
- * cprof_thread_enter or cprof_thread_exit (a constant at every call site, so
- * this inlines into two specialised copies). */
-static inline void ev(ProfilerObject *p, engine_op op, cprof_key key, PyObject *obj,
-                      PyObject *globals)
+/* ev() with a Python Counter among the counters: off the fast path, so that path
+ * needs no stack frame of its own. */
+static __attribute__((noinline, unused)) void ev_pycall(ProfilerObject *p, struct tstate *ts,
+                                                engine_op op, cprof_key key)
 {
     uint64_t now[CPROF_MAX_COUNTERS];
+    PyObject *obj = ts->pending, *globals = ts->pending_globals;
+
+    read_all(ts, p->n, now);
+    if (cprof_pycounter_failed)
+        cprof_ts_note_failures(p, ts);
+    ts->pending = obj;          /* as it was: noting the failure may have run events */
+    ts->pending_globals = globals;
+    op(&ts->eng, key, now);
+}
+
+/* The event entry point shared by both hook mechanisms; `op` is cprof_thread_enter
+ * or cprof_thread_exit, `rop` the same taking the reading in the engine
+ * (cprof_thread_enter_read, _exit_read: constants at every call site, so this
+ * inlines into two specialised copies).  The engine reads the counters itself
+ * unless one is a Python Counter, whose failure is noted between reading and
+ * attributing. */
+static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof_key key,
+                      PyObject *obj, PyObject *globals)
+{
     struct tstate *ts = get_ts(p);
 
     if (!ts)
@@ -295,12 +316,12 @@ static inline void ev(ProfilerObject *p, engine_op op, cprof_key key, PyObject *
         return;
     }
 #endif
-    read_all(ts, p->n, now);
-    if (p->has_pycall && cprof_pycounter_failed)
-        cprof_ts_note_failures(p, ts);
     ts->pending = obj;
     ts->pending_globals = globals;
-    op(&ts->eng, key, now);
+    if (__builtin_expect(p->has_pycall, 0))
+        ev_pycall(p, ts, op, key);
+    else
+        rop(&ts->eng, key);
 #ifdef Py_GIL_DISABLED
     __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
 #endif

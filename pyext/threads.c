@@ -186,6 +186,7 @@ struct tstate *cprof_ts_new(ProfilerObject *p)
         ts->read[i] = p->specs[i].def->read;
         comp[i] = CPROF_LOAD(p->comp[i]);
     }
+    cprof_thread_set_readers(&ts->eng, ts->read, ts->cstate);
     set_time_bounds(p, &ts->eng);
     cprof_thread_set_compensation(&ts->eng, comp);
     cprof_thread_set_distributions(&ts->eng, p->dist);

@@ -101,9 +101,18 @@ for py in "${pythons[@]}"; do
     status=1
     continue
   fi
-  # Free-threaded builds: the GIL, as PYTHON_GIL sets it for the tests and the CLI they run
-  gil=()
-  [[ $ver == *t ]] && gil=(env PYTHON_GIL=1)   # 3.14t: PYTHON_GIL
-  (cd tests/py && ${gil[@]+"${gil[@]}"} "$venv/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
+  if [[ $ver == *t ]]; then
+    # Free-threaded builds: the whole suite with the GIL off (PYTHON_GIL=0, inherited by the
+    # CLI the tests start), then the tests of the pymalloc-* counters, which cprof refuses
+    # with the GIL off, with it on
+    (cd tests/py && PYTHON_GIL=0 "$venv/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
+    echo "== pytest -m pymalloc with PYTHON_GIL=1 ($ver)"
+    (cd tests/py && PYTHON_GIL=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -m pymalloc .) || status=1
+  else
+    (cd tests/py && "$venv/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
+  fi
 done
+
+# The free-threading tests under ThreadSanitizer, when its interpreter is built here
+bash tests/tsan.sh || status=1
 exit $status

@@ -1,27 +1,30 @@
 """The Python API: Profile (a context manager, enable()/disable(), or a decorator),
-counters defined in Python (Counter, UserCounter), and calibration."""
+counters defined in Python (Counter, UserCounter), and calibration.
+
+`import cprof` imports this module: it imports only what is loaded at start-up anyway
+and the extension; the rest (the profile's builder, the report, warnings, functools)
+is imported where it is used, so that importing cprof costs about a millisecond
+(tests/py/test_startup.py checks which modules it imports)."""
 from __future__ import annotations
 
-import functools
 import os
 import sys
-import time
-import warnings
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, cast
 
-from . import build, profile_file, report
+from . import calibration
 from ._cprof import MAX_SLOW_CALLS, Counter, CprofError, Profiler, UserCounter, builtin_counters
-from .model import Profile as ProfileData
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:  # annotations only: no runtime dependency
+    from collections.abc import Callable, Iterable
+    from typing import Any, TextIO, TypeAlias
+
     from typing_extensions import Self
 
-CounterLike: TypeAlias = str | Counter | UserCounter
+    from .model import Profile as ProfileData
+
+    CounterLike: TypeAlias = str | Counter | UserCounter
 
 ENTRY_POINT_GROUP = "cprof.counters"
-
-_calibrated: dict = {}
 
 
 def get_include() -> str:
@@ -91,12 +94,15 @@ def _stand_ins(counters: list) -> tuple[list, tuple]:
     return items, tuple(key)
 
 
-def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 20_000,
-              reps: int = 9, distributions: bool = False, slow_calls: int = 0) -> list:
+def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = calibration.CALLS,
+              reps: int = calibration.REPS, distributions: bool = False, slow_calls: int = 0,
+              recalibrate: bool = False) -> list:
     """The tracer's own cost per event, per counter, on this machine and interpreter:
     the growth of each counter over `calls` calls of a one-line function with
     profiling on, minus the same without, over the events profiling handled (two per
-    call).  Cached per process.
+    call).  Kept per process, and across runs in a cache file that a short
+    measurement confirms before it is used (cprof.calibration; recalibrate=True
+    measures afresh, CPROF_NO_CACHE=1 leaves the cache alone).
 
     Only counters that the tracer's own work raises are calibrated (their descriptor
     says so: time, perf's CPU clocks and hardware events); the rest get 0, since the
@@ -112,67 +118,28 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = 2
     machine a wall-clock estimate came out 0 or inflated, as the other process ran
     during one half of a pair or the other), and with one share taken from every
     interval, a thread's cpu can never come out above its wall."""
-    items, key = _stand_ins(resolve_counters(counters))
-    key = (key, all_call_sites, distributions, slow_calls)
-    if key in _calibrated:
-        return _calibrated[key]
+    items, names = _stand_ins(resolve_counters(counters))
     # the same work per event as the real profile (histograms, the slow-call test);
     # no argument capture: its cost is measured and excluded where it happens
-    probe = Profiler(items, all_call_sites=all_call_sites, distributions=distributions,
-                     slow_calls=slow_calls)
-
-    def leaf(x):
-        return x
-
-    def loop(n):
-        s = 0
-        for _ in range(n):
-            s = leaf(s)
-
-    clock = time.thread_time_ns
-    diffs, cpu = [], []
-    for _ in range(reps):
-        t0 = clock()
-        r0 = probe.read()
-        loop(calls)
-        r1 = probe.read()
-        t1 = clock()
-        probe.enable(push_existing=False)
-        t2 = clock()
-        r2 = probe.read()
-        loop(calls)
-        r3 = probe.read()
-        t3 = clock()
-        probe.disable()
-        diffs.append([(d - c) - (b - a) for a, b, c, d in zip(r0, r1, r2, r3)])
-        cpu.append((t3 - t2) - (t1 - t0))
-    # leaf's start and return per call, loop's, range's, and the clock's call and return
-    events = 2 * calls + 6
-    info = probe.stats()["counters"]
-    per_event = [_low_quantile([d[i] for d in diffs]) // events if c["compensable"] else 0
-                 for i, c in enumerate(info)]
-    time_cost = _low_quantile(cpu) // events
-    for i, c in enumerate(info):
-        if c["compensable"] and c["time"]:
-            per_event[i] = time_cost
-    _calibrated[key] = per_event
-    return per_event
-
-
-def _low_quantile(values: list) -> int:
-    """The first quartile of paired differences, never below 0."""
-    return max(0, sorted(values)[len(values) // 4])
+    options = {"all_call_sites": all_call_sites, "distributions": distributions,
+               "slow_calls": slow_calls}
+    return calibration.calibrated(items, names, options, recalibrate, calls, reps)
 
 
 def make_profiler(counters: list, all_call_sites: bool = False, distributions: bool = False,
-                  slow_calls: int = 0) -> Profiler:
+                  slow_calls: int = 0, recalibrate: bool = False) -> Profiler:
     """The C Profiler for these options (the CLI and Profile share it)."""
     if slow_calls < 0 or slow_calls > MAX_SLOW_CALLS:
         raise CprofError(f"--slow-calls={slow_calls}: give a number of calls from 1 to "
                          f"{MAX_SLOW_CALLS}")
-    from .capture import capture
-    return Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
-                    slow_calls=slow_calls, capture=capture if slow_calls else None)
+    hook: Callable[[Any], tuple] | None = None
+    if slow_calls:
+        from .capture import capture as hook
+    calibration.seed_clock(recalibrate)  # the cheap clock's ratio, from an earlier run
+    prof = Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
+                    slow_calls=slow_calls, capture=hook)
+    calibration.keep_clock()
+    return prof
 
 
 class Profile:
@@ -192,7 +159,8 @@ class Profile:
 
     def __init__(self, counters: str | Iterable[CounterLike] = ("cpu", "wall"), *,
                  all_call_sites: bool = False, compensate: bool = True,
-                 distributions: bool = False, slow_calls: int = 0) -> None:
+                 distributions: bool = False, slow_calls: int = 0,
+                 recalibrate: bool = False) -> None:
         self._counters = resolve_counters(counters)
         # all_call_sites (3.12+): see Profiler's doc; True never misses a C call at a site
         # that also calls Python functions, at the cost of a CALL event at every call.
@@ -201,11 +169,14 @@ class Profile:
         # counter; slow_calls=K: the K largest calls per function (first counter), with
         # the repr of their arguments
         self._options: dict[str, Any] = {"distributions": distributions, "slow_calls": slow_calls}
-        self._profiler = make_profiler(self._counters, all_call_sites, distributions, slow_calls)
-        # compensate: take cprof's own per-event cost (calibrated once per process, at
-        # the first enable) out of every measured interval, so call-heavy code is not
-        # inflated
+        self._profiler = make_profiler(self._counters, all_call_sites, distributions, slow_calls,
+                                       recalibrate)
+        # compensate: take cprof's own per-event cost (calibrated at the first enable:
+        # once per process, a cached figure confirmed by a short measurement when there
+        # is one; recalibrate=True measures afresh) out of every measured interval, so
+        # call-heavy code is not inflated
         self._compensate = compensate
+        self._recalibrate = recalibrate
         self._depth = 0             # nested enables through the decorator
         self._warned = 0            # counter failures already warned about
         self._hooks_warned = 0      # replaced profile hooks already warned about
@@ -218,6 +189,7 @@ class Profile:
     def _calibrate(self) -> None:
         if self._compensate:
             self._profiler.set_compensation(calibrate(self._counters, self._all_call_sites,
+                                                      recalibrate=self._recalibrate,
                                                       **self._options))
             self._compensate = False  # once
 
@@ -229,6 +201,11 @@ class Profile:
         self._profiler.disable(strict=False)  # a replaced hook is warned about below
         replaced = self.replaced_hooks()
         failures = self._profiler.counter_failures()
+        if not (replaced or failures[self._warned:]):
+            return
+        import warnings
+
+        from . import build
         for name, where, reason in failures[self._warned:]:
             fn = build.describe(*where)[0] if where else "the top level"
             warnings.warn(f"cprof: counter '{name}' stopped in {fn}: {reason}; "
@@ -280,6 +257,7 @@ class Profile:
             return
         try:
             prof.disable(strict=False)
+            import warnings
             warnings.warn("cprof: a Profile was dropped while enabled; it stopped profiling "
                           "(call disable(), or use `with`)", ResourceWarning, stacklevel=2)
         except Exception:  # at interpreter exit, or a hook's failure: nothing left to tell
@@ -297,6 +275,8 @@ class Profile:
 
     def __call__(self, func: Callable) -> Callable:
         """@prof: profile every call of func (calls nest: the outermost one counts)."""
+        import functools
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if self._depth == 0:
@@ -313,7 +293,14 @@ class Profile:
     def profile(self, **meta: Any) -> ProfileData:
         """The profile as the JSON-ready dict that dump() writes (format version 2,
         typed by cprof.model.Profile)."""
-        return cast(ProfileData, build.build(self._profiler, {**self._meta, **meta}))
+        from . import build
+        return build.build(self._profiler, {**self._meta, **meta})  # type: ignore[return-value]
+
+    def _compact_profile(self, **meta: Any) -> ProfileData:
+        """profile(), with the tree's columns as memoryviews (build.build's compact):
+        for writing or exporting it at once, in a fraction of the memory."""
+        from . import build
+        return build.build(self._profiler, {**self._meta, **meta}, compact=True)  # type: ignore[return-value]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         self = super().__new__(cls)
@@ -327,17 +314,19 @@ class Profile:
         (out.json -> out.4242.json), so a child never overwrites its parent's file;
         meta.pid and meta.parent_pid say whose it is.  A path that cannot be written
         is a CprofError naming it."""
+        from . import profile_file
         meta = {"pid": os.getpid()}
         made_in = getattr(self, "_pid", os.getpid())
         if made_in != os.getpid():
             meta["parent_pid"] = made_in
             path = profile_file.tagged_path(path, str(os.getpid()))
-        profile_file.write(self.profile(**meta), path)
+        profile_file.write(self._compact_profile(**meta), path)
 
     def print_stats(self, sort: str | None = None, limit: int = 25, file: TextIO | None = None,
                     all: bool = False, focus: str | None = None) -> None:
         """The CLI's text report (to stderr unless file is given): the program's own functions
         and one line per library; all=True lists every function, focus="mypkg,src/*" only
         those whose module or file matches (the CLI's --all and --focus)."""
+        from . import report
         (file or sys.stderr).write(report.format_report(self.profile(), sort=sort, limit=limit,
                                                         all=all, focus=focus))

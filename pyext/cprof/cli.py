@@ -9,35 +9,93 @@ from the exporters' REGISTRY); any other name (out.json) gets the cprof JSON pro
 
 Problems the user can fix print one sentence and exit 2; the profiled program's
 output, exceptions and exit code pass through, and its profile is still written.
+
+Start-up is part of every run's cost: this module imports what a profiling run needs
+(argparse, signal) and the rest where it is used (the exporters' registry only to show
+--help or write an export, traceback only to print one).
 """
 from __future__ import annotations
 
 import argparse
 import builtins
 import errno
-import importlib.machinery
-import importlib.util
 import os
 import signal
 import sys
-import threading
 import time
-import traceback
-import types
-from collections.abc import Mapping
-from typing import Any, NoReturn
 
-from . import __version__, compare, exporters, focus, profile_file, report
+from . import __version__
 from ._cprof import CprofError, builtin_counters, list_counters, malloc_interposer
 from .api import Profile
-from .model import Profile as ProfileData
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, NoReturn
+
+    from .model import Profile as ProfileData
 
 EXIT_USAGE = 2
 
 
+def _terminal_width() -> int:
+    """The width shutil.get_terminal_size() gives (COLUMNS, else the terminal of stdout,
+    else 80), found without importing shutil, which imports zlib, bz2 and lzma."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, cheap to make: argparse makes one at every
+    add_argument, to validate it.  The width without shutil; on 3.14+, the colour theme
+    (argparse's _set_color imports _colorize, which imports dataclasses and inspect:
+    60 million instructions) only when help is formatted, the one time it is used."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None, **kwargs: Any) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_width() - 2 if width is None else width, **kwargs)
+
+    def _set_color(self, color: bool) -> None:  # 3.14+: kept for _theme, set below when asked
+        self.__dict__.pop("_theme", None)
+        self.__dict__.pop("_decolor", None)
+        self._cprof_color = color
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_theme", "_decolor") and "_cprof_color" in self.__dict__:
+            super()._set_color(self._cprof_color)  # type: ignore[misc]
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+
 class _Parser(argparse.ArgumentParser):
+    # help that names the export formats, filled in when help is shown (the exporters'
+    # registry is not imported for a profiling run)
+    late: Callable[[argparse.ArgumentParser], None] | None = None
+
     def error(self, message: str) -> NoReturn:  # one sentence, exit 2, no usage dump
         raise CprofError(f"{message}; see cprof --help")
+
+    def _fill(self) -> None:
+        late, self.late = self.late, None
+        if late is not None:
+            late(self)
+
+    def format_usage(self) -> str:
+        self._fill()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._fill()
+        return super().format_help()
 
 
 USAGE = """cprof [options] script.py [args ...]
@@ -52,15 +110,22 @@ def _parser() -> argparse.ArgumentParser:
     """The whole command line: the profiling run's options, and the commands report,
     export and compare as subparsers.  A run's script and its arguments are not in it:
     _split_run_args finds where they start, from the options this parser knows."""
-    p = _Parser(prog="cprof", usage=USAGE % ",".join(exporters.FORMATS),
+    p = _Parser(prog="cprof", usage=USAGE, formatter_class=_Formatter,
                 description="Profile a Python program: attribute counters "
                 "(CPU time, wall time, context switches) to each function.",
                 epilog="Everything after the script (or -m's module) is the program's. "
                 "cprof COMMAND --help describes a command.")
     p.add_argument("--counter", "-c", default="cpu,wall",
                    help="comma-separated counters, first one sorts the report (default: cpu,wall)")
-    p.add_argument("-o", "--output", help="write the profile here instead of printing a report: the JSON "
-                   "profile, or by the name's ending " + exporters.endings_help())
+    output = p.add_argument("-o", "--output", help="write the profile here instead of printing a "
+                            "report: the JSON profile, or by the name's ending (see the formats)")
+
+    def late(p: argparse.ArgumentParser) -> None:
+        from . import exporters
+        p.usage = USAGE % ",".join(exporters.FORMATS)
+        output.help = ("write the profile here instead of printing a report: the JSON profile, "
+                       "or by the name's ending " + exporters.endings_help())
+    p.late = late  # type: ignore[attr-defined]
     p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
     p.add_argument("--limit", type=_count, default=25, help="functions in the report (0 = all)")
     _focus_options(p)
@@ -76,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compensate", action="store_true",
                    help="keep cprof's own per-call cost in the numbers (by default it is "
                         "calibrated at start-up and taken out)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure cprof's own per-call cost afresh instead of confirming the "
+                        "figure cached from an earlier run (CPROF_NO_CACHE=1: no cache at all)")
     p.add_argument("--version", action="version", version=f"cprof {__version__}")
     p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
     p.add_argument("--pmu", action="store_true",
@@ -84,22 +152,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="run a library module as a script (what follows its name is its arguments)")
     commands = p.add_subparsers(prog="cprof", title="commands", dest="command",
                                 metavar="{report,export,compare}")
-    _report_options(commands.add_parser(
-        "report", help="print the report of a saved profile (--html: write it as a web page)",
-        description="Print the report of a saved cprof profile, "
-                    "or with --html write it as one self-contained HTML page."))
-    _export_options(commands.add_parser(
-        "export", help="write a saved profile for another viewer",
-        description="Write a saved cprof profile for another viewer."))
-    _compare_options(commands.add_parser(
-        "compare", help="the change of each counter per function between two profiles",
-        description="Per function, the change of each counter from one profile to another, "
-                    "largest first."))
+    for name, (options, short, description) in _COMMANDS.items():
+        # a command's options are added when it runs or shows its help (export's need
+        # the exporters' registry)
+        sub = commands.add_parser(name, help=short, description=description,
+                                  formatter_class=_Formatter)
+        sub.late = options  # type: ignore[attr-defined]
     return p
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    """The subparsers of `parser`, by command name."""
+    """The subparsers of `parser`, by command name (their options added: _command)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
@@ -131,6 +194,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
+    from . import exporters
     p.add_argument("file")
     p.add_argument("--format", "-f", required=True, choices=exporters.FORMATS)
     p.add_argument("--counter", "-c", help="the counter to write (" + ", ".join(
@@ -151,6 +215,21 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
                    help="exit 1 if the profiled region (or --function) grew more than PCT percent")
     p.add_argument("--function", help="with --fail-above: the function whose total is checked")
     p.set_defaults(run=_compare)
+
+
+# the commands: (their options, the line in cprof --help, the description in their own)
+_COMMANDS = {
+    "report": (_report_options,
+               "print the report of a saved profile (--html: write it as a web page)",
+               ("Print the report of a saved cprof profile, "
+                "or with --html write it as one self-contained HTML page.")),
+    "export": (_export_options, "write a saved profile for another viewer",
+               "Write a saved cprof profile for another viewer."),
+    "compare": (_compare_options,
+                "the change of each counter per function between two profiles",
+                ("Per function, the change of each counter from one profile to another, "
+                 "largest first.")),
+}
 
 
 def _split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
@@ -183,6 +262,7 @@ def _split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
 
 
 def _report(opts: argparse.Namespace) -> int:
+    from . import exporters, profile_file, report
     profile = profile_file.load(opts.file)
     if opts.hist:
         sys.stdout.write(report.format_hist(profile, opts.hist, opts.counter))
@@ -209,6 +289,7 @@ def _report(opts: argparse.Namespace) -> int:
 
 
 def _export(opts: argparse.Namespace) -> int:
+    from . import exporters, profile_file
     profile = profile_file.load(opts.file)
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
@@ -224,6 +305,7 @@ def _compare(opts: argparse.Namespace) -> int:
     if opts.fail_above is not None and not opts.fail_above >= 0:   # NaN too
         raise CprofError(f"--fail-above={opts.fail_above} is not a growth in percent; give 0 or more "
                          "(--fail-above=5 fails when the region grew more than 5%)")
+    from . import compare, profile_file
     before, after = profile_file.load(opts.before), profile_file.load(opts.after)
     names = (opts.before, opts.after)
     counters = compare.common_counters(before, after, opts.counter, names)
@@ -247,6 +329,7 @@ def _title(name: str, meta: Mapping[str, Any]) -> str:
 def _write_output(prof: ProfileData, path: str) -> str:
     """The run's -o: the JSON profile, or the export its name asks for; returns what
     was written, for the 'cprof: wrote' line."""
+    from . import exporters, profile_file
     fmt = exporters.format_for_path(path)
     if fmt is None:
         profile_file.write(prof, path)
@@ -259,6 +342,7 @@ def _check_output(out: str, source: str, what: str) -> None:
     """Before the work: `out` can be written, and is not `source` (an easy slip, such
     as `cprof -o a.py b.py` or `cprof report p.json --html -o p.json`, that would
     destroy the file the run needs or the user wrote)."""
+    from . import profile_file
     try:
         same = os.path.samefile(out, source)
     except OSError:
@@ -278,6 +362,7 @@ def _save(prof: ProfileData, path: str) -> None:
         return
     except CprofError as e:
         failed = str(e)
+    from . import profile_file
     try:
         spare = profile_file.spare_path(path)
         _write_output(prof, spare)
@@ -449,6 +534,10 @@ def _count(text: str) -> int:
 
 def _join_threads() -> None:
     # As the interpreter does at exit: wait for non-daemon threads, so their work is profiled.
+    # A program that never imported threading started none it would wait for.
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
     main = threading.main_thread()
     for t in threading.enumerate():
         if t is not main and not t.daemon and t is not threading.current_thread():
@@ -473,11 +562,12 @@ def _prepare_script(path: str, args: list[str]):
     try:
         code = compile(source, abspath, "exec")
     except SyntaxError:
+        import traceback
         traceback.print_exc(limit=0)
         raise SystemExit(1) from None
     sys.argv = [path] + args
     _set_path0(os.path.dirname(abspath))
-    main = types.ModuleType("__main__")
+    main = type(sys)("__main__")
     main.__dict__.update(__file__=abspath, __builtins__=builtins, __cached__=None, __loader__=None,
                          __package__=None, __spec__=None)
     sys.modules["__main__"] = main
@@ -490,6 +580,8 @@ def _find_spec(name: str):
     belongs to the profile, as with cProfile -m): each part is looked up in its
     package's folders.  None if it is not there; an import-based lookup when a
     package's folders are not enough to tell (a package that extends its __path__)."""
+    import importlib.machinery
+    import importlib.util
     parts = name.split(".")
     if not all(parts):
         raise CprofError(f"'{name}' is not a module name; check the name")
@@ -604,7 +696,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         where = (os.getcwd(), os.path.abspath(opts.output))  # the program may change folder
     # names, plugins, packages' entry points
     prof = Profile(opts.counter, all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
-                   distributions=opts.distributions, slow_calls=opts.slow_calls)
+                   distributions=opts.distributions, slow_calls=opts.slow_calls,
+                   recalibrate=opts.recalibrate)
     start, stop = prof.switches()  # calibrated now; called from this frame, which runs the program
     if opts.module:
         run, run_args = _prepare_module(opts.module, program)
@@ -614,8 +707,12 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         target = program[0]
     else:
         raise CprofError("no script to profile; give a script (cprof script.py) or a module (cprof -m mod)")
-    report.sort_key([c for c in prof.counters], opts.sort)  # a bad --sort is refused before running
-    focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
+    if opts.sort is not None:
+        from . import report
+        report.sort_key([c for c in prof.counters], opts.sort)  # a bad --sort is refused before running
+    if opts.focus is not None:
+        from . import focus
+        focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
 
     pid, started = os.getpid(), time.time()
     ending = {"pending": None, "done": False, "retry": False}
@@ -641,7 +738,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = signal.Signals(signum).name
-        profile = prof.profile(**meta)
+        profile = prof._compact_profile(**meta)  # written or reported once: compact tree
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()
@@ -654,9 +751,11 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                 moved = True
             out = where[1] if moved else opts.output
             if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
+                from . import profile_file
                 out = profile_file.tagged_path(out, str(os.getpid()))
             _save(profile, out)
         else:
+            from . import report
             sys.stderr.write("\n" + report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                                          title=_title(target, meta),
                                                          all=opts.all, focus=opts.focus))
@@ -672,6 +771,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             # there would leave that call half-counted; the signal comes again every 10 ms
             if not ending["retry"]:
                 ending["retry"] = True
+                import threading
                 threading.Thread(target=_resend, args=(signum,), daemon=True).start()
             return
         finish(-signum, signum)
@@ -679,11 +779,13 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     ours = []
     _signal_handler = on_signal
-    if threading.current_thread() is threading.main_thread():
-        for signum in _ENDING_SIGNALS:
-            if signal.getsignal(signum) == signal.SIG_DFL:
+    for signum in _ENDING_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            try:
                 signal.signal(signum, on_signal)
-                ours.append(signum)
+            except ValueError:  # not the main thread (main() called from another): none
+                break
+            ours.append(signum)
     if not _fork_hooks:
         os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _fork_hooks = True
@@ -723,6 +825,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         try:  # the program's sys.excepthook, if it set one, as Python would
             sys.excepthook(type(exc), exc, tb)
         except BaseException:
+            import traceback
             traceback.print_exception(type(exc), exc, tb)
         if isinstance(exc, KeyboardInterrupt):
             sys.stderr.flush()
@@ -739,7 +842,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = _parser()
         commands = _commands(parser)
         if argv[:1] and argv[0] in commands:  # only first: `cprof -c cpu report` runs ./report
-            opts = commands[argv[0]].parse_args(argv[1:])
+            command = commands[argv[0]]
+            command._fill()  # type: ignore[attr-defined]
+            opts = command.parse_args(argv[1:])
             return int(opts.run(opts))
         head, program = _split_run_args(parser, argv)
         opts = parser.parse_args(head)

@@ -21,11 +21,9 @@ and tree and meta.paths optional; load() reads it through upgrade(), one step.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import stat
-import tempfile
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 from . import focus, schema
@@ -59,14 +57,15 @@ def _chain(path: str):
         p = os.path.normpath(os.path.join(os.path.dirname(p), link))
 
 
-_STREAM = re.compile(r"/dev/std(?:out|err)|/dev/fd/(\d+)|/proc/(self|thread-self|\d+)/fd/(\d+)")
+_STREAM = r"/dev/std(?:out|err)|/dev/fd/(\d+)|/proc/(self|thread-self|\d+)/fd/(\d+)"
 
 
 def _stream_fd(path: str) -> int | None:
     """The descriptor of this process that `path` names (/dev/stdout, /dev/fd/2,
     /proc/self/fd/1, or a link to one of them), else None."""
+    import re  # here: importing cprof stays cheap
     for p in _chain(path):
-        m = _STREAM.fullmatch(p)
+        m = re.fullmatch(_STREAM, p)
         if m is None:
             continue
         if p.startswith("/dev/std"):
@@ -83,13 +82,16 @@ def _special(path: str) -> bool:
     return any(p.startswith(("/dev/", "/proc/")) for p in _chain(path))
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def _write_all(fd: int, data: bytes | Iterable[bytes]) -> None:
+    """Write `data`: bytes, or an iterable of byte chunks (a profile streamed out as it
+    is encoded, so that its whole text never sits in memory)."""
+    for chunk in ((data,) if isinstance(data, (bytes, bytearray)) else data):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
 
 
-def _write_in_place(path: str, data: bytes, regular: bool) -> None:
+def _write_in_place(path: str, data: bytes | Iterable[bytes], regular: bool) -> None:
     # no O_CREAT: the file exists (a device or FIFO must not be made a file)
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | (os.O_TRUNC if regular else 0))
     try:
@@ -112,7 +114,7 @@ def _create_temp(folder: str, mode: int) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no free temporary name", folder)
 
 
-def _replace(target: str, data: bytes, st: os.stat_result | None, private: bool) -> None:
+def _replace(target: str, data: bytes | Iterable[bytes], st: os.stat_result | None, private: bool) -> None:
     fd, tmp = _create_temp(os.path.dirname(target), 0o600 if private or st is not None else 0o666)
     try:
         if st is not None:  # the file it replaces: its owner (root can give it), then its mode
@@ -137,7 +139,7 @@ def _replace(target: str, data: bytes, st: os.stat_result | None, private: bool)
         raise
 
 
-def _write(path: str, data: bytes, private: bool) -> None:
+def _write(path: str, data: bytes | Iterable[bytes], private: bool) -> None:
     fd = _stream_fd(path)
     if fd is not None:  # -o /dev/stdout: after what the program wrote there, not over it
         _write_all(fd, data)
@@ -165,7 +167,7 @@ def _reason(e: OSError) -> str:
     return (e.strerror or str(e)).lower() if e.errno != errno.ENOENT else "its folder does not exist"
 
 
-def write_atomic(path: str, data: bytes, private: bool = False) -> None:
+def write_atomic(path: str, data: bytes | Iterable[bytes], private: bool = False) -> None:
     """Write `data` to `path` by the rules above (profiles and exports alike): an
     interrupted run never leaves a half-written file, and nothing that is not a
     regular file is ever replaced.  private: a new file is 0600 (it holds argument
@@ -177,9 +179,89 @@ def write_atomic(path: str, data: bytes, private: bool = False) -> None:
 
 
 def write(profile: Profile, path: str) -> None:
-    """The JSON profile, written atomically; 0600 if it holds argument reprs (--slow-calls)."""
+    """The JSON profile, written atomically; 0600 if it holds argument reprs (--slow-calls).
+    Streamed out piece by piece (encode), so writing costs little memory beyond the
+    profile itself."""
     private = any(f.get("slow_calls") for f in profile.get("functions", ()))
-    write_atomic(path, (json.dumps(profile, indent=1) + "\n").encode("utf-8"), private)
+    write_atomic(path, _buffered(encode(profile)), private)
+
+
+def _buffered(pieces: Iterable[str], size: int = 1 << 18) -> Iterator[bytes]:
+    """The pieces as UTF-8, in chunks of about `size` bytes (one write each)."""
+    buf: list[str] = []
+    held = 0
+    for piece in pieces:
+        buf.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield "".join(buf).encode("utf-8")
+            buf.clear()
+            held = 0
+    if buf:
+        yield "".join(buf).encode("utf-8")
+
+
+_COLUMN_CHUNK = 1 << 12  # tree values encoded at a time
+
+
+def encode(profile: Profile) -> Iterator[str]:
+    """The profile's JSON text, in pieces: json.loads of their concatenation gives
+    back the profile (a tree column held as a memoryview reads back as a list).  One
+    function or edge a line, the tree one column a line, the rest as json.dumps makes
+    it; never the whole text, nor a Python int per tree value, at once."""
+    import json
+    dumps = json.dumps
+    sep = "{"
+    for key, value in profile.items():
+        yield f"{sep}{dumps(key)}: "
+        sep = ",\n "
+        if key in ("functions", "edges") and isinstance(value, list):
+            if not value:
+                yield "[]"
+                continue
+            inner = "[\n  "
+            for item in value:
+                yield inner
+                yield dumps(item)
+                inner = ",\n  "
+            yield "]"
+        elif key == "tree" and isinstance(value, dict):
+            yield from _encode_tree(value, dumps)
+        else:
+            yield dumps(value)
+    yield "}\n" if sep != "{" else "{}\n"
+
+
+def _encode_tree(tree: dict, dumps: Any) -> Iterator[str]:
+    inner = "{"
+    for key, value in tree.items():
+        yield f"{inner}{dumps(key)}: "
+        inner = ",\n  "
+        if isinstance(value, dict):
+            yield "{"
+            sep = ""
+            for name, column in value.items():
+                yield f"{sep}{dumps(name)}: "
+                sep = ", "
+                yield from _encode_column(column, dumps)
+            yield "}"
+        else:
+            yield from _encode_column(value, dumps)
+    yield "}" if inner != "{" else "{}"
+
+
+def _encode_column(column: Any, dumps: Any) -> Iterator[str]:
+    """A list of ints, or a memoryview of int64, as a JSON array, a slice at a time."""
+    if not isinstance(column, memoryview) and (
+            not isinstance(column, list) or not all(type(v) is int for v in column)):
+        yield dumps(column)  # anything else as json writes it (and refuses it)
+        return
+    yield "["
+    for i in range(0, len(column), _COLUMN_CHUNK):
+        part = column[i:i + _COLUMN_CHUNK]
+        yield ("," if i else "") + ",".join(map(str, part.tolist() if isinstance(part, memoryview)
+                                                 else part))
+    yield "]"
 
 
 def check_writable(path: str) -> None:
@@ -237,6 +319,7 @@ def tagged_path(path: str, tag: str) -> str:
 def spare_path(path: str) -> str:
     """A new, private (0600) file in the temporary folder, named after `path` (same
     ending, so the same format): where a run's profile goes if `path` fails."""
+    import tempfile
     stem, ending = split_ending(os.path.basename(path))
     fd, spare = tempfile.mkstemp(prefix=f"{stem or 'cprof'}.", suffix=ending)
     os.close(fd)
@@ -246,6 +329,7 @@ def spare_path(path: str) -> str:
 def load(path: str) -> Profile:
     """Read a profile, checked once against the format (schema.check), or raise
     CprofError with one sentence naming the file and what is wrong."""
+    import json
     shown = printable(path)
     try:
         with open(path, "rb") as f:

@@ -2186,3 +2186,188 @@ Test(merge, identity_error_stops_the_merge)
     cprof_merged_free(&mg);                 /* and safe to free again */
     cprof_thread_free(&t);
 }
+
+/* A frame's slot is reused by the next push at its depth (no table lookup) only for
+ * the same key under the same parent node: the same function called from another
+ * parent, or under a parent folded into an ancestor, takes its own path. */
+Test(tree, frame_slot_reused_only_for_the_same_path)
+{
+    struct cprof_thread t;
+    size_t a, b, ac, bc;
+
+    init2(&t);
+    t.stack.max_nodes = 5;      /* root, a, a->c, b, b->c */
+    ent(&t, KA, 0, 0);
+    ent(&t, KC, 1, 0);
+    ex(&t, KC, 3, 0);
+    ex(&t, KA, 4, 0);
+    ent(&t, KB, 5, 0);
+    ent(&t, KC, 6, 0);          /* depth 1, key c again, parent b: not a->c */
+    ex(&t, KC, 10, 0);
+    ex(&t, KB, 11, 0);
+    ent(&t, KA, 12, 0);
+    ent(&t, KC, 13, 0);         /* a->c again */
+    ex(&t, KC, 20, 0);
+    ex(&t, KA, 21, 0);
+    ent(&t, KD, 22, 0);         /* the tree is full: d folds into the root */
+    ent(&t, KC, 23, 0);         /* and c under it, though the slot says c */
+    ex(&t, KC, 27, 0);
+    ex(&t, KD, 28, 0);
+    ent(&t, KB, 30, 0);
+    ent(&t, KC, 31, 0);         /* b->c, after a folded frame used the slot */
+    ex(&t, KC, 32, 0);
+    ex(&t, KB, 33, 0);
+    cprof_thread_flush(&t);
+    a = node_at(&t, CPROF_ROOT, KA);
+    b = node_at(&t, CPROF_ROOT, KB);
+    ac = node_at(&t, a, KC);
+    bc = node_at(&t, b, KC);
+    cr_assert(a != NONE && b != NONE && ac != NONE && bc != NONE);
+    cr_assert_eq(t.tab.nodes.len, 5);
+    cr_assert_eq(t.health.tree_folded, 2);
+    cr_assert_eq(t.tab.nodes.recs[ac].calls, 2);
+    cr_assert_eq(cprof_self(&t.tab.nodes, ac)[0], 2 + 7);
+    cr_assert_eq(t.tab.nodes.recs[bc].calls, 2);
+    cr_assert_eq(cprof_self(&t.tab.nodes, bc)[0], 4 + 1);
+    cr_assert_eq(cprof_total(&t.tab.nodes, b)[0], 6 + 3);
+    /* d and the c under it went to the root's node; the root fn keeps what no one got */
+    cr_assert_eq(cprof_self(&t.tab.nodes, CPROF_ROOT)[0], 6 + 1 + 1 + 2 + 1);
+    FN(&t, KC, 5, 5, 2 + 4 + 7 + 4 + 1, 0, 18, 0);
+    EDGE(&t, KA, KC, 2, 2, 9, 0);
+    EDGE(&t, KB, KC, 2, 2, 5, 0);
+    EDGE(&t, KD, KC, 1, 1, 4, 0);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* The engine reading the counters itself (enter_read/exit_read) attributes exactly
+ * as when the readings are passed in: two readers stepping through fixed values. */
+static uint64_t script_vals[2][8] = {{0, 10, 20, 25, 30, 40, 47, 50}, {0, 1, 2, 3, 3, 4, 6, 6}};
+static unsigned script_pos[2];
+
+static uint64_t script_read(void *state)
+{
+    unsigned c = (unsigned)(uintptr_t)state;
+    return script_vals[c][script_pos[c]++];
+}
+
+Test(engine, reads_counters_itself)
+{
+    struct cprof_thread t, u;
+    const cprof_read_fn rd[NC] = {script_read, script_read};
+    void *const st[NC] = {(void *)(uintptr_t)0, (void *)(uintptr_t)1};
+    static const cprof_key keys[8] = {KA, KB, KC, KC, KB, KC, KC, KA};
+    static const int is_enter[8] = {1, 1, 1, 0, 0, 1, 0, 0};
+
+    init2(&t);
+    init2(&u);
+    cprof_thread_set_readers(&t, rd, st);
+    for (int i = 0; i < 8; i++) {
+        if (is_enter[i])
+            cprof_thread_enter_read(&t, keys[i]);
+        else
+            cprof_thread_exit_read(&t, keys[i]);
+        (is_enter[i] ? ent : ex)(&u, keys[i], script_vals[0][i], script_vals[1][i]);
+    }
+    cr_assert_eq(script_pos[0], 8);
+    cr_assert_eq(script_pos[1], 8);
+    cprof_thread_flush(&t);
+    cprof_thread_flush(&u);
+    FN(&t, KC, 2, 2, 12, 3, 12, 3);
+    cr_assert_eq(t.tab.nodes.len, u.tab.nodes.len);
+    for (size_t i = 0; i < t.tab.fns.len; i++) {
+        cr_assert_eq(t.tab.fns.recs[i].key, u.tab.fns.recs[i].key);
+        cr_assert_eq(t.tab.fns.recs[i].calls, u.tab.fns.recs[i].calls);
+        for (unsigned c = 0; c < 2 * NC; c++)
+            cr_assert_eq(t.tab.fns.vals[i * 2 * NC + c], u.tab.fns.vals[i * 2 * NC + c]);
+    }
+    for (size_t i = 0; i < t.tab.nodes.len; i++)
+        for (unsigned c = 0; c < 2 * NC; c++)
+            cr_assert_eq(t.tab.nodes.vals[i * 2 * NC + c], u.tab.nodes.vals[i * 2 * NC + c]);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+    cprof_thread_free(&u);
+}
+
+/* The event path is instantiated for 1 counter, 2, and any n: one stream (recursion,
+ * exceptions unwinding several frames, backwards readings, a bounded tree) fed to
+ * engines of 1, 2 and 3 counters whose counters are copies of two streams of values
+ * gives the same tables, counter by counter. */
+Test(engine, instantiations_for_1_2_and_n_counters_agree)
+{
+    static const unsigned ncs[3] = {1, 2, 3};
+    static const unsigned src[3][3] = {{0}, {0, 1}, {1, 0, 1}}; /* value stream of counter c */
+    static const cprof_key pool[5] = {KA, KB, KC, KD, KF};
+    struct cprof_thread th[3];
+    cprof_key stack[64];
+    size_t depth = 0;
+    uint64_t seed = 12345, v[2] = {1000, 1000};
+
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(cprof_thread_init(&th[i], ncs[i], NULL, NULL), 0);
+        th[i].stack.max_nodes = 40;
+    }
+    for (int ev = 0; ev < 20000; ev++) {
+        uint64_t r, now[3];
+        int enter;
+        cprof_key k;
+
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        r = seed >> 33;
+        v[0] += r % 7 == 0 && r % 11 == 0 ? (uint64_t)-3 : r % 13;  /* now and then back */
+        v[1] += r % 5 == 0 ? r % 3 : 0;
+        enter = depth == 0 || (depth < 64 && (r >> 8) % 100 < 52);
+        if (enter) {
+            k = pool[(r >> 16) % 5];
+            stack[depth++] = k;
+        } else if ((r >> 16) % 10 == 0 && depth > 2) {
+            depth -= 3;                     /* an exception: the exit of an outer frame */
+            k = stack[depth];
+        } else
+            k = stack[--depth];
+        for (int i = 0; i < 3; i++) {
+            for (unsigned c = 0; c < ncs[i]; c++)
+                now[c] = v[src[i][c]];
+            (enter ? cprof_thread_enter : cprof_thread_exit)(&th[i], k, now);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        cprof_thread_flush(&th[i]);
+    for (int i = 1; i < 3; i++) {
+        const struct cprof_table *a[3] = {&th[0].tab.fns, &th[0].tab.edges, &th[0].tab.nodes};
+        const struct cprof_table *b[3] = {&th[i].tab.fns, &th[i].tab.edges, &th[i].tab.nodes};
+        cr_assert_eq(th[i].health.backwards_readings, th[0].health.backwards_readings);
+        cr_assert_eq(th[i].health.tree_folded, th[0].health.tree_folded);
+        cr_assert_eq(th[i].rd.events, th[0].rd.events);
+        for (int tb = 0; tb < 3; tb++) {
+            cr_assert_eq(a[tb]->len, b[tb]->len);
+            for (size_t j = 0; j < a[tb]->len; j++) {
+                cr_assert_eq(a[tb]->recs[j].key, b[tb]->recs[j].key);
+                cr_assert_eq(a[tb]->recs[j].calls, b[tb]->recs[j].calls);
+                cr_assert_eq(a[tb]->recs[j].primitive_calls, b[tb]->recs[j].primitive_calls);
+                for (unsigned c = 0; c < ncs[i]; c++) {
+                    if (src[i][c] != 0)
+                        continue;   /* compare counters fed with stream 0 with th[0]'s */
+                    cr_assert_eq(cprof_self(b[tb], j)[c], cprof_self(a[tb], j)[0],
+                                 "engine of %u counters, table %d, record %zu", ncs[i], tb, j);
+                    cr_assert_eq(cprof_total(b[tb], j)[c], cprof_total(a[tb], j)[0]);
+                }
+            }
+        }
+        /* stream 1 in the 2- and 3-counter engines agrees too */
+        for (int tb = 0; tb < 3 && i == 2; tb++) {
+            const struct cprof_table *x[3] = {&th[1].tab.fns, &th[1].tab.edges, &th[1].tab.nodes};
+            for (size_t j = 0; j < x[tb]->len; j++) {
+                cr_assert_eq(cprof_self(b[tb], j)[0], cprof_self(x[tb], j)[1]);
+                cr_assert_eq(cprof_self(b[tb], j)[2], cprof_self(x[tb], j)[1]);
+                cr_assert_eq(cprof_total(b[tb], j)[2], cprof_total(x[tb], j)[1]);
+            }
+        }
+    }
+    cr_assert_gt(th[0].health.backwards_readings, 0);
+    cr_assert_gt(th[0].health.tree_folded, 0);
+    for (int i = 0; i < 3; i++) {
+        CONSERVED(&th[i]);
+        cprof_thread_free(&th[i]);
+    }
+}

@@ -34,6 +34,7 @@ def alloc_script(tmp_path):
     return str(p)
 
 
+@pytest.mark.pymalloc
 @pytest.mark.parametrize("compensate", [True, False])
 def test_allocation_counts_are_never_compensated(alloc_script, tmp_path, compensate):
     """mk's self pymalloc-bytes is what its 2N bytes objects asked for (sys.getsizeof,
@@ -60,6 +61,7 @@ def test_allocation_counts_are_never_compensated(alloc_script, tmp_path, compens
         assert share["per_event"]["wall"] > 0
 
 
+@pytest.mark.pymalloc
 def test_one_time_cost_for_every_clock_and_none_for_events():
     from cprof import Counter, UserCounter
     from cprof.api import calibrate

@@ -392,15 +392,22 @@ def test_run_totals_are_conserved(run):
     check_conserved(prof, rows)
     by = _by_name(rows)
     fns = {f["name"]: f for f in prof["functions"] if f["file"] != "~"}
+    # the program's `import json` runs json's module bodies in the run unless something
+    # imported json before (cprof no longer does at start-up): json.<module> holds the
+    # others, each entered once from importlib
+    mods = [f for n, f in fns.items() if n.startswith("json") and n.endswith(".<module>")]
+    top = [fns[n] for n in ("json.dumps", "json.loads", "json.<module>") if n in fns]
     for c in ("cpu", "wall", "ctxsw"):
-        # json is entered only through dumps and loads, which never run inside each other:
-        # its line's total is theirs, its calls are their calls
-        assert by["[json]"]["total"][c] == fns["json.dumps"]["total"][c] + fns["json.loads"]["total"][c]
+        # json is entered only through dumps and loads (and its import), which never run
+        # inside each other: its line's total is theirs, its calls are their calls
+        assert by["[json]"]["total"][c] == sum(f["total"][c] for f in top)
         for r in rows:
             if "folded" in r:
                 assert r["total"][c] == group_total_by_ancestors(prof, set(r["folded"]), c)[0], r["name"]
                 assert r["self"][c] <= r["total"][c], r["name"]
-    assert by["[json]"]["calls"] == fns["json.dumps"]["calls"] + fns["json.loads"]["calls"] == 1800
+    assert fns["json.dumps"]["calls"] + fns["json.loads"]["calls"] == 1800
+    # and the entries from outside json during its import (module and class bodies)
+    assert by["[json]"]["calls"] >= 1800 + sum(f["calls"] for f in mods)
     for r in rows:
         if "folded" in r:
             _, calls, prim = group_total_by_ancestors(prof, set(r["folded"]), "cpu")

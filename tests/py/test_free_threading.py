@@ -224,3 +224,27 @@ def test_enable_disable_while_threads_run(tmp_path):
     for i, (counted, low, high) in enumerate(got["cycles"]):
         assert low <= counted <= high, f"profile {i}: {counted} not in [{low}, {high}]"
         assert low >= 50
+
+def test_pymalloc_counters_are_refused_in_one_sentence(tmp_path):
+    """With the GIL off the pymalloc-* counters are refused (swapping Python's allocator
+    while other threads allocate is not safe): one sentence naming PYTHON_GIL=1, exit 2,
+    in the CLI and in the API; with PYTHON_GIL=1 the same run works."""
+    prog = tmp_path / "prog.py"
+    prog.write_text("x = [bytes(100) for _ in range(1000)]\n")
+    out = tmp_path / "p.json"
+    r = run_cprof(["--counter=pymalloc-bytes", "-o", str(out), str(prog)], check_rc=2)
+    assert r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("cprof: error: the pymalloc-* counters") and "PYTHON_GIL=1" in r.stderr
+    assert not out.exists()
+    got = _run("""
+        import json, cprof
+        try:
+            cprof.Profile(counters=["pymalloc-calls"]).enable()
+            print(json.dumps("enabled"))
+        except cprof.CprofError as e:
+            print(json.dumps(str(e)))
+    """, tmp_path)
+    assert "PYTHON_GIL=1" in got and "\n" not in got
+    r = run_cprof(["--counter=pymalloc-bytes", "-o", str(out), str(prog)], env={"PYTHON_GIL": "1"},
+                  check_rc=0)
+    assert json.loads(out.read_text())["counters"][0]["name"] == "pymalloc-bytes"

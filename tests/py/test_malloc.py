@@ -22,7 +22,7 @@ import pytest
 
 import cprof
 from cprof import _cprof
-from conftest import can_run_as_nobody, fn, load, run_cprof
+from conftest import GIL_OFF, can_run_as_nobody, fn, load, run_cprof
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB = os.path.join(os.path.dirname(os.path.abspath(cprof.__file__)), "libcprof_malloc.so")
@@ -188,6 +188,7 @@ main()
 '''
 
 
+@pytest.mark.pymalloc
 @pytest.mark.parametrize("user", USERS)
 def test_ground_truth_ctypes_calloc_bytes_objects_and_arithmetic(shared_dir, user):
     if user == "nobody" and can_run_as_nobody():
@@ -308,6 +309,7 @@ main()
 '''
 
 
+@pytest.mark.pymalloc
 def test_pymalloc_counts_the_small_objects_malloc_never_sees(shared_dir):
     script = _script(shared_dir, PYMALLOC)
     out = os.path.join(shared_dir, "out.json")
@@ -543,7 +545,9 @@ def test_list_counters_says_the_same():
         assert not rows[name]["available"]
         assert f"LD_PRELOAD={LIB}" in rows[name]["reason"], rows[name]
     for name in ("pymalloc-bytes", "pymalloc-calls"):
-        assert rows[name]["available"], rows[name]
+        # refused on a free-threaded build with the GIL off, with the way out
+        assert rows[name]["available"] == (not GIL_OFF), rows[name]
+        assert GIL_OFF == ("PYTHON_GIL=1" in (rows[name]["reason"] or "")), rows[name]
     r = run_cprof(["--list-counters"], check_rc=0)
     assert f"cprof --counter=malloc-bytes script.py" in r.stdout
     assert "pymalloc-calls" in r.stdout
@@ -604,6 +608,7 @@ def test_a_restart_that_did_not_load_it_is_one_sentence(shared_dir):
                                "but the dynamic loader did not load it"), lines[0]
 
 
+@pytest.mark.pymalloc
 def test_pymalloc_hooks_are_in_place_only_while_profiling():
     # the name of the allocators in use; raises RuntimeError for a hook (3.13 moved it)
     testcapi = pytest.importorskip("_testinternalcapi" if sys.version_info >= (3, 13)

@@ -141,7 +141,7 @@ FOLDED_SHOWN = 3  # functions named in the full-tree note
 
 
 def folded_note(profile: Profile, counter: str) -> str | None:
-    """None, or when the call tree filled up (meta.tree_folded > 0: past 2^18 nodes per
+    """None, or when the call tree filled up (meta.tree_folded > 0: past 2^20 nodes per
     thread new call paths fold into their parent node) one sentence saying so and where:
     the functions whose tree nodes took in folded paths, with how much more `counter`
     the call paths give them than their exact self.  Functions and edges stay exact, so

@@ -41,8 +41,9 @@ def data(profile: Profile, counter: str, title: str | None = None) -> dict:
                       for f in profile["functions"]],
         "edges": [[e["caller"], e["callee"], e["calls"], e["primitive_calls"], [e["total"][n] for n in names]]
                   for e in profile["edges"]],
-        "tree": {"parent": tree["parent"], "function": tree["function"], "calls": tree["calls"],
-                 "self": [tree["self"][n] for n in names]},
+        "tree": {"parent": list(tree["parent"]), "function": list(tree["function"]),
+                 "calls": list(tree["calls"]),  # lists: a run's own tree has memoryviews
+                 "self": [list(tree["self"][n]) for n in names]},
         "meta": {**{k: meta.get(k) for k in ("python", "hook", "threads", "events", "region")},
                  "tree_folded": meta["health"]["tree_folded"]},
         "warning": folded_note(profile, counter),  # shown as a banner over the page

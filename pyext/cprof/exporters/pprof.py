@@ -12,7 +12,7 @@ import gzip
 
 from .._cprof import CprofError
 from ..model import Counter, Profile
-from . import folded_note, stacks, warn_folded, write_atomic
+from . import folded_note, warn_folded, write_atomic
 
 _UNITS = {"ns": "nanoseconds", "B": "bytes"}
 
@@ -32,15 +32,17 @@ def _varint(n: int) -> bytes:
                          "64-bit integers")
     if n < 0:
         n += 1 << 64  # int64 as two's complement, ten bytes
+    if n < 0x80:
+        return _SMALL[n]
     out = bytearray()
-    while True:
-        b = n & 0x7F
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
         n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
 
 
 def _int(field: int, n: int) -> bytes:
@@ -51,10 +53,6 @@ def _int(field: int, n: int) -> bytes:
 def _bytes(field: int, data: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
     return _varint(field << 3 | 2) + _varint(len(data)) + data
-
-
-def _packed(field: int, values) -> bytes:
-    return _bytes(field, b"".join(_varint(v) for v in values)) if values else b""
 
 
 class _Strings:
@@ -86,12 +84,11 @@ def encode(profile: Profile, counter: str) -> bytes:
     for c in counters:
         out += _bytes(_P_SAMPLE_TYPE, value_type(c))
 
-    # one sample per node with any non-zero self; location ids leaf first
-    selfs = [tree["self"][n] for n in names]
-    for node, path in stacks(tree, lambda node: any(col[node] for col in selfs)):
-        locations = [fid + 1 for fid in reversed(path)]  # location id = function id + 1
-        out += _bytes(_P_SAMPLE, _packed(1, locations) + _packed(2, [col[node] for col in selfs]))
-
+    # one sample per node with any non-zero self, in node order; location ids (function
+    # id + 1) leaf first.  Encoded in C (stats.c): black's 333,000 nodes hold 17 million
+    # frames, which took 15 s a _varint call each, 5 s built from the parent's in Python
+    from .._cprof import pprof_samples
+    out += pprof_samples(tree["parent"], tree["function"], [tree["self"][n] for n in names])
     # one mapping standing for the interpreter, flagged as already symbolized
     out += _bytes(_P_MAPPING, _int(1, 1) + _int(5, s("python")) + _int(7, 1) + _int(8, 1) + _int(9, 1))
     for f in profile["functions"]:
@@ -131,6 +128,8 @@ def encode(profile: Profile, counter: str) -> bytes:
 
 
 def write(profile: Profile, path: str, counter: str) -> None:
-    # mtime=0: the same profile gives the same bytes
-    write_atomic(path, gzip.compress(encode(profile, counter), mtime=0))
+    # mtime=0: the same profile gives the same bytes;
+    # level 1: black's 35 MB message in 0.3 s, where the default 9 took 3 s for a file
+    # a quarter smaller
+    write_atomic(path, gzip.compress(encode(profile, counter), compresslevel=1, mtime=0))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -1,0 +1,322 @@
+"""The tracer's own cost per event (compensation, README "The profile file"): measured
+on this machine and interpreter, kept per process, and kept across runs in a small
+cache file that a short measurement confirms before it is used.
+
+The cache: one file per configuration, $XDG_CACHE_HOME/cprof/calibration-<hash>
+(~/.cache/cprof without XDG_CACHE_HOME), three lines of text: a header, the
+configuration it was measured for (machine, interpreter, cprof build, counters and
+options: `_config`), and the cost per event of each counter.  Written atomically
+(a new file renamed over the old), only over a file that is itself a cprof
+calibration.  CPROF_NO_CACHE=1 neither reads nor writes it; recalibrate=True (the
+CLI's --recalibrate) measures afresh and writes the new figure.  Any problem with
+the cache (unreadable, corrupt, a folder that cannot be written) falls back to
+measuring, silently: the cache only saves time.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._cprof import Profiler
+
+CALLS, REPS = 20_000, 9        # a full calibration: REPS pairs of CALLS calls
+CHECK_CALLS, CHECK_REPS = 300, 9   # the check of a cached figure: about 1/70 of the work
+CHECK_SLACK = 0.10             # how far beyond the check's own spread a cached figure may lie
+
+_HEADER = "cprof calibration 1"
+_calibrated: dict = {}         # per process: configuration -> cost per event
+_machine: str | None = None
+_clock: tuple | None = None    # (cache file, its configuration) of the clock's ratio, once seeded
+
+
+def _low_quantile(values: list) -> int:
+    """The first quartile of paired differences, never below 0."""
+    return max(0, sorted(values)[len(values) // 4])
+
+
+def _leaf(x):
+    return x
+
+
+def _loop(n):
+    s = 0
+    for _ in range(n):
+        s = _leaf(s)
+
+
+def measure(probe: Profiler, calls: int, reps: int) -> list[list[int]]:
+    """`reps` pairs, back to back: `calls` calls of a one-line function without and
+    then with profiling.  One row per pair: the growth of each counter with profiling
+    minus without, and last, the same for this thread's CPU time (ns)."""
+    clock, read, loop = time.thread_time_ns, probe.read, _loop
+    rows = []
+    for _ in range(reps):
+        t0 = clock()
+        r0 = read()
+        loop(calls)
+        r1 = read()
+        t1 = clock()
+        probe.enable(push_existing=False)
+        t2 = clock()
+        r2 = read()
+        loop(calls)
+        r3 = read()
+        t3 = clock()
+        probe.disable()
+        rows.append([(d - c) - (b - a) for a, b, c, d in zip(r0, r1, r2, r3)]
+                    + [(t3 - t2) - (t1 - t0)])
+    return rows
+
+
+def _events(calls: int) -> int:
+    # _leaf's start and return per call, _loop's, range's, and the clock's call and return
+    return 2 * calls + 6
+
+
+def estimate(rows: list[list[int]], calls: int, info: list[dict]) -> list[int]:
+    """Cost per event of each counter from measure()'s rows: the first quartile of the
+    paired differences over the events profiling handled.  Counters the tracer does
+    not raise get 0; the time counters all get the thread-CPU-time estimate."""
+    events = _events(calls)
+    time_cost = _low_quantile([r[-1] for r in rows]) // events
+    return [(time_cost if c["time"] else _low_quantile([r[i] for r in rows]) // events)
+            if c["compensable"] else 0 for i, c in enumerate(info)]
+
+
+def confirms(cached: list[int], rows: list[list[int]], calls: int, info: list[dict]) -> bool:
+    """A short measurement's rows agree with a cached cost per event: for each counter
+    the tracer raises, the cached figure lies between the rows' second lowest and
+    their median per event, widened by CHECK_SLACK (and 1 unit, for small figures).
+    Load only makes a pair's profiled half slower, most often (short pairs are either
+    hit or not), so the low rows are the undisturbed cost.  On a quiet machine the
+    rows agree closely and the check is tight; under load they spread and it allows
+    what a new calibration could not tell apart either.  A figure the machine's
+    present state contradicts (measured under load and now quiet, or the reverse;
+    another CPU; an edited file) fails, and is measured again."""
+    events = _events(calls)
+    for i, c in enumerate(info):
+        if not c["compensable"]:
+            continue
+        col = sorted(r[-1 if c["time"] else i] // events for r in rows)
+        lo, hi = col[min(1, len(col) - 1)], col[len(col) // 2]
+        if not lo * (1 - CHECK_SLACK) - 1 <= cached[i] <= hi * (1 + CHECK_SLACK) + 1:
+            return False
+    return True
+
+
+# ---- the cache file ------------------------------------------------------------------
+
+def cache_dir() -> str | None:
+    """$XDG_CACHE_HOME/cprof, or ~/.cache/cprof (the XDG base directory rule: a relative
+    XDG_CACHE_HOME is ignored); None without a home folder."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            return None
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "cprof")
+
+
+def _machine_id() -> str:
+    """The CPU model (from /proc/cpuinfo's first processor) and the kernel."""
+    global _machine
+    if _machine is None:
+        cpu = []
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if not line.strip():
+                        break  # the first processor's block is enough
+                    key, _, value = line.partition(":")
+                    if key.strip() in ("vendor_id", "cpu family", "model", "model name", "stepping",
+                                       "microcode", "CPU implementer", "CPU architecture",
+                                       "CPU variant", "CPU part", "CPU revision"):
+                        cpu.append(value.strip())
+        except OSError:
+            pass
+        u = os.uname()
+        _machine = " ".join(cpu) + f" | {u.sysname} {u.release} {u.machine}"
+    return _machine
+
+
+def _file_id(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path + " (missing)"
+    return f"{path} {st.st_size} {st.st_mtime_ns}"
+
+
+def _config(names: tuple, options: tuple) -> str:
+    """One line naming everything a cost per event depends on: the machine, the
+    interpreter and how it runs, this cprof build, the counters and the options."""
+    from . import _cprof
+    from ._version import version
+    gil = getattr(sys, "_is_gil_enabled", None)
+    trampoline = getattr(sys, "is_stack_trampoline_active", None)
+    counters = tuple(_file_id(n[len("plugin:"):]) if n.startswith("plugin:") else n for n in names)
+    return repr((
+        _machine_id(),
+        sys.version, sys.executable, getattr(sys, "abiflags", ""), sys.implementation.cache_tag,
+        gil() if gil else True, trampoline() if trampoline else False,
+        version, _file_id(_cprof.__file__ or ""),
+        counters, options,
+    ))
+
+
+def _fnv1a(text: str) -> int:
+    h = 0xcbf29ce484222325
+    for b in text.encode("utf-8", "surrogateescape"):
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+
+
+def cache_path(config: str, kind: str = "calibration") -> str | None:
+    d = cache_dir()
+    return None if d is None else os.path.join(d, f"{kind}-{_fnv1a(config):016x}")
+
+
+def read_cache(path: str, config: str, n: int) -> list[int] | None:
+    """The cost per event the file holds for `config` (n counters), or None."""
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            text = f.read(1 << 16)
+        header, saved, values = text.split("\n")[:3]
+        if header != _HEADER or saved != config:
+            return None
+        out = [int(v) for v in values.split()]
+    except (OSError, ValueError, UnicodeError):
+        return None
+    return out if len(out) == n and all(v >= 0 for v in out) else None
+
+
+def _ours(path: str) -> bool:
+    """Nothing at `path`, or a cprof calibration file (a regular file with its header):
+    the only things write_cache may replace."""
+    import stat
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_HEADER) + 1) == (_HEADER + "\n").encode()
+    except OSError:
+        return False
+
+
+def write_cache(path: str, config: str, per_event: list[int]) -> bool:
+    """Store `per_event` for `config` at `path`, atomically; False if it could not
+    (a folder that cannot be made or written, a full disk, a file there that cprof
+    did not write), which only means the next run measures again."""
+    folder = os.path.dirname(path)
+    tmp = None
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not _ours(path):
+            return False
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{time.time_ns()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"{_HEADER}\n{config}\n{' '.join(map(str, per_event))}\n")
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return False
+
+
+def use_cache() -> bool:
+    v = os.environ.get("CPROF_NO_CACHE", "")
+    return not v or v == "0"
+
+
+def calibrated(items: list, names: tuple, options: dict, recalibrate: bool = False,
+               calls: int = CALLS, reps: int = REPS) -> list[int]:
+    """The cost per event for this configuration (the counters, or their stand-ins,
+    `items`, named by `names`; the Profiler's `options`): this process's figure if it
+    has one; else the cache's, if a short measurement confirms it; else measured, and
+    cached."""
+    from ._cprof import Profiler
+    opts = tuple(sorted(options.items()))
+    key = (names, opts, calls, reps)
+    if not recalibrate and key in _calibrated:
+        return _calibrated[key]
+    # the same work per event as the real profile (histograms, the slow-call test)
+    probe = Profiler(items, **options)
+    info = probe.stats()["counters"]
+    path, config = None, ""
+    if use_cache():
+        config = _config(names, opts + (() if (calls, reps) == (CALLS, REPS) else (calls, reps)))
+        path = cache_path(config)
+    if path is not None and not recalibrate:
+        cached = read_cache(path, config, len(info))
+        if cached is not None:
+            cached = [v if c["compensable"] else 0 for v, c in zip(cached, info)]
+            if confirms(cached, measure(probe, CHECK_CALLS, CHECK_REPS), CHECK_CALLS, info):
+                _calibrated[key] = cached
+                return cached
+    per_event = estimate(measure(probe, calls, reps), calls, info)
+    if path is not None:
+        write_cache(path, config, per_event)
+    _calibrated[key] = per_event
+    return per_event
+
+
+# ---- the cheap clock's TSC ratio -------------------------------------------------------
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return ""
+
+
+def seed_clock(recalibrate: bool = False) -> None:
+    """Before the first Profiler of the process: hand the C clock the TSC ratio an
+    earlier process measured on this machine since its boot, which it confirms in
+    0.2 ms instead of measuring for 2 ms (counters/clock.c).  Without a boot id, with
+    CPROF_NO_CACHE=1 or recalibrate=True, the clock measures as before."""
+    global _clock
+    if _clock is not None:
+        return
+    _clock = ()
+    from . import _cprof
+    boot = _boot_id()
+    if not boot or not use_cache():
+        return
+    config = repr(("clock", _machine_id(), boot))
+    path = cache_path(config, "clock")
+    if path is None:
+        return
+    _clock = (path, config)
+    if not recalibrate:
+        cached = read_cache(path, config, 1)
+        if cached:
+            _cprof.clock_seed(cached[0])
+
+
+def keep_clock() -> None:
+    """After a Profiler started the clock: store its ratio if it measured it."""
+    global _clock
+    if not _clock:
+        return
+    from . import _cprof
+    mult, seeded = _cprof.clock_ratio()
+    if mult:
+        if not seeded:
+            write_cache(_clock[0], _clock[1], [mult])
+        _clock = ()
