@@ -1,6 +1,6 @@
 """The benchmark workloads, one per name, each timed from inside the process.
 
-    python workloads.py NAME [--smoke] [--inline N] [--rounds N]
+    python workloads.py NAME [--smoke] [--inline N] [--rounds N] [--data PATH]
 
 The profiler under test wraps this whole script (``python -m cProfile -o f
 workloads.py fib``, ``py-spy record -- python workloads.py fib``, ...), so what
@@ -20,6 +20,9 @@ Workloads:
   alloc    many small objects: instances with __init__, dicts, tuples, strings
   threads  four threads of small calls contending on a lock, and one sleeping
   black    black (the pure-Python wheel) formatting its own linegen.py at line length 60
+  json     what `python -m json.tool IN OUT` does, on a generated file of about 20 MB (--data
+           PATH, made once by `workloads.py json --make PATH [--mb N]`; compare.py makes it):
+           json.load, then json.dump with indent=4, whose encoder is pure Python (generators)
   bias     two halves of equal unprofiled cost: calls_half makes 200,000 tiny calls per
            round, inline_half does the same arithmetic inline (--inline iterations, tuned by
            compare.py so both halves take the same time unprofiled); --rounds rounds
@@ -31,6 +34,12 @@ import sys
 import time
 
 SMOKE = "--smoke" in sys.argv
+
+
+def _opt_str(name: str, default):
+    if name in sys.argv:
+        return sys.argv[sys.argv.index(name) + 1]
+    return default
 
 
 def _opt(name: str, default: int) -> int:
@@ -201,6 +210,57 @@ def run_black_prepare():
     return lambda: black.format_str(source, mode=mode)
 
 
+# ---- json --------------------------------------------------------------------------------
+
+JSON_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+              "juliett", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo")
+
+
+def make_json(path: str, mb: float) -> None:
+    """A deterministic JSON file of about MB megabytes: records of the shapes web APIs return
+    (strings, ints, floats, booleans, null, nested objects and lists), written compact."""
+    import json
+    import random
+    rng = random.Random(15)
+    target, size, records = int(mb * 1e6), 2, []
+    while size < target:
+        i = len(records)
+        w = [rng.choice(JSON_WORDS) for _ in range(6)]
+        rec = {"id": i, "name": f"{w[0]} {w[1]}", "email": f"{w[2]}.{i}@example.org",
+               "active": rng.random() < 0.7, "score": round(rng.random() * 100, 3),
+               "tags": w[3:6], "parent": None if i % 5 else i // 5,
+               "address": {"street": f"{rng.randrange(1, 999)} {w[4].title()} Street",
+                           "city": w[5].title(), "zip": f"{rng.randrange(10000, 99999)}"},
+               "history": [{"t": 1_700_000_000 + rng.randrange(10 ** 7), "v": round(rng.gauss(0, 1), 6),
+                            "note": "caf\u00e9" if rng.random() < 0.05 else w[k]} for k in range(3)]}
+        records.append(rec)
+        size += len(json.dumps(rec, separators=(",", ":"))) + 1
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"generated": "benches/workloads.py", "records": records}, f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def run_json_prepare():
+    path = _opt_str("--data", None)
+    if path is None or not os.path.exists(path):
+        print(f"BENCH_SKIP the json workload needs --data PATH (a file made by `workloads.py json --make "
+              f"PATH`); {path!r} is not there", flush=True)
+        sys.exit(3)
+    import json
+    out = f"bench-json-{os.getpid()}.out"
+
+    def run():  # json.tool's main, without argparse: load, dump with indent=4, a newline
+        try:
+            with open(path, encoding="utf-8") as infile, open(out, "w", encoding="utf-8") as outfile:
+                obj = json.load(infile)
+                json.dump(obj, outfile, sort_keys=False, indent=4, ensure_ascii=True)
+                outfile.write("\n")
+        finally:
+            os.unlink(out)
+    return run
+
+
 # ---- bias --------------------------------------------------------------------------------
 
 CALLS_PER_ROUND = 200_000
@@ -245,16 +305,19 @@ def run_bias():
 # ------------------------------------------------------------------------------------------
 
 WORKLOADS = {"fib": run_fib, "fib4": run_fib4, "heavy": run_heavy, "io": run_io, "alloc": run_alloc,
-             "threads": run_threads, "black": None, "bias": run_bias}
+             "threads": run_threads, "black": None, "json": None, "bias": run_bias}
 
 
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in WORKLOADS:
-        print(f"usage: workloads.py {{{','.join(WORKLOADS)}}} [--smoke] [--inline N] [--rounds N]",
-              file=sys.stderr)
+        print(f"usage: workloads.py {{{','.join(WORKLOADS)}}} [--smoke] [--inline N] [--rounds N] "
+              f"[--data PATH]\n       workloads.py json --make PATH [--mb N]", file=sys.stderr)
         return 2
     name = sys.argv[1]
-    run = run_black_prepare() if name == "black" else WORKLOADS[name]
+    if name == "json" and "--make" in sys.argv:
+        make_json(_opt_str("--make", None), float(_opt_str("--mb", "20")))
+        return 0
+    run = {"black": run_black_prepare, "json": run_json_prepare}.get(name, lambda: WORKLOADS[name])()
     # A profiler that attaches from outside (py-spy) needs a moment after start-up: without it
     # a 15 ms workload can be over before the first sample, or before it attaches at all.
     time.sleep(float(os.environ.get("BENCH_SETTLE", "0")))

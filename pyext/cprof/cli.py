@@ -64,16 +64,19 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position,
                          _terminal_width() - 2 if width is None else width, **kwargs)
 
-    def _set_color(self, color: bool) -> None:  # 3.14+: kept for _theme, set below when asked
-        self.__dict__.pop("_theme", None)
-        self.__dict__.pop("_decolor", None)
-        self._cprof_color = color
+    # 3.14 only: 3.15's argparse defers the theme itself (_theme is a property there, which
+    # this override broke: every cprof command failed with "badly formed help string")
+    if not hasattr(argparse.HelpFormatter, "_get_theme_and_decolor"):
+        def _set_color(self, color: bool) -> None:  # kept for _theme, set below when asked
+            self.__dict__.pop("_theme", None)
+            self.__dict__.pop("_decolor", None)
+            self._cprof_color = color
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("_theme", "_decolor") and "_cprof_color" in self.__dict__:
-            super()._set_color(self._cprof_color)  # type: ignore[misc]
-            return self.__dict__[name]
-        raise AttributeError(name)
+        def __getattr__(self, name: str) -> Any:
+            if name in ("_theme", "_decolor") and "_cprof_color" in self.__dict__:
+                super()._set_color(self._cprof_color)  # type: ignore[misc]
+                return self.__dict__[name]
+            raise AttributeError(name)
 
 
 class _Parser(argparse.ArgumentParser):
