@@ -92,13 +92,14 @@ class _Parser(argparse.ArgumentParser):
         if late is not None:
             late(self)
 
-    def format_usage(self) -> str:
+    # *args: 3.15's argparse takes a formatter argument here, earlier ones none
+    def format_usage(self, *args: Any) -> str:
         self._fill()
-        return super().format_usage()
+        return super().format_usage(*args)
 
-    def format_help(self) -> str:
+    def format_help(self, *args: Any) -> str:
         self._fill()
-        return super().format_help()
+        return super().format_help(*args)
 
 
 USAGE = """cprof [options] script.py [args ...]
