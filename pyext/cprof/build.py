@@ -4,9 +4,12 @@ the call tree and meta.  The format is described in profile_file.py and the
 README ("The profile file")."""
 from __future__ import annotations
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
+if TYPE_CHECKING:
+    from typing import Any
+
 import sys
 import types
-from typing import Any
 
 from . import focus
 from ._version import version

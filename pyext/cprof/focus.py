@@ -27,6 +27,10 @@ call tree once (the total of the tree nodes of the group that have no ancestor i
 so calls nested within the same library are not counted twice."""
 from __future__ import annotations
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
+if TYPE_CHECKING:
+    from typing import Any
+
 import builtins
 import fnmatch
 import os
@@ -35,7 +39,6 @@ import site
 import sys
 import sysconfig
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
 
 from ._cprof import CprofError
 from .model import FoldedRow, Paths, Profile, Row

@@ -11,155 +11,149 @@ file" is the prose of the same.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeAlias, TypedDict
-
 VERSION = 2  # the format written; version 1 is read through profile_file.upgrade
 
-Values = dict[str, int]          # one integer per counter, in the profile's counter order
+# Health's keys in its order (profile_file builds a v1 profile's health from them)
+HEALTH_KEYS = ("out_of_memory", "backwards_readings", "backwards_first", "counter_failures",
+               "tree_folded", "distribution_values_lost", "unmatched_exits")
 
-
-class Counter(TypedDict):
-    name: str
-    unit: str
-    description: str
-    read_path: str
-
-
-class Dist(TypedDict):
-    """A function's per-call distribution of one counter (--distributions)."""
-    count: int
-    p50: int
-    p90: int
-    p99: int
-    max: int
-    buckets: list[list[int]]     # [low, high, calls], low <= high
-
-
-class _SlowCall(TypedDict):
-    values: Values
-    args: str | None          # the arguments' repr, None where they could not be seen
-
-
-class SlowCall(_SlowCall, total=False):
-    thread: str | None
-
-
-class _Function(TypedDict):
-    id: int                      # its place in functions
-    name: str
-    file: str                    # "~" for a C function
-    line: int
-    calls: int
-    primitive_calls: int
-    self: Values
-    total: Values
-
-
-class Function(_Function, total=False):
-    dist: dict[str, Dist]
-    slow_calls: list[SlowCall]
-
-
-class Edge(TypedDict):
-    caller: int
-    callee: int
-    calls: int
-    primitive_calls: int
-    total: Values
-
-
-class Tree(TypedDict):
-    """The call tree, column-wise: node 0 is the root (parent and function -1)."""
-    parent: list[int]
-    function: list[int]
-    calls: list[int]
-    self: dict[str, list[int]]
-    total: dict[str, list[int]]
-
-
-class BackwardsFirst(TypedDict):
-    counter: str
-    function: int | None      # a function id, or None outside any function
-
-
-class CounterFailure(TypedDict):
-    counter: str
-    message: str
-
-
-class Health(TypedDict):
-    """What went wrong while profiling; all 0 and no failure: clean."""
-    out_of_memory: int           # events or records dropped for want of memory
-    backwards_readings: int      # counter readings that went down (clamped)
-    backwards_first: BackwardsFirst | None
-    counter_failures: list[CounterFailure]
-    tree_folded: int             # call paths folded into their parent (the tree was full)
-    distribution_values_lost: int
-    unmatched_exits: int         # returns of frames never seen entering
-
+# The TypedDicts exist for mypy only: importing typing at run time cost a profiled run
+# ~46M instructions of start-up; at run time each name is the dict it describes.
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 
 HEALTH_COUNTS = ("out_of_memory", "backwards_readings", "tree_folded", "distribution_values_lost",
                  "unmatched_exits")
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TypeAlias, TypedDict
 
-class Paths(TypedDict):
-    stdlib: list[str]
-    site: list[str]
-    cprof: list[str]
+    Values = dict[str, int]          # one integer per counter, in the profile's counter order
+
+    class Counter(TypedDict):
+        name: str
+        unit: str
+        description: str
+        read_path: str
+
+    class Dist(TypedDict):
+        """A function's per-call distribution of one counter (--distributions)."""
+        count: int
+        p50: int
+        p90: int
+        p99: int
+        max: int
+        buckets: list[list[int]]     # [low, high, calls], low <= high
+
+    class _SlowCall(TypedDict):
+        values: Values
+        args: str | None          # the arguments' repr, None where they could not be seen
+
+    class SlowCall(_SlowCall, total=False):
+        thread: str | None
+
+    class _Function(TypedDict):
+        id: int                      # its place in functions
+        name: str
+        file: str                    # "~" for a C function
+        line: int
+        calls: int
+        primitive_calls: int
+        self: Values
+        total: Values
+
+    class Function(_Function, total=False):
+        dist: dict[str, Dist]
+        slow_calls: list[SlowCall]
+
+    class Edge(TypedDict):
+        caller: int
+        callee: int
+        calls: int
+        primitive_calls: int
+        total: Values
+
+    class Tree(TypedDict):
+        """The call tree, column-wise: node 0 is the root (parent and function -1)."""
+        parent: list[int]
+        function: list[int]
+        calls: list[int]
+        self: dict[str, list[int]]
+        total: dict[str, list[int]]
+
+    class BackwardsFirst(TypedDict):
+        counter: str
+        function: int | None      # a function id, or None outside any function
+
+    class CounterFailure(TypedDict):
+        counter: str
+        message: str
+
+    class Health(TypedDict):
+        """What went wrong while profiling; all 0 and no failure: clean."""
+        out_of_memory: int           # events or records dropped for want of memory
+        backwards_readings: int      # counter readings that went down (clamped)
+        backwards_first: BackwardsFirst | None
+        counter_failures: list[CounterFailure]
+        tree_folded: int             # call paths folded into their parent (the tree was full)
+        distribution_values_lost: int
+        unmatched_exits: int         # returns of frames never seen entering
 
 
-class _Meta(TypedDict):
-    health: Health
-    paths: Paths
+    class Paths(TypedDict):
+        stdlib: list[str]
+        site: list[str]
+        cprof: list[str]
 
+    class _Meta(TypedDict):
+        health: Health
+        paths: Paths
 
-class Meta(_Meta, total=False):
-    python: str
-    hook: str
-    threads: int
-    events: int
-    region: Values
-    unattributed: Values
-    corrections: dict[str, dict[str, int]]
-    tracer_share: dict[str, dict[str, Any]]
-    command: list[str]
-    started: float
-    duration_s: float
-    exit_code: Any               # what the program gave sys.exit(), as written
-    pid: int
-    parent_pid: int
-    signal: str
-    hook_replaced: list[dict[str, Any]]
+    class Meta(_Meta, total=False):
+        python: str
+        hook: str
+        threads: int
+        events: int
+        region: Values
+        unattributed: Values
+        corrections: dict[str, dict[str, int]]
+        tracer_share: dict[str, dict[str, Any]]
+        command: list[str]
+        started: float
+        duration_s: float
+        exit_code: Any               # what the program gave sys.exit(), as written
+        pid: int
+        parent_pid: int
+        signal: str
+        hook_replaced: list[dict[str, Any]]
 
+    class _Profile(TypedDict):
+        version: int
+        counters: list[Counter]
+        functions: list[Function]
+        edges: list[Edge]
+        tree: Tree
+        meta: Meta
 
-class _Profile(TypedDict):
-    version: int
-    counters: list[Counter]
-    functions: list[Function]
-    edges: list[Edge]
-    tree: Tree
-    meta: Meta
+    class Profile(_Profile, total=False):
+        tool: str
 
+    class FoldedRow(TypedDict):
+        """A report line standing for several functions (a library, or [other])."""
+        name: str
+        file: str
+        line: int
+        group: str
+        folded: list[int]            # the ids of its functions
+        calls: int
+        primitive_calls: int
+        self: Values
+        total: Values
 
-class Profile(_Profile, total=False):
-    tool: str
-
-
-class FoldedRow(TypedDict):
-    """A report line standing for several functions (a library, or [other])."""
-    name: str
-    file: str
-    line: int
-    group: str
-    folded: list[int]            # the ids of its functions
-    calls: int
-    primitive_calls: int
-    self: Values
-    total: Values
-
-
-Row: TypeAlias = Function | FoldedRow
+    Row: TypeAlias = Function | FoldedRow
+else:
+    Values = dict
+    Counter = Dist = _SlowCall = SlowCall = _Function = Function = Edge = Tree = BackwardsFirst = CounterFailure = Health = Paths = _Meta = Meta = _Profile = Profile = FoldedRow = Row = dict  # type: ignore[misc]
 
 
 def counter_names(profile: Profile) -> list[str]:

@@ -20,15 +20,18 @@ and tree and meta.paths optional; load() reads it through upgrade(), one step.
 """
 from __future__ import annotations
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
+if TYPE_CHECKING:
+    from typing import Any
+
 import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
 
 from . import focus, schema
 from ._cprof import CprofError
-from .model import HEALTH_COUNTS, VERSION, Health, Profile, Tree
+from .model import HEALTH_COUNTS, HEALTH_KEYS, VERSION, Health, Profile, Tree
 from .schema import printable
 
 # ---------------------------------------------------------------- writing
@@ -360,7 +363,7 @@ def load(path: str) -> Profile:
     except schema.Damaged as e:
         raise CprofError(f"'{shown}' is a damaged cprof profile: {printable(str(e))}; "
                          "give a file written by cprof -o") from None
-    return upgrade(data) if version == 1 else cast(Profile, data)
+    return upgrade(data) if version == 1 else data  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- older versions
@@ -387,14 +390,14 @@ def upgrade(data: dict[str, Any]) -> Profile:
     if "tree" not in data:
         data["tree"] = flat_tree(data)
     data["version"] = VERSION
-    return cast(Profile, data)
+    return data  # type: ignore[return-value]
 
 
 def health_of_v1(meta: dict[str, Any]) -> Health:
     """meta.health from a version-1 meta, whose health counts it removes."""
     health: dict[str, Any] = {k: meta.pop(k, 0) for k in HEALTH_COUNTS}
     health.update(backwards_first=None, counter_failures=[])
-    return cast(Health, {k: health[k] for k in Health.__annotations__})
+    return {k: health[k] for k in HEALTH_KEYS}  # type: ignore[return-value]
 
 
 def flat_tree(data: dict[str, Any]) -> Tree:

@@ -37,9 +37,12 @@ only walked one by one to find the culprit once something is wrong.
 """
 from __future__ import annotations
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
+if TYPE_CHECKING:
+    from typing import Any
+
 import math
 from operator import itemgetter
-from typing import Any
 
 from .model import HEALTH_COUNTS, VERSION
 
