@@ -375,3 +375,17 @@ def test_a_fifo_in_the_cache_does_not_hang_the_run(tmp_path):
         os.mkfifo(path)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+
+
+def test_a_whole_run_imports_no_typing(tmp_path):
+    """Building and printing the report after the program needs no typing (its import
+    was ~46M instructions of an empty run's start-up): the TypedDicts are for mypy."""
+    script = tmp_path / "empty.py"
+    script.write_text("")
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "cprof", "--no-compensate",
+                        str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "cprof.report" in imported and "cprof.model" in imported
+    assert "typing" not in imported
