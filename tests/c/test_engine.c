@@ -2269,6 +2269,24 @@ static uint64_t script_read(void *state)
     return script_vals[c][script_pos[c]++];
 }
 
+/* t and u hold the same tables: functions (key, calls, self and total per counter) and
+ * tree nodes (self and total per counter), record for record. */
+static void assert_same_tables(const struct cprof_thread *t, const struct cprof_thread *u,
+                               unsigned n)
+{
+    cr_assert_eq(t->tab.fns.len, u->tab.fns.len);
+    cr_assert_eq(t->tab.nodes.len, u->tab.nodes.len);
+    for (size_t i = 0; i < t->tab.fns.len; i++) {
+        cr_assert_eq(t->tab.fns.recs[i].key, u->tab.fns.recs[i].key);
+        cr_assert_eq(t->tab.fns.recs[i].calls, u->tab.fns.recs[i].calls);
+        for (unsigned c = 0; c < 2 * n; c++)
+            cr_assert_eq(t->tab.fns.vals[i * 2 * n + c], u->tab.fns.vals[i * 2 * n + c]);
+    }
+    for (size_t i = 0; i < t->tab.nodes.len; i++)
+        for (unsigned c = 0; c < 2 * n; c++)
+            cr_assert_eq(t->tab.nodes.vals[i * 2 * n + c], u->tab.nodes.vals[i * 2 * n + c]);
+}
+
 Test(engine, reads_counters_itself)
 {
     struct cprof_thread t, u;
@@ -2292,16 +2310,7 @@ Test(engine, reads_counters_itself)
     cprof_thread_flush(&t);
     cprof_thread_flush(&u);
     FN(&t, KC, 2, 2, 12, 3, 12, 3);
-    cr_assert_eq(t.tab.nodes.len, u.tab.nodes.len);
-    for (size_t i = 0; i < t.tab.fns.len; i++) {
-        cr_assert_eq(t.tab.fns.recs[i].key, u.tab.fns.recs[i].key);
-        cr_assert_eq(t.tab.fns.recs[i].calls, u.tab.fns.recs[i].calls);
-        for (unsigned c = 0; c < 2 * NC; c++)
-            cr_assert_eq(t.tab.fns.vals[i * 2 * NC + c], u.tab.fns.vals[i * 2 * NC + c]);
-    }
-    for (size_t i = 0; i < t.tab.nodes.len; i++)
-        for (unsigned c = 0; c < 2 * NC; c++)
-            cr_assert_eq(t.tab.nodes.vals[i * 2 * NC + c], u.tab.nodes.vals[i * 2 * NC + c]);
+    assert_same_tables(&t, &u, NC);
     CONSERVED(&t);
     cprof_thread_free(&t);
     cprof_thread_free(&u);
@@ -2350,16 +2359,7 @@ Test(engine, reads_counters_itself_for_1_and_3_counters)
         cprof_thread_flush(&t);
         cprof_thread_flush(&u);
         cr_assert_eq(t.tab.fns.len, 4);
-        cr_assert_eq(t.tab.fns.len, u.tab.fns.len);
-        cr_assert_eq(t.tab.nodes.len, u.tab.nodes.len);
-        for (size_t i = 0; i < t.tab.fns.len; i++) {
-            cr_assert_eq(t.tab.fns.recs[i].calls, u.tab.fns.recs[i].calls);
-            for (unsigned c = 0; c < 2 * n; c++)
-                cr_assert_eq(t.tab.fns.vals[i * 2 * n + c], u.tab.fns.vals[i * 2 * n + c]);
-        }
-        for (size_t i = 0; i < t.tab.nodes.len; i++)
-            for (unsigned c = 0; c < 2 * n; c++)
-                cr_assert_eq(t.tab.nodes.vals[i * 2 * n + c], u.tab.nodes.vals[i * 2 * n + c]);
+        assert_same_tables(&t, &u, n);
         cprof_thread_free(&t);
         cprof_thread_free(&u);
     }
