@@ -107,6 +107,7 @@ USAGE = """cprof [options] script.py [args ...]
        cprof report FILE [--sort=COUNTER] [--limit=N] [--all|--focus=P] [--html [-o OUT] [--open]]
        cprof export FILE --format {%s} [--counter=C] [-o OUT]
        cprof compare BEFORE.json AFTER.json [--counter=C] [--fail-above=PCT [--function=NAME]]
+       cprof attach PID [--duration=SECONDS] [--counter=LIST] [-o FILE] [--sort ...]
        cprof --list-counters [--pmu]"""
 
 
@@ -155,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-m", dest="module", metavar="MODULE",
                    help="run a library module as a script (what follows its name is its arguments)")
     commands = p.add_subparsers(prog="cprof", title="commands", dest="command",
-                                metavar="{report,export,compare}")
+                                metavar="{report,export,compare,attach}")
     for name, (options, short, description) in _COMMANDS.items():
         # a command's options are added when it runs or shows its help (export's need
         # the exporters' registry)
@@ -221,6 +222,11 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_compare)
 
 
+def _attach_options(p: argparse.ArgumentParser) -> None:
+    from . import attach  # the logic is there
+    attach.add_options(p)
+
+
 # the commands: (their options, the line in cprof --help, the description in their own)
 _COMMANDS = {
     "report": (_report_options,
@@ -233,6 +239,10 @@ _COMMANDS = {
                 "the change of each counter per function between two profiles",
                 ("Per function, the change of each counter from one profile to another, "
                  "largest first.")),
+    "attach": (_attach_options, "profile a running Python 3.14+ process for a while",
+               ("Profile a running Python 3.14+ process (sys.remote_exec) for --duration "
+                "seconds or until Ctrl-C, then print its report or write -o; the process is "
+                "left as it was.")),
 }
 
 
