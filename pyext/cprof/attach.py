@@ -171,8 +171,13 @@ def _read(path: str) -> str | None:
 
 
 def _alive(pid: int, since: str | None) -> bool:
-    """Process `pid` is still the one we attached to (same start time: not a reuse)."""
-    return _start_time(pid) == since if since is not None else os.path.exists(f"/proc/{pid}")
+    """Process `pid` is still the one we attached to (same start time: not a reuse),
+    and has not exited (a zombie, not yet waited for by its parent, has)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return False
+    fields = stat.rpartition(")")[2].split()
+    return fields[0] not in ("Z", "X") and (since is None or fields[19] == since)
 
 
 def _start_time(pid: int) -> str | None:
@@ -306,13 +311,13 @@ def _check_target(pid: int, counters: str) -> None:
                          "(Python's own allocator, no preload), or restart it with the interposer")
 
 
-def _remote_exec_problem(pid: int, e: BaseException) -> str:
-    """The sentence for sys.remote_exec's exception."""
+def _remote_exec_problem(pid: int, e: BaseException, gone: str) -> str:
+    """The sentence for sys.remote_exec's exception (`gone` if the target has exited)."""
     text = str(e)
+    if not _alive(pid, None):
+        return gone
     if isinstance(e, PermissionError):
         return f"cannot attach to process {pid}: " + _ptrace_problem(pid)
-    if isinstance(e, ProcessLookupError) or not os.path.exists(f"/proc/{pid}"):
-        return f"process {pid} exited before cprof could attach"
     if "not enabled in the remote process" in text:
         return _disabled_why(pid)
     if "PyRuntime" in text or "Can't determine the Python version" in text:
@@ -328,10 +333,6 @@ def _remote_exec_problem(pid: int, e: BaseException) -> str:
     return f"cannot attach to process {pid}: {text}"
 
 
-class _Stop(Exception):
-    """SIGTERM to the attacher: end the window now."""
-
-
 class Attacher:
     """One attach session, seen from the attaching process."""
 
@@ -342,6 +343,7 @@ class Attacher:
         self.since = _start_time(pid)
         self.folder: str | None = None
         self.keep_folder = False   # a cancelled request: the target removes it when it runs it
+        self.interrupted = 0       # the signal (Ctrl-C, SIGTERM) that ends the window early
 
     def _make_folder(self) -> None:
         import tempfile
@@ -358,7 +360,7 @@ class Attacher:
             import shutil
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _send(self, step: str) -> None:
+    def _send(self, step: str, gone: str) -> None:
         assert self.folder is not None
         script = os.path.join(self.folder, step + ".py")
         with open(script, "w") as f:
@@ -368,7 +370,7 @@ class Attacher:
         try:
             sys.remote_exec(self.pid, script)
         except (OSError, RuntimeError, ValueError) as e:
-            raise CprofError(_remote_exec_problem(self.pid, e)) from None
+            raise CprofError(_remote_exec_problem(self.pid, e, gone)) from None
 
     def _cancel(self, step: str) -> bool:
         """Withdraw a request the target has not run; False if it already claimed it."""
@@ -396,6 +398,8 @@ class Attacher:
                 return ast.literal_eval(text)
             if not _alive(self.pid, self.since):
                 raise CprofError(gone)
+            if step == "start" and self.interrupted and self._cancel(step):
+                raise _Interrupted
             if os.path.exists(request) and time.monotonic() > deadline and self._cancel(step):
                 what = ("no profile was started" if step == "start"
                         else "the profile will stop and be discarded when it does")
@@ -409,7 +413,7 @@ class Attacher:
 
     def start(self) -> None:
         self._make_folder()
-        self._send("start")
+        self._send("start", f"process {self.pid} exited before cprof could attach")
         status = self._wait("start", f"process {self.pid} exited before cprof could attach")
         self._check(status)
 
@@ -432,33 +436,26 @@ class Attacher:
 
     def stop(self) -> str:
         """Stop the profile; the path of the profile the target wrote."""
-        self._send("stop")
-        status = self._wait("stop", f"process {self.pid} exited during the profiling window; "
-                            "no profile was written")
+        gone = f"process {self.pid} exited during the profiling window; no profile was written"
+        self._send("stop", gone)
+        status = self._wait("stop", gone)
         self._check(status)
         return status["profile"]
 
     def window(self, duration: float) -> None:
         """Wait out the window: until `duration` s pass, Ctrl-C or SIGTERM, or the
         target exits (a CprofError)."""
-        import signal
         import time
+        end = time.monotonic() + duration
+        while time.monotonic() < end and not self.interrupted:
+            if not _alive(self.pid, self.since):
+                raise CprofError(f"process {self.pid} exited during the profiling window; "
+                                 "no profile was written")
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
-        def on_term(signum: int, frame: Any) -> None:
-            raise _Stop
 
-        old = signal.signal(signal.SIGTERM, on_term)
-        try:
-            end = time.monotonic() + duration
-            while time.monotonic() < end:
-                if not _alive(self.pid, self.since):
-                    raise CprofError(f"process {self.pid} exited during the profiling window; "
-                                     "no profile was written")
-                time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-        except (KeyboardInterrupt, _Stop):
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, old)
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM before the target started the profile (the request withdrawn)."""
 
 
 def _pid(text: str) -> int:
@@ -521,14 +518,22 @@ def run(opts: argparse.Namespace) -> int:
     options = {"counters": opts.counter, "compensate": not opts.no_compensate,
                "distributions": opts.distributions}
     session = Attacher(opts.pid, options, opts.timeout)
+    import signal
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # from here on Ctrl-C and SIGTERM end the window (or withdraw the request not
+        # yet run) rather than the attacher: a profile is never left running
+        session.interrupted = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             session.start()
-        except KeyboardInterrupt:
-            if session.folder is not None and not session._cancel("start"):
-                session._wait("start", f"process {opts.pid} exited")  # claimed: stop it at once
-                session.stop()
-            return 130
+        except _Interrupted:
+            cli._tell(f"cprof: interrupted before process {opts.pid} started profiling; no "
+                      "profile was started (the withdrawn request removes itself when its main "
+                      "thread next runs Python code)")
+            return 128 + session.interrupted
         cli._tell(f"cprof: attached to process {opts.pid}; profiling for {opts.duration:g} s "
                   "(Ctrl-C stops sooner)")
         session.window(opts.duration)
@@ -537,6 +542,8 @@ def run(opts: argparse.Namespace) -> int:
         profile = profile_file.load(path)
     finally:
         session.cleanup()
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
     if opts.output:
         cli._save(profile, opts.output)
     else:
