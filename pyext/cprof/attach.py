@@ -251,8 +251,28 @@ def _ptrace_problem(pid: int) -> str:
                 "CAP_SYS_PTRACE; run cprof attach as root, or give the container CAP_SYS_PTRACE "
                 "(docker run --cap-add=SYS_PTRACE)")
     return (f"the system does not let cprof read process {pid}'s memory (ptrace) even with "
-            "CAP_SYS_PTRACE (a security module such as SELinux or AppArmor forbids it); allow it "
-            "there")
+            "CAP_SYS_PTRACE (the process is not dumpable, or a security module such as SELinux or "
+            "AppArmor forbids it); allow it there, or profile it under cprof from its start")
+
+
+def _closed_folder(path: str, uid: int, groups: set) -> str | None:
+    """The first folder on `path` that user `uid` (in `groups`) cannot enter, or None."""
+    if uid == 0:
+        return None
+    import stat
+    while True:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return path
+        bit = (stat.S_IXUSR if st.st_uid == uid else
+               stat.S_IXGRP if st.st_gid in groups else stat.S_IXOTH)
+        if not st.st_mode & bit:
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
 
 
 def _disabled_why(pid: int) -> str:
@@ -295,8 +315,8 @@ def _check_target(pid: int, counters: str) -> None:
         return  # not recognisable by name (an embedding program): remote_exec will tell
     if version < (3, 14):
         raise CprofError(f"process {pid} runs Python {version[0]}.{version[1]} ({exe}); cprof "
-                         "attach needs Python 3.14 or newer in the target (sys.remote_exec); use "
-                         "cprof --on-signal or the cprof.Profile API there")
+                         "attach needs Python 3.14 or newer in the target (sys.remote_exec); run "
+                         "it under cprof (cprof script.py) or use the cprof.Profile API there")
     if version != mine:
         raise CprofError(f"process {pid} runs Python {version[0]}.{version[1]} ({exe}) and cprof "
                          f"runs on Python {mine[0]}.{mine[1]} ({sys.executable}); run cprof attach "
@@ -341,19 +361,37 @@ class Attacher:
         self.options = options
         self.timeout = timeout
         self.since = _start_time(pid)
-        self.folder: str | None = None
+        self.folder: str | None = None          # the private folder, as this process sees it
+        self.remote_folder: str | None = None   # the same, as the target sees it
         self.keep_folder = False   # a cancelled request: the target removes it when it runs it
         self.interrupted = 0       # the signal (Ctrl-C, SIGTERM) that ends the window early
 
     def _make_folder(self) -> None:
+        """The private folder for the requests, status and profile, and its path as
+        the target sees it (through /proc/PID/root when it runs in another mount
+        namespace, as in a container), readable by the target's user."""
         import tempfile
-        self.folder = tempfile.mkdtemp(prefix="cprof-attach-")
-        uid = _status_of(self.pid).get("Uid", [])
-        gid = _status_of(self.pid).get("Gid", [])
-        if uid and int(uid[1]) != os.geteuid():
+        root = f"/proc/{self.pid}/root"
+        try:
+            theirs, ours = os.stat(root), os.stat("/")
+            inside = (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino)
+        except OSError:
+            inside = False
+        self.folder = tempfile.mkdtemp(prefix="cprof-attach-", dir=root + "/tmp" if inside else None)
+        self.remote_folder = self.folder[len(root):] if inside else self.folder
+        status = _status_of(self.pid)
+        uid, gid = int(status["Uid"][1]), int(status["Gid"][1])
+        if uid != os.geteuid():
             # root attaching to another user's process: the target reads the script and
             # writes its status and profile here, as its own user (the folder stays 0700)
-            os.chown(self.folder, int(uid[1]), int(gid[1]) if gid else -1)
+            os.chown(self.folder, uid, gid)
+        groups = {gid, *(int(g) for g in status.get("Groups", []))}
+        blocked = _closed_folder(os.path.dirname(self.folder), uid, groups)
+        if blocked is not None:
+            os.rmdir(self.folder)
+            raise CprofError(f"process {self.pid} runs as {_user(uid)}, which cannot enter "
+                             f"{blocked}, where cprof puts its request; set TMPDIR to a folder "
+                             "that user can reach (such as /tmp)")
 
     def cleanup(self) -> None:
         if self.folder and not self.keep_folder:
@@ -364,11 +402,11 @@ class Attacher:
         assert self.folder is not None
         script = os.path.join(self.folder, step + ".py")
         with open(script, "w") as f:
-            f.write(_SCRIPT.format(folder=self.folder, step=step, options=self.options))
+            f.write(_SCRIPT.format(folder=self.remote_folder, step=step, options=self.options))
         with open(os.path.join(self.folder, step + ".request"), "w"):
             pass
         try:
-            sys.remote_exec(self.pid, script)
+            sys.remote_exec(self.pid, os.path.join(self.remote_folder, step + ".py"))
         except (OSError, RuntimeError, ValueError) as e:
             raise CprofError(_remote_exec_problem(self.pid, e, gone)) from None
 
@@ -425,7 +463,8 @@ class Attacher:
             raise CprofError(
                 f"cprof cannot be imported in process {self.pid} ({status['message']}): its "
                 f"interpreter {status['executable']} looks in sys.path {status['path']}; install "
-                f"cprof there ({status['executable']} -m pip install cprof)")
+                f"cprof into that interpreter's environment ({status['executable']} -m pip "
+                "install cprof), then attach again")
         if error == "busy":
             raise CprofError(f"another cprof attach is already profiling process {self.pid}; "
                              "wait until it ends")
@@ -440,7 +479,7 @@ class Attacher:
         self._send("stop", gone)
         status = self._wait("stop", gone)
         self._check(status)
-        return status["profile"]
+        return os.path.join(self.folder, os.path.basename(status["profile"]))
 
     def window(self, duration: float) -> None:
         """Wait out the window: until `duration` s pass, Ctrl-C or SIGTERM, or the
