@@ -37,6 +37,7 @@ from ._cprof import CprofError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from types import FrameType
     from typing import Any
 
 AUDIT_EVENT = "cprof.attach"
@@ -92,7 +93,8 @@ _session: tuple | None = None
 def _own_depth() -> int:
     """How many of the calling thread's innermost frames are the attach script's
     (up to its <module>, run by CPython from "<string>"), _remote's caller's included."""
-    f, n = sys._getframe(1), 0
+    f: FrameType | None = sys._getframe(1)
+    n = 0
     while f is not None:
         n += 1
         if f.f_code.co_filename == "<string>" and f.f_code.co_name == "<module>":
@@ -361,8 +363,8 @@ class Attacher:
         self.options = options
         self.timeout = timeout
         self.since = _start_time(pid)
-        self.folder: str | None = None          # the private folder, as this process sees it
-        self.remote_folder: str | None = None   # the same, as the target sees it
+        self.folder = ""          # the private folder, as this process sees it
+        self.remote_folder = ""   # the same, as the target sees it
         self.keep_folder = False   # a cancelled request: the target removes it when it runs it
         self.interrupted = 0       # the signal (Ctrl-C, SIGTERM) that ends the window early
 
@@ -399,7 +401,6 @@ class Attacher:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def _send(self, step: str, gone: str) -> None:
-        assert self.folder is not None
         script = os.path.join(self.folder, step + ".py")
         with open(script, "w") as f:
             f.write(_SCRIPT.format(folder=self.remote_folder, step=step, options=self.options))
@@ -412,7 +413,6 @@ class Attacher:
 
     def _cancel(self, step: str) -> bool:
         """Withdraw a request the target has not run; False if it already claimed it."""
-        assert self.folder is not None
         try:
             os.rename(os.path.join(self.folder, step + ".request"),
                       os.path.join(self.folder, step + ".cancelled"))
@@ -426,7 +426,6 @@ class Attacher:
         claimed (or cancelled here: a CprofError), then however long the target takes."""
         import ast
         import time
-        assert self.folder is not None
         status = os.path.join(self.folder, step + ".status")
         request = os.path.join(self.folder, step + ".request")
         deadline = time.monotonic() + self.timeout

@@ -210,7 +210,7 @@ def test_target_exits_during_the_window(tmp_path, tmp_env):
 
 
 @needs_remote_exec
-def test_ctrl_c_ends_the_window(tmp_path, tmp_env):
+def test_ctrl_c_ends_the_window_one_attach_at_a_time(tmp_path, tmp_env):
     env, tmp = tmp_env
     target = _start([sys.executable, "-c", LOOP])
     try:
@@ -218,6 +218,8 @@ def test_ctrl_c_ends_the_window(tmp_path, tmp_env):
                               "--duration=30", "-o", str(tmp_path / "p.json")],
                              stderr=subprocess.PIPE, text=True, env=env)
         assert a.stderr.readline().startswith("cprof: attached")
+        _one_sentence(_attach(target.pid, env=env),   # a second attach meanwhile
+                      f"another cprof attach is already profiling process {target.pid}")
         a.send_signal(signal.SIGINT)
         _, err = a.communicate(timeout=TIMEOUT)
         assert a.returncode == 0, err
@@ -308,7 +310,7 @@ def test_cprof_not_importable_in_target(tmp_env):
     finally:
         out, err = _stop(p)
     _one_sentence(r, "cprof cannot be imported in process", sys.executable, "sys.path",
-                  "install cprof there")
+                  "install cprof into that interpreter's environment")
     assert err == b"" and list(tmp.iterdir()) == []
 
 
@@ -354,3 +356,26 @@ def test_ptrace_other_user():
         _stop(p)
     _one_sentence(r, f"cannot attach to process {p.pid}", "belongs to user root",
                   "CAP_SYS_PTRACE", "run cprof attach as that user")
+
+
+@needs_remote_exec
+@pytest.mark.skipif(os.geteuid() != 0, reason="root attaching to another user's process")
+def test_root_attaches_to_another_users_process(tmp_path, tmp_env):
+    why = can_run_as_nobody()
+    if why:
+        pytest.skip(why)
+    env, tmp = tmp_env
+    tmp.chmod(0o700)
+    if not os.stat("/tmp").st_mode & 0o001:
+        pytest.skip("/tmp is closed to other users")
+    p = _start([sys.executable, "-c", LOOP], user="nobody")
+    try:
+        closed = _attach(p.pid, "--duration=0.2", env=env)   # a TMPDIR nobody cannot enter
+        r = _attach(p.pid, "--duration=0.2", "-o", str(tmp_path / "p.json"),
+                    env=dict(os.environ, TMPDIR="/tmp"))
+    finally:
+        out, err = _stop(p)
+    _one_sentence(closed, "runs as nobody (uid", "which cannot enter", "set TMPDIR")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["meta"]["pid"] == p.pid
+    assert err == b""
