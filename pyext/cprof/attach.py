@@ -75,7 +75,7 @@ def _cprof_attach(folder={folder!r}, step={step!r}, options={options!r}):
                 import shutil
                 shutil.rmtree(folder, ignore_errors=True)
             return
-        attach._remote(folder, step, options, tell, claimed)
+        attach._remote(folder, step, options, claimed)
     except BaseException as e:
         try:
             tell(error="internal", message=f"{{type(e).__name__}}: {{e}}")
@@ -88,6 +88,14 @@ del _cprof_attach
 # The target's one attach session: (Profile, stop switch, start time), between the
 # start and the stop request.
 _session: tuple | None = None
+
+
+def _tell(folder: str, step: str, status: dict) -> None:
+    """Write the status of `step` atomically, for the attacher's poll."""
+    temp = os.path.join(folder, step + ".status.tmp")
+    with open(temp, "w") as f:
+        f.write(repr(status))
+    os.replace(temp, os.path.join(folder, step + ".status"))
 
 
 def _own_depth() -> int:
@@ -103,9 +111,14 @@ def _own_depth() -> int:
     return 0
 
 
-def _remote(folder: str, step: str, options: dict, tell: Any, claimed: bool) -> None:
-    """The target's side of a request (start or stop), run by the script above."""
+def _remote(folder: str, step: str, options: dict, claimed: bool) -> None:
+    """The target's side of a request (start or stop), run by the script above.  Its
+    status is written from here, so that what runs inside the profile is cprof's own
+    code (the report folds it into [cprof]), not the script's."""
     global _session
+
+    def tell(**status: Any) -> None:
+        _tell(folder, step, status)
     if not claimed:  # the attacher gave up on this request: clean up after it
         if step == "stop" and _session is not None:
             _session[1](strict=False)
