@@ -202,16 +202,12 @@ def _start_time(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[19]  # field 22, starttime
 
 
-_VERSION_NAME = None
-
-
 def _python_version(pid: int) -> tuple[tuple[int, int] | None, str]:
     """((major, minor), file) of the Python the target runs, from the files it maps
-    (the interpreter or its libpython), or (None, its executable) if none looks like one."""
+    (the interpreter or its libpython), or (None, its executable) if none looks like one.
+    The file's name ends in t for a free-threaded build (python3.14t, libpython3.14t.so)."""
     import re
-    global _VERSION_NAME
-    if _VERSION_NAME is None:
-        _VERSION_NAME = re.compile(r"(?:lib)?python(\d+)\.(\d+)[a-z]*(?:\.so[.\d]*)?")
+    name = re.compile(r"(?:lib)?python(\d+)\.(\d+)[a-z]*(?:\.so[.\d]*)?")
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
@@ -220,7 +216,7 @@ def _python_version(pid: int) -> tuple[tuple[int, int] | None, str]:
     files = [exe] + [line.split(None, 5)[5] for line in maps.splitlines()
                      if len(line.split(None, 5)) == 6]
     for path in files:
-        m = _VERSION_NAME.fullmatch(os.path.basename(path.strip()))
+        m = name.fullmatch(os.path.basename(path.strip()))
         if m:
             return (int(m.group(1)), int(m.group(2))), path.strip()
     return None, exe
@@ -337,6 +333,18 @@ def _check_target(pid: int, counters: str) -> None:
                          f"runs on Python {mine[0]}.{mine[1]} ({sys.executable}); run cprof attach "
                          f"with Python {version[0]}.{version[1]} (python{version[0]}.{version[1]} "
                          "-m cprof attach, with cprof installed there)")
+    import re
+    import sysconfig
+    build = re.fullmatch(r"(?:lib)?python\d+\.\d+([a-z]*)(?:\.so[.\d]*)?", os.path.basename(exe))
+    theirs_ft = "t" in build.group(1) if build else None
+    ours_ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    if theirs_ft is not None and theirs_ft != ours_ft:
+        kind = {True: "free-threaded", False: "default (with the GIL)"}
+        raise CprofError(f"process {pid} runs the {kind[theirs_ft]} build of Python "
+                         f"{version[0]}.{version[1]} ({exe}) and cprof runs on its {kind[ours_ft]} "
+                         f"build ({sys.executable}); run cprof attach with the target's build "
+                         f"(python{version[0]}.{version[1]}{'t' if theirs_ft else ''} -m cprof "
+                         "attach, with cprof installed there)")
     from .cli import MALLOC_COUNTERS
     wanted = [c for c in counters.split(",") if c in MALLOC_COUNTERS]
     if wanted and "libcprof_malloc.so" not in (_read(f"/proc/{pid}/maps") or ""):

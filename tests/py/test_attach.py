@@ -288,8 +288,9 @@ def test_other_python_versions():
     others = _other_pythons()
     if not others:
         pytest.skip("no Python of another minor version on this machine")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}   # not for other builds
     for version, python in sorted(others.items())[-2:]:  # an older one and the newest
-        p = _start([python, "-c", LOOP])
+        p = _start([python, "-c", LOOP], env=env)
         try:
             r = _attach(p.pid)
         finally:
@@ -299,6 +300,26 @@ def test_other_python_versions():
             assert "needs Python 3.14 or newer in the target" in text
         else:
             assert f"run cprof attach with Python {version[0]}.{version[1]}" in text
+
+
+@needs_remote_exec
+def test_other_build_of_the_same_version():
+    import sysconfig
+    ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    v = "%d.%d" % sys.version_info[:2]
+    other = shutil.which(f"python{v}" if ft else f"python{v}t") or next(
+        iter(glob.glob(f"/opt/cpython/{v}/bin/python{v}" if ft else f"/opt/cpython/{v}t/bin/python{v}t")),
+        None)
+    if other is None:
+        pytest.skip(f"no {'default' if ft else 'free-threaded'} build of Python {v} here")
+    env = {k: val for k, val in os.environ.items() if k != "PYTHON_GIL"}
+    p = _start([other, "-c", LOOP], env=env)
+    try:
+        r = _attach(p.pid)
+    finally:
+        _stop(p)
+    _one_sentence(r, f"runs the {'default (with the GIL)' if ft else 'free-threaded'} build of Python {v}",
+                  "run cprof attach with the target's build")
 
 
 @needs_remote_exec
