@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 AUDIT_EVENT = "cprof.attach"
 POLL_S = 0.02   # how often the attacher looks at the status file
 DEFAULT_TIMEOUT_S = 5.0   # for the main thread to reach a safe point
+ANSWER_S = 120.0          # for the target to answer a request it took
 
 
 # ------------------------------------------------------------------ in the target
@@ -111,6 +112,20 @@ def _own_depth() -> int:
     return 0
 
 
+def _stop_session() -> tuple:
+    """Stop the session's profile: (its Profile, when it started)."""
+    global _session
+    assert _session is not None
+    prof, stop, started = _session
+    _session = None
+    sys.audit(AUDIT_EVENT, "stopping")
+    try:
+        stop(strict=False)   # a replaced hook (3.10-3.11) is in the profile's meta.hook_replaced
+    finally:
+        sys.audit(AUDIT_EVENT, "stopped")
+    return prof, started
+
+
 def _remote(folder: str, step: str, options: dict, claimed: bool) -> None:
     """The target's side of a request (start or stop), run by the script above.  Its
     status is written from here, so that what runs inside the profile is cprof's own
@@ -121,8 +136,7 @@ def _remote(folder: str, step: str, options: dict, claimed: bool) -> None:
         _tell(folder, step, status)
     if not claimed:  # the attacher gave up on this request: clean up after it
         if step == "stop" and _session is not None:
-            _session[1](strict=False)
-            _session = None
+            _stop_session()
         import shutil
         shutil.rmtree(folder, ignore_errors=True)
         return
@@ -155,21 +169,13 @@ def _remote(folder: str, step: str, options: dict, claimed: bool) -> None:
     if _session is None:
         tell(error="not started")
         return
-    prof, stop, started = _session
-    _session = None
+    prof, started = _stop_session()
     import time
-    sys.audit(AUDIT_EVENT, "stopping")
-    try:
-        stop(strict=False)
-    finally:
-        sys.audit(AUDIT_EVENT, "stopped")
+
     from . import profile_file
     meta = {"command": list(sys.argv), "started": started,
             "duration_s": round(time.time() - started, 6), "pid": os.getpid(),
             "attached": True}
-    replaced = prof.replaced_hooks()
-    if replaced:
-        meta["hook_replaced_warning"] = replaced
     path = os.path.join(folder, "profile.json")
     profile_file.write(prof._compact_profile(**meta), path)
     tell(state="written", profile=path)
@@ -450,12 +456,18 @@ class Attacher:
         status = os.path.join(self.folder, step + ".status")
         request = os.path.join(self.folder, step + ".request")
         deadline = time.monotonic() + self.timeout
+        # once it took the request: calibrating (start) or writing a big profile (stop)
+        answer_by = deadline + ANSWER_S
         while True:
             text = _read(status)
             if text is not None:
                 return ast.literal_eval(text)
             if not _alive(self.pid, self.since):
                 raise CprofError(gone)
+            if time.monotonic() > answer_by:
+                raise CprofError(f"process {self.pid} took cprof's {step} request but did not "
+                                 f"answer within {ANSWER_S:g} s; please report it (a profile may "
+                                 "still be running there: a later attach would say so)")
             if step == "start" and self.interrupted and self._cancel(step):
                 raise _Interrupted
             if os.path.exists(request) and time.monotonic() > deadline and self._cancel(step):
@@ -488,6 +500,10 @@ class Attacher:
         if error == "busy":
             raise CprofError(f"another cprof attach is already profiling process {self.pid}; "
                              "wait until it ends")
+        if error == "cprof" and "already running" in status["message"]:
+            raise CprofError(f"process {self.pid} is already profiled by cprof (it runs under "
+                             "cprof, or a cprof.Profile is enabled in it); attach when that "
+                             "profile ends, or read the one it writes")
         if error == "cprof":
             raise CprofError(f"in process {self.pid}: {status['message']}")
         raise CprofError(f"cprof failed inside process {self.pid} ({status.get('message', error)}); "
