@@ -400,3 +400,23 @@ def test_root_attaches_to_another_users_process(tmp_path, tmp_env):
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "p.json").read_text())["meta"]["pid"] == p.pid
     assert err == b""
+
+
+@needs_remote_exec
+def test_target_already_profiled_by_cprof(tmp_path, tmp_env):
+    env, tmp = tmp_env
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP)
+    p = _start([sys.executable, "-m", "cprof", str(script)])
+    try:
+        r = _attach(p.pid, env=env)
+    finally:
+        _stop(p)
+    _one_sentence(r, f"process {p.pid} is already profiled by cprof")
+    assert list(tmp.iterdir()) == []
+
+
+@needs_remote_exec
+def test_bad_duration_and_timeout():
+    _one_sentence(_attach(os.getpid(), "--duration=0"), "--duration=0.0 is not a length of time")
+    _one_sentence(_attach(os.getpid(), "--timeout=-1"), "--timeout=-1.0 is not a length of time")
