@@ -126,6 +126,7 @@ USAGE = """cprof [options] script.py [args ...]
        cprof report FILE [--sort=COUNTER] [--limit=N] [--all|--focus=P] [--html [-o OUT] [--open]]
        cprof export FILE --format {%s} [--counter=C] [-o OUT]
        cprof compare BEFORE.json AFTER.json [--counter=C] [--fail-above=PCT [--function=NAME]]
+       cprof attach PID [--duration=SECONDS] [--counter=LIST] [-o FILE] [--sort ...]
        cprof --list-counters [--pmu]"""
 
 
@@ -269,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
                        "or by the name's ending " + exporters.endings_help())
     p.late = late  # type: ignore[attr-defined]
     commands = p.add_subparsers(prog="cprof", title="commands", dest="command",
-                                metavar="{report,export,compare}")
+                                metavar="{report,export,compare,attach}")
     for name, (options, short, description) in _COMMANDS.items():
         # a command's options are added when it runs or shows its help (export's need
         # the exporters' registry)
@@ -331,6 +332,11 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_compare)
 
 
+def _attach_options(p: argparse.ArgumentParser) -> None:
+    from . import attach  # the logic is there
+    attach.add_options(p)
+
+
 # the commands: (their options, the line in cprof --help, the description in their own)
 _COMMANDS = {
     "report": (_report_options,
@@ -343,6 +349,10 @@ _COMMANDS = {
                 "the change of each counter per function between two profiles",
                 ("Per function, the change of each counter from one profile to another, "
                  "largest first.")),
+    "attach": (_attach_options, "profile a running Python 3.14+ process for a while",
+               ("Profile a running Python 3.14+ process (sys.remote_exec) for --duration "
+                "seconds or until Ctrl-C, then print its report or write -o; the process is "
+                "left as it was.")),
 }
 
 
