@@ -148,6 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recalibrate", action="store_true",
                    help="measure cprof's own per-call cost afresh instead of confirming the "
                         "figure cached from an earlier run (CPROF_NO_CACHE=1: no cache at all)")
+    p.add_argument("--on-signal", metavar="SIGNAL",
+                   help="start the program unprofiled; each SIGNAL (USR2, USR1) opens or closes "
+                        "a profiling window, written to its own file (-o out.json: out.1.json, "
+                        "out.2.json, ...)")
+    p.add_argument("--window", type=float, metavar="SECONDS",
+                   help="profile consecutive windows of SECONDS, each written to its own file "
+                        "(-o out.json: out.1.json, ...)")
+    p.add_argument("--every", type=float, metavar="SECONDS",
+                   help="with --window: open a window every SECONDS (default: one after another)")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="with --window: keep the last N window files (delete older ones this run wrote)")
     p.add_argument("--version", action="version", version=f"cprof {__version__}")
     p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
     p.add_argument("--pmu", action="store_true",
@@ -730,10 +741,18 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     pid, started = os.getpid(), time.time()
     ending = {"pending": None, "done": False, "retry": False}
+    windows = None
+    if opts.on_signal is not None or opts.window is not None or opts.every or opts.keep:
+        from .windows import from_options  # profiling windows (windows.py), not one profile
+        windows = from_options(opts, {"command": [target] + sys.argv[1:]})
 
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr)."""
         ending["done"] = True
+        if windows is not None:  # close the open window, if any, and write it
+            windows.stop(exit_code=exit_code, **({} if signum is None else
+                                                  {"signal": signal.Signals(signum).name}))
+            return
         hook_error = None
         try:
             stop(strict=False)
@@ -806,7 +825,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     exit_code = 0
     exc: BaseException | None = None
-    start(push_existing=False)  # cprof's own frames are not the program's
+    if windows is not None:
+        windows.start()  # the program runs unprofiled until a window opens
+    else:
+        start(push_existing=False)  # cprof's own frames are not the program's
     try:
         run(*run_args)
         _join_threads()
