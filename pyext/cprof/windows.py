@@ -44,10 +44,12 @@ from operator import methodcaller
 from ._cprof import CprofError
 from .api import Profile
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
+
+    from typing_extensions import Self
 
 # signals that cannot be caught, or that already mean something to cprof or Python
 _REFUSED = {"SIGKILL", "SIGSTOP", "SIGTERM", "SIGHUP", "SIGINT"}
@@ -112,7 +114,7 @@ def check_output(output: str) -> None:
     check_writable(tagged_path(output, "1"))
 
 
-def write_profile(profile: dict, path: str) -> str:
+def write_profile(profile: Any, path: str) -> str:
     """The JSON profile, or the export that the name's ending asks for (as -o does);
     returns what was written, for the 'wrote' line."""
     from . import exporters, profile_file
@@ -171,8 +173,13 @@ class Windows:
         self._quiet = quiet
         self._pipe = (-1, -1)             # requests to the switcher (see _send)
         self._exit_meta: dict = {}
-        self._thread: threading.Thread | None = None
-        self._next = Profile(counters, **options)  # the first window's, calibrated at start()
+        self._thread: threading.Thread | None = None     # the switcher, while started
+        self._switcher: threading.Thread | None = None   # the switcher, once stopped
+        # the next window's Profile, made while no window is open (the first one's is
+        # calibrated at start()), and the one open or just closed, with its span
+        self._next: Profile | None = Profile(counters, **options)
+        self._current: Profile | None = None
+        self._span: tuple[float, float, float, str | None] = (0.0, 0.0, 0.0, None)
         self._index = 0
         self._written: deque = deque()    # (path, (st_dev, st_ino)) of the files kept
         self.files: list[str] = []        # every window file written, in order
@@ -200,10 +207,11 @@ class Windows:
                              "open by the clock (window=)")
         self._send(b"t")
 
-    def start(self) -> Windows:
+    def start(self) -> Self:
         if self._thread is not None:
             raise CprofError("these Windows are already started")
-        self._next.switches()   # calibrated now, not at the first window
+        if self._next is not None:
+            self._next.switches()   # calibrated now, not at the first window
         self._pipe = os.pipe()
         os.set_blocking(self._pipe[1], False)   # the handler never blocks
         if self.signal is not None:
@@ -211,6 +219,7 @@ class Windows:
             signal.signal(self.signal, self._on_signal)   # the main thread only: ValueError else
         self._thread = threading.Thread(target=self._run, name="cprof-windows", daemon=True)
         self._thread.start()
+        _started(self)
         return self
 
     def stop(self, **meta: Any) -> list[str]:
@@ -222,7 +231,7 @@ class Windows:
         if os.getpid() == self._pid:
             self._send(b"s")
             self._thread.join(timeout=600)   # a big profile takes seconds to write, not minutes
-        self._thread = None
+        self._switcher, self._thread = self._thread, None
         if self.signal is not None:
             current = signal.getsignal(self.signal)
             if current == self._on_signal:
@@ -234,18 +243,25 @@ class Windows:
                       "(signal.signal), which replaced cprof's: from then on that signal went to "
                       "the program and opened or closed no window; give --on-signal another "
                       "signal (USR1, USR2) that the program does not use")
-        for fd in self._pipe:
-            os.close(fd)
+        if self in _active:
+            _active.remove(self)
+        if not self._thread_alive():   # a switcher still writing keeps its pipe
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = (-1, -1)
         return self.kept
+
+    def _thread_alive(self) -> bool:
+        return self._switcher is not None and self._switcher.is_alive()
 
     @property
     def kept(self) -> list[str]:
         return [path for path, _ in self._written]
 
-    def __enter__(self) -> Windows:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ---- the switcher ----------------------------------------------------------------
@@ -297,14 +313,20 @@ class Windows:
         error = None
         try:
             deque(map(results.append, map(_call, steps)), 0)
-        except CprofError as e:   # enable: another profile runs; disable: a hook's error
-            error = str(e)
+        except Exception as e:   # enable: another profile runs; disable: a hook's error
+            error = str(e) if isinstance(e, CprofError) else f"{type(e).__name__}: {e}"
         if len(results) < 3:      # not opened
             self._current = None
             _tell(f"cprof: warning: no window opened: {error}")
             return None
+        if prof._profiler.enabled:   # the wait failed (its pipe closed): close it here
+            try:
+                disable(strict=False)
+            except CprofError as e:
+                error = str(e)
         if len(results) < 7:      # closed, with an error to tell
-            results[4:] = [None, time.monotonic(), time.time()]
+            results[3:] = [results[3] if len(results) > 3 else None, None,
+                           time.monotonic(), time.time()]
         start_wall, start_mono, _, woke, _, end_mono, end_wall = results
         self._current = prof
         self._span = (start_wall, end_wall, end_mono - start_mono, error)
@@ -366,3 +388,38 @@ def from_options(opts: Any, meta: dict) -> Windows:
                    every=opts.every, keep=opts.keep, meta=meta,
                    all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
                    distributions=opts.distributions, slow_calls=opts.slow_calls)
+
+
+# Windows started in this process: a forked child (a worker of the program) gives the
+# signal back to what it was and closes the pipe, so a signal sent to the child (or to
+# the process group) does not toggle the parent's windows, which have no switcher here.
+_active: list = []
+_fork_hook = False
+
+
+def _started(w: Windows) -> None:
+    global _fork_hook
+    _active.append(w)
+    if not _fork_hook:
+        os.register_at_fork(after_in_child=_in_child)
+        _fork_hook = True
+
+
+def _in_child() -> None:
+    for w in _active:
+        if w._thread is None:
+            continue
+        w._thread = None
+        if w.signal is not None and signal.getsignal(w.signal) == w._on_signal:
+            try:
+                signal.signal(w.signal, w._previous_handler if w._previous_handler is not None
+                              else signal.SIG_DFL)
+            except ValueError:   # forked from another thread than the main one
+                pass
+        for fd in w._pipe:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        w._pipe = (-1, -1)
+    _active.clear()

@@ -17,12 +17,14 @@ from test_cli import _env
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="POSIX signals")
 
 # The program signals itself (from its main thread and from one of its threads) and
-# waits, after each signal, until the window has switched: the switcher writes a
-# marker file per window it closes, which the program polls (bounded).
+# waits, after each signal, until the window has switched: the switcher opens and closes
+# them a moment after the handler ran, so the program polls (bounded) until it sees a
+# profile on or off (the sys.monitoring tool id, the profile hook).
 PROGRAM = textwrap.dedent("""
-    import glob, os, signal, sys, threading, time
-    OUT = sys.argv[1]
+    import os, signal, sys, threading, time
     def f(n):
+        return sum(range(n))
+    def g(n):
         return sum(range(n))
     def busy(sec):
         end = time.monotonic() + sec
@@ -30,25 +32,31 @@ PROGRAM = textwrap.dedent("""
         while time.monotonic() < end:
             f(200); n += 1
         return n
-    def files(k):  # until k window files exist (at most 10 s)
-        end = time.monotonic() + 10
-        while len(glob.glob(OUT + ".*.json")) < k and time.monotonic() < end:
-            time.sleep(0.005)
+    def profiling():  # is a cprof profile on (public state: the tool id, the profile hook)
+        if hasattr(sys, "monitoring"):
+            return any(sys.monitoring.get_tool(i) == "cprof" for i in range(6))
+        return sys.getprofile() is not None
+    def until(state):  # the switcher opens and closes windows a moment after the signal
+        end = time.monotonic() + 20
+        while profiling() != state and time.monotonic() < end:
+            time.sleep(0.001)
     def worker(stop):
         while not stop.is_set():
-            f(50)
+            g(50)
             stop.wait(0.001)
     stop = threading.Event()
     t = threading.Thread(target=worker, args=(stop,))
     t.start()
     busy(0.05)                          # no window: not profiled
     os.kill(os.getpid(), signal.SIGUSR2)    # opens window 1
+    until(True)
     print("w1", busy(0.3), flush=True)
     # closes window 1, sent by one of the program's own threads
     s = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGUSR2)); s.start(); s.join()
-    files(1)
+    until(False)
     busy(0.05)
     os.kill(os.getpid(), signal.SIGUSR2)    # opens window 2, closed at exit
+    until(True)
     print("w2", busy(0.2), flush=True)
     stop.set(); t.join()
     MODE = sys.argv[2]
@@ -101,7 +109,6 @@ def test_signal_windows_each_in_its_own_file_conserved_and_exit_code_passes(tmp_
     lines = r.stderr.splitlines()
     assert len(lines) == 2 and lines[0].startswith(f"cprof: wrote {w1} (window 1, ")
     assert lines[1].startswith(f"cprof: wrote {w2} (window 2, ")
-    busy1 = int(r.stdout.split()[1])
     p1, p2 = load(w1), load(w2)
     for p, k, trigger in ((p1, 1, "signal"), (p2, 2, "exit")):
         m = p["meta"]
@@ -113,15 +120,14 @@ def test_signal_windows_each_in_its_own_file_conserved_and_exit_code_passes(tmp_
                        "_run_signals" in f["name"] for f in p["functions"])
     assert p1["meta"]["window"]["end"] <= p2["meta"]["window"]["start"]
     assert p2["meta"]["exit_code"] == 7 and "exit_code" not in p1["meta"]
-    f1 = by_name(p1)
-    # busy() started before window 1 opened: open in it, its call not counted; f's calls
-    # all happened inside, at most busy's own count (the worker adds its own f calls)
-    assert f1["__main__.busy"]["calls"] == 0
-    # (3.10-3.11 rebuild the worker's stack at its first event, 3.12+ see its returns only)
-    assert f1.get("__main__.worker", {"calls": 0})["calls"] == 0
-    assert f1["__main__.f"]["calls"] >= 1
-    assert by_name(p2)["__main__.busy"]["calls"] == 0
-    assert busy1 > 0
+    # each window holds exactly the busy() call made inside it, and its f calls
+    for p, line in ((p1, 0), (p2, 1)):
+        fns = by_name(p)
+        assert fns["__main__.busy"]["calls"] == 1
+        assert fns["__main__.f"]["calls"] == int(r.stdout.splitlines()[line].split()[1])
+        assert fns["__main__.g"]["calls"] >= 1   # the worker thread is in every window
+        # (3.10-3.11 rebuild the worker's stack at its first event, 3.12+ see its returns only)
+        assert fns.get("__main__.worker", {"calls": 0})["calls"] == 0
 
 
 def test_a_window_open_when_the_program_raises_is_written(tmp_path):
@@ -251,3 +257,28 @@ def test_api_windows_toggle_and_signals_during_writing(tmp_path):
     assert r.stderr == ""
     triggers = [load(tmp_path / f"a.{k}.json")["meta"]["window"]["trigger"] for k in (1, 2, 3)]
     assert triggers == ["signal", "signal", "exit"]
+
+
+def test_a_forked_child_gets_the_signal_as_without_cprof(tmp_path):
+    """The child of a fork has no switcher: the signal is the child's again (here its
+    default action ends it), and does not open a window in the parent."""
+    script = tmp_path / "p.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, time
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(20)
+            os._exit(0)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGUSR2)
+        _, status = os.waitpid(pid, 0)
+        print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGUSR2)
+    """))
+    # cprof's switcher is a thread: 3.12+ warn about a fork in a multi-threaded process
+    r = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-m", "cprof",
+                        "--on-signal=USR2", "-o", str(tmp_path / "w.json"), str(script)],
+                       capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "True\n"
+    assert r.stderr == ""
+    assert sorted(os.listdir(tmp_path)) == ["p.py"]
