@@ -203,6 +203,8 @@ class Profile:
         self._warned = 0            # counter failures already warned about
         self._hooks_warned = 0      # replaced profile hooks already warned about
         self._meta: dict = {}
+        if sample is not None:
+            self._calibrate()   # now, not inside the first chosen call (a request's latency)
 
     @property
     def counters(self) -> tuple[str, ...]:
