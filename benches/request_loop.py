@@ -3,6 +3,7 @@ times, each call parsing a JSON request, doing a little computation and a little
 (a write and a read on a pipe), measured under the ways of profiling a service:
 
     python3 benches/request_loop.py [--python PY] [--reps 5] [--requests 20000] [--configs A,B]
+    python3 benches/request_loop.py --sample-ab 0.01 [--python PY]   # what a chosen call costs
 
 Every configuration runs the same script; the repetitions are interleaved (rep 1 of
 every configuration, then rep 2 ...) and each ratio is taken within a repetition, to the
@@ -181,13 +182,54 @@ def table(res: dict[str, dict], n: int) -> str:
     return "\n".join(lines)
 
 
+SAMPLE_AB = r'''
+import sys, time, cprof
+ns = {"__name__": "request_loop"}
+exec(compile(WORKLOAD.replace("\nmain()\n", "\n"), "request_loop.py", "exec"), ns)
+handler, pipe = ns["handler"], __import__("os").pipe()
+bodies = [__import__("json").dumps({"id": i, "user": f"user{i}",
+          "items": [{"qty": k + 1, "price": 1.5 * k} for k in range(12)]}) for i in range(64)]
+frac, blocks, n = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+prof = cprof.Profile(sample=frac, sample_seed=1)
+sampled = prof(handler)
+def block(h):
+    c = time.thread_time()
+    for i in range(n):
+        h(pipe, i, bodies[i % 64])
+    return time.thread_time() - c
+plain = chosen = 0.0
+for _ in range(blocks):   # alternating blocks of plain and sampled calls, one thread's CPU time
+    plain += block(handler)
+    chosen += block(sampled)
+k = prof._sampled[0]
+print(f"plain {plain / (blocks * n) * 1e6:.1f} us CPU per call; sample={frac}: "
+      f"{chosen / plain:.3f}x; {k} chosen calls, each "
+      f"{(chosen - plain) / k * 1e6:.0f} us more than an unprofiled one")
+'''
+
+
+def sample_ab(py: str, frac: float, blocks: int = 10, n: int = 2000) -> str:
+    """sample=FRAC against plain in ONE process, in alternating blocks (thread CPU time):
+    what a chosen call costs, with process start-up and machine load out of the ratio."""
+    code = "WORKLOAD = " + repr(WORKLOAD) + "\n" + SAMPLE_AB
+    r = subprocess.run([py, "-c", code, str(frac), str(blocks), str(n)], capture_output=True,
+                       text=True, timeout=600, check=False)
+    return r.stdout.strip() or r.stderr.strip().splitlines()[-1]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--requests", type=int, default=REQUESTS)
     ap.add_argument("--configs", help="comma-separated names (plain is always run)")
+    ap.add_argument("--sample-ab", type=float, metavar="FRAC",
+                    help="only: Profile(sample=FRAC) against plain in one process, alternating "
+                         "blocks of calls (what a chosen call costs)")
     a = ap.parse_args()
+    if a.sample_ab:
+        print(sample_ab(a.python, a.sample_ab))
+        return 0
     names = a.configs.split(",") if a.configs else None
     t0 = time.time()
     res = measure(a.python, a.reps, a.requests, names)

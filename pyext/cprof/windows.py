@@ -179,7 +179,7 @@ class Windows:
         # calibrated at start()), and the one open or just closed, with its span
         self._next: Profile | None = Profile(counters, **options)
         self._current: Profile | None = None
-        self._span: tuple[float, float, float, str | None] = (0.0, 0.0, 0.0, None)
+        self._span: tuple = (0.0, 0.0, 0.0, None, 0.0, 0.0)
         self._index = 0
         self._written: deque = deque()    # (path, (st_dev, st_ino)) of the files kept
         self.files: list[str] = []        # every window file written, in order
@@ -307,15 +307,18 @@ class Windows:
         if prof is None:
             prof = Profile(self._counters, **self._options)
         enable, disable = prof.switches()
-        steps = (time.time, time.monotonic, partial(enable, push_existing=False), wait,
-                 partial(disable, strict=False), time.monotonic, time.time)
+        # the clocks read around each switch: start and end bound every counted event; the
+        # switches' own time is kept too (3.14t: disable stops the world, which takes
+        # hundreds of ms while other threads run)
+        steps = (time.time, time.monotonic, partial(enable, push_existing=False), time.monotonic,
+                 wait, time.monotonic, partial(disable, strict=False), time.monotonic, time.time)
         results: list = []   # each step's result, appended from C too
         error = None
         try:
             deque(map(results.append, map(_call, steps)), 0)
         except Exception as e:   # enable: another profile runs; disable: a hook's error
             error = str(e) if isinstance(e, CprofError) else f"{type(e).__name__}: {e}"
-        if len(results) < 3:      # not opened
+        if len(results) < 4:      # not opened
             self._current = None
             _tell(f"cprof: warning: no window opened: {error}")
             return None
@@ -324,12 +327,14 @@ class Windows:
                 disable(strict=False)
             except CprofError as e:
                 error = str(e)
-        if len(results) < 7:      # closed, with an error to tell
-            results[3:] = [results[3] if len(results) > 3 else None, None,
-                           time.monotonic(), time.time()]
-        start_wall, start_mono, _, woke, _, end_mono, end_wall = results
+        if len(results) < 9:      # closed here or with an error to tell
+            now = time.monotonic()
+            results[4:] = [results[4] if len(results) > 4 else None,
+                           results[5] if len(results) > 5 else now, None, now, time.time()]
+        start_wall, start_mono, _, opened, woke, closing, _, end_mono, end_wall = results
         self._current = prof
-        self._span = (start_wall, end_wall, end_mono - start_mono, error)
+        self._span = (start_wall, end_wall, end_mono - start_mono, error,
+                      round(opened - start_mono, 6), round(end_mono - closing, 6))
         return woke
 
     def _finish_window(self, trigger: str) -> None:
@@ -337,12 +342,12 @@ class Windows:
         self._current = None
         if prof is None:
             return
-        start_wall, end_wall, duration, error = self._span
+        start_wall, end_wall, duration, error, enable_s, disable_s = self._span
         self._index += 1
         meta = dict(self._meta)
         meta.update(started=start_wall, duration_s=round(duration, 6), pid=os.getpid(),
                     window={"index": self._index, "start": start_wall, "end": end_wall,
-                            "trigger": trigger})
+                            "trigger": trigger, "enable_s": enable_s, "disable_s": disable_s})
         if trigger == "exit":
             meta.update(self._exit_meta)
         if error:
