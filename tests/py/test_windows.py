@@ -288,3 +288,30 @@ def test_a_forked_child_gets_the_signal_as_without_cprof(tmp_path):
     assert r.stdout == "True\n"
     assert r.stderr == ""
     assert sorted(os.listdir(tmp_path)) == ["p.py"]
+
+
+def test_sigterm_writes_the_open_window_and_ends_by_it(tmp_path):
+    script = tmp_path / "p.py"
+    script.write_text(PROGRAM.split("stop = threading.Event()")[0] + textwrap.dedent("""
+        os.kill(os.getpid(), signal.SIGUSR2)
+        until(True)
+        print("ready", flush=True)
+        while True:
+            f(100)
+    """))
+    p = subprocess.Popen([sys.executable, "-m", "cprof", "--on-signal=USR2", "-o",
+                          str(tmp_path / "w.json"), str(script)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == -signal.SIGTERM, err
+    m = load(tmp_path / "w.1.json")["meta"]
+    assert m["signal"] == "SIGTERM" and m["exit_code"] == -signal.SIGTERM
+    assert m["window"]["trigger"] == "exit"
+    assert sorted(os.listdir(tmp_path)) == ["p.py", "w.1.json"]
