@@ -9,10 +9,11 @@ windows never overlap and cprof's own work is in none of them:
 
 - One daemon thread, the switcher, opens and closes the windows and writes the files.
   It opens a window, waits and closes it in ONE call made from C:
-  list(map(methodcaller("__call__"), (clock, enable, wait, disable, clock))): calls from
-  C to C are no events, so the switcher is never seen by the profile it switches (no
-  thread, no wall time of its waiting in the window's root).  It writes a window after
-  closing it, so its writing (building the profile, JSON, gzip) is in no window either.
+  deque(map(results.append, map(methodcaller("__call__"),
+  (clock, enable, clock, wait, clock, disable, clock))), 0): calls from C to C are no
+  events, so the switcher is never seen by the profile it switches (no thread, no wall
+  time of its waiting in the window's root).  It writes a window after closing it, so its
+  writing (building the profile, JSON, gzip) is in no window either.
 - A call that is running when a window opens is open in it (its time from then on is
   counted, not its call); one still running when the window closes is closed at that
   moment.  So a call is counted in exactly one window (the one it started in), and its
@@ -21,8 +22,9 @@ windows never overlap and cprof's own work is in none of them:
   the time it takes to write the previous one: that gap is in no window, and each
   file's meta.window gives its start and end (epoch seconds), so the gaps are visible
   rather than hidden.
-- The signal handler only records the signal and wakes the switcher: a signal that
-  arrives while the previous window is being written is not lost (the next window
+- The signal handler only writes one byte to a pipe, which the switcher reads (its wait
+  in the window is that read): a signal that arrives while the previous window is being
+  written is not lost (the next window
   opens as soon as the file is written; a closing signal that follows before then
   closes it at once, and the empty window is written, so there is one file per
   closing signal).
