@@ -38,6 +38,11 @@
                  call on fib(--native-n), paired with the unprofiled run), and the table says
                  which counts to read as time (CPU time of the process: what waiting for a
                  CPU on a shared machine moves least).  Without valgrind: said, native only.
+   requests      (not in the default) the request-loop workload of request_loop.py: a handler
+                 (JSON parsing, a little computation, a write and read on a pipe) called
+                 thousands of times, under plain, cprof, sample=0.01, a 1 s window every
+                 60 s, cProfile and 3.15's profiling.sampling (run and attach); its
+                 configurations are request_loop.configs(), one line each.
    --python-gil sets PYTHON_GIL in every run.
 5. Prints the tables (overhead; real programs' whole process, added time and peak RSS; peak RSS
    of every workload; start-up; instructions; fib4's parallelism; accuracy: each profiler's
@@ -73,7 +78,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # the checkout whose cprof is measured
 WORKLOADS = ["fib", "fib4", "heavy", "io", "alloc", "threads", "black", "json", "bias"]
-MODES = ["workloads", "startup", "instructions"]
+MODES = ["workloads", "startup", "instructions", "requests"]
 # smoke: the instruction counts of two configurations only (each is two valgrind runs, and
 # cprof's calibration alone is hundreds of millions of instructions: --no-compensate has none)
 SMOKE_INSTRUCTIONS = ["plain", "cprof cpu --no-compensate"]
@@ -1537,7 +1542,7 @@ def main() -> int:
             acc["error"] = acc["errors"][-1]
             problems[f"{c} accuracy"] = f"FAILED: could not read its profile: {acc['errors'][-1]}"
 
-    startup = instructions = None
+    startup = instructions = requests = None
     phase_s = {"set-up and workloads": round(time.time() - t_start, 1)}
     if "startup" in modes:
         t_phase = time.time()
@@ -1555,6 +1560,17 @@ def main() -> int:
         fatal.extend(f"{c} instructions" for c, cell in instructions["configs"].items()
                      if must_run(c) and f"{c} instructions" in problems)
 
+    if "requests" in modes:
+        import request_loop  # benches/, this script's folder
+        t_phase = time.time()
+        requests = request_loop.measure(str(venv.python), reps, request_loop.REQUESTS,
+                                        timeout=timeout)
+        phase_s["requests"] = round(time.time() - t_phase, 1)
+        print(request_loop.table(requests, request_loop.REQUESTS))
+        problems.update({f"{c} requests": f"FAILED: {cell['error']}"
+                         for c, cell in requests.items() if "error" in cell})
+        fatal.extend(f"{c} requests" for c, cell in requests.items() if "error" in cell and must_run(c))
+
     hook = "sys.monitoring" if venv.version_tuple() >= (3, 12) else "setprofile"
     results = {
         "meta": {"python": str(venv.python), "python_version": venv.versions.get("python", venv.version),
@@ -1567,6 +1583,7 @@ def main() -> int:
         "cells": cells, "accuracy": accuracy, "bias": bias, "true_halves": true_halves,
         "sampling": [c.name for c in configs if c.fmt in ("pyisession", "pyspy-raw", "collapsed")],
         "problems": problems, "startup": startup, "instructions": instructions,
+        "requests": requests,
     }
     summarize(results)
     for c, acc in accuracy.items():

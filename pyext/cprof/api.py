@@ -160,7 +160,29 @@ class Profile:
     def __init__(self, counters: str | Iterable[CounterLike] = ("cpu", "wall"), *,
                  all_call_sites: bool = False, compensate: bool = True,
                  distributions: bool = False, slow_calls: int = 0,
-                 recalibrate: bool = False) -> None:
+                 recalibrate: bool = False, sample: float | None = None,
+                 sample_seed: int | None = None) -> None:
+        # sample=p: as a decorator or context manager, profile each call (each `with`)
+        # with probability p, exactly and in every thread; the rest run unprofiled at the
+        # cost of one random number.  Chosen calls are merged into this one profile, and
+        # meta.sample says how many of how many were profiled.  sample_seed: the same
+        # calls are chosen on every run (tests).  Enabling per chosen call is the cheap
+        # side: monitoring left on would cost an event on every unchosen call's every
+        # call, while enable()+disable() costs ~140 us (3.12, 3.14: re-instrumentation),
+        # 1.4 us per call at sample=0.01.
+        self._choose: Callable[[], bool] | None = None
+        if sample is not None:
+            if not (isinstance(sample, (int, float)) and 0 < sample <= 1):
+                raise CprofError(f"sample={sample!r}: give the fraction of calls to profile, "
+                                 "above 0 and at most 1 (0.01: one call in a hundred)")
+            import random
+            draw = random.Random(sample_seed).random
+            self._choose = lambda: draw() < sample
+        elif sample_seed is not None:
+            raise CprofError("sample_seed goes with sample=FRACTION")
+        self._sample = sample
+        self._sampled = [0, 0]      # [calls profiled, calls made] under sample=
+        self._chosen: list[bool] = []  # per open `with`: was it chosen
         self._counters = resolve_counters(counters)
         # all_call_sites (3.12+): see Profiler's doc; True never misses a C call at a site
         # that also calls Python functions, at the cost of a CALL event at every call.
@@ -181,6 +203,8 @@ class Profile:
         self._warned = 0            # counter failures already warned about
         self._hooks_warned = 0      # replaced profile hooks already warned about
         self._meta: dict = {}
+        if sample is not None:
+            self._calibrate()   # now, not inside the first chosen call (a request's latency)
 
     @property
     def counters(self) -> tuple[str, ...]:
@@ -263,7 +287,21 @@ class Profile:
         except Exception:  # at interpreter exit, or a hook's failure: nothing left to tell
             pass
 
+    def _sampled_call(self) -> bool:
+        """Under sample=: count a call and say whether to profile it."""
+        self._sampled[1] += 1
+        if self._choose is not None and self._choose():
+            self._sampled[0] += 1
+            return True
+        return False
+
     def __enter__(self) -> Self:
+        if self._sample is not None:
+            chosen = self._sampled_call() and not self._profiler.enabled
+            self._chosen.append(chosen)
+            if chosen:
+                self._start(skip=2)
+            return self
         if self._profiler.enabled:
             raise CprofError("this Profile is already enabled; call disable() before enabling "
                              "it again (profiles do not nest)")
@@ -271,11 +309,29 @@ class Profile:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._sample is not None:
+            if self._chosen.pop():
+                self._stop()
+            return
         self._stop()
 
     def __call__(self, func: Callable) -> Callable:
         """@prof: profile every call of func (calls nest: the outermost one counts)."""
         import functools
+
+        if self._sample is not None:
+            @functools.wraps(func)
+            def sampled(*args: Any, **kwargs: Any) -> Any:
+                if self._depth or not self._sampled_call():
+                    return func(*args, **kwargs)   # not chosen, or inside a chosen call
+                self._start(skip=2)
+                self._depth += 1
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    self._depth -= 1
+                    self._stop()
+            return sampled
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -294,13 +350,21 @@ class Profile:
         """The profile as the JSON-ready dict that dump() writes (format version 2,
         typed by cprof.model.Profile)."""
         from . import build
-        return build.build(self._profiler, {**self._meta, **meta})  # type: ignore[return-value]
+        return build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta})  # type: ignore[return-value]
 
     def _compact_profile(self, **meta: Any) -> ProfileData:
         """profile(), with the tree's columns as memoryviews (build.build's compact):
         for writing or exporting it at once, in a fraction of the memory."""
         from . import build
-        return build.build(self._profiler, {**self._meta, **meta}, compact=True)  # type: ignore[return-value]
+        return build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta},
+                           compact=True)  # type: ignore[return-value]
+
+    def _sample_meta(self) -> dict:
+        """meta.sample: {"fraction", "profiled", "calls"} under sample=."""
+        if self._sample is None:
+            return {}
+        return {"sample": {"fraction": self._sample, "profiled": self._sampled[0],
+                           "calls": self._sampled[1]}}
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         self = super().__new__(cls)

@@ -174,6 +174,16 @@ _RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, bool, Any, Callable[[str], Any] 
     (("--recalibrate",), "recalibrate", False, False, None, None,
      ("measure cprof's own per-call cost afresh instead of confirming the figure cached from "
       "an earlier run (CPROF_NO_CACHE=1: no cache at all)")),
+    (("--on-signal",), "on_signal", True, None, None, "SIGNAL",
+     ("start the program unprofiled; each SIGNAL (USR2, USR1) opens or closes a profiling "
+      "window, written to its own file (-o out.json: out.1.json, out.2.json, ...)")),
+    (("--window",), "window", True, None, float, "SECONDS",
+     ("profile consecutive windows of SECONDS, each written to its own file (-o out.json: "
+      "out.1.json, ...)")),
+    (("--every",), "every", True, None, float, "SECONDS",
+     "with --window: open a window every SECONDS (default: one after another)"),
+    (("--keep",), "keep", True, None, int, "N",
+     "with --window: keep the last N window files (delete older ones this run wrote)"),
     (("--list-counters",), "list_counters", False, False, None, None, "list the counters and exit"),
     (("--pmu",), "pmu", False, False, None, None,
      "with --list-counters: list the events of the PMUs libpfm4 detects"),
@@ -801,6 +811,12 @@ def _resend(signum: int) -> None:
         os.kill(os.getpid(), signum)
 
 
+def _signal_name(signum: int) -> str:
+    """SIGTERM for 15 (signal's enums, imported only when a signal ends the run)."""
+    import signal as named
+    return named.Signals(signum).name
+
+
 def _die_by(signum: int) -> None:
     try:
         sys.stderr.flush()
@@ -839,10 +855,18 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     pid, started = os.getpid(), time.time()
     ending = {"pending": None, "done": False, "retry": False}
+    windows = None
+    if opts.on_signal is not None or opts.window is not None or opts.every or opts.keep:
+        from .windows import from_options  # profiling windows (windows.py), not one profile
+        windows = from_options(opts, {"command": [target] + sys.argv[1:]})
 
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr)."""
         ending["done"] = True
+        if windows is not None:  # close the open window, if any, and write it
+            windows.stop(exit_code=exit_code, **({} if signum is None else
+                                                  {"signal": _signal_name(signum)}))
+            return
         hook_error = None
         try:
             stop(strict=False)
@@ -860,8 +884,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if parent is not None:
             meta["parent_pid"] = parent
         if signum is not None:
-            import signal as named
-            meta["signal"] = named.Signals(signum).name
+            meta["signal"] = _signal_name(signum)
         profile = prof._compact_profile(**meta)  # written or reported once: compact tree
         if signum is None:  # at a signal, Python would not flush it either
             try:
@@ -916,7 +939,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     exit_code = 0
     exc: BaseException | None = None
-    start(push_existing=False)  # cprof's own frames are not the program's
+    if windows is not None:
+        windows.start()  # the program runs unprofiled until a window opens
+    else:
+        start(push_existing=False)  # cprof's own frames are not the program's
     try:
         run(*run_args)
         _join_threads()

@@ -72,6 +72,10 @@ def format_report(profile: Profile, sort: str | None = None, limit: int = 25, ti
         head += f", {meta['threads']} thread{'s' if meta['threads'] != 1 else ''}"
     head += f" (Python {_p(meta.get('python', '?'))}, {_p(meta.get('hook', '?'))})"
     lines.append(head)
+    sample = meta.get("sample")
+    if isinstance(sample, dict):   # Profile(sample=...): a fraction of the calls, each exact
+        lines.append(f"sampled: {sample.get('profiled')} of {sample.get('calls')} calls profiled "
+                     f"(sample={sample.get('fraction')}), each exactly; their numbers are summed")
     region = meta.get("region", {})
     lines.append("profiled: " + ", ".join(f"{_p(c['name'])} {human(region.get(c['name'], 0), c['unit'])}"
                                          for c in counters))
