@@ -207,9 +207,25 @@ static inline int on_arrive(ProfilerObject *p, PyObject *code, PyObject *globals
         }
         return -1;
     }
-    if (cls == CLS_SILENT)      /* its start went unseen before: its end may go unseen too */
+#if CPROF_MONITORING
+    if (cls == CLS_SILENT)      /* its start went unseen before: its end may go unseen too
+                                 * (promote() turns it into a boundary with every event) */
         return -1;
+#else
+    if (cls == CLS_SILENT)      /* every event is seen here: called from traced code now */
+        set_class(p->generation, code, CLS_BOUNDARY);
+#endif
     return push_boundary(t, (cprof_key)(uintptr_t)code) < 0 ? 0 : 1;
+}
+
+/* The key on top of this thread's engine stack, or 0. */
+static inline cprof_key engine_top(ProfilerObject *p)
+{
+    size_t d;
+
+    if (cprof_tls_owner != p->generation || !(d = cprof_thread_depth(&cprof_tls_ts->eng)))
+        return 0;
+    return cprof_thread_frame_key(&cprof_tls_ts->eng, d - 1);
 }
 
 /* The common exit, same answers. */
@@ -237,6 +253,8 @@ static inline int on_leave(ProfilerObject *p, PyObject *code, PyObject *globals)
             t->n--;
             return 1;
         }
+    } else if (engine_top(p) == (cprof_key)(uintptr_t)code) {
+        return 1;               /* a frame running since before profiling (enable() pushed it) */
     }
     return cls == CLS_SILENT ? -1 : 0;
 }

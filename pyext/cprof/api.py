@@ -160,8 +160,16 @@ class Profile:
     def __init__(self, counters: str | Iterable[CounterLike] = ("cpu", "wall"), *,
                  all_call_sites: bool = False, compensate: bool = True,
                  distributions: bool = False, slow_calls: int = 0,
-                 recalibrate: bool = False) -> None:
+                 recalibrate: bool = False, trace: str | Iterable[str] | None = None) -> None:
         self._counters = resolve_counters(counters)
+        # trace="app" or "mypkg,src/*": profile only that code; the rest is charged to the
+        # traced function that called it, as "NAME [untraced]" calls (cprof.trace)
+        self._trace = trace
+        self._classifier: Any = None
+        self._app: list[str] | None = None  # the installed program's folders (the CLI's)
+        if trace is not None:
+            from . import trace as trace_mod
+            trace_mod.make(trace)  # a bad pattern is refused here
         # all_call_sites (3.12+): see Profiler's doc; True never misses a C call at a site
         # that also calls Python functions, at the cost of a CALL event at every call.
         self._all_call_sites = all_call_sites
@@ -195,10 +203,34 @@ class Profile:
 
     def _start(self, skip: int) -> None:
         self._calibrate()
-        self._profiler.enable(push_existing=True, skip=skip)
+        self._trace_on()
+        try:
+            self._profiler.enable(push_existing=True, skip=skip)
+        except BaseException:
+            self._trace_off()
+            raise
+
+    def _trace_on(self) -> None:
+        """Before enable: the classifier of trace= in place (cprof.trace)."""
+        if self._trace is None:
+            return
+        from . import trace
+        if self._classifier is None:
+            app = self._app if self._app is not None else trace.main_app_folders()
+            self._classifier = trace.make(self._trace, app)
+        trace.start(self._profiler, self._classifier)
+
+    def _trace_off(self) -> None:
+        """After disable: no profile traces."""
+        if self._trace is not None:
+            from . import trace
+            trace.stop()
 
     def _stop(self) -> None:
-        self._profiler.disable(strict=False)  # a replaced hook is warned about below
+        try:
+            self._profiler.disable(strict=False)  # a replaced hook is warned about below
+        finally:
+            self._trace_off()
         replaced = self.replaced_hooks()
         failures = self._profiler.counter_failures()
         if not (replaced or failures[self._warned:]):
@@ -294,13 +326,23 @@ class Profile:
         """The profile as the JSON-ready dict that dump() writes (format version 2,
         typed by cprof.model.Profile)."""
         from . import build
-        return build.build(self._profiler, {**self._meta, **meta})  # type: ignore[return-value]
+        profile = build.build(self._profiler, {**self._meta, **meta})
+        self._label(profile)
+        return profile  # type: ignore[return-value]
+
+    def _label(self, profile: Any) -> None:
+        """trace=: the untraced functions' names and meta.trace; the application's folders."""
+        if self._classifier is not None or self._app:
+            from . import trace
+            trace.label(profile, self._classifier, self._app)
 
     def _compact_profile(self, **meta: Any) -> ProfileData:
         """profile(), with the tree's columns as memoryviews (build.build's compact):
         for writing or exporting it at once, in a fraction of the memory."""
         from . import build
-        return build.build(self._profiler, {**self._meta, **meta}, compact=True)  # type: ignore[return-value]
+        profile = build.build(self._profiler, {**self._meta, **meta}, compact=True)
+        self._label(profile)
+        return profile  # type: ignore[return-value]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         self = super().__new__(cls)

@@ -133,6 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
     p.add_argument("--limit", type=_count, default=25, help="functions in the report (0 = all)")
     _focus_options(p)
+    p.add_argument("--trace", metavar="PATTERN",
+                   help="profile only the code PATTERN names (app: the program's own code; "
+                        "--focus's patterns); what the rest costs is charged to the traced "
+                        "function that called it, as 'NAME [untraced]' calls")
     p.add_argument("--all-call-sites", action="store_true",
                    help="3.12+: keep watching call sites that called a Python function, so a C "
                         "function called later from the same site is not missed (slower)")
@@ -711,7 +715,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     # names, plugins, packages' entry points
     prof = Profile(opts.counter, all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
                    distributions=opts.distributions, slow_calls=opts.slow_calls,
-                   recalibrate=opts.recalibrate)
+                   recalibrate=opts.recalibrate, trace=opts.trace)
     start, stop = prof.switches()  # calibrated now; called from this frame, which runs the program
     if opts.module:
         run, run_args = _prepare_module(opts.module, program)
@@ -721,6 +725,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         target = program[0]
     else:
         raise CprofError("no script to profile; give a script (cprof script.py) or a module (cprof -m mod)")
+    # an installed program's own packages are the application (reports, --trace=app)
+    from . import trace
+    prof._app = trace.app_folders(module=opts.module) if opts.module else trace.app_folders(
+        script=program[0])
     if opts.sort is not None:
         from . import report
         report.sort_key([c for c in prof.counters], opts.sort)  # a bad --sort is refused before running
@@ -744,6 +752,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             if replaced:
                 more = len(replaced) - 1
                 hook_error = replaced[0] + (f" (and in {more} more threads)" if more else "")
+        finally:
+            prof._trace_off()
         meta: dict[str, Any] = {"command": [target] + sys.argv[1:], "started": started,
                 "duration_s": round(time.time() - started, 6), "exit_code": exit_code,
                 "pid": os.getpid()}
@@ -806,6 +816,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     exit_code = 0
     exc: BaseException | None = None
+    prof._trace_on()
     start(push_existing=False)  # cprof's own frames are not the program's
     try:
         run(*run_args)
