@@ -178,14 +178,24 @@ def _console_script(path: str) -> str | None:
 
 def _module_dist_folders(module: str) -> list[str]:
     """The folders of every distribution that ships the top-level package of `module`."""
-    from importlib.metadata import distribution, packages_distributions
+    from importlib.metadata import distribution, distributions, packages_distributions
     top = module.split(".", 1)[0]
     out: list[str] = []
-    for dist_name in packages_distributions().get(top, ()):
+    names = packages_distributions().get(top, ())
+    dists = []
+    for dist_name in names:
         try:
-            out += _dist_folders(distribution(dist_name))
+            dists.append(distribution(dist_name))
         except Exception:   # a broken install: its package alone
             pass
+    if not names:   # 3.10's packages_distributions reads top_level.txt only: the RECORDs
+        for dist in distributions():
+            files = dist.files or ()
+            if any(f.parts and f.parts[0] in (top, top + ".py") for f in files):
+                dists.append(dist)
+                break
+    for dist in dists:
+        out += _dist_folders(dist)
     return out
 
 
