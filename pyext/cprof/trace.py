@@ -19,6 +19,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 import os
@@ -48,7 +49,7 @@ class Classifier:
         self.patterns = patterns
         self.others = [p for p in patterns if p != "app"]
         self.app = "app" in patterns
-        self.paths = dict(focus.library_paths())
+        self.paths = focus.library_paths()
         self.paths["app"] = list(app or [])
         self.decided: dict[tuple[str | None, str], bool] = {}
 
@@ -241,7 +242,7 @@ def app_folders(script: str | None = None, module: str | None = None) -> list[st
     return seen
 
 
-def make(trace: str | list[str] | None, app: list[str] | None = None) -> Classifier | None:
+def make(trace: str | Iterable[str] | None, app: list[str] | None = None) -> Classifier | None:
     """The classifier for Profile(trace=...): a pattern string or list, or None."""
     if trace is None:
         return None
