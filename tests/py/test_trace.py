@@ -192,6 +192,24 @@ def test_calls_and_untraced_callees_exact(mods):
         == p["meta"]["region"]["tick"]
 
 
+def test_calls_equal_cprofiles(mods):
+    """The traced functions' calls are cProfile's (its ncalls and primitive calls)."""
+    import cProfile
+    import pstats
+    tapp, tlib = mods
+    pr = cProfile.Profile()
+    pr.enable()
+    tapp.run()
+    pr.disable()
+    theirs = {(file, line): (nc, cc) for (file, line, _), (cc, nc, *_) in
+              pstats.Stats(pr).stats.items()}  # type: ignore[attr-defined]
+    p = profile_of(tapp, tlib, "tapp")
+    traced = [f for f in p["functions"] if f["name"].startswith("tapp.")]
+    assert len(traced) == 5
+    for f in traced:
+        assert (f["calls"], f["primitive_calls"]) == theirs[(f["file"], f["line"])], f["name"]
+
+
 def test_threads(mods):
     tapp, tlib = mods
     p = profile_of(tapp, tlib, "tapp", threads=3)
