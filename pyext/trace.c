@@ -102,8 +102,11 @@ static int is_traced(ProfilerObject *p, PyObject *code, PyObject *globals)
     if (!fn)
         return 1;
     SAVE_EXC(saved);
+    /* the running frame's (3.12+: the event's own frame is the current one) */
+    PyObject *own = globals ? NULL : (globals = cprof_frame_globals());
     if (globals && PyDict_Check(globals) && cprof_dict_get_str_ref(globals, "__name__", &mod) < 0)
         PyErr_Clear();
+    Py_XDECREF(own);
     Py_INCREF(fn);
     r = PyObject_CallFunctionObjArgs(fn, mod ? mod : Py_None, ((PyCodeObject *)code)->co_filename,
                                      NULL);

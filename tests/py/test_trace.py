@@ -358,3 +358,24 @@ def test_a_plain_script_adds_no_application_folders(tmp_path):
         assert "importlib.metadata" not in sys.modules, "metadata read for a plain script"
         """)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_module_patterns_name_submodules(tmp_path, monkeypatch):
+    """A dotted module pattern (pkg.sub) is matched on the module's name, which only the
+    running frame's globals give (the file says sub.py)."""
+    pkg = tmp_path / "tpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "other.py").write_text("def helper(x):\n    return x + 1\n")
+    (pkg / "traced.py").write_text("from tpkg.other import helper\n\n\n"
+                                   "def go(n):\n    return sum(helper(i) for i in range(n))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from tpkg import traced
+    prof = Profile(["cpu"], compensate=False, trace="tpkg.traced")
+    with prof:
+        traced.go(4)
+    fns = by_name(prof.profile())
+    assert fns["tpkg.traced.go"]["calls"] == 1
+    assert fns["tpkg.other.helper [untraced]"]["calls"] == 4
+    for m in [m for m in sys.modules if m.startswith("tpkg")]:
+        del sys.modules[m]
