@@ -725,10 +725,13 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         target = program[0]
     else:
         raise CprofError("no script to profile; give a script (cprof script.py) or a module (cprof -m mod)")
-    # an installed program's own packages are the application (reports, --trace=app)
-    from . import trace
-    prof._app = trace.app_folders(module=opts.module) if opts.module else trace.app_folders(
-        script=program[0])
+    # an installed program's own packages are the application (reports, --trace=app):
+    # found before the run only for --trace, else at the end (what the program sees
+    # imported when it starts stays as it was)
+    app_of = {"module": opts.module} if opts.module else {"script": os.path.abspath(program[0])}
+    if opts.trace is not None:
+        from . import trace
+        prof._app = trace.app_folders(**app_of)
     if opts.sort is not None:
         from . import report
         report.sort_key([c for c in prof.counters], opts.sort)  # a bad --sort is refused before running
@@ -762,6 +765,9 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = signal.Signals(signum).name
+        if prof._app is None:
+            from . import trace
+            prof._app = trace.app_folders(**app_of)
         profile = prof._compact_profile(**meta)  # written or reported once: compact tree
         if signum is None:  # at a signal, Python would not flush it either
             try:
