@@ -102,7 +102,8 @@ static int is_traced(ProfilerObject *p, PyObject *code, PyObject *globals)
     if (!fn)
         return 1;
     SAVE_EXC(saved);
-    /* the running frame's (3.12+: the event's own frame is the current one) */
+    /* the running frame's: the event's own frame is the current one (PY_START, a
+     * PyTrace_CALL), or the calling frame for a call site */
     PyObject *own = globals ? NULL : (globals = cprof_frame_globals());
     if (globals && PyDict_Check(globals) && cprof_dict_get_str_ref(globals, "__name__", &mod) < 0)
         PyErr_Clear();
@@ -359,17 +360,6 @@ void cprof_trace_c_exit(ProfilerObject *p, PyObject *code, PyObject *callable, P
 #else
 /* ---- 3.10-3.11: PyEval_SetProfile --------------------------------------------------- */
 
-static inline PyObject *frame_globals(PyFrameObject *frame)
-{
-#if PY_VERSION_HEX >= 0x030B0000
-    PyObject *g = PyFrame_GetGlobals(frame);   /* new reference */
-    Py_XDECREF(g);                              /* the frame holds it */
-    return g;
-#else
-    return frame->f_globals;
-#endif
-}
-
 void cprof_trace_setprofile(ProfilerObject *p, PyFrameObject *frame, int what, PyObject *arg)
 {
     PyCodeObject *co = PyFrame_GetCode(frame);
@@ -377,24 +367,24 @@ void cprof_trace_setprofile(ProfilerObject *p, PyFrameObject *frame, int what, P
 
     switch (what) {
     case PyTrace_CALL:
-        if (on_arrive(p, (PyObject *)co, frame_globals(frame)) > 0)
+        if (on_arrive(p, (PyObject *)co, NULL) > 0)
             ev(p, cprof_thread_enter, cprof_thread_enter_read, (cprof_key)(uintptr_t)co,
                (PyObject *)co, NULL);
         break;
     case PyTrace_RETURN:
-        if (on_leave(p, (PyObject *)co, frame_globals(frame)) > 0)
+        if (on_leave(p, (PyObject *)co, NULL) > 0)
             ev(p, cprof_thread_exit, cprof_thread_exit_read, (cprof_key)(uintptr_t)co,
                (PyObject *)co, NULL);
         break;
     case PyTrace_C_CALL:
-        if (site_traced(p, (PyObject *)co, frame_globals(frame)) && (key = c_key(p, arg, NULL))) {
+        if (site_traced(p, (PyObject *)co, NULL) && (key = c_key(p, arg, NULL))) {
             traced_enter(tls(p));
             ev(p, cprof_thread_enter, cprof_thread_enter_read, key, arg, NULL);
         }
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
-        if (site_traced(p, (PyObject *)co, frame_globals(frame)) && (key = c_key(p, arg, NULL))) {
+        if (site_traced(p, (PyObject *)co, NULL) && (key = c_key(p, arg, NULL))) {
             traced_exit(tls(p));
             ev(p, cprof_thread_exit, cprof_thread_exit_read, key, arg, NULL);
         }
