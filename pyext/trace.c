@@ -47,7 +47,7 @@ struct trace_block {
 };
 
 struct trace_tls {
-    uint64_t gen;               /* the tracing profile this state belongs to */
+    uint64_t epoch;             /* the trace_set() this state belongs to */
     uint32_t n;                 /* boundaries open */
     uint32_t above;             /* traced frames above the top boundary */
     struct trace_block *block;  /* the frames (NULL until the first) */
@@ -60,6 +60,10 @@ static PyObject *restart;               /* sys.monitoring.restart_events (3.12+)
 static Py_ssize_t extra_index = -1;     /* the code objects' extra slot, per process */
 static uint64_t not_pushed;             /* boundaries past TRACE_DEPTH (relaxed atomic) */
 static uint64_t restarts;               /* restart_events() calls (relaxed atomic) */
+/* Each trace_set() of a profile starts an epoch: a thread's state from an earlier one
+ * (the same profile enabled again included) is reset at its next event, since its
+ * block was freed when that epoch ended (relaxed atomic). */
+static uint64_t epoch;
 
 #if PY_VERSION_HEX >= 0x030C0000
 #define GET_EXTRA PyUnstable_Code_GetExtra
@@ -129,11 +133,15 @@ static int is_traced(ProfilerObject *p, PyObject *code, PyObject *globals)
 
 /* ---- the thread's boundaries -------------------------------------------------------- */
 
-/* This thread's state for the tracing profile p (reset at p's first event here). */
+/* This thread's state for the tracing profile p (reset at its first event here in
+ * this epoch). */
 static inline struct trace_tls *tls(ProfilerObject *p)
 {
-    if (__builtin_expect(tr.gen != p->generation, 0)) {
-        tr.gen = p->generation;
+    uint64_t now = CPROF_LOAD(epoch);
+
+    (void)p;
+    if (__builtin_expect(tr.epoch != now, 0)) {
+        tr.epoch = now;
         tr.n = tr.above = 0;
         tr.block = NULL;        /* a block of an earlier profile is freed or not ours */
     }
@@ -452,6 +460,7 @@ PyObject *cprof_py_trace_set(PyObject *module, PyObject *args)
     Py_XSETREF(classify, Py_NewRef(fn));
     CPROF_STORE(not_pushed, 0);
     CPROF_STORE(restarts, 0);
+    CPROF_STORE(epoch, CPROF_LOAD(epoch) + 1);
     CPROF_STORE(cprof_trace_generation, p->generation);
     Py_RETURN_NONE;
 }

@@ -379,3 +379,19 @@ def test_module_patterns_name_submodules(tmp_path, monkeypatch):
     assert fns["tpkg.other.helper [untraced]"]["calls"] == 4
     for m in [m for m in sys.modules if m.startswith("tpkg")]:
         del sys.modules[m]
+
+
+def test_the_same_profile_enabled_again(mods):
+    """A Profile enabled twice starts each window with fresh per-thread trace state
+    (its first window's was freed when it ended)."""
+    tapp, tlib = mods
+    tick = Counter("tick", read=lambda: tlib.T.n)
+    prof = Profile([tick], compensate=False, trace="tapp")
+    for _ in range(3):
+        with prof:
+            tapp.run()
+        [bytearray(64) for _ in range(1000)]  # reuse what a freed state held
+    fns = by_name(prof.profile())
+    assert fns["tapp.run"]["calls"] == 3 and fns["tapp.cb"]["calls"] == 18
+    assert fns["tlib.work [untraced]"]["calls"] == 3
+    assert fns["tlib.work [untraced]"]["self"]["tick"] == 45
