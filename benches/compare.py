@@ -77,7 +77,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # the checkout whose cprof is measured
-WORKLOADS = ["fib", "fib4", "heavy", "io", "alloc", "threads", "black", "json", "bias"]
+WORKLOADS = ["fib", "fib4", "heavy", "io", "alloc", "threads", "black", "json", "bias", "libheavy"]
 MODES = ["workloads", "startup", "instructions", "requests"]
 # smoke: the instruction counts of two configurations only (each is two valgrind runs, and
 # cprof's calibration alone is hundreds of millions of instructions: --no-compensate has none)
@@ -136,6 +136,8 @@ def make_configs(venv: Path) -> list[Config]:
         Config("cprof cpu --no-compensate", cprof("cpu", "--no-compensate"), "cprof", "cprof-nocomp"),
         Config("cprof cpu,ctxsw", cprof("cpu,ctxsw"), "cprof"),
         Config("cprof cpu,wall,ctxsw", cprof("cpu,wall,ctxsw"), "cprof"),
+        # only the program's own code (libheavy is its case: benches/trace_overhead.py)
+        Config("cprof cpu --trace=app", cprof("cpu", "--trace=app"), "cprof"),
     ]
 
 

@@ -29,9 +29,12 @@ Workloads:
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import time
+import urllib.parse
 
 SMOKE = "--smoke" in sys.argv
 
@@ -302,10 +305,53 @@ def run_bias():
     print(f"BENCH_HALVES {calls_s:.9f} {inline_s:.9f} {calls_min:.9f} {inline_min:.9f}", flush=True)
 
 
+# libheavy: a thin application layer over library code (--trace=app's case): each request
+# is parsed by the standard library's email header parser, urllib and json (pure Python
+# and C), routed with re, answered with json; the application itself makes a handful of
+# calls per request.
+
+ROUTE = re.compile(r"^/(?P<kind>[a-z]+)/(?P<id>\d+)$")
+
+
+def make_request(i):
+    body = json.dumps({"id": i, "items": [{"sku": f"S{j}", "qty": j % 5} for j in range(8)],
+                       "note": "x" * (i % 40)})
+    return (f"POST /orders/{i}?debug={i % 2}&page={i % 7} HTTP/1.1\r\nHost: example.test\r\n"
+            f"Content-Type: application/json\r\nX-Request-Id: req-{i}\r\n"
+            f"User-Agent: bench/1.0\r\nAccept: */*\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+
+
+def handle(raw, parser):
+    head, body = raw.split("\r\n\r\n", 1)
+    line, headers = head.split("\r\n", 1)
+    method, target, _ = line.split(" ")
+    url = urllib.parse.urlsplit(target)
+    query = urllib.parse.parse_qs(url.query)
+    msg = parser.parsestr(headers)
+    route = ROUTE.match(url.path)
+    order = json.loads(body)
+    total = sum(item["qty"] for item in order["items"])
+    return json.dumps({"kind": route["kind"], "id": int(route["id"]), "total": total,
+                       "page": query["page"][0], "agent": msg["User-Agent"], "method": method})
+
+
+def run_libheavy():
+    import email.parser
+    n = _opt("--requests", 200 if SMOKE else 6000)
+    requests = [make_request(i) for i in range(64)]
+    parser = email.parser.HeaderParser()
+
+    def run():
+        for i in range(n):
+            handle(requests[i % 64], parser)
+    return run
+
+
 # ------------------------------------------------------------------------------------------
 
 WORKLOADS = {"fib": run_fib, "fib4": run_fib4, "heavy": run_heavy, "io": run_io, "alloc": run_alloc,
-             "threads": run_threads, "black": None, "json": None, "bias": run_bias}
+             "threads": run_threads, "black": None, "json": None, "bias": run_bias,
+             "libheavy": None}
 
 
 def main() -> int:
@@ -317,7 +363,8 @@ def main() -> int:
     if name == "json" and "--make" in sys.argv:
         make_json(_opt_str("--make", None), float(_opt_str("--mb", "20")))
         return 0
-    run = {"black": run_black_prepare, "json": run_json_prepare}.get(name, lambda: WORKLOADS[name])()
+    run = {"black": run_black_prepare, "json": run_json_prepare,
+           "libheavy": run_libheavy}.get(name, lambda: WORKLOADS[name])()
     # A profiler that attaches from outside (py-spy) needs a moment after start-up: without it
     # a 15 ms workload can be over before the first sample, or before it attaches at all.
     time.sleep(float(os.environ.get("BENCH_SETTLE", "0")))

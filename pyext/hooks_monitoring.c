@@ -1,6 +1,7 @@
 /* The hooks on 3.12+: sys.monitoring (PEP 669) callbacks registered from C as
  * vectorcall objects on a free tool id. */
 #include "hooks.h"
+#include "trace.h"
 
 #if !CPROF_MONITORING
 #error "hooks_monitoring.c is for Python 3.12+ (meson picks hooks_setprofile.c before)"
@@ -74,6 +75,55 @@ PY_HOOK(hook_py_exit, cprof_thread_exit, cprof_thread_exit_read)   /* PY_RETURN,
 C_HOOK(hook_call, cprof_thread_enter, cprof_thread_enter_read,     /* CALL */
        { PyObject *d = maybe_disable(p, args[2]); if (d) return d; })
 C_HOOK(hook_c_exit, cprof_thread_exit, cprof_thread_exit_read, (void)0) /* C_RETURN, C_RAISE */
+
+/* ---- --trace=PATTERN's hooks (trace.c decides; installed instead of the above) ---- */
+
+#define TRACE_PY_HOOK(name, fn, can_disable)                                                   \
+    static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
+                          PyObject *kwnames)                                                     \
+    {                                                                                            \
+        ProfilerObject *p = CPROF_LOAD(((HookObject *)self)->prof);                              \
+        PyObject *r;                                                                             \
+        (void)nargsf;                                                                            \
+        (void)kwnames;                                                                           \
+        if (p && cprof_on(p) && (r = fn(p, args[0], can_disable)))                               \
+            return r;                                                                            \
+        Py_RETURN_NONE;                                                                          \
+    }
+
+TRACE_PY_HOOK(trace_hook_start, cprof_trace_enter, 1)   /* PY_START, PY_RESUME */
+TRACE_PY_HOOK(trace_hook_throw, cprof_trace_enter, 0)   /* PY_THROW */
+TRACE_PY_HOOK(trace_hook_return, cprof_trace_exit, 1)   /* PY_RETURN, PY_YIELD */
+TRACE_PY_HOOK(trace_hook_unwind, cprof_trace_exit, 0)   /* PY_UNWIND */
+
+static PyObject *trace_hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    ProfilerObject *p = CPROF_LOAD(((HookObject *)self)->prof);
+    PyObject *r;
+    (void)nargsf;
+    (void)kwnames;
+    if (p && cprof_on(p) && (r = cprof_trace_call(p, args[0], args[2], args[3])))
+        return r;
+    Py_RETURN_NONE;
+}
+
+static PyObject *trace_hook_c_exit(PyObject *self, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames)
+{
+    ProfilerObject *p = CPROF_LOAD(((HookObject *)self)->prof);
+    (void)nargsf;
+    (void)kwnames;
+    if (p && cprof_on(p))
+        cprof_trace_c_exit(p, args[0], args[2], args[3]);
+    Py_RETURN_NONE;
+}
+
+/* hook_table's events, in its order */
+static const vectorcallfunc trace_hooks[] = {
+    trace_hook_start, trace_hook_start,  trace_hook_throw, trace_hook_return, trace_hook_return,
+    trace_hook_unwind, trace_hook_call, trace_hook_c_exit, trace_hook_c_exit,
+};
 
 /* Which sys.monitoring event goes to which hook (cProfile's mapping). */
 static const struct {
@@ -216,7 +266,7 @@ int cprof_hooks_install(ProfilerObject *p, module_state *st)
         h = PyObject_New(HookObject, st->hook_type);
         if (!h)
             goto err;
-        h->vectorcall = hook_table[i].fn;
+        h->vectorcall = cprof_trace_on(p) ? trace_hooks[i] : hook_table[i].fn;
         h->prof = p;
         if (PyList_Append(p->hooks, (PyObject *)h) < 0) {
             Py_DECREF(h);

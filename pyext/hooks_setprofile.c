@@ -2,6 +2,7 @@
  * through threading.setprofile, on threads started later; and what cprof says
  * when the program takes a thread's hook away (one hook per thread there). */
 #include "hooks.h"
+#include "trace.h"
 
 #if CPROF_MONITORING
 #error "hooks_setprofile.c is for Python before 3.12 (meson picks hooks_monitoring.c)"
@@ -179,6 +180,10 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
 
     if (!cprof_on(p))
         return 0;
+    if (__builtin_expect(cprof_trace_on(p), 0)) { /* --trace=PATTERN: trace.c */
+        cprof_trace_setprofile(p, frame, what, arg);
+        return 0;
+    }
     switch (what) {
     case PyTrace_CALL:
     case PyTrace_RETURN:

@@ -6,6 +6,7 @@
  * names offered), interposer.c (is the malloc interposer loaded?), listing.c
  * (list_counters). */
 #include "profiler.h"
+#include "trace.h"
 
 #include "../counters/clock.h"
 #include "hooks.h"
@@ -86,6 +87,11 @@ static PyMethodDef module_methods[] = {
     {"clock_ratio", clock_ratio, METH_NOARGS,
      "clock_ratio()\n--\n\n(mult, seeded): the cheap clock's TSC ratio (0 without rdtsc, or "
      "before a counter started the clock), and whether it is the confirmed seed."},
+    {"trace_set", cprof_py_trace_set, METH_VARARGS,
+     "trace_set(profiler, classify)\n--\n\nBefore enable(): profile only the code objects "
+     "classify(module, file) takes (--trace; trace.c); trace_set(None, None) after disable()."},
+    {"trace_stats", cprof_py_trace_stats, METH_NOARGS,
+     "trace_stats()\n--\n\nThe tracing profile's boundaries not pushed and restarts (trace.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -161,7 +161,8 @@ class Profile:
                  all_call_sites: bool = False, compensate: bool = True,
                  distributions: bool = False, slow_calls: int = 0,
                  recalibrate: bool = False, sample: float | None = None,
-                 sample_seed: int | None = None) -> None:
+                 sample_seed: int | None = None,
+                 trace: str | Iterable[str] | None = None) -> None:
         # sample=p: as a decorator or context manager, profile each call (each `with`)
         # with probability p, exactly and in every thread; the rest run unprofiled at the
         # cost of one random number.  Chosen calls are merged into this one profile, and
@@ -184,6 +185,14 @@ class Profile:
         self._sampled = [0, 0]      # [calls profiled, calls made] under sample=
         self._chosen: list[bool] = []  # per open `with`: was it chosen
         self._counters = resolve_counters(counters)
+        # trace="app" or "mypkg,src/*": profile only that code; the rest is charged to the
+        # traced function that called it, as "NAME [untraced]" calls (cprof.trace)
+        self._trace = trace
+        self._classifier: Any = None
+        self._app: list[str] | None = None  # the installed program's folders (the CLI's)
+        if trace is not None:
+            from . import trace as trace_mod
+            trace_mod.make(trace)  # a bad pattern is refused here
         # all_call_sites (3.12+): see Profiler's doc; True never misses a C call at a site
         # that also calls Python functions, at the cost of a CALL event at every call.
         self._all_call_sites = all_call_sites
@@ -219,10 +228,34 @@ class Profile:
 
     def _start(self, skip: int) -> None:
         self._calibrate()
-        self._profiler.enable(push_existing=True, skip=skip)
+        self._trace_on()
+        try:
+            self._profiler.enable(push_existing=True, skip=skip)
+        except BaseException:
+            self._trace_off()
+            raise
+
+    def _trace_on(self) -> None:
+        """Before enable: the classifier of trace= in place (cprof.trace)."""
+        if self._trace is None:
+            return
+        from . import trace
+        if self._classifier is None:
+            app = self._app if self._app is not None else trace.main_app_folders()
+            self._classifier = trace.make(self._trace, app)
+        trace.start(self._profiler, self._classifier)
+
+    def _trace_off(self) -> None:
+        """After disable: no profile traces."""
+        if self._trace is not None:
+            from . import trace
+            trace.stop()
 
     def _stop(self) -> None:
-        self._profiler.disable(strict=False)  # a replaced hook is warned about below
+        try:
+            self._profiler.disable(strict=False)  # a replaced hook is warned about below
+        finally:
+            self._trace_off()
         replaced = self.replaced_hooks()
         failures = self._profiler.counter_failures()
         if not (replaced or failures[self._warned:]):
@@ -350,14 +383,24 @@ class Profile:
         """The profile as the JSON-ready dict that dump() writes (format version 2,
         typed by cprof.model.Profile)."""
         from . import build
-        return build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta})  # type: ignore[return-value]
+        profile = build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta})
+        self._label(profile)
+        return profile  # type: ignore[return-value]
+
+    def _label(self, profile: Any) -> None:
+        """trace=: the untraced functions' names and meta.trace; the application's folders."""
+        if self._classifier is not None or self._app:
+            from . import trace
+            trace.label(profile, self._classifier, self._app)
 
     def _compact_profile(self, **meta: Any) -> ProfileData:
         """profile(), with the tree's columns as memoryviews (build.build's compact):
         for writing or exporting it at once, in a fraction of the memory."""
         from . import build
-        return build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta},
-                           compact=True)  # type: ignore[return-value]
+        profile = build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta},
+                              compact=True)
+        self._label(profile)
+        return profile  # type: ignore[return-value]
 
     def _sample_meta(self) -> dict:
         """meta.sample: {"fraction", "profiled", "calls"} under sample=."""

@@ -159,6 +159,10 @@ _RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, bool, Any, Callable[[str], Any] 
     (("--focus",), "focus", True, None, None, "PATTERN",
      ("list only the functions whose module or file matches PATTERN (fnmatch globs, "
       "comma-separated: mypkg,src/*); the rest fold into one [other] line")),
+    (("--trace",), "trace", True, None, None, "PATTERN",
+     ("profile only the code PATTERN names (app: the program's own code; --focus's patterns); "
+      "what the rest costs is charged to the traced function that called it, as "
+      "'NAME [untraced]' calls")),
     (("--all-call-sites",), "all_call_sites", False, False, None, None,
      ("3.12+: keep watching call sites that called a Python function, so a C function called "
       "later from the same site is not missed (slower)")),
@@ -836,7 +840,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     # names, plugins, packages' entry points
     prof = Profile(opts.counter, all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
                    distributions=opts.distributions, slow_calls=opts.slow_calls,
-                   recalibrate=opts.recalibrate)
+                   recalibrate=opts.recalibrate, trace=opts.trace)
     start, stop = prof.switches()  # calibrated now; called from this frame, which runs the program
     if opts.module:
         run, run_args = _prepare_module(opts.module, program)
@@ -846,6 +850,13 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         target = program[0]
     else:
         raise CprofError("no script to profile; give a script (cprof script.py) or a module (cprof -m mod)")
+    # an installed program's own packages are the application (reports, --trace=app):
+    # found before the run only for --trace, else at the end (what the program sees
+    # imported when it starts stays as it was)
+    app_of = {"module": opts.module} if opts.module else {"script": os.path.abspath(program[0])}
+    if opts.trace is not None:
+        from . import trace
+        prof._app = trace.app_folders(**app_of)
     if opts.sort is not None:
         from . import report
         report.sort_key([c for c in prof.counters], opts.sort)  # a bad --sort is refused before running
@@ -877,6 +888,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             if replaced:
                 more = len(replaced) - 1
                 hook_error = replaced[0] + (f" (and in {more} more threads)" if more else "")
+        finally:
+            prof._trace_off()
         meta: dict[str, Any] = {"command": [target] + sys.argv[1:], "started": started,
                 "duration_s": round(time.time() - started, 6), "exit_code": exit_code,
                 "pid": os.getpid()}
@@ -885,6 +898,9 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = _signal_name(signum)
+        if prof._app is None:
+            from . import trace
+            prof._app = trace.app_folders(**app_of)
         profile = prof._compact_profile(**meta)  # written or reported once: compact tree
         if signum is None:  # at a signal, Python would not flush it either
             try:
@@ -942,6 +958,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     if windows is not None:
         windows.start()  # the program runs unprofiled until a window opens
     else:
+        prof._trace_on()
         start(push_existing=False)  # cprof's own frames are not the program's
     try:
         run(*run_args)

@@ -169,6 +169,9 @@ def library_of(f: Mapping[str, Any], paths: Paths, site_names: Collection[str] =
         return file[len("<frozen "):-1].split(".", 1)[0] or "frozen"
     if file.startswith("<"):
         return None  # <string>, <stdin>, generated code
+    app = paths.get("app", ())  # an installed program's own packages (cprof.trace.app_folders)
+    if app and (file in app or _under(file, app) is not None):
+        return None
     if _under(file, paths.get("cprof", ())) is not None:
         return "cprof"
     rel = _under(file, paths.get("site", ()))
@@ -259,14 +262,20 @@ def groups(profile: Profile, all: bool = False, focus: str | None = None,
         group = libraries(profile, paths)
         builtin = [f["file"] == "~" for f in fns]
     # a built-in called directly by a shown function, or only from outside any profiled
-    # function (the CLI's exec of the script), stays on its own line
+    # function (the CLI's exec of the script), stays on its own line; so does an
+    # untraced function (--trace, meta.trace.untraced), whose line holds the untraced
+    # code it ran
+    untraced = [False] * len(fns)
+    for i in profile["meta"].get("trace", {}).get("untraced", ()):
+        untraced[i] = group[i] != "cprof"  # cprof's own frames at the end stay folded
     called = [False] * len(fns)
     for e in profile["edges"]:
         called[e["callee"]] = True
-        if group[e["caller"]] is None and not builtin[e["caller"]] and builtin[e["callee"]]:
+        if (group[e["caller"]] is None and not builtin[e["caller"]]
+                and (builtin[e["callee"]] or untraced[e["callee"]])):
             group[e["callee"]] = None
     for f in fns:  # called from no profiled function at all: by what started profiling
-        if builtin[f["id"]] and not called[f["id"]]:
+        if (builtin[f["id"]] or untraced[f["id"]]) and not called[f["id"]]:
             group[f["id"]] = None
     return group
 

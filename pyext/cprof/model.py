@@ -100,10 +100,13 @@ if TYPE_CHECKING:
         unmatched_exits: int         # returns of frames never seen entering
 
 
-    class Paths(TypedDict):
+    class _Paths(TypedDict):
         stdlib: list[str]
         site: list[str]
         cprof: list[str]
+
+    class Paths(_Paths, total=False):
+        app: list[str]               # an installed program's own packages (cprof.trace)
 
     class _Meta(TypedDict):
         health: Health
@@ -126,6 +129,7 @@ if TYPE_CHECKING:
         parent_pid: int
         signal: str
         hook_replaced: list[dict[str, Any]]
+        trace: dict[str, Any]        # --trace: patterns, untraced function ids (cprof.trace)
 
     class _Profile(TypedDict):
         version: int

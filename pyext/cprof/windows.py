@@ -394,7 +394,8 @@ def from_options(opts: Any, meta: dict) -> Windows:
     return Windows(opts.output, opts.counter, on_signal=opts.on_signal, window=opts.window,
                    every=opts.every, keep=opts.keep, meta=meta,
                    all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
-                   distributions=opts.distributions, slow_calls=opts.slow_calls)
+                   distributions=opts.distributions, slow_calls=opts.slow_calls,
+                   trace=opts.trace)
 
 
 # Windows started in this process: a forked child (a worker of the program) gives the
