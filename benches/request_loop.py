@@ -83,6 +83,7 @@ def configs(py: str, out: str, version: tuple[int, int]) -> dict[str, tuple]:
         "plain": ([py], "plain", 0, None),
         "cprof": (cprof(), "plain", 0, None),
         # the handler wrapped in cprof.Profile(sample=0.01) by the script itself
+        "cprof --trace=app": (cprof("--trace=app"), "plain", 0, None),
         "cprof sample=0.01": ([py], "sample=0.01", 0, None),
         # 1 s of every 60: the loop (< 1 s) inside the first window, and after it (it starts
         # 1.2 s in), between windows; the minute's average is derived from the two in the
