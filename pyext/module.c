@@ -76,6 +76,15 @@ static PyMethodDef module_methods[] = {
     {"first_bad_int", cprof_py_first_bad_int, METH_VARARGS,
      "first_bad_int(list, lo, hi, below_index=False)\n--\n\nThe profile file's column check "
      "(stats.c; cprof.schema): the first bad entry's index, or -1."},
+    {"column_pack", cprof_py_column_pack, METH_VARARGS,
+     "column_pack(column, kind)\n--\n\nA call-tree column as the profile file's version 3 "
+     "holds it: base64 of LEB128 varints (stats.c; cprof.profile_file)."},
+    {"column_unpack", cprof_py_column_unpack, METH_VARARGS,
+     "column_unpack(text, n, kind, hi)\n--\n\nA packed column's n int64 values as bytes, "
+     "checked; a ValueError of one sentence if damaged (stats.c; cprof.schema)."},
+    {"function_sums", cprof_py_function_sums, METH_VARARGS,
+     "function_sums(function, column, nfn)\n--\n\nPer function, the sum of a tree column over "
+     "its nodes (stats.c; cprof.focus, cprof.exporters)."},
     {"build_info", build_info, METH_NOARGS,
      "build_info()\n--\n\nWhat this cprof can use here: {'libpfm': bool (libpfm4 found and "
      "started, at run time), 'libpfm_why': None or why not}."},

@@ -175,7 +175,7 @@ def test_the_upgrade_moves_the_version_1_counts_into_health():
     v1.update(version=1)
     v1["meta"].update(unmatched_exits=1, backwards_readings=2, tree_folded=3, distribution_values_lost=4)
     up = profile_file.upgrade(v1)
-    assert up["version"] == 2
+    assert up["version"] == 3
     assert up["meta"]["health"] == {"out_of_memory": 0, "backwards_readings": 2, "backwards_first": None,
                                     "counter_failures": [], "tree_folded": 3, "distribution_values_lost": 4,
                                     "unmatched_exits": 1}
