@@ -854,7 +854,7 @@ static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 static uint64_t pack_value(int64_t v, Py_ssize_t i, int kind)
 {
     if (kind == PACK_PARENT) {
-        if (v < -1 || v >= i) {
+        if (v < (i ? 0 : -1) || v >= i) {
             PyErr_Format(PyExc_ValueError, "column_pack: node %zd has parent %lld, not a node "
                          "before it", i, (long long)v);
             return UINT64_MAX;
@@ -1052,7 +1052,7 @@ PyObject *cprof_py_column_unpack(PyObject *module, PyObject *args)
             }
             int64_t v;
             if (kind == PACK_PARENT) {
-                if (acc < 1 || acc > (uint64_t)got + 1) {
+                if (got ? acc < 1 || acc > (uint64_t)got : acc != 1) {   /* 0 <= parent < node */
                     PyErr_Format(PyExc_ValueError, got ? "entry %zd is not a node before %zd" :
                                  "entry 0 (the root) has a parent, not -1", got, got);
                     goto fail;

@@ -102,8 +102,8 @@ def no_temp_files(folder: Path) -> None:
 
 
 def assert_valid_profile(profile: dict, counters=("cpu", "wall")) -> None:
-    """The version-2 format: exact keys, types and cross-references."""
-    assert profile["version"] == 2
+    """The version-3 format (as loaded): exact keys, types and cross-references."""
+    assert profile["version"] == 3
     assert [c["name"] for c in profile["counters"]] == list(counters)
     for c in profile["counters"]:
         assert c["unit"] == UNITS[c["name"]]
@@ -374,7 +374,7 @@ def test_output_replaces_an_existing_file_atomically(tmp_path):
     out.write_text("old content, not a profile")
     r = cprof("-o", out, BEHAVE)
     assert r.returncode == 0, r.stderr
-    assert load(out)["version"] == 2
+    assert load(out)["version"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
 
 

@@ -462,8 +462,8 @@ def test_gprof2dot_parses_json_and_pstats(saved):
     ("out.pb.gz", lambda p: decode_pprof(p.read_bytes())["sample"]),
     ("out.gprof2dot.json", lambda p: json.loads(p.read_text())["version"] == 0),
     ("out.html", lambda p: "<script" in p.read_text() and "__main__.fib" in p.read_text()),
-    ("out.json", lambda p: json.loads(p.read_text())["version"] == 2),
-    ("out.data", lambda p: json.loads(p.read_text())["version"] == 2),  # any other name: the JSON profile
+    ("out.json", lambda p: json.loads(p.read_text())["version"] == 3),
+    ("out.data", lambda p: json.loads(p.read_text())["version"] == 3),  # any other name: the JSON profile
 ])
 def test_run_output_format_follows_the_name(tmp_path, name, check):
     out = tmp_path / name
