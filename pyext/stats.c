@@ -1150,3 +1150,364 @@ out:
     PyMem_Free(sums);
     return out;
 }
+
+/* ---------------------------------------------------------------- call paths as JSON */
+
+struct textbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int tb_reserve(struct textbuf *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 1 << 16;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *p = PyMem_Realloc(b->p, cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void tb_int(struct textbuf *b, int64_t v)   /* room reserved: at most 20 bytes */
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        b->p[b->len++] = '-';
+    while (n)
+        b->p[b->len++] = tmp[--n];
+}
+
+/* tree_stacks(parent, function, selfs, mode): the call paths of the tree's nodes, in
+ * depth-first order from the root (children in index order), as JSON text made as
+ * json.dumps(..., separators=(",", ":")) makes it, without the enclosing brackets:
+ * mode 0 (speedscope, one counter: selfs[0]): the nodes whose self is not 0, returns
+ * (samples "[f,..],[f,..]" outermost frame first, weights "w,w", their sum); mode 1
+ * (gprof2dot): the nodes whose self is not 0 in some counter, returns the events
+ * '{"callchain":[leaf,..,outermost],"cost":[v,..]},...'.  Black's 17 million frames
+ * took 13-19 s as Python lists and json.dumps. */
+PyObject *cprof_py_tree_stacks(PyObject *module, PyObject *args)
+{
+    PyObject *parent_col, *function_col, *selfs_col, *selfs = NULL, *out = NULL;
+    int64_t *parent = NULL, *function = NULL, *vals = NULL;
+    Py_ssize_t *first = NULL, *next = NULL, *stack = NULL, *depth = NULL, *path = NULL;
+    struct textbuf a = {0}, w = {0};
+    Py_ssize_t n, k;
+    int mode;
+    uint64_t sum = 0;
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "OOOi:tree_stacks", &parent_col, &function_col, &selfs_col, &mode))
+        return NULL;
+    if ((n = PyObject_Length(parent_col)) < 0)
+        return NULL;
+    if (!(selfs = PySequence_Fast(selfs_col, "tree_stacks: selfs must be a sequence")))
+        return NULL;
+    k = PySequence_Fast_GET_SIZE(selfs);
+    size_t nn = (size_t)(n ? n : 1);
+    parent = PyMem_Malloc(nn * sizeof(*parent));
+    function = PyMem_Malloc(nn * sizeof(*function));
+    vals = PyMem_Malloc(nn * (size_t)(k ? k : 1) * sizeof(*vals));
+    first = PyMem_Malloc(nn * sizeof(*first));      /* a node's first child, or -1 */
+    next = PyMem_Malloc(nn * sizeof(*next));        /* its next sibling, or -1 */
+    stack = PyMem_Malloc(nn * sizeof(*stack));
+    depth = PyMem_Malloc(nn * sizeof(*depth));
+    path = PyMem_Malloc(nn * sizeof(*path));
+    if (!parent || !function || !vals || !first || !next || !stack || !depth || !path) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (mode < 0 || mode > 1 || k < 1) {
+        PyErr_SetString(PyExc_ValueError, "tree_stacks: mode 0 or 1, and a counter");
+        goto out;
+    }
+    if (column_i64(parent_col, parent, n) < 0 || column_i64(function_col, function, n) < 0)
+        goto out;
+    for (Py_ssize_t c = 0; c < k; c++)
+        if (column_i64(PySequence_Fast_GET_ITEM(selfs, c), vals + c * n, n) < 0)
+            goto out;
+    /* children in index order: linked backwards, each pushed in front */
+    for (Py_ssize_t i = 0; i < n; i++)
+        first[i] = -1;
+    for (Py_ssize_t i = n - 1; i > 0; i--) {
+        if (parent[i] < 0 || parent[i] >= i || function[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "tree_stacks: node %zd has parent %lld and function "
+                         "%lld", i, (long long)parent[i], (long long)function[i]);
+            goto out;
+        }
+        next[i] = first[parent[i]];
+        first[parent[i]] = i;
+    }
+    Py_ssize_t top = 0;
+    if (n)
+        stack[top++] = 0, depth[0] = 0;
+    int any = 0;
+    while (top) {
+        Py_ssize_t node = stack[--top], d = depth[node];
+        /* push the children so that the first comes out first */
+        Py_ssize_t from = top;
+        for (Py_ssize_t c = first[node]; c >= 0; c = next[c]) {
+            stack[top++] = c;
+            depth[c] = d + 1;
+        }
+        for (Py_ssize_t x = from, y = top - 1; x < y; x++, y--) {
+            Py_ssize_t t = stack[x];
+            stack[x] = stack[y];
+            stack[y] = t;
+        }
+        if (!d)
+            continue;
+        path[d - 1] = (Py_ssize_t)function[node];
+        int keep = 0;
+        for (Py_ssize_t c = 0; c < (mode ? k : 1); c++)
+            keep |= vals[c * n + node] != 0;
+        if (!keep)
+            continue;
+        if (tb_reserve(&a, (size_t)d * 21 + (size_t)k * 21 + 32) < 0)
+            goto out;
+        if (any)
+            a.p[a.len++] = ',';
+        if (mode == 0) {
+            a.p[a.len++] = '[';
+            for (Py_ssize_t j = 0; j < d; j++) {
+                if (j)
+                    a.p[a.len++] = ',';
+                tb_int(&a, path[j]);
+            }
+            a.p[a.len++] = ']';
+            if (tb_reserve(&w, 22) < 0)
+                goto out;
+            if (any)
+                w.p[w.len++] = ',';
+            tb_int(&w, vals[node]);
+            sum += (uint64_t)vals[node];
+        } else {
+            memcpy(a.p + a.len, "{\"callchain\":[", 14);
+            a.len += 14;
+            for (Py_ssize_t j = d - 1; j >= 0; j--) {
+                tb_int(&a, path[j]);
+                if (j)
+                    a.p[a.len++] = ',';
+            }
+            memcpy(a.p + a.len, "],\"cost\":[", 10);
+            a.len += 10;
+            for (Py_ssize_t c = 0; c < k; c++) {
+                if (c)
+                    a.p[a.len++] = ',';
+                tb_int(&a, vals[c * n + node]);
+            }
+            a.p[a.len++] = ']';
+            a.p[a.len++] = '}';
+        }
+        any = 1;
+    }
+    if (mode == 0)
+        out = Py_BuildValue("(y#y#K)", a.p ? a.p : "", (Py_ssize_t)a.len, w.p ? w.p : "",
+                            (Py_ssize_t)w.len, (unsigned long long)sum);
+    else
+        out = PyBytes_FromStringAndSize(a.p ? a.p : "", (Py_ssize_t)a.len);
+out:
+    PyMem_Free(parent);
+    PyMem_Free(function);
+    PyMem_Free(vals);
+    PyMem_Free(first);
+    PyMem_Free(next);
+    PyMem_Free(stack);
+    PyMem_Free(depth);
+    PyMem_Free(path);
+    PyMem_Free(a.p);
+    PyMem_Free(w.p);
+    Py_XDECREF(selfs);
+    return out;
+}
+
+/* ---------------------------------------------------------------- folded stacks */
+
+/* collapsed_paths(parent, function, self, name_of): the distinct printed call paths of
+ * folded stacks (cprof.exporters.collapsed), interned in depth-first order from the root
+ * (children in index order) as (path id of the parent path or -1, name id of the last
+ * frame): function f prints as name_of[f], two functions may print alike.  Returns bytes
+ * of int64 (up, leaf, total): per path its parent path, its last name, and the self of
+ * every node that prints as it.  Memory grows with the nodes, not with the text. */
+PyObject *cprof_py_collapsed_paths(PyObject *module, PyObject *args)
+{
+    PyObject *parent_col, *function_col, *self_col, *name_col, *out = NULL;
+    PyObject *up_b = NULL, *leaf_b = NULL, *total_b = NULL;
+    int64_t *parent = NULL, *function = NULL, *vals = NULL, *name_of = NULL;
+    Py_ssize_t *first = NULL, *next = NULL, *stack = NULL, *pid_of = NULL;
+    uint64_t *keys = NULL;
+    int64_t *slot = NULL, *up, *leaf, *total;
+    Py_ssize_t n, nf;
+    size_t cap = 1, npaths = 0;
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "OOOO:collapsed_paths", &parent_col, &function_col, &self_col, &name_col))
+        return NULL;
+    if ((n = PyObject_Length(parent_col)) < 0 || (nf = PyObject_Length(name_col)) < 0)
+        return NULL;
+    size_t nn = (size_t)(n ? n : 1);
+    while (cap < 2 * nn)
+        cap *= 2;
+    parent = PyMem_Malloc(nn * sizeof(*parent));
+    function = PyMem_Malloc(nn * sizeof(*function));
+    vals = PyMem_Malloc(nn * sizeof(*vals));
+    name_of = PyMem_Malloc((size_t)(nf ? nf : 1) * sizeof(*name_of));
+    first = PyMem_Malloc(nn * sizeof(*first));
+    next = PyMem_Malloc(nn * sizeof(*next));
+    stack = PyMem_Malloc(nn * sizeof(*stack));
+    pid_of = PyMem_Malloc(nn * sizeof(*pid_of));         /* a node's path id */
+    keys = PyMem_Malloc(cap * sizeof(*keys));
+    slot = PyMem_Malloc(cap * sizeof(*slot));            /* the path id at keys[i], -1 free */
+    if (!parent || !function || !vals || !name_of || !first || !next || !stack || !pid_of || !keys || !slot) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (column_i64(parent_col, parent, n) < 0 || column_i64(function_col, function, n) < 0 ||
+        column_i64(self_col, vals, n) < 0 || column_i64(name_col, name_of, nf) < 0)
+        goto out;
+    if (!column(nn, &up_b, &up) || !column(nn, &leaf_b, &leaf) || !column(nn, &total_b, &total))
+        goto out;
+    for (size_t i = 0; i < cap; i++)
+        slot[i] = -1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        first[i] = -1;
+    for (Py_ssize_t i = n - 1; i > 0; i--) {
+        if (parent[i] < 0 || parent[i] >= i || function[i] < 0 || function[i] >= nf ||
+            name_of[function[i]] < 0) {
+            PyErr_Format(PyExc_ValueError, "collapsed_paths: node %zd has parent %lld and function "
+                         "%lld", i, (long long)parent[i], (long long)function[i]);
+            goto out;
+        }
+        next[i] = first[parent[i]];
+        first[parent[i]] = i;
+    }
+    Py_ssize_t top = 0;
+    if (n)
+        stack[top++] = 0;
+    while (top) {
+        Py_ssize_t node = stack[--top], from = top;
+        for (Py_ssize_t c = first[node]; c >= 0; c = next[c])
+            stack[top++] = c;
+        for (Py_ssize_t x = from, y = top - 1; x < y; x++, y--) {
+            Py_ssize_t t = stack[x];
+            stack[x] = stack[y];
+            stack[y] = t;
+        }
+        if (node == 0) {
+            pid_of[0] = -1;
+            continue;
+        }
+        int64_t above = parent[node] ? pid_of[parent[node]] : -1, name = name_of[function[node]];
+        uint64_t key = (uint64_t)(above + 1) << 32 | (uint64_t)name;
+        size_t h = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+        while (slot[h] >= 0 && keys[h] != key)
+            h = (h + 1) & (cap - 1);
+        if (slot[h] < 0) {
+            keys[h] = key;
+            slot[h] = (int64_t)npaths;
+            up[npaths] = above;
+            leaf[npaths] = name;
+            total[npaths] = 0;
+            npaths++;
+        }
+        pid_of[node] = (Py_ssize_t)slot[h];
+        total[slot[h]] += vals[node];
+    }
+    if (_PyBytes_Resize(&up_b, (Py_ssize_t)(npaths * 8)) < 0 ||
+        _PyBytes_Resize(&leaf_b, (Py_ssize_t)(npaths * 8)) < 0 ||
+        _PyBytes_Resize(&total_b, (Py_ssize_t)(npaths * 8)) < 0)
+        goto out;
+    out = PyTuple_Pack(3, up_b, leaf_b, total_b);
+out:
+    Py_XDECREF(up_b);
+    Py_XDECREF(leaf_b);
+    Py_XDECREF(total_b);
+    PyMem_Free(parent);
+    PyMem_Free(function);
+    PyMem_Free(vals);
+    PyMem_Free(name_of);
+    PyMem_Free(first);
+    PyMem_Free(next);
+    PyMem_Free(stack);
+    PyMem_Free(pid_of);
+    PyMem_Free(keys);
+    PyMem_Free(slot);
+    return out;
+}
+
+/* collapsed_lines(up, leaf, total, names, start, size): folded stacks' lines
+ * "outer;...;leaf N\n" for the paths from `start` whose total is not 0, about `size`
+ * bytes of them: (bytes, the path to start from next, or -1 at the end).  names: the
+ * frames' text as bytes, by name id. */
+PyObject *cprof_py_collapsed_lines(PyObject *module, PyObject *args)
+{
+    PyObject *up_o, *leaf_o, *total_o, *names, *out = NULL;
+    Py_buffer ub = {0}, lb = {0}, tb = {0};
+    Py_ssize_t start, size, *chain = NULL;
+    struct textbuf b = {0};
+    (void)module;
+
+    if (!PyArg_ParseTuple(args, "OOOO!nn:collapsed_lines", &up_o, &leaf_o, &total_o, &PyList_Type, &names,
+                          &start, &size))
+        return NULL;
+    if (PyObject_GetBuffer(up_o, &ub, PyBUF_SIMPLE) < 0 || PyObject_GetBuffer(leaf_o, &lb, PyBUF_SIMPLE) < 0 ||
+        PyObject_GetBuffer(total_o, &tb, PyBUF_SIMPLE) < 0)
+        goto out;
+    Py_ssize_t np = ub.len / 8, nn = PyList_GET_SIZE(names);
+    const int64_t *up = ub.buf, *leaf = lb.buf, *total = tb.buf;
+    if (lb.len / 8 != np || tb.len / 8 != np || start < 0) {
+        PyErr_SetString(PyExc_ValueError, "collapsed_lines: the path columns differ in length");
+        goto out;
+    }
+    if (!(chain = PyMem_Malloc((size_t)(np ? np : 1) * sizeof(*chain)))) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    Py_ssize_t p = start;
+    for (; p < np && (Py_ssize_t)b.len < size; p++) {
+        if (!total[p])
+            continue;
+        Py_ssize_t depth = 0;
+        for (int64_t q = p; q >= 0; q = up[q]) {
+            if (q >= np || leaf[q] < 0 || leaf[q] >= nn || !PyBytes_Check(PyList_GET_ITEM(names, leaf[q]))) {
+                PyErr_SetString(PyExc_ValueError, "collapsed_lines: a path of no name");
+                goto out;
+            }
+            chain[depth++] = (Py_ssize_t)q;
+        }
+        for (Py_ssize_t d = depth - 1; d >= 0; d--) {
+            PyObject *name = PyList_GET_ITEM(names, leaf[chain[d]]);
+            size_t len = (size_t)PyBytes_GET_SIZE(name);
+            if (tb_reserve(&b, len + 24) < 0)
+                goto out;
+            memcpy(b.p + b.len, PyBytes_AS_STRING(name), len);
+            b.len += len;
+            b.p[b.len++] = d ? ';' : ' ';
+        }
+        tb_int(&b, total[p]);
+        b.p[b.len++] = '\n';
+    }
+    out = Py_BuildValue("(y#n)", b.p ? b.p : "", (Py_ssize_t)b.len, p < np ? p : (Py_ssize_t)-1);
+out:
+    if (ub.obj)
+        PyBuffer_Release(&ub);
+    if (lb.obj)
+        PyBuffer_Release(&lb);
+    if (tb.obj)
+        PyBuffer_Release(&tb);
+    PyMem_Free(chain);
+    PyMem_Free(b.p);
+    return out;
+}

@@ -210,6 +210,20 @@ def test_collapsed_holds_a_fraction_of_its_file(big, tmp_path):
     assert peak < size / 2, (peak, size)
 
 
+def test_collapsed_in_c_writes_what_lines_says(big, tmp_path):
+    """The folded stacks written in C (collapsed.chunks) are lines(), the Python
+    reference, byte for byte; a name that prints alike for two functions is one path."""
+    from cprof.exporters import collapsed
+    prof = big._compact_profile()
+    out = tmp_path / "big.folded"
+    collapsed.write(prof, str(out), "cpu")
+    assert out.read_bytes() == "".join(line + "\n" for line in collapsed.lines(prof, "cpu")).encode()
+    alike = {**prof, "functions": [{**f, "name": "same", "file": "~"} for f in prof["functions"]]}
+    text = b"".join(collapsed.chunks(alike, "wall", size=1000))
+    assert text == "".join(line + "\n" for line in collapsed.lines(alike, "wall")).encode()
+    assert len(text.splitlines()) < len(out.read_bytes().splitlines())
+
+
 def test_stats_hold_the_tree_in_columns(big):
     prof = big._compact_profile()
     nodes = len(prof["tree"]["parent"])
