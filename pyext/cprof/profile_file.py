@@ -256,8 +256,8 @@ def encode(profile: Profile) -> Iterator[str]:
 def _encode_tree(tree: dict, dumps: Any) -> Iterator[str]:
     """The tree with its columns packed (pack_column), one column a line: each column's
     text is made and written in turn, never the whole tree's."""
-    columns = [("parent", tree.get("parent")), ("function", tree.get("function")),
-               ("calls", tree.get("calls"))]
+    columns: list[tuple[str, Any]] = [("parent", tree.get("parent")), ("function", tree.get("function")),
+                                      ("calls", tree.get("calls"))]
     if not all(_intlike(c) for _, c in columns):  # not a tree cprof made: as json writes it
         yield dumps(tree)
         return

@@ -129,7 +129,7 @@ def _real(v: Any, where: str, lo: float = 0.0, hi: float = 1e15) -> None:
         raise Damaged(where, f"is out of range (from {lo:g} to {hi:g})")
 
 
-def _ints(col: Any, where: str, length: int | None = None, lo: int = 0, hi: int = INT_LIMIT) -> list:
+def _ints(col: Any, where: str, length: int | None = None, lo: int = 0, hi: int = INT_LIMIT) -> Any:
     """A list of integers in [lo, hi), of the given length: checked at C speed, walked
     only to name the first bad entry.  A memoryview is a column unpacked (and checked)
     by _unpacked: only its length is checked here."""

@@ -59,7 +59,7 @@ def _text(profile: Profile, counter: str) -> list[bytes]:
     tree = profile["tree"]
     names = [c["name"] for c in profile["counters"]]
     marks = [f"@cprof-{os.urandom(8).hex()}-{i}" for i in range(2 * len(names))]
-    stub = {"parent": [-1], "function": [-1], "calls": [0], "self": {n: [0] for n in names}}
+    stub: Any = {"parent": [-1], "function": [-1], "calls": [0], "self": {n: [0] for n in names}}
     doc = document({**profile, "tree": stub}, counter)  # every field but the paths
     parts = []
     for i, (name, prof) in enumerate(zip(names, doc["profiles"])):
