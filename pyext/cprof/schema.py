@@ -405,8 +405,8 @@ def _unpacked(tree: dict, names: list[str], nfn: int, version: int) -> dict:
     for k in ("self", "total"):
         cols = _obj(_key(tree, k, "tree"), f"tree.{k}")
         out[k] = {c: column(v, f"tree.{k}.{printable(c)}", 0, INT_LIMIT) for c, v in cols.items()}
-    for k in ("parent", "function", "calls"):
-        if len(out[k]) != nodes:
+    for k in ("parent", "function", "calls"):  # anything else than a column: _tree says so
+        if type(out[k]) in (list, memoryview) and len(out[k]) != nodes:
             raise Damaged(f"tree.{k}", f"has {len(out[k])} entries, not {nodes} (tree.nodes)")
     return out
 

@@ -793,10 +793,10 @@ def test_report_of_json_that_is_not_a_profile(tmp_path, data):
 
 def test_report_of_another_version(tmp_path, saved):
     profile = load(saved)
-    profile["version"] = 3
-    path = tmp_path / "v3.json"
+    profile["version"] = 4
+    path = tmp_path / "v4.json"
     path.write_text(json.dumps(profile))
-    one_sentence(cprof("report", path), "version 3", "versions 1 and 2")
+    one_sentence(cprof("report", path), "version 4", "versions 1 to 3")
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.1, 0.99])
