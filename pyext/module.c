@@ -77,6 +77,24 @@ static PyMethodDef module_methods[] = {
     {"first_bad_int", cprof_py_first_bad_int, METH_VARARGS,
      "first_bad_int(list, lo, hi, below_index=False)\n--\n\nThe profile file's column check "
      "(stats.c; cprof.schema): the first bad entry's index, or -1."},
+    {"column_pack", cprof_py_column_pack, METH_VARARGS,
+     "column_pack(column, kind)\n--\n\nA call-tree column as the profile file's version 3 "
+     "holds it: base64 of LEB128 varints (stats.c; cprof.profile_file)."},
+    {"column_unpack", cprof_py_column_unpack, METH_VARARGS,
+     "column_unpack(text, n, kind, hi)\n--\n\nA packed column's n int64 values as bytes, "
+     "checked; a ValueError of one sentence if damaged (stats.c; cprof.schema)."},
+    {"function_sums", cprof_py_function_sums, METH_VARARGS,
+     "function_sums(function, column, nfn)\n--\n\nPer function, the sum of a tree column over "
+     "its nodes (stats.c; cprof.focus, cprof.exporters)."},
+    {"tree_stacks", cprof_py_tree_stacks, METH_VARARGS,
+     "tree_stacks(parent, function, selfs, mode)\n--\n\nThe tree's call paths as JSON text: "
+     "speedscope's samples and weights (mode 0), gprof2dot's events (1) (stats.c)."},
+    {"collapsed_paths", cprof_py_collapsed_paths, METH_VARARGS,
+     "collapsed_paths(parent, function, self, name_of)\n--\n\nFolded stacks' distinct printed "
+     "paths, interned: (up, leaf, total) as int64 bytes (stats.c; cprof.exporters.collapsed)."},
+    {"collapsed_lines", cprof_py_collapsed_lines, METH_VARARGS,
+     "collapsed_lines(up, leaf, total, names, start, size)\n--\n\nFolded stacks' lines from "
+     "path `start`, about `size` bytes: (bytes, next start or -1) (stats.c)."},
     {"build_info", build_info, METH_NOARGS,
      "build_info()\n--\n\nWhat this cprof can use here: {'libpfm': bool (libpfm4 found and "
      "started, at run time), 'libpfm_why': None or why not}."},

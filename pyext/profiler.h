@@ -254,6 +254,12 @@ PyObject *cprof_py_profiler_stats(PyObject *self, PyObject *args, PyObject *kwds
 PyObject *cprof_py_pprof_samples(PyObject *module, PyObject *args);
 PyObject *cprof_py_group_totals(PyObject *module, PyObject *args);
 PyObject *cprof_py_first_bad_int(PyObject *module, PyObject *args);
+PyObject *cprof_py_column_pack(PyObject *module, PyObject *args);
+PyObject *cprof_py_column_unpack(PyObject *module, PyObject *args);
+PyObject *cprof_py_function_sums(PyObject *module, PyObject *args);
+PyObject *cprof_py_tree_stacks(PyObject *module, PyObject *args);
+PyObject *cprof_py_collapsed_paths(PyObject *module, PyObject *args);
+PyObject *cprof_py_collapsed_lines(PyObject *module, PyObject *args);
 int cprof_stats_module_init(module_state *st);
 int cprof_py_warn_health(ProfilerObject *p);
 

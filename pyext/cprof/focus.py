@@ -336,11 +336,9 @@ def _group_totals(profile: Profile, group: list[str | None], folded: dict[str, F
     if profile["meta"]["health"]["tree_folded"]:
         return  # paths folded into their parent node: tree self is not per function then
     fns = profile["functions"]
+    from ._cprof import function_sums
     for c in counters:
-        on_tree = [0] * (len(fns) + 1)  # [-1]: the root, left out
-        col = tree["self"][c]
-        for fid, v in zip(function, col):
-            on_tree[fid] += v
+        on_tree = function_sums(function, tree["self"][c], len(fns))  # in C (stats.c)
         for f in fns:
             owner = group[f["id"]]
             if owner is not None and f["self"][c] > on_tree[f["id"]]:

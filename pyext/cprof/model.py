@@ -6,12 +6,14 @@ report read it as is, and `json.dump` writes it back); these TypedDicts name its
 keys and their types for the readers and for mypy.  The loader checks a file
 against them once (schema.check, which says where a file departs from them) and
 upgrades an older version (profile_file.upgrade), so a reader never meets a missing
-key, a wrong type or an id of no function.  Format version 2; README "The profile
-file" is the prose of the same.
+key, a wrong type or an id of no function.  Format version 3; README "The profile
+file" is the prose of the same.  The tree's columns are lists of ints, or (a loaded
+version-3 file, a run's compact profile) memoryviews of int64: sequences either way.
 """
 from __future__ import annotations
 
-VERSION = 2  # the format written; version 1 is read through profile_file.upgrade
+VERSION = 3  # the format written; version 1 is read through profile_file.upgrade
+READS = (1, 2, VERSION)  # the versions load() reads (2 is 3 with its tree columns as lists)
 
 # Health's keys in its order (profile_file builds a v1 profile's health from them)
 HEALTH_KEYS = ("out_of_memory", "backwards_readings", "backwards_first", "counter_failures",

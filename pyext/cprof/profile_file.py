@@ -1,22 +1,30 @@
 """The profile file: writing it atomically and loading it back with clear errors
 (build.py makes it from the C profiler's raw stats; model.py types it).  Format
-version 2:
+version 3:
 
-    {"version": 2, "tool": "cprof 0.1.0",
+    {"version": 3, "tool": "cprof 0.1.0",
      "counters": [{"name", "unit", "description", "read_path"}],
      "functions": [{"id", "name", "file", "line", "calls", "primitive_calls",
                     "self": {counter: n}, "total": {counter: n},
                     optional "dist": {counter: {...}}, "slow_calls": [...]}],
      "edges": [{"caller": id, "callee": id, "calls", "primitive_calls", "total": {counter: n}}],
-     "tree": {"parent": [...], "function": [...], "calls": [...],
-              "self": {counter: [...]}, "total": {counter: [...]}},
+     "tree": {"nodes": N, "encoding": "leb128-base64",
+              "parent": "...", "function": "...", "calls": "...",
+              "self": {counter: "..."}, "total": {counter: "..."}},
      "meta": {"health": {"out_of_memory", "backwards_readings", "backwards_first",
                          "counter_failures", "tree_folded", "distribution_values_lost",
                          "unmatched_exits"},
               "paths": {"stdlib", "site", "cprof"}, ...}}
 
-Version 1 (cprof before the health record) had the health counts at the top of meta
-and tree and meta.paths optional; load() reads it through upgrade(), one step.
+The tree's columns are packed (pack_column): base64 of one unsigned LEB128 varint per
+node, the parent column as each node's distance back to its parent and the function
+column as the function id + 1; a column may also be a plain JSON list of integers
+(version 2 wrote only those).  Loading unpacks them in C into memoryviews of int64,
+which every reader takes as it takes lists, with no Python int per value.
+
+Version 2 differs only in its tree columns (lists) and is read as is; version 1
+(cprof before the health record) had the health counts at the top of meta and tree
+and meta.paths optional; load() reads it through upgrade(), one step.
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ from collections.abc import Iterable, Iterator
 
 from . import focus, schema
 from ._cprof import CprofError
-from .model import HEALTH_COUNTS, HEALTH_KEYS, VERSION, Health, Profile, Tree
+from .model import HEALTH_COUNTS, HEALTH_KEYS, READS, VERSION, Health, Profile, Tree
 from .schema import printable
 
 # ---------------------------------------------------------------- writing
@@ -92,6 +100,7 @@ def _write_all(fd: int, data: bytes | Iterable[bytes]) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view):]
+        del chunk, view  # written: not held while the next chunk is made
 
 
 def _write_in_place(path: str, data: bytes | Iterable[bytes], regular: bool) -> None:
@@ -194,6 +203,16 @@ def _buffered(pieces: Iterable[str], size: int = 1 << 18) -> Iterator[bytes]:
     buf: list[str] = []
     held = 0
     for piece in pieces:
+        if len(piece) >= size:  # a packed column: as it is, not copied into a chunk
+            if buf:
+                yield "".join(buf).encode("utf-8")
+                buf.clear()
+                held = 0
+            data = piece.encode("utf-8")
+            del piece  # neither held while the next piece is made
+            yield data
+            del data
+            continue
         buf.append(piece)
         held += len(piece)
         if held >= size:
@@ -204,21 +223,20 @@ def _buffered(pieces: Iterable[str], size: int = 1 << 18) -> Iterator[bytes]:
         yield "".join(buf).encode("utf-8")
 
 
-_COLUMN_CHUNK = 1 << 12  # tree values encoded at a time
-
-
 def encode(profile: Profile) -> Iterator[str]:
-    """The profile's JSON text, in pieces: json.loads of their concatenation gives
-    back the profile (a tree column held as a memoryview reads back as a list).  One
-    function or edge a line, the tree one column a line, the rest as json.dumps makes
-    it; never the whole text, nor a Python int per tree value, at once."""
+    """The profile's JSON text (format version 3), in pieces: load() of their
+    concatenation gives back the profile (its tree columns as memoryviews).  One
+    function or edge a line, the tree one packed column a line, the rest as json.dumps
+    makes it; never the whole text, nor a Python int per tree value, at once."""
     import json
     dumps = json.dumps
     sep = "{"
     for key, value in profile.items():
         yield f"{sep}{dumps(key)}: "
         sep = ",\n "
-        if key in ("functions", "edges") and isinstance(value, list):
+        if key == "version":
+            yield dumps(VERSION)  # a loaded older profile is written as this version
+        elif key in ("functions", "edges") and isinstance(value, list):
             if not value:
                 yield "[]"
                 continue
@@ -236,35 +254,56 @@ def encode(profile: Profile) -> Iterator[str]:
 
 
 def _encode_tree(tree: dict, dumps: Any) -> Iterator[str]:
-    inner = "{"
+    """The tree with its columns packed (pack_column), one column a line: each column's
+    text is made and written in turn, never the whole tree's."""
+    columns: list[tuple[str, Any]] = [("parent", tree.get("parent")), ("function", tree.get("function")),
+                                      ("calls", tree.get("calls"))]
+    if not all(_intlike(c) for _, c in columns):  # not a tree cprof made: as json writes it
+        yield dumps(tree)
+        return
+    yield f'{{"nodes": {len(columns[0][1])}, "encoding": {dumps(ENCODING)}'
     for key, value in tree.items():
-        yield f"{inner}{dumps(key)}: "
-        inner = ",\n  "
+        if key in ("nodes", "encoding"):
+            continue
+        yield f",\n  {dumps(key)}: "
         if isinstance(value, dict):
             yield "{"
             sep = ""
             for name, column in value.items():
                 yield f"{sep}{dumps(name)}: "
-                sep = ", "
-                yield from _encode_column(column, dumps)
+                sep = ",\n    "
+                yield from _encode_column(column, dumps, _KINDS.get(key, 0))
             yield "}"
         else:
-            yield from _encode_column(value, dumps)
-    yield "}" if inner != "{" else "{}"
+            yield from _encode_column(value, dumps, _KINDS.get(key, 0))
+    yield "}"
 
 
-def _encode_column(column: Any, dumps: Any) -> Iterator[str]:
-    """A list of ints, or a memoryview of int64, as a JSON array, a slice at a time."""
-    if not isinstance(column, memoryview) and (
-            not isinstance(column, list) or not all(type(v) is int for v in column)):
+ENCODING = "leb128-base64"  # tree.encoding: how version 3 packs the tree's columns
+_KINDS = {"parent": 1, "function": 2}  # pack_column's kinds; other columns are values (0)
+
+
+def _intlike(column: Any) -> bool:
+    return isinstance(column, memoryview) or (isinstance(column, list) and all(type(v) is int for v in column))
+
+
+def _encode_column(column: Any, dumps: Any, kind: int) -> Iterator[str]:
+    """A column (a list of ints, or a memoryview of int64) packed as a JSON string."""
+    if not _intlike(column):
         yield dumps(column)  # anything else as json writes it (and refuses it)
         return
-    yield "["
-    for i in range(0, len(column), _COLUMN_CHUNK):
-        part = column[i:i + _COLUMN_CHUNK]
-        yield ("," if i else "") + ",".join(map(str, part.tolist() if isinstance(part, memoryview)
-                                                 else part))
-    yield "]"
+    yield '"'
+    yield pack_column(column, kind)   # base64: nothing to escape
+    yield '"'
+
+
+def pack_column(column: Any, kind: int = 0) -> str:
+    """A tree column as version 3 stores it: base64 (RFC 4648, padded) of one unsigned
+    LEB128 varint per node.  kind 0, a value column (calls, self, total): the values;
+    1, parent: each node's distance back to its parent (node - parent; 1 for the root);
+    2, function: the function id + 1 (0 for the root).  In C (stats.c)."""
+    from ._cprof import column_pack
+    return column_pack(column, kind)
 
 
 def check_writable(path: str) -> None:
@@ -355,21 +394,24 @@ def load(path: str) -> Profile:
     if not isinstance(data, dict) or "version" not in data or "functions" not in data:
         raise CprofError(f"'{shown}' is JSON but not a cprof profile; give a file written by cprof -o")
     version = data["version"]
-    if type(version) is int and version not in (1, VERSION):
+    if type(version) is int and version not in READS:
         raise CprofError(f"'{shown}' is a version {printable(str(version))[:40]} profile and this cprof "
-                         f"reads versions 1 and {VERSION}; use the cprof that wrote it")
+                         f"reads versions 1 to {VERSION}; use the cprof that wrote it")
     try:
         schema.check(data)
     except schema.Damaged as e:
         raise CprofError(f"'{shown}' is a damaged cprof profile: {printable(str(e))}; "
                          "give a file written by cprof -o") from None
-    return upgrade(data) if version == 1 else data  # type: ignore[return-value]
+    if version == 1:
+        return upgrade(data)
+    data["version"] = VERSION  # version 2 is version 3 with unpacked columns
+    return data  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- older versions
 
 def upgrade(data: dict[str, Any]) -> Profile:
-    """A version-1 profile (checked by schema.check) as version 2, in place: the one
+    """A version-1 profile (checked by schema.check) as version 3, in place: the one
     step from the older format, so that no reader keeps an "old profile" branch.
     - meta's health counts (unmatched_exits, backwards_readings, tree_folded,
       distribution_values_lost) move into meta.health; version 1 did not record the

@@ -1,4 +1,4 @@
-"""The profile file's format (version 2, README "The profile file"; the TypedDicts
+"""The profile file's format (version 3, README "The profile file"; the TypedDicts
 of model.py), checked once when a profile is loaded, so that the readers (report,
 compare, the exports, the HTML report) can trust what they read and never meet a
 missing key, a wrong type, a number outside int64, NaN or an id of no function.
@@ -19,7 +19,10 @@ is wrong there.  The rules:
 - edges: caller and callee ids of functions, calls, primitive_calls, total.
 - tree (version 2: required): parent, function and calls, and per counter self and
   total, columns of one length; node 0 is the root (parent and function -1), every
-  other node's parent comes before it and its function exists.
+  other node's parent comes before it and its function exists.  Version 3 may pack
+  each column into a string (profile_file.pack_column; then tree.nodes gives the
+  length): check unpacks those (in C, checking each value as it goes) and leaves the
+  tree with memoryviews of int64 in their place.
 - meta: an object.  Version 2 requires meta.health (exactly its keys: the counts,
   backwards_first null or {counter, function id or null}, counter_failures
   [{counter, message}]) and meta.paths; the other fields cprof writes are optional
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 import math
 from operator import itemgetter
 
-from .model import HEALTH_COUNTS, VERSION
+from .model import HEALTH_COUNTS, READS, VERSION
 
 INT_LIMIT = 1 << 63  # counter values and counts are int64 (pprof, pstats and the engine's own)
 _INT_ONLY = {int}
@@ -126,9 +129,14 @@ def _real(v: Any, where: str, lo: float = 0.0, hi: float = 1e15) -> None:
         raise Damaged(where, f"is out of range (from {lo:g} to {hi:g})")
 
 
-def _ints(col: Any, where: str, length: int | None = None, lo: int = 0, hi: int = INT_LIMIT) -> list:
+def _ints(col: Any, where: str, length: int | None = None, lo: int = 0, hi: int = INT_LIMIT) -> Any:
     """A list of integers in [lo, hi), of the given length: checked at C speed, walked
-    only to name the first bad entry."""
+    only to name the first bad entry.  A memoryview is a column unpacked (and checked)
+    by _unpacked: only its length is checked here."""
+    if type(col) is memoryview:
+        if length is not None and len(col) != length:
+            raise Damaged(where, f"has {len(col)} entries, not {length}")
+        return col
     _list(col, where)
     if length is not None and len(col) != length:
         raise Damaged(where, f"has {len(col)} entries, not {length}")
@@ -235,8 +243,8 @@ def check(data: Any) -> None:
     (2, or 1 before profile_file.upgrade)."""
     _obj(data, "the file")
     version = _key(data, "version", "")
-    if type(version) is not int or version not in (1, VERSION):
-        raise Damaged("version", f"is {printable(str(version))[:40]}, not 1 or {VERSION}")
+    if type(version) is not int or version not in READS:
+        raise Damaged("version", f"is {printable(str(version))[:40]}, not 1, 2 or {VERSION}")
     if "tool" in data:
         _str(data["tool"], "tool")
     names = _counters(_key(data, "counters", ""))
@@ -252,7 +260,7 @@ def check(data: Any) -> None:
     if not _fine_edges(edges, names, nfn):
         _edges(edges, names, nfn)
     if "tree" in data or version >= 2:
-        _tree(_key(data, "tree", ""), names, nfn)
+        data["tree"] = _tree(_key(data, "tree", ""), names, nfn, version)
     _meta(_key(data, "meta", ""), names, version, nfn)
 
 
@@ -333,8 +341,12 @@ def _edges(edges: Any, names: list[str], nfn: int) -> None:
         _values(_key(e, "total", where), names, f"{where}.total")
 
 
-def _tree(tree: Any, names: list[str], nfn: int) -> None:
+def _tree(tree: Any, names: list[str], nfn: int, version: int = VERSION) -> dict:
+    """The tree checked; returned with its packed columns (version 3) unpacked."""
     _obj(tree, "tree")
+    if version >= 3 and any(type(tree.get(k)) is str for k in ("parent", "function", "calls")) \
+            or "nodes" in tree or "encoding" in tree:
+        tree = _unpacked(tree, names, nfn, version)
     parent = _ints(_key(tree, "parent", "tree"), "tree.parent", lo=-1)
     n = len(parent)
     if not n:
@@ -344,10 +356,10 @@ def _tree(tree: Any, names: list[str], nfn: int) -> None:
     if parent[0] != -1 or function[0] != -1:
         raise Damaged("tree", "does not start with the root (node 0: parent and function -1)")
     # every other node's parent comes before it, and it is a function's node
-    i = _first_bad(parent, -1, INT_LIMIT, below_index=True)
+    i = _first_bad(parent, -1, INT_LIMIT, below_index=True) if type(parent) is list else -1
     if i >= 0:
         raise Damaged(f"tree.parent[{i}]", f"is {parent[i]}, not a node before {i}")
-    if -1 in function[1:]:
+    if type(function) is list and -1 in function[1:]:
         i = function.index(-1, 1)
         raise Damaged(f"tree.function[{i}]", "is -1, but only the root (node 0) has no function")
     for k in ("self", "total"):
@@ -358,6 +370,45 @@ def _tree(tree: Any, names: list[str], nfn: int) -> None:
             extra = next(x for x in cols if x not in names)
             raise Damaged(f"tree.{k}", f"has a counter '{printable(extra)}' that the profile's "
                           "counters do not list")
+    return tree
+
+
+def _unpacked(tree: dict, names: list[str], nfn: int, version: int) -> dict:
+    """A version-3 tree with its packed columns (strings: profile_file.pack_column)
+    unpacked into read-only memoryviews of int64, each checked in C as it is read (a
+    parent before its node, a function id of a function, only the root without one,
+    values from 0 to 2^63 - 1); list columns are left to _tree's checks."""
+    if version < 3:
+        raise Damaged("tree", f"has packed columns, which version {version} does not know")
+    from cprof._cprof import column_unpack
+
+    from .profile_file import ENCODING
+    if "encoding" in tree and tree["encoding"] != ENCODING:
+        raise Damaged("tree.encoding", f"is {printable(str(tree['encoding']))[:40]}, not {ENCODING}")
+    nodes = _key(tree, "nodes", "tree")
+    _int(nodes, "tree.nodes")
+    if not nodes:
+        raise Damaged("tree.nodes", "is 0 (node 0 is the root)")
+
+    def column(v: Any, where: str, kind: int, hi: int) -> Any:
+        if type(v) is not str:
+            return v
+        try:
+            return memoryview(column_unpack(v, nodes, kind, hi)).cast("q")
+        except ValueError as e:
+            raise Damaged(where, str(e)) from None
+
+    out: dict = {k: v for k, v in tree.items() if k not in ("nodes", "encoding")}
+    out["parent"] = column(_key(tree, "parent", "tree"), "tree.parent", 1, INT_LIMIT)
+    out["function"] = column(_key(tree, "function", "tree"), "tree.function", 2, nfn)
+    out["calls"] = column(_key(tree, "calls", "tree"), "tree.calls", 0, INT_LIMIT)
+    for k in ("self", "total"):
+        cols = _obj(_key(tree, k, "tree"), f"tree.{k}")
+        out[k] = {c: column(v, f"tree.{k}.{printable(c)}", 0, INT_LIMIT) for c, v in cols.items()}
+    for k in ("parent", "function", "calls"):  # anything else than a column: _tree says so
+        if type(out[k]) in (list, memoryview) and len(out[k]) != nodes:
+            raise Damaged(f"tree.{k}", f"has {len(out[k])} entries, not {nodes} (tree.nodes)")
+    return out
 
 
 def _health(health: Any, names: list[str], nfn: int) -> None:

@@ -78,8 +78,17 @@ def run_cprof(args, cwd=None, user=None, env=None, check_rc=None):
 
 
 def load(path):
+    """A profile file as JSON, its tree's packed columns (format version 3) as lists of
+    ints (which version 3 also allows): what the tests read, change and write back."""
     with open(path) as f:
-        return json.load(f)
+        prof = json.load(f)
+    tree = prof.get("tree") if isinstance(prof, dict) else None
+    if isinstance(tree, dict) and "nodes" in tree:
+        from cprof import schema
+        t = schema._tree(tree, [c["name"] for c in prof["counters"]], len(prof["functions"]), prof["version"])
+        prof["tree"] = {k: list(v) if k not in ("self", "total") else {c: list(x) for c, x in v.items()}
+                        for k, v in t.items()}
+    return prof
 
 
 def fn(profile, name):

@@ -197,7 +197,7 @@ def test_stats_while_enabled_is_a_clear_error():
             p.profile()
     finally:
         p.disable()
-    assert p.profile()["version"] == 2
+    assert p.profile()["version"] == 3
 
 
 def test_re_enable_accumulates():

@@ -59,17 +59,76 @@ def test_the_tree_is_big_and_whole(big):
     assert prof["meta"]["health"]["tree_folded"] == 0
 
 
+def _listed(prof: dict) -> dict:
+    """prof with its tree's columns as lists (a loaded version-3 file has memoryviews)."""
+    t = prof["tree"]
+    tree = {k: (list(t[k]) if k not in ("self", "total") else {c: list(v) for c, v in t[k].items()})
+            for k in t}
+    return {**prof, "tree": tree}
+
+
 def test_compact_profile_round_trips_exactly(big, tmp_path):
     compact, plain = big._compact_profile(), big.profile()
     assert isinstance(plain["tree"]["parent"], list)
     out = tmp_path / "big.json"
     profile_file.write(compact, str(out))
     loaded = profile_file.load(str(out))
-    assert loaded == plain
-    assert json.loads(out.read_text()) == plain  # plain JSON, as any reader sees it
+    assert isinstance(loaded["tree"]["parent"], memoryview)   # unpacked in C, no int per value
+    assert _listed(loaded) == plain
+    raw = json.loads(out.read_text())                          # plain JSON, as any reader sees it
+    assert raw["version"] == 3 and raw["tree"]["nodes"] == len(plain["tree"]["parent"])
+    assert raw["tree"]["encoding"] == "leb128-base64" and isinstance(raw["tree"]["parent"], str)
+    assert {k: v for k, v in raw.items() if k != "tree"} == {k: v for k, v in plain.items() if k != "tree"}
     again = tmp_path / "again.json"
-    profile_file.write(loaded, str(again))      # lists write the same bytes as memoryviews
+    profile_file.write(loaded, str(again))      # memoryviews write the same bytes as the run's
     assert again.read_bytes() == out.read_bytes()
+    lists = tmp_path / "lists.json"
+    profile_file.write(plain, str(lists))       # and so do lists
+    assert lists.read_bytes() == out.read_bytes()
+
+
+def _leb128(values) -> bytes:
+    out = bytearray()
+    for v in values:
+        while v >= 0x80:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def test_the_packed_columns_are_as_the_readme_says(big):
+    """base64 of LEB128 varints: parent as the distance back to it, function as id + 1."""
+    import base64
+    tree = big.profile()["tree"]
+    n = len(tree["parent"])
+    assert profile_file.pack_column(tree["parent"], 1) == \
+        base64.b64encode(_leb128(i - p for i, p in enumerate(tree["parent"]))).decode()
+    assert profile_file.pack_column(tree["function"], 2) == \
+        base64.b64encode(_leb128(f + 1 for f in tree["function"])).decode()
+    assert profile_file.pack_column(tree["self"]["cpu"]) == base64.b64encode(_leb128(tree["self"]["cpu"])).decode()
+    assert n > 2 ** (DEPTH + 1)
+    for col in ([], [0], [1, 2], [2 ** 63 - 1, 0, 127, 128, 16383, 16384]):  # every padding, 10-byte varints
+        text = profile_file.pack_column(col)
+        assert text == base64.b64encode(_leb128(col)).decode()
+        from cprof import _cprof
+        assert list(memoryview(_cprof.column_unpack(text, len(col), 0, 2 ** 63)).cast("q")) == col
+
+
+def _as_version_2(prof: dict, path) -> None:
+    """The profile as cprof wrote it before version 3: the tree's columns as JSON lists."""
+    path.write_text(json.dumps({**prof, "version": 2}))
+
+
+def test_a_version_2_file_loads_as_the_version_3_one(big, tmp_path):
+    plain = big.profile()
+    v2, v3 = tmp_path / "v2.json", tmp_path / "v3.json"
+    _as_version_2(plain, v2)
+    profile_file.write(big._compact_profile(), str(v3))
+    a, b = profile_file.load(str(v2)), profile_file.load(str(v3))
+    assert a["version"] == b["version"] == 3
+    assert a == _listed(b) == plain
+    assert os.path.getsize(v3) < os.path.getsize(v2) / 2   # and it is less than half the size
 
 
 FORMATS = [("pstats", "prof"), ("speedscope", "speedscope.json"), ("collapsed", "folded"),
@@ -78,17 +137,20 @@ FORMATS = [("pstats", "prof"), ("speedscope", "speedscope.json"), ("collapsed", 
 
 @pytest.mark.parametrize("fmt,ending", FORMATS)
 def test_each_export_is_the_same_from_the_run_and_from_the_file(big, tmp_path, fmt, ending):
-    src = tmp_path / "big.json"
+    """From the run, from its version-3 file and from the same profile as version 2."""
+    src, v2 = tmp_path / "big.json", tmp_path / "v2.json"
     profile_file.write(big._compact_profile(), str(src))
-    a, b = tmp_path / f"run.{ending}", tmp_path / f"file.{ending}"
+    _as_version_2(big.profile(), v2)
+    a, b, c = tmp_path / f"run.{ending}", tmp_path / f"file.{ending}", tmp_path / f"v2.{ending}"
     exporters.export(big._compact_profile(), fmt, str(a))
     exporters.export(profile_file.load(str(src)), fmt, str(b))
+    exporters.export(profile_file.load(str(v2)), fmt, str(c))
     if fmt == "pstats":  # marshal's bytes depend on which strings are one object
-        assert marshal.loads(a.read_bytes()) == marshal.loads(b.read_bytes())
+        assert marshal.loads(a.read_bytes()) == marshal.loads(b.read_bytes()) == marshal.loads(c.read_bytes())
         st = pstats.Stats(str(a))
         assert {k[2] for k in st.stats} >= {"left", "right"}
     else:
-        assert a.read_bytes() == b.read_bytes()
+        assert a.read_bytes() == b.read_bytes() == c.read_bytes()
     if fmt == "pprof" and shutil.which("go"):
         r = subprocess.run(["go", "tool", "pprof", "-raw", str(a)], capture_output=True, text=True,
                            timeout=300)
@@ -99,10 +161,12 @@ def test_each_export_is_the_same_from_the_run_and_from_the_file(big, tmp_path, f
 def test_html_is_the_same_from_the_run_and_from_the_file(big, tmp_path):
     src = tmp_path / "big.json"
     profile_file.write(big._compact_profile(), str(src))
-    a, b = tmp_path / "run.html", tmp_path / "file.html"
+    _as_version_2(big.profile(), tmp_path / "v2.json")
+    a, b, c = tmp_path / "run.html", tmp_path / "file.html", tmp_path / "v2.html"
     html.write(big._compact_profile(), str(a), "cpu", title="big")
     html.write(profile_file.load(str(src)), str(b), "cpu", title="big")
-    assert a.read_bytes() == b.read_bytes()
+    html.write(profile_file.load(str(tmp_path / "v2.json")), str(c), "cpu", title="big")
+    assert a.read_bytes() == b.read_bytes() == c.read_bytes()
 
 
 def _peak(fn) -> int:
@@ -118,13 +182,19 @@ def _peak(fn) -> int:
 
 
 def test_writing_holds_a_fraction_of_the_file(big, tmp_path):
+    """Writing holds a packed column or two at once (its varints, its text and that text's
+    bytes), never the file's text: the whole text built at once took about ten times the
+    file, and the version-2 lists a chunk of text a slice of a column at a time."""
     for prof in (big._compact_profile(), big.profile()):
         out = tmp_path / "big.json"
         peak = _peak(lambda: profile_file.write(prof, str(out)))
         size = os.path.getsize(out)
-        assert size > 2 << 20, size
-        # a quarter-MB buffer and its bytes, and a slice of a column: not the text
-        assert peak < size / 2, (peak, size)
+        t = prof["tree"]
+        columns = [t["parent"], t["function"], t["calls"], *t["self"].values(), *t["total"].values()]
+        widest = max(len(profile_file.pack_column(c, k)) for c, k in zip(columns, [1, 2] + [0] * 9))
+        bound = 4 * widest + (1 << 18)
+        assert size > 1 << 20 and size > bound, (size, widest)   # less than the file
+        assert peak < bound, (peak, widest, size)
 
 
 def test_collapsed_holds_a_fraction_of_its_file(big, tmp_path):
@@ -138,6 +208,20 @@ def test_collapsed_holds_a_fraction_of_its_file(big, tmp_path):
     size = os.path.getsize(out)
     assert size > 8 << 20, size
     assert peak < size / 2, (peak, size)
+
+
+def test_collapsed_in_c_writes_what_lines_says(big, tmp_path):
+    """The folded stacks written in C (collapsed.chunks) are lines(), the Python
+    reference, byte for byte; a name that prints alike for two functions is one path."""
+    from cprof.exporters import collapsed
+    prof = big._compact_profile()
+    out = tmp_path / "big.folded"
+    collapsed.write(prof, str(out), "cpu")
+    assert out.read_bytes() == "".join(line + "\n" for line in collapsed.lines(prof, "cpu")).encode()
+    alike = {**prof, "functions": [{**f, "name": "same", "file": "~"} for f in prof["functions"]]}
+    text = b"".join(collapsed.chunks(alike, "wall", size=1000))
+    assert text == "".join(line + "\n" for line in collapsed.lines(alike, "wall")).encode()
+    assert len(text.splitlines()) < len(out.read_bytes().splitlines())
 
 
 def test_stats_hold_the_tree_in_columns(big):

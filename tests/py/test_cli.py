@@ -102,8 +102,8 @@ def no_temp_files(folder: Path) -> None:
 
 
 def assert_valid_profile(profile: dict, counters=("cpu", "wall")) -> None:
-    """The version-2 format: exact keys, types and cross-references."""
-    assert profile["version"] == 2
+    """The version-3 format (as loaded): exact keys, types and cross-references."""
+    assert profile["version"] == 3
     assert [c["name"] for c in profile["counters"]] == list(counters)
     for c in profile["counters"]:
         assert c["unit"] == UNITS[c["name"]]
@@ -374,7 +374,7 @@ def test_output_replaces_an_existing_file_atomically(tmp_path):
     out.write_text("old content, not a profile")
     r = cprof("-o", out, BEHAVE)
     assert r.returncode == 0, r.stderr
-    assert load(out)["version"] == 2
+    assert load(out)["version"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
 
 
@@ -793,10 +793,10 @@ def test_report_of_json_that_is_not_a_profile(tmp_path, data):
 
 def test_report_of_another_version(tmp_path, saved):
     profile = load(saved)
-    profile["version"] = 3
-    path = tmp_path / "v3.json"
+    profile["version"] = 4
+    path = tmp_path / "v4.json"
     path.write_text(json.dumps(profile))
-    one_sentence(cprof("report", path), "version 3", "versions 1 and 2")
+    one_sentence(cprof("report", path), "version 4", "versions 1 to 3")
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.1, 0.99])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, run_cprof
+from conftest import SCRIPTS, load, run_cprof
 
 COUNTERS = ("cpu", "wall", "ctxsw")
 RECURSIVE = os.path.join(SCRIPTS, "recursive.py")
@@ -32,8 +32,7 @@ def saved(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("exports")
     path = folder / "rec.json"
     run_cprof(["-c", ",".join(COUNTERS), "-o", str(path), RECURSIVE], check_rc=0)
-    with open(path) as f:
-        return path, json.load(f)
+    return path, load(path)
 
 
 def export(src: Path, fmt: str, *extra: str, check_rc: int = 0) -> subprocess.CompletedProcess:
@@ -462,8 +461,8 @@ def test_gprof2dot_parses_json_and_pstats(saved):
     ("out.pb.gz", lambda p: decode_pprof(p.read_bytes())["sample"]),
     ("out.gprof2dot.json", lambda p: json.loads(p.read_text())["version"] == 0),
     ("out.html", lambda p: "<script" in p.read_text() and "__main__.fib" in p.read_text()),
-    ("out.json", lambda p: json.loads(p.read_text())["version"] == 2),
-    ("out.data", lambda p: json.loads(p.read_text())["version"] == 2),  # any other name: the JSON profile
+    ("out.json", lambda p: json.loads(p.read_text())["version"] == 3),
+    ("out.data", lambda p: json.loads(p.read_text())["version"] == 3),  # any other name: the JSON profile
 ])
 def test_run_output_format_follows_the_name(tmp_path, name, check):
     out = tmp_path / name
@@ -608,7 +607,7 @@ def named(tmp_path_factory) -> tuple[Path, dict]:
     script.write_text(NAMED)
     path = folder / "named.json"
     run_cprof(["--distributions", "-o", str(path), str(script)], check_rc=0)
-    prof = json.loads(path.read_text())
+    prof = load(path)
     assert [f["name"] for f in prof["functions"] if "evil" in f["name"]] \
         in ([EVIL_NAME], ["__main__." + EVIL_NAME]), "the profiled name holds the newline"
     assert any(f["file"] == EVIL_FILE for f in prof["functions"])

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load
 
 from cprof import focus, profile_file, report
 
@@ -343,8 +344,7 @@ def run(tmp_path_factory):
     out = folder / "prof.json"
     r = cprof("-c", "cpu,wall,ctxsw", "-o", out, script)
     assert r.returncode == 0, r.stderr
-    with open(out) as f:
-        return out, json.load(f)
+    return out, load(out)
 
 
 def _ids(profile: dict, prefix: str) -> set:

@@ -175,7 +175,7 @@ def test_the_upgrade_moves_the_version_1_counts_into_health():
     v1.update(version=1)
     v1["meta"].update(unmatched_exits=1, backwards_readings=2, tree_folded=3, distribution_values_lost=4)
     up = profile_file.upgrade(v1)
-    assert up["version"] == 2
+    assert up["version"] == 3
     assert up["meta"]["health"] == {"out_of_memory": 0, "backwards_readings": 2, "backwards_first": None,
                                     "counter_failures": [], "tree_folded": 3, "distribution_values_lost": 4,
                                     "unmatched_exits": 1}
@@ -185,3 +185,89 @@ def test_the_upgrade_moves_the_version_1_counts_into_health():
     assert up["tree"] == {"parent": [-1, 0, 0], "function": [-1, 0, 1], "calls": [0, 1, 2],
                           "self": {"cpu": [0, 10, 20], "malloc-bytes": [0, 0, 64]},
                           "total": {"cpu": [30, 10, 20], "malloc-bytes": [64, 0, 64]}}
+
+
+# ---------------------------------------------------------------- version 3: packed tree columns
+
+def _v3() -> dict:
+    """_v2() as cprof writes version 3: the tree's columns packed."""
+    from cprof.profile_file import pack_column
+    prof = _v2()
+    t = prof["tree"]
+    prof["version"] = 3
+    prof["tree"] = {"nodes": 3, "encoding": "leb128-base64", "parent": pack_column(t["parent"], 1),
+                    "function": pack_column(t["function"], 2), "calls": pack_column(t["calls"]),
+                    "self": {c: pack_column(v) for c, v in t["self"].items()},
+                    "total": {c: pack_column(v) for c, v in t["total"].items()}}
+    return prof
+
+
+def test_the_readme_example_tree_unpacks_as_it_says():
+    from cprof import schema
+    tree = {"nodes": 3, "encoding": "leb128-base64", "parent": "AQEB", "function": "AAQB",
+            "calls": "AAEB", "self": {"cpu": "/HXo8gag9J8I"}, "total": {"cpu": "AIjnpgig9J8I"}}
+    out = schema._tree(tree, ["cpu"], 4, 3)
+    assert [list(out[k]) for k in ("parent", "function", "calls")] == [[-1, 0, 1], [-1, 3, 0], [0, 1, 1]]
+    assert list(out["self"]["cpu"]) == [15100, 113000, 17300000]
+    assert list(out["total"]["cpu"]) == [0, 17413000, 17300000]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert '"tree": {"nodes": 3, "encoding": "leb128-base64", "parent": "AQEB", "function": "AAQB",' in readme
+
+
+def test_a_version_3_file_reports_as_its_version_2_twin(tmp_path):
+    a, b = _report(tmp_path, _v2()), _report(tmp_path, _v3())
+    assert a.returncode == b.returncode == 0, (a.stderr, b.stderr)
+    assert a.stdout == b.stdout
+
+
+def _damage(path: str, value):
+    def change(prof):
+        *keys, last = path.split(".")
+        d = prof["tree"]
+        for k in keys:
+            d = d[k]
+        d[last] = value(d[last]) if callable(value) else value
+    return change
+
+
+@pytest.mark.parametrize("change, says", [
+    (_damage("self.cpu", "AAGC"), "tree.self.cpu ends inside entry 2 (cut short?)"),
+    (_damage("self.cpu", lambda s: s[:-1]), "tree.self.cpu is 3 characters of base64, not a multiple of 4"),
+    (_damage("calls", "AAE="), "tree.calls has 2 entries, not 3 (cut short?)"),
+    (_damage("calls", "AAEBAQ=="), "tree.calls holds more than its 3 entries"),
+    (_damage("calls", "AA*B"), "tree.calls holds a character that is not base64 at offset 2"),
+    (_damage("calls", "AAH/////////////fw=="), "tree.calls entry 2 does not fit in 64 bits"),
+    (_damage("parent", "AQED"), "tree.parent entry 2 is not a node before 2"),
+    (_damage("parent", "AgEB"), "tree.parent entry 0 (the root) has a parent, not -1"),
+    (_damage("function", "AAEE"), "tree.function entry 2 is the id of no function"),
+    (_damage("function", "AAEA"), "tree.function entry 2 is -1, but only the root (node 0) has no function"),
+    (_damage("nodes", 4), "tree.parent has 3 entries, not 4 (cut short?)"),
+    (_damage("nodes", -1), "tree.nodes is out of range"),
+    (_damage("encoding", "zstd"), "tree.encoding is zstd, not leb128-base64"),
+], ids=["cut-varint", "cut-base64", "fewer", "more", "not-base64", "past-64-bits", "parent-after",
+        "root-parent", "no-function", "function-minus-1", "nodes", "negative-nodes", "encoding"])
+def test_a_damaged_packed_column_is_one_sentence(tmp_path, change, says):
+    prof = _v3()
+    change(prof)
+    r = _report(tmp_path, prof)
+    assert r.returncode == 2 and r.stdout == b""
+    err = r.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith("cprof: error: ") and says in err, err
+
+
+def test_a_truncated_version_3_file_is_one_sentence(tmp_path):
+    import json
+    path = tmp_path / "p.json"
+    text = json.dumps(_v3())
+    path.write_text(text[:text.index('"self"') + 20])
+    r = cprof("report", path, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.decode().count("\n") == 1
+    assert "is not a cprof profile (not valid JSON" in r.stderr.decode()
+
+
+def test_packed_columns_are_not_version_2(tmp_path):
+    prof = _v3()
+    prof["version"] = 2
+    r = _report(tmp_path, prof)
+    assert r.returncode == 2
+    assert "tree has packed columns, which version 2 does not know" in r.stderr.decode()

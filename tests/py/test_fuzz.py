@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, run_cprof
+from conftest import SCRIPTS, load, run_cprof
 from cprof import cli
 
 CASES = int(os.environ.get("CPROF_FUZZ_CASES", "250"))
@@ -200,7 +200,8 @@ def readers(path: str, good: str, out: str, hist: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory) -> list[dict]:
     """Real profiles to damage: recursive.py with per-call distributions, slowest calls
-    and three counters; and the same claiming a full call tree (tree_folded)."""
+    and three counters; the same claiming a full call tree (tree_folded); and the first
+    with its tree's columns as lists (version 3 reads both)."""
     folder = tmp_path_factory.mktemp("fuzz")
     path = folder / "base.json"
     run_cprof(["-c", "cpu,wall,ctxsw", "--distributions", "--slow-calls", "2", "-o", str(path),
@@ -208,7 +209,7 @@ def bases(tmp_path_factory) -> list[dict]:
     base = json.loads(path.read_text())
     folded = copy.deepcopy(base)
     folded["meta"]["health"]["tree_folded"] = 3
-    return [base, folded]
+    return [base, folded, load(path)]  # the last with its tree's columns as lists, not packed
 
 
 def test_readers_survive_damaged_profiles(bases, tmp_path):

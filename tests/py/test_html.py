@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, run_cprof
+from conftest import SCRIPTS, load, run_cprof
 
 RECURSIVE = os.path.join(SCRIPTS, "recursive.py")
 
@@ -26,8 +26,7 @@ def saved(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("html")
     path = folder / "rec.json"
     run_cprof(["-c", "cpu,wall,ctxsw", "-o", str(path), RECURSIVE], check_rc=0)
-    with open(path) as f:
-        return path, json.load(f)
+    return path, load(path)
 
 
 def report(src: Path, *extra: str, check_rc: int | None = 0):

@@ -153,10 +153,8 @@ def folded_note(profile: Profile, counter: str) -> str | None:
     tree = profile["tree"]
     from ..report import human
     fns = profile["functions"]
-    on_tree = [0] * len(fns)
-    col, function = tree["self"][counter], tree["function"]
-    for i in range(1, len(col)):
-        on_tree[function[i]] += col[i]
+    from .._cprof import function_sums
+    on_tree = function_sums(tree["function"], tree["self"][counter], len(fns))  # in C (stats.c)
     extra = sorted(((on_tree[f["id"]] - f["self"][counter], f["id"]) for f in fns), reverse=True)
     extra = [(x, i) for x, i in extra[:FOLDED_SHOWN] if x > 0]
     if extra:

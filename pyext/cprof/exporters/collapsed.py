@@ -54,7 +54,22 @@ def lines(profile: Profile, counter: str) -> Iterator[str]:
             yield f"{';'.join(reversed(frames))} {n}"
 
 
+def chunks(profile: Profile, counter: str, size: int = 1 << 18) -> Iterator[bytes]:
+    """lines()' text as UTF-8, about `size` bytes at a time, made in C (stats.c
+    collapsed_paths, collapsed_lines): black's 335,000 paths, 854 MB of text, took 6-10 s
+    a frame at a time in Python."""
+    from .._cprof import collapsed_lines, collapsed_paths
+    tree = profile["tree"]
+    name_ix: dict[str, int] = {}
+    fn_name = [name_ix.setdefault(label(f).replace(";", ":"), len(name_ix)) for f in profile["functions"]]
+    up, leaf, total = collapsed_paths(tree["parent"], tree["function"], tree["self"][counter], fn_name)
+    names = [n.encode("utf-8") for n in name_ix]
+    start = 0
+    while start >= 0:
+        text, start = collapsed_lines(up, leaf, total, names, start, size)
+        yield text
+
+
 def write(profile: Profile, path: str, counter: str) -> None:
-    from ..profile_file import _buffered
-    write_atomic(path, _buffered(line + "\n" for line in lines(profile, counter)))
+    write_atomic(path, chunks(profile, counter))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -5,6 +5,10 @@ gprof2dot itself draws the first cost; the others are in the file for other
 readers of the format.  Time costs are in nanoseconds."""
 from __future__ import annotations
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
+if TYPE_CHECKING:
+    from typing import Any
+
 import json
 import os
 
@@ -36,5 +40,19 @@ def document(profile: Profile, counter: str) -> dict:
 
 
 def write(profile: Profile, path: str, counter: str) -> None:
-    write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
+    """document()'s JSON text, its events made in C (stats.c tree_stacks): black's 17
+    million frames took 13 s as dicts and json.dumps.  The same bytes."""
+    from .._cprof import tree_stacks
+    tree = profile["tree"]
+    names = [c["name"] for c in profile["counters"]]
+    order = [counter] + [n for n in names if n != counter]
+    mark = f"@cprof-{os.urandom(8).hex()}"
+    stub: Any = {"parent": [-1], "function": [-1], "calls": [0], "self": {n: [0] for n in names}}
+    doc = document({**profile, "tree": stub}, counter)  # every field but the events
+    doc["events"] = mark
+    if "comment" in doc:  # the note names the nodes the tree's paths folded into
+        doc["comment"] = folded_note(profile, counter)
+    head, _, tail = json.dumps(doc, separators=(",", ":")).encode("utf-8").partition(f'"{mark}"'.encode())
+    events = tree_stacks(tree["parent"], tree["function"], [tree["self"][n] for n in order], 1)
+    write_atomic(path, [head, b"[", events, b"]", tail])
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone

@@ -46,5 +46,29 @@ def document(profile: Profile, counter: str) -> dict:
 
 
 def write(profile: Profile, path: str, counter: str) -> None:
-    write_atomic(path, json.dumps(document(profile, counter), separators=(",", ":")).encode("utf-8"))
+    """document()'s JSON text, its samples and weights made in C (stats.c tree_stacks):
+    black's 17 million frames took 19 s as lists and json.dumps.  The same bytes."""
+    write_atomic(path, _text(profile, counter))
     warn_folded(profile, counter, path)  # once written: a failure is one sentence alone
+
+
+def _text(profile: Profile, counter: str) -> list[bytes]:
+    import os
+
+    from .._cprof import tree_stacks
+    tree = profile["tree"]
+    names = [c["name"] for c in profile["counters"]]
+    marks = [f"@cprof-{os.urandom(8).hex()}-{i}" for i in range(2 * len(names))]
+    stub: Any = {"parent": [-1], "function": [-1], "calls": [0], "self": {n: [0] for n in names}}
+    doc = document({**profile, "tree": stub}, counter)  # every field but the paths
+    parts = []
+    for i, (name, prof) in enumerate(zip(names, doc["profiles"])):
+        samples, weights, total = tree_stacks(tree["parent"], tree["function"], [tree["self"][name]], 0)
+        prof["samples"], prof["weights"], prof["endValue"] = marks[2 * i], marks[2 * i + 1], total
+        parts += [samples, weights]
+    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    out = []
+    for mark, part in zip(marks, parts):  # each mark once, in this order
+        head, _, text = text.partition(f'"{mark}"'.encode())
+        out += [head, b"[", part, b"]"]
+    return out + [text]
