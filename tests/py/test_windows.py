@@ -3,7 +3,6 @@ window is a complete profile in its own file, conserved, with its span in meta; 
 written over; the program's exit code passes through."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import sys
 import textwrap
 
 import pytest
+
+from conftest import load  # the tree's packed columns (format 3) as lists
 
 from test_cli import _env
 
@@ -75,11 +76,6 @@ def run(tmp_path, args, mode="exit", timeout=60):
                         str(tmp_path / "w"), mode], capture_output=True, text=True, env=_env(),
                        timeout=timeout)
     return r, out
-
-
-def load(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def assert_conserved(p, threads_at_most):
