@@ -148,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recalibrate", action="store_true",
                    help="measure cprof's own per-call cost afresh instead of confirming the "
                         "figure cached from an earlier run (CPROF_NO_CACHE=1: no cache at all)")
+    p.add_argument("--follow-children", action="store_true",
+                   help="profile the program's Python child processes too (multiprocessing, "
+                        "subprocess running this Python): each writes NAME.<pid>.json beside -o, "
+                        "and cprof report NAME.json sums them (--by-process: each)")
     p.add_argument("--version", action="version", version=f"cprof {__version__}")
     p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
     p.add_argument("--pmu", action="store_true",
@@ -194,6 +198,8 @@ def _report_options(p: argparse.ArgumentParser) -> None:
                    "that --hist charts")
     p.add_argument("--hist", metavar="FUNC", help="chart the per-call distribution of one "
                    "function (a profile recorded with --distributions)")
+    p.add_argument("--by-process", action="store_true", help="a --follow-children profile: a row "
+                   "per process, then each process's own report")
     p.set_defaults(run=_report)
 
 
@@ -266,8 +272,12 @@ def _split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
 
 
 def _report(opts: argparse.Namespace) -> int:
-    from . import exporters, profile_file, report
-    profile = profile_file.load(opts.file)
+    from . import children, exporters, report
+    profile = children.load(opts.file)   # a --follow-children run's processes, summed
+    if opts.by_process:
+        sys.stdout.write(children.format_processes(profile, sort=opts.sort, limit=opts.limit,
+                                                   all=opts.all, focus=opts.focus))
+        return 0
     if opts.hist:
         sys.stdout.write(report.format_hist(profile, opts.hist, opts.counter))
         return 0
@@ -275,6 +285,7 @@ def _report(opts: argparse.Namespace) -> int:
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "
                              "or use --sort for the text report")
+        sys.stdout.write(children.header(profile))
         sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                               title=_title(opts.file, profile.get("meta", {})),
                                               all=opts.all, focus=opts.focus))
@@ -293,8 +304,8 @@ def _report(opts: argparse.Namespace) -> int:
 
 
 def _export(opts: argparse.Namespace) -> int:
-    from . import exporters, profile_file
-    profile = profile_file.load(opts.file)
+    from . import children, exporters
+    profile = children.load(opts.file)   # a --follow-children run's processes, summed
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
     _check_output(out, opts.file, "the profile it reads")
@@ -309,8 +320,8 @@ def _compare(opts: argparse.Namespace) -> int:
     if opts.fail_above is not None and not opts.fail_above >= 0:   # NaN too
         raise CprofError(f"--fail-above={opts.fail_above} is not a growth in percent; give 0 or more "
                          "(--fail-above=5 fails when the region grew more than 5%)")
-    from . import compare, profile_file
-    before, after = profile_file.load(opts.before), profile_file.load(opts.after)
+    from . import children, compare
+    before, after = children.load(opts.before), children.load(opts.after)  # processes summed
     names = (opts.before, opts.after)
     counters = compare.common_counters(before, after, opts.counter, names)
     failed, verdict = False, None
@@ -730,10 +741,19 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
 
     pid, started = os.getpid(), time.time()
     ending = {"pending": None, "done": False, "retry": False}
+    follow = opts.follow_children
+    if follow:
+        from . import children
+    if follow and any(c in MALLOC_COUNTERS for c in opts.counter.split(",")):
+        raise CprofError("--follow-children does not work with the malloc counters yet (a child "
+                         "would need the interposer preloaded); use pymalloc or profile without it")
 
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr)."""
         ending["done"] = True
+        if follow and os.getpid() != pid:  # a forked child: its own fresh profile (children.py)
+            children.end(exit_code, signum)
+            return
         hook_error = None
         try:
             stop(strict=False)
@@ -752,7 +772,12 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             meta["parent_pid"] = parent
         if signum is not None:
             meta["signal"] = signal.Signals(signum).name
+        kids = children.finish() if follow else {}  # the children that started profiling
+        loaded = kids.pop("_loaded", None)
+        meta.update(kids)
         profile = prof._compact_profile(**meta)  # written or reported once: compact tree
+        if loaded is not None:  # no -o: the children's profiles, summed into the report
+            profile = children.merged(profile, loaded)
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()
@@ -770,7 +795,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             _save(profile, out)
         else:
             from . import report
-            _tell("\n" + report.format_report(profile, sort=opts.sort, limit=opts.limit,
+            _tell("\n" + (children.header(profile) if follow else "")
+                  + report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                               title=_title(target, meta),
                                               all=opts.all, focus=opts.focus).removesuffix("\n"))
         if hook_error is not None:
@@ -803,6 +829,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     if not _fork_hooks:
         os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _fork_hooks = True
+    if follow:  # after the hook above: a forked child's own signal handlers come last
+        children.start(prof, where[1] if opts.output else None, opts.counter,
+                       {"all_call_sites": opts.all_call_sites, "compensate": not opts.no_compensate,
+                        "distributions": opts.distributions, "slow_calls": opts.slow_calls})
 
     exit_code = 0
     exc: BaseException | None = None
