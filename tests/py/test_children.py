@@ -303,3 +303,43 @@ def test_compare_and_fail_above_on_merged_profiles(tmp_path):
                  cwd=tmp_path)
     assert grew.returncode == 1, grew.stderr
     assert "FAIL" in grew.stderr
+
+
+MISSED = """\
+import signal, sys, threading, time
+def work():
+    return sum(range(1000))
+work()
+lock = threading.Lock()
+lock.acquire()
+def poke():
+    time.sleep(0.2)
+    # delivered to this thread, not the main one: Python's flag is tripped, but the main
+    # thread's wait is not interrupted, as for a signal landing just before a blocking call
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+threading.Thread(target=poke).start()
+lock.acquire(timeout=8)
+print("woke", flush=True)
+"""
+
+
+def test_a_signal_python_would_miss_still_ends_the_child_with_its_profile(tmp_path):
+    """A SIGTERM that trips Python's flag while the main thread waits (a pool worker
+    going back to its queue as Pool.terminate() sends it) is sent again until the
+    handler runs: the child writes its profile and ends by SIGTERM at once, instead of
+    after its wait (forever, for a pool worker whose parent holds the queue's lock)."""
+    write(tmp_path, "child.py", MISSED)
+    script = write(tmp_path, "parent.py", """\
+import subprocess, sys, time
+t = time.monotonic()
+r = subprocess.run([sys.executable, "child.py"], timeout=60)
+print(r.returncode, round(time.monotonic() - t, 1), flush=True)
+""")
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    code, took = r.stdout.decode().split()
+    assert code == "-15" and float(took) < 4, r.stdout   # 8 s and "woke" without the guard
+    (kid,) = children_of(out).values()
+    assert kid["meta"]["signal"] == "SIGTERM"
+    assert calls(kid, "work") == 1
