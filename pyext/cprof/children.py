@@ -284,7 +284,7 @@ def _begin(parent_pid: int, push_existing: bool) -> None:
 
 def _write_marker() -> None:
     import json
-    path = os.path.join(_state.folder, "started", str(os.getpid()))
+    path = os.path.join(_state.folder or "", "started", str(os.getpid()))
     # a new interpreter's own command line; a fork's is its parent's program
     command = sys.argv if _state.forked else getattr(sys, "orig_argv", sys.argv)
     data = json.dumps({"pid": os.getpid(), "parent_pid": _state.parent_pid,
@@ -362,6 +362,8 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
         meta["signal"] = signals.Signals(signal).name
     from . import exporters, profile_file
     out = profile_file.tagged_path(_state.config["out"], str(os.getpid()))
+    if _state.folder and out.startswith(_state.folder + os.sep) and not os.path.isdir(_state.folder):
+        return  # no -o, and the parent's report is made: a child that outlived it has no place
     try:
         profile = prof._compact_profile(**meta)
         health = profile["meta"]["health"]
@@ -385,7 +387,7 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
 
 # ---------------------------------------------------------------- reading: the merge
 
-def _gather(path: str, meta: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
+def _gather(path: str, meta: Any) -> list[tuple[dict[str, Any], Any]]:
     """(marker, its profile or None) for each child listed in meta."""
     from . import profile_file
     from ._cprof import CprofError
@@ -457,7 +459,7 @@ def _sum(profiles: list[Any], names: list[str]) -> Any:
     fids: dict[tuple, int] = {}
     functions: list[dict[str, Any]] = []
     edges: dict[tuple, dict[str, Any]] = {}
-    tree = {"parent": [-1], "function": [-1], "calls": [0],
+    tree: dict[str, Any] = {"parent": [-1], "function": [-1], "calls": [0],
             "self": {n: [0] for n in names}, "total": {n: [0] for n in names}}
     nodes: dict[tuple, int] = {}
     meta = dict(first["meta"])
@@ -484,10 +486,10 @@ def _sum(profiles: list[Any], names: list[str]) -> Any:
             meta["hook_replaced"] = list(meta["hook_replaced"]) + list(m.get("hook_replaced", []))
         remap = []
         for f in prof["functions"]:
-            key = (f["name"], f["file"], f["line"])
-            j = fids.get(key)
+            fkey = (f["name"], f["file"], f["line"])
+            j = fids.get(fkey)
             if j is None:
-                j = fids[key] = len(functions)
+                j = fids[fkey] = len(functions)
                 functions.append({"id": j, "name": f["name"], "file": f["file"], "line": f["line"],
                                   "calls": 0, "primitive_calls": 0,
                                   "self": {n: 0 for n in names}, "total": {n: 0 for n in names}})
@@ -499,10 +501,10 @@ def _sum(profiles: list[Any], names: list[str]) -> Any:
                 g["total"][n] += f["total"][n]
             remap.append(j)
         for e in prof["edges"]:
-            key = (remap[e["caller"]], remap[e["callee"]])
-            d = edges.get(key)
+            ekey = (remap[e["caller"]], remap[e["callee"]])
+            d = edges.get(ekey)
             if d is None:
-                d = edges[key] = {"caller": key[0], "callee": key[1], "calls": 0, "primitive_calls": 0,
+                d = edges[ekey] = {"caller": ekey[0], "callee": ekey[1], "calls": 0, "primitive_calls": 0,
                                   "total": {n: 0 for n in names}}
             d["calls"] += e["calls"]
             d["primitive_calls"] += e["primitive_calls"]
@@ -513,19 +515,19 @@ def _sum(profiles: list[Any], names: list[str]) -> Any:
         cols_self = [t["self"][n] for n in names]
         cols_total = [t["total"][n] for n in names]
         for node in range(len(t["parent"])):
-            if node == 0:
-                target = 0
-            else:
-                key = (here[t["parent"][node]], remap[t["function"][node]])
-                target = nodes.get(key)
-                if target is None:
-                    target = nodes[key] = len(tree["parent"])
-                    tree["parent"].append(key[0])
-                    tree["function"].append(key[1])
+            target = 0
+            if node:
+                nkey = (here[t["parent"][node]], remap[t["function"][node]])
+                found = nodes.get(nkey)
+                if found is None:
+                    found = nodes[nkey] = len(tree["parent"])
+                    tree["parent"].append(nkey[0])
+                    tree["function"].append(nkey[1])
                     tree["calls"].append(0)
                     for n in names:
                         tree["self"][n].append(0)
                         tree["total"][n].append(0)
+                target = found
             here[node] = target
             tree["calls"][target] += t["calls"][node]
             for n, cs, ct in zip(names, cols_self, cols_total):
@@ -569,9 +571,9 @@ def header(profile: Any) -> str:
     if not procs:
         return ""
     ok = sum(p["status"] == "ok" for p in procs)
-    lines = [f"cprof: {ok} process{'es' if ok != 1 else ''} summed "
-             f"({len(procs) - ok} missing); cprof report FILE --by-process for each"]
-    return "\n".join(lines + missing_lines(profile)) + "\n"
+    first = (f"cprof: {ok} process{'es' if ok != 1 else ''} summed "
+             f"({len(procs) - ok} missing); cprof report FILE --by-process for each")
+    return "\n".join([first, *missing_lines(profile)]) + "\n"
 
 
 def format_processes(profile: Any, sort: str | None = None, limit: int = 25, all: bool = False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import json
 import multiprocessing
 import os
 import shutil
@@ -15,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_cli import cprof as _cprof
 from test_cli import load
 
@@ -173,7 +171,7 @@ def test_another_python_runs_untouched_and_passes_nothing_on(tmp_path):
     variable out of its environment (its own children see neither), and still runs
     the sitecustomize the user had."""
     other = next((p for p in OTHER if subprocess.run(
-        [p, "-c", "import sys; print(sys.version)"], capture_output=True, text=True,
+        [p, "-c", "import sys; print(sys.version)"], check=False, capture_output=True, text=True,
         timeout=30).stdout.strip() != sys.version), None)
     if other is None:
         pytest.skip("no other Python installed")
@@ -193,7 +191,8 @@ subprocess.run([sys.executable, "-c", code], timeout=60)
     os.environ["PYTHONPATH"] = str(user)
     try:
         r = subprocess.run([sys.executable, "-m", "cprof", "--follow-children", "-o", str(out),
-                            "parent.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                            "parent.py"], check=False, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
     finally:
         if env_path is None:
             del os.environ["PYTHONPATH"]
@@ -276,7 +275,7 @@ def test_pprof_export_of_a_merged_profile_has_a_pid_label(tmp_path):
         data = gzip.decompress(pb.read_bytes())
         assert data.count(b"pid") == 1
         return
-    raw = subprocess.run([go, "tool", "pprof", "-raw", str(pb)], capture_output=True, text=True,
+    raw = subprocess.run([go, "tool", "pprof", "-raw", str(pb)], check=False, capture_output=True, text=True,
                          timeout=120)
     assert raw.returncode == 0, raw.stderr
     labels = {int(line.split("pid:[")[1].split("]")[0]) for line in raw.stdout.splitlines()
