@@ -111,7 +111,7 @@ def _cprof_follow():
             finally:
                 sys.path.remove(%(pkg)r)
             if children is not None:
-                children._child_main(here)
+                children._child_main(here, %(config)r)
 
 _cprof_follow()
 del _cprof_follow
@@ -123,21 +123,22 @@ def start(profile: Any, out: str | None, counter: str, options: dict[str, Any]) 
     that leads the program's Python children to it, and the at-fork hook.  `out` is
     the parent's -o (absolute), or None: the children's profiles then go to the
     folder and the parent's report merges them."""
-    import json
     import secrets
     import tempfile
     folder = tempfile.mkdtemp(prefix="cprof-children-")
     os.mkdir(os.path.join(folder, "started"))
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     user_path = os.environ.get("PYTHONPATH")
+    from . import exporters
     config = {"out": out or os.path.join(folder, "profile.json"), "counter": counter,
+              # decided here: a child writing JSON does not import the exporters
+              "format": exporters.format_for_path(out) if out else None,
               "options": options, "run": secrets.token_hex(8), "root": os.getpid()}
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config, f)
+    # the options as a literal in the child's sitecustomize: no json to import there
     with open(os.path.join(folder, "sitecustomize.py"), "w") as f:
         f.write(_SITECUSTOMIZE % {"version": sys.version, "abiflags": getattr(sys, "abiflags", ""),
                                   "tag": sys.implementation.cache_tag, "env": ENV, "pkg": pkg,
-                                  "user_path": user_path})
+                                  "user_path": user_path, "config": config})
     _state.folder, _state.config, _state.profile = folder, config, profile
     _state.pid, _state.root, _state.user_pythonpath = os.getpid(), True, user_path
     os.environ[ENV] = folder
@@ -172,14 +173,14 @@ def finish() -> dict[str, Any]:
 
 
 def _markers(folder: str) -> list[dict[str, Any]]:
-    import json
+    import ast
     out = []
     where = os.path.join(folder, "started")
     for name in os.listdir(where):
         try:
-            with open(os.path.join(where, name)) as f:
-                out.append(json.load(f))
-        except (OSError, ValueError):  # a child killed while writing it: its pid is the name
+            with open(os.path.join(where, name), encoding="utf-8", errors="surrogateescape") as f:
+                out.append(ast.literal_eval(f.read()))
+        except (OSError, ValueError, SyntaxError):  # a child killed while writing it: the name is its pid
             if name.isdigit():
                 out.append({"pid": int(name), "parent_pid": None, "command": []})
     out.sort(key=lambda m: m["pid"])
@@ -231,14 +232,8 @@ def _register_finalizer(_: Any) -> None:
     util.Finalize(None, end, exitpriority=-(1 << 30))   # last: after the worker's own
 
 
-def _child_main(folder: str) -> None:
+def _child_main(folder: str, config: dict[str, Any]) -> None:
     """In a new interpreter, from the private sitecustomize: start profiling."""
-    import json
-    try:
-        with open(os.path.join(folder, "config.json")) as f:
-            config = json.load(f)
-    except (OSError, ValueError):
-        return  # the parent's run is over: run unprofiled
     _state.folder, _state.config = folder, config
     argv = getattr(sys, "orig_argv", [])
     helper = any(h in a for a in argv for h in _HELPERS)
@@ -283,12 +278,11 @@ def _begin(parent_pid: int, push_existing: bool) -> None:
 
 
 def _write_marker() -> None:
-    import json
     path = os.path.join(_state.folder or "", "started", str(os.getpid()))
     # a new interpreter's own command line; a fork's is its parent's program
     command = sys.argv if _state.forked else getattr(sys, "orig_argv", sys.argv)
-    data = json.dumps({"pid": os.getpid(), "parent_pid": _state.parent_pid,
-                       "command": list(command), "fork": _state.forked})
+    data = repr({"pid": os.getpid(), "parent_pid": _state.parent_pid,   # read by ast.literal_eval
+                 "command": list(command), "fork": _state.forked})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data.encode("utf-8", "surrogateescape"))
@@ -360,7 +354,7 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
     if signal is not None:
         import signal as signals
         meta["signal"] = signals.Signals(signal).name
-    from . import exporters, profile_file
+    from . import profile_file
     out = profile_file.tagged_path(_state.config["out"], str(os.getpid()))
     if _state.folder and out.startswith(_state.folder + os.sep) and not os.path.isdir(_state.folder):
         return  # no -o, and the parent's report is made: a child that outlived it has no place
@@ -371,10 +365,11 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
             # started inside os.fork() (its at-fork hook), the profile sees os.fork
             # return without having seen it called: that one is not the program's
             health["unmatched_exits"] -= 1
-        fmt = exporters.format_for_path(out)
+        fmt = _state.config["format"]
         if fmt is None:
             profile_file.write(profile, out)
         else:
+            from . import exporters
             exporters.export(profile, fmt, out)
     except Exception as e:  # the process's own ending goes on
         try:
