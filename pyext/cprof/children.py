@@ -62,6 +62,7 @@ class _State:
         self.fork_pid = 0                 # os.getpid() just before a fork
         self.user_pythonpath: str | None = None
         self.pending: int | None = None   # a signal that came while the profile was written
+        self.guarded = False              # the ending signals come again until handled
 
 
 _state = _State()
@@ -308,12 +309,26 @@ def _catch_signals() -> None:
                 # before a blocking call (a pool worker going back to its queue's lock
                 # as Pool.terminate() sends SIGTERM) would wait for that call to end,
                 # forever; the guard sends it again until the handler runs
-                guard(signum)
+                _state.guarded = guard(signum)
         except ValueError:  # not the main thread
             return
 
 
+def _importing(frame: Any) -> bool:
+    """The signal came while the main thread imports a module."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_signal(signum: int, frame: Any) -> None:
+    if _state.guarded and _importing(frame):
+        # writing the profile imports modules, and one that is half imported now
+        # would fail (seen: 3.14's annotationlib, under a forkserver worker's unpickling):
+        # the guard sends the signal again in 20 ms, after the import
+        return
     from ._children import handled
     handled(signum)
     if _state.written and _state.pid == os.getpid():
