@@ -746,7 +746,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         from . import children
     if follow and any(c in MALLOC_COUNTERS for c in opts.counter.split(",")):
         raise CprofError("--follow-children does not work with the malloc counters yet (a child "
-                         "would need the interposer preloaded); use pymalloc or profile without it")
+                         "would need the interposer preloaded); use the pymalloc-* counters, or profile without them")
 
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr)."""

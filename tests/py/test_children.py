@@ -379,3 +379,12 @@ sys.stderr.write(r.stderr)
     (kid,) = children_of(out).values()
     assert kid["meta"]["signal"] == "SIGTERM"
     assert calls(kid, "find_spec") >= 1
+
+
+def test_the_malloc_counters_are_refused_in_one_sentence(tmp_path):
+    script = write(tmp_path, "pool.py", POOL)
+    r = cprof("--follow-children", "-c", "cpu,malloc-calls", script, "fork", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("cprof: error: --follow-children does not work with the malloc "
+                               "counters") and r.stderr.count("\n") == 1, r.stderr
+    assert r.stdout == b""
