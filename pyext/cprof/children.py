@@ -295,7 +295,7 @@ _ENDING = ("SIGTERM", "SIGHUP")
 
 
 def _catch_signals() -> None:
-    import signal
+    import _signal as signal  # the C part: the module's enums cost a child's start-up 30M instructions
 
     from ._children import guard
     for name in _ENDING:
@@ -341,7 +341,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def _die_by(signum: int) -> None:
-    import signal
+    import _signal as signal
     signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
     os.kill(os.getpid(), signum)

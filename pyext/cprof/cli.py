@@ -1,5 +1,5 @@
 """The command line (USAGE below; `cprof --help`).  One argparse parser: the profiling
-run's options, and report, export and compare as its subparsers.  A run's script (or
+run's options (_RUN_OPTIONS), and report, export and compare as its subparsers.  A run's script (or
 -m's module) and everything after it are the program's: _split_run_args finds where
 that starts from the options the parser itself knows.  The run drives api.Profile,
 as a program using the API would.
@@ -10,17 +10,20 @@ from the exporters' REGISTRY); any other name (out.json) gets the cprof JSON pro
 Problems the user can fix print one sentence and exit 2; the profiled program's
 output, exceptions and exit code pass through, and its profile is still written.
 
-Start-up is part of every run's cost: this module imports what a profiling run needs
-(argparse, signal) and the rest where it is used (the exporters' registry only to show
+Start-up is part of every run's cost: a profiling run with a plain command line is read
+without argparse (_parse_run; argparse and re only for help, the commands and any other
+line), and the rest is imported where it is used (the exporters' registry only to show
 --help or write an export, traceback only to print one).
 """
 from __future__ import annotations
 
-import argparse
+# _signal as signal: the signal module's C part, whose functions take and give ints; the
+# module wraps them in enums, and importing enum cost an empty run under cprof 30 million
+# instructions (a third of its start-up)
+import _signal as signal
 import builtins
 import errno
 import os
-import signal
 import sys
 import time
 
@@ -30,7 +33,8 @@ from .api import Profile
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    import argparse
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any, NoReturn
 
     from .model import Profile as ProfileData
@@ -53,53 +57,68 @@ def _terminal_width() -> int:
     return columns or 80
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help formatter, cheap to make: argparse makes one at every
-    add_argument, to validate it.  The width without shutil; on 3.14+, the colour theme
-    (argparse's _set_color imports _colorize, which imports dataclasses and inspect:
-    60 million instructions) only when help is formatted, the one time it is used."""
+def _classes() -> tuple[type, type]:
+    """argparse's formatter and parser as cprof uses them, made the first time a command
+    line goes to argparse (help, a command, anything _parse_run leaves to it): a profiling
+    run with a plain command line imports neither argparse nor re."""
+    global _made
+    if _made is not None:
+        return _made
+    import argparse
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None, **kwargs: Any) -> None:
-        super().__init__(prog, indent_increment, max_help_position,
-                         _terminal_width() - 2 if width is None else width, **kwargs)
+    class _Formatter(argparse.HelpFormatter):
+        """argparse's help formatter, cheap to make: argparse makes one at every
+        add_argument, to validate it.  The width without shutil; on 3.14+, the colour theme
+        (argparse's _set_color imports _colorize, which imports dataclasses and inspect:
+        60 million instructions) only when help is formatted, the one time it is used."""
 
-    # 3.14 only: 3.15's argparse defers the theme itself (_theme is a property there, which
-    # this override broke: every cprof command failed with "badly formed help string")
-    if not hasattr(argparse.HelpFormatter, "_get_theme_and_decolor"):
-        def _set_color(self, color: bool) -> None:  # kept for _theme, set below when asked
-            self.__dict__.pop("_theme", None)
-            self.__dict__.pop("_decolor", None)
-            self._cprof_color = color
+        def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                     width: int | None = None, **kwargs: Any) -> None:
+            super().__init__(prog, indent_increment, max_help_position,
+                             _terminal_width() - 2 if width is None else width, **kwargs)
 
-        def __getattr__(self, name: str) -> Any:
-            if name in ("_theme", "_decolor") and "_cprof_color" in self.__dict__:
-                super()._set_color(self._cprof_color)  # type: ignore[misc]
-                return self.__dict__[name]
-            raise AttributeError(name)
+        # 3.14 only: 3.15's argparse defers the theme itself (_theme is a property there, which
+        # this override broke: every cprof command failed with "badly formed help string")
+        if not hasattr(argparse.HelpFormatter, "_get_theme_and_decolor"):
+            def _set_color(self, color: bool) -> None:  # kept for _theme, set below when asked
+                self.__dict__.pop("_theme", None)
+                self.__dict__.pop("_decolor", None)
+                self._cprof_color = color
+
+            def __getattr__(self, name: str) -> Any:
+                if name in ("_theme", "_decolor") and "_cprof_color" in self.__dict__:
+                    super()._set_color(self._cprof_color)  # type: ignore[misc]
+                    return self.__dict__[name]
+                raise AttributeError(name)
 
 
-class _Parser(argparse.ArgumentParser):
-    # help that names the export formats, filled in when help is shown (the exporters'
-    # registry is not imported for a profiling run)
-    late: Callable[[argparse.ArgumentParser], None] | None = None
+    class _Parser(argparse.ArgumentParser):
+        # help that names the export formats, filled in when help is shown (the exporters'
+        # registry is not imported for a profiling run)
+        late: Callable[[argparse.ArgumentParser], None] | None = None
 
-    def error(self, message: str) -> NoReturn:  # one sentence, exit 2, no usage dump
-        raise CprofError(f"{message}; see cprof --help")
+        def error(self, message: str) -> NoReturn:  # one sentence, exit 2, no usage dump
+            raise CprofError(f"{message}; see cprof --help")
 
-    def _fill(self) -> None:
-        late, self.late = self.late, None
-        if late is not None:
-            late(self)
+        def _fill(self) -> None:
+            late, self.late = self.late, None
+            if late is not None:
+                late(self)
 
-    # *args: 3.15's argparse takes a formatter argument here, earlier ones none
-    def format_usage(self, *args: Any) -> str:
-        self._fill()
-        return super().format_usage(*args)
+        # *args: 3.15's argparse takes a formatter argument here, earlier ones none
+        def format_usage(self, *args: Any) -> str:
+            self._fill()
+            return super().format_usage(*args)
 
-    def format_help(self, *args: Any) -> str:
-        self._fill()
-        return super().format_help(*args)
+        def format_help(self, *args: Any) -> str:
+            self._fill()
+            return super().format_help(*args)
+
+    _made = (_Formatter, _Parser)
+    return _made
+
+
+_made: tuple[type, type] | None = None
 
 
 USAGE = """cprof [options] script.py [args ...]
@@ -110,19 +129,142 @@ USAGE = """cprof [options] script.py [args ...]
        cprof --list-counters [--pmu]"""
 
 
+def _count(text: str) -> int:
+    """--limit's value: a whole number, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        import argparse
+        raise argparse.ArgumentTypeError(f"'{text}' is not a count; give 0 (all) or more")
+    return n
+
+
+# The options of a profiling run: (option strings, dest, whether it takes a value, default,
+# conversion of the value, metavar, help).  _parse_run reads a plain command line with them
+# alone; _parser gives them to argparse, which shows the help and reads every other line.
+_RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, bool, Any, Callable[[str], Any] | None, str | None, str], ...] = (
+    (("--counter", "-c"), "counter", True, "cpu,wall", None, None,
+     "comma-separated counters, first one sorts the report (default: cpu,wall)"),
+    (("-o", "--output"), "output", True, None, None, None,
+     ("write the profile here instead of printing a report: the JSON profile, or by the "
+      "name's ending (see the formats)")),
+    (("--sort",), "sort", True, None, None, None, "sort by COUNTER (self), COUNTER.total, or calls"),
+    (("--limit",), "limit", True, 25, _count, None, "functions in the report (0 = all)"),
+    (("--all",), "all", False, False, None, None,
+     ("list every function (by default the standard library, site-packages and cprof fold "
+      "into one line per library)")),
+    (("--focus",), "focus", True, None, None, "PATTERN",
+     ("list only the functions whose module or file matches PATTERN (fnmatch globs, "
+      "comma-separated: mypkg,src/*); the rest fold into one [other] line")),
+    (("--all-call-sites",), "all_call_sites", False, False, None, None,
+     ("3.12+: keep watching call sites that called a Python function, so a C function called "
+      "later from the same site is not missed (slower)")),
+    (("--distributions",), "distributions", False, False, None, None,
+     ("keep a histogram of every call's cost per function (p50/p99/max in the report, "
+      "cprof report --hist FUNC)")),
+    (("--slow-calls",), "slow_calls", True, 0, int, "K",
+     ("keep the K slowest calls per function (by the first counter) with the repr of their "
+      "arguments")),
+    (("--no-compensate",), "no_compensate", False, False, None, None,
+     ("keep cprof's own per-call cost in the numbers (by default it is calibrated at "
+      "start-up and taken out)")),
+    (("--recalibrate",), "recalibrate", False, False, None, None,
+     ("measure cprof's own per-call cost afresh instead of confirming the figure cached from "
+      "an earlier run (CPROF_NO_CACHE=1: no cache at all)")),
+    (("--follow-children",), "follow_children", False, False, None, None,
+     ("profile the program's Python child processes too (multiprocessing, subprocess running "
+      "this Python): each writes NAME.<pid>.json beside -o, and cprof report NAME.json sums them "
+      "(--by-process: each)")),
+    (("--list-counters",), "list_counters", False, False, None, None, "list the counters and exit"),
+    (("--pmu",), "pmu", False, False, None, None,
+     "with --list-counters: list the events of the PMUs libpfm4 detects"),
+    (("-m",), "module", True, None, None, "MODULE",
+     "run a library module as a script (what follows its name is its arguments)"),
+)
+_EXCLUSIVE = ("--all", "--focus")   # argparse refuses both; so does _parse_run
+
+
+def _add_options(p: argparse.ArgumentParser, rows: Iterable[tuple]) -> dict[str, argparse.Action]:
+    """Add options from _RUN_OPTIONS' rows to an argparse parser; its actions by first
+    option string.  --all and --focus go into a group that allows one of them."""
+    actions, group = {}, None
+    for flags, dest, takes_value, default, convert, metavar, text in rows:
+        to: Any = p
+        if flags[0] in _EXCLUSIVE:
+            group = group or p.add_mutually_exclusive_group()
+            to = group
+        if takes_value:
+            actions[flags[0]] = to.add_argument(*flags, dest=dest, default=default, type=convert,
+                                                metavar=metavar, help=text)
+        else:
+            actions[flags[0]] = to.add_argument(*flags, dest=dest, action="store_true", help=text)
+    return actions
+
+
+def _parse_run(argv: list[str]) -> tuple[Any, list[str]] | None:
+    """(options, the program's command line) of a profiling run, read without argparse
+    when the command line is plain: each option spelled in full (--limit=5, --limit 5,
+    -c cpu, -ccpu) and each value converted without error; the program starts where
+    _split_run_args says.  None for anything else (help, --version, an abbreviation, an
+    unknown option, a bad value, --all with --focus): argparse reads that line and says
+    in its words what is wrong."""
+    import types
+    rows = {flag: row for row in _RUN_OPTIONS for flag in row[0]}
+    opts: dict[str, Any] = {row[1]: row[3] for row in _RUN_OPTIONS}
+    opts["command"] = None   # argparse's dest of the commands
+    i, program = 0, None
+    while i < len(argv) and program is None:
+        a = argv[i]
+        if a == "--":
+            program = argv[i + 1:]
+            break
+        if not a.startswith("-") or a == "-":
+            program = argv[i:]
+            break
+        flag, eq, value = a.partition("=") if a.startswith("--") else (a[:2], "", a[2:])
+        row = rows.get(flag)
+        if row is None or value.startswith("=") and not eq:
+            return None
+        _, dest, takes_value, _, convert, _, _ = row
+        joined = bool(eq or value)
+        if not takes_value:
+            if joined:
+                return None
+            opts[dest] = True
+        else:
+            if not joined:
+                i += 1
+                if i == len(argv) or argv[i].startswith("-"):
+                    return None
+                value = argv[i]
+            try:
+                opts[dest] = value if convert is None else convert(value)
+            except Exception:
+                return None
+            if flag == "-m":
+                program = argv[i + 1:]
+        i += 1
+    if opts["all"] and opts["focus"] is not None:
+        return None
+    return types.SimpleNamespace(**opts), argv[i:] if program is None else program
+
+
 def _parser() -> argparse.ArgumentParser:
     """The whole command line: the profiling run's options, and the commands report,
     export and compare as subparsers.  A run's script and its arguments are not in it:
     _split_run_args finds where they start, from the options this parser knows."""
+    _Formatter, _Parser = _classes()
     p = _Parser(prog="cprof", usage=USAGE, formatter_class=_Formatter,
                 description="Profile a Python program: attribute counters "
                 "(CPU time, wall time, context switches) to each function.",
                 epilog="Everything after the script (or -m's module) is the program's. "
                 "cprof COMMAND --help describes a command.")
-    p.add_argument("--counter", "-c", default="cpu,wall",
-                   help="comma-separated counters, first one sorts the report (default: cpu,wall)")
-    output = p.add_argument("-o", "--output", help="write the profile here instead of printing a "
-                            "report: the JSON profile, or by the name's ending (see the formats)")
+    k = next(i for i, row in enumerate(_RUN_OPTIONS) if row[0][0] == "--list-counters")
+    output = _add_options(p, _RUN_OPTIONS[:k])["-o"]
+    p.add_argument("--version", action="version", version=f"cprof {__version__}")
+    _add_options(p, _RUN_OPTIONS[k:])
 
     def late(p: argparse.ArgumentParser) -> None:
         from . import exporters
@@ -130,34 +272,6 @@ def _parser() -> argparse.ArgumentParser:
         output.help = ("write the profile here instead of printing a report: the JSON profile, "
                        "or by the name's ending " + exporters.endings_help())
     p.late = late  # type: ignore[attr-defined]
-    p.add_argument("--sort", help="sort by COUNTER (self), COUNTER.total, or calls")
-    p.add_argument("--limit", type=_count, default=25, help="functions in the report (0 = all)")
-    _focus_options(p)
-    p.add_argument("--all-call-sites", action="store_true",
-                   help="3.12+: keep watching call sites that called a Python function, so a C "
-                        "function called later from the same site is not missed (slower)")
-    p.add_argument("--distributions", action="store_true",
-                   help="keep a histogram of every call's cost per function (p50/p99/max in the "
-                        "report, cprof report --hist FUNC)")
-    p.add_argument("--slow-calls", type=int, default=0, metavar="K",
-                   help="keep the K slowest calls per function (by the first counter) with the "
-                        "repr of their arguments")
-    p.add_argument("--no-compensate", action="store_true",
-                   help="keep cprof's own per-call cost in the numbers (by default it is "
-                        "calibrated at start-up and taken out)")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="measure cprof's own per-call cost afresh instead of confirming the "
-                        "figure cached from an earlier run (CPROF_NO_CACHE=1: no cache at all)")
-    p.add_argument("--follow-children", action="store_true",
-                   help="profile the program's Python child processes too (multiprocessing, "
-                        "subprocess running this Python): each writes NAME.<pid>.json beside -o, "
-                        "and cprof report NAME.json sums them (--by-process: each)")
-    p.add_argument("--version", action="version", version=f"cprof {__version__}")
-    p.add_argument("--list-counters", action="store_true", help="list the counters and exit")
-    p.add_argument("--pmu", action="store_true",
-                   help="with --list-counters: list the events of the PMUs libpfm4 detects")
-    p.add_argument("-m", dest="module", metavar="MODULE",
-                   help="run a library module as a script (what follows its name is its arguments)")
     commands = p.add_subparsers(prog="cprof", title="commands", dest="command",
                                 metavar="{report,export,compare}")
     for name, (options, short, description) in _COMMANDS.items():
@@ -171,6 +285,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """The subparsers of `parser`, by command name (their options added: _command)."""
+    import argparse
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
@@ -178,12 +293,7 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
 
 
 def _focus_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--all", action="store_true", help="list every function (by default the "
-                   "standard library, site-packages and cprof fold into one line per library)")
-    g.add_argument("--focus", metavar="PATTERN", help="list only the functions whose module or "
-                   "file matches PATTERN (fnmatch globs, comma-separated: mypkg,src/*); the rest "
-                   "fold into one [other] line")
+    _add_options(p, [row for row in _RUN_OPTIONS if row[0][0] in _EXCLUSIVE])
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:
@@ -546,17 +656,6 @@ def _ensure_malloc_interposer(spec: str, argv: list[str] | None) -> None:
     os.execve(sys.executable, cmd, env)
 
 
-def _count(text: str) -> int:
-    """--limit's value: a whole number, 0 or more."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a count; give 0 (all) or more")
-    return n
-
-
 def _join_threads() -> None:
     # As the interpreter does at exit: wait for non-daemon threads, so their work is profiled.
     # A program that never imported threading started none it would wait for.
@@ -771,7 +870,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if parent is not None:
             meta["parent_pid"] = parent
         if signum is not None:
-            meta["signal"] = signal.Signals(signum).name
+            import signal as named
+            meta["signal"] = named.Signals(signum).name
         kids = children.finish() if follow else {}  # the children that started profiling
         loaded = kids.pop("_loaded", None)
         meta.update(kids)
@@ -883,10 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     entry, argv = argv, sys.argv[1:] if argv is None else argv
     _restore_environment()
     try:
-        parser = _parser()
-        commands = _commands(parser)
-        if argv[:1] and argv[0] in commands:  # only first: `cprof -c cpu report` runs ./report
-            command = commands[argv[0]]
+        if argv[:1] and argv[0] in _COMMANDS:  # only first: `cprof -c cpu report` runs ./report
+            command = _commands(_parser())[argv[0]]
             command._fill()  # type: ignore[attr-defined]
             opts = command.parse_args(argv[1:])
             try:
@@ -900,8 +998,13 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 raise CprofError(f"could not write the output ({e.strerror})") from None
             return status
-        head, program = _split_run_args(parser, argv)
-        opts = parser.parse_args(head)
+        run = _parse_run(argv)
+        if run is None:
+            parser = _parser()
+            head, program = _split_run_args(parser, argv)
+            opts = parser.parse_args(head)
+        else:
+            opts, program = run
         if opts.pmu and not opts.list_counters:
             raise CprofError("--pmu goes with --list-counters; use cprof --list-counters --pmu")
         if opts.list_counters:

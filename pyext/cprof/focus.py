@@ -29,22 +29,17 @@ from __future__ import annotations
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Mapping
     from typing import Any
 
 import builtins
-import fnmatch
 import os
-import re
 import site
 import sys
-import sysconfig
-from collections.abc import Collection, Iterable, Mapping
 
 from ._cprof import CprofError
 from .model import FoldedRow, Paths, Profile, Row
 
-_SITE = re.compile(r"[/\\](?:site-packages|dist-packages)[/\\]([^/\\]+)", re.IGNORECASE)
-_STDLIB = re.compile(r"[/\\]lib[/\\]python\d+(?:\.\d+)?t?[/\\]([^/\\]+)", re.IGNORECASE)
 # C modules whose functions belong to another module's library
 _C_ALIASES = {"_thread": "threading", "thread": "threading", "posix": "os", "nt": "os", "_sre": "re"}
 _CPROF_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -61,19 +56,13 @@ def library_paths() -> Paths:
             into.add(os.path.normpath(path))
             into.add(os.path.realpath(path))
 
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    for prefix in prefixes:
-        paths = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix,
-                                          "installed_base": prefix, "installed_platbase": prefix})
-        add(stdlib, paths.get("stdlib"))
-        add(stdlib, paths.get("platstdlib"))
-        add(sites, paths.get("purelib"))
-        add(sites, paths.get("platlib"))
-    paths = sysconfig.get_paths()
-    for key in ("stdlib", "platstdlib"):
-        add(stdlib, paths.get(key))
-    for key in ("purelib", "platlib"):
-        add(sites, paths.get(key))
+    # sysconfig's stdlib, platstdlib, purelib and platlib of each prefix, without importing
+    # sysconfig (and threading, which it imports): its site-packages folders are site's, and
+    # the folders that hold them are the standard library's
+    prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    for path in site.getsitepackages(prefixes):
+        add(sites, path)
+        add(stdlib, os.path.dirname(path))
     add(stdlib, os.path.dirname(os.__file__))
     try:
         for p in site.getsitepackages():
@@ -108,10 +97,52 @@ def _under(file: str, roots: Iterable[str]) -> str | None:
 
 def _top(relative: str) -> str:
     """The top-level module or package of a path below a library folder."""
-    parts = re.split(r"[/\\]", relative, maxsplit=1)
+    parts = relative.replace("\\", "/").split("/", 1)
     if len(parts) == 1:  # a module file: six.py, _cffi_backend.cpython-312-x86_64-linux-gnu.so
         return parts[0].split(".", 1)[0]
     return parts[0]
+
+
+def _below(file: str, folder_at: Callable[[str, int], int]) -> str | None:
+    """The path below the first library folder in file (any case, / or \\ separators),
+    where folder_at(path, i) is the length of such a folder's name at path[i:] (after a
+    separator, before one), or -1; None when there is none with a name after it."""
+    path = file.replace("\\", "/").lower()
+    i = path.find("/")
+    while i >= 0:
+        n = folder_at(path, i + 1)
+        end = i + 1 + n
+        if n > 0 and path[end:end + 1] == "/" and path[end + 1:end + 2] not in ("", "/"):
+            return file[end + 1:]
+        i = path.find("/", i + 1)
+    return None
+
+
+def _site_folder(path: str, i: int) -> int:
+    """site-packages, dist-packages"""
+    return 13 if path.startswith(("site-packages", "dist-packages"), i) else -1
+
+
+def _stdlib_folder(path: str, i: int) -> int:
+    """lib/pythonN, lib/pythonN.M, with t after a free-threaded build's"""
+    if not path.startswith("lib/python", i):
+        return -1
+    j = i + len("lib/python")
+
+    def digits(k: int) -> int:
+        while k < len(path) and path[k].isdigit() and path[k].isascii():
+            k += 1
+        return k
+
+    k = digits(j)
+    if k == j:
+        return -1
+    if path[k:k + 1] == ".":
+        m = digits(k + 1)
+        k = m if m > k + 1 else k
+    if path[k:k + 1] == "t":
+        k += 1
+    return k - i
 
 
 def _c_module(name: str) -> str:
@@ -142,15 +173,13 @@ def library_of(f: Mapping[str, Any], paths: Paths, site_names: Collection[str] =
         return "cprof"
     rel = _under(file, paths.get("site", ()))
     if rel is None:
-        m = _SITE.search(file)
-        rel = file[m.start(1):] if m else None
+        rel = _below(file, _site_folder)
     if rel is not None:
         top = _top(rel)
         return "cprof" if top == "cprof" else f"site-packages: {top}"
     rel = _under(file, paths.get("stdlib", ()))
     if rel is None:
-        m = _STDLIB.search(file)
-        rel = file[m.start(1):] if m else None
+        rel = _below(file, _stdlib_folder)
     return None if rel is None else _top(rel)
 
 
@@ -194,6 +223,7 @@ def matches(f: Mapping[str, Any], patterns: list[str]) -> bool:
     file's name without .py (a module run as __main__); the file at every folder of its
     path (/home/u/proj/src/app.py, ..., src/app.py, app.py), and a pattern naming a folder
     matches the files under it."""
+    import fnmatch
     name, file = f["name"], f["file"]
     parts = name.split(".")
     modules = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
 import os
-from collections.abc import Mapping, Sequence
 
 from . import focus as _focus
 from ._cprof import CprofError

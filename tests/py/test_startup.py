@@ -39,8 +39,9 @@ def test_import_cprof_imports_only_its_own_small_modules():
 
 
 def test_import_of_the_command_line_leaves_reports_and_exports_out():
-    """The CLI needs argparse (and what argparse imports); nothing else of HEAVY."""
-    heavy = (new_modules("import cprof.cli") & set(HEAVY)) - new_modules("import argparse")
+    """Nothing of HEAVY, not even argparse (a plain run's command line is read without it:
+    cli._parse_run), nor signal's enums: enum cost an empty run 30M instructions."""
+    heavy = new_modules("import cprof.cli") & (set(HEAVY) | {"enum", "signal", "sysconfig"})
     assert not heavy, sorted(heavy)
 
 
@@ -54,10 +55,10 @@ def test_a_profiling_run_imports_neither_exporters_nor_json_before_the_program(t
     """))
     r = run_cprof([str(script)], check_rc=0)
     # less what `python -m` itself has imported by then (runpy; on 3.10 its importlib
-    # imports warnings) and what argparse imports
+    # imports warnings)
     plain = subprocess.run([sys.executable, "-m", "seen"], cwd=tmp_path, capture_output=True,
                            text=True, check=True)
-    seen = set(r.stdout.split()) - set(plain.stdout.split()) - new_modules("import argparse")
+    seen = set(r.stdout.split()) - set(plain.stdout.split())
     if sys.version_info < (3, 12):  # the setprofile hooks profile new threads through threading
         seen.discard("threading")
     assert not seen, sorted(seen)
@@ -377,15 +378,87 @@ def test_a_fifo_in_the_cache_does_not_hang_the_run(tmp_path):
     assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
 
 
-def test_a_whole_run_imports_no_typing(tmp_path):
-    """Building and printing the report after the program needs no typing (its import
-    was ~46M instructions of an empty run's start-up): the TypedDicts are for mypy."""
-    script = tmp_path / "empty.py"
-    script.write_text("")
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "cprof", "--no-compensate",
-                        str(script)], capture_output=True, text=True, timeout=120)
+def _imported(cmd, cwd):
+    r = subprocess.run([sys.executable, "-X", "importtime"] + cmd, capture_output=True,
+                       text=True, timeout=120, cwd=cwd)
     assert r.returncode == 0, r.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()
-                if line.startswith("import time:")}
-    assert "cprof.report" in imported and "cprof.model" in imported
-    assert "typing" not in imported
+    return {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+# what a whole run of an empty script may import beyond what `python -m empty` does: cprof's
+# own modules and these small ones (the report's math and operator, errno for the CLI, the
+# codec of a non-UTF-8 stderr)
+RUN_MAY_IMPORT = {"__future__", "errno", "math", "_math_integer", "operator", "_operator",
+                  "encodings.ascii", "encodings.latin_1"}
+
+
+def test_a_whole_run_imports_only_small_modules(tmp_path):
+    """Before, an empty script under cprof imported typing (46M instructions: the
+    TypedDicts are for mypy only), argparse and re (27M), signal's enums (30M), sysconfig
+    and threading (19M), collections (9M): 150M instructions in all, plain Python 44M.
+    Building and printing the report needs none of them; nor does the cprof command
+    (its launcher imports no re, as pip's entry-point scripts do)."""
+    (tmp_path / "empty.py").write_text("")
+    plain = _imported(["-m", "empty"], tmp_path)
+    launcher = os.path.join(os.path.dirname(sys.executable), "cprof")
+    for cmd in (["-m", "cprof", "--no-compensate", "empty.py"],
+                [launcher, "--no-compensate", "empty.py"], [launcher, "empty.py"]):
+        imported = _imported(cmd, tmp_path)
+        assert "cprof.report" in imported and "cprof.model" in imported
+        if sys.version_info < (3, 12):  # the setprofile hooks follow new threads through threading
+            imported -= {"threading", "_weakrefset"}
+        extra = {m for m in imported - plain if m != "cprof" and not m.startswith("cprof.")}
+        assert extra <= RUN_MAY_IMPORT, (cmd, sorted(extra - RUN_MAY_IMPORT))
+
+
+def _argparse_run(argv):
+    from cprof import cli
+    parser = cli._parser()
+    head, program = cli._split_run_args(parser, argv)
+    return vars(parser.parse_args(head)), program
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["s.py"], ["s.py", "-o", "x", "--limit", "3"], ["-c", "cpu", "s.py"], ["-ccpu,wall", "s.py"],
+    ["--counter=ctxsw", "-o", "out.json", "s.py", "a"], ["--counter", "wall", "--", "-s.py", "-x"],
+    ["--limit=0", "--sort", "wall.total", "--all", "s.py"], ["--focus", "mypkg,src/*", "s.py"],
+    ["--focus=", "s.py"], ["--counter=", "s.py"], ["--slow-calls", "3", "--distributions", "s.py"],
+    ["--all-call-sites", "--no-compensate", "--recalibrate", "-m", "json.tool", "-o", "f"],
+    ["-mjson.tool", "x"], ["-m", "mod"], ["--list-counters"], ["--list-counters", "--pmu"], ["-"],
+    ["--limit", "5", "--limit", "7", "s.py"], ["-o", "a", "-o", "b", "s.py"], ["--counter==x", "s.py"],
+])
+def test_a_plain_command_line_is_read_as_argparse_reads_it(argv):
+    """cli._parse_run reads these without argparse, to the same options and program."""
+    from cprof import cli
+    fast = cli._parse_run(argv)
+    assert fast is not None, argv
+    assert (vars(fast[0]), fast[1]) == _argparse_run(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["-h"], ["--version"], ["--coun=cpu", "s.py"], ["--lim", "3", "s.py"],
+    ["--limit", "-1", "s.py"], ["--limit=x", "s.py"], ["--slow-calls=1.5", "s.py"],
+    ["--all", "--focus", "p", "s.py"], ["-o"], ["-o", "-x", "s.py"], ["-m"], ["--no-compensate=1"],
+    ["-c=cpu", "s.py"], ["--unknown", "s.py"], ["-x", "s.py"], ["--counter", "--limit", "3"],
+])
+def test_anything_else_goes_to_argparse(argv):
+    """What the fast reader declines, argparse reads (and refuses in its own words)."""
+    from cprof import cli
+    assert cli._parse_run(argv) is None
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--limit=x", "s.py"], "not a count"), (["--all", "--focus", "p", "s.py"], "not allowed with"),
+    (["--lim", "x", "s.py"], "not a count"), (["-o"], "expected one argument"),
+])
+def test_declined_lines_get_argparse_s_sentence(args, words):
+    r = run_cprof(args, check_rc=2)
+    assert words in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_an_abbreviated_option_still_works(tmp_path):
+    """argparse's abbreviations (--lim 3, --count cpu) keep working: those lines go to it."""
+    (tmp_path / "s.py").write_text("def f():\n    pass\nf()\n")
+    r = run_cprof(["--count", "wall", "--lim", "1", str(tmp_path / "s.py")], check_rc=0)
+    assert "wall self" in r.stderr and "cpu self" not in r.stderr, r.stderr
