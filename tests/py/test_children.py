@@ -285,10 +285,11 @@ def test_pprof_export_of_a_merged_profile_has_a_pid_label(tmp_path):
     labels = {int(line.split("pid:[")[1].split("]")[0]) for line in raw.stdout.splitlines()
               if "pid:[" in line}
     assert labels == pids, raw.stdout[-2000:]
-    # every sample has one: samples are the lines with values before ':' in -raw
-    samples = [line for line in raw.stdout.split("Locations")[0].splitlines()
-               if line.strip() and line.strip()[0].isdigit() and ":" in line]
-    assert samples and all("pid:[" in s for s in samples) or "pid:[" in raw.stdout
+    # every sample has one: in -raw, a sample is "VALUES: LOCATIONS", its labels on the next line
+    lines = raw.stdout.split("Samples:")[1].split("Locations")[0].splitlines()
+    samples = [i for i, line in enumerate(lines) if line.rstrip().endswith(tuple("0123456789")) and
+               ": " in line and line.split(":")[0].split()[0].isdigit()]
+    assert samples and all("pid:[" in lines[i + 1] for i in samples), raw.stdout[:3000]
 
 
 def test_compare_and_fail_above_on_merged_profiles(tmp_path):
