@@ -63,6 +63,7 @@ class _State:
         self.user_pythonpath: str | None = None
         self.pending: int | None = None   # a signal that came while the profile was written
         self.guarded = False              # the ending signals come again until handled
+        self.deferred = 0                 # times the handler waited for an import to end
 
 
 _state = _State()
@@ -314,6 +315,9 @@ def _catch_signals() -> None:
             return
 
 
+_DEFER_MAX = 50   # times 20 ms: how long an ending signal waits for an import to end
+
+
 def _importing(frame: Any) -> bool:
     """The signal came while the main thread imports a module."""
     while frame is not None:
@@ -324,10 +328,12 @@ def _importing(frame: Any) -> bool:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    if _state.guarded and _importing(frame):
+    if _state.guarded and _state.deferred < _DEFER_MAX and _importing(frame):
         # writing the profile imports modules, and one that is half imported now
         # would fail (seen: 3.14's annotationlib, under a forkserver worker's unpickling):
-        # the guard sends the signal again in 20 ms, after the import
+        # the guard sends the signal again in 20 ms, after the import.  Bounded: a
+        # process forked during an import has that import on its stack for good
+        _state.deferred += 1
         return
     from ._children import handled
     handled(signum)
