@@ -209,7 +209,7 @@ def _module_folder(module: str) -> str | None:
     if spec is None:
         return None
     if spec.submodule_search_locations:
-        return os.path.abspath(list(spec.submodule_search_locations)[0])
+        return os.path.abspath(next(iter(spec.submodule_search_locations)))
     return os.path.abspath(spec.origin) if spec.origin and os.path.exists(spec.origin) else None
 
 
