@@ -228,7 +228,7 @@ static int stack_grow(struct cprof_thread *t)
     return 0;
 }
 
-#define NO_EDGE UINT64_MAX /* a node made by a pre-existing frame's exit: no call yet */
+#define NO_EDGE CPROF_NO_EDGE
 
 /* The node of path (parent, fn) while the tree has room, else only if it exists:
  * 1 inserted, 0 found, -ENOENT (full, absent), -ENOMEM. */
@@ -237,6 +237,23 @@ static inline int node_of(struct cprof_thread *t, uint64_t nk, size_t *node)
     if (t->tab.nodes.len < t->stack.max_nodes)
         return cprof_table_get(&t->tab.nodes, nk, node);
     return cprof_table_find(&t->tab.nodes, nk, node);
+}
+
+/* CPROF_FIRST_* of a frame of fn called by `caller` on top of the current stack:
+ * whether fn, and the pair, are on the stack already.  Off the common path (a new
+ * node, a folded frame): the scan is the stack's depth. */
+static uint32_t first_flags(const struct cprof_thread *t, size_t caller, size_t fn)
+{
+    const struct cprof_frame *fr = t->stack.frames;
+    uint32_t first = CPROF_FIRST_FN | CPROF_FIRST_EDGE;
+
+    for (size_t i = 0; i < t->stack.depth; i++)
+        if (fr[i].fn == fn) {
+            first &= ~CPROF_FIRST_FN;
+            if ((i ? fr[i - 1].fn : CPROF_ROOT) == caller)
+                return 0;
+        }
+    return first;
 }
 
 /* The edge of (caller, fn), found through the call-tree node of (parent, fn): a node
@@ -255,6 +272,8 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
         if (r == -ENOMEM)       /* the path folds into its parent, as when the tree is full */
             t->health.out_of_memory++;
         have_node = r >= 0;
+        if (r > 0)
+            t->tab.nodes.recs[node].first = first_flags(t, caller, fn);
         if (r == 0 && t->tab.nodes.recs[node].edge != NO_EDGE) {
             f->node = (uint32_t)node;
             f->own_node = 1;
@@ -266,6 +285,12 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
         return -ENOMEM;
     f->edge = (uint32_t)edge;
     if (have_node) {
+        /* a new node, or a pre-existing frame's (whose total so far is no call's: the
+         * edge, which will derive this node's, starts that much lower) */
+        const uint64_t *ntotal = cprof_total(&t->tab.nodes, node);
+        uint64_t *etotal = cprof_total(&t->tab.edges, edge);
+        for (unsigned c = 0; c < t->n; c++)
+            etotal[c] -= ntotal[c];
         t->tab.nodes.recs[node].edge = edge;
         f->node = (uint32_t)node;
         f->own_node = 1;
@@ -273,6 +298,7 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
         t->health.tree_folded++;
         f->node = parent;
         f->own_node = 0;
+        f->first = first_flags(t, caller, fn);
     }
     return 0;
 }
@@ -296,23 +322,34 @@ static __attribute__((noinline)) int push_lookup(struct cprof_thread *t, cprof_k
     return link(t, caller, fn, f);
 }
 
-/* The rest of push once frame f at depth d has its records: counts and readings. */
+/* A call of a frame folded into an ancestor's node: counted in its function and
+ * edge directly (engine.h, CPROF_FIRST_FN). */
+static __attribute__((noinline)) void count_folded(struct cprof_thread *t,
+                                                   const struct cprof_frame *f)
+{
+    struct cprof_rec *r = &t->tab.fns.recs[f->fn], *e = &t->tab.edges.recs[f->edge];
+
+    r->calls++;
+    r->primitive_calls += (f->first & CPROF_FIRST_FN) != 0;
+    e->calls++;
+    e->primitive_calls += (f->first & CPROF_FIRST_EDGE) != 0;
+}
+
+/* The rest of push once frame f at depth d has its records: counts and readings.
+ * `own`: the caller knows the frame's node is its own (the common path). */
 static ALWAYS_INLINE void push_rest_n(struct cprof_thread *t, const struct cprof_frame *f,
-                                      size_t d, const uint64_t *now, int counted, unsigned n)
+                                      size_t d, const uint64_t *now, int counted, unsigned n,
+                                      int own)
 {
     struct cprof_stack *st = &t->stack;
-    struct cprof_rec *r = &t->tab.fns.recs[f->fn], *e = &t->tab.edges.recs[f->edge];
     uint64_t *fv;
 
     if (counted) {
-        r->calls++;
-        r->primitive_calls += r->active == 0;
-        e->calls++;
-        e->primitive_calls += e->active == 0;
-        t->tab.nodes.recs[f->node].calls += f->own_node;
+        if (own || f->own_node)
+            t->tab.nodes.recs[f->node].calls++;
+        else
+            count_folded(t, f);
     }
-    r->active++;
-    e->active++;
     fv = st->fvals + d * 2 * n;
     for (unsigned c = 0; c < n; c++) {
         fv[c] = now[c];
@@ -334,7 +371,7 @@ static __attribute__((noinline)) void push_slow(struct cprof_thread *t, cprof_ke
         t->health.out_of_memory++;
         return;
     }
-    push_rest_n(t, &st->frames[d], d, now, counted, t->n);
+    push_rest_n(t, &st->frames[d], d, now, counted, t->n, 0);
 }
 
 static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
@@ -359,37 +396,58 @@ static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const ui
         push_slow(t, key, now, counted);
         return;
     }
-    push_rest_n(t, f, d, now, counted, n);
+    push_rest_n(t, f, d, now, counted, n, 1);
+}
+
+/* A frame folded into an ancestor's node ends (fv: its readings): its function and
+ * edge get what the node cannot give them (engine.h, CPROF_FIRST_FN), and the
+ * borrowed node's function gives back the self the node takes (the root's node is
+ * no function's). */
+static void settle_folded(struct cprof_thread *t, const struct cprof_frame *f, const uint64_t *fv,
+                          const uint64_t *now)
+{
+    unsigned n = t->n;
+    uint64_t *self = cprof_self(&t->tab.fns, f->fn), *total = self + n;
+    uint64_t *etotal = cprof_total(&t->tab.edges, f->edge);
+    uint64_t *back = f->node == CPROF_ROOT ? NULL :
+        cprof_self(&t->tab.fns, t->tab.nodes.recs[f->node].key & 0xffffffffu);
+
+    for (unsigned c = 0; c < n; c++) {
+        uint64_t g = now[c] - fv[c], own_g = g - fv[n + c];
+        self[c] += own_g;
+        if (back)
+            back[c] -= own_g;
+        if (f->first & CPROF_FIRST_FN)
+            total[c] += g;
+        if (f->first & CPROF_FIRST_EDGE)
+            etotal[c] += g;
+    }
 }
 
 /* Close the top frame at reading `now`; `current`: it is the frame the exit event
  * is about (not one closed on the way to it).  `extras` 0: the caller knows no
- * per-call extras are kept (exit_n's fast path, which then calls nothing). */
+ * per-call extras are kept and the node is the frame's own (exit_n's fast path,
+ * which then calls nothing). */
 static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int current,
                                 unsigned n, int extras)
 {
     struct cprof_stack *st = &t->stack;
-    struct cprof_tables *tab = &t->tab;
     size_t d = st->depth - 1, stride = 2 * (size_t)n;
     const struct cprof_frame *f = &st->frames[d];
     const uint64_t *fv = st->fvals + d * stride;
-    uint64_t *self = tab->fns.vals + f->fn * stride, *total = self + n;
-    uint64_t *etotal = tab->edges.vals + f->edge * stride + n;
-    uint64_t *nself = tab->nodes.vals + f->node * stride, *ntotal = nself + n;
+    uint64_t *nself = t->tab.nodes.vals + f->node * stride, *ntotal = nself + n;
     uint64_t *up = d ? st->fvals + (d - 1) * stride + n : t->rd.mark_child;
-    uint64_t outer = --tab->fns.recs[f->fn].active == 0;
-    uint64_t eouter = --tab->edges.recs[f->edge].active == 0;
-    uint64_t own = f->own_node;
+    uint64_t own = 1;
 
-    if (extras && __builtin_expect(t->extras.any, 0))
-        cprof_record_call(t, f->fn, fv, now, current);
-
-    /* masks, not branches: a node is on a path at most once (no recursion rule) */
+    if (extras) {
+        if (__builtin_expect(t->extras.any, 0))
+            cprof_record_call(t, f->fn, fv, now, current);
+        if (!(own = f->own_node))
+            settle_folded(t, f, fv, now);
+    }
+    /* a node is on a path at most once: no recursion rule here (engine.h) */
     for (unsigned c = 0; c < n; c++) {
         uint64_t g = now[c] - fv[c], own_g = g - fv[n + c];
-        self[c] += own_g;
-        total[c] += g & -outer;
-        etotal[c] += g & -eouter;
         nself[c] += own_g;
         ntotal[c] += g & -own;
         up[c] += g;
@@ -397,7 +455,8 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
     st->depth = d;
 }
 
-/* pop_n for any n, off the common path (frames closed on the way, flush). */
+/* pop_n for any n and frame, off the common path (per-call extras, a folded frame,
+ * frames closed on the way, flush). */
 static __attribute__((noinline)) void pop(struct cprof_thread *t, const uint64_t *now,
                                           int current)
 {
@@ -428,6 +487,21 @@ void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uin
     push_n(t, key, observe_n(t, now, t->n), 0, t->n);
 }
 
+/* The total function fn has now: its own (direct) plus its nodes' where it is not
+ * above itself (what cprof_merge derives), in have[0..n).  A scan of the tree: for
+ * a pre-existing frame's exit only. */
+static void total_now(const struct cprof_thread *t, size_t fn, uint64_t *have)
+{
+    const struct cprof_table *nodes = &t->tab.nodes;
+    unsigned n = t->n;
+
+    memcpy(have, cprof_total(&t->tab.fns, fn), n * sizeof(*have));
+    for (size_t i = 1; i < nodes->len; i++)
+        if ((nodes->recs[i].key & 0xffffffffu) == fn && (nodes->recs[i].first & CPROF_FIRST_FN))
+            for (unsigned c = 0; c < n; c++)
+                have[c] += cprof_total(nodes, i)[c];
+}
+
 /* The call-tree node of a frame that was running before the region began: a child
  * of the root (the paths of the calls it made are not known to lie under it, so
  * they stay where they were seen, beside it).  When the tree is full, the root
@@ -441,8 +515,10 @@ static int preexisting_node(struct cprof_thread *t, size_t fn, size_t *node)
     if (r == -ENOENT) {
         t->health.tree_folded++;
         *node = CPROF_ROOT;
-    } else if (r > 0)           /* no edge until it is called from the root (link()) */
+    } else if (r > 0) {       /* no edge until it is called from the root (link()) */
         t->tab.nodes.recs[*node].edge = NO_EDGE;
+        t->tab.nodes.recs[*node].first = CPROF_FIRST_FN | CPROF_FIRST_EDGE;
+    }
     return 0;
 }
 
@@ -452,7 +528,7 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
     struct cprof_readings *rd = &t->rd;
     unsigned n = t->n;
     size_t fn, node;
-    uint64_t *self, *total, *nself, *ntotal;
+    uint64_t *self, *total, *nself, *ntotal, *etotal = NULL, have[CPROF_MAX_COUNTERS];
 
     if (fn_index(t, key, &fn) < 0 || preexisting_node(t, fn, &node) < 0) {
         t->health.out_of_memory++;
@@ -462,19 +538,26 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
     total = cprof_total(&t->tab.fns, fn);
     nself = cprof_self(&t->tab.nodes, node);
     ntotal = cprof_total(&t->tab.nodes, node);
-    /* The frame spanned the whole region so far, so every earlier frame of the same
-     * function in this thread (nested in it, or an inner pre-existing one) lies
-     * inside it: its total is the region's growth, counted once. */
+    if (node != CPROF_ROOT && t->tab.nodes.recs[node].edge != NO_EDGE)
+        etotal = cprof_total(&t->tab.edges, t->tab.nodes.recs[node].edge);
     for (unsigned c = 0; c < n; c++) {
         uint64_t d = now[c] - rd->mark[c] - rd->mark_child[c];
-        self[c] += d;
         nself[c] += d;          /* the root's self stays what no function got */
-        if (node != CPROF_ROOT)
-            ntotal[c] += d;
-        total[c] = now[c] - rd->first[c];
+        if (node != CPROF_ROOT) {
+            ntotal[c] += d;     /* the node gives its function self and total */
+            if (etotal)         /* but no call's total to the edge from the root */
+                etotal[c] -= d;
+        } else
+            self[c] += d;
         rd->mark[c] = now[c];
         rd->mark_child[c] = 0;
     }
+    /* The frame spanned the whole region so far, so every earlier frame of the same
+     * function in this thread (nested in it, or an inner pre-existing one) lies
+     * inside it: its total is the region's growth, counted once. */
+    total_now(t, fn, have);
+    for (unsigned c = 0; c < n; c++)
+        total[c] += now[c] - rd->first[c] - have[c];
 }
 
 void cprof_thread_expect_exits(struct cprof_thread *t, const cprof_key *keys, unsigned n)
@@ -532,7 +615,7 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
     /* the common case calls nothing: fewer registers to save on every exit */
     if (__builtin_expect(!(d && t->stack.frames[d - 1].key == key), 0))
         exit_other(t, key, v);
-    else if (__builtin_expect(t->extras.any, 0))
+    else if (__builtin_expect(t->extras.any | !t->stack.frames[d - 1].own_node, 0))
         pop(t, v, 1);
     else
         pop_n(t, v, 1, n, 0);

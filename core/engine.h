@@ -5,7 +5,8 @@
  * locks.  Readings are passed in by the caller (one uint64 per counter), so the
  * engine is driven by synthetic streams in tests with exact arithmetic.
  *
- * Semantics (cProfile's): calls counts every entry observed; primitive_calls the
+ * Semantics (cProfile's, of the merged figures: a thread keeps its call tree and the
+ * merge derives the rest, see CPROF_FIRST_FN below): calls counts every entry observed; primitive_calls the
  * entries made while the function was not already on the stack; self is the
  * counter's growth while the function was on top; total is the growth between
  * entry and exit of its outermost frame only, so recursion is counted once.  Edges
@@ -35,7 +36,23 @@ struct cprof_frame {
                                  * ancestor's node, which then takes this frame's self */
     uint32_t up;                /* the node of the frame below (the root's at depth 0) */
     uint32_t own_node;          /* 1: node is this frame's own; 0: borrowed from an ancestor */
+    uint32_t first;             /* a borrowed node's frame: CPROF_FIRST_* of this frame */
 };
+/* A thread accumulates into its call tree only: an entry counts a call in its node,
+ * an exit adds self and total to it.  What the functions and edges get is derived
+ * from the nodes when the threads are merged (cprof_merge): a node's calls and self
+ * go to its function and edge; its calls as primitive and its total only if its
+ * function (CPROF_FIRST_FN), or its (caller, callee) pair (CPROF_FIRST_EDGE), is not
+ * on its path above it, which a node knows from its creation (a node is one path,
+ * and an own node's path is the stack below its frame).  So recursion counts once.
+ * The thread's fns and edges tables hold only what the nodes cannot say, added to
+ * the derived figures: frames folded into an ancestor's node (the tree was full)
+ * count and attribute there directly (their `first` scanned from the stack at
+ * entry, their self taken back from the borrowed node's function), and a
+ * pre-existing frame's exit corrects its function's total (engine.c). */
+#define CPROF_FIRST_FN 1u       /* the function is not on the path above */
+#define CPROF_FIRST_EDGE 2u     /* the (caller, callee) pair is not on the path above */
+#define CPROF_NO_EDGE UINT64_MAX /* a node made by a pre-existing frame's exit: no call yet */
 /* A popped frame stays in the array: the next push at its depth with the same key
  * under the same parent node is the same path, so it reuses fn, edge and node
  * without a table lookup (engine.c, push).  Slots never written have own_node 0. */

@@ -44,6 +44,39 @@ static size_t tfind(const struct cprof_table *tb, uint64_t key)
     return cprof_table_find(tb, key, &i) == 0 ? i : NONE;
 }
 
+/* The thread's functions and edges as a profile gives them: derived from its call
+ * tree (engine.h, CPROF_FIRST_FN) by merging the thread alone, which keeps its
+ * function and edge indices; nodes are the thread's own.  Valid until the next call. */
+static const struct cprof_tables *settled(const struct cprof_thread *t)
+{
+    static struct cprof_merged m;
+    static struct cprof_tables view;
+    static uint64_t was[6 + 2 * NC];  /* what the tables last merged were: every change
+                                      * is an event, or a flush that moves the roots */
+    uint64_t is[6 + 2 * NC] = {(uintptr_t)t, t->rd.events, t->stack.depth, t->tab.fns.len,
+                               t->tab.edges.len, t->tab.nodes.len};
+    struct cprof_thread *th = (struct cprof_thread *)t;
+
+    for (unsigned c = 0; c < t->n && c < NC; c++) {
+        is[6 + c] = cprof_self(&t->tab.fns, CPROF_ROOT)[c];
+        is[6 + NC + c] = cprof_self(&t->tab.nodes, CPROF_ROOT)[c];
+    }
+    if (t->rd.started && m.tab.fns.recs && !memcmp(is, was, sizeof(is)))
+        return &view;
+    memcpy(was, is, sizeof(is));
+    cprof_merged_free(&m);
+    cr_assert_eq(cprof_merge(&th, 1, t->n, NULL, NULL, &m), 0);
+    if (t->rd.started) {
+        cr_assert_eq(m.tab.fns.len, t->tab.fns.len);
+        cr_assert_eq(m.tab.edges.len, t->tab.edges.len);
+        view.fns = m.tab.fns;
+        view.edges = m.tab.edges;
+    } else
+        view = t->tab;
+    view.nodes = t->tab.nodes;
+    return &view;
+}
+
 /* ---- stream helpers ----------------------------------------------------------- */
 
 static void init2(struct cprof_thread *t)
@@ -82,6 +115,7 @@ static size_t fn_at(const struct cprof_thread *t, cprof_key k, int line)
 
     cr_assert_neq(i, NONE, "line %d: function %#llx not in the table", line, (ull)k);
     cr_assert_eq(t->tab.fns.recs[i].key, k);
+    cr_assert_eq(settled(t)->fns.recs[i].key, k);
     return i;
 }
 
@@ -89,8 +123,9 @@ static void check_fn(const struct cprof_thread *t, cprof_key k, uint64_t calls, 
                      uint64_t self0, uint64_t self1, uint64_t tot0, uint64_t tot1, int line)
 {
     size_t i = fn_at(t, k, line);
-    const struct cprof_rec *r = &t->tab.fns.recs[i];
-    const uint64_t *s = cprof_self(&t->tab.fns, i), *tt = cprof_total(&t->tab.fns, i);
+    const struct cprof_tables *v = settled(t);
+    const struct cprof_rec *r = &v->fns.recs[i];
+    const uint64_t *s = cprof_self(&v->fns, i), *tt = cprof_total(&v->fns, i);
 
     cr_assert_eq(r->calls, calls, "line %d: fn %#llx calls %llu, want %llu", line, (ull)k,
                  (ull)r->calls, (ull)calls);
@@ -121,8 +156,9 @@ static void check_edge(const struct cprof_thread *t, cprof_key caller, cprof_key
                        uint64_t calls, uint64_t prim, uint64_t tot0, uint64_t tot1, int line)
 {
     size_t e = edge_at(t, caller, callee, line);
-    const struct cprof_rec *r = &t->tab.edges.recs[e];
-    const uint64_t *tt = cprof_total(&t->tab.edges, e);
+    const struct cprof_tables *v = settled(t);
+    const struct cprof_rec *r = &v->edges.recs[e];
+    const uint64_t *tt = cprof_total(&v->edges, e);
 
     cr_assert_eq(r->calls, calls, "line %d: edge %#llx->%#llx calls %llu, want %llu", line,
                  (ull)caller, (ull)callee, (ull)r->calls, (ull)calls);
@@ -172,15 +208,13 @@ static void check_tree(const struct cprof_table *nodes, uint64_t dropped,
  * sum of self over all functions (root included) is the region's growth. */
 static void check_conservation(const struct cprof_thread *t, int line)
 {
+    const struct cprof_tables *v = settled(t);
+
     cr_assert_eq(t->stack.depth, 0, "line %d: depth %zu after flush", line, t->stack.depth);
-    for (size_t i = 0; i < t->tab.fns.len; i++)
-        cr_assert_eq(t->tab.fns.recs[i].active, 0, "line %d: fn %zu still active", line, i);
-    for (size_t i = 0; i < t->tab.edges.len; i++)
-        cr_assert_eq(t->tab.edges.recs[i].active, 0, "line %d: edge %zu still active", line, i);
     for (unsigned c = 0; c < t->n; c++) {
         uint64_t sum = 0;
-        for (size_t i = 0; i < t->tab.fns.len; i++) {
-            uint64_t s = cprof_self(&t->tab.fns, i)[c];
+        for (size_t i = 0; i < v->fns.len; i++) {
+            uint64_t s = cprof_self(&v->fns, i)[c];
             cr_assert_leq(s, cprof_thread_region(t, c), "line %d: fn %zu self[%u] %llu > region",
                           line, i, c, (ull)s);
             sum += s;
@@ -188,7 +222,7 @@ static void check_conservation(const struct cprof_thread *t, int line)
         cr_assert_eq(sum, cprof_thread_region(t, c),
                      "line %d: counter %u: sum of self %llu != region %llu", line, c, (ull)sum,
                      (ull)cprof_thread_region(t, c));
-        cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&t->tab.fns, CPROF_ROOT)[c]);
+        cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&v->fns, CPROF_ROOT)[c]);
         /* the tree's root holds what no function got (unless full paths folded into it) */
         if (!t->health.tree_folded)
             cr_assert_eq(cprof_self(&t->tab.nodes, CPROF_ROOT)[c], cprof_thread_unattributed(t, c),
@@ -777,8 +811,8 @@ Test(engine, backwards_reading_second_counter_names_counter_and_function)
     FN(&t, KA, 1, 1, 15, 3, 20, 4);
     for (size_t i = 0; i < t.tab.fns.len; i++)
         for (unsigned c = 0; c < NC; c++) {
-            cr_assert_leq(cprof_self(&t.tab.fns, i)[c], 20);
-            cr_assert_leq(cprof_total(&t.tab.fns, i)[c], 20);
+            cr_assert_leq(cprof_self(&settled(&t)->fns, i)[c], 20);
+            cr_assert_leq(cprof_total(&settled(&t)->fns, i)[c], 20);
         }
     check_region(&t, 20, 4);
     CONSERVED(&t);
@@ -962,7 +996,8 @@ Test(engine, deep_direct_recursion)
     for (uint64_t i = 1; i <= BIG; i++)
         ent(&t, KF, i, i);
     cr_assert_eq(t.stack.depth, BIG);
-    cr_assert_eq(t.tab.fns.recs[fn_at(&t, KF, __LINE__)].active, BIG);
+    for (uint64_t i = 0; i < BIG; i++)
+        cr_assert_eq(t.stack.frames[i].fn, fn_at(&t, KF, __LINE__));
     /* the k-th exit closes frame BIG+1-k */
     for (uint64_t k = 1; k <= BIG; k++)
         ex(&t, KF, BIG + k, BIG + 2 * k);
@@ -1351,6 +1386,11 @@ Test(random, with_backwards_readings)
 static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const struct cprof_merged *mg)
 {
     uint64_t started = 0, events = 0, unmatched = 0, backwards = 0;
+    struct cprof_merged *one = calloc(nth ? nth : 1, sizeof(*one)); /* each thread settled */
+
+    cr_assert_not_null(one);
+    for (size_t ti = 0; ti < nth; ti++)
+        cr_assert_eq(cprof_merge(&th[ti], 1, NC, NULL, NULL, &one[ti]), 0);
 
     for (size_t ti = 0; ti < nth; ti++) {
         const struct cprof_thread *t = th[ti];
@@ -1400,11 +1440,11 @@ static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const s
             if (j == NONE || !th[ti]->rd.started)
                 continue;
             found = 1;
-            calls += th[ti]->tab.fns.recs[j].calls;
-            prim += th[ti]->tab.fns.recs[j].primitive_calls;
+            calls += one[ti].tab.fns.recs[j].calls;
+            prim += one[ti].tab.fns.recs[j].primitive_calls;
             for (unsigned c = 0; c < NC; c++) {
-                self[c] += cprof_self(&th[ti]->tab.fns, j)[c];
-                tot[c] += cprof_total(&th[ti]->tab.fns, j)[c];
+                self[c] += cprof_self(&one[ti].tab.fns, j)[c];
+                tot[c] += cprof_total(&one[ti].tab.fns, j)[c];
             }
         }
         cr_assert(found || key == 0, "merged key %#llx in no thread", (ull)key);
@@ -1432,10 +1472,10 @@ static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const s
             if (e == NONE)
                 continue;
             found = 1;
-            calls += t->tab.edges.recs[e].calls;
-            prim += t->tab.edges.recs[e].primitive_calls;
+            calls += one[ti].tab.edges.recs[e].calls;
+            prim += one[ti].tab.edges.recs[e].primitive_calls;
             for (unsigned c = 0; c < NC; c++)
-                tot[c] += cprof_total(&t->tab.edges, e)[c];
+                tot[c] += cprof_total(&one[ti].tab.edges, e)[c];
         }
         cr_assert(found, "merged edge %#llx->%#llx in no thread", (ull)a, (ull)b);
         cr_assert_eq(mg->tab.edges.recs[i].calls, calls);
@@ -1443,6 +1483,9 @@ static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const s
         for (unsigned c = 0; c < NC; c++)
             cr_assert_eq(cprof_total(&mg->tab.edges, i)[c], tot[c]);
     }
+    for (size_t ti = 0; ti < nth; ti++)
+        cprof_merged_free(&one[ti]);
+    free(one);
 }
 
 static size_t mfn(const struct cprof_merged *mg, cprof_key k)
