@@ -2317,17 +2317,26 @@ static uint64_t script_read(void *state)
 static void assert_same_tables(const struct cprof_thread *t, const struct cprof_thread *u,
                                unsigned n)
 {
+    struct cprof_thread *a = (struct cprof_thread *)t, *b = (struct cprof_thread *)u;
+    struct cprof_merged ma, mb;     /* the functions' figures as derived */
+
+    cr_assert_eq(cprof_merge(&a, 1, n, NULL, NULL, &ma), 0);
+    cr_assert_eq(cprof_merge(&b, 1, n, NULL, NULL, &mb), 0);
     cr_assert_eq(t->tab.fns.len, u->tab.fns.len);
     cr_assert_eq(t->tab.nodes.len, u->tab.nodes.len);
+    cr_assert_eq(ma.tab.fns.len, t->tab.fns.len);
     for (size_t i = 0; i < t->tab.fns.len; i++) {
-        cr_assert_eq(t->tab.fns.recs[i].key, u->tab.fns.recs[i].key);
-        cr_assert_eq(t->tab.fns.recs[i].calls, u->tab.fns.recs[i].calls);
+        cr_assert_eq(ma.tab.fns.recs[i].key, mb.tab.fns.recs[i].key);
+        cr_assert_eq(ma.tab.fns.recs[i].calls, mb.tab.fns.recs[i].calls);
+        cr_assert_eq(ma.tab.fns.recs[i].primitive_calls, mb.tab.fns.recs[i].primitive_calls);
         for (unsigned c = 0; c < 2 * n; c++)
-            cr_assert_eq(t->tab.fns.vals[i * 2 * n + c], u->tab.fns.vals[i * 2 * n + c]);
+            cr_assert_eq(ma.tab.fns.vals[i * 2 * n + c], mb.tab.fns.vals[i * 2 * n + c]);
     }
     for (size_t i = 0; i < t->tab.nodes.len; i++)
         for (unsigned c = 0; c < 2 * n; c++)
             cr_assert_eq(t->tab.nodes.vals[i * 2 * n + c], u->tab.nodes.vals[i * 2 * n + c]);
+    cprof_merged_free(&ma);
+    cprof_merged_free(&mb);
 }
 
 Test(engine, reads_counters_itself)
@@ -2482,11 +2491,17 @@ Test(engine, instantiations_for_1_2_and_n_counters_agree)
             (enter ? cprof_thread_enter : cprof_thread_exit)(&th[i], k, now);
         }
     }
-    for (int i = 0; i < 3; i++)
+    struct cprof_merged mg[3];      /* the functions' and edges' figures as derived */
+    for (int i = 0; i < 3; i++) {
+        struct cprof_thread *one = &th[i];
         cprof_thread_flush(&th[i]);
+        cr_assert_eq(cprof_merge(&one, 1, ncs[i], NULL, NULL, &mg[i]), 0);
+        cr_assert_eq(mg[i].tab.fns.len, th[i].tab.fns.len);
+        cr_assert_eq(mg[i].tab.edges.len, th[i].tab.edges.len);
+    }
     for (int i = 1; i < 3; i++) {
-        const struct cprof_table *a[3] = {&th[0].tab.fns, &th[0].tab.edges, &th[0].tab.nodes};
-        const struct cprof_table *b[3] = {&th[i].tab.fns, &th[i].tab.edges, &th[i].tab.nodes};
+        const struct cprof_table *a[3] = {&mg[0].tab.fns, &mg[0].tab.edges, &th[0].tab.nodes};
+        const struct cprof_table *b[3] = {&mg[i].tab.fns, &mg[i].tab.edges, &th[i].tab.nodes};
         cr_assert_eq(th[i].health.backwards_readings, th[0].health.backwards_readings);
         cr_assert_eq(th[i].health.tree_folded, th[0].health.tree_folded);
         cr_assert_eq(th[i].rd.events, th[0].rd.events);
@@ -2507,7 +2522,7 @@ Test(engine, instantiations_for_1_2_and_n_counters_agree)
         }
         /* stream 1 in the 2- and 3-counter engines agrees too */
         for (int tb = 0; tb < 3 && i == 2; tb++) {
-            const struct cprof_table *x[3] = {&th[1].tab.fns, &th[1].tab.edges, &th[1].tab.nodes};
+            const struct cprof_table *x[3] = {&mg[1].tab.fns, &mg[1].tab.edges, &th[1].tab.nodes};
             for (size_t j = 0; j < x[tb]->len; j++) {
                 cr_assert_eq(cprof_self(b[tb], j)[0], cprof_self(x[tb], j)[1]);
                 cr_assert_eq(cprof_self(b[tb], j)[2], cprof_self(x[tb], j)[1]);
@@ -2517,8 +2532,89 @@ Test(engine, instantiations_for_1_2_and_n_counters_agree)
     }
     cr_assert_gt(th[0].health.backwards_readings, 0);
     cr_assert_gt(th[0].health.tree_folded, 0);
+    for (int i = 0; i < 3; i++)
+        cprof_merged_free(&mg[i]);
     for (int i = 0; i < 3; i++) {
         CONSERVED(&th[i]);
         cprof_thread_free(&th[i]);
+    }
+}
+
+/* The figures derived from the tree while frames are open: only closed frames count,
+ * and an inner frame of a recursion gives its function no total while an outer one
+ * is open (the outer one's exit gives the whole); an edge likewise per pair. */
+Test(derived, open_frames_and_recursion)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KF, 1, 0);          /* a -> f -> g -> f -> g, inner f and g closed */
+    ent(&t, KG, 3, 1);
+    ent(&t, KF, 6, 1);
+    ent(&t, KG, 10, 2);
+    ex(&t, KG, 15, 2);          /* inner g: 5, self 5 */
+    ex(&t, KF, 21, 4);          /* inner f: 15, self 10 */
+    FN(&t, KF, 2, 1, 10, 3, 0, 0);
+    FN(&t, KG, 2, 1, 5, 0, 0, 0);
+    EDGE(&t, KF, KG, 2, 1, 0, 0);
+    EDGE(&t, KG, KF, 1, 1, 15, 3);  /* its only frame closed: outermost of its pair */
+    EDGE(&t, KA, KF, 1, 1, 0, 0);
+    ex(&t, KG, 28, 4);          /* outer g: 25, self 10 */
+    FN(&t, KG, 2, 1, 15, 0, 25, 3);
+    EDGE(&t, KF, KG, 2, 1, 25, 3);
+    ex(&t, KF, 30, 5);          /* outer f: 29, self 4 */
+    FN(&t, KF, 2, 1, 14, 5, 29, 5);
+    FN(&t, KA, 1, 1, 0, 0, 0, 0);   /* open: nothing yet */
+    ex(&t, KA, 31, 5);
+    FN(&t, KA, 1, 1, 2, 0, 31, 5);
+    cprof_thread_flush(&t);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* Mutual recursion through a full tree: the folded frames' figures (attributed
+ * directly) and the nodes' (derived) make the same totals as an unbounded tree's. */
+Test(derived, folded_mutual_recursion_matches_unbounded)
+{
+    struct cprof_thread t[2];
+    static const cprof_key keys[4] = {KA, KB, KA, KB};
+
+    for (int i = 0; i < 2; i++) {
+        init2(&t[i]);
+        if (i)
+            t[i].stack.max_nodes = 3;   /* root, a, b: the inner a and b fold */
+    }
+    for (int rep = 0; rep < 3; rep++) {
+        uint64_t x = 100 * (uint64_t)rep;
+        for (int i = 0; i < 2; i++) {
+            for (int d = 0; d < 4; d++)
+                ent(&t[i], keys[d], x + 3 * (uint64_t)d, x + (uint64_t)d);
+            for (int d = 3; d >= 0; d--)
+                ex(&t[i], keys[d], x + 20 - (uint64_t)d, x + 10 - (uint64_t)d);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        cprof_thread_flush(&t[i]);
+    cr_assert_eq(t[0].health.tree_folded, 0);
+    cr_assert_gt(t[1].health.tree_folded, 0);
+    for (int k = 0; k < 2; k++) {
+        cprof_key key = k ? KB : KA;
+        const struct cprof_tables *v = settled(&t[0]);
+        size_t i = fn_at(&t[0], key, __LINE__);
+        uint64_t calls = v->fns.recs[i].calls, prim = v->fns.recs[i].primitive_calls;
+        uint64_t s0 = cprof_self(&v->fns, i)[0], s1 = cprof_self(&v->fns, i)[1];
+        uint64_t t0 = cprof_total(&v->fns, i)[0], t1 = cprof_total(&v->fns, i)[1];
+        cr_assert_eq(calls, 6);
+        cr_assert_eq(prim, 3);
+        FN(&t[1], key, calls, prim, s0, s1, t0, t1);
+    }
+    EDGE(&t[0], KA, KB, 6, 3, 3 * 16, 3 * 8);     /* outer pair: b entered 3, left 19 */
+    EDGE(&t[1], KA, KB, 6, 3, 3 * 16, 3 * 8);
+    EDGE(&t[0], KB, KA, 3, 3, 3 * 12, 3 * 6);
+    EDGE(&t[1], KB, KA, 3, 3, 3 * 12, 3 * 6);
+    for (int i = 0; i < 2; i++) {
+        CONSERVED(&t[i]);
+        cprof_thread_free(&t[i]);
     }
 }
