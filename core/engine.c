@@ -12,11 +12,17 @@
  * constant, the loops over counters and the records' strides fold away. */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* The n-value arrays of struct cprof_readings, carved in this order from one block. */
-#define READINGS_ARRAYS(X) X(first) X(last) X(mark) X(mark_child) X(scratch) X(raw_last) \
+/* The n-value arrays of struct cprof_readings, carved in this order from one block
+ * (first is its start: the event path reaches the others at constant offsets from it
+ * when n is a constant, one pointer load for all).  mark_child is the sentinel
+ * frame's (cprof_thread_init). */
+#define READINGS_ARRAYS(X) X(first) X(last) X(mark) X(scratch) X(raw_last) \
     X(comp) X(comp_off) X(excl) X(excl_off)
 #define COUNT_ONE(name) +1
 enum { READINGS_NARRAYS = 0 READINGS_ARRAYS(COUNT_ONE) };
+#define INDEX_OF(name) RD_##name,
+enum { READINGS_ARRAYS(INDEX_OF) };
+#define RD(rd, name, n) ((rd)->first + (size_t)RD_##name * (n)) /* == rd->name */
 
 static int readings_init(struct cprof_readings *rd, unsigned n)
 {
@@ -44,6 +50,9 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
                       void *new_key_arg)
 {
     struct cprof_stack *st = &t->stack;
+    size_t stride = 2 * (size_t)(n ? n : 1);
+    struct cprof_frame *frames;
+    uint64_t *fvals;
 
     memset(t, 0, sizeof(*t));
     t->n = n;
@@ -54,10 +63,20 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
     st->max_nodes = CPROF_MAX_NODES_DEFAULT;
     if (cprof_tables_init(&t->tab, n) < 0 || readings_init(&t->rd, n) < 0)
         goto err;
-    st->frames = calloc(st->cap, sizeof(*st->frames));
-    st->fvals = calloc(st->cap * 2 * (n ? n : 1), sizeof(*st->fvals));
-    if (!st->frames || !st->fvals)
+    /* one sentinel frame below the stack, frames[-1]: the root's (key 0, which is no
+     * event's, node the root's), whose children's growth is rd.mark_child, so the
+     * event path never tests for an empty stack */
+    frames = calloc(st->cap + 1, sizeof(*frames));
+    fvals = calloc((st->cap + 1) * stride, sizeof(*fvals));
+    if (!frames || !fvals) {
+        free(frames);
+        free(fvals);
         goto err;
+    }
+    frames[0].own_node = 1;
+    st->frames = frames + 1;
+    st->fvals = fvals + stride;
+    t->rd.mark_child = st->fvals - n;
     return 0;
 err:
     cprof_thread_free(t);
@@ -82,8 +101,11 @@ void cprof_thread_free(struct cprof_thread *t)
     cprof_tables_free(&t->tab);
     cprof_extras_free(&t->extras);
     readings_free(&t->rd);
-    free(t->stack.frames);
-    free(t->stack.fvals);
+    t->rd.mark_child = NULL;
+    if (t->stack.frames)        /* the sentinel's too */
+        free(t->stack.frames - 1);
+    if (t->stack.fvals)
+        free(t->stack.fvals - 2 * (size_t)(t->n ? t->n : 1));
     t->stack.frames = NULL;
     t->stack.fvals = NULL;
     t->stack.depth = t->stack.cap = 0;
@@ -177,9 +199,12 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
 
     if (__builtin_expect(!rd->quick, 0))
         return observe_slow(t, now);
+    uint64_t *raw_last = RD(rd, raw_last, n), *comp = RD(rd, comp, n);
+    uint64_t *comp_off = RD(rd, comp_off, n), *last = RD(rd, last, n);
+
     rd->events++;
     for (unsigned c = 0; c < n; c++) {
-        uint64_t v = now[c], raw = rd->raw_last[c], d, cut;
+        uint64_t v = now[c], raw = raw_last[c], d, cut;
         if (__builtin_expect(v < raw, 0)) {
             if (!back) {        /* one reading counts once, whichever counters went back */
                 if (t->health.backwards_readings++ == 0)
@@ -189,12 +214,12 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
             v = raw;
         }
         d = v - raw;
-        cut = d < rd->comp[c] ? d : rd->comp[c];
-        rd->comp_off[c] += cut;
-        rd->raw_last[c] = v;
-        rd->last[c] = v - rd->comp_off[c];
+        cut = d < comp[c] ? d : comp[c];
+        comp_off[c] += cut;
+        raw_last[c] = v;
+        last[c] = v - comp_off[c];
     }
-    return rd->last;
+    return last;
 }
 
 
@@ -213,17 +238,18 @@ static int stack_grow(struct cprof_thread *t)
 {
     struct cprof_stack *st = &t->stack;
     size_t cap = st->cap * 2, stride = 2 * (size_t)(t->n ? t->n : 1);
-    struct cprof_frame *frames = realloc(st->frames, cap * sizeof(*frames));
+    struct cprof_frame *frames = realloc(st->frames - 1, (cap + 1) * sizeof(*frames));
     uint64_t *fvals;
 
     if (!frames)
         return -ENOMEM;
-    memset(frames + st->cap, 0, (cap - st->cap) * sizeof(*frames)); /* own_node 0: no reuse */
-    st->frames = frames;
-    fvals = realloc(st->fvals, cap * stride * sizeof(*fvals));
+    st->frames = frames + 1;    /* past the sentinel */
+    memset(st->frames + st->cap, 0, (cap - st->cap) * sizeof(*frames)); /* own_node 0: no reuse */
+    fvals = realloc(st->fvals - stride, (cap + 1) * stride * sizeof(*fvals));
     if (!fvals)
         return -ENOMEM;
-    st->fvals = fvals;
+    st->fvals = fvals + stride;
+    t->rd.mark_child = st->fvals - t->n;
     st->cap = cap;
     return 0;
 }
@@ -391,8 +417,7 @@ static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const ui
         return;
     }
     f = &st->frames[d];
-    if (__builtin_expect(!(f->own_node && f->key == key &&
-                           f->up == (d ? st->frames[d - 1].node : CPROF_ROOT)), 0)) {
+    if (__builtin_expect(!(f->own_node && f->key == key && f->up == f[-1].node), 0)) {
         push_slow(t, key, now, counted);
         return;
     }
@@ -436,7 +461,7 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
     const struct cprof_frame *f = &st->frames[d];
     const uint64_t *fv = st->fvals + d * stride;
     uint64_t *nself = t->tab.nodes.vals + f->node * stride, *ntotal = nself + n;
-    uint64_t *up = d ? st->fvals + (d - 1) * stride + n : t->rd.mark_child;
+    uint64_t *up = (uint64_t *)fv - stride + n;   /* at depth 0 the sentinel's: mark_child */
     uint64_t own = 1;
 
     if (extras) {
@@ -610,12 +635,12 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
                                  unsigned n)
 {
     const uint64_t *v = observe_n(t, now, n);
-    size_t d = t->stack.depth;
+    const struct cprof_frame *top = t->stack.frames + t->stack.depth - 1; /* or the sentinel */
 
     /* the common case calls nothing: fewer registers to save on every exit */
-    if (__builtin_expect(!(d && t->stack.frames[d - 1].key == key), 0))
+    if (__builtin_expect(top->key != key, 0))
         exit_other(t, key, v);
-    else if (__builtin_expect(t->extras.any | !t->stack.frames[d - 1].own_node, 0))
+    else if (__builtin_expect(t->extras.any | !top->own_node, 0))
         pop(t, v, 1);
     else
         pop_n(t, v, 1, n, 0);

@@ -26,7 +26,7 @@
 #include "extras.h"
 #include "table.h"
 
-typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
+typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root, never an event's */
 
 struct cprof_frame {
     cprof_key key;              /* the function's key (fns.recs[fn].key) */
