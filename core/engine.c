@@ -44,7 +44,7 @@ static void readings_free(struct cprof_readings *rd)
 #undef CLEAR
 }
 
-static void pick_read_events(struct cprof_thread *t);
+static void ignore_event(struct cprof_thread *t, cprof_key key);
 
 int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new_key,
                       void *new_key_arg)
@@ -56,7 +56,7 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
 
     memset(t, 0, sizeof(*t));
     t->n = n;
-    pick_read_events(t);
+    cprof_pick_read_events(t);
     st->on_new_key = on_new_key;
     st->new_key_arg = new_key_arg;
     st->cap = 64;
@@ -84,7 +84,7 @@ err:
 }
 
 static void ignore_event(struct cprof_thread *t, cprof_key key)
-{
+{ /* a muted engine's *_read events */
     (void)t;
     (void)key;
 }
@@ -179,6 +179,8 @@ static const uint64_t *observe_slow(struct cprof_thread *t, const uint64_t *now)
     }
     t->health.backwards_readings += back;
     rd->quick = rd->nbound == 0;        /* started, resumed, exclusions taken */
+    if (rd->quick)
+        cprof_pick_read_events(t);
     return rd->scratch;
 }
 
@@ -192,12 +194,12 @@ static void note_backwards(struct cprof_thread *t, unsigned c)
 /* observe_slow's arithmetic when it has nothing else to do (rd->quick): the common
  * case, with no loop over absent features.  Same result: scratch == last there. */
 static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uint64_t *now,
-                                               unsigned n)
+                                               unsigned n, int quick)
 {
     struct cprof_readings *rd = &t->rd;
     int back = 0;
 
-    if (__builtin_expect(!rd->quick, 0))
+    if (!quick && __builtin_expect(!rd->quick, 0))
         return observe_slow(t, now);
     uint64_t *raw_last = RD(rd, raw_last, n), *comp = RD(rd, comp, n);
     uint64_t *comp_off = RD(rd, comp_off, n), *last = RD(rd, last, n);
@@ -496,20 +498,22 @@ static __attribute__((noinline)) void pop(struct cprof_thread *t, const uint64_t
     default: op(t, __VA_ARGS__, (t)->n); break;                                                  \
     }
 
+/* `quick`: the caller knows rd.quick is set and no per-call extras are kept (the
+ * fast *_read events, cprof_pick_read_events). */
 static ALWAYS_INLINE void enter_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
-                                  unsigned n)
+                                  int quick, unsigned n)
 {
-    push_n(t, key, observe_n(t, now, n), 1, n);
+    push_n(t, key, observe_n(t, now, n, quick), 1, n);
 }
 
 void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    BY_N(enter_n, t, key, now)
+    BY_N(enter_n, t, key, now, 0)
 }
 
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    push_n(t, key, observe_n(t, now, t->n), 0, t->n);
+    push_n(t, key, observe_n(t, now, t->n, 0), 0, t->n);
 }
 
 /* The total function fn has now: its own (direct) plus its nodes' where it is not
@@ -632,15 +636,15 @@ static __attribute__((noinline)) void exit_other(struct cprof_thread *t, cprof_k
 }
 
 static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
-                                 unsigned n)
+                                 int quick, unsigned n)
 {
-    const uint64_t *v = observe_n(t, now, n);
+    const uint64_t *v = observe_n(t, now, n, quick);
     const struct cprof_frame *top = t->stack.frames + t->stack.depth - 1; /* or the sentinel */
 
     /* the common case calls nothing: fewer registers to save on every exit */
     if (__builtin_expect(top->key != key, 0))
         exit_other(t, key, v);
-    else if (__builtin_expect(t->extras.any | !top->own_node, 0))
+    else if (__builtin_expect((!quick && t->extras.any) || !top->own_node, 0))
         pop(t, v, 1);
     else
         pop_n(t, v, 1, n, 0);
@@ -648,7 +652,7 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
 
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    BY_N(exit_n, t, key, now)
+    BY_N(exit_n, t, key, now, 0)
 }
 
 void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
@@ -664,49 +668,67 @@ static ALWAYS_INLINE void read_n(const struct cprof_thread *t, uint64_t *now, un
         now[c] = t->read[c](t->rstate[c]);
 }
 
-static ALWAYS_INLINE void enter_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+static ALWAYS_INLINE void enter_read_n(struct cprof_thread *t, cprof_key key, unsigned n,
+                                       int quick)
 {
     uint64_t now[CPROF_MAX_COUNTERS];
 
     read_n(t, now, n);
-    enter_n(t, key, now, n);
+    enter_n(t, key, now, quick, n);
 }
 
-static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, unsigned n,
+                                      int quick)
 {
     uint64_t now[CPROF_MAX_COUNTERS];
 
     read_n(t, now, n);
-    exit_n(t, key, now, n);
+    exit_n(t, key, now, quick, n);
 }
 
-/* One function per n and event, each compiled on its own (no switch on n, and a
- * register allocation of its own: the 1-counter path saves fewer registers than a
- * function holding every instantiation would); cprof_thread_init picks them. */
-#define READ_EVENTS(suffix, n)                                                                   \
+/* One function per n, event and path, each compiled on its own (no switch on n, and
+ * a register allocation of its own: the 1-counter path saves fewer registers than a
+ * function holding every instantiation would); cprof_pick_read_events picks them.
+ * The quick ones (suffix q) test neither rd.quick nor the extras. */
+#define READ_EVENTS(suffix, n, quick)                                                            \
     static __attribute__((noinline)) void enter_read_##suffix(struct cprof_thread *t,            \
                                                               cprof_key key)                     \
     {                                                                                            \
-        enter_read_n(t, key, n);                                                                 \
+        enter_read_n(t, key, n, quick);                                                          \
     }                                                                                            \
     static __attribute__((noinline)) void exit_read_##suffix(struct cprof_thread *t,             \
                                                              cprof_key key)                      \
     {                                                                                            \
-        exit_read_n(t, key, n);                                                                  \
+        exit_read_n(t, key, n, quick);                                                           \
     }
-READ_EVENTS(1, 1)
-READ_EVENTS(2, 2)
-READ_EVENTS(any, t->n)
+READ_EVENTS(1, 1, 0)
+READ_EVENTS(2, 2, 0)
+READ_EVENTS(any, t->n, 0)
+READ_EVENTS(1q, 1, 1)
+READ_EVENTS(2q, 2, 1)
+READ_EVENTS(anyq, t->n, 1)
 
-static void pick_read_events(struct cprof_thread *t)
+/* The *_read events for this n, quick when observe has nothing else to do (rd.quick)
+ * and no per-call extras are kept; called wherever either changes.  A muted engine
+ * stays muted. */
+void cprof_pick_read_events(struct cprof_thread *t)
 {
-    t->enter_read = t->n == 1 ? enter_read_1 : t->n == 2 ? enter_read_2 : enter_read_any;
-    t->exit_read = t->n == 1 ? exit_read_1 : t->n == 2 ? exit_read_2 : exit_read_any;
+    int q = t->rd.quick && !t->extras.any;
+
+    if (t->enter_read == ignore_event)
+        return;
+    if (q) {
+        t->enter_read = t->n == 1 ? enter_read_1q : t->n == 2 ? enter_read_2q : enter_read_anyq;
+        t->exit_read = t->n == 1 ? exit_read_1q : t->n == 2 ? exit_read_2q : exit_read_anyq;
+    } else {
+        t->enter_read = t->n == 1 ? enter_read_1 : t->n == 2 ? enter_read_2 : enter_read_any;
+        t->exit_read = t->n == 1 ? exit_read_1 : t->n == 2 ? exit_read_2 : exit_read_any;
+    }
 }
 
 void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)
 {
-    observe_n(t, now, t->n);
+    observe_n(t, now, t->n, 0);
     t->rd.events--;             /* not an event */
 }
 
@@ -714,6 +736,7 @@ void cprof_thread_pause(struct cprof_thread *t)
 {
     t->rd.paused = t->rd.started;
     t->rd.quick = 0;
+    cprof_pick_read_events(t);
 }
 
 void cprof_thread_flush(struct cprof_thread *t)
@@ -748,6 +771,7 @@ int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by)
         return -EINVAL;
     rd->bounded[rd->nbound++] = c;
     rd->quick = 0;
+    cprof_pick_read_events(t);
     rd->bound_by = by + 1;
     return 0;
 }
@@ -763,6 +787,7 @@ void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const 
         if (after[c] > before[c]) {
             t->rd.excl[c] += after[c] - before[c];
             t->rd.quick = 0;
+            cprof_pick_read_events(t);
         }
 }
 

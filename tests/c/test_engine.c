@@ -2618,3 +2618,80 @@ Test(derived, folded_mutual_recursion_matches_unbounded)
         cprof_thread_free(&t[i]);
     }
 }
+
+/* The *_read events switch between their quick copies (no test of rd.quick nor of the
+ * extras) and the general ones wherever either changes: an exclusion, a pause,
+ * distributions turned on and off mid-stream.  Both engines attribute alike. */
+static const uint64_t seq_vals[2][12] = {{0, 10, 20, 26, 30, 41, 47, 50, 60, 64, 70, 77},
+                                         {0, 1, 2, 3, 3, 4, 6, 6, 7, 9, 9, 10}};
+static unsigned seq_pos[2];
+
+static uint64_t seq_read(void *state)
+{
+    unsigned c = (unsigned)(uintptr_t)state;
+    return seq_vals[c][seq_pos[c]++];
+}
+
+Test(engine, read_events_switch_paths)
+{
+    struct cprof_thread t, u;
+    const cprof_read_fn rd[NC] = {seq_read, seq_read};
+    void *const st[NC] = {(void *)(uintptr_t)0, (void *)(uintptr_t)1};
+    const uint64_t before[NC] = {21, 2}, after[NC] = {24, 3};
+    void (*quick)(struct cprof_thread *, cprof_key);
+    int i = 0;
+
+#define BOTH(op, k)                                                                              \
+    do {                                                                                         \
+        cprof_thread_##op##_read(&t, k);                                                         \
+        (*#op == 'e' && #op[1] == 'n' ? ent : ex)(&u, k, seq_vals[0][i], seq_vals[1][i]);        \
+        i++;                                                                                     \
+    } while (0)
+    init2(&t);
+    init2(&u);
+    cprof_thread_set_readers(&t, rd, st);
+    BOTH(enter, KA);            /* the first reading: the general path */
+    BOTH(enter, KB);
+    quick = t.enter_read;
+    BOTH(enter, KC);
+    cr_assert_eq(t.enter_read, quick, "the quick path stays");
+    cprof_thread_exclude(&t, before, after);
+    cprof_thread_exclude(&u, before, after);
+    cr_assert_neq(t.enter_read, quick, "an exclusion leaves the quick path");
+    BOTH(exit, KC);             /* takes the exclusion out */
+    cr_assert_eq(t.enter_read, quick);
+    cprof_thread_set_distributions(&t, 1);
+    cprof_thread_set_distributions(&u, 1);
+    cr_assert_neq(t.enter_read, quick, "extras leave the quick path");
+    BOTH(enter, KC);
+    BOTH(exit, KC);             /* recorded in C's distribution */
+    cprof_thread_set_distributions(&t, 0);
+    cprof_thread_set_distributions(&u, 0);
+    cr_assert_eq(t.enter_read, quick);
+    BOTH(exit, KB);
+    BOTH(exit, KA);
+    cprof_thread_flush(&t);     /* profiling stops (stop() flushes, then pauses) */
+    cprof_thread_flush(&u);
+    cprof_thread_pause(&t);
+    cprof_thread_pause(&u);
+    cr_assert_neq(t.enter_read, quick, "a pause leaves the quick path");
+    BOTH(enter, KD);            /* resumes: the gap is left out */
+    cr_assert_eq(t.enter_read, quick);
+    BOTH(exit, KD);
+#undef BOTH
+    cr_assert_eq(i, 10);
+    cr_assert_eq(seq_pos[0], 10);
+    cprof_thread_flush(&t);
+    cprof_thread_flush(&u);
+    cr_assert_eq(t.rd.events, u.rd.events);
+    for (unsigned c = 0; c < NC; c++) {
+        cr_assert_eq(cprof_thread_region(&t, c), cprof_thread_region(&u, c));
+        cr_assert_eq(t.rd.excl_off[c], u.rd.excl_off[c]);
+    }
+    cr_assert_eq(t.rd.excl_off[0], 3);
+    cr_assert_not_null(cprof_extras_at(&t.extras, fn_at(&t, KC, __LINE__)));
+    assert_same_tables(&t, &u, NC);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+    cprof_thread_free(&u);
+}
