@@ -330,13 +330,12 @@ static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof
     }
 #endif
     ts->pending = obj;
-#if CPROF_MONITORING
-    /* the hooks have no globals to give (the current frame's are taken): the field
-     * stays NULL (cprof_ts_push_frames, its only other writer, puts NULL back) */
-    (void)globals;
-#else
-    ts->pending_globals = globals;
-#endif
+    /* the hooks have no globals to give (NULL: the current frame's are taken), so
+     * the field stays NULL: cprof_ts_push_frames, its only other writer, puts NULL
+     * back, and no event runs inside it (it runs in enable() before the profile is
+     * ON, or inside a 3.10-3.11 profile callback, where the interpreter sends none) */
+    if (!__builtin_constant_p(globals) || globals)
+        ts->pending_globals = globals;
     if (__builtin_expect(p->has_pycall, 0))
         ev_pycall(p, ts, op, key);
     else
