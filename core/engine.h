@@ -87,8 +87,10 @@ static inline int cprof_health_clean(const struct cprof_health *h)
 #define CPROF_MAX_OUTSIDE 8     /* frames left out at the start whose returns are expected */
 
 struct cprof_stack {
-    struct cprof_frame *frames; /* the frames, outermost first */
-    uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children */
+    struct cprof_frame *frames; /* the frames, outermost first; frames[-1] is a sentinel (key 0,
+                                 * the root's node) so the event path never tests for depth 0 */
+    uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children
+                                 * (the sentinel's too: its children's is rd.mark_child) */
     size_t depth;               /* frames on the stack */
     size_t cap;                 /* frames allocated */
     size_t max_nodes;           /* bound on tree nodes; new paths past it fold into their parent */
@@ -108,7 +110,8 @@ struct cprof_readings {
     uint64_t *first;            /* n: the first reading (start of this thread's region) */
     uint64_t *last;             /* n: the latest reading */
     uint64_t *mark;             /* n: reading at the last root-level attribution */
-    uint64_t *mark_child;       /* n: growth in top-level frames since mark */
+    uint64_t *mark_child;       /* n: growth in top-level frames since mark (in the stack's
+                                 * sentinel frame, not in this block) */
     uint64_t *scratch;          /* n: the current reading, clamped and compensated */
     uint64_t *raw_last;         /* n: the latest raw reading (clamped) */
     uint64_t *comp;             /* n: tracer cost per event to take out (0: none) */
