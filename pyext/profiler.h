@@ -311,7 +311,7 @@ static __attribute__((noinline, unused)) void ev_pycall(ProfilerObject *p, struc
  * unless one is a Python Counter, whose failure is noted between reading and
  * attributing. */
 static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof_key key,
-                      PyObject *obj, PyObject *globals)
+                      PyObject *obj)
 {
     struct tstate *ts;
 
@@ -330,12 +330,12 @@ static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof
     }
 #endif
     ts->pending = obj;
-    /* the hooks have no globals to give (NULL: the current frame's are taken), so
-     * the field stays NULL: cprof_ts_push_frames, its only other writer, puts NULL
-     * back, and no event runs inside it (it runs in enable() before the profile is
-     * ON, or inside a 3.10-3.11 profile callback, where the interpreter sends none) */
-    if (!__builtin_constant_p(globals) || globals)
-        ts->pending_globals = globals;
+    /* No globals: the key's are its frame's, the current one's (on_new_key).
+     * pending_globals stays NULL between events: cprof_ts_push_frames, its only
+     * writer, puts NULL back, and no event runs inside it (it runs in enable()
+     * before the profile is ON, or inside a 3.10-3.11 profile callback, where the
+     * interpreter sends none).  A caller with other globals sets and resets the
+     * field around its event itself. */
     if (__builtin_expect(p->has_pycall, 0))
         ev_pycall(p, ts, op, key);
     else
