@@ -12,11 +12,17 @@
  * constant, the loops over counters and the records' strides fold away. */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* The n-value arrays of struct cprof_readings, carved in this order from one block. */
-#define READINGS_ARRAYS(X) X(first) X(last) X(mark) X(mark_child) X(scratch) X(raw_last) \
+/* The n-value arrays of struct cprof_readings, carved in this order from one block
+ * (first is its start: the event path reaches the others at constant offsets from it
+ * when n is a constant, one pointer load for all).  mark_child is the sentinel
+ * frame's (cprof_thread_init). */
+#define READINGS_ARRAYS(X) X(first) X(last) X(mark) X(scratch) X(raw_last) \
     X(comp) X(comp_off) X(excl) X(excl_off)
 #define COUNT_ONE(name) +1
 enum { READINGS_NARRAYS = 0 READINGS_ARRAYS(COUNT_ONE) };
+#define INDEX_OF(name) RD_##name,
+enum { READINGS_ARRAYS(INDEX_OF) };
+#define RD(rd, name, n) ((rd)->first + (size_t)RD_##name * (n)) /* == rd->name */
 
 static int readings_init(struct cprof_readings *rd, unsigned n)
 {
@@ -38,26 +44,39 @@ static void readings_free(struct cprof_readings *rd)
 #undef CLEAR
 }
 
-static void pick_read_events(struct cprof_thread *t);
+static void ignore_event(struct cprof_thread *t, cprof_key key);
 
 int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new_key,
                       void *new_key_arg)
 {
     struct cprof_stack *st = &t->stack;
+    size_t stride = 2 * (size_t)(n ? n : 1);
+    struct cprof_frame *frames;
+    uint64_t *fvals;
 
     memset(t, 0, sizeof(*t));
     t->n = n;
-    pick_read_events(t);
+    cprof_pick_read_events(t);
     st->on_new_key = on_new_key;
     st->new_key_arg = new_key_arg;
     st->cap = 64;
     st->max_nodes = CPROF_MAX_NODES_DEFAULT;
     if (cprof_tables_init(&t->tab, n) < 0 || readings_init(&t->rd, n) < 0)
         goto err;
-    st->frames = calloc(st->cap, sizeof(*st->frames));
-    st->fvals = calloc(st->cap * 2 * (n ? n : 1), sizeof(*st->fvals));
-    if (!st->frames || !st->fvals)
+    /* one sentinel frame below the stack, frames[-1]: the root's (key 0, which is no
+     * event's, node the root's), whose children's growth is rd.mark_child, so the
+     * event path never tests for an empty stack */
+    frames = calloc(st->cap + 1, sizeof(*frames));
+    fvals = calloc((st->cap + 1) * stride, sizeof(*fvals));
+    if (!frames || !fvals) {
+        free(frames);
+        free(fvals);
         goto err;
+    }
+    frames[0].own_node = 1;
+    st->frames = frames + 1;
+    st->fvals = fvals + stride;
+    t->rd.mark_child = st->fvals - n;
     return 0;
 err:
     cprof_thread_free(t);
@@ -65,7 +84,7 @@ err:
 }
 
 static void ignore_event(struct cprof_thread *t, cprof_key key)
-{
+{ /* a muted engine's *_read events */
     (void)t;
     (void)key;
 }
@@ -82,8 +101,11 @@ void cprof_thread_free(struct cprof_thread *t)
     cprof_tables_free(&t->tab);
     cprof_extras_free(&t->extras);
     readings_free(&t->rd);
-    free(t->stack.frames);
-    free(t->stack.fvals);
+    t->rd.mark_child = NULL;
+    if (t->stack.frames)        /* the sentinel's too */
+        free(t->stack.frames - 1);
+    if (t->stack.fvals)
+        free(t->stack.fvals - 2 * (size_t)(t->n ? t->n : 1));
     t->stack.frames = NULL;
     t->stack.fvals = NULL;
     t->stack.depth = t->stack.cap = 0;
@@ -157,6 +179,8 @@ static const uint64_t *observe_slow(struct cprof_thread *t, const uint64_t *now)
     }
     t->health.backwards_readings += back;
     rd->quick = rd->nbound == 0;        /* started, resumed, exclusions taken */
+    if (rd->quick)
+        cprof_pick_read_events(t);
     return rd->scratch;
 }
 
@@ -170,16 +194,19 @@ static void note_backwards(struct cprof_thread *t, unsigned c)
 /* observe_slow's arithmetic when it has nothing else to do (rd->quick): the common
  * case, with no loop over absent features.  Same result: scratch == last there. */
 static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uint64_t *now,
-                                               unsigned n)
+                                               unsigned n, int quick)
 {
     struct cprof_readings *rd = &t->rd;
     int back = 0;
 
-    if (__builtin_expect(!rd->quick, 0))
+    if (!quick && __builtin_expect(!rd->quick, 0))
         return observe_slow(t, now);
+    uint64_t *raw_last = RD(rd, raw_last, n), *comp = RD(rd, comp, n);
+    uint64_t *comp_off = RD(rd, comp_off, n), *last = RD(rd, last, n);
+
     rd->events++;
     for (unsigned c = 0; c < n; c++) {
-        uint64_t v = now[c], raw = rd->raw_last[c], d, cut;
+        uint64_t v = now[c], raw = raw_last[c], d, cut;
         if (__builtin_expect(v < raw, 0)) {
             if (!back) {        /* one reading counts once, whichever counters went back */
                 if (t->health.backwards_readings++ == 0)
@@ -189,12 +216,12 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
             v = raw;
         }
         d = v - raw;
-        cut = d < rd->comp[c] ? d : rd->comp[c];
-        rd->comp_off[c] += cut;
-        rd->raw_last[c] = v;
-        rd->last[c] = v - rd->comp_off[c];
+        cut = d < comp[c] ? d : comp[c];
+        comp_off[c] += cut;
+        raw_last[c] = v;
+        last[c] = v - comp_off[c];
     }
-    return rd->last;
+    return last;
 }
 
 
@@ -213,22 +240,23 @@ static int stack_grow(struct cprof_thread *t)
 {
     struct cprof_stack *st = &t->stack;
     size_t cap = st->cap * 2, stride = 2 * (size_t)(t->n ? t->n : 1);
-    struct cprof_frame *frames = realloc(st->frames, cap * sizeof(*frames));
+    struct cprof_frame *frames = realloc(st->frames - 1, (cap + 1) * sizeof(*frames));
     uint64_t *fvals;
 
     if (!frames)
         return -ENOMEM;
-    memset(frames + st->cap, 0, (cap - st->cap) * sizeof(*frames)); /* own_node 0: no reuse */
-    st->frames = frames;
-    fvals = realloc(st->fvals, cap * stride * sizeof(*fvals));
+    st->frames = frames + 1;    /* past the sentinel */
+    memset(st->frames + st->cap, 0, (cap - st->cap) * sizeof(*frames)); /* own_node 0: no reuse */
+    fvals = realloc(st->fvals - stride, (cap + 1) * stride * sizeof(*fvals));
     if (!fvals)
         return -ENOMEM;
-    st->fvals = fvals;
+    st->fvals = fvals + stride;
+    t->rd.mark_child = st->fvals - t->n;
     st->cap = cap;
     return 0;
 }
 
-#define NO_EDGE UINT64_MAX /* a node made by a pre-existing frame's exit: no call yet */
+#define NO_EDGE CPROF_NO_EDGE
 
 /* The node of path (parent, fn) while the tree has room, else only if it exists:
  * 1 inserted, 0 found, -ENOENT (full, absent), -ENOMEM. */
@@ -237,6 +265,23 @@ static inline int node_of(struct cprof_thread *t, uint64_t nk, size_t *node)
     if (t->tab.nodes.len < t->stack.max_nodes)
         return cprof_table_get(&t->tab.nodes, nk, node);
     return cprof_table_find(&t->tab.nodes, nk, node);
+}
+
+/* CPROF_FIRST_* of a frame of fn called by `caller` on top of the current stack:
+ * whether fn, and the pair, are on the stack already.  Off the common path (a new
+ * node, a folded frame): the scan is the stack's depth. */
+static uint32_t first_flags(const struct cprof_thread *t, size_t caller, size_t fn)
+{
+    const struct cprof_frame *fr = t->stack.frames;
+    uint32_t first = CPROF_FIRST_FN | CPROF_FIRST_EDGE;
+
+    for (size_t i = 0; i < t->stack.depth; i++)
+        if (fr[i].fn == fn) {
+            first &= ~CPROF_FIRST_FN;
+            if ((i ? fr[i - 1].fn : CPROF_ROOT) == caller)
+                return 0;
+        }
+    return first;
 }
 
 /* The edge of (caller, fn), found through the call-tree node of (parent, fn): a node
@@ -255,6 +300,8 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
         if (r == -ENOMEM)       /* the path folds into its parent, as when the tree is full */
             t->health.out_of_memory++;
         have_node = r >= 0;
+        if (r > 0)
+            t->tab.nodes.recs[node].first = first_flags(t, caller, fn);
         if (r == 0 && t->tab.nodes.recs[node].edge != NO_EDGE) {
             f->node = (uint32_t)node;
             f->own_node = 1;
@@ -266,6 +313,12 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
         return -ENOMEM;
     f->edge = (uint32_t)edge;
     if (have_node) {
+        /* a new node, or a pre-existing frame's (whose total so far is no call's: the
+         * edge, which will derive this node's, starts that much lower) */
+        const uint64_t *ntotal = cprof_total(&t->tab.nodes, node);
+        uint64_t *etotal = cprof_total(&t->tab.edges, edge);
+        for (unsigned c = 0; c < t->n; c++)
+            etotal[c] -= ntotal[c];
         t->tab.nodes.recs[node].edge = edge;
         f->node = (uint32_t)node;
         f->own_node = 1;
@@ -273,6 +326,7 @@ static int link(struct cprof_thread *t, size_t caller, size_t fn, struct cprof_f
         t->health.tree_folded++;
         f->node = parent;
         f->own_node = 0;
+        f->first = first_flags(t, caller, fn);
     }
     return 0;
 }
@@ -296,23 +350,34 @@ static __attribute__((noinline)) int push_lookup(struct cprof_thread *t, cprof_k
     return link(t, caller, fn, f);
 }
 
-/* The rest of push once frame f at depth d has its records: counts and readings. */
+/* A call of a frame folded into an ancestor's node: counted in its function and
+ * edge directly (engine.h, CPROF_FIRST_FN). */
+static __attribute__((noinline)) void count_folded(struct cprof_thread *t,
+                                                   const struct cprof_frame *f)
+{
+    struct cprof_rec *r = &t->tab.fns.recs[f->fn], *e = &t->tab.edges.recs[f->edge];
+
+    r->calls++;
+    r->primitive_calls += (f->first & CPROF_FIRST_FN) != 0;
+    e->calls++;
+    e->primitive_calls += (f->first & CPROF_FIRST_EDGE) != 0;
+}
+
+/* The rest of push once frame f at depth d has its records: counts and readings.
+ * `own`: the caller knows the frame's node is its own (the common path). */
 static ALWAYS_INLINE void push_rest_n(struct cprof_thread *t, const struct cprof_frame *f,
-                                      size_t d, const uint64_t *now, int counted, unsigned n)
+                                      size_t d, const uint64_t *now, int counted, unsigned n,
+                                      int own)
 {
     struct cprof_stack *st = &t->stack;
-    struct cprof_rec *r = &t->tab.fns.recs[f->fn], *e = &t->tab.edges.recs[f->edge];
     uint64_t *fv;
 
     if (counted) {
-        r->calls++;
-        r->primitive_calls += r->active == 0;
-        e->calls++;
-        e->primitive_calls += e->active == 0;
-        t->tab.nodes.recs[f->node].calls += f->own_node;
+        if (own || f->own_node)
+            t->tab.nodes.recs[f->node].calls++;
+        else
+            count_folded(t, f);
     }
-    r->active++;
-    e->active++;
     fv = st->fvals + d * 2 * n;
     for (unsigned c = 0; c < n; c++) {
         fv[c] = now[c];
@@ -334,7 +399,7 @@ static __attribute__((noinline)) void push_slow(struct cprof_thread *t, cprof_ke
         t->health.out_of_memory++;
         return;
     }
-    push_rest_n(t, &st->frames[d], d, now, counted, t->n);
+    push_rest_n(t, &st->frames[d], d, now, counted, t->n, 0);
 }
 
 static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
@@ -354,42 +419,62 @@ static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const ui
         return;
     }
     f = &st->frames[d];
-    if (__builtin_expect(!(f->own_node && f->key == key &&
-                           f->up == (d ? st->frames[d - 1].node : CPROF_ROOT)), 0)) {
+    if (__builtin_expect(!(f->own_node && f->key == key && f->up == f[-1].node), 0)) {
         push_slow(t, key, now, counted);
         return;
     }
-    push_rest_n(t, f, d, now, counted, n);
+    push_rest_n(t, f, d, now, counted, n, 1);
+}
+
+/* A frame folded into an ancestor's node ends (fv: its readings): its function and
+ * edge get what the node cannot give them (engine.h, CPROF_FIRST_FN), and the
+ * borrowed node's function gives back the self the node takes (the root's node is
+ * no function's). */
+static void settle_folded(struct cprof_thread *t, const struct cprof_frame *f, const uint64_t *fv,
+                          const uint64_t *now)
+{
+    unsigned n = t->n;
+    uint64_t *self = cprof_self(&t->tab.fns, f->fn), *total = self + n;
+    uint64_t *etotal = cprof_total(&t->tab.edges, f->edge);
+    uint64_t *back = f->node == CPROF_ROOT ? NULL :
+        cprof_self(&t->tab.fns, t->tab.nodes.recs[f->node].key & 0xffffffffu);
+
+    for (unsigned c = 0; c < n; c++) {
+        uint64_t g = now[c] - fv[c], own_g = g - fv[n + c];
+        self[c] += own_g;
+        if (back)
+            back[c] -= own_g;
+        if (f->first & CPROF_FIRST_FN)
+            total[c] += g;
+        if (f->first & CPROF_FIRST_EDGE)
+            etotal[c] += g;
+    }
 }
 
 /* Close the top frame at reading `now`; `current`: it is the frame the exit event
  * is about (not one closed on the way to it).  `extras` 0: the caller knows no
- * per-call extras are kept (exit_n's fast path, which then calls nothing). */
+ * per-call extras are kept and the node is the frame's own (exit_n's fast path,
+ * which then calls nothing). */
 static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int current,
                                 unsigned n, int extras)
 {
     struct cprof_stack *st = &t->stack;
-    struct cprof_tables *tab = &t->tab;
     size_t d = st->depth - 1, stride = 2 * (size_t)n;
     const struct cprof_frame *f = &st->frames[d];
     const uint64_t *fv = st->fvals + d * stride;
-    uint64_t *self = tab->fns.vals + f->fn * stride, *total = self + n;
-    uint64_t *etotal = tab->edges.vals + f->edge * stride + n;
-    uint64_t *nself = tab->nodes.vals + f->node * stride, *ntotal = nself + n;
-    uint64_t *up = d ? st->fvals + (d - 1) * stride + n : t->rd.mark_child;
-    uint64_t outer = --tab->fns.recs[f->fn].active == 0;
-    uint64_t eouter = --tab->edges.recs[f->edge].active == 0;
-    uint64_t own = f->own_node;
+    uint64_t *nself = t->tab.nodes.vals + f->node * stride, *ntotal = nself + n;
+    uint64_t *up = (uint64_t *)fv - stride + n;   /* at depth 0 the sentinel's: mark_child */
+    uint64_t own = 1;
 
-    if (extras && __builtin_expect(t->extras.any, 0))
-        cprof_record_call(t, f->fn, fv, now, current);
-
-    /* masks, not branches: a node is on a path at most once (no recursion rule) */
+    if (extras) {
+        if (__builtin_expect(t->extras.any, 0))
+            cprof_record_call(t, f->fn, fv, now, current);
+        if (!(own = f->own_node))
+            settle_folded(t, f, fv, now);
+    }
+    /* a node is on a path at most once: no recursion rule here (engine.h) */
     for (unsigned c = 0; c < n; c++) {
         uint64_t g = now[c] - fv[c], own_g = g - fv[n + c];
-        self[c] += own_g;
-        total[c] += g & -outer;
-        etotal[c] += g & -eouter;
         nself[c] += own_g;
         ntotal[c] += g & -own;
         up[c] += g;
@@ -397,7 +482,8 @@ static ALWAYS_INLINE void pop_n(struct cprof_thread *t, const uint64_t *now, int
     st->depth = d;
 }
 
-/* pop_n for any n, off the common path (frames closed on the way, flush). */
+/* pop_n for any n and frame, off the common path (per-call extras, a folded frame,
+ * frames closed on the way, flush). */
 static __attribute__((noinline)) void pop(struct cprof_thread *t, const uint64_t *now,
                                           int current)
 {
@@ -412,20 +498,37 @@ static __attribute__((noinline)) void pop(struct cprof_thread *t, const uint64_t
     default: op(t, __VA_ARGS__, (t)->n); break;                                                  \
     }
 
+/* `quick`: the caller knows rd.quick is set and no per-call extras are kept (the
+ * fast *_read events, cprof_pick_read_events). */
 static ALWAYS_INLINE void enter_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
-                                  unsigned n)
+                                  int quick, unsigned n)
 {
-    push_n(t, key, observe_n(t, now, n), 1, n);
+    push_n(t, key, observe_n(t, now, n, quick), 1, n);
 }
 
 void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    BY_N(enter_n, t, key, now)
+    BY_N(enter_n, t, key, now, 0)
 }
 
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    push_n(t, key, observe_n(t, now, t->n), 0, t->n);
+    push_n(t, key, observe_n(t, now, t->n, 0), 0, t->n);
+}
+
+/* The total function fn has now: its own (direct) plus its nodes' where it is not
+ * above itself (what cprof_merge derives), in have[0..n).  A scan of the tree: for
+ * a pre-existing frame's exit only. */
+static void total_now(const struct cprof_thread *t, size_t fn, uint64_t *have)
+{
+    const struct cprof_table *nodes = &t->tab.nodes;
+    unsigned n = t->n;
+
+    memcpy(have, cprof_total(&t->tab.fns, fn), n * sizeof(*have));
+    for (size_t i = 1; i < nodes->len; i++)
+        if ((nodes->recs[i].key & 0xffffffffu) == fn && (nodes->recs[i].first & CPROF_FIRST_FN))
+            for (unsigned c = 0; c < n; c++)
+                have[c] += cprof_total(nodes, i)[c];
 }
 
 /* The call-tree node of a frame that was running before the region began: a child
@@ -441,8 +544,10 @@ static int preexisting_node(struct cprof_thread *t, size_t fn, size_t *node)
     if (r == -ENOENT) {
         t->health.tree_folded++;
         *node = CPROF_ROOT;
-    } else if (r > 0)           /* no edge until it is called from the root (link()) */
+    } else if (r > 0) {       /* no edge until it is called from the root (link()) */
         t->tab.nodes.recs[*node].edge = NO_EDGE;
+        t->tab.nodes.recs[*node].first = CPROF_FIRST_FN | CPROF_FIRST_EDGE;
+    }
     return 0;
 }
 
@@ -452,7 +557,7 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
     struct cprof_readings *rd = &t->rd;
     unsigned n = t->n;
     size_t fn, node;
-    uint64_t *self, *total, *nself, *ntotal;
+    uint64_t *self, *total, *nself, *ntotal, *etotal = NULL, have[CPROF_MAX_COUNTERS];
 
     if (fn_index(t, key, &fn) < 0 || preexisting_node(t, fn, &node) < 0) {
         t->health.out_of_memory++;
@@ -462,19 +567,26 @@ static void exit_preexisting(struct cprof_thread *t, cprof_key key, const uint64
     total = cprof_total(&t->tab.fns, fn);
     nself = cprof_self(&t->tab.nodes, node);
     ntotal = cprof_total(&t->tab.nodes, node);
-    /* The frame spanned the whole region so far, so every earlier frame of the same
-     * function in this thread (nested in it, or an inner pre-existing one) lies
-     * inside it: its total is the region's growth, counted once. */
+    if (node != CPROF_ROOT && t->tab.nodes.recs[node].edge != NO_EDGE)
+        etotal = cprof_total(&t->tab.edges, t->tab.nodes.recs[node].edge);
     for (unsigned c = 0; c < n; c++) {
         uint64_t d = now[c] - rd->mark[c] - rd->mark_child[c];
-        self[c] += d;
         nself[c] += d;          /* the root's self stays what no function got */
-        if (node != CPROF_ROOT)
-            ntotal[c] += d;
-        total[c] = now[c] - rd->first[c];
+        if (node != CPROF_ROOT) {
+            ntotal[c] += d;     /* the node gives its function self and total */
+            if (etotal)         /* but no call's total to the edge from the root */
+                etotal[c] -= d;
+        } else
+            self[c] += d;
         rd->mark[c] = now[c];
         rd->mark_child[c] = 0;
     }
+    /* The frame spanned the whole region so far, so every earlier frame of the same
+     * function in this thread (nested in it, or an inner pre-existing one) lies
+     * inside it: its total is the region's growth, counted once. */
+    total_now(t, fn, have);
+    for (unsigned c = 0; c < n; c++)
+        total[c] += now[c] - rd->first[c] - have[c];
 }
 
 void cprof_thread_expect_exits(struct cprof_thread *t, const cprof_key *keys, unsigned n)
@@ -524,15 +636,15 @@ static __attribute__((noinline)) void exit_other(struct cprof_thread *t, cprof_k
 }
 
 static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
-                                 unsigned n)
+                                 int quick, unsigned n)
 {
-    const uint64_t *v = observe_n(t, now, n);
-    size_t d = t->stack.depth;
+    const uint64_t *v = observe_n(t, now, n, quick);
+    const struct cprof_frame *top = t->stack.frames + t->stack.depth - 1; /* or the sentinel */
 
     /* the common case calls nothing: fewer registers to save on every exit */
-    if (__builtin_expect(!(d && t->stack.frames[d - 1].key == key), 0))
+    if (__builtin_expect(top->key != key, 0))
         exit_other(t, key, v);
-    else if (__builtin_expect(t->extras.any, 0))
+    else if (__builtin_expect((!quick && t->extras.any) || !top->own_node, 0))
         pop(t, v, 1);
     else
         pop_n(t, v, 1, n, 0);
@@ -540,7 +652,7 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
 
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
-    BY_N(exit_n, t, key, now)
+    BY_N(exit_n, t, key, now, 0)
 }
 
 void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
@@ -556,49 +668,67 @@ static ALWAYS_INLINE void read_n(const struct cprof_thread *t, uint64_t *now, un
         now[c] = t->read[c](t->rstate[c]);
 }
 
-static ALWAYS_INLINE void enter_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+static ALWAYS_INLINE void enter_read_n(struct cprof_thread *t, cprof_key key, unsigned n,
+                                       int quick)
 {
     uint64_t now[CPROF_MAX_COUNTERS];
 
     read_n(t, now, n);
-    enter_n(t, key, now, n);
+    enter_n(t, key, now, quick, n);
 }
 
-static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, unsigned n)
+static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, unsigned n,
+                                      int quick)
 {
     uint64_t now[CPROF_MAX_COUNTERS];
 
     read_n(t, now, n);
-    exit_n(t, key, now, n);
+    exit_n(t, key, now, quick, n);
 }
 
-/* One function per n and event, each compiled on its own (no switch on n, and a
- * register allocation of its own: the 1-counter path saves fewer registers than a
- * function holding every instantiation would); cprof_thread_init picks them. */
-#define READ_EVENTS(suffix, n)                                                                   \
+/* One function per n, event and path, each compiled on its own (no switch on n, and
+ * a register allocation of its own: the 1-counter path saves fewer registers than a
+ * function holding every instantiation would); cprof_pick_read_events picks them.
+ * The quick ones (suffix q) test neither rd.quick nor the extras. */
+#define READ_EVENTS(suffix, n, quick)                                                            \
     static __attribute__((noinline)) void enter_read_##suffix(struct cprof_thread *t,            \
                                                               cprof_key key)                     \
     {                                                                                            \
-        enter_read_n(t, key, n);                                                                 \
+        enter_read_n(t, key, n, quick);                                                          \
     }                                                                                            \
     static __attribute__((noinline)) void exit_read_##suffix(struct cprof_thread *t,             \
                                                              cprof_key key)                      \
     {                                                                                            \
-        exit_read_n(t, key, n);                                                                  \
+        exit_read_n(t, key, n, quick);                                                           \
     }
-READ_EVENTS(1, 1)
-READ_EVENTS(2, 2)
-READ_EVENTS(any, t->n)
+READ_EVENTS(1, 1, 0)
+READ_EVENTS(2, 2, 0)
+READ_EVENTS(any, t->n, 0)
+READ_EVENTS(1q, 1, 1)
+READ_EVENTS(2q, 2, 1)
+READ_EVENTS(anyq, t->n, 1)
 
-static void pick_read_events(struct cprof_thread *t)
+/* The *_read events for this n, quick when observe has nothing else to do (rd.quick)
+ * and no per-call extras are kept; called wherever either changes.  A muted engine
+ * stays muted. */
+void cprof_pick_read_events(struct cprof_thread *t)
 {
-    t->enter_read = t->n == 1 ? enter_read_1 : t->n == 2 ? enter_read_2 : enter_read_any;
-    t->exit_read = t->n == 1 ? exit_read_1 : t->n == 2 ? exit_read_2 : exit_read_any;
+    int q = t->rd.quick && !t->extras.any;
+
+    if (t->enter_read == ignore_event)
+        return;
+    if (q) {
+        t->enter_read = t->n == 1 ? enter_read_1q : t->n == 2 ? enter_read_2q : enter_read_anyq;
+        t->exit_read = t->n == 1 ? exit_read_1q : t->n == 2 ? exit_read_2q : exit_read_anyq;
+    } else {
+        t->enter_read = t->n == 1 ? enter_read_1 : t->n == 2 ? enter_read_2 : enter_read_any;
+        t->exit_read = t->n == 1 ? exit_read_1 : t->n == 2 ? exit_read_2 : exit_read_any;
+    }
 }
 
 void cprof_thread_tick(struct cprof_thread *t, const uint64_t *now)
 {
-    observe_n(t, now, t->n);
+    observe_n(t, now, t->n, 0);
     t->rd.events--;             /* not an event */
 }
 
@@ -606,6 +736,7 @@ void cprof_thread_pause(struct cprof_thread *t)
 {
     t->rd.paused = t->rd.started;
     t->rd.quick = 0;
+    cprof_pick_read_events(t);
 }
 
 void cprof_thread_flush(struct cprof_thread *t)
@@ -640,6 +771,7 @@ int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by)
         return -EINVAL;
     rd->bounded[rd->nbound++] = c;
     rd->quick = 0;
+    cprof_pick_read_events(t);
     rd->bound_by = by + 1;
     return 0;
 }
@@ -655,6 +787,7 @@ void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const 
         if (after[c] > before[c]) {
             t->rd.excl[c] += after[c] - before[c];
             t->rd.quick = 0;
+            cprof_pick_read_events(t);
         }
 }
 

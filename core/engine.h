@@ -5,7 +5,8 @@
  * locks.  Readings are passed in by the caller (one uint64 per counter), so the
  * engine is driven by synthetic streams in tests with exact arithmetic.
  *
- * Semantics (cProfile's): calls counts every entry observed; primitive_calls the
+ * Semantics (cProfile's, of the merged figures: a thread keeps its call tree and the
+ * merge derives the rest, see CPROF_FIRST_FN below): calls counts every entry observed; primitive_calls the
  * entries made while the function was not already on the stack; self is the
  * counter's growth while the function was on top; total is the growth between
  * entry and exit of its outermost frame only, so recursion is counted once.  Edges
@@ -25,7 +26,7 @@
 #include "extras.h"
 #include "table.h"
 
-typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root */
+typedef uint64_t cprof_key;     /* opaque function identity; 0 is the root, never an event's */
 
 struct cprof_frame {
     cprof_key key;              /* the function's key (fns.recs[fn].key) */
@@ -35,7 +36,23 @@ struct cprof_frame {
                                  * ancestor's node, which then takes this frame's self */
     uint32_t up;                /* the node of the frame below (the root's at depth 0) */
     uint32_t own_node;          /* 1: node is this frame's own; 0: borrowed from an ancestor */
+    uint32_t first;             /* a borrowed node's frame: CPROF_FIRST_* of this frame */
 };
+/* A thread accumulates into its call tree only: an entry counts a call in its node,
+ * an exit adds self and total to it.  What the functions and edges get is derived
+ * from the nodes when the threads are merged (cprof_merge): a node's calls and self
+ * go to its function and edge; its calls as primitive and its total only if its
+ * function (CPROF_FIRST_FN), or its (caller, callee) pair (CPROF_FIRST_EDGE), is not
+ * on its path above it, which a node knows from its creation (a node is one path,
+ * and an own node's path is the stack below its frame).  So recursion counts once.
+ * The thread's fns and edges tables hold only what the nodes cannot say, added to
+ * the derived figures: frames folded into an ancestor's node (the tree was full)
+ * count and attribute there directly (their `first` scanned from the stack at
+ * entry, their self taken back from the borrowed node's function), and a
+ * pre-existing frame's exit corrects its function's total (engine.c). */
+#define CPROF_FIRST_FN 1u       /* the function is not on the path above */
+#define CPROF_FIRST_EDGE 2u     /* the (caller, callee) pair is not on the path above */
+#define CPROF_NO_EDGE UINT64_MAX /* a node made by a pre-existing frame's exit: no call yet */
 /* A popped frame stays in the array: the next push at its depth with the same key
  * under the same parent node is the same path, so it reuses fn, edge and node
  * without a table lookup (engine.c, push).  Slots never written have own_node 0. */
@@ -70,8 +87,10 @@ static inline int cprof_health_clean(const struct cprof_health *h)
 #define CPROF_MAX_OUTSIDE 8     /* frames left out at the start whose returns are expected */
 
 struct cprof_stack {
-    struct cprof_frame *frames; /* the frames, outermost first */
-    uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children */
+    struct cprof_frame *frames; /* the frames, outermost first; frames[-1] is a sentinel (key 0,
+                                 * the root's node) so the event path never tests for depth 0 */
+    uint64_t *fvals;            /* 2n per frame: reading at entry, growth spent in children
+                                 * (the sentinel's too: its children's is rd.mark_child) */
     size_t depth;               /* frames on the stack */
     size_t cap;                 /* frames allocated */
     size_t max_nodes;           /* bound on tree nodes; new paths past it fold into their parent */
@@ -91,7 +110,8 @@ struct cprof_readings {
     uint64_t *first;            /* n: the first reading (start of this thread's region) */
     uint64_t *last;             /* n: the latest reading */
     uint64_t *mark;             /* n: reading at the last root-level attribution */
-    uint64_t *mark_child;       /* n: growth in top-level frames since mark */
+    uint64_t *mark_child;       /* n: growth in top-level frames since mark (in the stack's
+                                 * sentinel frame, not in this block) */
     uint64_t *scratch;          /* n: the current reading, clamped and compensated */
     uint64_t *raw_last;         /* n: the latest raw reading (clamped) */
     uint64_t *comp;             /* n: tracer cost per event to take out (0: none) */

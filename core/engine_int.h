@@ -15,4 +15,8 @@ void cprof_slow_insert(struct cprof_slow_set *s, unsigned k, uint64_t value, uin
 void cprof_record_call(struct cprof_thread *t, size_t fn, const uint64_t *start,
                        const uint64_t *now, int current);
 
+/* Set the *_read events for the thread's state (engine.c): after a change of
+ * rd.quick or extras.any. */
+void cprof_pick_read_events(struct cprof_thread *t);
+
 #endif

@@ -93,6 +93,7 @@ void cprof_thread_set_distributions(struct cprof_thread *t, int on)
 {
     t->extras.dist = on;
     t->extras.any = t->extras.dist || t->extras.slow_k;
+    cprof_pick_read_events(t);
 }
 
 void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_fn fn, void *arg)
@@ -101,4 +102,5 @@ void cprof_thread_set_slow_calls(struct cprof_thread *t, unsigned k, cprof_slow_
     t->extras.on_slow = fn;
     t->extras.slow_arg = arg;
     t->extras.any = t->extras.dist || t->extras.slow_k;
+    cprof_pick_read_events(t);
 }

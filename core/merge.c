@@ -23,6 +23,43 @@ static void add_rec(struct cprof_table *dst, size_t di, const struct cprof_table
         dv[c] += sv[c];
 }
 
+/* What a thread's call-tree nodes give its functions and edges (engine.h,
+ * CPROF_FIRST_FN): map and emap take its function and edge indices to merged ones.
+ * The root's node is no function's. */
+static void derive_from_nodes(struct cprof_merged *out, const struct cprof_thread *t,
+                              const size_t *map, const size_t *emap, unsigned n)
+{
+    const struct cprof_table *nodes = &t->tab.nodes;
+
+    for (size_t i = 1; i < nodes->len; i++) {
+        const struct cprof_rec *r = &nodes->recs[i];
+        const uint64_t *s = cprof_self(nodes, i), *tot = s + n;
+        size_t f = map[r->key & 0xffffffffu];
+        struct cprof_rec *fr = &out->tab.fns.recs[f];
+        uint64_t *fs = cprof_self(&out->tab.fns, f), *ft = fs + n;
+
+        fr->calls += r->calls;
+        for (unsigned c = 0; c < n; c++)
+            fs[c] += s[c];
+        if (r->first & CPROF_FIRST_FN) {
+            fr->primitive_calls += r->calls;
+            for (unsigned c = 0; c < n; c++)
+                ft[c] += tot[c];
+        }
+        if (r->edge != CPROF_NO_EDGE) {
+            size_t e = emap[r->edge];
+            struct cprof_rec *er = &out->tab.edges.recs[e];
+            uint64_t *et = cprof_total(&out->tab.edges, e);
+            er->calls += r->calls;
+            if (r->first & CPROF_FIRST_EDGE) {
+                er->primitive_calls += r->calls;
+                for (unsigned c = 0; c < n; c++)
+                    et[c] += tot[c];
+            }
+        }
+    }
+}
+
 /* Add a thread's histograms and slow sets into the merged ones (map: its function
  * indices to merged ones).  0, or -ENOMEM. */
 static int merge_extras(struct cprof_merged *out, const struct cprof_thread *t, const size_t *map,
@@ -96,7 +133,7 @@ static int merge_functions(struct cprof_merged *out, const struct cprof_thread *
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out)
 {
-    size_t *map = NULL, *nmap, basei = SIZE_MAX, ixcap, nfn = 0;
+    size_t *map = NULL, *nmap, *emap, basei = SIZE_MAX, ixcap, nfn = 0;
     uint64_t *block;
     int r = -ENOMEM;
 
@@ -129,11 +166,12 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
         if (ti == SIZE_MAX || !(t = threads[ti])->rd.started)
             continue;
         tab = &t->tab;
-        m = realloc(map, (tab->fns.len + tab->nodes.len) * sizeof(*map));
+        m = realloc(map, (tab->fns.len + tab->nodes.len + tab->edges.len) * sizeof(*map));
         if (!m)
             goto err;
         map = m;
         nmap = map + tab->fns.len;
+        emap = nmap + tab->nodes.len;
         if ((r = merge_functions(out, t, ident, ident_arg, map)) < 0)
             goto err;
         r = -ENOMEM;
@@ -153,7 +191,9 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
             if (cprof_table_get(&out->tab.edges, mk, &di) < 0)
                 goto err;
             add_rec(&out->tab.edges, di, &tab->edges, i);
+            emap[i] = di;
         }
+        derive_from_nodes(out, t, map, emap, n);
         /* A parent node is always inserted before its children. */
         for (size_t i = 0; &tab->nodes != out->base && i < tab->nodes.len; i++) {
             uint64_t k = tab->nodes.recs[i].key;

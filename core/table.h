@@ -12,11 +12,11 @@ struct cprof_rec {              /* one function, one edge, or one call-tree node
     uint64_t key;               /* function key; (caller index << 32 | callee index) for an
                                  * edge; (parent node << 32 | function index) for a node */
     uint64_t calls;             /* entries observed */
-    uint64_t primitive_calls;   /* entries while not already active (functions, edges) */
     union {
-        uint64_t active;        /* functions, edges: frames of it now on the stack */
-        uint64_t edge;          /* nodes: index of the (caller, callee) edge it belongs to */
+        uint64_t primitive_calls; /* functions, edges: entries while not already active */
+        uint64_t first;         /* a thread's nodes: CPROF_FIRST_* (engine.h) */
     };
+    uint64_t edge;              /* nodes: index of the (caller, callee) edge it belongs to */
 };
 
 #define CPROF_TABLE_MAX (UINT32_MAX - 1u) /* records a table can index (slots hold index + 1) */

@@ -26,7 +26,7 @@ typedef struct {
         (void)nargsf;                                                                            \
         (void)kwnames;                                                                           \
         if (p && cprof_on(p))                                                                    \
-            ev(p, op, rop, (cprof_key)(uintptr_t)args[0], args[0], NULL);                             \
+            ev(p, op, rop, (cprof_key)(uintptr_t)args[0], args[0]);                             \
         Py_RETURN_NONE;                                                                          \
     }
 
@@ -42,7 +42,7 @@ typedef struct {
         if (!p || !cprof_on(p))                                                                  \
             Py_RETURN_NONE;                                                                      \
         if ((key = c_key(p, args[2], args[3])) != 0)                                                \
-            ev(p, op, rop, key, args[2], NULL);                                                     \
+            ev(p, op, rop, key, args[2]);                                                     \
         else                                                                                     \
             on_other;                                                                            \
         Py_RETURN_NONE;                                                                          \

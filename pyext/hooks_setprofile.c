@@ -190,20 +190,20 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
         co = PyFrame_GetCode(frame);
         if (what == PyTrace_CALL)
             ev(p, cprof_thread_enter, cprof_thread_enter_read, (cprof_key)(uintptr_t)co,
-               (PyObject *)co, NULL);
+               (PyObject *)co);
         else
             ev(p, cprof_thread_exit, cprof_thread_exit_read, (cprof_key)(uintptr_t)co,
-               (PyObject *)co, NULL);
+               (PyObject *)co);
         Py_DECREF(co);
         break;
     case PyTrace_C_CALL:
         if ((key = c_key(p, arg, NULL)) != 0)
-            ev(p, cprof_thread_enter, cprof_thread_enter_read, key, arg, NULL);
+            ev(p, cprof_thread_enter, cprof_thread_enter_read, key, arg);
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
         if ((key = c_key(p, arg, NULL)) != 0)
-            ev(p, cprof_thread_exit, cprof_thread_exit_read, key, arg, NULL);
+            ev(p, cprof_thread_exit, cprof_thread_exit_read, key, arg);
         break;
     default:
         break;

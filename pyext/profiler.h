@@ -227,8 +227,14 @@ static inline struct tstate *cprof_threads(ProfilerObject *p)
  * thread's pair never goes back and forth between two profiles.
  * initial-exec TLS: a direct load on the hot path, no __tls_get_addr call. */
 #define CPROF_TLS _Thread_local __attribute__((tls_model("initial-exec")))
-extern CPROF_TLS uint64_t cprof_tls_owner;      /* generation owning cprof_tls_ts */
-extern CPROF_TLS struct tstate *cprof_tls_ts;   /* this thread's state for that profiler */
+struct cprof_tls {
+    uint64_t owner;             /* generation owning ts */
+    struct tstate *ts;          /* this thread's state for that profiler */
+};
+/* one variable: one address to find at each event, not two */
+extern CPROF_TLS struct cprof_tls cprof_tls;
+#define cprof_tls_owner (cprof_tls.owner)
+#define cprof_tls_ts (cprof_tls.ts)
 
 /* The Profiler's methods, never profiled (immutable: a static table). */
 extern const PyMethodDef *const cprof_own_methods_begin, *const cprof_own_methods_end;
@@ -311,7 +317,7 @@ static __attribute__((noinline, unused)) void ev_pycall(ProfilerObject *p, struc
  * unless one is a Python Counter, whose failure is noted between reading and
  * attributing. */
 static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof_key key,
-                      PyObject *obj, PyObject *globals)
+                      PyObject *obj)
 {
     struct tstate *ts;
 
@@ -330,7 +336,12 @@ static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof
     }
 #endif
     ts->pending = obj;
-    ts->pending_globals = globals;
+    /* No globals: the key's are its frame's, the current one's (on_new_key).
+     * pending_globals stays NULL between events: cprof_ts_push_frames, its only
+     * writer, puts NULL back, and no event runs inside it (it runs in enable()
+     * before the profile is ON, or inside a 3.10-3.11 profile callback, where the
+     * interpreter sends none).  A caller with other globals sets and resets the
+     * field around its event itself. */
     if (__builtin_expect(p->has_pycall, 0))
         ev_pycall(p, ts, op, key);
     else

@@ -4,8 +4,7 @@
 #include "profiler.h"
 
 /* Process-wide, per OS thread (see profiler.h) */
-CPROF_TLS uint64_t cprof_tls_owner;
-CPROF_TLS struct tstate *cprof_tls_ts;
+CPROF_TLS struct cprof_tls cprof_tls;
 
 /* ---- errors inside hooks: sticky, raised from disable() ----------------------- */
 

@@ -44,6 +44,39 @@ static size_t tfind(const struct cprof_table *tb, uint64_t key)
     return cprof_table_find(tb, key, &i) == 0 ? i : NONE;
 }
 
+/* The thread's functions and edges as a profile gives them: derived from its call
+ * tree (engine.h, CPROF_FIRST_FN) by merging the thread alone, which keeps its
+ * function and edge indices; nodes are the thread's own.  Valid until the next call. */
+static const struct cprof_tables *settled(const struct cprof_thread *t)
+{
+    static struct cprof_merged m;
+    static struct cprof_tables view;
+    static uint64_t was[6 + 2 * NC];  /* what the tables last merged were: every change
+                                      * is an event, or a flush that moves the roots */
+    uint64_t is[6 + 2 * NC] = {(uintptr_t)t, t->rd.events, t->stack.depth, t->tab.fns.len,
+                               t->tab.edges.len, t->tab.nodes.len};
+    struct cprof_thread *th = (struct cprof_thread *)t;
+
+    for (unsigned c = 0; c < t->n && c < NC; c++) {
+        is[6 + c] = cprof_self(&t->tab.fns, CPROF_ROOT)[c];
+        is[6 + NC + c] = cprof_self(&t->tab.nodes, CPROF_ROOT)[c];
+    }
+    if (t->rd.started && m.tab.fns.recs && !memcmp(is, was, sizeof(is)))
+        return &view;
+    memcpy(was, is, sizeof(is));
+    cprof_merged_free(&m);
+    cr_assert_eq(cprof_merge(&th, 1, t->n, NULL, NULL, &m), 0);
+    if (t->rd.started) {
+        cr_assert_eq(m.tab.fns.len, t->tab.fns.len);
+        cr_assert_eq(m.tab.edges.len, t->tab.edges.len);
+        view.fns = m.tab.fns;
+        view.edges = m.tab.edges;
+    } else
+        view = t->tab;
+    view.nodes = t->tab.nodes;
+    return &view;
+}
+
 /* ---- stream helpers ----------------------------------------------------------- */
 
 static void init2(struct cprof_thread *t)
@@ -82,6 +115,7 @@ static size_t fn_at(const struct cprof_thread *t, cprof_key k, int line)
 
     cr_assert_neq(i, NONE, "line %d: function %#llx not in the table", line, (ull)k);
     cr_assert_eq(t->tab.fns.recs[i].key, k);
+    cr_assert_eq(settled(t)->fns.recs[i].key, k);
     return i;
 }
 
@@ -89,8 +123,9 @@ static void check_fn(const struct cprof_thread *t, cprof_key k, uint64_t calls, 
                      uint64_t self0, uint64_t self1, uint64_t tot0, uint64_t tot1, int line)
 {
     size_t i = fn_at(t, k, line);
-    const struct cprof_rec *r = &t->tab.fns.recs[i];
-    const uint64_t *s = cprof_self(&t->tab.fns, i), *tt = cprof_total(&t->tab.fns, i);
+    const struct cprof_tables *v = settled(t);
+    const struct cprof_rec *r = &v->fns.recs[i];
+    const uint64_t *s = cprof_self(&v->fns, i), *tt = cprof_total(&v->fns, i);
 
     cr_assert_eq(r->calls, calls, "line %d: fn %#llx calls %llu, want %llu", line, (ull)k,
                  (ull)r->calls, (ull)calls);
@@ -121,8 +156,9 @@ static void check_edge(const struct cprof_thread *t, cprof_key caller, cprof_key
                        uint64_t calls, uint64_t prim, uint64_t tot0, uint64_t tot1, int line)
 {
     size_t e = edge_at(t, caller, callee, line);
-    const struct cprof_rec *r = &t->tab.edges.recs[e];
-    const uint64_t *tt = cprof_total(&t->tab.edges, e);
+    const struct cprof_tables *v = settled(t);
+    const struct cprof_rec *r = &v->edges.recs[e];
+    const uint64_t *tt = cprof_total(&v->edges, e);
 
     cr_assert_eq(r->calls, calls, "line %d: edge %#llx->%#llx calls %llu, want %llu", line,
                  (ull)caller, (ull)callee, (ull)r->calls, (ull)calls);
@@ -172,15 +208,13 @@ static void check_tree(const struct cprof_table *nodes, uint64_t dropped,
  * sum of self over all functions (root included) is the region's growth. */
 static void check_conservation(const struct cprof_thread *t, int line)
 {
+    const struct cprof_tables *v = settled(t);
+
     cr_assert_eq(t->stack.depth, 0, "line %d: depth %zu after flush", line, t->stack.depth);
-    for (size_t i = 0; i < t->tab.fns.len; i++)
-        cr_assert_eq(t->tab.fns.recs[i].active, 0, "line %d: fn %zu still active", line, i);
-    for (size_t i = 0; i < t->tab.edges.len; i++)
-        cr_assert_eq(t->tab.edges.recs[i].active, 0, "line %d: edge %zu still active", line, i);
     for (unsigned c = 0; c < t->n; c++) {
         uint64_t sum = 0;
-        for (size_t i = 0; i < t->tab.fns.len; i++) {
-            uint64_t s = cprof_self(&t->tab.fns, i)[c];
+        for (size_t i = 0; i < v->fns.len; i++) {
+            uint64_t s = cprof_self(&v->fns, i)[c];
             cr_assert_leq(s, cprof_thread_region(t, c), "line %d: fn %zu self[%u] %llu > region",
                           line, i, c, (ull)s);
             sum += s;
@@ -188,7 +222,7 @@ static void check_conservation(const struct cprof_thread *t, int line)
         cr_assert_eq(sum, cprof_thread_region(t, c),
                      "line %d: counter %u: sum of self %llu != region %llu", line, c, (ull)sum,
                      (ull)cprof_thread_region(t, c));
-        cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&t->tab.fns, CPROF_ROOT)[c]);
+        cr_assert_eq(cprof_thread_unattributed(t, c), cprof_self(&v->fns, CPROF_ROOT)[c]);
         /* the tree's root holds what no function got (unless full paths folded into it) */
         if (!t->health.tree_folded)
             cr_assert_eq(cprof_self(&t->tab.nodes, CPROF_ROOT)[c], cprof_thread_unattributed(t, c),
@@ -777,8 +811,8 @@ Test(engine, backwards_reading_second_counter_names_counter_and_function)
     FN(&t, KA, 1, 1, 15, 3, 20, 4);
     for (size_t i = 0; i < t.tab.fns.len; i++)
         for (unsigned c = 0; c < NC; c++) {
-            cr_assert_leq(cprof_self(&t.tab.fns, i)[c], 20);
-            cr_assert_leq(cprof_total(&t.tab.fns, i)[c], 20);
+            cr_assert_leq(cprof_self(&settled(&t)->fns, i)[c], 20);
+            cr_assert_leq(cprof_total(&settled(&t)->fns, i)[c], 20);
         }
     check_region(&t, 20, 4);
     CONSERVED(&t);
@@ -962,7 +996,8 @@ Test(engine, deep_direct_recursion)
     for (uint64_t i = 1; i <= BIG; i++)
         ent(&t, KF, i, i);
     cr_assert_eq(t.stack.depth, BIG);
-    cr_assert_eq(t.tab.fns.recs[fn_at(&t, KF, __LINE__)].active, BIG);
+    for (uint64_t i = 0; i < BIG; i++)
+        cr_assert_eq(t.stack.frames[i].fn, fn_at(&t, KF, __LINE__));
     /* the k-th exit closes frame BIG+1-k */
     for (uint64_t k = 1; k <= BIG; k++)
         ex(&t, KF, BIG + k, BIG + 2 * k);
@@ -1351,6 +1386,11 @@ Test(random, with_backwards_readings)
 static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const struct cprof_merged *mg)
 {
     uint64_t started = 0, events = 0, unmatched = 0, backwards = 0;
+    struct cprof_merged *one = calloc(nth ? nth : 1, sizeof(*one)); /* each thread settled */
+
+    cr_assert_not_null(one);
+    for (size_t ti = 0; ti < nth; ti++)
+        cr_assert_eq(cprof_merge(&th[ti], 1, NC, NULL, NULL, &one[ti]), 0);
 
     for (size_t ti = 0; ti < nth; ti++) {
         const struct cprof_thread *t = th[ti];
@@ -1400,11 +1440,11 @@ static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const s
             if (j == NONE || !th[ti]->rd.started)
                 continue;
             found = 1;
-            calls += th[ti]->tab.fns.recs[j].calls;
-            prim += th[ti]->tab.fns.recs[j].primitive_calls;
+            calls += one[ti].tab.fns.recs[j].calls;
+            prim += one[ti].tab.fns.recs[j].primitive_calls;
             for (unsigned c = 0; c < NC; c++) {
-                self[c] += cprof_self(&th[ti]->tab.fns, j)[c];
-                tot[c] += cprof_total(&th[ti]->tab.fns, j)[c];
+                self[c] += cprof_self(&one[ti].tab.fns, j)[c];
+                tot[c] += cprof_total(&one[ti].tab.fns, j)[c];
             }
         }
         cr_assert(found || key == 0, "merged key %#llx in no thread", (ull)key);
@@ -1432,10 +1472,10 @@ static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const s
             if (e == NONE)
                 continue;
             found = 1;
-            calls += t->tab.edges.recs[e].calls;
-            prim += t->tab.edges.recs[e].primitive_calls;
+            calls += one[ti].tab.edges.recs[e].calls;
+            prim += one[ti].tab.edges.recs[e].primitive_calls;
             for (unsigned c = 0; c < NC; c++)
-                tot[c] += cprof_total(&t->tab.edges, e)[c];
+                tot[c] += cprof_total(&one[ti].tab.edges, e)[c];
         }
         cr_assert(found, "merged edge %#llx->%#llx in no thread", (ull)a, (ull)b);
         cr_assert_eq(mg->tab.edges.recs[i].calls, calls);
@@ -1443,6 +1483,9 @@ static void check_merge_sums(struct cprof_thread *const *th, size_t nth, const s
         for (unsigned c = 0; c < NC; c++)
             cr_assert_eq(cprof_total(&mg->tab.edges, i)[c], tot[c]);
     }
+    for (size_t ti = 0; ti < nth; ti++)
+        cprof_merged_free(&one[ti]);
+    free(one);
 }
 
 static size_t mfn(const struct cprof_merged *mg, cprof_key k)
@@ -2274,17 +2317,26 @@ static uint64_t script_read(void *state)
 static void assert_same_tables(const struct cprof_thread *t, const struct cprof_thread *u,
                                unsigned n)
 {
+    struct cprof_thread *a = (struct cprof_thread *)t, *b = (struct cprof_thread *)u;
+    struct cprof_merged ma, mb;     /* the functions' figures as derived */
+
+    cr_assert_eq(cprof_merge(&a, 1, n, NULL, NULL, &ma), 0);
+    cr_assert_eq(cprof_merge(&b, 1, n, NULL, NULL, &mb), 0);
     cr_assert_eq(t->tab.fns.len, u->tab.fns.len);
     cr_assert_eq(t->tab.nodes.len, u->tab.nodes.len);
+    cr_assert_eq(ma.tab.fns.len, t->tab.fns.len);
     for (size_t i = 0; i < t->tab.fns.len; i++) {
-        cr_assert_eq(t->tab.fns.recs[i].key, u->tab.fns.recs[i].key);
-        cr_assert_eq(t->tab.fns.recs[i].calls, u->tab.fns.recs[i].calls);
+        cr_assert_eq(ma.tab.fns.recs[i].key, mb.tab.fns.recs[i].key);
+        cr_assert_eq(ma.tab.fns.recs[i].calls, mb.tab.fns.recs[i].calls);
+        cr_assert_eq(ma.tab.fns.recs[i].primitive_calls, mb.tab.fns.recs[i].primitive_calls);
         for (unsigned c = 0; c < 2 * n; c++)
-            cr_assert_eq(t->tab.fns.vals[i * 2 * n + c], u->tab.fns.vals[i * 2 * n + c]);
+            cr_assert_eq(ma.tab.fns.vals[i * 2 * n + c], mb.tab.fns.vals[i * 2 * n + c]);
     }
     for (size_t i = 0; i < t->tab.nodes.len; i++)
         for (unsigned c = 0; c < 2 * n; c++)
             cr_assert_eq(t->tab.nodes.vals[i * 2 * n + c], u->tab.nodes.vals[i * 2 * n + c]);
+    cprof_merged_free(&ma);
+    cprof_merged_free(&mb);
 }
 
 Test(engine, reads_counters_itself)
@@ -2439,11 +2491,17 @@ Test(engine, instantiations_for_1_2_and_n_counters_agree)
             (enter ? cprof_thread_enter : cprof_thread_exit)(&th[i], k, now);
         }
     }
-    for (int i = 0; i < 3; i++)
+    struct cprof_merged mg[3];      /* the functions' and edges' figures as derived */
+    for (int i = 0; i < 3; i++) {
+        struct cprof_thread *one = &th[i];
         cprof_thread_flush(&th[i]);
+        cr_assert_eq(cprof_merge(&one, 1, ncs[i], NULL, NULL, &mg[i]), 0);
+        cr_assert_eq(mg[i].tab.fns.len, th[i].tab.fns.len);
+        cr_assert_eq(mg[i].tab.edges.len, th[i].tab.edges.len);
+    }
     for (int i = 1; i < 3; i++) {
-        const struct cprof_table *a[3] = {&th[0].tab.fns, &th[0].tab.edges, &th[0].tab.nodes};
-        const struct cprof_table *b[3] = {&th[i].tab.fns, &th[i].tab.edges, &th[i].tab.nodes};
+        const struct cprof_table *a[3] = {&mg[0].tab.fns, &mg[0].tab.edges, &th[0].tab.nodes};
+        const struct cprof_table *b[3] = {&mg[i].tab.fns, &mg[i].tab.edges, &th[i].tab.nodes};
         cr_assert_eq(th[i].health.backwards_readings, th[0].health.backwards_readings);
         cr_assert_eq(th[i].health.tree_folded, th[0].health.tree_folded);
         cr_assert_eq(th[i].rd.events, th[0].rd.events);
@@ -2464,7 +2522,7 @@ Test(engine, instantiations_for_1_2_and_n_counters_agree)
         }
         /* stream 1 in the 2- and 3-counter engines agrees too */
         for (int tb = 0; tb < 3 && i == 2; tb++) {
-            const struct cprof_table *x[3] = {&th[1].tab.fns, &th[1].tab.edges, &th[1].tab.nodes};
+            const struct cprof_table *x[3] = {&mg[1].tab.fns, &mg[1].tab.edges, &th[1].tab.nodes};
             for (size_t j = 0; j < x[tb]->len; j++) {
                 cr_assert_eq(cprof_self(b[tb], j)[0], cprof_self(x[tb], j)[1]);
                 cr_assert_eq(cprof_self(b[tb], j)[2], cprof_self(x[tb], j)[1]);
@@ -2474,8 +2532,166 @@ Test(engine, instantiations_for_1_2_and_n_counters_agree)
     }
     cr_assert_gt(th[0].health.backwards_readings, 0);
     cr_assert_gt(th[0].health.tree_folded, 0);
+    for (int i = 0; i < 3; i++)
+        cprof_merged_free(&mg[i]);
     for (int i = 0; i < 3; i++) {
         CONSERVED(&th[i]);
         cprof_thread_free(&th[i]);
     }
+}
+
+/* The figures derived from the tree while frames are open: only closed frames count,
+ * and an inner frame of a recursion gives its function no total while an outer one
+ * is open (the outer one's exit gives the whole); an edge likewise per pair. */
+Test(derived, open_frames_and_recursion)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KF, 1, 0);          /* a -> f -> g -> f -> g, inner f and g closed */
+    ent(&t, KG, 3, 1);
+    ent(&t, KF, 6, 1);
+    ent(&t, KG, 10, 2);
+    ex(&t, KG, 15, 2);          /* inner g: 5, self 5 */
+    ex(&t, KF, 21, 4);          /* inner f: 15, self 10 */
+    FN(&t, KF, 2, 1, 10, 3, 0, 0);
+    FN(&t, KG, 2, 1, 5, 0, 0, 0);
+    EDGE(&t, KF, KG, 2, 1, 0, 0);
+    EDGE(&t, KG, KF, 1, 1, 15, 3);  /* its only frame closed: outermost of its pair */
+    EDGE(&t, KA, KF, 1, 1, 0, 0);
+    ex(&t, KG, 28, 4);          /* outer g: 25, self 10 */
+    FN(&t, KG, 2, 1, 15, 0, 25, 3);
+    EDGE(&t, KF, KG, 2, 1, 25, 3);
+    ex(&t, KF, 30, 5);          /* outer f: 29, self 4 */
+    FN(&t, KF, 2, 1, 14, 5, 29, 5);
+    FN(&t, KA, 1, 1, 0, 0, 0, 0);   /* open: nothing yet */
+    ex(&t, KA, 31, 5);
+    FN(&t, KA, 1, 1, 2, 0, 31, 5);
+    cprof_thread_flush(&t);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+}
+
+/* Mutual recursion through a full tree: the folded frames' figures (attributed
+ * directly) and the nodes' (derived) make the same totals as an unbounded tree's. */
+Test(derived, folded_mutual_recursion_matches_unbounded)
+{
+    struct cprof_thread t[2];
+    static const cprof_key keys[4] = {KA, KB, KA, KB};
+
+    for (int i = 0; i < 2; i++) {
+        init2(&t[i]);
+        if (i)
+            t[i].stack.max_nodes = 3;   /* root, a, b: the inner a and b fold */
+    }
+    for (int rep = 0; rep < 3; rep++) {
+        uint64_t x = 100 * (uint64_t)rep;
+        for (int i = 0; i < 2; i++) {
+            for (int d = 0; d < 4; d++)
+                ent(&t[i], keys[d], x + 3 * (uint64_t)d, x + (uint64_t)d);
+            for (int d = 3; d >= 0; d--)
+                ex(&t[i], keys[d], x + 20 - (uint64_t)d, x + 10 - (uint64_t)d);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        cprof_thread_flush(&t[i]);
+    cr_assert_eq(t[0].health.tree_folded, 0);
+    cr_assert_gt(t[1].health.tree_folded, 0);
+    for (int k = 0; k < 2; k++) {
+        cprof_key key = k ? KB : KA;
+        const struct cprof_tables *v = settled(&t[0]);
+        size_t i = fn_at(&t[0], key, __LINE__);
+        uint64_t calls = v->fns.recs[i].calls, prim = v->fns.recs[i].primitive_calls;
+        uint64_t s0 = cprof_self(&v->fns, i)[0], s1 = cprof_self(&v->fns, i)[1];
+        uint64_t t0 = cprof_total(&v->fns, i)[0], t1 = cprof_total(&v->fns, i)[1];
+        cr_assert_eq(calls, 6);
+        cr_assert_eq(prim, 3);
+        FN(&t[1], key, calls, prim, s0, s1, t0, t1);
+    }
+    EDGE(&t[0], KA, KB, 6, 3, 3 * 16, 3 * 8);     /* outer pair: b entered 3, left 19 */
+    EDGE(&t[1], KA, KB, 6, 3, 3 * 16, 3 * 8);
+    EDGE(&t[0], KB, KA, 3, 3, 3 * 12, 3 * 6);
+    EDGE(&t[1], KB, KA, 3, 3, 3 * 12, 3 * 6);
+    for (int i = 0; i < 2; i++) {
+        CONSERVED(&t[i]);
+        cprof_thread_free(&t[i]);
+    }
+}
+
+/* The *_read events switch between their quick copies (no test of rd.quick nor of the
+ * extras) and the general ones wherever either changes: an exclusion, a pause,
+ * distributions turned on and off mid-stream.  Both engines attribute alike. */
+static const uint64_t seq_vals[2][12] = {{0, 10, 20, 26, 30, 41, 47, 50, 60, 64, 70, 77},
+                                         {0, 1, 2, 3, 3, 4, 6, 6, 7, 9, 9, 10}};
+static unsigned seq_pos[2];
+
+static uint64_t seq_read(void *state)
+{
+    unsigned c = (unsigned)(uintptr_t)state;
+    return seq_vals[c][seq_pos[c]++];
+}
+
+Test(engine, read_events_switch_paths)
+{
+    struct cprof_thread t, u;
+    const cprof_read_fn rd[NC] = {seq_read, seq_read};
+    void *const st[NC] = {(void *)(uintptr_t)0, (void *)(uintptr_t)1};
+    const uint64_t before[NC] = {21, 2}, after[NC] = {24, 3};
+    void (*quick)(struct cprof_thread *, cprof_key);
+    int i = 0;
+
+#define BOTH(op, k)                                                                              \
+    do {                                                                                         \
+        cprof_thread_##op##_read(&t, k);                                                         \
+        (*#op == 'e' && #op[1] == 'n' ? ent : ex)(&u, k, seq_vals[0][i], seq_vals[1][i]);        \
+        i++;                                                                                     \
+    } while (0)
+    init2(&t);
+    init2(&u);
+    cprof_thread_set_readers(&t, rd, st);
+    BOTH(enter, KA);            /* the first reading: the general path */
+    BOTH(enter, KB);
+    quick = t.enter_read;
+    BOTH(enter, KC);
+    cr_assert_eq(t.enter_read, quick, "the quick path stays");
+    cprof_thread_exclude(&t, before, after);
+    cprof_thread_exclude(&u, before, after);
+    cr_assert_neq(t.enter_read, quick, "an exclusion leaves the quick path");
+    BOTH(exit, KC);             /* takes the exclusion out */
+    cr_assert_eq(t.enter_read, quick);
+    cprof_thread_set_distributions(&t, 1);
+    cprof_thread_set_distributions(&u, 1);
+    cr_assert_neq(t.enter_read, quick, "extras leave the quick path");
+    BOTH(enter, KC);
+    BOTH(exit, KC);             /* recorded in C's distribution */
+    cprof_thread_set_distributions(&t, 0);
+    cprof_thread_set_distributions(&u, 0);
+    cr_assert_eq(t.enter_read, quick);
+    BOTH(exit, KB);
+    BOTH(exit, KA);
+    cprof_thread_flush(&t);     /* profiling stops (stop() flushes, then pauses) */
+    cprof_thread_flush(&u);
+    cprof_thread_pause(&t);
+    cprof_thread_pause(&u);
+    cr_assert_neq(t.enter_read, quick, "a pause leaves the quick path");
+    BOTH(enter, KD);            /* resumes: the gap is left out */
+    cr_assert_eq(t.enter_read, quick);
+    BOTH(exit, KD);
+#undef BOTH
+    cr_assert_eq(i, 10);
+    cr_assert_eq(seq_pos[0], 10);
+    cprof_thread_flush(&t);
+    cprof_thread_flush(&u);
+    cr_assert_eq(t.rd.events, u.rd.events);
+    for (unsigned c = 0; c < NC; c++) {
+        cr_assert_eq(cprof_thread_region(&t, c), cprof_thread_region(&u, c));
+        cr_assert_eq(t.rd.excl_off[c], u.rd.excl_off[c]);
+    }
+    cr_assert_eq(t.rd.excl_off[0], 3);
+    cr_assert_not_null(cprof_extras_at(&t.extras, fn_at(&t, KC, __LINE__)));
+    assert_same_tables(&t, &u, NC);
+    CONSERVED(&t);
+    cprof_thread_free(&t);
+    cprof_thread_free(&u);
 }

@@ -269,11 +269,15 @@ Test(compensation, exclude_the_tracers_own_work)
     cprof_thread_exit(&t, KF, r4);           /* f: 31 - 22 = 9, 8 out: 1 */
     cprof_thread_exit(&t, KG, r4);
     cprof_thread_flush(&t);
-    size_t f = tfind(&t.tab.fns, KF), g = tfind(&t.tab.fns, KG);
-    cr_assert_eq(cprof_self(&t.tab.fns, f)[0], 10 + 1);
-    cr_assert_eq(cprof_self(&t.tab.fns, g)[0], 10 + 0);
+    struct cprof_thread *th = &t;
+    struct cprof_merged m;     /* the functions' figures: derived from the tree */
+    cr_assert_eq(cprof_merge(&th, 1, 1, NULL, NULL, &m), 0);
+    size_t f = tfind(&m.tab.fns, KF), g = tfind(&m.tab.fns, KG);
+    cr_assert_eq(cprof_self(&m.tab.fns, f)[0], 10 + 1);
+    cr_assert_eq(cprof_self(&m.tab.fns, g)[0], 10 + 0);
     cr_assert_eq(cprof_thread_compensated(&t, 0), 0);  /* measured, not the estimate's share */
     cr_assert_eq(cprof_thread_region(&t, 0), 31 - 10);
+    cprof_merged_free(&m);
     cprof_thread_free(&t);
 }
 
