@@ -296,7 +296,7 @@ PyObject *cprof_trace_enter(ProfilerObject *p, PyObject *code, int can_disable)
     int r = on_arrive(p, code, NULL);
 
     if (r > 0)
-        ev(p, cprof_thread_enter, cprof_thread_enter_read, (cprof_key)(uintptr_t)code, code, NULL);
+        ev(p, cprof_thread_enter, cprof_thread_enter_read, (cprof_key)(uintptr_t)code, code);
     return disable_or_none(p, r, can_disable);
 }
 
@@ -305,7 +305,7 @@ PyObject *cprof_trace_exit(ProfilerObject *p, PyObject *code, int can_disable)
     int r = on_leave(p, code, NULL);
 
     if (r > 0)
-        ev(p, cprof_thread_exit, cprof_thread_exit_read, (cprof_key)(uintptr_t)code, code, NULL);
+        ev(p, cprof_thread_exit, cprof_thread_exit_read, (cprof_key)(uintptr_t)code, code);
     return disable_or_none(p, r, can_disable);
 }
 
@@ -342,7 +342,7 @@ PyObject *cprof_trace_call(ProfilerObject *p, PyObject *code, PyObject *callable
         return p->disable ? Py_NewRef(p->disable) : NULL; /* untraced code's calls are its own */
     if ((key = c_key(p, callable, arg0)) != 0) {
         traced_enter(tls(p));
-        ev(p, cprof_thread_enter, cprof_thread_enter_read, key, callable, NULL);
+        ev(p, cprof_thread_enter, cprof_thread_enter_read, key, callable);
         return NULL;
     }
     promote(p, callable);
@@ -362,7 +362,7 @@ void cprof_trace_c_exit(ProfilerObject *p, PyObject *code, PyObject *callable, P
     if (!site_traced(p, code, NULL) || !(key = c_key(p, callable, arg0)))
         return;
     traced_exit(tls(p));
-    ev(p, cprof_thread_exit, cprof_thread_exit_read, key, callable, NULL);
+    ev(p, cprof_thread_exit, cprof_thread_exit_read, key, callable);
 }
 
 #else
@@ -377,24 +377,24 @@ void cprof_trace_setprofile(ProfilerObject *p, PyFrameObject *frame, int what, P
     case PyTrace_CALL:
         if (on_arrive(p, (PyObject *)co, NULL) > 0)
             ev(p, cprof_thread_enter, cprof_thread_enter_read, (cprof_key)(uintptr_t)co,
-               (PyObject *)co, NULL);
+               (PyObject *)co);
         break;
     case PyTrace_RETURN:
         if (on_leave(p, (PyObject *)co, NULL) > 0)
             ev(p, cprof_thread_exit, cprof_thread_exit_read, (cprof_key)(uintptr_t)co,
-               (PyObject *)co, NULL);
+               (PyObject *)co);
         break;
     case PyTrace_C_CALL:
         if (site_traced(p, (PyObject *)co, NULL) && (key = c_key(p, arg, NULL))) {
             traced_enter(tls(p));
-            ev(p, cprof_thread_enter, cprof_thread_enter_read, key, arg, NULL);
+            ev(p, cprof_thread_enter, cprof_thread_enter_read, key, arg);
         }
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
         if (site_traced(p, (PyObject *)co, NULL) && (key = c_key(p, arg, NULL))) {
             traced_exit(tls(p));
-            ev(p, cprof_thread_exit, cprof_thread_exit_read, key, arg, NULL);
+            ev(p, cprof_thread_exit, cprof_thread_exit_read, key, arg);
         }
         break;
     default:
