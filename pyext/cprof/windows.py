@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -45,6 +44,7 @@ from operator import methodcaller
 
 from ._cprof import CprofError
 from .api import Profile
+from .cli import _tell  # cprof's own stderr lines, lost rather than failing the program
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
@@ -126,14 +126,6 @@ def write_profile(profile: Any, path: str) -> str:
         return f"{len(profile['functions'])} functions"
     counter = exporters.export(profile, fmt, path)  # type: ignore[arg-type]
     return exporters.describe(fmt, profile, counter)  # type: ignore[arg-type]
-
-
-def _tell(text: str) -> None:
-    try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 _call = methodcaller("__call__")
