@@ -33,9 +33,10 @@ PROGRAM = textwrap.dedent("""
         while time.monotonic() < end:
             f(200); n += 1
         return n
-    def profiling():  # is a cprof profile on (public state: the tool id, the profile hook)
-        if hasattr(sys, "monitoring"):
-            return any(sys.monitoring.get_tool(i) == "cprof" for i in range(6))
+    def profiling():  # is a cprof profile on (public state: the tool id and its events, the profile hook)
+        if hasattr(sys, "monitoring"):  # the id is claimed before the events are set (3.14t: a world stop later)
+            return any(sys.monitoring.get_tool(i) == "cprof" and sys.monitoring.get_events(i) != 0
+                       for i in range(6))
         return sys.getprofile() is not None
     def until(state):  # the switcher opens and closes windows a moment after the signal
         end = time.monotonic() + 20
