@@ -188,6 +188,10 @@ _RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, bool, Any, Callable[[str], Any] 
      "with --window: open a window every SECONDS (default: one after another)"),
     (("--keep",), "keep", True, None, int, "N",
      "with --window: keep the last N window files (delete older ones this run wrote)"),
+    (("--follow-children",), "follow_children", False, False, None, None,
+     ("profile the program's Python child processes too (multiprocessing, subprocess running "
+      "this Python): each writes NAME.<pid>.json beside -o, and cprof report NAME.json sums them "
+      "(--by-process: each)")),
     (("--list-counters",), "list_counters", False, False, None, None, "list the counters and exit"),
     (("--pmu",), "pmu", False, False, None, None,
      "with --list-counters: list the events of the PMUs libpfm4 detects"),
@@ -319,6 +323,8 @@ def _report_options(p: argparse.ArgumentParser) -> None:
                    "that --hist charts")
     p.add_argument("--hist", metavar="FUNC", help="chart the per-call distribution of one "
                    "function (a profile recorded with --distributions)")
+    p.add_argument("--by-process", action="store_true", help="a --follow-children profile: a row "
+                   "per process, then each process's own report")
     p.set_defaults(run=_report)
 
 
@@ -400,8 +406,12 @@ def _split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
 
 
 def _report(opts: argparse.Namespace) -> int:
-    from . import exporters, profile_file, report
-    profile = profile_file.load(opts.file)
+    from . import children, exporters, report
+    profile = children.load(opts.file)   # a --follow-children run's processes, summed
+    if opts.by_process:
+        sys.stdout.write(children.format_processes(profile, sort=opts.sort, limit=opts.limit,
+                                                   all=opts.all, focus=opts.focus))
+        return 0
     if opts.hist:
         sys.stdout.write(report.format_hist(profile, opts.hist, opts.counter))
         return 0
@@ -409,6 +419,7 @@ def _report(opts: argparse.Namespace) -> int:
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "
                              "or use --sort for the text report")
+        sys.stdout.write(children.header(profile))
         sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                               title=_title(opts.file, profile.get("meta", {})),
                                               all=opts.all, focus=opts.focus))
@@ -427,8 +438,8 @@ def _report(opts: argparse.Namespace) -> int:
 
 
 def _export(opts: argparse.Namespace) -> int:
-    from . import exporters, profile_file
-    profile = profile_file.load(opts.file)
+    from . import children, exporters
+    profile = children.load(opts.file)   # a --follow-children run's processes, summed
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
     _check_output(out, opts.file, "the profile it reads")
@@ -443,8 +454,8 @@ def _compare(opts: argparse.Namespace) -> int:
     if opts.fail_above is not None and not opts.fail_above >= 0:   # NaN too
         raise CprofError(f"--fail-above={opts.fail_above} is not a growth in percent; give 0 or more "
                          "(--fail-above=5 fails when the region grew more than 5%)")
-    from . import compare, profile_file
-    before, after = profile_file.load(opts.before), profile_file.load(opts.after)
+    from . import children, compare
+    before, after = children.load(opts.before), children.load(opts.after)  # processes summed
     names = (opts.before, opts.after)
     counters = compare.common_counters(before, after, opts.counter, names)
     failed, verdict = False, None
@@ -870,10 +881,22 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     if opts.on_signal is not None or opts.window is not None or opts.every or opts.keep:
         from .windows import from_options  # profiling windows (windows.py), not one profile
         windows = from_options(opts, {"command": [target] + sys.argv[1:]})
+    follow = opts.follow_children
+    if follow:
+        if windows is not None:
+            raise CprofError("--follow-children does not go with --on-signal or --window yet; "
+                             "profile the children in one run without windows")
+        from . import children
+    if follow and any(c in MALLOC_COUNTERS for c in opts.counter.split(",")):
+        raise CprofError("--follow-children does not work with the malloc counters yet (a child "
+                         "would need the interposer preloaded); use the pymalloc-* counters, or profile without them")
 
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr)."""
         ending["done"] = True
+        if follow and os.getpid() != pid:  # a forked child: its own fresh profile (children.py)
+            children.end(exit_code, signum)
+            return
         if windows is not None:  # close the open window, if any, and write it
             windows.stop(exit_code=exit_code, **({} if signum is None else
                                                   {"signal": _signal_name(signum)}))
@@ -901,7 +924,12 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if prof._app is None:
             from . import trace
             prof._app = trace.app_folders(**app_of)
+        kids = children.finish() if follow else {}  # the children that started profiling
+        loaded = kids.pop("_loaded", None)
+        meta.update(kids)
         profile = prof._compact_profile(**meta)  # written or reported once: compact tree
+        if loaded is not None:  # no -o: the children's profiles, summed into the report
+            profile = children.merged(profile, loaded)
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()
@@ -919,7 +947,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             _save(profile, out)
         else:
             from . import report
-            _tell("\n" + report.format_report(profile, sort=opts.sort, limit=opts.limit,
+            _tell("\n" + (children.header(profile) if follow else "")
+                  + report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                               title=_title(target, meta),
                                               all=opts.all, focus=opts.focus).removesuffix("\n"))
         if hook_error is not None:
@@ -952,6 +981,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     if not _fork_hooks:
         os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _fork_hooks = True
+    if follow:  # after the hook above: a forked child's own signal handlers come last
+        children.start(prof, where[1] if opts.output else None, opts.counter,
+                       {"all_call_sites": opts.all_call_sites, "compensate": not opts.no_compensate,
+                        "distributions": opts.distributions, "slow_calls": opts.slow_calls})
 
     exit_code = 0
     exc: BaseException | None = None

@@ -1,0 +1,398 @@
+"""--follow-children: the program's Python child processes (multiprocessing with each
+start method, ProcessPoolExecutor, subprocess running this Python) profiled with the
+same counters, each writing NAME.<pid>.json beside the parent's, and merged back by
+`cprof report` / `export` / `compare`.  Every run has a timeout: nothing may hang."""
+from __future__ import annotations
+
+import glob
+import gzip
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_cli import cprof as _cprof
+from test_cli import load
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork and forkserver: Linux")
+
+METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
+
+POOL = """\
+import multiprocessing as mp, sys
+def f(x):
+    return x * x
+if __name__ == "__main__":
+    with mp.get_context(sys.argv[1]).Pool(4) as p:
+        print(sum(p.map(f, range(int(sys.argv[2]) if len(sys.argv) > 2 else 400))))
+    sys.exit(3)
+"""
+
+EXECUTOR = """\
+import concurrent.futures as cf, multiprocessing as mp, sys
+def f(x):
+    return x * x
+if __name__ == "__main__":
+    with cf.ProcessPoolExecutor(2, mp_context=mp.get_context(sys.argv[1])) as ex:
+        print(sum(ex.map(f, range(400), chunksize=50)))
+"""
+
+
+def cprof(*args, cwd, timeout=60):
+    return _cprof(*args, cwd=cwd, timeout=timeout)
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    p = folder / name
+    p.write_text(text)
+    return p
+
+
+def children_of(out: Path) -> dict[int, dict]:
+    """The children's profiles written beside `out`, by pid."""
+    stem = str(out)[:-len(".json")]
+    found = {}
+    for path in glob.glob(glob.escape(stem) + ".*.json"):
+        pid = path[len(stem) + 1:-len(".json")]
+        if pid.isdigit():
+            found[int(pid)] = load(path)
+    return found
+
+
+def calls(profile: dict, suffix: str) -> int:
+    return sum(f["calls"] for f in profile["functions"] if f["name"].endswith(suffix))
+
+
+def merged(out: Path) -> dict:
+    from cprof import children
+    return children.load(str(out))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool_map_counts_every_call_once_across_the_children(tmp_path, method):
+    """Pool(4).map(f, range(400)): f has exactly 400 calls summed over the workers,
+    none in the parent (its numbers up to a fork stay its own); the merge sums them,
+    misses none, and the parent's output and exit code pass through."""
+    script = write(tmp_path, "pool.py", POOL)
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, method, cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.decode() == f"{sum(x * x for x in range(400))}\n"
+    parent = load(out)
+    kids = children_of(out)
+    listed = {c["pid"] for c in parent["meta"]["children"]}
+    assert set(kids) == listed and listed, (kids.keys(), listed)
+    assert calls(parent, ".f") == 0
+    assert sum(calls(k, ".f") for k in kids.values()) == 400
+    for pid, k in kids.items():
+        assert k["meta"]["pid"] == pid and k["meta"]["run"] == parent["meta"]["run"]
+        assert k["meta"]["health"]["unmatched_exits"] == 0, k["meta"]["health"]
+        assert [c["name"] for c in k["counters"]] == ["cpu", "wall"]
+    m = merged(out)
+    assert calls(m, ".f") == 400
+    assert [p["status"] for p in m["processes"]] == ["ok"] * (1 + len(kids))
+    for n in ("cpu", "wall"):
+        assert m["meta"]["region"][n] == sum(p["meta"]["region"][n] for p in [parent, *kids.values()])
+        assert sum(f["self"][n] for f in m["functions"]) + m["meta"]["unattributed"][n] == \
+            m["meta"]["region"][n]
+    if method != METHODS[0]:
+        return   # the command line once: the merge above is the same code
+    rep = cprof("report", out, "--limit", "0", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    text = rep.stdout.decode()
+    assert text.startswith(f"cprof: {1 + len(kids)} processes summed (0 missing)")
+    assert any(line.split()[:1] == ["400"] and ".f  (pool.py:2)" in line for line in text.splitlines()), text
+
+
+def test_process_pool_executor(tmp_path):
+    method = "forkserver" if "forkserver" in METHODS else "fork"   # 3.14's default
+    script = write(tmp_path, "ex.py", EXECUTOR)
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, method, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    kids = children_of(out)
+    assert kids and sum(calls(k, ".f") for k in kids.values()) == 400
+    assert calls(merged(out), ".f") == 400
+
+
+SUBPROCESS = """\
+import os, subprocess, sys
+child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
+r = subprocess.run([sys.executable, child, "7"], timeout=60)
+print("child exit", r.returncode, flush=True)
+r = subprocess.run(["/bin/sh", "-c", "echo sh says hi; exit 4"], timeout=60)
+print("sh exit", r.returncode, flush=True)
+r = subprocess.run([sys.executable, "-I", "-c", "import sys; print('isolated', 'cprof' in sys.modules)"],
+                   timeout=60)
+sys.exit(5)
+"""
+
+CHILD = """\
+import os, sys
+def child_work(n):
+    return sum(range(n))
+for i in range(int(sys.argv[1])):
+    child_work(1000)
+print("child pid", os.getpid(), "sitecustomize", sys.modules["sitecustomize"].__name__,
+      [p for p in sys.path if "cprof-children" in p], flush=True)
+sys.exit(2)
+"""
+
+
+def test_subprocess_running_this_python_is_profiled_and_others_are_untouched(tmp_path):
+    """subprocess.run([sys.executable, child.py]): profiled, its exit code and output
+    pass through; a shell and a `python -I` child run as they would, unprofiled, and
+    nothing is listed for them."""
+    write(tmp_path, "child.py", CHILD)
+    script = write(tmp_path, "parent.py", SUBPROCESS)
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, cwd=tmp_path)
+    assert r.returncode == 5, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[1:] == ["child exit 2", "sh says hi", "sh exit 4", "isolated False"], lines
+    child_pid = int(lines[0].split()[2])
+    assert lines[0].endswith("sitecustomize sitecustomize []")   # no private folder on its sys.path
+    kids = children_of(out)
+    assert list(kids) == [child_pid]
+    assert [c["pid"] for c in load(out)["meta"]["children"]] == [child_pid]
+    assert calls(kids[child_pid], "child_work") == 7
+    assert calls(merged(out), "child_work") == 7
+    assert not [f for f in kids[child_pid]["functions"] if "children" in f["file"] and
+                f["calls"] and "cprof" in f["file"] and "child_work" in f["name"]]
+
+
+OTHER = [p for p in ("/root/.pyenv/versions/3.11.7/bin/python", "/root/.pyenv/versions/3.12.1/bin/python",
+                     shutil.which("python3") or "") if p and os.path.exists(p)]
+
+
+def test_another_python_runs_untouched_and_passes_nothing_on(tmp_path):
+    """A child running another Python runs unprofiled, takes cprof's folder and
+    variable out of its environment (its own children see neither), and still runs
+    the sitecustomize the user had."""
+    other = next((p for p in OTHER if subprocess.run(
+        [p, "-c", "import sys; print(sys.version)"], check=False, capture_output=True, text=True,
+        timeout=30).stdout.strip() != sys.version), None)
+    if other is None:
+        pytest.skip("no other Python installed")
+    user = tmp_path / "user"
+    user.mkdir()
+    write(user, "sitecustomize.py", "import os\nos.environ['USER_SITECUSTOMIZE'] = 'ran'\n")
+    write(tmp_path, "parent.py", f"""\
+import subprocess, sys
+code = ("import os, subprocess; print(os.environ.get('USER_SITECUSTOMIZE'), "
+        "os.environ.get('PYTHONPATH'), flush=True); "
+        "subprocess.run(['/bin/sh', '-c', 'echo ${{CPROF_FOLLOW_CHILDREN:-unset}}'])")
+subprocess.run([{other!r}, "-c", code], timeout=60)
+subprocess.run([sys.executable, "-c", code], timeout=60)
+""")
+    out = tmp_path / "out.json"
+    env_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(user)
+    try:
+        r = subprocess.run([sys.executable, "-m", "cprof", "--follow-children", "-o", str(out),
+                            "parent.py"], check=False, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        if env_path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = env_path
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == [f"ran {user}", "unset"], lines          # the other Python
+    assert lines[2].startswith("ran ") and lines[2].endswith(str(user)), lines   # this one: profiled
+    assert lines[3] != "unset"                                    # its children are followed
+    assert len(children_of(out)) == 1
+
+
+CRASH = """\
+import multiprocessing as mp, os, signal, sys
+def ok():
+    return sum(range(1000))
+def crash():
+    os._exit(3)
+def killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    ps = [ctx.Process(target=t) for t in (ok, crash, killed)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join(30)
+    print(" ".join(str(p.pid) for p in ps))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_crashed_or_killed_worker_loses_only_its_own_profile(tmp_path, method):
+    script = write(tmp_path, "crash.py", CRASH)
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, method, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ok, crash, killed = map(int, r.stdout.split())
+    assert set(children_of(out)) == {ok}
+    m = merged(out)
+    assert {p["pid"]: p["status"] for p in m["processes"][1:]} == {ok: "ok", crash: "missing",
+                                                                  killed: "missing"}
+    assert calls(m, ".ok") == 1
+    text = cprof("report", out, cwd=tmp_path).stdout.decode()
+    assert text.startswith("cprof: 2 processes summed (2 missing)")
+    for pid in (crash, killed):
+        assert sum(line.startswith(f"warning: process {pid} (child of ") and "wrote no profile" in line
+                   for line in text.splitlines()) == 1, text
+    by = cprof("report", out, "--by-process", cwd=tmp_path).stdout.decode().splitlines()
+    rows = {int(line.split()[0]): line for line in by[2:6] if line.split()[0].isdigit()}
+    assert set(rows) == {load(out)["meta"]["pid"], ok, crash, killed}
+    assert rows[crash].endswith("[missing]") and rows[killed].endswith("[missing]")
+    assert sum(line.startswith(f"cprof: process {ok}, child of ") for line in by) == 1
+
+
+def test_without_output_the_report_sums_the_processes(tmp_path, monkeypatch):
+    script = write(tmp_path, "pool.py", POOL)
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))   # where the run's folder goes, and must go away
+    r = cprof("--follow-children", "--limit", "0", script, "fork", "40", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["pool.py", "tmp"]
+    assert os.listdir(private) == []
+    report = r.stderr.splitlines()
+    assert "error" not in r.stderr, r.stderr
+    # 2 to 5: a worker that Pool.terminate() ends before its profile starts is not listed
+    summed = [line for line in report if re.fullmatch(
+        r"cprof: [2-5] processes summed \(0 missing\); cprof report FILE --by-process for each", line)]
+    assert len(summed) == 1, r.stderr
+    assert any(line.split()[:1] == ["40"] and ".f  (pool.py:2)" in line for line in report), r.stderr
+
+
+def test_pprof_export_of_a_merged_profile_has_a_pid_label(tmp_path):
+    script = write(tmp_path, "pool.py", POOL)
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, "fork", "40", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    pb = tmp_path / "out.pb.gz"
+    e = cprof("export", out, "--format", "pprof", "-o", pb, cwd=tmp_path)
+    assert e.returncode == 0, e.stderr
+    pids = {load(out)["meta"]["pid"], *children_of(out)}
+    go = shutil.which("go")
+    if go is None:
+        data = gzip.decompress(pb.read_bytes())
+        assert data.count(b"pid") == 1
+        return
+    raw = subprocess.run([go, "tool", "pprof", "-raw", str(pb)], check=False, capture_output=True, text=True,
+                         timeout=120)
+    assert raw.returncode == 0, raw.stderr
+    labels = {int(line.split("pid:[")[1].split("]")[0]) for line in raw.stdout.splitlines()
+              if "pid:[" in line}
+    assert labels == pids, raw.stdout[-2000:]
+    # every sample has one: in -raw, a sample is "VALUES: LOCATIONS", its labels on the next line
+    lines = raw.stdout.split("Samples:")[1].split("Locations")[0].splitlines()
+    samples = [i for i, line in enumerate(lines) if line.rstrip().endswith(tuple("0123456789")) and
+               ": " in line and line.split(":")[0].split()[0].isdigit()]
+    assert samples and all("pid:[" in lines[i + 1] for i in samples), raw.stdout[:3000]
+
+
+def test_compare_and_fail_above_on_merged_profiles(tmp_path):
+    """compare sums the processes: f's total grows with the work the children do,
+    which the parent's own profile never shows."""
+    script = write(tmp_path, "pool.py", POOL.replace("return x * x", "return sum(range(3000)) + x"))
+    small, big = tmp_path / "small.json", tmp_path / "big.json"
+    for out, n in ((small, "40"), (big, "400")):
+        r = cprof("--follow-children", "-c", "cpu", "-o", out, script, "fork", n, cwd=tmp_path)
+        assert r.returncode == 3, r.stderr
+    same = cprof("compare", small, small, "--fail-above", "1", "--function", "__main__.f",
+                 cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    grew = cprof("compare", small, big, "--fail-above", "50", "--function", "__main__.f",
+                 cwd=tmp_path)
+    assert grew.returncode == 1, grew.stderr
+    assert "FAIL" in grew.stderr
+
+
+MISSED = """\
+import signal, sys, threading, time
+def work():
+    return sum(range(1000))
+work()
+lock = threading.Lock()
+lock.acquire()
+def poke():
+    time.sleep(0.2)
+    # delivered to this thread, not the main one: Python's flag is tripped, but the main
+    # thread's wait is not interrupted, as for a signal landing just before a blocking call
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+threading.Thread(target=poke).start()
+lock.acquire(timeout=8)
+print("woke", flush=True)
+"""
+
+
+def test_a_signal_python_would_miss_still_ends_the_child_with_its_profile(tmp_path):
+    """A SIGTERM that trips Python's flag while the main thread waits (a pool worker
+    going back to its queue as Pool.terminate() sends it) is sent again until the
+    handler runs: the child writes its profile and ends by SIGTERM at once, instead of
+    after its wait (forever, for a pool worker whose parent holds the queue's lock)."""
+    write(tmp_path, "child.py", MISSED)
+    script = write(tmp_path, "parent.py", """\
+import subprocess, sys, time
+t = time.monotonic()
+r = subprocess.run([sys.executable, "child.py"], timeout=60)
+print(r.returncode, round(time.monotonic() - t, 1), flush=True)
+""")
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    code, took = r.stdout.decode().split()
+    assert code == "-15" and float(took) < 4, r.stdout   # 8 s and "woke" without the guard
+    (kid,) = children_of(out).values()
+    assert kid["meta"]["signal"] == "SIGTERM"
+    assert calls(kid, "work") == 1
+
+
+IMPORTING = """\
+import os, signal, sys, time
+class Trip:
+    def find_spec(self, name, path, target=None):
+        if name == "json.decoder":   # json half imported: the profile's writer needs it whole
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+sys.meta_path.insert(0, Trip())
+import json
+time.sleep(8)
+print("slept", flush=True)
+"""
+
+
+def test_a_signal_during_an_import_writes_the_profile_once_the_import_is_done(tmp_path):
+    """Writing the profile imports modules; a SIGTERM that comes while one of them is
+    half imported (3.14's forkserver workers unpickling their Process) is handled
+    once the import is done, not in the middle of it."""
+    write(tmp_path, "child.py", IMPORTING)
+    script = write(tmp_path, "parent.py", """\
+import subprocess, sys
+r = subprocess.run([sys.executable, "child.py"], capture_output=True, text=True, timeout=60)
+print(r.returncode, flush=True)
+sys.stderr.write(r.stderr)
+""")
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "-15\n", (r.stdout, r.stderr)
+    assert "error" not in r.stderr, r.stderr
+    (kid,) = children_of(out).values()
+    assert kid["meta"]["signal"] == "SIGTERM"
+    assert calls(kid, "find_spec") >= 1
+
+
+def test_the_malloc_counters_are_refused_in_one_sentence(tmp_path):
+    script = write(tmp_path, "pool.py", POOL)
+    r = cprof("--follow-children", "-c", "cpu,malloc-calls", script, "fork", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("cprof: error: --follow-children does not work with the malloc "
+                               "counters") and r.stderr.count("\n") == 1, r.stderr
+    assert r.stdout == b""
