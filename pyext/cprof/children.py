@@ -638,6 +638,7 @@ def pprof_samples(profile: Any, names: list[str], strings: Any) -> bytes:
     (function ids of the merged profile) with a `pid` label (a number), so that
     `go tool pprof -tagfocus=pid=N` or `-tags` tells the processes apart."""
     from ._cprof import pprof_samples as encode
+    from .exporters.pprof import _bytes, _int
     ids = {(f["name"], f["file"], f["line"]): f["id"] for f in profile["functions"]}
     out = bytearray()
     key = strings("pid")
@@ -648,28 +649,15 @@ def pprof_samples(profile: Any, names: list[str], strings: Any) -> bytes:
         remap = [ids[(f["name"], f["file"], f["line"])] for f in prof["functions"]]
         t = prof["tree"]
         function = [-1] + [remap[f] for f in list(t["function"])[1:]]
-        label = _field(3, _varint(1 << 3) + _varint(key) + _varint(3 << 3) + _varint(p["pid"]))
+        label = _bytes(3, _int(1, key) + _int(3, p["pid"]))  # Label{key, num}
         data = encode(t["parent"], function, [t["self"][n] for n in names])
         i = 0
         while i < len(data):   # each Sample (field 2, length-delimited), its label added
             assert data[i] == 0x12
             n, i = _read_varint(data, i + 1)
-            out += _field(2, data[i:i + n] + label)
+            out += _bytes(2, data[i:i + n] + label)
             i += n
     return bytes(out)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(field: int, data: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
 
 
 def _read_varint(data: bytes, i: int) -> tuple[int, int]:
