@@ -19,10 +19,7 @@
  *
  * Linux only (SIGEV_THREAD_ID); elsewhere guard() is a no-op returning False. */
 #define PY_SSIZE_T_CLEAN
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <Python.h>
+#include <Python.h> /* first, as CPython asks; its pyconfig.h defines _GNU_SOURCE (SIGEV_THREAD_ID) */
 
 #include <errno.h>
 #include <signal.h>
