@@ -63,7 +63,8 @@ class _State:
         self.user_pythonpath: str | None = None
         self.pending: int | None = None   # a signal that came while the profile was written
         self.guarded = False              # the ending signals come again until handled
-        self.deferred = 0                 # times the handler waited for an import to end
+        self.deferred = 0                 # times the handler waited for cprof's hook to return
+        self.starting = False             # _begin runs: an ending signal waits for its end
 
 
 _state = _State()
@@ -131,8 +132,11 @@ def start(profile: Any, out: str | None, counter: str, options: dict[str, Any]) 
     os.mkdir(os.path.join(folder, "started"))
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     user_path = os.environ.get("PYTHONPATH")
-    from . import exporters
-    config = {"out": out or os.path.join(folder, "profile.json"), "counter": counter,
+    from . import exporters, profile_file
+    where = out or os.path.join(folder, "profile.json")
+    config = {"out": where, "counter": counter,
+              # out.json -> (out, .json): a child names its file without the exporters
+              "split": profile_file.split_ending(where),
               # decided here: a child writing JSON does not import the exporters
               "format": exporters.format_for_path(out) if out else None,
               "options": options, "run": secrets.token_hex(8), "root": os.getpid()}
@@ -143,6 +147,7 @@ def start(profile: Any, out: str | None, counter: str, options: dict[str, Any]) 
                                   "user_path": user_path, "config": config})
     _state.folder, _state.config, _state.profile = folder, config, profile
     _state.pid, _state.root, _state.user_pythonpath = os.getpid(), True, user_path
+    _preload()   # here, not in each forked child (nor in a child forked during an import)
     os.environ[ENV] = folder
     os.environ["PYTHONPATH"] = folder + (os.pathsep + user_path if user_path else "")
     _install_fork_hook()
@@ -205,15 +210,8 @@ def _before_fork() -> None:
 def _after_fork_in_child() -> None:
     if _state.folder is None or not os.path.isdir(_state.folder):
         return   # the run is over (the parent removed the folder): nothing to write to
-    old = _state.profile
-    if old is not None and old._profiler.enabled:
-        try:  # the parent's numbers up to the fork are the parent's
-            old._profiler.disable(strict=False)
-        except Exception:
-            pass
-    _state.profile = None
     _state.root = False
-    _begin(_state.fork_pid or os.getppid(), push_existing=True)
+    _begin(_state.fork_pid or os.getppid(), forked=True, inherited=_state.profile)
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         # a multiprocessing worker ends by os._exit after its bootstrap runs the
@@ -241,19 +239,44 @@ def _child_main(folder: str, config: dict[str, Any]) -> None:
     helper = any(h in a for a in argv for h in _HELPERS)
     _install_fork_hook()   # forkserver: the workers it forks are profiled
     if helper:
+        if any("forkserver" in a for a in argv):
+            from . import api  # noqa: F401  (imported once here, not in each worker it forks)
+            _preload()
         return
-    _begin(os.getppid(), push_existing=False)
+    _begin(os.getppid(), forked=False)
 
 
-def _begin(parent_pid: int, push_existing: bool) -> None:
-    """Start a fresh profile in this process, say so in the folder, and arrange for
-    it to be written when the process ends."""
+def _begin(parent_pid: int, forked: bool, inherited: Any = None) -> None:
+    """Start a fresh profile in this process (a fork stops the one it `inherited`
+    first: the parent's numbers up to the fork are the parent's), say so in the
+    folder, and arrange for it to be written when the process ends."""
+    # An ending signal that comes from here on (Pool.terminate() ending a worker that
+    # is still starting) waits until the profile has started: its handler would
+    # otherwise run inside enable() (3.10 and 3.11 call threading.setprofile there)
+    # and find the profile busy: a listed child with no profile
+    _state.pid, _state.parent_pid, _state.written = os.getpid(), parent_pid, False
+    _state.forked, _state.pending, _state.starting = forked, None, True
+    _state.profile, _state.deferred = None, 0
+    try:
+        if inherited is not None and inherited._profiler.enabled:
+            try:
+                inherited._profiler.disable(strict=False)
+            except Exception:
+                pass
+        _start_profile()
+    finally:
+        _state.starting = False
+    if _state.pending is not None:   # the profile so far is written, then the signal ends it
+        signum = _state.pending
+        end(signal=signum)
+        _die_by(signum)
+
+
+def _start_profile() -> None:
     import time
 
     from . import api
     from ._cprof import CprofError
-    _state.pid, _state.parent_pid, _state.written = os.getpid(), parent_pid, False
-    _state.forked, _state.pending = push_existing, None
     _state.started = time.time()
     o = _state.config["options"]
     try:
@@ -262,6 +285,7 @@ def _begin(parent_pid: int, push_existing: bool) -> None:
     except (CprofError, OSError):
         _state.profile = None
         return  # this process runs unprofiled, and is not listed
+    _preload()
     # in this order: from the marker on, an ending signal writes a profile
     _state.profile = prof
     _catch_signals()
@@ -274,9 +298,27 @@ def _begin(parent_pid: int, push_existing: bool) -> None:
         _state.profile = None
         return
     try:
-        enable(push_existing=push_existing)
+        enable(push_existing=_state.forked)
     except CprofError:  # another profiler holds the hook: listed, its profile missing
         _state.profile = None
+
+
+def _preload() -> None:
+    """Import what writing the profile needs, before an ending signal can ask for it:
+    its handler then imports nothing.  A signal comes at any moment, also while the
+    program imports a module (a half-imported module that the writer needs fails it:
+    seen with 3.14's annotationlib), and a process forked while another thread
+    imported inherits that module's lock held by a thread it does not have (an import
+    of it would wait forever).  In the parent before the program runs, so that forks
+    inherit them; once in each new interpreter."""
+    import json  # noqa: F401  (profile_file.encode)
+    import re  # noqa: F401  (profile_file._stream_fd)
+
+    from . import build, profile_file  # noqa: F401  (build: the names, at _compact_profile)
+    fmt = _state.config.get("format")
+    if fmt is not None:
+        from . import exporters
+        exporters._module(fmt)
 
 
 def _write_marker() -> None:
@@ -293,6 +335,7 @@ def _write_marker() -> None:
 
 
 _ENDING = ("SIGTERM", "SIGHUP")
+_SIGNAL_NAMES = {15: "SIGTERM", 1: "SIGHUP"}   # signal's enums would be an import in the handler
 
 
 def _catch_signals() -> None:
@@ -315,31 +358,32 @@ def _catch_signals() -> None:
             return
 
 
-_DEFER_MAX = 50   # times 20 ms: how long an ending signal waits for an import to end
+_DEFER_MAX = 50   # times 20 ms: how long an ending signal waits for cprof's hook to return
 
 
-def _importing(frame: Any) -> bool:
-    """The signal came while the main thread imports a module."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+def _in_hook(frame: Any) -> bool:
+    """The signal came while cprof's hook runs Python code (the repr of a slow call's
+    arguments): stopping the profile there would leave that call half-counted."""
+    capture = sys.modules.get("cprof.capture")
+    code = getattr(getattr(capture, "capture", None), "__code__", None)
+    while frame is not None and code is not None:
+        if frame.f_code is code:
             return True
         frame = frame.f_back
     return False
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    if _state.guarded and _state.deferred < _DEFER_MAX and _importing(frame):
-        # writing the profile imports modules, and one that is half imported now
-        # would fail (seen: 3.14's annotationlib, under a forkserver worker's unpickling):
-        # the guard sends the signal again in 20 ms, after the import.  Bounded: a
-        # process forked during an import has that import on its stack for good
+    if _state.guarded and _state.deferred < _DEFER_MAX and _in_hook(frame):
+        # the guard sends the signal again in 20 ms, out of the hook (bounded)
         _state.deferred += 1
         return
     from ._children import handled
     handled(signum)
-    if _state.written and _state.pid == os.getpid():
-        # the process is ending already (a pool's worker, between the end of its last
-        # task and os._exit, gets Pool.terminate()'s SIGTERM): once written
+    if _state.pid == os.getpid() and (_state.starting or _state.written):
+        # cprof is starting this process's profile (_begin acts on it at its end),
+        # or writing it (a pool's worker, between the end of its last task and
+        # os._exit, gets Pool.terminate()'s SIGTERM): end() acts on it once written
         _state.pending = signum
         return
     end(signal=signum)
@@ -373,10 +417,10 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
     if exit_code is not None:
         meta["exit_code"] = exit_code
     if signal is not None:
-        import signal as signals
-        meta["signal"] = signals.Signals(signal).name
+        meta["signal"] = _SIGNAL_NAMES.get(signal, str(signal))
     from . import profile_file
-    out = profile_file.tagged_path(_state.config["out"], str(os.getpid()))
+    stem, ending = _state.config["split"]
+    out = f"{stem}.{os.getpid()}{ending}"   # profile_file.tagged_path's, without importing the exporters
     if _state.folder and out.startswith(_state.folder + os.sep) and not os.path.isdir(_state.folder):
         return  # no -o, and the parent's report is made: a child that outlived it has no place
     try:
