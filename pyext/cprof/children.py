@@ -677,6 +677,15 @@ def format_processes(profile: Any, sort: str | None = None, limit: int = 25, all
 
 # ---------------------------------------------------------------- exports
 
+def html_processes(profile: Any, view: Any) -> list[dict[str, Any]]:
+    """The HTML report's process switcher: each process (pid, parent, command, status)
+    and, where its profile is there, its own page data (`view(profile)`)."""
+    return [{"pid": p["pid"], "parent_pid": p.get("parent_pid"), "command": _command(p["command"]),
+             "fork": bool(p.get("fork")), "status": p["status"],
+             "view": None if p["profile"] is None else view(p["profile"])}
+            for p in profile["processes"]]
+
+
 def pprof_samples(profile: Any, names: list[str], strings: Any) -> bytes:
     """The Sample messages of a merged profile for pprof: each process's call paths
     (function ids of the merged profile) with a `pid` label (a number), so that

@@ -5,6 +5,7 @@ same counters, each writing NAME.<pid>.json beside the parent's, and merged back
 from __future__ import annotations
 
 import glob
+import json
 import gzip
 import multiprocessing
 import os
@@ -474,3 +475,74 @@ def test_a_signal_while_the_child_starts_profiling_waits_until_it_has(tmp_path):
     kid = children_of(out)[pid]
     assert kid["meta"]["signal"] == "SIGTERM"
     assert calls(kid, "work") == 0   # ended before it ran
+
+
+SWITCH = r"""
+<script>
+(function () {
+  var out = {};
+  function fCalls() {
+    return Array.from(document.querySelectorAll("#functions tbody tr")).filter(function (r) {
+      var n = r.querySelector(".fname"); return n && n.textContent === "__main__.f"; })
+      .map(function (r) { return r.children[1].textContent; });
+  }
+  try {
+    var sel = document.getElementById("process");
+    out.shown = !document.getElementById("process-pick").hidden;
+    out.options = Array.from(sel.options).map(function (o) { return [o.value, o.textContent, o.disabled]; });
+    out.sum = fCalls();
+    out.views = {};
+    Array.from(sel.options).forEach(function (o) {
+      if (o.disabled || o.value === "-1") return;
+      sel.value = o.value; sel.dispatchEvent(new Event("change"));
+      out.views[o.value] = { f: fCalls(), meta: document.getElementById("meta").textContent };
+    });
+    sel.value = "-1"; sel.dispatchEvent(new Event("change"));
+    out.back = fCalls();
+  } catch (e) { out.exception = String(e && e.stack || e); }
+  out.errors = document.getElementById("errors").textContent;
+  var pre = document.createElement("pre");
+  pre.id = "cprof-test";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def test_html_report_switches_between_the_processes(tmp_path):
+    """The HTML report of a --follow-children profile opens on the sum (f: 40 calls)
+    and its process switcher shows each process's own numbers; a process that wrote
+    no profile is listed, not selectable."""
+    import html as htmlmod
+
+    from test_html import console_lines, page_data, run_browser
+    script = write(tmp_path, "crash.py", CRASH.replace("return sum(range(1000))", "return [f(x) for x in range(40)]")
+                   .replace("def ok():", "def f(x):\n    return x\ndef ok():"))
+    out = tmp_path / "out.json"
+    r = cprof("--follow-children", "-o", out, script, "fork", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ok, crash, killed = map(int, r.stdout.split())
+    page = tmp_path / "out.html"
+    h = cprof("report", out, "--html", "-o", page, cwd=tmp_path)
+    assert h.returncode == 0, h.stderr
+    data = page_data(page.read_text())
+    procs = {p["pid"]: p for p in data["processes"]}
+    assert set(procs) == {load(out)["meta"]["pid"], ok, crash, killed}
+    assert procs[crash]["view"] is None and procs[crash]["status"] == "missing"
+    assert sum(f["calls"] for f in procs[ok]["view"]["functions"] if f["name"] == "__main__.f") == 40
+    driven = tmp_path / "driven.html"
+    driven.write_text(page.read_text().replace("</body>", SWITCH + "</body>"))
+    b = run_browser(driven, tmp_path, "--dump-dom")
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert console_lines(b.stderr) == [], console_lines(b.stderr)
+    seen = json.loads(htmlmod.unescape(re.search(r'<pre id="cprof-test">(.*?)</pre>', b.stdout, re.S).group(1)))
+    assert "exception" not in seen, seen["exception"]
+    assert seen["errors"] == "" and seen["shown"]
+    assert seen["options"][0][:2] == ["-1", "all 2 summed (2 missing)"]
+    disabled = {int(text.split()[0]) for _, text, off in seen["options"][1:] if off}
+    assert disabled == {crash, killed}
+    assert seen["sum"] == ["40"] and seen["back"] == ["40"]
+    by_pid = {int(seen["options"][int(i) + 1][1].split()[0]): v for i, v in seen["views"].items()}
+    assert by_pid[ok]["f"] == ["40"] and by_pid[load(out)["meta"]["pid"]]["f"] == []
+    assert "4 processes, wrote no profile: " in by_pid[ok]["meta"]
