@@ -636,6 +636,20 @@ def header(profile: Any) -> str:
     return "\n".join([first, *missing_lines(profile)]) + "\n"
 
 
+def summed_note(profile: Any, name: str) -> str:
+    """For compare: how many processes a merged profile sums, and which wrote no profile
+    (their numbers are not in the sum); nothing for a profile of one process."""
+    from .schema import printable
+    procs = profile.get("processes")
+    if not procs:
+        return ""
+    ok = sum(p["status"] == "ok" for p in procs)
+    lines = [f"cprof: {printable(name)}: {ok} process{'es' if ok != 1 else ''} summed "
+             f"({len(procs) - ok} missing)"]
+    lines += [f"cprof: {printable(name)}: {line}" for line in missing_lines(profile)]
+    return "\n".join(lines) + "\n"
+
+
 def format_processes(profile: Any, sort: str | None = None, limit: int = 25, all: bool = False,
                      focus: str | None = None) -> str:
     """`cprof report FILE --by-process`: a row per process (pid, parent, calls, each

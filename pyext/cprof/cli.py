@@ -457,6 +457,8 @@ def _compare(opts: argparse.Namespace) -> int:
     from . import children, compare
     before, after = children.load(opts.before), children.load(opts.after)  # processes summed
     names = (opts.before, opts.after)
+    for profile, name in zip((before, after), names):  # what each sum holds, and what it lacks
+        sys.stderr.write(children.summed_note(profile, name))
     counters = compare.common_counters(before, after, opts.counter, names)
     failed, verdict = False, None
     if opts.fail_above is not None:  # checked first: a missing function is one sentence, no table

@@ -251,6 +251,13 @@ def test_a_crashed_or_killed_worker_loses_only_its_own_profile(tmp_path, method)
     assert set(rows) == {load(out)["meta"]["pid"], ok, crash, killed}
     assert rows[crash].endswith("[missing]") and rows[killed].endswith("[missing]")
     assert sum(line.startswith(f"cprof: process {ok}, child of ") for line in by) == 1
+    # compare says what each sum lacks
+    c = cprof("compare", out, out, cwd=tmp_path)
+    assert c.returncode == 0, c.stderr
+    said = c.stderr if isinstance(c.stderr, str) else c.stderr.decode()
+    assert said.count(f"cprof: {out}: 2 processes summed (2 missing)\n") == 2, said
+    for pid in (crash, killed):
+        assert said.count(f"cprof: {out}: warning: process {pid} (child of ") == 2, said
 
 
 def test_without_output_the_report_sums_the_processes(tmp_path, monkeypatch):
@@ -313,6 +320,12 @@ def test_compare_and_fail_above_on_merged_profiles(tmp_path):
                  cwd=tmp_path)
     assert grew.returncode == 1, grew.stderr
     assert "FAIL" in grew.stderr
+    table = grew.stdout.decode().splitlines()
+    assert any(line.split()[:1] == ["40->400"] and "__main__.f  (pool.py:2)" in line for line in table), table
+    said = grew.stderr.splitlines() if isinstance(grew.stderr, str) else grew.stderr.decode().splitlines()
+    assert [line.rsplit(": ", 1)[1] for line in said[:2]] == [
+        f"{len(load(small)['meta']['children']) + 1} processes summed (0 missing)",
+        f"{len(load(big)['meta']['children']) + 1} processes summed (0 missing)"], said
 
 
 MISSED = """\
