@@ -258,6 +258,7 @@ def _begin(parent_pid: int, forked: bool, inherited: Any = None) -> None:
     _state.forked, _state.pending, _state.starting = forked, None, True
     _state.profile, _state.deferred = None, 0
     try:
+        _catch_signals()   # first: from here an ending signal waits for the profile, then writes it
         if inherited is not None and inherited._profiler.enabled:
             try:
                 inherited._profiler.disable(strict=False)
@@ -286,9 +287,7 @@ def _start_profile() -> None:
         _state.profile = None
         return  # this process runs unprofiled, and is not listed
     _preload()
-    # in this order: from the marker on, an ending signal writes a profile
     _state.profile = prof
-    _catch_signals()
     import atexit
     atexit.unregister(end)
     atexit.register(end)
@@ -311,10 +310,11 @@ def _preload() -> None:
     imported inherits that module's lock held by a thread it does not have (an import
     of it would wait forever).  In the parent before the program runs, so that forks
     inherit them; once in each new interpreter."""
+    import atexit  # noqa: F401  (and the two below: what _begin needs in a forked child)
     import json  # noqa: F401  (profile_file.encode)
     import re  # noqa: F401  (profile_file._stream_fd)
 
-    from . import build, profile_file  # noqa: F401  (build: the names, at _compact_profile)
+    from . import _children, build, profile_file  # noqa: F401  (build: the names, at _compact_profile)
     fmt = _state.config.get("format")
     if fmt is not None:
         from . import exporters

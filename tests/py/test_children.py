@@ -408,6 +408,7 @@ sys.stderr.write(r.stderr)
 
 WRITER_IMPORTS = """\
 import os, subprocess, sys
+started = set(sys.modules)
 def written(how):
     from cprof import children
     before = set(sys.modules)
@@ -418,6 +419,7 @@ if sys.argv[1:] == ["child"]:
     sys.exit(0)
 pid = os.fork()
 if pid == 0:
+    print("started", sorted(set(sys.modules) - started), flush=True)
     written("forked")
     os._exit(0)
 os.waitpid(pid, 0)
@@ -427,13 +429,15 @@ subprocess.run([sys.executable, __file__, "child"], timeout=60)
 
 @pytest.mark.parametrize("name", ["out.json", "out.pb.gz"])
 def test_writing_a_childs_profile_imports_nothing(tmp_path, name):
-    """What a child's profile is written with was imported before the program ran:
-    an ending signal's handler imports nothing (a module the program half imported,
-    or whose lock a thread that did not fork holds, cannot fail or block it)."""
+    """What a child's profile is started and written with was imported before the
+    program ran: an ending signal's handler, and a forked child's at-fork hook, import
+    nothing (a module the program half imported, or whose lock a thread that did not
+    fork holds, cannot fail or block them)."""
     script = write(tmp_path, "w.py", WRITER_IMPORTS)
     r = cprof("--follow-children", "-o", tmp_path / name, script, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode().splitlines() == ["forked []", "new []"], r.stderr
+    # nor does starting a forked child's profile (in the at-fork hook)
+    assert r.stdout.decode().splitlines() == ["started []", "forked []", "new []"], r.stderr
     ending = name[len("out"):]
     assert len([p for p in os.listdir(tmp_path) if re.fullmatch(r"out\.\d+" + re.escape(ending), p)]) == 2
 
