@@ -65,6 +65,7 @@ class _State:
         self.guarded = False              # the ending signals come again until handled
         self.deferred = 0                 # times the handler waited for cprof's hook to return
         self.starting = False             # _begin runs: an ending signal waits for its end
+        self.writing = False              # end() writes the profile: the same
 
 
 _state = _State()
@@ -380,13 +381,15 @@ def _on_signal(signum: int, frame: Any) -> None:
         return
     from ._children import handled
     handled(signum)
-    if _state.pid == os.getpid() and (_state.starting or _state.written):
+    mine = _state.pid == os.getpid()
+    if mine and (_state.starting or _state.writing):
         # cprof is starting this process's profile (_begin acts on it at its end),
         # or writing it (a pool's worker, between the end of its last task and
         # os._exit, gets Pool.terminate()'s SIGTERM): end() acts on it once written
         _state.pending = signum
         return
-    end(signal=signum)
+    if not (mine and _state.written):   # written already: the process ends at once, as it would
+        end(signal=signum)
     _die_by(signum)
 
 
@@ -402,7 +405,16 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
     """Stop this child's profile and write it beside the parent's, once."""
     if _state.root or _state.profile is None or _state.written or _state.pid != os.getpid():
         return
-    _state.written = True
+    _state.written = _state.writing = True
+    try:
+        _write(exit_code, signal)
+    finally:
+        _state.writing = False
+    if _state.pending is not None and signal is None:
+        _die_by(_state.pending)
+
+
+def _write(exit_code: int | None, signal: int | None) -> None:
     import time
     prof = _state.profile
     try:
@@ -441,8 +453,6 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
             sys.stderr.write(f"cprof: error: process {os.getpid()}'s profile was not written: {e}\n")
         except Exception:
             pass
-    if _state.pending is not None and signal is None:
-        _die_by(_state.pending)
 
 
 # ---------------------------------------------------------------- reading: the merge

@@ -563,3 +563,34 @@ def test_html_report_switches_between_the_processes(tmp_path):
     by_pid = {int(seen["options"][int(i) + 1][1].split()[0]): v for i, v in seen["views"].items()}
     assert by_pid[ok]["f"] == ["40"] and by_pid[load(out)["meta"]["pid"]]["f"] == []
     assert "4 processes, wrote no profile: " in by_pid[ok]["meta"]
+
+
+LINGERING = """\\
+import multiprocessing as mp, os, sys, threading, time
+def linger():
+    threading.Event().wait(8)   # a thread the worker's exit waits for
+def target():
+    threading.Thread(target=linger).start()   # not a daemon
+if __name__ == "__main__":
+    p = mp.get_context("fork").Process(target=target)
+    p.start()
+    mine = f"out.{p.pid}.json"
+    deadline = time.monotonic() + 20
+    while not os.path.exists(mine) and time.monotonic() < deadline:
+        time.sleep(0.01)   # its profile is written as its bootstrap ends
+    t = time.monotonic()
+    p.terminate()
+    p.join(20)
+    print(p.exitcode, round(time.monotonic() - t, 1), os.path.exists(mine), flush=True)
+"""
+
+
+def test_a_worker_whose_profile_is_written_still_ends_by_sigterm_at_once(tmp_path):
+    """A multiprocessing worker writes its profile as its bootstrap ends, and then
+    waits for its non-daemon threads: a SIGTERM then ends it at once, as without
+    cprof (it waited for the threads before: 8 s, Pool.terminate() as long)."""
+    script = write(tmp_path, "linger.py", LINGERING)
+    r = cprof("--follow-children", "-o", tmp_path / "out.json", script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    code, took, written = r.stdout.decode().split()
+    assert (code, written) == ("-15", "True") and float(took) < 4, r.stdout
