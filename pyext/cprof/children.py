@@ -654,8 +654,9 @@ def summed_note(profile: Any, name: str) -> str:
     if not procs:
         return ""
     ok = sum(p["status"] == "ok" for p in procs)
-    lines = [f"cprof: {printable(name)}: {ok} process{'es' if ok != 1 else ''} summed "
-             f"({len(procs) - ok} missing)"]
+    first = (f"cprof: {printable(name)}: {ok} process{'es' if ok != 1 else ''} summed "
+             f"({len(procs) - ok} missing)")
+    lines = [first]
     lines += [f"cprof: {printable(name)}: {line}" for line in missing_lines(profile)]
     return "\n".join(lines) + "\n"
 

@@ -5,8 +5,8 @@ same counters, each writing NAME.<pid>.json beside the parent's, and merged back
 from __future__ import annotations
 
 import glob
-import json
 import gzip
+import json
 import multiprocessing
 import os
 import re
@@ -553,7 +553,7 @@ def test_html_report_switches_between_the_processes(tmp_path):
     b = run_browser(driven, tmp_path, "--dump-dom")
     assert b.returncode == 0, b.stderr[-3000:]
     assert console_lines(b.stderr) == [], console_lines(b.stderr)
-    seen = json.loads(htmlmod.unescape(re.search(r'<pre id="cprof-test">(.*?)</pre>', b.stdout, re.S).group(1)))
+    seen = json.loads(htmlmod.unescape(re.search(r'<pre id="cprof-test">(.*?)</pre>', b.stdout, re.DOTALL).group(1)))
     assert "exception" not in seen, seen["exception"]
     assert seen["errors"] == "" and seen["shown"]
     assert seen["options"][0][:2] == ["-1", "all 2 summed (2 missing)"]
