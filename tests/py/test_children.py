@@ -317,7 +317,7 @@ def test_compare_and_fail_above_on_merged_profiles(tmp_path):
                  cwd=tmp_path)
     assert same.returncode == 0, same.stderr
     grew = cprof("compare", small, big, "--fail-above", "50", "--function", "__main__.f",
-                 cwd=tmp_path)
+                 "--limit", "0", cwd=tmp_path)
     assert grew.returncode == 1, grew.stderr
     assert "FAIL" in grew.stderr
     table = grew.stdout.decode().splitlines()
@@ -341,7 +341,7 @@ def poke():
     # thread's wait is not interrupted, as for a signal landing just before a blocking call
     signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 threading.Thread(target=poke).start()
-lock.acquire(timeout=8)
+lock.acquire(timeout=30)
 print("woke", flush=True)
 """
 
@@ -362,7 +362,7 @@ print(r.returncode, round(time.monotonic() - t, 1), flush=True)
     r = cprof("--follow-children", "-o", out, script, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     code, took = r.stdout.decode().split()
-    assert code == "-15" and float(took) < 4, r.stdout   # 8 s and "woke" without the guard
+    assert code == "-15" and float(took) < 15, r.stdout   # 30 s and "woke" without the guard
     (kid,) = children_of(out).values()
     assert kid["meta"]["signal"] == "SIGTERM"
     assert calls(kid, "work") == 1
@@ -372,12 +372,12 @@ IMPORTING = """\
 import os, signal, sys, time
 class Trip:
     def find_spec(self, name, path, target=None):
-        if name == "decimal":   # fractions half imported
+        if name == "inner":   # outer half imported
             os.kill(os.getpid(), signal.SIGTERM)
         return None
 sys.meta_path.insert(0, Trip())
-import fractions
-time.sleep(8)
+import outer
+time.sleep(30)
 print("slept", flush=True)
 """
 
@@ -388,6 +388,8 @@ def test_a_signal_during_an_import_writes_the_profile_at_once(tmp_path):
     import (cprof imported what it needs before the program ran), so neither waits
     for the other."""
     write(tmp_path, "child.py", IMPORTING)
+    write(tmp_path, "outer.py", "import inner\n")
+    write(tmp_path, "inner.py", "X = 1\n")
     script = write(tmp_path, "parent.py", """\
 import subprocess, sys, time
 t = time.monotonic()
@@ -399,7 +401,7 @@ sys.stderr.write(r.stderr)
     r = cprof("--follow-children", "-o", out, script, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     code, took = r.stdout.decode().split()
-    assert code == "-15" and float(took) < 4, (r.stdout, r.stderr)
+    assert code == "-15" and float(took) < 15, (r.stdout, r.stderr)   # 30 s if it waited
     assert "error" not in r.stderr, r.stderr
     (kid,) = children_of(out).values()
     assert kid["meta"]["signal"] == "SIGTERM"
@@ -565,32 +567,35 @@ def test_html_report_switches_between_the_processes(tmp_path):
     assert "4 processes, wrote no profile: " in by_pid[ok]["meta"]
 
 
-LINGERING = """\\
+LINGERING = """\
 import multiprocessing as mp, os, sys, threading, time
 def linger():
-    threading.Event().wait(8)   # a thread the worker's exit waits for
-def target():
+    threading.Event().wait(30)   # a thread the worker's exit waits for
+def target(done):
     threading.Thread(target=linger).start()   # not a daemon
+    done.set()
 if __name__ == "__main__":
-    p = mp.get_context("fork").Process(target=target)
+    ctx = mp.get_context("fork")
+    done = ctx.Event()
+    p = ctx.Process(target=target, args=(done,))
     p.start()
-    mine = f"out.{p.pid}.json"
-    deadline = time.monotonic() + 20
-    while not os.path.exists(mine) and time.monotonic() < deadline:
-        time.sleep(0.01)   # its profile is written as its bootstrap ends
+    done.wait(30)
     t = time.monotonic()
+    mine = f"out.{p.pid}.json"
+    while not os.path.exists(mine) and time.monotonic() < t + 3:
+        time.sleep(0.01)   # 3.10-3.13 write it as the bootstrap ends (3.14 once the threads end)
     p.terminate()
-    p.join(20)
+    p.join(60)
     print(p.exitcode, round(time.monotonic() - t, 1), os.path.exists(mine), flush=True)
 """
 
 
 def test_a_worker_whose_profile_is_written_still_ends_by_sigterm_at_once(tmp_path):
-    """A multiprocessing worker writes its profile as its bootstrap ends, and then
-    waits for its non-daemon threads: a SIGTERM then ends it at once, as without
-    cprof (it waited for the threads before: 8 s, Pool.terminate() as long)."""
+    """A multiprocessing worker writes its profile as its bootstrap ends (before 3.14),
+    and then waits for its non-daemon threads: a SIGTERM then ends it at once, as
+    without cprof (it waited for the threads before: 30 s, Pool.terminate() as long)."""
     script = write(tmp_path, "linger.py", LINGERING)
     r = cprof("--follow-children", "-o", tmp_path / "out.json", script, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     code, took, written = r.stdout.decode().split()
-    assert (code, written) == ("-15", "True") and float(took) < 4, r.stdout
+    assert (code, written) == ("-15", "True") and float(took) < 15, r.stdout
