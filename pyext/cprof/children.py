@@ -133,9 +133,13 @@ def start(profile: Any, out: str | None, counter: str, options: dict[str, Any]) 
     os.mkdir(os.path.join(folder, "started"))
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     user_path = os.environ.get("PYTHONPATH")
-    from . import exporters, profile_file
+    from . import calibration, exporters, profile_file
     where = out or os.path.join(folder, "profile.json")
     config = {"out": where, "counter": counter,
+              # cprof's cost per event, measured in this process moments ago (same machine,
+              # Python and options): a new interpreter uses it instead of measuring again
+              # (a fork inherits it): most of what starting a child cost
+              "calibrated": dict(calibration._calibrated),
               # out.json -> (out, .json): a child names its file without the exporters
               "split": profile_file.split_ending(where),
               # decided here: a child writing JSON does not import the exporters
@@ -239,6 +243,8 @@ def _child_main(folder: str, config: dict[str, Any]) -> None:
     argv = getattr(sys, "orig_argv", [])
     helper = any(h in a for a in argv for h in _HELPERS)
     _install_fork_hook()   # forkserver: the workers it forks are profiled
+    from . import calibration
+    calibration._calibrated.update(config.get("calibrated", {}))
     if helper:
         if any("forkserver" in a for a in argv):
             from . import api  # noqa: F401  (imported once here, not in each worker it forks)
