@@ -18,9 +18,10 @@ from test_cli import _env
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="POSIX signals")
 
 # The program signals itself (from its main thread and from one of its threads) and
-# waits, after each signal, until the window has switched: the switcher opens and closes
-# them a moment after the handler ran, so the program polls (bounded) until it sees a
-# profile on or off (the sys.monitoring tool id, the profile hook).
+# waits, after each signal, until the window has switched: a signal sent by another
+# thread is handled once the main thread next runs Python code, so the program polls
+# (bounded) until it sees a profile on or off (the sys.monitoring tool id, the profile
+# hook).
 PROGRAM = textwrap.dedent("""
     import os, signal, sys, threading, time
     def f(n):
@@ -38,7 +39,7 @@ PROGRAM = textwrap.dedent("""
             return any(sys.monitoring.get_tool(i) == "cprof" and sys.monitoring.get_events(i) != 0
                        for i in range(6))
         return sys.getprofile() is not None
-    def until(state):  # the switcher opens and closes windows a moment after the signal
+    def until(state):  # a window opens and closes once the main thread handles the signal
         end = time.monotonic() + 20
         while profiling() != state and time.monotonic() < end:
             time.sleep(0.001)
