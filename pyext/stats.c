@@ -298,8 +298,41 @@ static PyObject *edges_list(ProfilerObject *p, const struct cprof_merged *m)
     return edges;
 }
 
-/* A column of the call tree: `len` native 64-bit integers in a bytes object (8 bytes a
- * node, where one record per node in Python objects took about 450: 150 MB on black). */
+/* The call tree's columns, one at a time: nodes 0..nb-1 from `b` (the base thread's table, or
+ * the merged one), then the records of `x` (the other threads' nodes, when there is a base)
+ * at node_ix.  Column `col` (TREE_*; counter c for self and total) into out[0..m->nodes). */
+enum { TREE_PARENT, TREE_FUNCTION, TREE_CALLS, TREE_SELF, TREE_TOTAL };
+
+static void tree_column(const struct cprof_merged *m, int col, unsigned c, int64_t *out)
+{
+    const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
+    size_t nb = b->len, nx = m->base ? x->len : 0;
+
+    for (size_t i = 0; i < nb; i++) {
+        const struct cprof_rec *r = &b->recs[i];
+        switch (col) {
+        case TREE_PARENT: out[i] = i ? (int64_t)(r->key >> 32) : -1; break;
+        case TREE_FUNCTION: out[i] = i ? (int64_t)(r->key & 0xffffffffu) - 1 : -1; break;
+        case TREE_CALLS: out[i] = (int64_t)r->calls; break;
+        case TREE_SELF: out[i] = (int64_t)cprof_self(b, i)[c]; break;
+        default: out[i] = (int64_t)cprof_total(b, i)[c]; break;
+        }
+    }
+    for (size_t k = 0; k < nx; k++) {
+        const struct cprof_rec *r = &x->recs[k];
+        size_t j = m->node_ix[k];
+        int64_t was = j < nb ? out[j] : 0;
+        switch (col) {          /* a base node's parent and function stay the base's */
+        case TREE_PARENT: out[j] = j < nb ? was : (int64_t)(r->key >> 32); break;
+        case TREE_FUNCTION: out[j] = j < nb ? was : (int64_t)(r->key & 0xffffffffu) - 1; break;
+        case TREE_CALLS: out[j] = was + (int64_t)r->calls; break;
+        case TREE_SELF: out[j] = was + (int64_t)cprof_self(x, k)[c]; break;
+        default: out[j] = was + (int64_t)cprof_total(x, k)[c]; break;
+        }
+    }
+}
+
+/* `len` native 64-bit integers in a new bytes object *out, at *data; NULL if it failed. */
 static PyObject *column(size_t len, PyObject **out, int64_t **data)
 {
     *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(len * sizeof(int64_t)));
@@ -307,61 +340,48 @@ static PyObject *column(size_t len, PyObject **out, int64_t **data)
     return *out;
 }
 
+/* A column of the call tree: native 64-bit integers in a bytes object (8 bytes a node,
+ * where one record per node in Python objects took about 450: 150 MB on black). */
+static PyObject *bytes_column(const struct cprof_merged *m, int col, unsigned c)
+{
+    PyObject *out;
+    int64_t *data;
+
+    if (column(m->nodes, &out, &data))
+        tree_column(m, col, c, data);
+    return out;
+}
+
+static PyObject *packed_column(const struct cprof_merged *m, int col, unsigned c);
+
 /* The call tree, column-wise (a parent always comes before its children): a dict of
  * parent and function (-1 for the root, node 0), calls, and self and total (one
  * column per counter), each a bytes object of native int64 (values are below 2^63)
- * that cprof.build reads through memoryview.cast("q"). */
-static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m)
+ * that cprof.build reads through memoryview.cast("q").  packed: each column as the
+ * profile file's text instead (column_pack's), made from the engine's table through one
+ * column of int64 at a time, and "nodes" their length. */
+static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m, int packed)
 {
-    /* Nodes 0..nb-1 from `b` (the base thread's table, or the merged one), then the
-     * records of `x` (the other threads' nodes, when there is a base) at node_ix. */
-    const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
-    size_t len = m->nodes, nb = b->len, nx = m->base ? x->len : 0;
     unsigned n = p->n;
+    PyObject *(*make)(const struct cprof_merged *, int, unsigned) = packed ? packed_column : bytes_column;
     PyObject *parent = NULL, *function = NULL, *calls = NULL, *self = PyTuple_New(n),
              *total = PyTuple_New(n), *out = NULL;
-    int64_t *par, *fn, *cl;
 
-    if (!self || !total || !column(len, &parent, &par) || !column(len, &function, &fn) ||
-        !column(len, &calls, &cl))
+    if (!self || !total || !(parent = make(m, TREE_PARENT, 0)) ||
+        !(function = make(m, TREE_FUNCTION, 0)) || !(calls = make(m, TREE_CALLS, 0)))
         goto out;
-    for (size_t i = 0; i < nb; i++) {
-        par[i] = i ? (int64_t)(b->recs[i].key >> 32) : -1;
-        fn[i] = i ? (int64_t)(b->recs[i].key & 0xffffffffu) - 1 : -1;
-        cl[i] = (int64_t)b->recs[i].calls;
-    }
-    for (size_t r = 0; r < nx; r++) {
-        size_t j = m->node_ix[r];
-        if (j < nb) {
-            cl[j] += (int64_t)x->recs[r].calls;
-            continue;
-        }
-        par[j] = (int64_t)(x->recs[r].key >> 32);
-        fn[j] = (int64_t)(x->recs[r].key & 0xffffffffu) - 1;
-        cl[j] = (int64_t)x->recs[r].calls;
-    }
     for (unsigned c = 0; c < n; c++) {
-        PyObject *s, *u;
-        int64_t *sv, *tv;
-        if (!column(len, &s, &sv))
+        PyObject *col;
+        if (!(col = make(m, TREE_SELF, c)))
             goto out;
-        PyTuple_SET_ITEM(self, c, s);
-        if (!column(len, &u, &tv))
+        PyTuple_SET_ITEM(self, c, col);
+        if (!(col = make(m, TREE_TOTAL, c)))
             goto out;
-        PyTuple_SET_ITEM(total, c, u);
-        for (size_t i = 0; i < nb; i++) {
-            sv[i] = (int64_t)cprof_self(b, i)[c];
-            tv[i] = (int64_t)cprof_total(b, i)[c];
-        }
-        for (size_t r = 0; r < nx; r++) {
-            size_t j = m->node_ix[r];
-            int64_t s0 = j < nb ? sv[j] : 0, t0 = j < nb ? tv[j] : 0;
-            sv[j] = s0 + (int64_t)cprof_self(x, r)[c];
-            tv[j] = t0 + (int64_t)cprof_total(x, r)[c];
-        }
+        PyTuple_SET_ITEM(total, c, col);
     }
-    out = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}", "parent", parent, "function", function, "calls",
-                        calls, "self", self, "total", total);
+    out = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:n}", "parent", parent, "function", function,
+                        "calls", calls, "self", self, "total", total, "nodes",
+                        (Py_ssize_t)m->nodes);
 out:
     Py_XDECREF(parent);
     Py_XDECREF(function);
@@ -391,7 +411,8 @@ static PyObject *health_record(ProfilerObject *p, const struct cprof_merged *m)
     return record(p, T_HEALTH, items, 8);
 }
 
-static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, PyObject *identities)
+static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, PyObject *identities,
+                             int packed)
 {
     unsigned n = p->n;
     PyObject *share = Py_BuildValue("{s:N,s:N}", "per_event", cprof_py_u64_list(p->comp, n),
@@ -407,22 +428,28 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, Py
         return NULL;
     return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}", "counters", counters_list(p), "functions",
                          functions_list(p, m, identities), "edges", edges_list(p, m), "tree",
-                         tree_columns(p, m), "meta", meta, "health", health_record(p, m));
+                         tree_columns(p, m, packed), "meta", meta, "health", health_record(p, m));
 }
 
 static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
-    static char *kwlist[] = {"identify", NULL};
+    static char *kwlist[] = {"identify", "consume", "packed", NULL};
     struct ident_ctx ctx = {.p = p};
     struct cprof_thread **threads;
     struct cprof_merged m;
     PyObject *identify = Py_None, *out = NULL;
     size_t nt = 0;
-    int r;
+    int r, consume = 0, packed = 0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:stats", kwlist, &identify))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Opp:stats", kwlist, &identify, &consume,
+                                     &packed))
         return NULL;
+    if (p->consumed) {
+        PyErr_SetString(state_of(self)->error, "this profile's call tree was handed over to an "
+                        "earlier stats(consume=True); it has no stats left to give");
+        return NULL;
+    }
     if (identify != Py_None) {
         if (!PyCallable_Check(identify)) {
             PyErr_SetString(PyExc_TypeError, "stats(identify): identify must be callable");
@@ -444,14 +471,22 @@ static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)
     for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         if (!ts->failed)
             threads[nt++] = &ts->eng;
-    r = cprof_merge(threads, nt, p->n, ctx.identify ? ident_of : NULL, &ctx, &m);
+    r = (consume ? cprof_merge_consume : cprof_merge)(threads, nt, p->n,
+                                                       ctx.identify ? ident_of : NULL, &ctx, &m);
+    if (consume) {
+        /* the engines' trees are merged (one of them moved into m): theirs go now, before
+         * the columns are made, and the profile takes no more events (enable() says so) */
+        p->consumed = 1;
+        for (size_t i = 0; i < nt; i++)
+            cprof_table_free(&threads[i]->tab.nodes);
+    }
     PyMem_Free(threads);
     if (r < 0) {
         if (!PyErr_Occurred())  /* identify's own exception stands */
             PyErr_NoMemory();
         goto out;
     }
-    out = build_stats(p, &m, ctx.identities);
+    out = build_stats(p, &m, ctx.identities, packed);
     cprof_merged_free(&m);
 out:
     Py_XDECREF(ctx.by_key);
@@ -883,15 +918,15 @@ static int column_at(const int64_t *buf, PyObject **items, Py_ssize_t i, int64_t
  * the file holds.  kind 0: values >= 0; 1: parents (-1 for node 0, else before the node);
  * 2: function ids >= -1.  Two passes (the varints' length, then the varints), read in
  * place: writing holds the column's text and its varints, never a copy of the column. */
+static PyObject *pack(const int64_t *buf, PyObject **items, Py_ssize_t n, int kind);
+
 PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
 {
     PyObject *col, *seq = NULL, *out = NULL;
     Py_buffer view = {0};
     const int64_t *buf = NULL;
     PyObject **items = NULL;
-    unsigned char *raw = NULL;
     Py_ssize_t n;
-    size_t len = 0;
     int kind;
     (void)module;
 
@@ -918,6 +953,21 @@ PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
         items = PySequence_Fast_ITEMS(seq);
         n = PySequence_Fast_GET_SIZE(seq);
     }
+    out = pack(buf, items, n, kind);
+out:
+    if (view.obj)
+        PyBuffer_Release(&view);
+    Py_XDECREF(seq);
+    return out;
+}
+
+/* The packed text of n entries, from buf (int64) or items (ints), or NULL with an exception. */
+static PyObject *pack(const int64_t *buf, PyObject **items, Py_ssize_t n, int kind)
+{
+    PyObject *out = NULL;
+    unsigned char *raw = NULL;
+    size_t len = 0;
+
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t v;
         uint64_t u;
@@ -956,10 +1006,23 @@ PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
         *t++ = '=';
     }
 out:
-    if (view.obj)
-        PyBuffer_Release(&view);
-    Py_XDECREF(seq);
     PyMem_Free(raw);
+    return out;
+}
+
+/* A call-tree column of m packed as the file holds it (tree_columns' packed), or NULL with
+ * an exception: through one int64 column, freed before the next is made. */
+static PyObject *packed_column(const struct cprof_merged *m, int col, unsigned c)
+{
+    int64_t *buf = PyMem_Malloc(m->nodes ? m->nodes * sizeof(int64_t) : 1);
+    PyObject *out;
+
+    if (!buf)
+        return PyErr_NoMemory();
+    tree_column(m, col, c, buf);
+    out = pack(buf, NULL, (Py_ssize_t)m->nodes,
+               col == TREE_PARENT ? PACK_PARENT : col == TREE_FUNCTION ? PACK_FUNCTION : PACK_VALUES);
+    PyMem_Free(buf);
     return out;
 }
 
