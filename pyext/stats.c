@@ -303,21 +303,27 @@ static PyObject *edges_list(ProfilerObject *p, const struct cprof_merged *m)
  * at node_ix.  Column `col` (TREE_*; counter c for self and total) into out[0..m->nodes). */
 enum { TREE_PARENT, TREE_FUNCTION, TREE_CALLS, TREE_SELF, TREE_TOTAL };
 
+/* Column col (counter c) of record i of a merged tree table, as the profile gives it. */
+static inline int64_t tree_value(const struct cprof_table *b, size_t i, int col, unsigned c)
+{
+    const struct cprof_rec *r = &b->recs[i];
+
+    switch (col) {
+    case TREE_PARENT: return i ? (int64_t)(r->key >> 32) : -1;
+    case TREE_FUNCTION: return i ? (int64_t)(r->key & 0xffffffffu) - 1 : -1;
+    case TREE_CALLS: return (int64_t)r->calls;
+    case TREE_SELF: return (int64_t)cprof_self(b, i)[c];
+    default: return (int64_t)cprof_total(b, i)[c];
+    }
+}
+
 static void tree_column(const struct cprof_merged *m, int col, unsigned c, int64_t *out)
 {
     const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
     size_t nb = b->len, nx = m->base ? x->len : 0;
 
-    for (size_t i = 0; i < nb; i++) {
-        const struct cprof_rec *r = &b->recs[i];
-        switch (col) {
-        case TREE_PARENT: out[i] = i ? (int64_t)(r->key >> 32) : -1; break;
-        case TREE_FUNCTION: out[i] = i ? (int64_t)(r->key & 0xffffffffu) - 1 : -1; break;
-        case TREE_CALLS: out[i] = (int64_t)r->calls; break;
-        case TREE_SELF: out[i] = (int64_t)cprof_self(b, i)[c]; break;
-        default: out[i] = (int64_t)cprof_total(b, i)[c]; break;
-        }
-    }
+    for (size_t i = 0; i < nb; i++)
+        out[i] = tree_value(b, i, col, c);
     for (size_t k = 0; k < nx; k++) {
         const struct cprof_rec *r = &x->recs[k];
         size_t j = m->node_ix[k];
@@ -360,16 +366,24 @@ static PyObject *packed_column(const struct cprof_merged *m, int col, unsigned c
  * that cprof.build reads through memoryview.cast("q").  packed: each column as the
  * profile file's text instead (column_pack's), made from the engine's table through one
  * column of int64 at a time, and "nodes" their length. */
-static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m, int packed)
+static PyObject *tree_columns(ProfilerObject *p, struct cprof_merged *m, int packed, int consume)
 {
     unsigned n = p->n;
     PyObject *(*make)(const struct cprof_merged *, int, unsigned) = packed ? packed_column : bytes_column;
     PyObject *parent = NULL, *function = NULL, *calls = NULL, *self = PyTuple_New(n),
              *total = PyTuple_New(n), *out = NULL;
+    /* Consuming a tree packed in place: each part of its table goes as soon as every column
+     * made from it is made, so the columns' text takes the table's room instead of adding to
+     * it (the index first, the values after self and total, the records last). */
+    struct cprof_table *t = consume && packed && !m->base ? &m->tab.nodes : NULL;
 
-    if (!self || !total || !(parent = make(m, TREE_PARENT, 0)) ||
-        !(function = make(m, TREE_FUNCTION, 0)) || !(calls = make(m, TREE_CALLS, 0)))
+    if (!self || !total)
         goto out;
+    if (t) {
+        free(t->slots);         /* nothing is looked up in the merged tree any more */
+        t->slots = NULL;
+        t->nslots = 0;
+    }
     for (unsigned c = 0; c < n; c++) {
         PyObject *col;
         if (!(col = make(m, TREE_SELF, c)))
@@ -378,6 +392,18 @@ static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m, i
         if (!(col = make(m, TREE_TOTAL, c)))
             goto out;
         PyTuple_SET_ITEM(total, c, col);
+    }
+    if (t) {
+        free(t->vals);
+        t->vals = NULL;
+    }
+    if (!(parent = make(m, TREE_PARENT, 0)) || !(function = make(m, TREE_FUNCTION, 0)) ||
+        !(calls = make(m, TREE_CALLS, 0)))
+        goto out;
+    if (t) {
+        free(t->recs);
+        t->recs = NULL;
+        t->len = t->cap = 0;
     }
     out = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:n}", "parent", parent, "function", function,
                         "calls", calls, "self", self, "total", total, "nodes",
@@ -411,8 +437,8 @@ static PyObject *health_record(ProfilerObject *p, const struct cprof_merged *m)
     return record(p, T_HEALTH, items, 8);
 }
 
-static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, PyObject *identities,
-                             int packed)
+static PyObject *build_stats(ProfilerObject *p, struct cprof_merged *m, PyObject *identities,
+                             int packed, int consume)
 {
     unsigned n = p->n;
     PyObject *share = Py_BuildValue("{s:N,s:N}", "per_event", cprof_py_u64_list(p->comp, n),
@@ -428,7 +454,7 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, Py
         return NULL;
     return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}", "counters", counters_list(p), "functions",
                          functions_list(p, m, identities), "edges", edges_list(p, m), "tree",
-                         tree_columns(p, m, packed), "meta", meta, "health", health_record(p, m));
+                         tree_columns(p, m, packed, consume), "meta", meta, "health", health_record(p, m));
 }
 
 static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)
@@ -486,7 +512,7 @@ static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)
             PyErr_NoMemory();
         goto out;
     }
-    out = build_stats(p, &m, ctx.identities, packed);
+    out = build_stats(p, &m, ctx.identities, packed, consume);
     cprof_merged_free(&m);
 out:
     Py_XDECREF(ctx.by_key);
@@ -903,14 +929,28 @@ static uint64_t pack_value(int64_t v, Py_ssize_t i, int kind)
     return kind == PACK_FUNCTION ? (uint64_t)v + 1 : (uint64_t)v;
 }
 
-/* Entry i of a column: from an int64 buffer, or converted from a list's int. */
-static int column_at(const int64_t *buf, PyObject **items, Py_ssize_t i, int64_t *out)
+/* Where a column's entries come from: an int64 buffer, a list's ints, or a merged call-tree
+ * table read in place (tree_value: column col, counter c). */
+struct column_src {
+    const int64_t *buf;
+    PyObject **items;
+    const struct cprof_table *tab;
+    int col;
+    unsigned c;
+};
+
+/* Entry i of a column. */
+static int column_at(const struct column_src *src, Py_ssize_t i, int64_t *out)
 {
-    if (buf) {
-        *out = buf[i];
+    if (src->buf) {
+        *out = src->buf[i];
         return 0;
     }
-    *out = PyLong_AsLongLong(items[i]);
+    if (src->tab) {
+        *out = tree_value(src->tab, (size_t)i, src->col, src->c);
+        return 0;
+    }
+    *out = PyLong_AsLongLong(src->items[i]);
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
@@ -918,7 +958,7 @@ static int column_at(const int64_t *buf, PyObject **items, Py_ssize_t i, int64_t
  * the file holds.  kind 0: values >= 0; 1: parents (-1 for node 0, else before the node);
  * 2: function ids >= -1.  Two passes (the varints' length, then the varints), read in
  * place: writing holds the column's text and its varints, never a copy of the column. */
-static PyObject *pack(const int64_t *buf, PyObject **items, Py_ssize_t n, int kind);
+static PyObject *pack(const struct column_src *src, Py_ssize_t n, int kind);
 
 PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
 {
@@ -953,7 +993,7 @@ PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
         items = PySequence_Fast_ITEMS(seq);
         n = PySequence_Fast_GET_SIZE(seq);
     }
-    out = pack(buf, items, n, kind);
+    out = pack(&(struct column_src){.buf = buf, .items = items}, n, kind);
 out:
     if (view.obj)
         PyBuffer_Release(&view);
@@ -961,8 +1001,8 @@ out:
     return out;
 }
 
-/* The packed text of n entries, from buf (int64) or items (ints), or NULL with an exception. */
-static PyObject *pack(const int64_t *buf, PyObject **items, Py_ssize_t n, int kind)
+/* The packed text of n entries of src, or NULL with an exception. */
+static PyObject *pack(const struct column_src *src, Py_ssize_t n, int kind)
 {
     PyObject *out = NULL;
     unsigned char *raw = NULL;
@@ -971,7 +1011,7 @@ static PyObject *pack(const int64_t *buf, PyObject **items, Py_ssize_t n, int ki
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t v;
         uint64_t u;
-        if (column_at(buf, items, i, &v) < 0 || (u = pack_value(v, i, kind)) == UINT64_MAX)
+        if (column_at(src, i, &v) < 0 || (u = pack_value(v, i, kind)) == UINT64_MAX)
             goto out;
         len += varint_len(u);
     }
@@ -982,7 +1022,7 @@ static PyObject *pack(const int64_t *buf, PyObject **items, Py_ssize_t n, int ki
     char *p = (char *)raw;
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t v;
-        if (column_at(buf, items, i, &v) < 0)     /* a list's items are ints: checked above */
+        if (column_at(src, i, &v) < 0)     /* a list's items are ints: checked above */
             goto out;
         p = put_varint(p, pack_value(v, i, kind));
     }
@@ -1010,18 +1050,26 @@ out:
     return out;
 }
 
+static int pack_kind(int col)
+{
+    return col == TREE_PARENT ? PACK_PARENT : col == TREE_FUNCTION ? PACK_FUNCTION : PACK_VALUES;
+}
+
 /* A call-tree column of m packed as the file holds it (tree_columns' packed), or NULL with
- * an exception: through one int64 column, freed before the next is made. */
+ * an exception: read from the merged table in place when it is the whole tree, else through
+ * one int64 column, freed before the next is made. */
 static PyObject *packed_column(const struct cprof_merged *m, int col, unsigned c)
 {
-    int64_t *buf = PyMem_Malloc(m->nodes ? m->nodes * sizeof(int64_t) : 1);
+    int64_t *buf;
     PyObject *out;
 
-    if (!buf)
+    if (!m->base)
+        return pack(&(struct column_src){.tab = &m->tab.nodes, .col = col, .c = c},
+                    (Py_ssize_t)m->nodes, pack_kind(col));
+    if (!(buf = PyMem_Malloc(m->nodes ? m->nodes * sizeof(int64_t) : 1)))
         return PyErr_NoMemory();
     tree_column(m, col, c, buf);
-    out = pack(buf, NULL, (Py_ssize_t)m->nodes,
-               col == TREE_PARENT ? PACK_PARENT : col == TREE_FUNCTION ? PACK_FUNCTION : PACK_VALUES);
+    out = pack(&(struct column_src){.buf = buf}, (Py_ssize_t)m->nodes, pack_kind(col));
     PyMem_Free(buf);
     return out;
 }
