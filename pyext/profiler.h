@@ -184,6 +184,8 @@ struct ProfilerObject {
     PyObject *replaced;         /* list of dicts: threads whose hook the program replaced */
     Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
     struct cprof_health health_said; /* the health disable() last warned about */
+    int consumed;               /* stats(consume=True) took the engines' call trees: no more
+                                 * enable() or stats() */
 };
 
 enum { CPROF_OFF, CPROF_ON, CPROF_BUSY };
