@@ -38,7 +38,9 @@ struct co_entry {               /* one coroutine frame of this thread */
 };
 
 struct co_task {                /* one asyncio task, from its loop's create_task */
-    PyObject *name;             /* Task.get_name() (str, strong) */
+    PyObject *name;             /* Task.get_name() (str, strong), read again at its end:
+                                 * asyncio.create_task names it after create_task */
+    PyObject *task;             /* the Task (strong) until its end, or NULL */
     PyObject *code;             /* its coroutine's code object (strong), or NULL */
     PyObject *exc;              /* the exception's type name when it raised (3.12+), or NULL */
     uint64_t created, started, done, running; /* monotonic ns (0: not yet) */
@@ -79,6 +81,7 @@ void cprof_async_free(struct tstate *ts)
         Py_XDECREF(a->tasks[i].name);
         Py_XDECREF(a->tasks[i].code);
         Py_XDECREF(a->tasks[i].exc);
+        Py_XDECREF(a->tasks[i].task);
     }
     free(a->tasks);
     free(a);
@@ -162,6 +165,24 @@ static void coro_start(struct cprof_async *a, struct co_entry *e, uint64_t now)
         a->tasks[e->task].started = now;
 }
 
+/* Its name now (the program may have named it since create_task); the task let go. */
+static void task_ended(struct co_task *t)
+{
+    PyObject *name;
+
+    if (!t->task)
+        return;
+    SAVE_EXC(saved);
+    name = PyObject_CallMethod(t->task, "get_name", NULL);
+    if (name && PyUnicode_Check(name))
+        Py_SETREF(t->name, name);
+    else
+        Py_XDECREF(name);
+    Py_CLEAR(t->task);
+    PyErr_Clear();
+    RESTORE_EXC(saved);
+}
+
 /* A coroutine's event (code has CO_COROUTINE), in the thread's state ts. */
 static void coro_event(ProfilerObject *p, struct tstate *ts, int what, PyObject *code,
                        const void *frame, PyObject *arg)
@@ -242,6 +263,7 @@ static void coro_event(ProfilerObject *p, struct tstate *ts, int what, PyObject 
             struct co_task *t = &a->tasks[e->task];
             task_slice_end(a, e, now_ns);
             t->done = now_ns;
+            task_ended(t);
             t->outcome = what == CPROF_AS_RETURN ? OUT_RETURNED : OUT_RAISED;
             if (what == CPROF_AS_UNWIND && arg && arg != Py_None) {
                 if (p->async_cancelled && PyObject_TypeCheck(arg, (PyTypeObject *)p->async_cancelled))
@@ -300,6 +322,7 @@ static void note_task(ProfilerObject *p, struct tstate *ts, PyObject *task)
     t->name = name;
     name = NULL;
     t->code = code && PyCode_Check(code) ? Py_NewRef(code) : NULL;
+    t->task = Py_NewRef(task);
     t->created = cprof_async_now_ns();
     t->outcome = ST_RUNNING;
     if (frame && PyFrame_Check(frame)) {
@@ -412,6 +435,7 @@ PyObject *cprof_async_stats(PyObject *self, PyObject *unused)
         }
         for (size_t i = 0; i < a->ntasks; i++) {
             struct co_task *t = &a->tasks[i];
+            task_ended(t);      /* not done: its name now */
             PyObject *coro = t->code ? entry_or_none(p, (uint64_t)(uintptr_t)t->code) : NULL, *r;
             if (t->code && !coro)
                 goto out;
