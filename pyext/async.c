@@ -33,6 +33,7 @@ struct co_entry {               /* one coroutine frame of this thread */
     size_t depth;               /* the engine's stack depth just after it */
     uint64_t slice_ns;          /* monotonic ns at its last start or resume */
     int64_t task;               /* index in the thread's tasks, or -1 */
+    cprof_key key;              /* its code's key (a frame address is used again) */
     int state;                  /* ST_* */
     int innermost;              /* it suspended first in its chain: [await] is its child */
 };
@@ -155,10 +156,13 @@ static void task_slice_end(struct cprof_async *a, struct co_entry *e, uint64_t n
         a->tasks[e->task].running += now - e->slice_ns;
 }
 
-static void coro_start(struct cprof_async *a, struct co_entry *e, uint64_t now)
+static void coro_start(struct cprof_async *a, struct co_entry *e, cprof_key key, uint64_t now)
 {
-    if (e->state != ST_CREATED)
-        e->task = -1;           /* a frame address used again: another coroutine */
+    /* a frame address used again (a task that never ran was freed): another coroutine */
+    if (e->state != ST_CREATED || e->task < 0 || !a->tasks[e->task].code ||
+        (cprof_key)(uintptr_t)a->tasks[e->task].code != key)
+        e->task = -1;
+    e->key = key;
     e->state = ST_RUNNING;
     e->slice_ns = now;
     if (e->task >= 0 && !a->tasks[e->task].started)
@@ -204,7 +208,7 @@ static void coro_event(ProfilerObject *p, struct tstate *ts, int what, PyObject 
     case CPROF_AS_RESUME:
     case CPROF_AS_THROW:
         e = entry_of(a, frame, 1);
-        if (e && e->state == ST_SUSPENDED && what != CPROF_AS_START) {
+        if (e && e->state == ST_SUSPENDED && e->key == key && what != CPROF_AS_START) {
             uint64_t now[CPROF_MAX_COUNTERS];
             size_t ix;
             ts->pending = code;
@@ -226,7 +230,7 @@ static void coro_event(ProfilerObject *p, struct tstate *ts, int what, PyObject 
             nomem(p);
             return;
         }
-        coro_start(a, e, now_ns);
+        coro_start(a, e, key, now_ns);
         return;
     case CPROF_AS_YIELD: {
         size_t d = cprof_thread_depth(eng);
@@ -251,6 +255,7 @@ static void coro_event(ProfilerObject *p, struct tstate *ts, int what, PyObject 
         e->innermost = !(a->last_events + 1 == e->events && a->last_depth == d);
         a->last_events = e->events;
         a->last_depth = e->depth;
+        e->key = key;
         e->state = ST_SUSPENDED;
         return;
     }

@@ -84,6 +84,10 @@ def test_gather_sleepers(tmp_path):
         assert t["running"] + t["awaiting"] == t["wall"]
         assert t["wall"] <= (t1 - t0) * NS
         assert 0.1 * NS - t["running"] <= t["awaiting"] <= (t1 - t0) * NS
+    # conservation, [await] aside (task time, overlapping the thread's): exact
+    for c in ("cpu", "wall", "ctxsw"):
+        assert (sum(f["self"][c] for f in prof["functions"] if f["name"] != "[await]")
+                + prof["meta"]["unattributed"][c]) == prof["meta"]["region"][c]
     starts_ends = sorted(end - start for start, end in marks.values())
     walls = sorted(t["wall"] for t in tasks)
     assert all(w >= m * NS for w, m in zip(walls, starts_ends))
