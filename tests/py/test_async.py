@@ -189,3 +189,63 @@ def test_async_with_trace_refused(tmp_path):
     r = run_cprof(["--async", "--trace=app", str(script)])
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1 and "async" in r.stderr
+
+
+TASKS_DRIVER = r"""
+<script>
+(function () {
+  var out = {};
+  try {
+    out.hidden = document.getElementById("tasks").hidden;
+    out.rows = Array.from(document.querySelectorAll("#task-table tbody tr")).map(function (r) {
+      return Array.from(r.cells).map(function (c) { return c.textContent; });
+    });
+    var row = Array.from(document.querySelectorAll("#task-table tbody tr")).filter(function (r) {
+      return r.cells[1].textContent === "__main__.job";
+    })[0];
+    row.click();
+    out.selected = document.querySelector("#selected .fname").textContent;
+  } catch (e) { out.exception = String(e); }
+  out.errors = document.getElementById("errors").textContent;
+  var pre = document.createElement("pre");
+  pre.id = "cprof-test";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def test_html_report_lists_tasks(tmp_path):
+    import html
+    import re
+
+    from test_html import chromium, console_lines, run_browser
+    chromium()
+    script = tmp_path / "prog.py"
+    script.write_text("import asyncio\n"
+                      "async def job(i):\n    await asyncio.sleep(0.01)\n\n"
+                      "async def main():\n"
+                      "    await asyncio.gather(*(asyncio.create_task(job(i), name=f'job-{i}') "
+                      "for i in range(3)))\nasyncio.run(main())\n")
+    out = tmp_path / "p.json"
+    run_cprof(["--async", "-o", str(out), str(script)], cwd=str(tmp_path), check_rc=0)
+    page = tmp_path / "p.html"
+    run_cprof(["report", str(out), "--html", "-o", str(page)], check_rc=0)
+    driven = tmp_path / "driven.html"
+    driven.write_text(page.read_text().replace("</body>", TASKS_DRIVER + "</body>"))
+    r = run_browser(driven, tmp_path, "--dump-dom")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert console_lines(r.stderr) == [], console_lines(r.stderr)
+    seen = json.loads(html.unescape(re.search(r'<pre id="cprof-test">(.*?)</pre>', r.stdout, re.S).group(1)))
+    assert "exception" not in seen, seen["exception"]
+    assert seen["errors"] == "" and seen["hidden"] is False
+    jobs = sorted(row[0] for row in seen["rows"] if row[1] == "__main__.job")
+    assert jobs == ["job-0", "job-1", "job-2"]
+    assert all(row[5] == "returned" for row in seen["rows"])
+    assert seen["selected"] == "__main__.job"     # a task's row selects its coroutine
+    # a profile without tasks: the section stays hidden
+    plain = tmp_path / "plain.json"
+    run_cprof(["-o", str(plain), str(script)], cwd=str(tmp_path), check_rc=0)
+    run_cprof(["report", str(plain), "--html", "-o", str(tmp_path / "plain.html")], check_rc=0)
+    assert '"tasks":[]' in (tmp_path / "plain.html").read_text()

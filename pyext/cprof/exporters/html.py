@@ -47,7 +47,20 @@ def data(profile: Profile, counter: str, title: str | None = None) -> dict:
         "meta": {**{k: meta.get(k) for k in ("python", "hook", "threads", "events", "region")},
                  "tree_folded": meta["health"]["tree_folded"]},
         "warning": folded_note(profile, counter),  # shown as a banner over the page
+        **_tasks(profile),
     }
+
+
+MAX_TASKS = 1000    # the page lists the longest tasks; the text report has them all
+
+
+def _tasks(profile: Profile) -> dict:
+    """asyncio mode's tasks for the page (cprof.asyncmode): the longest MAX_TASKS by wall."""
+    tasks = profile.get("tasks") or []  # type: ignore[attr-defined]
+    longest = sorted(tasks, key=lambda t: t["wall"], reverse=True)[:MAX_TASKS]
+    return {"tasks": [[t["name"], t["coroutine"], t["function"], t["wall"], t["running"],
+                       t["awaiting"], t["outcome"], t["exception"]] for t in longest],
+            "tasks_total": len(tasks)}
 
 
 def page(profile: Profile, counter: str, title: str | None = None) -> str:
