@@ -155,6 +155,20 @@ def test_task_group(tmp_path):
     assert fn(prof, "__main__.raiser")["calls"] == 1
 
 
+def test_loops_in_threads(tmp_path):
+    """Two event loops in two threads (and the main thread's, waiting for them): each
+    thread keeps its own coroutines and tasks."""
+    prof, truth = _run(tmp_path, "threads")
+    assert truth["done"] == [10, 10] and truth["alive"] == [False, False]
+    worker = fn(prof, "__main__.worker")
+    assert worker["calls"] == 20 and worker["resumes"] == 20
+    tasks = _tasks(prof, "__main__.worker")
+    assert len(tasks) == 20 and len({t["thread"] for t in tasks}) == 2
+    for t in tasks:
+        assert t["outcome"] == "returned" and t["running"] + t["awaiting"] == t["wall"]
+        assert t["awaiting"] >= 0.1 * NS - t["running"]
+
+
 def test_cli_async_and_report_by_task(tmp_path):
     script = tmp_path / "prog.py"
     script.write_text("import asyncio, sys\n"

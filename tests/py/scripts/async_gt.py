@@ -89,7 +89,27 @@ async def raising_task():
     truth.update(results=[type(x).__name__ for x in r])
 
 
-SCENARIOS = {"gather": gather_sleepers, "cpu": cpu_bound, "wait_for": wait_for_timeout,
+async def small_gather(marks):
+    await asyncio.gather(*(worker(i, marks) for i in range(10)))
+
+
+def loops_in_threads():
+    """Two event loops, each in its own thread, each with 10 sleepers."""
+    import threading
+    marks = [{}, {}]
+    threads = [threading.Thread(target=asyncio.run, args=(small_gather(m),)) for m in marks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    truth.update(done=[len(m) for m in marks], alive=[t.is_alive() for t in threads])
+
+
+async def threads_scenario():
+    await asyncio.get_running_loop().run_in_executor(None, loops_in_threads)
+
+
+SCENARIOS = {"threads": threads_scenario, "gather": gather_sleepers, "cpu": cpu_bound, "wait_for": wait_for_timeout,
              "raising": raising_task}
 if sys.version_info >= (3, 11):
     exec(TASK_GROUP)
