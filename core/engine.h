@@ -288,6 +288,12 @@ struct cprof_merged {
  * failure `out` is freed. */
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out);
+/* cprof_merge, taking the call tree of the thread with the most nodes as the merged one
+ * (merged in place, no copy: half of the merge's memory on a large tree).  That thread's
+ * node table is left empty (freed, safe to free again): its engine takes no more events.
+ * The result is the same as cprof_merge's, with base NULL. */
+int cprof_merge_consume(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
+                        cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out);
 void cprof_merged_free(struct cprof_merged *m);
 
 #endif

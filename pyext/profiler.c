@@ -136,6 +136,11 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(st->error, "the Profiler was not initialised");
         return NULL;
     }
+    if (p->consumed) {
+        PyErr_SetString(st->error, "this profile's call tree was handed over to "
+                                   "stats(consume=True); make a new Profiler to profile again");
+        return NULL;
+    }
     if (cprof_claim(p, CPROF_OFF) < 0) {
         if (CPROF_LOAD(p->enabled) == CPROF_ON)
             PyErr_SetString(st->error, "this profile is already enabled; call disable() before "

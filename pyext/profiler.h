@@ -193,6 +193,8 @@ struct ProfilerObject {
     PyObject *async_create_task; /* BaseEventLoop.create_task's code object, or NULL */
     PyObject *async_cancelled;  /* asyncio.CancelledError, or NULL */
     uint64_t async_t0, async_t1; /* monotonic ns at enable() and at the last stop */
+    int consumed;               /* stats(consume=True) took the engines' call trees: no more
+                                 * enable() or stats() */
 };
 
 enum { CPROF_OFF, CPROF_ON, CPROF_BUSY };

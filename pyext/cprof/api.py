@@ -399,12 +399,16 @@ class Profile:
             from . import trace
             trace.label(profile, self._classifier, self._app)
 
-    def _compact_profile(self, **meta: Any) -> ProfileData:
+    def _compact_profile(self, consume: bool = False, packed: bool = False,
+                         **meta: Any) -> ProfileData:
         """profile(), with the tree's columns as memoryviews (build.build's compact):
-        for writing or exporting it at once, in a fraction of the memory."""
+        for writing or exporting it at once, in a fraction of the memory.  consume: the
+        last profile made of it (build.build's consume: the engines' trees merged in place
+        and freed; enable() and profile() refuse afterwards).  packed: the tree as the
+        profile file holds it, for profile_file.write only (build.build's packed)."""
         from . import build
         profile = build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta},
-                              compact=True)
+                              compact=True, consume=consume, packed=packed)
         self._label(profile)
         return profile  # type: ignore[return-value]
 

@@ -473,6 +473,14 @@ def _title(name: str, meta: Mapping[str, Any]) -> str:
     return name
 
 
+def _writes_profile_file(path: str | None) -> bool:
+    """-o PATH writes the JSON profile (not an export): the run's tree can be made packed."""
+    if not path:
+        return False
+    from . import exporters
+    return exporters.format_for_path(path) is None
+
+
 def _write_output(prof: ProfileData, path: str) -> str:
     """The run's -o: the JSON profile, or the export its name asks for; returns what
     was written, for the 'cprof: wrote' line."""
@@ -910,7 +918,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if prof._app is None:
             from . import trace
             prof._app = trace.app_folders(**app_of)
-        profile = prof._compact_profile(**meta)  # written or reported once: compact tree
+        # written or reported once: compact tree, the engines' trees merged in place; a
+        # profile file gets the tree packed as it writes it (no int64 columns in between)
+        profile = prof._compact_profile(consume=True, packed=_writes_profile_file(opts.output),
+                                        **meta)
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()

@@ -2765,3 +2765,130 @@ Test(engine, coroutine_chain_resume)
     check_region(&t, 50, 4);
     cprof_thread_free(&t);
 }
+
+/* ---- merging in place (cprof_merge_consume) -------------------------------------------- */
+
+/* The merged call tree as Profiler.stats() lays it out (stats.c, tree_columns): node j's
+ * parent, function, calls and 2n values, whether read from a base thread's table or not. */
+struct flat_tree {
+    size_t len;
+    uint64_t *parent, *fn, *calls, *vals;
+};
+
+static void flatten(const struct cprof_merged *m, struct flat_tree *f)
+{
+    const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
+    size_t nx = m->base ? x->len : 0;
+
+    f->len = m->nodes;
+    f->parent = calloc(f->len, sizeof(uint64_t));
+    f->fn = calloc(f->len, sizeof(uint64_t));
+    f->calls = calloc(f->len, sizeof(uint64_t));
+    f->vals = calloc(f->len * 2 * NC, sizeof(uint64_t));
+    cr_assert(f->parent && f->fn && f->calls && f->vals);
+    for (size_t i = 0; i < b->len; i++) {
+        f->parent[i] = b->recs[i].key >> 32;
+        f->fn[i] = b->recs[i].key & 0xffffffffu;
+        f->calls[i] = b->recs[i].calls;
+        memcpy(f->vals + i * 2 * NC, cprof_self(b, i), 2 * NC * sizeof(uint64_t));
+    }
+    for (size_t r = 0; r < nx; r++) {
+        size_t j = m->node_ix[r];
+        if (j >= b->len) {
+            f->parent[j] = x->recs[r].key >> 32;
+            f->fn[j] = x->recs[r].key & 0xffffffffu;
+        }
+        f->calls[j] += x->recs[r].calls;
+        for (unsigned c = 0; c < 2 * NC; c++)
+            f->vals[j * 2 * NC + c] += cprof_self(x, r)[c];
+    }
+}
+
+static void assert_same_table(const struct cprof_table *a, const struct cprof_table *b)
+{
+    cr_assert_eq(a->len, b->len);
+    for (size_t i = 0; i < a->len; i++) {
+        cr_assert_eq(a->recs[i].key, b->recs[i].key, "record %zu", i);
+        cr_assert_eq(a->recs[i].calls, b->recs[i].calls, "record %zu", i);
+        cr_assert_eq(a->recs[i].primitive_calls, b->recs[i].primitive_calls, "record %zu", i);
+        cr_assert_eq(memcmp(cprof_self(a, i), cprof_self(b, i), 2 * a->n * sizeof(uint64_t)), 0,
+                     "record %zu", i);
+    }
+}
+
+/* Merging in place gives what the copying merge gives, number for number and node for
+ * node, with keys merging by identity (paths that become equal merge, in the tree taken
+ * over too) and without; the thread whose tree was taken over is left with none. */
+static void consume_equals_copy(cprof_ident_fn ident)
+{
+    enum { NTH = 4 };
+    struct cprof_thread ts[NTH];
+    struct cprof_thread *th[NTH];
+
+    for (int round = 0; round < 2; round++) {
+        struct cprof_merged copy, moved;
+        struct flat_tree a, b;
+        int calls = 0;
+
+        for (int i = 0; i < NTH; i++) {
+            struct stream s = {0xabcdefull * (uint64_t)(i + 1) + 7, {(uint64_t)i * 1000, 0},
+                               10 + 6 * i, 0};
+            th[i] = &ts[i];
+            init2(&ts[i]);
+            for (int k = 0; k < (round ? 3000 + 1000 * i : 6000 - 1000 * i); k++)
+                random_event(&s, &ts[i], NULL);
+            cprof_thread_flush(&ts[i]);
+        }
+        cr_assert_eq(cprof_merge(th, NTH, NC, ident, &calls, &copy), 0);
+        flatten(&copy, &a);     /* before the merge in place: copy may read a thread's tree */
+        cr_assert_eq(cprof_merge_consume(th, NTH, NC, ident, &calls, &moved), 0);
+        cr_assert_null(moved.base);
+        assert_same_table(&copy.tab.fns, &moved.tab.fns);
+        assert_same_table(&copy.tab.edges, &moved.tab.edges);
+        flatten(&moved, &b);
+        cr_assert_eq(a.len, b.len);
+        cr_assert_gt(a.len, 100);
+        for (size_t j = 0; j < a.len; j++) {
+            cr_assert_eq(a.parent[j], b.parent[j], "node %zu", j);
+            cr_assert_eq(a.fn[j], b.fn[j], "node %zu", j);
+            cr_assert_eq(a.calls[j], b.calls[j], "node %zu", j);
+            cr_assert_eq(memcmp(a.vals + j * 2 * NC, b.vals + j * 2 * NC, 2 * NC * sizeof(uint64_t)),
+                         0, "node %zu", j);
+        }
+        cr_assert_eq(copy.threads, moved.threads);
+        cr_assert_eq(copy.events, moved.events);
+        for (unsigned c = 0; c < NC; c++) {
+            cr_assert_eq(copy.region[c], moved.region[c]);
+            cr_assert_eq(copy.unattributed[c], moved.unattributed[c]);
+        }
+        {   /* one tree was taken over: the largest */
+            size_t taken = 0, largest = 0;
+            for (int i = 0; i < NTH; i++) {
+                taken += ts[i].tab.nodes.recs == NULL && ts[i].tab.nodes.len == 0;
+                largest = ts[i].tab.nodes.len > largest ? ts[i].tab.nodes.len : largest;
+            }
+            cr_assert_eq(taken, 1);
+            cr_assert_lt(largest, a.len);
+        }
+        for (struct flat_tree *f = &a; f; f = f == &a ? &b : NULL) {
+            free(f->parent);
+            free(f->fn);
+            free(f->calls);
+            free(f->vals);
+        }
+        cprof_merged_free(&copy);
+        cprof_merged_free(&moved);
+        for (int i = 0; i < NTH; i++)
+            cprof_thread_free(&ts[i]);   /* safe with the tree taken */
+    }
+}
+
+Test(merge, consume_equals_copy)
+{
+    consume_equals_copy(NULL);
+}
+
+Test(merge, consume_equals_copy_by_identity)
+{
+    consume_equals_copy(ident_by_page);
+}
