@@ -117,6 +117,7 @@ struct tstate {
     PyObject *pending;          /* object behind the key being handled (borrowed) */
     PyObject *pending_globals;  /* its frame's globals, or NULL: the current frame's (borrowed) */
     struct tstate *next;        /* the owner's list of threads */
+    struct cprof_async *async;  /* asyncio mode's coroutines and tasks (async.c), or NULL */
     int busy;                   /* events in progress (free-threaded builds; atomic) */
 };
 
@@ -184,6 +185,14 @@ struct ProfilerObject {
     PyObject *replaced;         /* list of dicts: threads whose hook the program replaced */
     Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
     struct cprof_health health_said; /* the health disable() last warned about */
+    /* asyncio mode (async.c): set by __init__ and enable(), read by the threads' events */
+    int async_mode;             /* Profiler(async_mode=True) */
+    unsigned async_waits;       /* bit c: counter c grows while a coroutine waits */
+    PyObject *await_obj;        /* the str "[await]": its address is the [await] key */
+    cprof_key await_key;
+    PyObject *async_create_task; /* BaseEventLoop.create_task's code object, or NULL */
+    PyObject *async_cancelled;  /* asyncio.CancelledError, or NULL */
+    uint64_t async_t0, async_t1; /* monotonic ns at enable() and at the last stop */
     int consumed;               /* stats(consume=True) took the engines' call trees: no more
                                  * enable() or stats() */
 };

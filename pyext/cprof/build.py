@@ -52,6 +52,8 @@ def _defining_class(method: types.BuiltinFunctionType, owner: Any, name: str) ->
 
 def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
     """(qualified name, file, first line) of a code object or a C callable."""
+    if isinstance(obj, str):  # a name of cprof's own: "[await]" (asyncio mode)
+        return obj, "~", 0
     if isinstance(obj, types.CodeType):
         qual = getattr(obj, "co_qualname", obj.co_name)
         return (f"{module}.{qual}" if module else qual), obj.co_filename, obj.co_firstlineno
@@ -175,7 +177,7 @@ def build(profiler: Any, meta: dict | None = None, compact: bool = False,
         "health": _health(raw["health"], counters),
     }
     out_meta.update(meta or {})
-    return {
+    profile = {
         "version": VERSION,
         "tool": f"cprof {version}",
         "counters": [{k: c[k] for k in ("name", "unit", "description", "read_path")}
@@ -185,6 +187,10 @@ def build(profiler: Any, meta: dict | None = None, compact: bool = False,
         "tree": _packed_tree(raw["tree"], counters) if packed else _tree(raw["tree"], counters, compact),
         "meta": out_meta,
     }
+    if getattr(profiler, "async_mode", False):  # calls, resumes, tasks (cprof.asyncmode)
+        from . import asyncmode
+        asyncmode.add(profile, profiler.async_stats())
+    return profile
 
 
 def _slow_call(capture: tuple, counters: list) -> dict:

@@ -394,7 +394,7 @@ def from_options(opts: Any, meta: dict) -> Windows:
                    every=opts.every, keep=opts.keep, meta=meta,
                    all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
                    distributions=opts.distributions, slow_calls=opts.slow_calls,
-                   trace=opts.trace)
+                   trace=opts.trace, async_mode=opts.async_mode)
 
 
 # Windows started in this process: a forked child (a worker of the program) gives the

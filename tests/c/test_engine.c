@@ -2696,6 +2696,76 @@ Test(engine, read_events_switch_paths)
     cprof_thread_free(&u);
 }
 
+/* ---- asyncio mode: cprof_thread_resume ------------------------------------------ */
+
+#define KW 0x7f00000fe000ull    /* the [await] key */
+
+static void resume(struct cprof_thread *t, cprof_key k, cprof_key await_key, uint64_t since0,
+                   uint64_t time, uint64_t other)
+{
+    uint64_t since[NC] = {since0, UINT64_MAX}, v[NC] = {time, other}; /* "other" does not
+                                                                       * grow while waiting */
+    cprof_thread_resume(t, k, await_key, since, v);
+}
+
+/* A coroutine C suspends (its exit) at 20 and resumes at 50, B running in between: C's
+ * total holds the wait, as an [await] child W (time only: "other" does not grow while
+ * it waits), and A, below it, pays only for the slices C ran. */
+Test(engine, coroutine_resume_with_await_child)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KC, 10, 1);
+    ex(&t, KC, 20, 2);          /* suspended */
+    ent(&t, KB, 30, 3);
+    ex(&t, KB, 40, 5);
+    resume(&t, KC, KW, 20, 50, 6);
+    cr_assert_eq(t.stack.depth, 2);
+    ex(&t, KC, 60, 8);
+    ex(&t, KA, 70, 9);
+    cprof_thread_flush(&t);
+
+    /*      calls prim self     total */
+    FN(&t, KA, 1, 1, 40, 4, 70, 9);
+    FN(&t, KB, 1, 1, 10, 2, 10, 2);
+    FN(&t, KC, 1, 1, 20, 3, 50, 3);
+    FN(&t, KW, 1, 1, 30, 0, 30, 0);
+    EDGE(&t, KA, KC, 1, 1, 50, 3);
+    EDGE(&t, KC, KW, 1, 1, 30, 0);
+    check_region(&t, 70, 9);
+    cprof_thread_free(&t);
+}
+
+/* An outer coroutine O waits through the inner one I it awaits: O resumes without an
+ * [await] of its own (I's holds the wait), the wait in its children's share. */
+Test(engine, coroutine_chain_resume)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KM, 10, 0);         /* O */
+    ent(&t, KN, 12, 0);         /* I */
+    ex(&t, KN, 14, 1);          /* I suspends, then O */
+    ex(&t, KM, 15, 1);
+    resume(&t, KM, 0, 15, 40, 2);
+    resume(&t, KN, KW, 14, 41, 2);
+    ex(&t, KN, 43, 3);
+    ex(&t, KM, 44, 3);
+    ex(&t, KA, 50, 4);
+    cprof_thread_flush(&t);
+
+    /*      calls prim self     total */
+    FN(&t, KN, 1, 1, 4, 2, 31, 2);      /* 12..14 and 41..43; total 12..43 */
+    FN(&t, KW, 1, 1, 27, 0, 27, 0);     /* 14..41 */
+    FN(&t, KM, 1, 1, 5, 0, 34, 2);      /* 10..12, 14..15, 40..41, 43..44; total 10..44 */
+    FN(&t, KA, 1, 1, 41, 2, 50, 4);     /* 0..10, 15..40 (on top then), 44..50 */
+    check_region(&t, 50, 4);
+    cprof_thread_free(&t);
+}
+
 /* ---- merging in place (cprof_merge_consume) -------------------------------------------- */
 
 /* The merged call tree as Profiler.stats() lays it out (stats.c, tree_columns): node j's
