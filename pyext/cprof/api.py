@@ -432,7 +432,7 @@ class Profile:
         meta.pid and meta.parent_pid say whose it is.  A path that cannot be written
         is a CprofError naming it."""
         from . import profile_file
-        meta = {"pid": os.getpid()}
+        meta: dict[str, Any] = {"pid": os.getpid()}
         made_in = getattr(self, "_pid", os.getpid())
         if made_in != os.getpid():
             meta["parent_pid"] = made_in

@@ -60,8 +60,8 @@ def format_tasks(profile: Any, limit: int = 25) -> str:
     ordered = sorted(tasks, key=lambda t: t["wall"], reverse=True)
     shown = ordered[:limit] if limit > 0 else ordered
     pending = sum(t["outcome"] == "pending" for t in tasks)
-    lines = [f"tasks: {len(tasks):,} ({pending} not done when profiling stopped); "
-             f"top {len(shown)} by wall, created to done"]
+    lines = [(f"tasks: {len(tasks):,} ({pending} not done when profiling stopped); "
+              f"top {len(shown)} by wall, created to done")]
     cols = ["wall", "running", "awaiting", "ended"]
     rows = []
     for t in shown:
