@@ -193,7 +193,6 @@ class Windows:
         self.files: list[str] = []        # every window file written, in order
         self._previous_handler: Any = None
         self._replaced_said = False
-        self._pid = os.getpid()
 
     # ---- the program's side ------------------------------------------------------
     def toggle(self) -> None:
