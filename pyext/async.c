@@ -357,21 +357,10 @@ out:
 void cprof_async_coro_event(ProfilerObject *p, int what, PyObject *code, const void *frame,
                             PyObject *arg)
 {
-    struct tstate *ts;
+    struct tstate *ts = get_ts(p);
 
-    if (cprof_tls_owner == p->generation)
-        ts = cprof_tls_ts;
-    else if (!(ts = cprof_ts_new(p)))
+    if (!ts || !ev_enter(p, ts))
         return;
-    if (ts->failed)
-        return;
-#ifdef Py_GIL_DISABLED
-    __atomic_store_n(&ts->busy, ts->busy + 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&p->enabled, __ATOMIC_SEQ_CST) != CPROF_ON) {
-        __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
-        return;
-    }
-#endif
     if (((PyCodeObject *)code)->co_flags & CO_COROUTINE) {
         if (!frame)             /* 3.12+: the running one (made once per coroutine) */
             frame = PyEval_GetFrame();
@@ -381,9 +370,7 @@ void cprof_async_coro_event(ProfilerObject *p, int what, PyObject *code, const v
         engine_ev(p, ts, 0, (cprof_key)(uintptr_t)code, code);
         note_task(p, ts, arg);
     }
-#ifdef Py_GIL_DISABLED
-    __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
-#endif
+    ev_leave(ts);
 }
 
 /* ---- Profiler.async_stats() ------------------------------------------------------ */
