@@ -10,7 +10,7 @@ every configuration, then rep 2 ...) and each ratio is taken within a repetition
 plain run next to it, so load on the machine (2 vCPUs shared here) hits both sides of a
 ratio alike; the table gives the median ratio and its range.  The time measured is the
 request loop's CPU time, inside the program (time.process_time around it: every thread
-of the process, cprof's window switcher included; wall time on this shared machine
+of the process, cprof's window switching included; wall time on this shared machine
 varied 5x between runs): start-up and writing the profile are out of it.
 
 configs() lists the configurations, one line each (a new one, such as `--trace=app`, is a

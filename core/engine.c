@@ -805,3 +805,35 @@ uint64_t cprof_thread_unattributed(const struct cprof_thread *t, unsigned c)
 {
     return cprof_self(&t->tab.fns, CPROF_ROOT)[c];
 }
+
+/* ---- asyncio mode (cprof_thread_resume): apart from the event path above ---------- */
+
+void cprof_thread_resume(struct cprof_thread *t, cprof_key key, cprof_key await_key,
+                         const uint64_t *since, const uint64_t *now)
+{
+    struct cprof_stack *st = &t->stack;
+    unsigned n = t->n;
+    size_t d = st->depth;
+    const uint64_t *v = observe_n(t, now, n, 0);
+    uint64_t start[CPROF_MAX_COUNTERS], *up, *fv;
+
+    for (unsigned c = 0; c < n; c++)    /* never later than now, nor earlier than the region */
+        start[c] = since[c] < v[c] ? since[c] : v[c];
+    push_n(t, key, start, 0, n);
+    if (st->depth != d + 1)             /* out of memory: counted there */
+        return;
+    /* the frame below pays only for the time it ran: the suspended interval its
+     * child's total will hold is taken out of what it hears from the child ahead */
+    up = d ? st->fvals + (d - 1) * 2 * (size_t)n + n : t->rd.mark_child;
+    fv = st->fvals + d * 2 * (size_t)n;
+    for (unsigned c = 0; c < n; c++)
+        up[c] -= v[c] - start[c];
+    if (await_key) {
+        push_n(t, await_key, start, 1, n);
+        if (st->depth == d + 2)
+            pop(t, v, 1);               /* the [await] child: the interval, one call */
+    } else {
+        for (unsigned c = 0; c < n; c++)
+            fv[n + c] += v[c] - start[c]; /* in a child coroutine's total, not its self */
+    }
+}

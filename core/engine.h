@@ -172,6 +172,16 @@ void cprof_thread_mute(struct cprof_thread *t);
  * growth since the start (it spanned the region, so earlier frames of it were
  * inside), with no call counted.  Any other unmatched exit is counted and ignored. */
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now);
+/* asyncio mode: a coroutine suspended at reading `since` (an earlier reading of this
+ * thread's, taken at its suspension; a counter that does not grow while it waits
+ * has since[c] = now, or later) resumes now.  It is pushed again as it was (no call
+ * counted), its frame begun at `since`, so its total holds the time it was
+ * suspended and its caller's does not; with await_key (not 0), that time is a
+ * child of its own, one call of await_key; without (a coroutine that waited
+ * through the one it awaits, whose own [await] child holds it), the time is in
+ * its children's share, not its self. */
+void cprof_thread_resume(struct cprof_thread *t, cprof_key key, cprof_key await_key,
+                         const uint64_t *since, const uint64_t *now);
 /* The frames above the pushed ones that were running when profiling started but
  * are left out of the profile (the profiler's own: Profile.__enter__, ...), keys
  * innermost first (at most CPROF_MAX_OUTSIDE): their returns, in that order, are
@@ -278,6 +288,12 @@ struct cprof_merged {
  * failure `out` is freed. */
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out);
+/* cprof_merge, taking the call tree of the thread with the most nodes as the merged one
+ * (merged in place, no copy: half of the merge's memory on a large tree).  That thread's
+ * node table is left empty (freed, safe to free again): its engine takes no more events.
+ * The result is the same as cprof_merge's, with base NULL. */
+int cprof_merge_consume(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
+                        cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out);
 void cprof_merged_free(struct cprof_merged *m);
 
 #endif

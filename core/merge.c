@@ -130,8 +130,57 @@ static int merge_functions(struct cprof_merged *out, const struct cprof_thread *
     return 0;
 }
 
+/* Thread t's call tree merged in place (cprof_merge_consume): node i becomes node nmap[i],
+ * keyed by merged indices (its parent's nmap, its function's map), the first node of each
+ * merged key in thread order keeping it and the later ones added into it, so the nodes come
+ * out numbered as a copy into an empty merged table would number them.  Records only move
+ * down (a node's merged index is at most its own), so each is read before it is written
+ * over; the table's own slots index the merged keys as they are written. */
+static void merge_nodes_in_place(struct cprof_table *nodes, const size_t *map, size_t *nmap)
+{
+    size_t w = 0, mask = nodes->nslots - 1, stride = 2 * (size_t)(nodes->n ? nodes->n : 1);
+
+    memset(nodes->slots, 0, nodes->nslots * sizeof(*nodes->slots));
+    for (size_t i = 0; i < nodes->len; i++) {
+        const struct cprof_rec r = nodes->recs[i];
+        uint64_t mk = i == CPROF_ROOT ? 0 : (uint64_t)nmap[r.key >> 32] << 32 | map[r.key & 0xffffffffu];
+        size_t s = cprof_table_slot(mk, nodes->nslots);
+        uint32_t ix;
+
+        while ((ix = nodes->slots[s]) != 0 && nodes->recs[ix - 1].key != mk)
+            s = (s + 1) & mask;
+        if (ix) {               /* a node merged before it: add into that one */
+            add_rec(nodes, ix - 1, nodes, i);
+            nmap[i] = ix - 1;
+            continue;
+        }
+        nodes->recs[w] = (struct cprof_rec){.key = mk, .calls = r.calls,
+                                            .primitive_calls = r.primitive_calls};
+        if (w != i)
+            memcpy(nodes->vals + w * stride, nodes->vals + i * stride, stride * sizeof(*nodes->vals));
+        nodes->slots[s] = (uint32_t)(w + 1);
+        nmap[i] = w++;
+    }
+    nodes->len = w;
+}
+
+static int merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
+                 cprof_ident_fn ident, void *ident_arg, int consume, struct cprof_merged *out);
+
 int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
                 cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out)
+{
+    return merge(threads, nthreads, n, ident, ident_arg, 0, out);
+}
+
+int cprof_merge_consume(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
+                        cprof_ident_fn ident, void *ident_arg, struct cprof_merged *out)
+{
+    return merge(threads, nthreads, n, ident, ident_arg, 1, out);
+}
+
+static int merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n,
+                 cprof_ident_fn ident, void *ident_arg, int consume, struct cprof_merged *out)
 {
     size_t *map = NULL, *nmap, *emap, basei = SIZE_MAX, ixcap, nfn = 0;
     uint64_t *block;
@@ -159,8 +208,8 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
     ixcap = 1;
     for (size_t k = 0; k < nthreads; k++) {     /* the base first, then the others in order */
         size_t ti = k == 0 ? basei : k <= basei ? k - 1 : k;
-        const struct cprof_thread *t;
-        const struct cprof_tables *tab;
+        struct cprof_thread *t;
+        struct cprof_tables *tab;
         size_t *m, bfn;
 
         if (ti == SIZE_MAX || !(t = threads[ti])->rd.started)
@@ -175,7 +224,9 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
         if ((r = merge_functions(out, t, ident, ident_arg, map)) < 0)
             goto err;
         r = -ENOMEM;
-        if (k == 0 && out->tab.fns.len == tab->fns.len) {
+        if (k == 0 && consume) {
+            /* Its tree becomes the merged one, merged in place: no copy of it is made. */
+        } else if (k == 0 && out->tab.fns.len == tab->fns.len) {
             /* Its functions went in first and apart (the root was there already): its
              * indices are the merged ones, and so are its nodes'. */
             out->base = &tab->nodes;
@@ -194,8 +245,16 @@ int cprof_merge(struct cprof_thread *const *threads, size_t nthreads, unsigned n
             emap[i] = di;
         }
         derive_from_nodes(out, t, map, emap, n);
+        if (k == 0 && consume) {
+            merge_nodes_in_place(&tab->nodes, map, nmap);
+            cprof_table_free(&out->tab.nodes);
+            out->tab.nodes = tab->nodes;        /* moved: the thread keeps an empty table */
+            memset(&tab->nodes, 0, sizeof(tab->nodes));
+            tab->nodes.n = n;
+        }
         /* A parent node is always inserted before its children. */
-        for (size_t i = 0; &tab->nodes != out->base && i < tab->nodes.len; i++) {
+        for (size_t i = 0; &tab->nodes != out->base && !(k == 0 && consume) && i < tab->nodes.len;
+             i++) {
             uint64_t k = tab->nodes.recs[i].key;
             uint64_t mk = i == CPROF_ROOT ? 0 : (uint64_t)nmap[k >> 32] << 32 | map[k & 0xffffffffu];
             size_t ri, bi;

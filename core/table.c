@@ -12,8 +12,8 @@ int cprof_table_init(struct cprof_table *t, unsigned n, size_t cap)
     t->nslots = 1;
     while (t->nslots < t->cap * 2)
         t->nslots <<= 1;
-    t->recs = calloc(t->cap, sizeof(*t->recs));
-    t->vals = calloc(t->cap * 2 * (n ? n : 1), sizeof(*t->vals));
+    t->recs = malloc(t->cap * sizeof(*t->recs));  /* zeroed record by record (insert) */
+    t->vals = malloc(t->cap * 2 * (n ? n : 1) * sizeof(*t->vals));
     t->slots = calloc(t->nslots, sizeof(*t->slots));
     if (!t->recs || !t->vals || !t->slots) {
         cprof_table_free(t);
@@ -50,8 +50,9 @@ static int table_grow(struct cprof_table *t)
     slots = calloc(nslots, sizeof(*slots));
     if (!slots)
         return -ENOMEM;
-    memset(t->recs + t->cap, 0, (cap - t->cap) * sizeof(*recs));
-    memset(t->vals + t->cap * stride, 0, (cap - t->cap) * stride * sizeof(*vals));
+    /* The new records are left as realloc gave them: insert zeroes each one it appends, so
+     * pages of the capacity not used yet are never touched (a doubled 1M-node tree's second
+     * half is no resident memory until paths fill it). */
     free(t->slots);
     t->slots = slots;
     t->nslots = nslots;
@@ -76,6 +77,11 @@ int cprof_table_insert(struct cprof_table *t, uint64_t key, size_t slot, size_t 
         mask = t->nslots - 1;
         for (slot = cprof_table_slot(key, t->nslots); t->slots[slot]; slot = (slot + 1) & mask)
             ;
+    }
+    {
+        size_t stride = 2 * (size_t)(t->n ? t->n : 1);
+        memset(&t->recs[t->len], 0, sizeof(t->recs[0]));
+        memset(t->vals + t->len * stride, 0, stride * sizeof(*t->vals));
     }
     t->recs[t->len].key = key;
     t->slots[slot] = (uint32_t)(t->len + 1);

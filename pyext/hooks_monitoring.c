@@ -1,5 +1,6 @@
 /* The hooks on 3.12+: sys.monitoring (PEP 669) callbacks registered from C as
  * vectorcall objects on a free tool id. */
+#include "async.h"
 #include "hooks.h"
 #include "trace.h"
 
@@ -75,6 +76,33 @@ PY_HOOK(hook_py_exit, cprof_thread_exit, cprof_thread_exit_read)   /* PY_RETURN,
 C_HOOK(hook_call, cprof_thread_enter, cprof_thread_enter_read,     /* CALL */
        { PyObject *d = maybe_disable(p, args[2]); if (d) return d; })
 C_HOOK(hook_c_exit, cprof_thread_exit, cprof_thread_exit_read, (void)0) /* C_RETURN, C_RAISE */
+
+/* ---- asyncio mode's hooks (async.h; installed instead of the Python ones above) ---- */
+
+#define ASYNC_HOOK(name, what)                                                                   \
+    static PyObject *name(PyObject *self, PyObject *const *args, size_t nargsf,                  \
+                          PyObject *kwnames)                                                     \
+    {                                                                                            \
+        ProfilerObject *p = CPROF_LOAD(((HookObject *)self)->prof);                              \
+        (void)kwnames;                                                                           \
+        if (p && cprof_on(p))                                                                    \
+            cprof_async_event(p, what, args[0], NULL,                                            \
+                              PyVectorcall_NARGS(nargsf) > 2 ? args[2] : NULL);                  \
+        Py_RETURN_NONE;                                                                          \
+    }
+
+ASYNC_HOOK(async_hook_start, CPROF_AS_START)
+ASYNC_HOOK(async_hook_resume, CPROF_AS_RESUME)
+ASYNC_HOOK(async_hook_throw, CPROF_AS_THROW)
+ASYNC_HOOK(async_hook_return, CPROF_AS_RETURN)
+ASYNC_HOOK(async_hook_yield, CPROF_AS_YIELD)
+ASYNC_HOOK(async_hook_unwind, CPROF_AS_UNWIND)
+
+/* hook_table's events, in its order (NULL: the default hook) */
+static const vectorcallfunc async_hooks[] = {
+    async_hook_start, async_hook_resume, async_hook_throw, async_hook_return, async_hook_yield,
+    async_hook_unwind, NULL, NULL, NULL,
+};
 
 /* ---- --trace=PATTERN's hooks (trace.c decides; installed instead of the above) ---- */
 
@@ -266,7 +294,8 @@ int cprof_hooks_install(ProfilerObject *p, module_state *st)
         h = PyObject_New(HookObject, st->hook_type);
         if (!h)
             goto err;
-        h->vectorcall = cprof_trace_on(p) ? trace_hooks[i] : hook_table[i].fn;
+        h->vectorcall = cprof_trace_on(p) ? trace_hooks[i]
+                        : p->async_mode && async_hooks[i] ? async_hooks[i] : hook_table[i].fn;
         h->prof = p;
         if (PyList_Append(p->hooks, (PyObject *)h) < 0) {
             Py_DECREF(h);

@@ -1,6 +1,7 @@
 /* The hooks on 3.10-3.11: a PyEval_SetProfile hook on every existing thread and,
  * through threading.setprofile, on threads started later; and what cprof says
  * when the program takes a thread's hook away (one hook per thread there). */
+#include "async.h"
 #include "hooks.h"
 #include "trace.h"
 
@@ -211,6 +212,53 @@ static int profile_func(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     return 0;
 }
 
+/* asyncio mode's hook (async.h): a coroutine's resume is a call event, its
+ * suspension a return event (told from its return by the frame's state then, at a
+ * yield: suspended), an exception's return has no value. */
+#define FRAME_SUSPENDED_STATE (-1) /* FRAME_SUSPENDED of 3.10's and 3.11's frame states */
+
+static int suspended(PyFrameObject *frame)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *gen = PyFrame_GetGenerator(frame);
+    int r = gen && ((PyGenObject *)gen)->gi_frame_state == FRAME_SUSPENDED_STATE;
+    Py_XDECREF(gen);
+    return r;
+#else
+    return frame->f_state == FRAME_SUSPENDED_STATE;
+#endif
+}
+
+static int profile_func_async(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    ProfilerObject *p = (ProfilerObject *)obj;
+    PyCodeObject *co;
+    int kind;
+
+    if (!cprof_on(p))
+        return 0;
+    if (what != PyTrace_CALL && what != PyTrace_RETURN)
+        return profile_func(obj, frame, what, arg);
+    co = PyFrame_GetCode(frame);
+    if (what == PyTrace_CALL)
+        kind = CPROF_AS_RESUME;         /* a coroutine's first: its entry says (async.c) */
+    else if (!arg)
+        kind = CPROF_AS_UNWIND;
+    else if ((co->co_flags & CO_COROUTINE) && suspended(frame))
+        kind = CPROF_AS_YIELD;
+    else
+        kind = CPROF_AS_RETURN;
+    cprof_async_event(p, kind, (PyObject *)co, frame, arg);
+    Py_DECREF(co);
+    return 0;
+}
+
+/* The hook function for p. */
+static inline Py_tracefunc hook_of(const ProfilerObject *p)
+{
+    return p->async_mode ? profile_func_async : profile_func;
+}
+
 /* An event that came through sys.setprofile's trampoline (args: frame, event, arg):
  * put cprof's C hook in its place, push the frames already running when the stack
  * is empty (as calls if `fresh_counts` and the thread is new to the profile, else
@@ -225,7 +273,7 @@ static void trampolined_event(ProfilerObject *p, PyObject *args, int fresh_count
     struct tstate *ts;
     int what = -1, fresh;
 
-    PyEval_SetProfile(profile_func, (PyObject *)p);
+    PyEval_SetProfile(hook_of(p), (PyObject *)p);
     if (!PyArg_ParseTuple(args, "OUO", &frame, &event, &arg) || !PyFrame_Check(frame)) {
         PyErr_Clear();
         return;
@@ -247,7 +295,7 @@ static void trampolined_event(ProfilerObject *p, PyObject *args, int fresh_count
             cprof_ts_push_frames(p, ts, what == PyTrace_CALL ? back : f, 0, outside, fresh);
         Py_XDECREF(back);
     }
-    profile_func((PyObject *)p, (PyFrameObject *)frame, what, arg);
+    hook_of(p)((PyObject *)p, (PyFrameObject *)frame, what, arg);
 }
 
 /* threading.setprofile() target, called through the trampoline with the first event
@@ -322,7 +370,7 @@ static int threading_setprofile(PyObject *fn)
 
 static inline int hook_is_ours(ProfilerObject *p, PyThreadState *t)
 {
-    return (t->c_profilefunc == profile_func && t->c_profileobj == (PyObject *)p) ||
+    return (t->c_profilefunc == hook_of(p) && t->c_profileobj == (PyObject *)p) ||
            (p->bootstrap && t->c_profileobj == p->bootstrap);
 }
 
@@ -359,8 +407,8 @@ int cprof_hooks_install(ProfilerObject *p, module_state *st)
         return -1;
     for (PyThreadState *t = PyInterpreterState_ThreadHead(me->interp); t; t = PyThreadState_Next(t))
         if (t != me)
-            _PyEval_SetProfile(t, profile_func, (PyObject *)p);
-    PyEval_SetProfile(profile_func, (PyObject *)p);
+            _PyEval_SetProfile(t, hook_of(p), (PyObject *)p);
+    PyEval_SetProfile(hook_of(p), (PyObject *)p);
     return 0;
 }
 

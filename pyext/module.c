@@ -7,6 +7,7 @@
  * (list_counters). */
 #include "profiler.h"
 #include "trace.h"
+#include "wintimer.h"
 
 #include "../counters/clock.h"
 #include "hooks.h"
@@ -108,6 +109,17 @@ static PyMethodDef module_methods[] = {
     {"trace_set", cprof_py_trace_set, METH_VARARGS,
      "trace_set(profiler, classify)\n--\n\nBefore enable(): profile only the code objects "
      "classify(module, file) takes (--trace; trace.c); trace_set(None, None) after disable()."},
+    {"window_timer", cprof_py_window_timer, METH_VARARGS,
+     "window_timer(signo)\n--\n\nA POSIX timer that sends signo to the calling thread when armed "
+     "and due (wintimer.c; cprof.windows)."},
+    {"window_timer_arm", cprof_py_window_timer_arm, METH_VARARGS,
+     "window_timer_arm(timer, seconds)\n--\n\nArm the timer once, due in `seconds` (0: disarm)."},
+    {"window_timer_delete", cprof_py_window_timer_delete, METH_O,
+     "window_timer_delete(timer)\n--\n\nDelete a window_timer."},
+    {"run_steps", (PyCFunction)(void (*)(void))cprof_py_run_steps, METH_FASTCALL,
+     "run_steps(steps, results, avoid, retry, *handler_args)\n--\n\nCall each of `steps` from C, "
+     "appending its result or Exception to `results`: a signal handler that switches profiling "
+     "windows with no frame of its own (wintimer.c)."},
     {"trace_stats", cprof_py_trace_stats, METH_NOARGS,
      "trace_stats()\n--\n\nThe tracing profile's boundaries not pushed and restarts (trace.c)."},
     {NULL, NULL, 0, NULL},

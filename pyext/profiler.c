@@ -2,6 +2,7 @@
 #include "profiler.h"
 
 #include "../core/registry.h"
+#include "async.h"
 #include "counter_list.h"
 #include "hooks.h"
 #include "pymalloc.h"
@@ -36,14 +37,14 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
     static char *kwlist[] = {"counters", "all_call_sites", "distributions", "slow_calls",
-                             "capture", NULL};
+                             "capture", "async_mode", NULL};
     PyObject *counters = NULL, *capture = Py_None;
-    int all_call_sites = 0, dist = 0, slow_k = 0;
+    int all_call_sites = 0, dist = 0, slow_k = 0, async_mode = 0;
     struct cprof_error err = {0};
     module_state *st = state_of(self);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OppiO:Profiler", kwlist, &counters,
-                                     &all_call_sites, &dist, &slow_k, &capture))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OppiOp:Profiler", kwlist, &counters,
+                                     &all_call_sites, &dist, &slow_k, &capture, &async_mode))
         return -1;
     if (slow_k < 0 || slow_k > CPROF_MAX_SLOW) {
         PyErr_Format(st->error, "slow_calls must be between 0 and %d", CPROF_MAX_SLOW);
@@ -90,6 +91,9 @@ static int profiler_init(PyObject *self, PyObject *args, PyObject *kwds)
         return -1;
     if (!p->replaced && !(p->replaced = PyList_New(0)))
         return -1;
+    p->async_mode = async_mode;
+    if (async_mode && cprof_async_init(p) < 0)
+        return -1;
     return 0;
 }
 
@@ -132,6 +136,11 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(st->error, "the Profiler was not initialised");
         return NULL;
     }
+    if (p->consumed) {
+        PyErr_SetString(st->error, "this profile's call tree was handed over to "
+                                   "stats(consume=True); make a new Profiler to profile again");
+        return NULL;
+    }
     if (cprof_claim(p, CPROF_OFF) < 0) {
         if (CPROF_LOAD(p->enabled) == CPROF_ON)
             PyErr_SetString(st->error, "this profile is already enabled; call disable() before "
@@ -144,6 +153,11 @@ static PyObject *profiler_enable(PyObject *self, PyObject *args, PyObject *kwds)
         cprof_release(p, CPROF_OFF);
         PyErr_SetString(st->error, "another cprof profile is already running in this process; "
                                    "disable it first (profiles do not nest)");
+        return NULL;
+    }
+    if (p->async_mode && cprof_async_enable(p) < 0) {
+        release_running(p);
+        cprof_release(p, CPROF_OFF);
         return NULL;
     }
     /* Frames first, hooks after: reading a Counter may run Python code, which must
@@ -215,6 +229,8 @@ static void stop(ProfilerObject *p)
     tick = cprof_hooks_held(p);
     cprof_hooks_remove(p);
     cprof_pymalloc_profile_stop(p->specs, p->n);
+    if (p->async_mode)
+        cprof_async_stop(p);
     if (tick && cprof_tls_owner == p->generation && !cprof_tls_ts->failed) {
         uint64_t now[CPROF_MAX_COUNTERS];
         read_all(cprof_tls_ts, p->n, now);
@@ -400,6 +416,9 @@ static int profiler_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(p->captures);
     Py_VISIT(p->prev_thread_hook);
     Py_VISIT(p->replaced);
+    Py_VISIT(p->await_obj);
+    Py_VISIT(p->async_create_task);
+    Py_VISIT(p->async_cancelled);
     return 0;
 }
 
@@ -421,6 +440,8 @@ static int profiler_clear(PyObject *self)
     Py_CLEAR(p->capture);
     Py_CLEAR(p->captures);
     Py_CLEAR(p->prev_thread_hook);
+    Py_CLEAR(p->async_create_task);
+    Py_CLEAR(p->async_cancelled);
     return 0;
 }
 
@@ -437,12 +458,19 @@ static void profiler_dealloc(PyObject *self)
         cprof_ts_free(p, ts);
     }
     Py_CLEAR(p->objects);       /* after the thread states that point into them */
+    Py_CLEAR(p->await_obj);     /* after them too: its address keys their [await] nodes */
     if (cprof_tls_owner == p->generation) {
         cprof_tls_owner = 0;
         cprof_tls_ts = NULL;
     }
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+
+static PyObject *profiler_get_async_mode(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((ProfilerObject *)self)->async_mode);
 }
 
 static PyObject *profiler_get_enabled(PyObject *self, void *closure)
@@ -491,6 +519,8 @@ static PyMethodDef profiler_methods[] = {
      "(code or callable, module) of the function running then, or None, reason)."},
     {"read", profiler_read, METH_NOARGS,
      "read()\n--\n\nThe calling thread's current reading of every counter."},
+    {"async_stats", cprof_async_stats, METH_NOARGS,
+     "async_stats()\n--\n\nasyncio mode's tasks and coroutine resumes (the profile stopped)."},
     {"stats", (PyCFunction)(void (*)(void))cprof_py_profiler_stats, METH_VARARGS | METH_KEYWORDS,
      "stats(identify=None)\n--\n\nThe statistics of every thread, merged in one pass: a dict of "
      "counters, functions (FunctionStats), edges (EdgeStats), tree (columns of int64 bytes), meta "
@@ -508,6 +538,7 @@ const PyMethodDef *const cprof_own_methods_end =
 static PyGetSetDef profiler_getset[] = {
     {"enabled", profiler_get_enabled, NULL, "whether profiling is on", NULL},
     {"counters", profiler_get_counters, NULL, "the counter names, in order", NULL},
+    {"async_mode", profiler_get_async_mode, NULL, "asyncio mode (Profiler(async_mode=True))", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -117,6 +117,7 @@ struct tstate {
     PyObject *pending;          /* object behind the key being handled (borrowed) */
     PyObject *pending_globals;  /* its frame's globals, or NULL: the current frame's (borrowed) */
     struct tstate *next;        /* the owner's list of threads */
+    struct cprof_async *async;  /* asyncio mode's coroutines and tasks (async.c), or NULL */
     int busy;                   /* events in progress (free-threaded builds; atomic) */
 };
 
@@ -184,6 +185,16 @@ struct ProfilerObject {
     PyObject *replaced;         /* list of dicts: threads whose hook the program replaced */
     Py_ssize_t replaced_said;   /* entries of `replaced` already raised by disable() */
     struct cprof_health health_said; /* the health disable() last warned about */
+    /* asyncio mode (async.c): set by __init__ and enable(), read by the threads' events */
+    int async_mode;             /* Profiler(async_mode=True) */
+    unsigned async_waits;       /* bit c: counter c grows while a coroutine waits */
+    PyObject *await_obj;        /* the str "[await]": its address is the [await] key */
+    cprof_key await_key;
+    PyObject *async_create_task; /* BaseEventLoop.create_task's code object, or NULL */
+    PyObject *async_cancelled;  /* asyncio.CancelledError, or NULL */
+    uint64_t async_t0, async_t1; /* monotonic ns at enable() and at the last stop */
+    int consumed;               /* stats(consume=True) took the engines' call trees: no more
+                                 * enable() or stats() */
 };
 
 enum { CPROF_OFF, CPROF_ON, CPROF_BUSY };
@@ -283,6 +294,34 @@ static inline struct tstate *get_ts(ProfilerObject *p)
     return cprof_ts_new(p);
 }
 
+/* An event's hand-over with stop() on a free-threaded build (see struct tstate):
+ * raise busy, then look again; 0 if the profile stopped meanwhile (busy as it was).
+ * ev_leave() ends what an ev_enter() returning 1 began.  Nothing without
+ * Py_GIL_DISABLED: stop() runs with the GIL held there. */
+static inline int ev_enter(ProfilerObject *p, struct tstate *ts)
+{
+#ifdef Py_GIL_DISABLED
+    __atomic_store_n(&ts->busy, ts->busy + 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&p->enabled, __ATOMIC_SEQ_CST) != CPROF_ON) {
+        __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
+        return 0;
+    }
+#else
+    (void)p;
+    (void)ts;
+#endif
+    return 1;
+}
+
+static inline void ev_leave(struct tstate *ts)
+{
+#ifdef Py_GIL_DISABLED
+    __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
+#else
+    (void)ts;
+#endif
+}
+
 static inline void read_all(const struct tstate *ts, unsigned n, uint64_t *now)
 {
     for (unsigned i = 0; i < n; i++)
@@ -322,19 +361,14 @@ static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof
     struct tstate *ts;
 
     /* get_ts's, less its `failed` test: a failed thread's engine is muted (its *_read
-     * events do nothing: cprof_ts_new), and ev_pycall looks itself */
+     * events do nothing: cprof_ts_new), and ev_pycall looks itself; not get_ts with a
+     * NULL test after it: 2 instructions more an event */
     if (__builtin_expect(cprof_tls_owner == p->generation, 1))
         ts = cprof_tls_ts;
     else if (!(ts = cprof_ts_new(p)))
         return;
-#ifdef Py_GIL_DISABLED
-    /* the hand-over with stop() (see struct tstate): raise busy, then look again */
-    __atomic_store_n(&ts->busy, ts->busy + 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&p->enabled, __ATOMIC_SEQ_CST) != CPROF_ON) {
-        __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
+    if (!ev_enter(p, ts))
         return;
-    }
-#endif
     ts->pending = obj;
     /* No globals: the key's are its frame's, the current one's (on_new_key).
      * pending_globals stays NULL between events: cprof_ts_push_frames, its only
@@ -346,9 +380,7 @@ static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof
         ev_pycall(p, ts, op, key);
     else
         rop(&ts->eng, key);
-#ifdef Py_GIL_DISABLED
-    __atomic_store_n(&ts->busy, ts->busy - 1, __ATOMIC_RELEASE);
-#endif
+    ev_leave(ts);
 }
 
 /* The key of a C callable, or 0 if it is not one we report (a class, a Python

@@ -298,8 +298,47 @@ static PyObject *edges_list(ProfilerObject *p, const struct cprof_merged *m)
     return edges;
 }
 
-/* A column of the call tree: `len` native 64-bit integers in a bytes object (8 bytes a
- * node, where one record per node in Python objects took about 450: 150 MB on black). */
+/* The call tree's columns, one at a time: nodes 0..nb-1 from `b` (the base thread's table, or
+ * the merged one), then the records of `x` (the other threads' nodes, when there is a base)
+ * at node_ix.  Column `col` (TREE_*; counter c for self and total) into out[0..m->nodes). */
+enum { TREE_PARENT, TREE_FUNCTION, TREE_CALLS, TREE_SELF, TREE_TOTAL };
+
+/* Column col (counter c) of record i of a merged tree table, as the profile gives it. */
+static inline int64_t tree_value(const struct cprof_table *b, size_t i, int col, unsigned c)
+{
+    const struct cprof_rec *r = &b->recs[i];
+
+    switch (col) {
+    case TREE_PARENT: return i ? (int64_t)(r->key >> 32) : -1;
+    case TREE_FUNCTION: return i ? (int64_t)(r->key & 0xffffffffu) - 1 : -1;
+    case TREE_CALLS: return (int64_t)r->calls;
+    case TREE_SELF: return (int64_t)cprof_self(b, i)[c];
+    default: return (int64_t)cprof_total(b, i)[c];
+    }
+}
+
+static void tree_column(const struct cprof_merged *m, int col, unsigned c, int64_t *out)
+{
+    const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
+    size_t nb = b->len, nx = m->base ? x->len : 0;
+
+    for (size_t i = 0; i < nb; i++)
+        out[i] = tree_value(b, i, col, c);
+    for (size_t k = 0; k < nx; k++) {
+        const struct cprof_rec *r = &x->recs[k];
+        size_t j = m->node_ix[k];
+        int64_t was = j < nb ? out[j] : 0;
+        switch (col) {          /* a base node's parent and function stay the base's */
+        case TREE_PARENT: out[j] = j < nb ? was : (int64_t)(r->key >> 32); break;
+        case TREE_FUNCTION: out[j] = j < nb ? was : (int64_t)(r->key & 0xffffffffu) - 1; break;
+        case TREE_CALLS: out[j] = was + (int64_t)r->calls; break;
+        case TREE_SELF: out[j] = was + (int64_t)cprof_self(x, k)[c]; break;
+        default: out[j] = was + (int64_t)cprof_total(x, k)[c]; break;
+        }
+    }
+}
+
+/* `len` native 64-bit integers in a new bytes object *out, at *data; NULL if it failed. */
 static PyObject *column(size_t len, PyObject **out, int64_t **data)
 {
     *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(len * sizeof(int64_t)));
@@ -307,61 +346,68 @@ static PyObject *column(size_t len, PyObject **out, int64_t **data)
     return *out;
 }
 
+/* A column of the call tree: native 64-bit integers in a bytes object (8 bytes a node,
+ * where one record per node in Python objects took about 450: 150 MB on black). */
+static PyObject *bytes_column(const struct cprof_merged *m, int col, unsigned c)
+{
+    PyObject *out;
+    int64_t *data;
+
+    if (column(m->nodes, &out, &data))
+        tree_column(m, col, c, data);
+    return out;
+}
+
+static PyObject *packed_column(const struct cprof_merged *m, int col, unsigned c);
+
 /* The call tree, column-wise (a parent always comes before its children): a dict of
  * parent and function (-1 for the root, node 0), calls, and self and total (one
  * column per counter), each a bytes object of native int64 (values are below 2^63)
- * that cprof.build reads through memoryview.cast("q"). */
-static PyObject *tree_columns(ProfilerObject *p, const struct cprof_merged *m)
+ * that cprof.build reads through memoryview.cast("q").  packed: each column as the
+ * profile file's text instead (column_pack's), made from the engine's table through one
+ * column of int64 at a time, and "nodes" their length. */
+static PyObject *tree_columns(ProfilerObject *p, struct cprof_merged *m, int packed, int consume)
 {
-    /* Nodes 0..nb-1 from `b` (the base thread's table, or the merged one), then the
-     * records of `x` (the other threads' nodes, when there is a base) at node_ix. */
-    const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
-    size_t len = m->nodes, nb = b->len, nx = m->base ? x->len : 0;
     unsigned n = p->n;
+    PyObject *(*make)(const struct cprof_merged *, int, unsigned) = packed ? packed_column : bytes_column;
     PyObject *parent = NULL, *function = NULL, *calls = NULL, *self = PyTuple_New(n),
              *total = PyTuple_New(n), *out = NULL;
-    int64_t *par, *fn, *cl;
+    /* Consuming a tree packed in place: each part of its table goes as soon as every column
+     * made from it is made, so the columns' text takes the table's room instead of adding to
+     * it (the index first, the values after self and total, the records last). */
+    struct cprof_table *t = consume && packed && !m->base ? &m->tab.nodes : NULL;
 
-    if (!self || !total || !column(len, &parent, &par) || !column(len, &function, &fn) ||
-        !column(len, &calls, &cl))
+    if (!self || !total)
         goto out;
-    for (size_t i = 0; i < nb; i++) {
-        par[i] = i ? (int64_t)(b->recs[i].key >> 32) : -1;
-        fn[i] = i ? (int64_t)(b->recs[i].key & 0xffffffffu) - 1 : -1;
-        cl[i] = (int64_t)b->recs[i].calls;
-    }
-    for (size_t r = 0; r < nx; r++) {
-        size_t j = m->node_ix[r];
-        if (j < nb) {
-            cl[j] += (int64_t)x->recs[r].calls;
-            continue;
-        }
-        par[j] = (int64_t)(x->recs[r].key >> 32);
-        fn[j] = (int64_t)(x->recs[r].key & 0xffffffffu) - 1;
-        cl[j] = (int64_t)x->recs[r].calls;
+    if (t) {
+        free(t->slots);         /* nothing is looked up in the merged tree any more */
+        t->slots = NULL;
+        t->nslots = 0;
     }
     for (unsigned c = 0; c < n; c++) {
-        PyObject *s, *u;
-        int64_t *sv, *tv;
-        if (!column(len, &s, &sv))
+        PyObject *col;
+        if (!(col = make(m, TREE_SELF, c)))
             goto out;
-        PyTuple_SET_ITEM(self, c, s);
-        if (!column(len, &u, &tv))
+        PyTuple_SET_ITEM(self, c, col);
+        if (!(col = make(m, TREE_TOTAL, c)))
             goto out;
-        PyTuple_SET_ITEM(total, c, u);
-        for (size_t i = 0; i < nb; i++) {
-            sv[i] = (int64_t)cprof_self(b, i)[c];
-            tv[i] = (int64_t)cprof_total(b, i)[c];
-        }
-        for (size_t r = 0; r < nx; r++) {
-            size_t j = m->node_ix[r];
-            int64_t s0 = j < nb ? sv[j] : 0, t0 = j < nb ? tv[j] : 0;
-            sv[j] = s0 + (int64_t)cprof_self(x, r)[c];
-            tv[j] = t0 + (int64_t)cprof_total(x, r)[c];
-        }
+        PyTuple_SET_ITEM(total, c, col);
     }
-    out = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}", "parent", parent, "function", function, "calls",
-                        calls, "self", self, "total", total);
+    if (t) {
+        free(t->vals);
+        t->vals = NULL;
+    }
+    if (!(parent = make(m, TREE_PARENT, 0)) || !(function = make(m, TREE_FUNCTION, 0)) ||
+        !(calls = make(m, TREE_CALLS, 0)))
+        goto out;
+    if (t) {
+        free(t->recs);
+        t->recs = NULL;
+        t->len = t->cap = 0;
+    }
+    out = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:n}", "parent", parent, "function", function,
+                        "calls", calls, "self", self, "total", total, "nodes",
+                        (Py_ssize_t)m->nodes);
 out:
     Py_XDECREF(parent);
     Py_XDECREF(function);
@@ -391,7 +437,8 @@ static PyObject *health_record(ProfilerObject *p, const struct cprof_merged *m)
     return record(p, T_HEALTH, items, 8);
 }
 
-static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, PyObject *identities)
+static PyObject *build_stats(ProfilerObject *p, struct cprof_merged *m, PyObject *identities,
+                             int packed, int consume)
 {
     unsigned n = p->n;
     PyObject *share = Py_BuildValue("{s:N,s:N}", "per_event", cprof_py_u64_list(p->comp, n),
@@ -407,22 +454,28 @@ static PyObject *build_stats(ProfilerObject *p, const struct cprof_merged *m, Py
         return NULL;
     return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}", "counters", counters_list(p), "functions",
                          functions_list(p, m, identities), "edges", edges_list(p, m), "tree",
-                         tree_columns(p, m), "meta", meta, "health", health_record(p, m));
+                         tree_columns(p, m, packed, consume), "meta", meta, "health", health_record(p, m));
 }
 
 static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)
 {
     ProfilerObject *p = (ProfilerObject *)self;
-    static char *kwlist[] = {"identify", NULL};
+    static char *kwlist[] = {"identify", "consume", "packed", NULL};
     struct ident_ctx ctx = {.p = p};
     struct cprof_thread **threads;
     struct cprof_merged m;
     PyObject *identify = Py_None, *out = NULL;
     size_t nt = 0;
-    int r;
+    int r, consume = 0, packed = 0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:stats", kwlist, &identify))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Opp:stats", kwlist, &identify, &consume,
+                                     &packed))
         return NULL;
+    if (p->consumed) {
+        PyErr_SetString(state_of(self)->error, "this profile's call tree was handed over to an "
+                        "earlier stats(consume=True); it has no stats left to give");
+        return NULL;
+    }
     if (identify != Py_None) {
         if (!PyCallable_Check(identify)) {
             PyErr_SetString(PyExc_TypeError, "stats(identify): identify must be callable");
@@ -444,14 +497,22 @@ static PyObject *stats_claimed(PyObject *self, PyObject *args, PyObject *kwds)
     for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         if (!ts->failed)
             threads[nt++] = &ts->eng;
-    r = cprof_merge(threads, nt, p->n, ctx.identify ? ident_of : NULL, &ctx, &m);
+    r = (consume ? cprof_merge_consume : cprof_merge)(threads, nt, p->n,
+                                                       ctx.identify ? ident_of : NULL, &ctx, &m);
+    if (consume) {
+        /* the engines' trees are merged (one of them moved into m): theirs go now, before
+         * the columns are made, and the profile takes no more events (enable() says so) */
+        p->consumed = 1;
+        for (size_t i = 0; i < nt; i++)
+            cprof_table_free(&threads[i]->tab.nodes);
+    }
     PyMem_Free(threads);
     if (r < 0) {
         if (!PyErr_Occurred())  /* identify's own exception stands */
             PyErr_NoMemory();
         goto out;
     }
-    out = build_stats(p, &m, ctx.identities);
+    out = build_stats(p, &m, ctx.identities, packed, consume);
     cprof_merged_free(&m);
 out:
     Py_XDECREF(ctx.by_key);
@@ -868,14 +929,28 @@ static uint64_t pack_value(int64_t v, Py_ssize_t i, int kind)
     return kind == PACK_FUNCTION ? (uint64_t)v + 1 : (uint64_t)v;
 }
 
-/* Entry i of a column: from an int64 buffer, or converted from a list's int. */
-static int column_at(const int64_t *buf, PyObject **items, Py_ssize_t i, int64_t *out)
+/* Where a column's entries come from: an int64 buffer, a list's ints, or a merged call-tree
+ * table read in place (tree_value: column col, counter c). */
+struct column_src {
+    const int64_t *buf;
+    PyObject **items;
+    const struct cprof_table *tab;
+    int col;
+    unsigned c;
+};
+
+/* Entry i of a column. */
+static int column_at(const struct column_src *src, Py_ssize_t i, int64_t *out)
 {
-    if (buf) {
-        *out = buf[i];
+    if (src->buf) {
+        *out = src->buf[i];
         return 0;
     }
-    *out = PyLong_AsLongLong(items[i]);
+    if (src->tab) {
+        *out = tree_value(src->tab, (size_t)i, src->col, src->c);
+        return 0;
+    }
+    *out = PyLong_AsLongLong(src->items[i]);
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
@@ -883,15 +958,15 @@ static int column_at(const int64_t *buf, PyObject **items, Py_ssize_t i, int64_t
  * the file holds.  kind 0: values >= 0; 1: parents (-1 for node 0, else before the node);
  * 2: function ids >= -1.  Two passes (the varints' length, then the varints), read in
  * place: writing holds the column's text and its varints, never a copy of the column. */
+static PyObject *pack(const struct column_src *src, Py_ssize_t n, int kind);
+
 PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
 {
     PyObject *col, *seq = NULL, *out = NULL;
     Py_buffer view = {0};
     const int64_t *buf = NULL;
     PyObject **items = NULL;
-    unsigned char *raw = NULL;
     Py_ssize_t n;
-    size_t len = 0;
     int kind;
     (void)module;
 
@@ -918,10 +993,25 @@ PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
         items = PySequence_Fast_ITEMS(seq);
         n = PySequence_Fast_GET_SIZE(seq);
     }
+    out = pack(&(struct column_src){.buf = buf, .items = items}, n, kind);
+out:
+    if (view.obj)
+        PyBuffer_Release(&view);
+    Py_XDECREF(seq);
+    return out;
+}
+
+/* The packed text of n entries of src, or NULL with an exception. */
+static PyObject *pack(const struct column_src *src, Py_ssize_t n, int kind)
+{
+    PyObject *out = NULL;
+    unsigned char *raw = NULL;
+    size_t len = 0;
+
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t v;
         uint64_t u;
-        if (column_at(buf, items, i, &v) < 0 || (u = pack_value(v, i, kind)) == UINT64_MAX)
+        if (column_at(src, i, &v) < 0 || (u = pack_value(v, i, kind)) == UINT64_MAX)
             goto out;
         len += varint_len(u);
     }
@@ -932,7 +1022,7 @@ PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
     char *p = (char *)raw;
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t v;
-        if (column_at(buf, items, i, &v) < 0)     /* a list's items are ints: checked above */
+        if (column_at(src, i, &v) < 0)     /* a list's items are ints: checked above */
             goto out;
         p = put_varint(p, pack_value(v, i, kind));
     }
@@ -956,10 +1046,31 @@ PyObject *cprof_py_column_pack(PyObject *module, PyObject *args)
         *t++ = '=';
     }
 out:
-    if (view.obj)
-        PyBuffer_Release(&view);
-    Py_XDECREF(seq);
     PyMem_Free(raw);
+    return out;
+}
+
+static int pack_kind(int col)
+{
+    return col == TREE_PARENT ? PACK_PARENT : col == TREE_FUNCTION ? PACK_FUNCTION : PACK_VALUES;
+}
+
+/* A call-tree column of m packed as the file holds it (tree_columns' packed), or NULL with
+ * an exception: read from the merged table in place when it is the whole tree, else through
+ * one int64 column, freed before the next is made. */
+static PyObject *packed_column(const struct cprof_merged *m, int col, unsigned c)
+{
+    int64_t *buf;
+    PyObject *out;
+
+    if (!m->base)
+        return pack(&(struct column_src){.tab = &m->tab.nodes, .col = col, .c = c},
+                    (Py_ssize_t)m->nodes, pack_kind(col));
+    if (!(buf = PyMem_Malloc(m->nodes ? m->nodes * sizeof(int64_t) : 1)))
+        return PyErr_NoMemory();
+    tree_column(m, col, c, buf);
+    out = pack(&(struct column_src){.buf = buf}, (Py_ssize_t)m->nodes, pack_kind(col));
+    PyMem_Free(buf);
     return out;
 }
 

@@ -1,6 +1,7 @@
 /* Per-thread profiling state: a thread's engine and counter states, created at
  * its first event, the engine's callbacks into Python (a key seen for the first
  * time, a call among the slowest), and pushing the frames already running. */
+#include "async.h"
 #include "profiler.h"
 
 /* Process-wide, per OS thread (see profiler.h) */
@@ -205,6 +206,7 @@ void cprof_ts_free(ProfilerObject *p, struct tstate *ts)
 {
     cprof_counters_close(p->specs, ts->opened, ts->cstate, ts->shared);
     cprof_thread_free(&ts->eng);
+    cprof_async_free(ts);
     PyMem_RawFree(ts);
 }
 

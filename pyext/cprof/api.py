@@ -127,7 +127,7 @@ def calibrate(counters: str | list, all_call_sites: bool = False, calls: int = c
 
 
 def make_profiler(counters: list, all_call_sites: bool = False, distributions: bool = False,
-                  slow_calls: int = 0, recalibrate: bool = False) -> Profiler:
+                  slow_calls: int = 0, recalibrate: bool = False, async_mode: bool = False) -> Profiler:
     """The C Profiler for these options (the CLI and Profile share it)."""
     if slow_calls < 0 or slow_calls > MAX_SLOW_CALLS:
         raise CprofError(f"--slow-calls={slow_calls}: give a number of calls from 1 to "
@@ -137,7 +137,7 @@ def make_profiler(counters: list, all_call_sites: bool = False, distributions: b
         from .capture import capture as hook
     calibration.seed_clock(recalibrate)  # the cheap clock's ratio, from an earlier run
     prof = Profiler(counters, all_call_sites=all_call_sites, distributions=distributions,
-                    slow_calls=slow_calls, capture=hook)
+                    slow_calls=slow_calls, capture=hook, async_mode=async_mode)
     calibration.keep_clock()
     return prof
 
@@ -162,7 +162,7 @@ class Profile:
                  distributions: bool = False, slow_calls: int = 0,
                  recalibrate: bool = False, sample: float | None = None,
                  sample_seed: int | None = None,
-                 trace: str | Iterable[str] | None = None) -> None:
+                 trace: str | Iterable[str] | None = None, async_mode: bool = False) -> None:
         # sample=p: as a decorator or context manager, profile each call (each `with`)
         # with probability p, exactly and in every thread; the rest run unprofiled at the
         # cost of one random number.  Chosen calls are merged into this one profile, and
@@ -200,8 +200,14 @@ class Profile:
         # counter; slow_calls=K: the K largest calls per function (first counter), with
         # the repr of their arguments
         self._options: dict[str, Any] = {"distributions": distributions, "slow_calls": slow_calls}
+        # async_mode: asyncio-aware (README "asyncio"): a coroutine's calls are calls, not
+        # resumes; its total holds the time it was suspended, as an [await] child; and
+        # the profile gets the per-task view ("tasks")
+        if async_mode and trace is not None:
+            raise CprofError("async_mode and trace= do not go together yet; profile the "
+                             "asyncio program without trace=")
         self._profiler = make_profiler(self._counters, all_call_sites, distributions, slow_calls,
-                                       recalibrate)
+                                       recalibrate, async_mode=bool(async_mode))
         # compensate: take cprof's own per-event cost (calibrated at the first enable:
         # once per process, a cached figure confirmed by a short measurement when there
         # is one; recalibrate=True measures afresh) out of every measured interval, so
@@ -393,12 +399,16 @@ class Profile:
             from . import trace
             trace.label(profile, self._classifier, self._app)
 
-    def _compact_profile(self, **meta: Any) -> ProfileData:
+    def _compact_profile(self, consume: bool = False, packed: bool = False,
+                         **meta: Any) -> ProfileData:
         """profile(), with the tree's columns as memoryviews (build.build's compact):
-        for writing or exporting it at once, in a fraction of the memory."""
+        for writing or exporting it at once, in a fraction of the memory.  consume: the
+        last profile made of it (build.build's consume: the engines' trees merged in place
+        and freed; enable() and profile() refuse afterwards).  packed: the tree as the
+        profile file holds it, for profile_file.write only (build.build's packed)."""
         from . import build
         profile = build.build(self._profiler, {**self._meta, **self._sample_meta(), **meta},
-                              compact=True)
+                              compact=True, consume=consume, packed=packed)
         self._label(profile)
         return profile  # type: ignore[return-value]
 
@@ -422,7 +432,7 @@ class Profile:
         meta.pid and meta.parent_pid say whose it is.  A path that cannot be written
         is a CprofError naming it."""
         from . import profile_file
-        meta = {"pid": os.getpid()}
+        meta: dict[str, Any] = {"pid": os.getpid()}
         made_in = getattr(self, "_pid", os.getpid())
         if made_in != os.getpid():
             meta["parent_pid"] = made_in

@@ -52,6 +52,8 @@ def _defining_class(method: types.BuiltinFunctionType, owner: Any, name: str) ->
 
 def describe(obj: Any, module: str | None) -> tuple[str, str, int]:
     """(qualified name, file, first line) of a code object or a C callable."""
+    if isinstance(obj, str):  # a name of cprof's own: "[await]" (asyncio mode)
+        return obj, "~", 0
     if isinstance(obj, types.CodeType):
         qual = getattr(obj, "co_qualname", obj.co_name)
         return (f"{module}.{qual}" if module else qual), obj.co_filename, obj.co_firstlineno
@@ -125,12 +127,20 @@ def _health(h: Any, counters: list) -> dict:
             "unmatched_exits": h.unmatched_exits}
 
 
-def build(profiler: Any, meta: dict | None = None, compact: bool = False) -> dict:
+def build(profiler: Any, meta: dict | None = None, compact: bool = False,
+          consume: bool = False, packed: bool = False) -> dict:
     """The profile from a stopped Profiler: its stats merged in C (threads, and
     functions of one (name, file, line)), named and laid out here.  compact: the
     tree's columns are memoryviews (see _tree), for writing or exporting the profile
-    at once without a Python int per value; else the dict is JSON-ready."""
-    raw = profiler.stats(identity)
+    at once without a Python int per value; else the dict is JSON-ready.  consume: the
+    profiler's call trees are merged in place and freed (Profiler.stats(consume=True):
+    no copy of the tree, and the profiler takes no more events), for the last profile
+    a process makes of it.  packed: the tree as the profile file holds it (packed_tree),
+    made from the engine's tables without int64 columns, for profile_file.write only."""
+    if consume or packed:
+        raw = profiler.stats(identity, consume=consume, packed=packed)
+    else:
+        raw = profiler.stats(identity)
     counters = [c["name"] for c in raw["counters"]]
     functions = []
     for i, f in enumerate(raw["functions"]):
@@ -167,16 +177,20 @@ def build(profiler: Any, meta: dict | None = None, compact: bool = False) -> dic
         "health": _health(raw["health"], counters),
     }
     out_meta.update(meta or {})
-    return {
+    profile = {
         "version": VERSION,
         "tool": f"cprof {version}",
         "counters": [{k: c[k] for k in ("name", "unit", "description", "read_path")}
                      for c in raw["counters"]],
         "functions": functions,
         "edges": sorted(edges, key=lambda e: (e["caller"], e["callee"])),
-        "tree": _tree(raw["tree"], counters, compact),
+        "tree": _packed_tree(raw["tree"], counters) if packed else _tree(raw["tree"], counters, compact),
         "meta": out_meta,
     }
+    if getattr(profiler, "async_mode", False):  # calls, resumes, tasks (cprof.asyncmode)
+        from . import asyncmode
+        asyncmode.add(profile, profiler.async_stats())
+    return profile
 
 
 def _slow_call(capture: tuple, counters: list) -> dict:
@@ -201,3 +215,14 @@ def _tree(raw: dict, counters: list, compact: bool) -> dict:
             "calls": col(raw["calls"]),
             "self": {c: col(b) for c, b in zip(counters, raw["self"])},
             "total": {c: col(b) for c, b in zip(counters, raw["total"])}}
+
+
+def _packed_tree(raw: dict, counters: list) -> dict:
+    """The call tree as the profile file (version 3) holds it: "nodes", "encoding" and
+    each column's packed text (profile_file.pack_column's), which profile_file.write
+    writes as it is.  No column is held as int64 or as ints: writing the tree costs its
+    text (about 12 bytes a node) instead of 40 bytes a node of columns beside it."""
+    from .profile_file import ENCODING
+    return {"nodes": raw["nodes"], "encoding": ENCODING, "parent": raw["parent"],
+            "function": raw["function"], "calls": raw["calls"],
+            "self": dict(zip(counters, raw["self"])), "total": dict(zip(counters, raw["total"]))}

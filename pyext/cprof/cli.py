@@ -163,6 +163,9 @@ _RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, bool, Any, Callable[[str], Any] 
      ("profile only the code PATTERN names (app: the program's own code; --focus's patterns); "
       "what the rest costs is charged to the traced function that called it, as "
       "'NAME [untraced]' calls")),
+    (("--async",), "async_mode", False, False, None, None,
+     ("asyncio-aware: a coroutine's calls count calls, not resumes; the time it is suspended "
+      "is in its total, as an [await] child; and a per-task view (report --by-task)")),
     (("--all-call-sites",), "all_call_sites", False, False, None, None,
      ("3.12+: keep watching call sites that called a Python function, so a C function called "
       "later from the same site is not missed (slower)")),
@@ -321,6 +324,8 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--open", action="store_true", help="open the HTML report in a web browser")
     p.add_argument("--counter", "-c", help="the counter the HTML report shows first, or "
                    "that --hist charts")
+    p.add_argument("--by-task", action="store_true", help="the asyncio tasks of a profile "
+                   "made with --async: wall from creation to done, running and awaiting")
     p.add_argument("--hist", metavar="FUNC", help="chart the per-call distribution of one "
                    "function (a profile recorded with --distributions)")
     p.add_argument("--by-process", action="store_true", help="a --follow-children profile: a row "
@@ -415,6 +420,10 @@ def _report(opts: argparse.Namespace) -> int:
     if opts.hist:
         sys.stdout.write(report.format_hist(profile, opts.hist, opts.counter))
         return 0
+    if opts.by_task:
+        from . import asyncmode
+        sys.stdout.write(asyncmode.format_tasks(profile, limit=opts.limit))
+        return 0
     if not (opts.html or opts.output or opts.open):
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "
@@ -475,6 +484,14 @@ def _title(name: str, meta: Mapping[str, Any]) -> str:
     if isinstance(meta.get("parent_pid"), int):
         return f"{name} (forked child process {meta.get('pid')} of process {meta['parent_pid']})"
     return name
+
+
+def _writes_profile_file(path: str | None) -> bool:
+    """-o PATH writes the JSON profile (not an export): the run's tree can be made packed."""
+    if not path:
+        return False
+    from . import exporters
+    return exporters.format_for_path(path) is None
 
 
 def _write_output(prof: ProfileData, path: str) -> str:
@@ -853,7 +870,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     # names, plugins, packages' entry points
     prof = Profile(opts.counter, all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
                    distributions=opts.distributions, slow_calls=opts.slow_calls,
-                   recalibrate=opts.recalibrate, trace=opts.trace)
+                   recalibrate=opts.recalibrate, trace=opts.trace, async_mode=opts.async_mode)
     start, stop = prof.switches()  # calibrated now; called from this frame, which runs the program
     if opts.module:
         run, run_args = _prepare_module(opts.module, program)
@@ -929,7 +946,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         kids = children.finish() if follow else {}  # the children that started profiling
         loaded = kids.pop("_loaded", None)
         meta.update(kids)
-        profile = prof._compact_profile(**meta)  # written or reported once: compact tree
+        # written or reported once: compact tree, the engines' trees merged in place; a
+        # profile file gets the tree packed as it writes it (no int64 columns in between)
+        profile = prof._compact_profile(consume=True, packed=_writes_profile_file(opts.output),
+                                        **meta)
         if loaded is not None:  # no -o: the children's profiles, summed into the report
             profile = children.merged(profile, loaded)
         if signum is None:  # at a signal, Python would not flush it either

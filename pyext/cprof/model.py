@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     class Function(_Function, total=False):
         dist: dict[str, Dist]
         slow_calls: list[SlowCall]
+        resumes: int                 # --async: a coroutine function's resumes
 
     class Edge(TypedDict):
         caller: int
@@ -132,6 +133,7 @@ if TYPE_CHECKING:
         signal: str
         hook_replaced: list[dict[str, Any]]
         trace: dict[str, Any]        # --trace: patterns, untraced function ids (cprof.trace)
+        # (sic: "async" is a keyword) asyncio mode, --async: True (cprof.asyncmode)
 
     class _Profile(TypedDict):
         version: int
@@ -141,8 +143,24 @@ if TYPE_CHECKING:
         tree: Tree
         meta: Meta
 
+    class Task(TypedDict):
+        """One asyncio task (--async; cprof.asyncmode); ns from the profile's start."""
+        name: str
+        coroutine: str | None
+        function: int | None         # its coroutine's function id
+        thread: int
+        created: int
+        started: int | None
+        done: int | None
+        wall: int                    # created to done (or to the end of profiling)
+        running: int
+        awaiting: int                # wall - running
+        outcome: str                 # returned, raised, cancelled, pending
+        exception: str | None
+
     class Profile(_Profile, total=False):
         tool: str
+        tasks: list[Task]            # --async
 
     class FoldedRow(TypedDict):
         """A report line standing for several functions (a library, or [other])."""
@@ -159,7 +177,7 @@ if TYPE_CHECKING:
     Row: TypeAlias = Function | FoldedRow
 else:
     Values = dict
-    Counter = Dist = _SlowCall = SlowCall = _Function = Function = Edge = Tree = BackwardsFirst = CounterFailure = Health = Paths = _Meta = Meta = _Profile = Profile = FoldedRow = Row = dict  # type: ignore[misc]
+    Counter = Dist = _SlowCall = SlowCall = _Function = Function = Edge = Tree = BackwardsFirst = CounterFailure = Health = Paths = _Meta = Meta = Task = _Profile = Profile = FoldedRow = Row = dict  # type: ignore[misc]
 
 
 def counter_names(profile: Profile) -> list[str]:

@@ -132,6 +132,10 @@ def format_report(profile: Profile, sort: str | None = None, limit: int = 25, ti
         lines.append("")
         lines.append("outside any function: " + ", ".join(
             f"{_p(c['name'])} {human(un.get(c['name'], 0), c['unit'])}" for c in counters))
+    if profile.get("tasks"):    # asyncio mode (cprof.asyncmode): the longest tasks
+        from . import asyncmode
+        lines.append("")
+        lines.extend(asyncmode.format_tasks(profile, limit=min(limit, 10) if limit > 0 else 10).splitlines())
     return "\n".join(lines) + "\n"
 
 

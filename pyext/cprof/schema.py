@@ -255,6 +255,8 @@ def check(data: Any) -> None:
     for i, f in enumerate(functions):
         if "dist" in f or "slow_calls" in f:
             _extras(f, f"functions[{i}]", names)
+        if "resumes" in f:  # asyncio mode
+            _int(f["resumes"], f"functions[{i}].resumes")
     nfn = len(functions)
     edges = _list(_key(data, "edges", ""), "edges")
     if not _fine_edges(edges, names, nfn):
@@ -262,6 +264,37 @@ def check(data: Any) -> None:
     if "tree" in data or version >= 2:
         data["tree"] = _tree(_key(data, "tree", ""), names, nfn, version)
     _meta(_key(data, "meta", ""), names, version, nfn)
+    if "tasks" in data:
+        _tasks(data["tasks"], nfn)
+
+
+TASK_OUTCOMES = ("returned", "raised", "cancelled", "pending")
+
+
+def _tasks(tasks: Any, nfn: int) -> None:
+    """tasks (asyncio mode, optional): [{name, coroutine (str or null), function (an id
+    or null), thread, created, started and done (ns from the profile's start; started
+    and done null when it never started or ended), wall, running, awaiting (ns, running
+    + awaiting = wall), outcome (returned, raised, cancelled, pending), exception (str
+    or null)}]."""
+    for i, t in enumerate(_list(tasks, "tasks")):
+        where = f"tasks[{i}]"
+        _obj(t, where)
+        _str(_key(t, "name", where), f"{where}.name")
+        _str(_key(t, "coroutine", where), f"{where}.coroutine", nullable=True)
+        fid = _key(t, "function", where)
+        if fid is not None:
+            _int(fid, f"{where}.function", 0, nfn)
+        for k in ("thread", "created", "wall", "running", "awaiting"):
+            _int(_key(t, k, where), f"{where}.{k}")
+        for k in ("started", "done"):
+            if _key(t, k, where) is not None:
+                _int(t[k], f"{where}.{k}")
+        if t["running"] + t["awaiting"] != t["wall"]:
+            raise Damaged(f"{where}.awaiting", "and running do not add up to wall")
+        if _key(t, "outcome", where) not in TASK_OUTCOMES:
+            raise Damaged(f"{where}.outcome", f"is not one of {', '.join(TASK_OUTCOMES)}")
+        _str(_key(t, "exception", where), f"{where}.exception", nullable=True)
 
 
 def _counters(counters: Any) -> list[str]:

@@ -7,13 +7,21 @@ How a window switches (README "Windows").  Every window is a fresh Profile, so e
 is a complete profile of its own: every thread, its functions named, its meta.  The
 windows never overlap and cprof's own work is in none of them:
 
-- One daemon thread, the switcher, opens and closes the windows and writes the files.
-  It opens a window, waits and closes it in ONE call made from C:
-  deque(map(results.append, map(methodcaller("__call__"),
-  (clock, enable, clock, wait, clock, disable, clock))), 0): calls from C to C are no
-  events, so the switcher is never seen by the profile it switches (no thread, no wall
-  time of its waiting in the window's root).  It writes a window after closing it, so its
-  writing (building the profile, JSON, gzip) is in no window either.
+- Windows open and close in the main thread, in a signal handler: the user's signal
+  (--on-signal), or for timer windows a real-time signal that a POSIX timer of cprof's
+  sends to the main thread when a window is due (wintimer.c).  Python runs signal
+  handlers in the main thread between two bytecodes, and a signal interrupts a
+  blocking system call there, so a switch is prompt whatever the program does.  (A
+  thread of cprof's own, the first design, had to win the GIL from the program's main
+  thread at every step, and a main thread that releases it very often, making many
+  short system calls, wins nearly every race for it: CI saw such a thread wait 30 s.)
+- The handler is _cprof.run_steps over a list of steps, called from C: calls from C
+  to C are no events, so enabling and disabling leave no frame of cprof's in the
+  profile.  Closing is (clock, disable, clock, clock, _closed): _closed runs in Python
+  while no window is open, writes the file and prepares the next window's steps
+  (clock, enable, clock, then the closing steps set for the next signal), so writing
+  is in no window either, and the program's main thread waits while a file is
+  written (as it would for the GIL).
 - A call that is running when a window opens is open in it (its time from then on is
   counted, not its call); one still running when the window closes is closed at that
   moment.  So a call is counted in exactly one window (the one it started in), and its
@@ -22,15 +30,10 @@ windows never overlap and cprof's own work is in none of them:
   the time it takes to write the previous one: that gap is in no window, and each
   file's meta.window gives its start and end (epoch seconds), so the gaps are visible
   rather than hidden.
-- The signal handler only writes one byte to a pipe, which the switcher reads (its wait
-  in the window is that read): a signal that arrives while the previous window is being
-  written is not lost (the next window
-  opens as soon as the file is written; a closing signal that follows before then
-  closes it at once, and the empty window is written, so there is one file per
-  closing signal).
-- Python runs signal handlers in the main thread: a signal sent to the process, or
-  by the program's own threads (os.kill, signal.pthread_kill), reaches it there, as
-  soon as the main thread runs Python code again.
+- A signal that arrives while a window is being written is not lost: the next window
+  opens as soon as the file is written.
+- A signal sent to the process, or by the program's own threads (os.kill,
+  signal.pthread_kill), reaches the handler in the main thread.
 """
 from __future__ import annotations
 
@@ -40,8 +43,8 @@ import threading
 import time
 from collections import deque
 from functools import partial
-from operator import methodcaller
 
+from . import _cprof
 from ._cprof import CprofError
 from .api import Profile
 from .cli import _tell  # cprof's own stderr lines, lost rather than failing the program
@@ -128,7 +131,13 @@ def write_profile(profile: Any, path: str) -> str:
     return exporters.describe(fmt, profile, counter)  # type: ignore[arg-type]
 
 
-_call = methodcaller("__call__")
+def _free_signal() -> signal.Signals | int:
+    """A real-time signal that nothing handles: the timer windows' own."""
+    for sig in range(signal.SIGRTMAX - 1, signal.SIGRTMIN, -1):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            return sig
+    raise CprofError("every real-time signal has a handler, and timer windows need one; "
+                     "use --on-signal instead")
 
 
 class Windows:
@@ -165,88 +174,101 @@ class Windows:
         self._options = options
         self._meta = dict(meta or {})
         self._quiet = quiet
-        self._pipe = (-1, -1)             # requests to the switcher (see _send)
         self._exit_meta: dict = {}
-        self._thread: threading.Thread | None = None     # the switcher, while started
-        self._switcher: threading.Thread | None = None   # the switcher, once stopped
-        # the next window's Profile, made while no window is open (the first one's is
-        # calibrated at start()), and the one open or just closed, with its span
+        self._timer: int | None = None    # the POSIX timer (wintimer.c), while started
+        self._sig: Any = None             # the signal its handler switches windows on
+        self._handler: Any = None
+        self._steps: list = []            # what the next signal runs (_prepare, _closed)
+        self._results: list = []          # what the steps returned, since the last opening
+        self._opened_at = 0
+        self._trigger = "timer"
+        self._stopping = self._again = False
+        self._next_open = 0.0
+        self._rearm = [0.0]               # when the next switch is due, set by _closed
+        # the next window's Profile, made and calibrated at start(); the one the steps open
         self._next: Profile | None = Profile(counters, **options)
-        self._current: Profile | None = None
-        self._span: tuple = (0.0, 0.0, 0.0, None, 0.0, 0.0)
+        self._pending: Profile | None = None
         self._index = 0
         self._written: deque = deque()    # (path, (st_dev, st_ino)) of the files kept
         self.files: list[str] = []        # every window file written, in order
         self._previous_handler: Any = None
         self._replaced_said = False
-        self._pid = os.getpid()
 
     # ---- the program's side ------------------------------------------------------
-    # The program talks to the switcher through a pipe, one byte per request: a toggle
-    # (b"t", from the signal handler or toggle()) or stop (b"s").  A byte is the news and
-    # its count in one atomic write: none is lost or read twice, whichever thread runs.
-    def _send(self, byte: bytes) -> None:
-        try:
-            os.write(self._pipe[1], byte)
-        except OSError:   # 64 KiB of requests not yet read (or closed): this one adds nothing
-            pass
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._send(b"t")
-
     def toggle(self) -> None:
-        """Open a window if none is open, else close it (what the signal does)."""
+        """Open a window if none is open, else close it (what the signal does).  Once
+        started, this is a C call that sends the signal to the main thread (no frame of
+        cprof's enters the window); two toggles sent before the main thread handles the
+        first may merge into one, as two signals do."""
         if self.signal is None:
             raise CprofError("toggle() opens and closes windows made with on_signal; these "
                              "open by the clock (window=)")
-        self._send(b"t")
+        raise CprofError("these Windows are not started; call start() first")
 
     def start(self) -> Self:
-        if self._thread is not None:
+        if self._timer is not None:
             raise CprofError("these Windows are already started")
+        if threading.current_thread() is not threading.main_thread():
+            raise CprofError("start windows from the main thread: they open and close in a "
+                             "signal handler, which Python runs there")
         if self._next is not None:
             self._next.switches()   # calibrated now, not at the first window
-        self._pipe = os.pipe()
-        os.set_blocking(self._pipe[1], False)   # the handler never blocks
-        if self.signal is not None:
-            self._previous_handler = signal.getsignal(self.signal)
-            signal.signal(self.signal, self._on_signal)   # the main thread only: ValueError else
-        self._thread = threading.Thread(target=self._run, name="cprof-windows", daemon=True)
-        self._thread.start()
+        sig = self.signal if self.signal is not None else _free_signal()
+        self._sig = sig
+        self._previous_handler = signal.getsignal(sig)
+        self._timer = _cprof.window_timer(int(sig))
+        avoid = None
+        if self._options.get("slow_calls"):   # a signal inside the hook's argument capture
+            from .capture import capture
+            avoid = capture.__code__
+        self._handler = partial(_cprof.run_steps, self._steps, self._results, avoid,
+                                partial(_cprof.window_timer_arm, self._timer, 0.01))
+        self._stopping = False
+        self._prepare()
+        signal.signal(sig, self._handler)
         _started(self)
+        if self.signal is not None:
+            main = threading.get_ident()   # start() runs in the main thread
+            self.toggle = partial(signal.pthread_kill, main, sig)  # type: ignore[method-assign]
+        else:   # the first window opens at once (last: only this frame's return is in it)
+            self._next_open = time.monotonic()
+            _cprof.window_timer_arm(self._timer, 1e-6)
         return self
 
     def stop(self, **meta: Any) -> list[str]:
         """Close the open window, if any, and write it (with `meta` added to its meta,
-        such as the program's exit code); stop the switcher.  Returns the files kept."""
-        if self._thread is None:
+        such as the program's exit code).  Returns the files kept."""
+        if self._timer is None:
             return self.kept
         self._exit_meta = meta
-        if os.getpid() == self._pid:
-            self._send(b"s")
-            self._thread.join(timeout=600)   # a big profile takes seconds to write, not minutes
-        self._switcher, self._thread = self._thread, None
-        if self.signal is not None:
-            current = signal.getsignal(self.signal)
-            if current == self._on_signal:
-                signal.signal(self.signal, self._previous_handler
+        timer, self._timer = self._timer, None
+        self._stopping = True
+        self.__dict__.pop("toggle", None)
+        try:
+            _cprof.window_timer_delete(timer)   # no signal is sent from here on
+        except OSError:
+            pass
+        if self._closed in self._steps:   # a window is open (its closing steps are set): close it
+            self._trigger = "exit"
+            _cprof.run_steps(self._steps, self._results, None, None)
+        self._pending = None
+        self._steps[:] = []
+        current = signal.getsignal(self._sig)
+        if current == self._handler:
+            try:
+                signal.signal(self._sig, self._previous_handler
                               if self._previous_handler is not None else signal.SIG_DFL)
-            elif not self._replaced_said:
-                self._replaced_said = True
-                _tell(f"cprof: warning: the program installed its own {self.signal.name} handler "
-                      "(signal.signal), which replaced cprof's: from then on that signal went to "
-                      "the program and opened or closed no window; give --on-signal another "
-                      "signal (USR1, USR2) that the program does not use")
+            except ValueError:   # stopped from another thread: the handler stays, idle
+                pass
+        elif self.signal is not None and not self._replaced_said:
+            self._replaced_said = True
+            _tell(f"cprof: warning: the program installed its own {self.signal.name} handler "
+                  "(signal.signal), which replaced cprof's: from then on that signal went to "
+                  "the program and opened or closed no window; give --on-signal another "
+                  "signal (USR1, USR2) that the program does not use")
         if self in _active:
             _active.remove(self)
-        if not self._thread_alive():   # a switcher still writing keeps its pipe
-            for fd in self._pipe:
-                os.close(fd)
-            self._pipe = (-1, -1)
         return self.kept
-
-    def _thread_alive(self) -> bool:
-        return self._switcher is not None and self._switcher.is_alive()
 
     @property
     def kept(self) -> list[str]:
@@ -258,85 +280,70 @@ class Windows:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ---- the switcher ----------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            if self.signal is not None:
-                self._run_signals()
-            else:
-                self._run_timer()
-        except BaseException as e:  # never into the program; say it once
-            _tell(f"cprof: error: the windows stopped: {type(e).__name__}: {e}")
-
-    def _run_signals(self) -> None:
-        read = partial(os.read, self._pipe[0], 1)
-        while read() == b"t":            # opens (b"s": stop, with no window open)
-            closed_by = self._window(read)
-            if closed_by is None:        # could not open (said why): still closed
-                continue
-            self._finish_window("signal" if closed_by == b"t" else "exit")
-            if closed_by != b"t":
-                return
-
-    def _run_timer(self) -> None:
-        import select
-        assert self.window is not None
-        period = self.every or self.window
-        r = self._pipe[0]
-        next_open = time.monotonic()
-        while True:
-            ready = (self._window(partial(select.select, [r], [], [], self.window)) or [[]])[0]
-            self._finish_window("exit" if ready else "timer")
-            if ready:
-                return
-            next_open = max(next_open + period, time.monotonic())  # late: open at once
-            if select.select([r], [], [], max(0.0, next_open - time.monotonic()))[0]:
-                return   # stopped between windows: nothing open, nothing to write
-
-    def _window(self, wait: Any) -> Any:
-        """Open a window, wait(), close it; returns what wait() returned.  Opening,
-        waiting and closing are one call from C (see the module's doc): this thread
-        makes no event inside the window."""
+    # ---- the switching, in the main thread's signal handler ---------------------------
+    def _prepare(self) -> None:
+        """The next window's Profile and the steps that open it at the next signal: the
+        clocks around enable, then the steps that close it set for the signal after."""
         prof, self._next = self._next, None
         if prof is None:
             prof = Profile(self._counters, **self._options)
         enable, disable = prof.switches()
-        # the clocks read around each switch: start and end bound every counted event; the
-        # switches' own time is kept too (3.14t: disable stops the world, which takes
-        # hundreds of ms while other threads run)
-        steps = (time.time, time.monotonic, partial(enable, push_existing=False), time.monotonic,
-                 wait, time.monotonic, partial(disable, strict=False), time.monotonic, time.time)
-        results: list = []   # each step's result, appended from C too
-        error = None
-        try:
-            deque(map(results.append, map(_call, steps)), 0)
-        except Exception as e:   # enable: another profile runs; disable: a hook's error
-            error = str(e) if isinstance(e, CprofError) else f"{type(e).__name__}: {e}"
-        if len(results) < 4:      # not opened
-            self._current = None
-            _tell(f"cprof: warning: no window opened: {error}")
-            return None
-        if prof._profiler.enabled:   # the wait failed (its pipe closed): close it here
-            try:
-                disable(strict=False)
-            except CprofError as e:
-                error = str(e)
-        if len(results) < 9:      # closed here or with an error to tell
-            now = time.monotonic()
-            results[4:] = [results[4] if len(results) > 4 else None,
-                           results[5] if len(results) > 5 else now, None, now, time.time()]
-        start_wall, start_mono, _, opened, woke, closing, _, end_mono, end_wall = results
-        self._current = prof
-        self._span = (start_wall, end_wall, end_mono - start_mono, error,
-                      round(opened - start_mono, 6), round(end_mono - closing, 6))
-        return woke
+        self._pending = prof
+        # the timer is armed for the next switch after _closed returned: armed inside it,
+        # the signal could be handled before it returned (a frame of cprof's in the window)
+        closing = [time.monotonic, partial(disable, strict=False), time.monotonic, time.time,
+                   self._closed, partial(_cprof.window_timer_arm, self._timer, self._rearm)]
+        opening: list = [self._results.clear]
+        if self.window is not None:   # the close is due `window` seconds after the open
+            opening.append(partial(_cprof.window_timer_arm, self._timer, self.window))
+        opening += [time.time, time.monotonic, partial(enable, push_existing=False),
+                    time.monotonic, partial(self._steps.__setitem__, slice(None), closing)]
+        self._opened_at = len(opening) - 5   # results[k:k+4]: wall, mono, enable's, mono
+        self._trigger = "signal" if self.signal is not None else "timer"
+        self._steps[:] = opening
 
-    def _finish_window(self, trigger: str) -> None:
-        prof = self._current
-        self._current = None
-        if prof is None:
-            return
-        start_wall, end_wall, duration, error, enable_s, disable_s = self._span
+    def _deferred(self) -> None:
+        """A signal that came while a window was being written: it comes again after."""
+        self._again = True
+
+    def _closed(self) -> None:
+        """The last closing step: no window is open.  Writes the window and prepares the
+        next; never raises into the program (an Exception is told, once)."""
+        res = list(self._results)
+        prof, self._pending = self._pending, None
+        self._steps[:] = [self._deferred]   # a signal during the writing waits for it
+        self._again = False
+        self._rearm[0] = 0.0
+        try:
+            k = self._opened_at
+            start_wall, start_mono, enabled, opened = res[k:k + 4]
+            closing, disabled, end_mono, end_wall = res[k + 5:k + 9]
+            if prof is None or isinstance(enabled, BaseException):
+                error = str(enabled) if isinstance(enabled, CprofError) else \
+                    f"{type(enabled).__name__}: {enabled}"
+                _tell(f"cprof: warning: no window opened: {error}")
+            else:
+                error = None
+                if isinstance(disabled, BaseException):
+                    error = str(disabled) if isinstance(disabled, CprofError) else \
+                        f"{type(disabled).__name__}: {disabled}"
+                span = (start_wall, end_wall, end_mono - start_mono, error,
+                        round(opened - start_mono, 6), round(end_mono - closing, 6))
+                self._finish_window(prof, span, self._trigger)
+            if self._stopping:
+                return
+            self._prepare()
+            if self.window is not None:
+                period = self.every or self.window
+                self._next_open = max(self._next_open + period, time.monotonic())  # late: at once
+                self._rearm[0] = max(self._next_open - time.monotonic(), 1e-6)
+            elif self._again:
+                self._rearm[0] = 1e-6
+        except Exception as e:  # never into the program; say it once
+            self._steps[:] = []
+            _tell(f"cprof: error: the windows stopped: {type(e).__name__}: {e}")
+    def _finish_window(self, prof: Profile, span: tuple, trigger: str) -> None:
+        start_wall, end_wall, duration, error, enable_s, disable_s = span
         self._index += 1
         meta = dict(self._meta)
         meta.update(started=start_wall, duration_s=round(duration, 6), pid=os.getpid(),
@@ -370,7 +377,6 @@ class Windows:
                     os.unlink(old)
             except OSError:
                 pass
-        self._next = Profile(self._counters, **self._options)  # made while no window is open
 
 
 def from_options(opts: Any, meta: dict) -> Windows:
@@ -387,12 +393,12 @@ def from_options(opts: Any, meta: dict) -> Windows:
                    every=opts.every, keep=opts.keep, meta=meta,
                    all_call_sites=opts.all_call_sites, compensate=not opts.no_compensate,
                    distributions=opts.distributions, slow_calls=opts.slow_calls,
-                   trace=opts.trace)
+                   trace=opts.trace, async_mode=opts.async_mode)
 
 
 # Windows started in this process: a forked child (a worker of the program) gives the
-# signal back to what it was and closes the pipe, so a signal sent to the child (or to
-# the process group) does not toggle the parent's windows, which have no switcher here.
+# signal back to what it was, so a signal sent to the child (or to the process group)
+# does not toggle the parent's windows, whose timer the child does not have.
 _active: list = []
 _fork_hook = False
 
@@ -407,19 +413,15 @@ def _started(w: Windows) -> None:
 
 def _in_child() -> None:
     for w in _active:
-        if w._thread is None:
+        if w._timer is None:
             continue
-        w._thread = None
-        if w.signal is not None and signal.getsignal(w.signal) == w._on_signal:
+        w._timer = None   # a forked child has no POSIX timers
+        w._steps[:] = []
+        w.__dict__.pop("toggle", None)
+        if signal.getsignal(w._sig) == w._handler:
             try:
-                signal.signal(w.signal, w._previous_handler if w._previous_handler is not None
+                signal.signal(w._sig, w._previous_handler if w._previous_handler is not None
                               else signal.SIG_DFL)
             except ValueError:   # forked from another thread than the main one
                 pass
-        for fd in w._pipe:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        w._pipe = (-1, -1)
     _active.clear()

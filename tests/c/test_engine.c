@@ -2695,3 +2695,200 @@ Test(engine, read_events_switch_paths)
     cprof_thread_free(&t);
     cprof_thread_free(&u);
 }
+
+/* ---- asyncio mode: cprof_thread_resume ------------------------------------------ */
+
+#define KW 0x7f00000fe000ull    /* the [await] key */
+
+static void resume(struct cprof_thread *t, cprof_key k, cprof_key await_key, uint64_t since0,
+                   uint64_t time, uint64_t other)
+{
+    uint64_t since[NC] = {since0, UINT64_MAX}, v[NC] = {time, other}; /* "other" does not
+                                                                       * grow while waiting */
+    cprof_thread_resume(t, k, await_key, since, v);
+}
+
+/* A coroutine C suspends (its exit) at 20 and resumes at 50, B running in between: C's
+ * total holds the wait, as an [await] child W (time only: "other" does not grow while
+ * it waits), and A, below it, pays only for the slices C ran. */
+Test(engine, coroutine_resume_with_await_child)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KC, 10, 1);
+    ex(&t, KC, 20, 2);          /* suspended */
+    ent(&t, KB, 30, 3);
+    ex(&t, KB, 40, 5);
+    resume(&t, KC, KW, 20, 50, 6);
+    cr_assert_eq(t.stack.depth, 2);
+    ex(&t, KC, 60, 8);
+    ex(&t, KA, 70, 9);
+    cprof_thread_flush(&t);
+
+    /*      calls prim self     total */
+    FN(&t, KA, 1, 1, 40, 4, 70, 9);
+    FN(&t, KB, 1, 1, 10, 2, 10, 2);
+    FN(&t, KC, 1, 1, 20, 3, 50, 3);
+    FN(&t, KW, 1, 1, 30, 0, 30, 0);
+    EDGE(&t, KA, KC, 1, 1, 50, 3);
+    EDGE(&t, KC, KW, 1, 1, 30, 0);
+    check_region(&t, 70, 9);
+    cprof_thread_free(&t);
+}
+
+/* An outer coroutine O waits through the inner one I it awaits: O resumes without an
+ * [await] of its own (I's holds the wait), the wait in its children's share. */
+Test(engine, coroutine_chain_resume)
+{
+    struct cprof_thread t;
+
+    init2(&t);
+    ent(&t, KA, 0, 0);
+    ent(&t, KM, 10, 0);         /* O */
+    ent(&t, KN, 12, 0);         /* I */
+    ex(&t, KN, 14, 1);          /* I suspends, then O */
+    ex(&t, KM, 15, 1);
+    resume(&t, KM, 0, 15, 40, 2);
+    resume(&t, KN, KW, 14, 41, 2);
+    ex(&t, KN, 43, 3);
+    ex(&t, KM, 44, 3);
+    ex(&t, KA, 50, 4);
+    cprof_thread_flush(&t);
+
+    /*      calls prim self     total */
+    FN(&t, KN, 1, 1, 4, 2, 31, 2);      /* 12..14 and 41..43; total 12..43 */
+    FN(&t, KW, 1, 1, 27, 0, 27, 0);     /* 14..41 */
+    FN(&t, KM, 1, 1, 5, 0, 34, 2);      /* 10..12, 14..15, 40..41, 43..44; total 10..44 */
+    FN(&t, KA, 1, 1, 41, 2, 50, 4);     /* 0..10, 15..40 (on top then), 44..50 */
+    check_region(&t, 50, 4);
+    cprof_thread_free(&t);
+}
+
+/* ---- merging in place (cprof_merge_consume) -------------------------------------------- */
+
+/* The merged call tree as Profiler.stats() lays it out (stats.c, tree_columns): node j's
+ * parent, function, calls and 2n values, whether read from a base thread's table or not. */
+struct flat_tree {
+    size_t len;
+    uint64_t *parent, *fn, *calls, *vals;
+};
+
+static void flatten(const struct cprof_merged *m, struct flat_tree *f)
+{
+    const struct cprof_table *b = m->base ? m->base : &m->tab.nodes, *x = &m->tab.nodes;
+    size_t nx = m->base ? x->len : 0;
+
+    f->len = m->nodes;
+    f->parent = calloc(f->len, sizeof(uint64_t));
+    f->fn = calloc(f->len, sizeof(uint64_t));
+    f->calls = calloc(f->len, sizeof(uint64_t));
+    f->vals = calloc(f->len * 2 * NC, sizeof(uint64_t));
+    cr_assert(f->parent && f->fn && f->calls && f->vals);
+    for (size_t i = 0; i < b->len; i++) {
+        f->parent[i] = b->recs[i].key >> 32;
+        f->fn[i] = b->recs[i].key & 0xffffffffu;
+        f->calls[i] = b->recs[i].calls;
+        memcpy(f->vals + i * 2 * NC, cprof_self(b, i), 2 * NC * sizeof(uint64_t));
+    }
+    for (size_t r = 0; r < nx; r++) {
+        size_t j = m->node_ix[r];
+        if (j >= b->len) {
+            f->parent[j] = x->recs[r].key >> 32;
+            f->fn[j] = x->recs[r].key & 0xffffffffu;
+        }
+        f->calls[j] += x->recs[r].calls;
+        for (unsigned c = 0; c < 2 * NC; c++)
+            f->vals[j * 2 * NC + c] += cprof_self(x, r)[c];
+    }
+}
+
+static void assert_same_table(const struct cprof_table *a, const struct cprof_table *b)
+{
+    cr_assert_eq(a->len, b->len);
+    for (size_t i = 0; i < a->len; i++) {
+        cr_assert_eq(a->recs[i].key, b->recs[i].key, "record %zu", i);
+        cr_assert_eq(a->recs[i].calls, b->recs[i].calls, "record %zu", i);
+        cr_assert_eq(a->recs[i].primitive_calls, b->recs[i].primitive_calls, "record %zu", i);
+        cr_assert_eq(memcmp(cprof_self(a, i), cprof_self(b, i), 2 * a->n * sizeof(uint64_t)), 0,
+                     "record %zu", i);
+    }
+}
+
+/* Merging in place gives what the copying merge gives, number for number and node for
+ * node, with keys merging by identity (paths that become equal merge, in the tree taken
+ * over too) and without; the thread whose tree was taken over is left with none. */
+static void consume_equals_copy(cprof_ident_fn ident)
+{
+    enum { NTH = 4 };
+    struct cprof_thread ts[NTH];
+    struct cprof_thread *th[NTH];
+
+    for (int round = 0; round < 2; round++) {
+        struct cprof_merged copy, moved;
+        struct flat_tree a, b;
+        int calls = 0;
+
+        for (int i = 0; i < NTH; i++) {
+            struct stream s = {0xabcdefull * (uint64_t)(i + 1) + 7, {(uint64_t)i * 1000, 0},
+                               10 + 6 * i, 0};
+            th[i] = &ts[i];
+            init2(&ts[i]);
+            for (int k = 0; k < (round ? 3000 + 1000 * i : 6000 - 1000 * i); k++)
+                random_event(&s, &ts[i], NULL);
+            cprof_thread_flush(&ts[i]);
+        }
+        cr_assert_eq(cprof_merge(th, NTH, NC, ident, &calls, &copy), 0);
+        flatten(&copy, &a);     /* before the merge in place: copy may read a thread's tree */
+        cr_assert_eq(cprof_merge_consume(th, NTH, NC, ident, &calls, &moved), 0);
+        cr_assert_null(moved.base);
+        assert_same_table(&copy.tab.fns, &moved.tab.fns);
+        assert_same_table(&copy.tab.edges, &moved.tab.edges);
+        flatten(&moved, &b);
+        cr_assert_eq(a.len, b.len);
+        cr_assert_gt(a.len, 100);
+        for (size_t j = 0; j < a.len; j++) {
+            cr_assert_eq(a.parent[j], b.parent[j], "node %zu", j);
+            cr_assert_eq(a.fn[j], b.fn[j], "node %zu", j);
+            cr_assert_eq(a.calls[j], b.calls[j], "node %zu", j);
+            cr_assert_eq(memcmp(a.vals + j * 2 * NC, b.vals + j * 2 * NC, 2 * NC * sizeof(uint64_t)),
+                         0, "node %zu", j);
+        }
+        cr_assert_eq(copy.threads, moved.threads);
+        cr_assert_eq(copy.events, moved.events);
+        for (unsigned c = 0; c < NC; c++) {
+            cr_assert_eq(copy.region[c], moved.region[c]);
+            cr_assert_eq(copy.unattributed[c], moved.unattributed[c]);
+        }
+        {   /* one tree was taken over: the largest */
+            size_t taken = 0, largest = 0;
+            for (int i = 0; i < NTH; i++) {
+                taken += ts[i].tab.nodes.recs == NULL && ts[i].tab.nodes.len == 0;
+                largest = ts[i].tab.nodes.len > largest ? ts[i].tab.nodes.len : largest;
+            }
+            cr_assert_eq(taken, 1);
+            cr_assert_lt(largest, a.len);
+        }
+        for (struct flat_tree *f = &a; f; f = f == &a ? &b : NULL) {
+            free(f->parent);
+            free(f->fn);
+            free(f->calls);
+            free(f->vals);
+        }
+        cprof_merged_free(&copy);
+        cprof_merged_free(&moved);
+        for (int i = 0; i < NTH; i++)
+            cprof_thread_free(&ts[i]);   /* safe with the tree taken */
+    }
+}
+
+Test(merge, consume_equals_copy)
+{
+    consume_equals_copy(NULL);
+}
+
+Test(merge, consume_equals_copy_by_identity)
+{
+    consume_equals_copy(ident_by_page);
+}

@@ -5,12 +5,14 @@ a fraction of what it writes, not a multiple (the whole text built at once took 
 ten times the file)."""
 from __future__ import annotations
 
+import ast
 import json
 import marshal
 import os
 import pstats
 import shutil
 import subprocess
+import sys
 import tracemalloc
 
 import pytest
@@ -181,17 +183,36 @@ def _peak(fn) -> int:
         tracemalloc.stop()
 
 
-def test_writing_holds_a_fraction_of_the_file(big, tmp_path):
-    """Writing holds a packed column or two at once (its varints, its text and that text's
-    bytes), never the file's text: the whole text built at once took about ten times the
-    file, and the version-2 lists a chunk of text a slice of a column at a time."""
-    for prof in (big._compact_profile(), big.profile()):
-        out = tmp_path / "big.json"
-        peak = _peak(lambda: profile_file.write(prof, str(out)))
-        size = os.path.getsize(out)
+def _write_peaks(out: str) -> list:
+    """In a process of its own (tracemalloc counts every thread's allocations, and the
+    test runner's other threads are none of the writing's): the big profile, compact and
+    as lists, each written once, then written again under tracemalloc; per form (peak,
+    widest packed column, file size)."""
+    ns = _program()
+    p = cprof.Profile(["cpu", "wall"])
+    with p:
+        ns["left"](DEPTH)
+    found = []
+    for prof in (p._compact_profile(), p.profile()):
+        profile_file.write(prof, out)   # the modules writing imports on first use are not its memory
+        peak = _peak(lambda: profile_file.write(prof, out))
         t = prof["tree"]
         columns = [t["parent"], t["function"], t["calls"], *t["self"].values(), *t["total"].values()]
         widest = max(len(profile_file.pack_column(c, k)) for c, k in zip(columns, [1, 2] + [0] * 9))
+        found.append((peak, widest, os.path.getsize(out)))
+    return found
+
+
+def test_writing_holds_a_fraction_of_the_file(tmp_path):
+    """Writing holds a packed column or two at once (its varints, its text and that text's
+    bytes), never the file's text: the whole text built at once took about ten times the
+    file, and the version-2 lists a chunk of text a slice of a column at a time."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_big_tree as t; "
+            "print(repr(t._write_peaks(sys.argv[2])))")
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)),
+                        str(tmp_path / "big.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for peak, widest, size in ast.literal_eval(r.stdout):
         bound = 4 * widest + (1 << 18)
         assert size > 1 << 20 and size > bound, (size, widest)   # less than the file
         assert peak < bound, (peak, widest, size)
@@ -280,3 +301,73 @@ def test_the_column_check_names_the_first_bad_entry():
     with pytest.raises(schema.Damaged, match=r"tree.parent\[2\] is 2, not a node before 2"):
         schema._tree({"parent": [-1, 0, 2], "function": [-1, 0, 0], "calls": [0, 1, 1],
                       "self": {"cpu": [0, 0, 0]}, "total": {"cpu": [0, 0, 0]}}, ["cpu"], 1)
+
+
+def test_the_last_profile_merges_the_tree_in_place_to_the_same_numbers(tmp_path):
+    """_compact_profile(consume=True), what the CLI writes at exit: the largest thread's tree
+    merged in place instead of copied (stats(consume=True)) gives the same profile, number
+    for number, as the copying merge of the same run, with functions of one identity (code
+    objects exec'd alike, as dataclasses make them) merging and a second thread's tree
+    added; afterwards the profiler says, in one sentence, that it has nothing left."""
+    import threading
+
+    ns = _program()
+    twins = [{} for _ in range(3)]  # three code objects of one (name, file, line)
+    for t in twins:
+        exec(compile("def twin(f, d):\n    f(d)\n", "twins.py", "exec"), t)
+    p = cprof.Profile(["wall"])
+
+    def other():
+        ns["right"](8)
+        for t in twins:
+            t["twin"](ns["left"], 3)
+
+    with p:
+        th = threading.Thread(target=other)
+        th.start()
+        th.join()
+        ns["left"](10)
+        for t in twins:
+            t["twin"](ns["right"], 4)
+    copied = p._compact_profile()
+    moved = p._compact_profile(consume=True)
+    tree_a, tree_b = copied.pop("tree"), moved.pop("tree")
+    assert copied == moved
+    assert [f["name"] for f in moved["functions"]].count("twin") == 1
+    assert moved["meta"]["threads"] == 2
+    for key in ("parent", "function", "calls"):
+        assert tree_a[key].tolist() == tree_b[key].tolist()
+    for key in ("self", "total"):
+        assert {c: v.tolist() for c, v in tree_a[key].items()} == \
+            {c: v.tolist() for c, v in tree_b[key].items()}
+    assert len(tree_b["parent"]) > 2 ** 11
+    with pytest.raises(cprof.CprofError, match="stats\\(consume=True\\)"):
+        p._compact_profile()
+    with pytest.raises(cprof.CprofError, match="stats\\(consume=True\\)"):
+        p._compact_profile(consume=True, packed=True)
+    with pytest.raises(cprof.CprofError, match="make a new Profiler"):
+        p.enable()
+
+
+def test_the_packed_tree_writes_the_file_the_columns_write(tmp_path):
+    """_compact_profile(consume=True, packed=True), what `cprof -o FILE.json` writes at exit:
+    the tree packed in C from the engine's tables (no int64 columns made) writes the very
+    bytes the run's columns write, and loads back to the same profile."""
+    import threading
+
+    ns = _program()
+    p = cprof.Profile(["wall", "cpu"])
+    with p:
+        th = threading.Thread(target=ns["right"], args=(9,))
+        th.start()
+        th.join()
+        ns["left"](11)
+    columns, packed = tmp_path / "columns.json", tmp_path / "packed.json"
+    profile_file.write(p._compact_profile(), str(columns))
+    prof = p._compact_profile(consume=True, packed=True)
+    assert set(prof["tree"]) == {"nodes", "encoding", "parent", "function", "calls", "self",
+                                 "total"}
+    assert isinstance(prof["tree"]["parent"], str) and prof["tree"]["nodes"] > 2 ** 12
+    profile_file.write(prof, str(packed))
+    assert packed.read_bytes() == columns.read_bytes()
+    assert len(profile_file.load(str(packed))["tree"]["parent"]) == prof["tree"]["nodes"]

@@ -47,11 +47,25 @@ def data(profile: Profile, counter: str, title: str | None = None) -> dict:
         "meta": {**{k: meta.get(k) for k in ("python", "hook", "threads", "events", "region")},
                  "tree_folded": meta["health"]["tree_folded"]},
         "warning": folded_note(profile, counter),  # shown as a banner over the page
-    }
+    } | _tasks(profile)
     if profile.get("processes"):  # --follow-children: the sum, and each process's own (a switcher)
         from ..children import html_processes
         d["processes"] = html_processes(profile, lambda p: data(p, counter, title))
     return d
+
+
+MAX_TASKS = 1000    # the page lists the longest tasks; the text report has them all
+
+
+def _tasks(profile: Profile) -> dict:
+    """asyncio mode's tasks for the page (cprof.asyncmode): the longest MAX_TASKS by wall."""
+    tasks = profile.get("tasks") or []  # type: ignore[attr-defined]
+    if not tasks:
+        return {}
+    longest = sorted(tasks, key=lambda t: t["wall"], reverse=True)[:MAX_TASKS]
+    return {"tasks": [[t["name"], t["coroutine"], t["function"], t["wall"], t["running"],
+                       t["awaiting"], t["outcome"], t["exception"]] for t in longest],
+            "tasks_total": len(tasks)}
 
 
 def page(profile: Profile, counter: str, title: str | None = None) -> str:
@@ -61,7 +75,27 @@ def page(profile: Profile, counter: str, title: str | None = None) -> str:
     # '<' escaped so that no string in the data can close the <script> element
     payload = json.dumps(d, separators=(",", ":")).replace("<", "\\u003c")
     fill = {"TITLE": html.escape(printable(d["title"])), "DATA": payload}
+    if "tasks" in d:
+        template = _with_tasks(template)
     return re.sub(r"__CPROF_(TITLE|DATA)__", lambda m: fill[m.group(1)], template)
+
+
+_TASKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "html_tasks.html")
+# where the tasks section and its script go (the page without tasks stays as it was)
+_TASKS_AT = ("\n</main>", "\n  tree = buildTree(state.fold);\n")
+
+
+def _with_tasks(template: str) -> str:
+    """The page with the asyncio tasks table (html_tasks.html: its section at the end of
+    <main>, its script inside the page's, before the first render)."""
+    with open(_TASKS, encoding="utf-8") as f:
+        section, script = f.read().split("<!--cprof-tasks-script-->\n")
+    for at, add in zip(_TASKS_AT, (section, script)):
+        if template.count(at) != 1:
+            raise AssertionError(f"html_template.html has no single {at.strip()!r} for the tasks")
+        i = template.index(at) + 1
+        template = template[:i] + add + template[i:]
+    return template
 
 
 def write(profile: Profile, path: str, counter: str, title: str | None = None) -> None:
