@@ -204,25 +204,51 @@ def _markers(folder: str) -> list[dict[str, Any]]:
 def _install_fork_hook() -> None:
     global _hooks
     if not _hooks:  # inherited by forks: once per line of processes
-        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
         _hooks = True
+
+
+_fork_masks: dict[int, set[int]] = {}   # by thread: its signal mask before _before_fork
 
 
 def _before_fork() -> None:
     _state.fork_pid = os.getpid()
+    # A fork's interpreter clears, as it starts, the signals whose handlers have not
+    # run (CPython's _PySignal_AfterFork): an ending signal that reaches the child
+    # before that trips _on_signal's flag and is lost (the guard's timer is this
+    # process's, not the child's).  Blocked in the forking thread, it waits in the
+    # kernel until the child's own handler and guard are set (the CLI does the same
+    # for its own handler in cprof's process)
+    import _signal as signal
+    import _thread
+    mine = [s for s in _SIGNAL_NAMES if signal.getsignal(s) is _on_signal]
+    if mine:
+        _fork_masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, mine)
+
+
+def _after_fork_in_parent() -> None:
+    import _signal as signal
+    import _thread
+    mask = _fork_masks.pop(_thread.get_ident(), None)
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _after_fork_in_child() -> None:
-    if _state.folder is None or not os.path.isdir(_state.folder):
-        return   # the run is over (the parent removed the folder): nothing to write to
-    _state.root = False
-    _begin(_state.fork_pid or os.getppid(), forked=True, inherited=_state.profile)
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        # a multiprocessing worker ends by os._exit after its bootstrap runs the
-        # finalizers; its registry is cleared after the fork, and after-fork
-        # callbacks run once it is: register there
-        util.register_after_fork(_ANCHOR, _register_finalizer)
+    try:
+        if _state.folder is None or not os.path.isdir(_state.folder):
+            return   # the run is over (the parent removed the folder): nothing to write to
+        _state.root = False
+        _begin(_state.fork_pid or os.getppid(), forked=True, inherited=_state.profile)
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            # a multiprocessing worker ends by os._exit after its bootstrap runs the
+            # finalizers; its registry is cleared after the fork, and after-fork
+            # callbacks run once it is: register there
+            util.register_after_fork(_ANCHOR, _register_finalizer)
+    finally:   # a signal sent meanwhile acts now: the profile is written, then it ends the child
+        _after_fork_in_parent()
 
 
 class _Anchor:

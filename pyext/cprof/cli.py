@@ -21,6 +21,7 @@ from __future__ import annotations
 # module wraps them in enums, and importing enum cost an empty run under cprof 30 million
 # instructions (a third of its start-up)
 import _signal as signal
+import _thread
 import builtins
 import errno
 import os
@@ -794,12 +795,29 @@ def _prepare_module(name: str, args: list[str]):
 # returns through cprof writes its own profile beside the parent's, never over it.
 _pid_before_fork: int | None = None
 _fork_parent: int | None = None   # in a forked child: the pid of the process that forked it
+_fork_masks: dict[int, set[int]] = {}  # by thread: its signal mask before _before_fork blocked signals
 _fork_hooks = False
 
 
 def _before_fork() -> None:
     global _pid_before_fork
     _pid_before_fork = os.getpid()
+    # A fork's interpreter clears, as it starts, the signals whose handlers have not run
+    # (CPython's _PySignal_AfterFork): a SIGTERM that reaches the child before that
+    # trips cprof's handler's flag and is lost, where the default action would end the
+    # child (a pool's worker not yet scheduled as Pool.terminate() ends it then waits
+    # for its queue forever, and the pool for it).  Blocked in the forking thread, it
+    # waits in the kernel until the child has its own handlers (_after_fork_in_child)
+    mine = [s for s in _ENDING_SIGNALS
+            if _signal_handler is not None and signal.getsignal(s) == _signal_handler]
+    if mine:
+        _fork_masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, mine)
+
+
+def _after_fork_in_parent() -> None:
+    mask = _fork_masks.pop(_thread.get_ident(), None)
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _after_fork_in_child() -> None:
@@ -808,9 +826,12 @@ def _after_fork_in_child() -> None:
     # A child gets its profile when it ends through cprof (it returns, exits or raises),
     # not when a signal ends it: a pool's workers, ended by SIGTERM, write nothing, as
     # without cprof.
-    for signum in _ENDING_SIGNALS:
-        if _signal_handler is not None and signal.getsignal(signum) == _signal_handler:
-            signal.signal(signum, signal.SIG_DFL)
+    try:
+        for signum in _ENDING_SIGNALS:
+            if _signal_handler is not None and signal.getsignal(signum) == _signal_handler:
+                signal.signal(signum, signal.SIG_DFL)
+    finally:  # a signal sent meanwhile acts now: the default action
+        _after_fork_in_parent()
 
 
 def _forked_from(pid: int) -> int | None:
@@ -1001,7 +1022,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                 break
             ours.append(signum)
     if not _fork_hooks:
-        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
         _fork_hooks = True
     if follow:  # after the hook above: a forked child's own signal handlers come last
         children.start(prof, where[1] if opts.output else None, opts.counter,

@@ -368,6 +368,58 @@ print(r.returncode, round(time.monotonic() - t, 1), flush=True)
     assert calls(kid, "work") == 1
 
 
+UNBORN = """\
+import os, signal, subprocess, sys, time
+if sys.argv[1:] == ["again"]:   # a followed new interpreter (its own handler) forks instead
+    r = subprocess.run([sys.executable, sys.argv[0]], stdout=subprocess.PIPE, timeout=60)
+    sys.stdout.write(r.stdout.decode())
+    sys.exit(r.returncode)
+# Realtime on one CPU, its forks not (SCHED_RESET_ON_FORK): the child cannot run
+# before this process blocks, so SIGTERM reaches it before its first instruction, as
+# Pool.terminate() reaches a worker that a loaded machine has not scheduled yet
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+except PermissionError:
+    print("no-realtime", flush=True)
+    sys.exit(0)
+pid = os.fork()
+if pid == 0:
+    time.sleep(10)   # a pool worker waiting for its queue (forever: its parent holds the lock)
+    print("lost", flush=True)
+    os._exit(0)
+os.kill(pid, signal.SIGTERM)
+os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["plain", "follow", "follow-again"])
+def test_a_signal_before_the_forks_first_instruction_still_ends_it(tmp_path, how):
+    """A fork's interpreter clears the signals its handlers have not run yet as it
+    starts (CPython's _PySignal_AfterFork): a SIGTERM that reaches the child before its
+    first instruction trips the flag of the handler it inherited (cprof's) and is
+    lost, where the default action would end the child; a pool's worker then waits
+    forever for its queue, and Pool.terminate() for the worker (seen under load: the
+    test above hung).  Blocked across the fork, the signal waits until the child's
+    handlers are set: the child ends by SIGTERM at once (a followed one with its
+    profile), from cprof's process and from a followed process's own fork."""
+    script = write(tmp_path, "unborn.py", UNBORN)
+    out = tmp_path / "out.json"
+    flags = [] if how == "plain" else ["--follow-children"]
+    r = cprof(*flags, "-o", out, script, *(["again"] if how == "follow-again" else []),
+              cwd=tmp_path)
+    said = r.stdout.decode().split()
+    if said == ["no-realtime"]:
+        pytest.skip("SCHED_FIFO not allowed here: the child's first instruction cannot be held")
+    assert r.returncode == 0 and said == ["-15"], (said, r.stderr)
+    if how == "follow-again":   # the child that forked, and the fork, each wrote its profile
+        kids = children_of(out)
+        assert len(kids) == 2 and sorted(k["meta"].get("signal", "") for k in kids.values()) == [
+            "", "SIGTERM"], kids
+
+
 IMPORTING = """\
 import os, signal, sys, time
 class Trip:
