@@ -147,7 +147,8 @@ def _remote(folder: str, step: str, options: dict, claimed: bool) -> None:
         from .api import Profile
         try:
             prof = Profile(options["counters"], compensate=options["compensate"],
-                           distributions=options["distributions"])
+                           distributions=options["distributions"],
+                           async_mode=options.get("async_mode", False))
             start, stop = prof.switches()  # calibrated now, before the window
         except CprofError as e:
             tell(error="cprof", message=str(e))
@@ -558,6 +559,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="keep a histogram of every call's cost per function")
     p.add_argument("--no-compensate", action="store_true",
                    help="keep cprof's own per-call cost in the numbers")
+    p.add_argument("--async", dest="async_mode", action="store_true",
+                   help="asyncio-aware, as cprof --async: a coroutine's time suspended is an "
+                   "[await] child, and its tasks are kept (cprof report FILE --by-task); a "
+                   "coroutine already suspended when the window opens counts its first resume "
+                   "as a call")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="how long the target's main thread may take to reach a point where it "
                    f"runs Python code (default: {DEFAULT_TIMEOUT_S:g})")
@@ -591,7 +597,7 @@ def run(opts: argparse.Namespace) -> int:
         focus.parse_patterns(opts.focus)
     _check_target(opts.pid, opts.counter)
     options = {"counters": opts.counter, "compensate": not opts.no_compensate,
-               "distributions": opts.distributions}
+               "distributions": opts.distributions, "async_mode": opts.async_mode}
     session = Attacher(opts.pid, options, opts.timeout)
     import signal
 

@@ -1001,6 +1001,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if ending["done"]:  # the profile is being written: end once it is
             ending["pending"] = signum
             return
+        if windows is not None and windows.after_writing(lambda: on_signal(signum, None)):
+            return  # a window is being written: it is kept, then the run ends
         if opts.slow_calls and _in_capture(frame):
             # inside cprof's hook (a slow call's argument repr, output redirected): stopping
             # there would leave that call half-counted; the signal comes again every 10 ms

@@ -51,7 +51,7 @@ from .cli import _tell  # cprof's own stderr lines, lost rather than failing the
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     from typing_extensions import Self
@@ -183,6 +183,8 @@ class Windows:
         self._opened_at = 0
         self._trigger = "timer"
         self._stopping = self._again = False
+        self._writing = False
+        self._after_writing: list = []   # what waits for the window being written
         self._next_open = 0.0
         self._rearm = [0.0]               # when the next switch is due, set by _closed
         # the next window's Profile, made and calibrated at start(); the one the steps open
@@ -306,7 +308,27 @@ class Windows:
         """A signal that came while a window was being written: it comes again after."""
         self._again = True
 
+    def after_writing(self, then: Callable[[], Any]) -> bool:
+        """While a window is being written (in the signal handler that closed it), `then`
+        runs once it is, and this returns True; otherwise False.  The CLI's ending
+        signals wait so: a SIGTERM in the middle of the writing would lose that window
+        and leave its temporary file."""
+        if not self._writing:
+            return False
+        self._after_writing.append(then)
+        return True
+
     def _closed(self) -> None:
+        self._writing = True
+        try:
+            self._write_closed()
+        finally:
+            self._writing = False
+            waiting, self._after_writing = self._after_writing, []
+            for then in waiting:
+                then()
+
+    def _write_closed(self) -> None:
         """The last closing step: no window is open.  Writes the window and prepares the
         next; never raises into the program (an Exception is told, once)."""
         res = list(self._results)

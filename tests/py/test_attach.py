@@ -163,6 +163,56 @@ def test_attach_twice_exact_calls_target_unchanged(tmp_path, tmp_env):
     assert st["profile"] is False
 
 
+ASYNC_TARGET = r'''
+import asyncio, os, sys
+async def job():
+    await asyncio.sleep(0.05)
+async def main():
+    print("ready", flush=True)
+    k = 0
+    while not os.path.exists(sys.argv[1]):
+        tasks = [asyncio.create_task(job(), name=f"job-{k + i}") for i in range(5)]
+        k += 5
+        await asyncio.gather(*tasks)
+asyncio.run(main())
+'''
+
+
+@needs_remote_exec
+def test_attach_async_counts_calls_and_awaits(tmp_path, tmp_env):
+    """attach --async: each job() is one call (its resume is not another), its wait an
+    [await] child of at least the sleep, its task listed; a job already suspended when
+    the window opens counts its first resume as its call."""
+    from conftest import load
+    env, tmp = tmp_env
+    script, quit = tmp_path / "target.py", tmp_path / "quit"
+    script.write_text(ASYNC_TARGET)
+    target = _start([sys.executable, str(script), str(quit)])
+    try:
+        out = tmp_path / "a.json"
+        r = _attach(target.pid, "--async", "--duration=1", "-c", "wall", "-o", str(out), env=env)
+        assert r.returncode == 0, r.stderr
+        quit.touch()
+        target.communicate(timeout=TIMEOUT)
+    finally:
+        _stop(target)
+    assert target.returncode == 0
+    p = load(out)
+    job = [f for f in p["functions"] if f["name"] == "__main__.job"][0]
+    started = [t for t in p["tasks"] if t["name"].startswith("job-") and t["started"] is not None]
+    done = [t for t in started if t["outcome"] == "returned"]
+    assert len(done) >= 5, p["tasks"]
+    # created in the window and started: a call each; at most the 5 of the round the
+    # window opened in were suspended then (their first resume is their call)
+    assert len(started) <= job["calls"] <= len(started) + 5, (job["calls"], len(started))
+    assert job["resumes"] <= job["calls"]
+    # every job that started and returned in the window waited its sleep (50 ms) there:
+    # in job's total, and in [await] (the child of sleep, the coroutine that suspended)
+    whole = len([t for t in done if t["created"] is not None]) * 0.05e9 * 0.999
+    awaited = [f for f in p["functions"] if f["name"] == "[await]"][0]
+    assert job["total"]["wall"] >= whole and awaited["total"]["wall"] >= whole
+
+
 @needs_remote_exec
 def test_blocked_main_thread_times_out_and_cleans_up_later(tmp_path, tmp_env):
     env, tmp = tmp_env

@@ -315,6 +315,43 @@ def test_sigterm_writes_the_open_window_and_ends_by_it(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["p.py", "w.1.json"]
 
 
+def test_sigterm_while_a_window_is_written_keeps_it(tmp_path):
+    """A SIGTERM that comes while a closed window is being written (in the signal
+    handler that closed it) waits until it is: the window is kept whole, no temporary
+    file stays, and the run ends by the signal."""
+    script = tmp_path / "p.py"
+    script.write_text(PROGRAM.split("stop = threading.Event()")[0] + textwrap.dedent("""
+        names = {}
+        exec("\\n".join(f"def h{i}(): pass" for i in range(N)), names)
+        os.kill(os.getpid(), signal.SIGUSR2)    # opens window 1
+        until(True)
+        for i in range(N):
+            names[f"h{i}"]()
+        def watch():   # SIGTERM as soon as the window's temporary file is there
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                if any(n.endswith(".tmp") for n in os.listdir(".")):
+                    print("writing", flush=True)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                time.sleep(0.0002)
+        threading.Thread(target=watch, daemon=True).start()
+        os.kill(os.getpid(), signal.SIGUSR2)    # closes window 1: written in the handler
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            f(100)
+    """).replace("N)", "20000)"))
+    r = subprocess.run([sys.executable, "-m", "cprof", "--on-signal=USR2", "-o",
+                        str(tmp_path / "w.json"), str(script)], capture_output=True, text=True,
+                       env=_env(), cwd=tmp_path, timeout=90)
+    assert r.stdout == "writing\n", r.stderr
+    assert r.returncode == -signal.SIGTERM, r.stderr
+    p = load(tmp_path / "w.1.json")
+    assert p["meta"]["window"]["trigger"] == "signal"
+    assert sum(f["calls"] for f in p["functions"] if f["name"].startswith("h")) == 20000
+    assert sorted(os.listdir(tmp_path)) == ["p.py", "w.1.json"]
+
+
 # The main thread sleeps (a blocking call the timer's signal interrupts), or polls with a
 # system call every few microseconds (it releases the GIL that often: a thread of cprof's
 # that had to win the GIL back at every step could wait seconds, 30 s in CI's runs, the
