@@ -21,6 +21,7 @@ from __future__ import annotations
 # module wraps them in enums, and importing enum cost an empty run under cprof 30 million
 # instructions (a third of its start-up)
 import _signal as signal
+import _thread
 import builtins
 import errno
 import os
@@ -191,6 +192,10 @@ _RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, bool, Any, Callable[[str], Any] 
      "with --window: open a window every SECONDS (default: one after another)"),
     (("--keep",), "keep", True, None, int, "N",
      "with --window: keep the last N window files (delete older ones this run wrote)"),
+    (("--follow-children",), "follow_children", False, False, None, None,
+     ("profile the program's Python child processes too (multiprocessing, subprocess running "
+      "this Python): each writes NAME.<pid>.json beside -o, and cprof report NAME.json sums them "
+      "(--by-process: each)")),
     (("--list-counters",), "list_counters", False, False, None, None, "list the counters and exit"),
     (("--pmu",), "pmu", False, False, None, None,
      "with --list-counters: list the events of the PMUs libpfm4 detects"),
@@ -324,6 +329,8 @@ def _report_options(p: argparse.ArgumentParser) -> None:
                    "made with --async: wall from creation to done, running and awaiting")
     p.add_argument("--hist", metavar="FUNC", help="chart the per-call distribution of one "
                    "function (a profile recorded with --distributions)")
+    p.add_argument("--by-process", action="store_true", help="a --follow-children profile: a row "
+                   "per process, then each process's own report")
     p.set_defaults(run=_report)
 
 
@@ -405,8 +412,12 @@ def _split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
 
 
 def _report(opts: argparse.Namespace) -> int:
-    from . import exporters, profile_file, report
-    profile = profile_file.load(opts.file)
+    from . import children, exporters, report
+    profile = children.load(opts.file)   # a --follow-children run's processes, summed
+    if opts.by_process:
+        sys.stdout.write(children.format_processes(profile, sort=opts.sort, limit=opts.limit,
+                                                   all=opts.all, focus=opts.focus))
+        return 0
     if opts.hist:
         sys.stdout.write(report.format_hist(profile, opts.hist, opts.counter))
         return 0
@@ -418,6 +429,7 @@ def _report(opts: argparse.Namespace) -> int:
         if opts.counter:
             raise CprofError("--counter chooses what the HTML report shows first; add --html, "
                              "or use --sort for the text report")
+        sys.stdout.write(children.header(profile))
         sys.stdout.write(report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                               title=_title(opts.file, profile.get("meta", {})),
                                               all=opts.all, focus=opts.focus))
@@ -436,8 +448,8 @@ def _report(opts: argparse.Namespace) -> int:
 
 
 def _export(opts: argparse.Namespace) -> int:
-    from . import exporters, profile_file
-    profile = profile_file.load(opts.file)
+    from . import children, exporters
+    profile = children.load(opts.file)   # a --follow-children run's processes, summed
     counter = exporters.check_counter(profile, opts.counter, f"'{opts.file}'")
     out = opts.output or exporters.default_path(opts.file, opts.format, profile, counter)
     _check_output(out, opts.file, "the profile it reads")
@@ -452,9 +464,11 @@ def _compare(opts: argparse.Namespace) -> int:
     if opts.fail_above is not None and not opts.fail_above >= 0:   # NaN too
         raise CprofError(f"--fail-above={opts.fail_above} is not a growth in percent; give 0 or more "
                          "(--fail-above=5 fails when the region grew more than 5%)")
-    from . import compare, profile_file
-    before, after = profile_file.load(opts.before), profile_file.load(opts.after)
+    from . import children, compare
+    before, after = children.load(opts.before), children.load(opts.after)  # processes summed
     names = (opts.before, opts.after)
+    for profile, name in zip((before, after), names):  # what each sum holds, and what it lacks
+        sys.stderr.write(children.summed_note(profile, name))
     counters = compare.common_counters(before, after, opts.counter, names)
     failed, verdict = False, None
     if opts.fail_above is not None:  # checked first: a missing function is one sentence, no table
@@ -781,12 +795,29 @@ def _prepare_module(name: str, args: list[str]):
 # returns through cprof writes its own profile beside the parent's, never over it.
 _pid_before_fork: int | None = None
 _fork_parent: int | None = None   # in a forked child: the pid of the process that forked it
+_fork_masks: dict[int, set[int]] = {}  # by thread: its signal mask before _before_fork blocked signals
 _fork_hooks = False
 
 
 def _before_fork() -> None:
     global _pid_before_fork
     _pid_before_fork = os.getpid()
+    # A fork's interpreter clears, as it starts, the signals whose handlers have not run
+    # (CPython's _PySignal_AfterFork): a SIGTERM that reaches the child before that
+    # trips cprof's handler's flag and is lost, where the default action would end the
+    # child (a pool's worker not yet scheduled as Pool.terminate() ends it then waits
+    # for its queue forever, and the pool for it).  Blocked in the forking thread, it
+    # waits in the kernel until the child has its own handlers (_after_fork_in_child)
+    mine = [s for s in _ENDING_SIGNALS
+            if _signal_handler is not None and signal.getsignal(s) == _signal_handler]
+    if mine:
+        _fork_masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, mine)
+
+
+def _after_fork_in_parent() -> None:
+    mask = _fork_masks.pop(_thread.get_ident(), None)
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _after_fork_in_child() -> None:
@@ -795,9 +826,12 @@ def _after_fork_in_child() -> None:
     # A child gets its profile when it ends through cprof (it returns, exits or raises),
     # not when a signal ends it: a pool's workers, ended by SIGTERM, write nothing, as
     # without cprof.
-    for signum in _ENDING_SIGNALS:
-        if _signal_handler is not None and signal.getsignal(signum) == _signal_handler:
-            signal.signal(signum, signal.SIG_DFL)
+    try:
+        for signum in _ENDING_SIGNALS:
+            if _signal_handler is not None and signal.getsignal(signum) == _signal_handler:
+                signal.signal(signum, signal.SIG_DFL)
+    finally:  # a signal sent meanwhile acts now: the default action
+        _after_fork_in_parent()
 
 
 def _forked_from(pid: int) -> int | None:
@@ -887,10 +921,22 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     if opts.on_signal is not None or opts.window is not None or opts.every or opts.keep:
         from .windows import from_options  # profiling windows (windows.py), not one profile
         windows = from_options(opts, {"command": [target] + sys.argv[1:]})
+    follow = opts.follow_children
+    if follow:
+        if windows is not None:
+            raise CprofError("--follow-children does not go with --on-signal or --window yet; "
+                             "profile the children in one run without windows")
+        from . import children
+    if follow and any(c in MALLOC_COUNTERS for c in opts.counter.split(",")):
+        raise CprofError("--follow-children does not work with the malloc counters yet (a child "
+                         "would need the interposer preloaded); use the pymalloc-* counters, or profile without them")
 
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr)."""
         ending["done"] = True
+        if follow and os.getpid() != pid:  # a forked child: its own fresh profile (children.py)
+            children.end(exit_code, signum)
+            return
         if windows is not None:  # close the open window, if any, and write it
             windows.stop(exit_code=exit_code, **({} if signum is None else
                                                   {"signal": _signal_name(signum)}))
@@ -918,10 +964,15 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if prof._app is None:
             from . import trace
             prof._app = trace.app_folders(**app_of)
+        kids = children.finish() if follow else {}  # the children that started profiling
+        loaded = kids.pop("_loaded", None)
+        meta.update(kids)
         # written or reported once: compact tree, the engines' trees merged in place; a
         # profile file gets the tree packed as it writes it (no int64 columns in between)
         profile = prof._compact_profile(consume=True, packed=_writes_profile_file(opts.output),
                                         **meta)
+        if loaded is not None:  # no -o: the children's profiles, summed into the report
+            profile = children.merged(profile, loaded)
         if signum is None:  # at a signal, Python would not flush it either
             try:
                 sys.stdout.flush()
@@ -939,7 +990,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             _save(profile, out)
         else:
             from . import report
-            _tell("\n" + report.format_report(profile, sort=opts.sort, limit=opts.limit,
+            _tell("\n" + (children.header(profile) if follow else "")
+                  + report.format_report(profile, sort=opts.sort, limit=opts.limit,
                                               title=_title(target, meta),
                                               all=opts.all, focus=opts.focus).removesuffix("\n"))
         if hook_error is not None:
@@ -972,8 +1024,13 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                 break
             ours.append(signum)
     if not _fork_hooks:
-        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
         _fork_hooks = True
+    if follow:  # after the hook above: a forked child's own signal handlers come last
+        children.start(prof, where[1] if opts.output else None, opts.counter,
+                       {"all_call_sites": opts.all_call_sites, "compensate": not opts.no_compensate,
+                        "distributions": opts.distributions, "slow_calls": opts.slow_calls})
 
     exit_code = 0
     exc: BaseException | None = None

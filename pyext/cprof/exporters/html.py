@@ -31,7 +31,7 @@ def data(profile: Profile, counter: str, title: str | None = None) -> dict:
     meta = profile["meta"]
     if title is None:
         title = " ".join(meta.get("command") or []) or "profile"
-    return {
+    d = {
         "title": title,
         "counter": names.index(counter),
         "counters": [{k: c.get(k, "") for k in ("name", "unit", "description")} for c in profile["counters"]],
@@ -48,6 +48,10 @@ def data(profile: Profile, counter: str, title: str | None = None) -> dict:
                  "tree_folded": meta["health"]["tree_folded"]},
         "warning": folded_note(profile, counter),  # shown as a banner over the page
     } | _tasks(profile)
+    if profile.get("processes"):  # --follow-children: the sum, and each process's own (a switcher)
+        from ..children import html_processes
+        d["processes"] = html_processes(profile, lambda p: data(p, counter, title))
+    return d
 
 
 MAX_TASKS = 1000    # the page lists the longest tasks; the text report has them all

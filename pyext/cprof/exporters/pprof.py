@@ -88,7 +88,11 @@ def encode(profile: Profile, counter: str) -> bytes:
     # id + 1) leaf first.  Encoded in C (stats.c): black's 333,000 nodes hold 17 million
     # frames, which took 15 s a _varint call each, 5 s built from the parent's in Python
     from .._cprof import pprof_samples
-    out += pprof_samples(tree["parent"], tree["function"], [tree["self"][n] for n in names])
+    if profile.get("processes"):  # a --follow-children merge: each process's paths, labelled pid
+        from ..children import pprof_samples as by_process
+        out += by_process(profile, names, s)
+    else:
+        out += pprof_samples(tree["parent"], tree["function"], [tree["self"][n] for n in names])
     # one mapping standing for the interpreter, flagged as already symbolized
     out += _bytes(_P_MAPPING, _int(1, 1) + _int(5, s("python")) + _int(7, 1) + _int(8, 1) + _int(9, 1))
     for f in profile["functions"]:
