@@ -127,9 +127,20 @@ def start(profile: Any, out: str | None, counter: str, options: dict[str, Any]) 
     that leads the program's Python children to it, and the at-fork hook.  `out` is
     the parent's -o (absolute), or None: the children's profiles then go to the
     folder and the parent's report merges them."""
-    import secrets
     import tempfile
     folder = tempfile.mkdtemp(prefix="cprof-children-")
+    try:
+        _prepare(folder, profile, out, counter, options)
+    except BaseException:   # nothing of the run left behind (the environment is set last)
+        import shutil
+        _state.folder = None
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _prepare(folder: str, profile: Any, out: str | None, counter: str, options: dict[str, Any]) -> None:
+    """start()'s work in its private folder."""
+    import secrets
     os.mkdir(os.path.join(folder, "started"))
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     user_path = os.environ.get("PYTHONPATH")

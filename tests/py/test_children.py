@@ -668,3 +668,23 @@ print(out.strip() == str(sorted(mine.items())) and bool(mine), flush=True)
     r = cprof("--follow-children", "-o", tmp_path / "out.json", script, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == "True\n", r.stdout
+
+
+def test_a_start_that_fails_leaves_nothing_behind(tmp_path, monkeypatch):
+    """children.start() failing after it made its private folder (here: the imports the
+    writer needs) removes the folder and leaves the environment as it was."""
+    import tempfile
+
+    from cprof import children
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(children.ENV, raising=False)
+    before = os.environ.get("PYTHONPATH")
+
+    def fail():
+        raise OSError("no room")
+    monkeypatch.setattr(children, "_preload", fail)
+    with pytest.raises(OSError):
+        children.start(None, str(tmp_path / "out.json"), "wall", {})
+    assert list(tmp_path.iterdir()) == []
+    assert children._state.folder is None
+    assert children.ENV not in os.environ and os.environ.get("PYTHONPATH") == before
