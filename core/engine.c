@@ -66,9 +66,10 @@ int cprof_thread_init(struct cprof_thread *t, unsigned n, cprof_newkey_fn on_new
     /* one sentinel frame below the stack, frames[-1]: the root's (key 0, which is no
      * event's, node the root's), whose children's growth is rd.mark_child, so the
      * event path never tests for an empty stack */
+    st->children = calloc((size_t)1 << CPROF_CHILD_BITS, sizeof(*st->children));
     frames = calloc(st->cap + 1, sizeof(*frames));
     fvals = calloc((st->cap + 1) * stride, sizeof(*fvals));
-    if (!frames || !fvals) {
+    if (!st->children || !frames || !fvals) {
         free(frames);
         free(fvals);
         goto err;
@@ -106,6 +107,8 @@ void cprof_thread_free(struct cprof_thread *t)
         free(t->stack.frames - 1);
     if (t->stack.fvals)
         free(t->stack.fvals - 2 * (size_t)(t->n ? t->n : 1));
+    free(t->stack.children);
+    t->stack.children = NULL;
     t->stack.frames = NULL;
     t->stack.fvals = NULL;
     t->stack.depth = t->stack.cap = 0;
@@ -386,6 +389,34 @@ static ALWAYS_INLINE void push_rest_n(struct cprof_thread *t, const struct cprof
     st->depth = d + 1;
 }
 
+static ALWAYS_INLINE size_t child_slot(cprof_key key, uint32_t parent)
+{
+    return (size_t)(((key ^ parent) * 0x9E3779B97F4A7C15ull) >> (64 - CPROF_CHILD_BITS));
+}
+
+/* Frame f (at a depth below the stack's capacity) set from the child cache, if it
+ * holds key under the node of the frame below, itself an own node (a borrowed node
+ * at f[-1] stands for a deeper path, whose children fold: push_slow's case): 1, or
+ * 0 with f untouched. */
+static ALWAYS_INLINE int child_cached(struct cprof_thread *t, cprof_key key,
+                                      struct cprof_frame *f)
+{
+    uint32_t parent = f[-1].node;
+    const struct cprof_child *e = &t->stack.children[child_slot(key, parent)];
+    const struct cprof_rec *r;
+
+    if (e->key != key || e->parent != parent || !f[-1].own_node)
+        return 0;
+    r = &t->tab.nodes.recs[e->node];
+    f->key = key;
+    f->fn = (uint32_t)r->key;   /* parent << 32 | fn */
+    f->edge = (uint32_t)r->edge;
+    f->node = e->node;
+    f->up = parent;
+    f->own_node = 1;
+    return 1;
+}
+
 /* push when the frame's records must be found (or the stack grown): off the common
  * path, which then calls nothing. */
 static __attribute__((noinline)) void push_slow(struct cprof_thread *t, cprof_key key,
@@ -394,12 +425,21 @@ static __attribute__((noinline)) void push_slow(struct cprof_thread *t, cprof_ke
     struct cprof_stack *st = &t->stack;
     size_t d = st->depth;
 
+    const struct cprof_frame *f;
+
     if ((d == st->cap && stack_grow(t) < 0) ||
         push_lookup(t, key, d, d ? st->frames[d - 1].node : CPROF_ROOT) < 0) {
         t->health.out_of_memory++;
         return;
     }
-    push_rest_n(t, &st->frames[d], d, now, counted, t->n, 0);
+    f = &st->frames[d];
+    if (f->own_node) {          /* its parent's own child (link): the path, for child_cached */
+        struct cprof_child *e = &st->children[child_slot(key, f->up)];
+        e->key = key;
+        e->parent = f->up;
+        e->node = f->node;
+    }
+    push_rest_n(t, f, d, now, counted, t->n, 0);
 }
 
 static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const uint64_t *now,
@@ -419,7 +459,8 @@ static ALWAYS_INLINE void push_n(struct cprof_thread *t, cprof_key key, const ui
         return;
     }
     f = &st->frames[d];
-    if (__builtin_expect(!(f->own_node && f->key == key && f->up == f[-1].node), 0)) {
+    if (__builtin_expect(!(f->own_node && f->key == key && f->up == f[-1].node), 0) &&
+        !child_cached(t, key, &st->frames[d])) {
         push_slow(t, key, now, counted);
         return;
     }

@@ -554,8 +554,8 @@ static PyType_Slot profiler_slots[] = {
     {Py_tp_methods, profiler_methods},
     {Py_tp_getset, profiler_getset},
     {Py_tp_doc, "Profiler(counters='cpu,wall', all_call_sites=False)\n--\n\nThe C profiler behind "
-                "cprof.Profile. On 3.12+, call sites that call a Python function stop reporting CALL "
-                "(its PY_START does) unless all_call_sites is true."},
+                "cprof.Profile. On 3.12+, call sites that call a Python function or a class stop "
+                "reporting CALL (a Python function's PY_START does) unless all_call_sites is true."},
     {0, NULL},
 };
 

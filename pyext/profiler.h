@@ -389,17 +389,23 @@ static inline void ev(ProfilerObject *p, engine_op op, engine_read_op rop, cprof
 static inline cprof_key c_key(const ProfilerObject *p, PyObject *callable, PyObject *self_arg)
 {
     PyMethodDef *ml;
+    PyTypeObject *tp = Py_TYPE(callable);
 
-    if (PyCFunction_Check(callable)) {
+    /* The common kinds by their exact types first: PyCFunction_Check's subtype walk is a
+     * call, which a method descriptor or a class (a third of black's C-call events) would
+     * pay for nothing.  A class is never a C function (their layouts conflict). */
+    if (tp == &PyMethodDescr_Type) {
+        if (!self_arg || !PyObject_TypeCheck(self_arg, PyDescr_TYPE(callable)))
+            return 0;
+        ml = ((PyMethodDescrObject *)callable)->d_method;
+    } else if (tp == &PyCFunction_Type || tp == &PyCMethod_Type ||
+               (!PyType_FastSubclass(tp, Py_TPFLAGS_TYPE_SUBCLASS) && PyCFunction_Check(callable))) {
         ml = ((PyCFunctionObject *)callable)->m_ml;
         /* every type's __new__ shares one PyMethodDef: its type tells them apart (kept
          * alive, with the callable, by the key registry) */
         if (ml == p->tp_new_def && ((PyCFunctionObject *)callable)->m_self)
             return (cprof_key)(uintptr_t)((PyCFunctionObject *)callable)->m_self;
-    } else if (Py_IS_TYPE(callable, &PyMethodDescr_Type) && self_arg &&
-             PyObject_TypeCheck(self_arg, PyDescr_TYPE(callable)))
-        ml = ((PyMethodDescrObject *)callable)->d_method;
-    else
+    } else
         return 0;
     if ((ml >= cprof_own_methods_begin && ml < cprof_own_methods_end) || cprof_pycounters_own_method(ml))
         return 0;

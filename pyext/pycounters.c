@@ -422,10 +422,9 @@ static PyMethodDef user_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-int cprof_pycounters_own_method(const PyMethodDef *ml)
-{
-    return ml >= user_methods && ml < user_methods + sizeof(user_methods) / sizeof(user_methods[0]);
-}
+const PyMethodDef *const cprof_pycounters_methods_begin = user_methods;
+const PyMethodDef *const cprof_pycounters_methods_end =
+    user_methods + sizeof(user_methods) / sizeof(user_methods[0]);
 
 static PyGetSetDef user_getset[] = {
     {"value", user_value, NULL, "this thread's total so far", NULL},

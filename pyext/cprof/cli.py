@@ -168,7 +168,7 @@ _RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, bool, Any, Callable[[str], Any] 
      ("asyncio-aware: a coroutine's calls count calls, not resumes; the time it is suspended "
       "is in its total, as an [await] child; and a per-task view (report --by-task)")),
     (("--all-call-sites",), "all_call_sites", False, False, None, None,
-     ("3.12+: keep watching call sites that called a Python function, so a C function called "
+     ("3.12+: keep watching call sites that called a Python function or a class, so a C function called "
       "later from the same site is not missed (slower)")),
     (("--distributions",), "distributions", False, False, None, None,
      ("keep a histogram of every call's cost per function (p50/p99/max in the report, "

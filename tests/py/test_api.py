@@ -279,19 +279,24 @@ def test_coroutines_keep_the_stack_consistent():
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="call sites are disabled only with sys.monitoring")
 @pytest.mark.parametrize("all_sites", [False, True])
-def test_polymorphic_call_site(all_sites):
-    """A site that first calls a Python function stops reporting CALL (fast path), so
-    a C function called later from the same site is charged to the caller; with
-    all_call_sites it is seen.  Both ways the numbers stay conserved."""
+@pytest.mark.parametrize("first", ["function", "class"])
+def test_polymorphic_call_site(all_sites, first):
+    """A site that first calls a Python function, or a class, stops reporting CALL (fast
+    path), so a C function called later from the same site is charged to the caller;
+    with all_call_sites it is seen.  Both ways the numbers stay conserved."""
     def py_nap():
         pass
+
+    class Nap:
+        def __init__(self, s):
+            pass
 
     def caller(fns):
         for f in fns:
             f(0.001)
 
     with cprof.Profile(["ctxsw"], all_call_sites=all_sites) as p:
-        caller([lambda s: py_nap(), time.sleep, time.sleep])
+        caller([(lambda s: py_nap()) if first == "function" else Nap, time.sleep, time.sleep])
     prof = p.profile()
     sleeps = [f for f in prof["functions"] if f["name"] == "time.sleep"]
     if all_sites or sysconfig.get_config_var("Py_GIL_DISABLED"):  # free-threaded: every site
