@@ -52,8 +52,12 @@ def test_sleeps_give_exact_voluntary_switches(shared_dir, user):
     assert spin["total"]["ctxsw"] == truth["spin_nvcsw"][0]
     real_cpu = truth["spin_cpu_ns"][0]
     assert abs(spin["total"]["cpu"] - real_cpu) <= 0.03 * real_cpu + 300_000
-    if truth["spin_nivcsw"][0] == 0:  # never preempted: its CPU time is its wall time
-        assert spin["total"]["cpu"] >= 0.95 * spin["total"]["wall"] - 200_000
+    if truth["spin_nivcsw"][0] == 0:  # never preempted: its CPU time is its wall time,
+        # less what the kernel took from the CPUs meanwhile for interrupts and other
+        # guests (/proc/stat's irq, softirq and steal, in ticks: plus one tick of rounding
+        # when there was any; seen: 10 ms of a 67 ms spin on a loaded VM)
+        taken = truth["spin_taken_ns"] + (truth["tick_ns"] if truth["spin_taken_ns"] else 0)
+        assert spin["total"]["cpu"] >= 0.95 * spin["total"]["wall"] - 200_000 - taken, truth
     # the sleeper: cpu << wall, and cpu close to what thread_time measured
     assert sleeper["total"]["cpu"] < 0.2 * sleeper["total"]["wall"]
     assert sleeper["total"]["wall"] >= 70 * 1_000_000 * 0.99
