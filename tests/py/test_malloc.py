@@ -382,8 +382,16 @@ def test_eight_threads_a_million_allocations_add_up(shared_dir, mode, request):
     assert size * n <= w["total"]["malloc-bytes"] <= size * n + 8 * 64 * KiB, w
     _conserved(prof)
     if mode == "native":            # exact: alloc_loop makes nothing else
-        assert w["total"]["malloc-calls"] == w["total"]["free-calls"] == n, w
-        assert w["total"]["malloc-bytes"] == 64 * n, w
+        extra = 0
+        if sysconfig.get_config_var("Py_GIL_DISABLED"):
+            # the free-threaded interpreter itself now and then mallocs in a running thread
+            # (seen on 3.14t: one 2,048-byte malloc, kept, in worker's self, 1 run in 15):
+            # a few allowed there; the frees stay exact
+            extra = w["total"]["malloc-calls"] - n
+            assert 0 <= extra <= 8, w["total"]
+            assert w["total"]["malloc-bytes"] - 64 * n <= extra * 64 * KiB, w["total"]
+        assert w["total"]["malloc-calls"] - extra == w["total"]["free-calls"] == n, w["total"]
+        assert w["total"]["malloc-bytes"] == 64 * n or extra, w["total"]
     # The interposer's own process-wide total over main(): the main thread's part is
     # main()'s total, the workers' part their worker() totals, plus what each new
     # thread allocated outside worker(): threading's bootstrap, and in C before its
