@@ -204,8 +204,8 @@ class Profile:
         # resumes; its total holds the time it was suspended, as an [await] child; and
         # the profile gets the per-task view ("tasks")
         if async_mode and trace is not None:
-            raise CprofError("async_mode and trace= do not go together yet; profile the "
-                             "asyncio program without trace=")
+            raise CprofError("--async (async_mode=True) and --trace (trace=) do not go together "
+                             "yet; profile the asyncio program without --trace")
         self._profiler = make_profiler(self._counters, all_call_sites, distributions, slow_calls,
                                        recalibrate, async_mode=bool(async_mode))
         # compensate: take cprof's own per-event cost (calibrated at the first enable:

@@ -190,9 +190,44 @@ def finish() -> dict[str, Any]:
     meta = {"run": _state.config["run"], "children": started}
     _state.folder = None
     if _state.config["out"].startswith(folder + os.sep):   # no -o: read them before they go
+        # children still writing (a signal to the process group ends them with the parent)
+        # get a moment, bounded, before their folder goes
+        _wait_for_writers(_state.config["out"], started, _WAIT_S)
         meta["_loaded"] = _gather(_state.config["out"], meta)
     shutil.rmtree(folder, ignore_errors=True)
     return meta
+
+
+_WAIT_S = 2.0   # without -o: how long the report waits for children still running
+
+
+def _running(pid: int) -> bool:
+    """Process pid exists and has not ended (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[:1] != ["Z"]
+    except OSError:
+        return True
+
+
+def _wait_for_writers(out: str, started: list[dict[str, Any]], seconds: float) -> None:
+    """Until each listed child has its profile or has ended, at most `seconds`."""
+    import time
+
+    from . import profile_file
+    end = time.monotonic() + seconds
+    waiting = [m["pid"] for m in started]
+    while waiting and time.monotonic() < end:
+        waiting = [pid for pid in waiting if _running(pid)
+                   and not os.path.exists(profile_file.tagged_path(out, str(pid)))]
+        if waiting:
+            time.sleep(0.01)
 
 
 def _markers(folder: str) -> list[dict[str, Any]]:
@@ -449,12 +484,44 @@ def end(exit_code: int | None = None, signal: int | None = None) -> None:
     if _state.root or _state.profile is None or _state.written or _state.pid != os.getpid():
         return
     _state.written = _state.writing = True
+    held = _hold_interrupt()
     try:
         _write(exit_code, signal)
     finally:
         _state.writing = False
+        _release_interrupt(held, again=signal is None and _state.pending is None)
     if _state.pending is not None and signal is None:
         _die_by(_state.pending)
+
+
+def _hold_interrupt() -> Any:
+    """While the profile is written, a SIGINT (Ctrl-C reaches the whole process group:
+    a pool's workers too, as they write at Pool.terminate()'s SIGTERM) is held instead
+    of raising KeyboardInterrupt inside cprof's writer, which lost the profile.  Returns
+    what _release_interrupt needs, or None (not the main thread, or not Python's)."""
+    import _signal as signal
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):
+            return None   # ignored or the default: no exception to keep out
+        came: list[int] = []
+        signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    except (ValueError, AttributeError):
+        return None
+    return previous, came
+
+
+def _release_interrupt(held: Any, again: bool) -> None:
+    """The SIGINT handler put back; one that came meanwhile is sent again (`again`:
+    the process goes on, as it would have after it) or dropped (an ending signal is
+    about to end the process first)."""
+    if held is None:
+        return
+    import _signal as signal
+    previous, came = held
+    signal.signal(signal.SIGINT, previous)
+    if came and again:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _write(exit_code: int | None, signal: int | None) -> None:
@@ -511,7 +578,8 @@ def _gather(path: str, meta: Any) -> list[tuple[dict[str, Any], Any]]:
         if os.path.exists(child):
             try:
                 prof = profile_file.load(child)
-            except CprofError:
+            except CprofError as e:
+                m = dict(m, unreadable=str(e))   # there, but not a profile: said so
                 prof = None
             if prof is not None and prof["meta"].get("run") != meta.get("run"):
                 prof = None   # another run's file with the same pid
@@ -544,7 +612,7 @@ def load(path: str) -> ProfileData:
 
 def merged(parent: ProfileData, children: list[tuple[dict[str, Any], Any]]) -> ProfileData:
     """The parent's profile with its children's summed in; `processes` lists every
-    process: pid, parent_pid, command, status ("ok", "missing": no profile, "other
+    process: pid, parent_pid, command, status ("ok", "missing": no profile, "unreadable", "other
     counters"), and its own profile."""
     names = [c["name"] for c in parent["counters"]]
     procs: list[dict[str, Any]] = [{"pid": parent["meta"].get("pid"), "parent_pid": None,
@@ -553,15 +621,27 @@ def merged(parent: ProfileData, children: list[tuple[dict[str, Any], Any]]) -> P
     for marker, prof in children:
         status = "ok"
         if prof is None:
-            status = "missing"
+            status = "unreadable" if marker.get("unreadable") else "missing"
         elif [c["name"] for c in prof["counters"]] != names:
             status, prof = "other counters", None
         procs.append({"pid": marker["pid"], "parent_pid": marker.get("parent_pid"),
                       "command": marker.get("command") or [], "fork": bool(marker.get("fork")),
                       "status": status, "profile": prof})
+        if status == "unreadable":
+            procs[-1]["problem"] = marker["unreadable"]
     out = _sum([p["profile"] for p in procs if p["profile"] is not None], names)
     out["processes"] = procs   # type: ignore[typeddict-unknown-key]
     return out
+
+
+def _identity(f: Any) -> tuple[str, str, int]:
+    """A function's identity across processes: (name, file, line), the main script's
+    functions named as the parent names them (a spawn or forkserver child imports the
+    script as __mp_main__, where a fork and the parent run it as __main__)."""
+    name = f["name"]
+    if name.startswith("__mp_main__."):
+        name = "__main__." + name[len("__mp_main__."):]
+    return name, f["file"], f["line"]
 
 
 def _sum(profiles: list[Any], names: list[str]) -> Any:
@@ -599,11 +679,11 @@ def _sum(profiles: list[Any], names: list[str]) -> Any:
             meta["hook_replaced"] = list(meta["hook_replaced"]) + list(m.get("hook_replaced", []))
         remap = []
         for f in prof["functions"]:
-            fkey = (f["name"], f["file"], f["line"])
+            fkey = _identity(f)
             j = fids.get(fkey)
             if j is None:
                 j = fids[fkey] = len(functions)
-                functions.append({"id": j, "name": f["name"], "file": f["file"], "line": f["line"],
+                functions.append({"id": j, "name": fkey[0], "file": f["file"], "line": f["line"],
                                   "calls": 0, "primitive_calls": 0,
                                   "self": {n: 0 for n in names}, "total": {n: 0 for n in names}})
             g = functions[j]
@@ -671,9 +751,10 @@ def missing_lines(profile: Any) -> list[str]:
         if p["status"] == "ok":
             continue
         whose = f" (child of {p['parent_pid']})" if p.get("parent_pid") else ""
-        why = ("wrote no profile (it was killed, or ended by os._exit outside "
-               "multiprocessing's workers)" if p["status"] == "missing"
-               else "has other counters than the parent: left out")
+        why = {"missing": "wrote no profile (it was killed, ended by os._exit outside "
+                          "multiprocessing's workers, or still ran when the report was made)",
+               "unreadable": f"its profile could not be read: {p.get('problem')}"}.get(
+            p["status"], "has other counters than the parent: left out")
         out.append(f"warning: process {p['pid']}{whose}, {_command(p['command'])}: {why}")
     return out
 
@@ -767,7 +848,7 @@ def pprof_samples(profile: Any, names: list[str], strings: Any) -> bytes:
         prof = p["profile"]
         if prof is None:
             continue
-        remap = [ids[(f["name"], f["file"], f["line"])] for f in prof["functions"]]
+        remap = [ids[_identity(f)] for f in prof["functions"]]
         t = prof["tree"]
         function = [-1] + [remap[f] for f in list(t["function"])[1:]]
         label = _bytes(3, _int(1, key) + _int(3, p["pid"]))  # Label{key, num}

@@ -872,6 +872,28 @@ def _signal_name(signum: int) -> str:
     return named.Signals(signum).name
 
 
+def _children_now() -> set[int]:
+    """The pids of this process's children (every thread's), from /proc; empty where
+    /proc does not list them."""
+    out: set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out.update(int(pid) for pid in f.read().split())
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _signal_newborn(before: set[int], signum: int) -> None:
+    """Send signum to the children born since `before` was taken (see on_signal)."""
+    for pid in _children_now() - before:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+
 def _die_by(signum: int) -> None:
     try:
         sys.stderr.flush()
@@ -916,7 +938,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         focus.parse_patterns(opts.focus)  # a bad --focus is refused before running
 
     pid, started = os.getpid(), time.time()
-    ending = {"pending": None, "done": False, "retry": False}
+    ending: dict[str, Any] = {"pending": None, "done": False, "retry": False, "children": None}
     windows = None
     if opts.on_signal is not None or opts.window is not None or opts.every or opts.keep:
         from .windows import from_options  # profiling windows (windows.py), not one profile
@@ -940,6 +962,9 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if windows is not None:  # close the open window, if any, and write it
             windows.stop(exit_code=exit_code, **({} if signum is None else
                                                   {"signal": _signal_name(signum)}))
+            if not windows.files and windows.signal is not None:
+                _tell(f"cprof: no window opened: {windows.signal.name} never came while the "
+                      "program ran, so nothing was written")
             return
         hook_error = None
         try:
@@ -964,6 +989,10 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         if prof._app is None:
             from . import trace
             prof._app = trace.app_folders(**app_of)
+        if signum is not None and ending.get("children") is not None:
+            # before the followed children are listed: those born since the signal end
+            # now, writing their profiles, rather than after the report, missing from it
+            _signal_newborn(ending["children"], signum)
         kids = children.finish() if follow else {}  # the children that started profiling
         loaded = kids.pop("_loaded", None)
         meta.update(kids)
@@ -988,6 +1017,11 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                 from . import profile_file
                 out = profile_file.tagged_path(out, str(os.getpid()))
             _save(profile, out)
+            if follow and not _writes_profile_file(opts.output) and meta.get("children"):
+                _tell(f"cprof: note: each of the {len(meta['children'])} child processes wrote its "
+                      "own file beside it in that format, not summed; for one profile of every "
+                      "process write JSON (-o NAME.json) and export it (cprof export NAME.json "
+                      "--format ...)")
         else:
             from . import report
             _tell("\n" + (children.header(profile) if follow else "")
@@ -1011,7 +1045,14 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                 import threading
                 threading.Thread(target=_resend, args=(signum,), daemon=True).start()
             return
+        # Without cprof the signal would have ended the process at once; while the
+        # profile is written, the program's other threads run on, and a pool's thread
+        # replaces the workers the same signal ended (to the process group): children
+        # born meanwhile would outlive the run, waiting for work forever.  They get the
+        # signal too, as they would have had they existed when it came
+        ending["children"] = _children_now()
         finish(-signum, signum)
+        _signal_newborn(ending["children"], signum)
         _die_by(signum)
 
     ours = []

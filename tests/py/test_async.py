@@ -205,7 +205,7 @@ def test_async_with_trace_refused(tmp_path):
     script.write_text("pass\n")
     r = run_cprof(["--async", "--trace=app", str(script)])
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.count("\n") == 1 and "async" in r.stderr
+    assert r.stderr.count("\n") == 1 and "--async" in r.stderr and "--trace" in r.stderr
 
 
 TASKS_DRIVER = r"""

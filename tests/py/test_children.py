@@ -11,13 +11,14 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from test_cli import cprof as _cprof
-from test_cli import load
+from test_cli import _env, load
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork and forkserver: Linux")
 
@@ -68,6 +69,12 @@ def calls(profile: dict, suffix: str) -> int:
     return sum(f["calls"] for f in profile["functions"] if f["name"].endswith(suffix))
 
 
+def fn_named(profile: dict, name: str) -> dict:
+    found = [f for f in profile["functions"] if f["name"] == name]
+    assert len(found) == 1, [f["name"] for f in profile["functions"]]
+    return found[0]
+
+
 def merged(out: Path) -> dict:
     from cprof import children
     return children.load(str(out))
@@ -95,6 +102,9 @@ def test_pool_map_counts_every_call_once_across_the_children(tmp_path, method):
         assert [c["name"] for c in k["counters"]] == ["cpu", "wall"]
     m = merged(out)
     assert calls(m, ".f") == 400
+    # spawn and forkserver workers import the script as __mp_main__: one function all the same
+    assert [f["calls"] for f in m["functions"] if f["name"].endswith(".f")] == [400]
+    assert fn_named(m, "__main__.f")["calls"] == 400
     assert [p["status"] for p in m["processes"]] == ["ok"] * (1 + len(kids))
     for n in ("cpu", "wall"):
         assert m["meta"]["region"][n] == sum(p["meta"]["region"][n] for p in [parent, *kids.values()])
@@ -258,6 +268,13 @@ def test_a_crashed_or_killed_worker_loses_only_its_own_profile(tmp_path, method)
     assert said.count(f"cprof: {out}: 2 processes summed (2 missing)\n") == 2, said
     for pid in (crash, killed):
         assert said.count(f"cprof: {out}: warning: process {pid} (child of ") == 2, said
+    # a child's file that is there but no profile is said so, not blamed on the child
+    (tmp_path / f"out.{ok}.json").write_text("{bad")
+    m = merged(out)
+    assert {p["pid"]: p["status"] for p in m["processes"][1:]}[ok] == "unreadable"
+    text = cprof("report", out, cwd=tmp_path).stdout.decode()
+    line = [ln for ln in text.splitlines() if ln.startswith(f"warning: process {ok} ")]
+    assert len(line) == 1 and "its profile could not be read: " in line[0] and "not valid JSON" in line[0], text
 
 
 def test_without_output_the_report_sums_the_processes(tmp_path, monkeypatch):
@@ -494,6 +511,8 @@ def test_writing_a_childs_profile_imports_nothing(tmp_path, name):
     assert r.stdout.decode().splitlines() == ["started []", "forked []", "new []"], r.stderr
     ending = name[len("out"):]
     assert len([p for p in os.listdir(tmp_path) if re.fullmatch(r"out\.\d+" + re.escape(ending), p)]) == 2
+    # another format than JSON: one file per process, which cprof says it cannot sum
+    assert ("cprof: note: each of the 2 child processes wrote its own file" in r.stderr) == (name != "out.json")
 
 
 def test_the_malloc_counters_are_refused_in_one_sentence(tmp_path):
@@ -688,3 +707,45 @@ def test_a_start_that_fails_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     assert children._state.folder is None
     assert children.ENV not in os.environ and os.environ.get("PYTHONPATH") == before
+
+
+GROUP = """\
+import multiprocessing as mp, sys, time
+def f(x):
+    time.sleep(0.01)
+    return x
+if __name__ == "__main__":
+    with mp.get_context(sys.argv[1]).Pool(2) as p:
+        p.map(f, range(4))
+        print("ready", flush=True)
+        time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_without_output_a_signal_to_the_group_keeps_the_workers_profiles(tmp_path, follow):
+    """SIGTERM to the whole process group (as `timeout` or a service manager sends it)
+    while spawn workers are idle: the workers write their profiles as the parent ends,
+    and the parent's report (no -o: their folder is removed after it) waits for them,
+    bounded, instead of calling them missing.  And no process outlives the run: while
+    the parent writes, the pool's thread replaces the workers the signal ended, and
+    those get the signal too (before: they waited for work forever, holding the pipes
+    this test reads to their end)."""
+    script = write(tmp_path, "group.py", GROUP)
+    flag = ["--follow-children"] if follow else []
+    p = subprocess.Popen([sys.executable, "-m", "cprof", *flag, str(script), "spawn"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, env=_env())
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == -signal.SIGTERM, err
+    text = err.decode()
+    if follow:
+        assert re.search(r"cprof: \d+ processes summed \(0 missing\)", text), text
+        assert "profile was not written" not in text, text
