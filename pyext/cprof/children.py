@@ -36,6 +36,8 @@ from __future__ import annotations
 import os
 import sys
 
+from .forkmask import ForkMask
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -255,7 +257,7 @@ def _install_fork_hook() -> None:
         _hooks = True
 
 
-_fork_masks: dict[int, set[int]] = {}   # by thread: its signal mask before _before_fork
+_fork_mask = ForkMask()
 
 
 def _before_fork() -> None:
@@ -267,18 +269,11 @@ def _before_fork() -> None:
     # kernel until the child's own handler and guard are set (the CLI does the same
     # for its own handler in cprof's process)
     import _signal as signal
-    import _thread
-    mine = [s for s in _SIGNAL_NAMES if signal.getsignal(s) is _on_signal]
-    if mine:
-        _fork_masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, mine)
+    _fork_mask.block(s for s in _SIGNAL_NAMES if signal.getsignal(s) is _on_signal)
 
 
 def _after_fork_in_parent() -> None:
-    import _signal as signal
-    import _thread
-    mask = _fork_masks.pop(_thread.get_ident(), None)
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    _fork_mask.restore()
 
 
 def _after_fork_in_child() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 # module wraps them in enums, and importing enum cost an empty run under cprof 30 million
 # instructions (a third of its start-up)
 import _signal as signal
-import _thread
 import builtins
 import errno
 import os
@@ -31,6 +30,7 @@ import time
 from . import __version__
 from ._cprof import CprofError, builtin_counters, list_counters, malloc_interposer
 from .api import Profile
+from .forkmask import ForkMask
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
@@ -795,7 +795,7 @@ def _prepare_module(name: str, args: list[str]):
 # returns through cprof writes its own profile beside the parent's, never over it.
 _pid_before_fork: int | None = None
 _fork_parent: int | None = None   # in a forked child: the pid of the process that forked it
-_fork_masks: dict[int, set[int]] = {}  # by thread: its signal mask before _before_fork blocked signals
+_fork_mask = ForkMask()
 _fork_hooks = False
 
 
@@ -808,16 +808,12 @@ def _before_fork() -> None:
     # child (a pool's worker not yet scheduled as Pool.terminate() ends it then waits
     # for its queue forever, and the pool for it).  Blocked in the forking thread, it
     # waits in the kernel until the child has its own handlers (_after_fork_in_child)
-    mine = [s for s in _ENDING_SIGNALS
-            if _signal_handler is not None and signal.getsignal(s) == _signal_handler]
-    if mine:
-        _fork_masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, mine)
+    _fork_mask.block(s for s in _ENDING_SIGNALS
+                     if _signal_handler is not None and signal.getsignal(s) == _signal_handler)
 
 
 def _after_fork_in_parent() -> None:
-    mask = _fork_masks.pop(_thread.get_ident(), None)
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    _fork_mask.restore()
 
 
 def _after_fork_in_child() -> None:
