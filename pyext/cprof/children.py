@@ -759,10 +759,13 @@ def header(profile: Any) -> str:
     procs = profile.get("processes")
     if not procs:
         return ""
-    ok = sum(p["status"] == "ok" for p in procs)
-    first = (f"cprof: {ok} process{'es' if ok != 1 else ''} summed "
-             f"({len(procs) - ok} missing); cprof report FILE --by-process for each")
+    first = f"cprof: {_summed(procs)}; cprof report FILE --by-process for each"
     return "\n".join([first, *missing_lines(profile)]) + "\n"
+
+
+def _summed(procs: list[dict[str, Any]]) -> str:
+    ok = sum(p["status"] == "ok" for p in procs)
+    return f"{ok} process{'es' if ok != 1 else ''} summed ({len(procs) - ok} missing)"
 
 
 def summed_note(profile: Any, name: str) -> str:
@@ -772,12 +775,8 @@ def summed_note(profile: Any, name: str) -> str:
     procs = profile.get("processes")
     if not procs:
         return ""
-    ok = sum(p["status"] == "ok" for p in procs)
-    first = (f"cprof: {printable(name)}: {ok} process{'es' if ok != 1 else ''} summed "
-             f"({len(procs) - ok} missing)")
-    lines = [first]
-    lines += [f"cprof: {printable(name)}: {line}" for line in missing_lines(profile)]
-    return "\n".join(lines) + "\n"
+    return "".join(f"cprof: {printable(name)}: {line}\n"
+                   for line in [_summed(procs), *missing_lines(profile)])
 
 
 def format_processes(profile: Any, sort: str | None = None, limit: int = 25, all: bool = False,
