@@ -3,9 +3,12 @@ on this machine and interpreter, kept per process, and kept across runs in a sma
 cache file that a short measurement confirms before it is used.
 
 The cache: one file per configuration, $XDG_CACHE_HOME/cprof/calibration-<hash>
-(~/.cache/cprof without XDG_CACHE_HOME), three lines of text: a header, the
-configuration it was measured for (machine, interpreter, cprof build, counters and
-options: `_config`), and the cost per event of each counter.  Written atomically
+(~/.cache/cprof without XDG_CACHE_HOME), lines of text: a header, the configuration
+it was measured for (machine, interpreter, cprof build, counters and options:
+`_config`), then up to KEEP figures (the cost per event of each counter), the one
+last used first.  Several, because the cost per event depends on the machine's load:
+a run confirms whichever figure its check agrees with, so a machine that goes from
+quiet to busy and back measures each state once, not at every change.  Written atomically
 (a new file renamed over the old), only over a file that is itself a cprof
 calibration.  CPROF_NO_CACHE=1 neither reads nor writes it; recalibrate=True (the
 CLI's --recalibrate) measures afresh and writes the new figure.  Any problem with
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 CALLS, REPS = 20_000, 9        # a full calibration: REPS pairs of CALLS calls
 CHECK_CALLS, CHECK_REPS = 300, 9   # the check of a cached figure: about 1/70 of the work
 CHECK_SLACK = 0.10             # how far beyond the check's own spread a cached figure may lie
+KEEP = 4                       # figures kept per configuration (load states), last used first
 
 _HEADER = "cprof calibration 1"
 _calibrated: dict = {}         # per process: configuration -> cost per event
@@ -86,6 +90,20 @@ def estimate(rows: list[list[int]], calls: int, info: list[dict]) -> list[int]:
             if c["compensable"] else 0 for i, c in enumerate(info)]
 
 
+def _bounds(rows: list[list[int]], calls: int, info: list[dict]) -> list[tuple[int, int] | None]:
+    """Per counter, the range of cost per event a short measurement's rows allow: from
+    their second lowest to their median per event (None for counters not compensated)."""
+    events = _events(calls)
+    out: list[tuple[int, int] | None] = []
+    for i, c in enumerate(info):
+        if not c["compensable"]:
+            out.append(None)
+            continue
+        col = sorted(r[-1 if c["time"] else i] // events for r in rows)
+        out.append((col[min(1, len(col) - 1)], col[len(col) // 2]))
+    return out
+
+
 def confirms(cached: list[int], rows: list[list[int]], calls: int, info: list[dict]) -> bool:
     """A short measurement's rows agree with a cached cost per event: for each counter
     the tracer raises, the cached figure lies between the rows' second lowest and
@@ -96,15 +114,28 @@ def confirms(cached: list[int], rows: list[list[int]], calls: int, info: list[di
     what a new calibration could not tell apart either.  A figure the machine's
     present state contradicts (measured under load and now quiet, or the reverse;
     another CPU; an edited file) fails, and is measured again."""
-    events = _events(calls)
-    for i, c in enumerate(info):
-        if not c["compensable"]:
+    return _within(cached, _bounds(rows, calls, info))
+
+
+def _within(cached: list[int], bounds: list[tuple[int, int] | None]) -> bool:
+    return all(b is None or b[0] * (1 - CHECK_SLACK) - 1 <= v <= b[1] * (1 + CHECK_SLACK) + 1
+               for v, b in zip(cached, bounds))
+
+
+def confirmed(figures: list[list[int]], rows: list[list[int]], calls: int,
+              info: list[dict]) -> int | None:
+    """Which of the cached `figures` the rows confirm (see confirms): of those that
+    agree, the one nearest the middle of the rows' range; None if none does."""
+    bounds = _bounds(rows, calls, info)
+    best, best_off = None, 0.0
+    for k, fig in enumerate(figures):
+        if not _within(fig, bounds):
             continue
-        col = sorted(r[-1 if c["time"] else i] // events for r in rows)
-        lo, hi = col[min(1, len(col) - 1)], col[len(col) // 2]
-        if not lo * (1 - CHECK_SLACK) - 1 <= cached[i] <= hi * (1 + CHECK_SLACK) + 1:
-            return False
-    return True
+        off = max((abs(2 * v - b[0] - b[1]) / max(1, b[0] + b[1])
+                   for v, b in zip(fig, bounds) if b is not None), default=0.0)
+        if best is None or off < best_off:
+            best, best_off = k, off
+    return best
 
 
 # ---- the cache file ------------------------------------------------------------------
@@ -180,8 +211,9 @@ def cache_path(config: str, kind: str = "calibration") -> str | None:
     return None if d is None else os.path.join(d, f"{kind}-{_fnv1a(config):016x}")
 
 
-def read_cache(path: str, config: str, n: int) -> list[int] | None:
-    """The cost per event the file holds for `config` (n counters), or None."""
+def read_cache(path: str, config: str, n: int) -> list[list[int]] | None:
+    """The figures (cost per event of n counters each, at most KEEP, the one last used
+    first) the file holds for `config`, or None."""
     import stat
     try:
         # a regular file only, opened without blocking: a FIFO or a device at the path
@@ -191,14 +223,17 @@ def read_cache(path: str, config: str, n: int) -> list[int] | None:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None
             text = f.read(1 << 16)
-        header, saved, values = text.split("\n")[:3]
-        if header != _HEADER or saved != config:
+        header, saved, *lines = text.split("\n")
+        if header != _HEADER or saved != config or not lines or lines[-1] != "":
             return None
-        out = [int(v) for v in values.split()]
+        figures = [[int(v) for v in line.split()] for line in lines[:-1]]
     except (OSError, ValueError, UnicodeError):
         return None
     # figures the C side takes as unsigned 64-bit values
-    return out if len(out) == n and all(0 <= v < 1 << 64 for v in out) else None
+    if not 1 <= len(figures) <= KEEP or any(len(fig) != n or not all(0 <= v < 1 << 64 for v in fig)
+                                            for fig in figures):
+        return None
+    return figures
 
 
 def _ours(path: str) -> bool:
@@ -220,8 +255,9 @@ def _ours(path: str) -> bool:
         return False
 
 
-def write_cache(path: str, config: str, per_event: list[int]) -> bool:
-    """Store `per_event` for `config` at `path`, atomically; False if it could not
+def write_cache(path: str, config: str, figures: list[list[int]]) -> bool:
+    """Store `figures` (the one last used first) for `config` at `path`, atomically;
+    False if it could not
     (a folder that cannot be made or written, a full disk, a file there that cprof
     did not write), which only means the next run measures again."""
     folder = os.path.dirname(path)
@@ -233,7 +269,8 @@ def write_cache(path: str, config: str, per_event: list[int]) -> bool:
         tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{time.time_ns()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{_HEADER}\n{config}\n{' '.join(map(str, per_event))}\n")
+            f.write(f"{_HEADER}\n{config}\n" + "".join(" ".join(map(str, fig)) + "\n"
+                                                      for fig in figures[:KEEP]))
         os.replace(tmp, path)
         return True
     except OSError:
@@ -268,16 +305,21 @@ def calibrated(items: list, names: tuple, options: dict, recalibrate: bool = Fal
     if use_cache():
         config = _config(names, opts + (() if (calls, reps) == (CALLS, REPS) else (calls, reps)))
         path = cache_path(config)
+    figures: list[list[int]] = []
     if path is not None and not recalibrate:
-        cached = read_cache(path, config, len(info))
-        if cached is not None:
-            cached = [v if c["compensable"] else 0 for v, c in zip(cached, info)]
-            if confirms(cached, measure(probe, CHECK_CALLS, CHECK_REPS), CHECK_CALLS, info):
-                _calibrated[key] = cached
-                return cached
+        figures = [[v if c["compensable"] else 0 for v, c in zip(fig, info)]
+                   for fig in read_cache(path, config, len(info)) or []]
+        if figures:
+            k = confirmed(figures, measure(probe, CHECK_CALLS, CHECK_REPS), CHECK_CALLS, info)
+            if k is not None:
+                per_event = figures[k]
+                if k:                  # the last used first: the one to drop is the oldest
+                    write_cache(path, config, [per_event] + figures[:k] + figures[k + 1:])
+                _calibrated[key] = per_event
+                return per_event
     per_event = estimate(measure(probe, calls, reps), calls, info)
-    if path is not None:
-        write_cache(path, config, per_event)
+    if path is not None:               # --recalibrate: the new figure alone
+        write_cache(path, config, [per_event] + [f for f in figures if f != per_event])
     _calibrated[key] = per_event
     return per_event
 
@@ -313,7 +355,7 @@ def seed_clock(recalibrate: bool = False) -> None:
     if not recalibrate:
         cached = read_cache(path, config, 1)
         if cached:
-            _cprof.clock_seed(cached[0])
+            _cprof.clock_seed(cached[0][0])
 
 
 def keep_clock() -> None:
@@ -325,5 +367,5 @@ def keep_clock() -> None:
     mult, seeded = _cprof.clock_ratio()
     if mult:
         if not seeded:
-            write_cache(_clock[0], _clock[1], [mult])
+            write_cache(_clock[0], _clock[1], [[mult]])
         _clock = ()

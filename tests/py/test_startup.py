@@ -118,12 +118,12 @@ def test_a_miss_measures_and_stores_then_a_hit_only_checks(cache):
     # a hit that the check confirms is the cached figure itself
     with open(path, "w") as f:
         f.write("\n".join([lines[0], lines[1], f"{first[0] + 1} 0", ""]))
-    orig = calibration.confirms
+    orig = calibration.confirmed
     try:
-        calibration.confirms = lambda *a: True
+        calibration.confirmed = lambda *a: 0
         assert calibrate(["cpu", "ctxsw"]) == [first[0] + 1, 0]
     finally:
-        calibration.confirms = orig
+        calibration.confirmed = orig
     assert calls == ["check"]
     calls.clear()
     assert calibrate(["cpu", "ctxsw"]) == [first[0] + 1, 0]   # kept in this process
@@ -143,7 +143,59 @@ def test_a_figure_the_check_contradicts_is_measured_again(cache):
     again = calibrate(["cpu"])
     assert calls == ["check", "full"]
     assert again[0] < 50 * good[0]
-    assert open(path).read().split("\n")[2] == str(again[0])   # the new figure replaced it
+    # the new figure first; the old one kept after it, as another load state's
+    assert open(path).read().split("\n")[2:] == [str(again[0]), str(50 * good[0] + 100), ""]
+
+
+def test_the_figure_of_another_load_state_is_kept_beside_and_found_again(cache):
+    """A machine that goes from quiet to busy and back: each state's figure is measured
+    once and then confirmed, whichever came last (before, each change of state measured
+    afresh: ~50 ms at every run under changing load)."""
+    folder, calls = cache
+    good = calibrate(["cpu"])[0]
+    [path] = files(folder)
+    header, config = open(path).read().split("\n")[:2]
+    other = 50 * good + 100               # no check on this machine can confirm it
+    forget()
+    calls.clear()
+    with open(path, "w") as f:            # the other state's figure was used last
+        f.write(f"{header}\n{config}\n{other}\n{good}\n")
+    assert calibrate(["cpu"]) == [good]
+    assert calls == ["check"]             # found among the kept figures: no full measurement
+    assert open(path).read() == f"{header}\n{config}\n{good}\n{other}\n"   # now the last used
+    forget()
+    calls.clear()
+    assert calibrate(["cpu"]) == [good] and calls == ["check"]
+    assert open(path).read() == f"{header}\n{config}\n{good}\n{other}\n"   # not rewritten
+
+
+def test_at_most_keep_figures_the_oldest_dropped(cache):
+    folder, calls = cache
+    calibrate(["cpu"])
+    [path] = files(folder)
+    header, config = open(path).read().split("\n")[:2]
+    stale = [str(10**9 + k) for k in range(calibration.KEEP)]     # none confirmable
+    forget()
+    calls.clear()
+    with open(path, "w") as f:
+        f.write("\n".join([header, config, *stale, ""]))
+    new = calibrate(["cpu"])
+    assert calls == ["check", "full"]
+    assert open(path).read().split("\n")[2:] == [str(new[0]), *stale[:-1], ""]
+    forget()
+    calls.clear()
+    with open(path, "w") as f:            # more than KEEP: not a file this cprof wrote
+        f.write("\n".join([header, config, *stale, str(new[0]), ""]))
+    assert calibrate(["cpu"]) and calls == ["full"]
+
+
+def test_the_nearest_confirmed_figure_is_used():
+    info = [{"compensable": True, "time": True}]
+    events = 2 * 100 + 6
+    loaded = [[v * events] for v in (28, 31, 33, 35, 40, 46, 52, 60, 75)]   # range 31-40
+    assert calibration.confirmed([[70], [30], [36]], loaded, 100, info) == 2
+    assert calibration.confirmed([[70], [30]], loaded, 100, info) == 1
+    assert calibration.confirmed([[70], [20]], loaded, 100, info) is None
 
 
 def test_the_check_is_as_tight_as_its_own_measurement():
@@ -166,7 +218,7 @@ def test_counters_the_tracer_does_not_raise_get_nothing_from_a_cached_file(cache
     forget()
     with open(path, "w") as f:
         f.write("\n".join([lines[0], lines[1], lines[2].split()[0] + " 99", ""]))
-    monkeypatch.setattr(calibration, "confirms", lambda *a: True)
+    monkeypatch.setattr(calibration, "confirmed", lambda *a: 0)
     assert calibrate(["cpu", "ctxsw"])[1] == 0
 
 
@@ -175,7 +227,10 @@ def test_counters_the_tracer_does_not_raise_get_nothing_from_a_cached_file(cache
                                      "cprof calibration 1\n{config}\n-5\n",
                                      "cprof calibration 1\n{config}\n1 2 3\n",
                                      "cprof calibration 9\n{config}\n20\n",
-                                     "cprof calibration 1\n{config}\n18446744073709551616\n"])
+                                     "cprof calibration 1\n{config}\n18446744073709551616\n",
+                                     "cprof calibration 1\n{config}\n20\n20 1\n",
+                                     "cprof calibration 1\n{config}\n20\n\n",
+                                     "cprof calibration 1\n{config}\n20"])
 def test_a_corrupt_or_stale_file_of_ours_is_measured_again_and_replaced(cache, content):
     folder, calls = cache
     calibrate(["cpu"])
@@ -274,11 +329,11 @@ def test_no_cache_and_recalibrate(cache, monkeypatch):
     with open(path) as f:
         lines = f.read().split("\n")
     with open(path, "w") as f:
-        f.write("\n".join([lines[0], lines[1], "1", ""]))
-    monkeypatch.setattr(calibration, "confirms", lambda *a: True)
+        f.write("\n".join([lines[0], lines[1], "1", "2", ""]))
+    monkeypatch.setattr(calibration, "confirmed", lambda *a: 0)
     cost = calibrate(["cpu"], recalibrate=True)
-    assert calls == ["full"]                      # the cached figure was not even checked
-    assert open(path).read().split("\n")[2] == str(cost[0])
+    assert calls == ["full"]                      # the cached figures were not even checked
+    assert open(path).read().split("\n")[2:] == [str(cost[0]), ""]   # and are replaced
 
 
 def test_each_configuration_has_its_own_figure(cache):
