@@ -386,7 +386,6 @@ def _preload() -> None:
     inherit them; once in each new interpreter."""
     import atexit  # noqa: F401  (and the two below: what _begin needs in a forked child)
     import json  # noqa: F401  (profile_file.encode)
-    import re  # noqa: F401  (profile_file._stream_fd)
 
     from . import _children, build, profile_file  # noqa: F401  (build: the names, at _compact_profile)
     fmt = _state.config.get("format")

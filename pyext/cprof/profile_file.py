@@ -30,12 +30,12 @@ from __future__ import annotations
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
 
 from . import focus, schema
 from ._cprof import CprofError
@@ -68,23 +68,29 @@ def _chain(path: str):
         p = os.path.normpath(os.path.join(os.path.dirname(p), link))
 
 
-_STREAM = r"/dev/std(?:out|err)|/dev/fd/(\d+)|/proc/(self|thread-self|\d+)/fd/(\d+)"
+def _fd_number(text: str) -> int | None:
+    return int(text) if text.isdigit() and text.isascii() else None
 
 
 def _stream_fd(path: str) -> int | None:
     """The descriptor of this process that `path` names (/dev/stdout, /dev/fd/2,
-    /proc/self/fd/1, or a link to one of them), else None."""
-    import re  # here: importing cprof stays cheap
+    /proc/self/fd/1, or a link to one of them), else None.  (String tests, not a
+    regular expression: importing re would cost a run's -o 5 ms of start-up.)"""
     for p in _chain(path):
-        m = re.fullmatch(_STREAM, p)
-        if m is None:
-            continue
-        if p.startswith("/dev/std"):
+        if p in ("/dev/stdout", "/dev/stderr"):
             return 1 if p.endswith("out") else 2
-        if m.group(1) is not None:
-            return int(m.group(1))
-        if m.group(2) in ("self", "thread-self") or int(m.group(2)) == os.getpid():
-            return int(m.group(3))
+        if p.startswith("/dev/fd/"):
+            fd = _fd_number(p[len("/dev/fd/"):])
+            if fd is not None:
+                return fd
+            continue
+        parts = p.split("/")   # '', 'proc', who, 'fd', N
+        if len(parts) != 5 or parts[:2] != ["", "proc"] or parts[3] != "fd":
+            continue
+        fd = _fd_number(parts[4])
+        pid = _fd_number(parts[2])
+        if fd is not None and (parts[2] in ("self", "thread-self") or pid == os.getpid()):
+            return fd
     return None
 
 
@@ -227,13 +233,39 @@ def _buffered(pieces: Iterable[str], size: int = 1 << 18) -> Iterator[bytes]:
         yield "".join(buf).encode("utf-8")
 
 
+def _dumps() -> Any:
+    """json.dumps with its defaults, made from the C encoder json itself uses (its
+    call unchanged from 3.10 to 3.15), so that writing a run's profile does not import
+    json, whose decoder imports re: 3-5 ms of an empty run's start-up.  json.dumps
+    itself if that encoder is missing or its call changed."""
+    try:
+        from _json import encode_basestring_ascii as text
+        from _json import make_encoder
+
+        def default(o: Any) -> Any:
+            raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+        def dumps(o: Any) -> str:
+            if isinstance(o, str):
+                return text(o)
+            # markers (circular references), default, the str encoder, indent, the
+            # separators, sort_keys, skipkeys, allow_nan: json.dumps's defaults
+            return "".join(make_encoder({}, default, text, None, ": ", ", ", False, False, True)(o, 0))
+
+        if dumps({"a": [1, 2.5, None, True, "\u00e9"]}) == '{"a": [1, 2.5, null, true, "\\u00e9"]}':
+            return dumps
+    except (ImportError, TypeError):
+        pass
+    import json
+    return json.dumps
+
+
 def encode(profile: Profile) -> Iterator[str]:
     """The profile's JSON text (format version 3), in pieces: load() of their
     concatenation gives back the profile (its tree columns as memoryviews).  One
     function or edge a line, the tree one packed column a line, the rest as json.dumps
     makes it; never the whole text, nor a Python int per tree value, at once."""
-    import json
-    dumps = json.dumps
+    dumps = _dumps()
     sep = "{"
     for key, value in profile.items():
         yield f"{sep}{dumps(key)}: "

@@ -17,13 +17,15 @@ the sum of the functions' self.
 """
 from __future__ import annotations
 
-import importlib
 import os
-import re
 import sys
-from collections.abc import Callable, Iterator
-from types import ModuleType
-from typing import NamedTuple
+
+# a run's -o imports this package (its registry says which format a name asks for):
+# nothing here imports typing, re or importlib (4-10 ms of an empty run's start-up)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import ModuleType
 
 from .._cprof import CprofError
 from ..model import Function, Profile, Tree
@@ -31,11 +33,14 @@ from ..profile_file import check_writable, write_atomic  # noqa: F401  (the expo
 from ..schema import printable
 
 
-class Format(NamedTuple):
-    name: str              # the module of this package that writes it, and --format's word
-    endings: tuple[str, ...]  # file endings (lower case): the first is the one `cprof export` writes
-    multi_counter: bool    # every counter in one file (the chosen one first), or one counter
-    words: str             # what -o's help calls it
+class Format:
+    __slots__ = ("endings", "multi_counter", "name", "words")
+
+    def __init__(self, name: str, endings: tuple[str, ...], multi_counter: bool, words: str):
+        self.name = name                # the module of this package that writes it, and --format's word
+        self.endings = endings          # file endings (lower case): the first is the one `cprof export` writes
+        self.multi_counter = multi_counter  # every counter in one file (the chosen one first), or one counter
+        self.words = words              # what -o's help calls it
 
 
 REGISTRY = (
@@ -58,7 +63,11 @@ _ENDINGS = sorted(((e, f.name) for f in REGISTRY + (HTML,) for e in f.endings),
 COMPOUND_ENDINGS = tuple(e for e, _ in _ENDINGS if e.count(".") > 1)
 
 
-_UNSAFE = re.compile(r"[^\w.:+=@-]")
+def _safe(text: str) -> str:
+    """`text` with every character but word characters (letters, digits, _) and .:+=@-
+    replaced by _: a name from the profile made fit for a file name (no folder
+    separator, control character or space)."""
+    return "".join(c if c.isalnum() or c in "_.:+=@-" else "_" for c in text)
 
 
 def format_for_path(path: str) -> str | None:
@@ -83,7 +92,9 @@ def _format(fmt: str) -> Format:
 
 
 def _module(fmt: str) -> ModuleType:
-    return importlib.import_module(f"{__name__}.{_format(fmt).name}")
+    name = f"{__name__}.{_format(fmt).name}"
+    __import__(name)
+    return sys.modules[name]
 
 
 def check_counter(profile: Profile, counter: str | None, source: str = "the profile") -> str:
@@ -111,7 +122,7 @@ def default_path(source: str, fmt: str, profile: Profile, counter: str) -> str:
         return stem + f.endings[0]
     unit = unit_of(profile, counter)
     tag = counter if (fmt == "pstats" and unit == "ns") else f"{counter}-{unit}"
-    tag = _UNSAFE.sub("_", tag)  # a name from the profile: no folder separator, control character or space
+    tag = _safe(tag)
     return f"{stem}.{tag}{f.endings[0]}"
 
 
