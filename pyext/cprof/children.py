@@ -385,7 +385,7 @@ def _preload() -> None:
     of it would wait forever).  In the parent before the program runs, so that forks
     inherit them; once in each new interpreter."""
     import atexit  # noqa: F401  (and the two below: what _begin needs in a forked child)
-    import json  # noqa: F401  (profile_file.encode)
+    import json  # noqa: F401  (profile_file._dumps: its C encoder _json, or json itself)
 
     from . import _children, build, profile_file  # noqa: F401  (build: the names, at _compact_profile)
     fmt = _state.config.get("format")
