@@ -11,7 +11,8 @@ a run confirms whichever figure its check agrees with, so a machine that goes fr
 quiet to busy and back measures each state once, not at every change.  Written atomically
 (a new file renamed over the old), only over a file that is itself a cprof
 calibration.  CPROF_NO_CACHE=1 neither reads nor writes it; recalibrate=True (the
-CLI's --recalibrate) measures afresh and writes the new figure.  Any problem with
+CLI's --recalibrate) measures afresh and replaces every kept figure with the new
+one.  Any problem with
 the cache (unreadable, corrupt, a folder that cannot be written) falls back to
 measuring, silently: the cache only saves time.
 """
@@ -127,9 +128,13 @@ def _within(cached: list[int], bounds: list[tuple[int, int] | None]) -> bool:
 
 def confirmed(figures: list[list[int]], rows: list[list[int]], calls: int,
               info: list[dict]) -> int | None:
-    """Which of the cached `figures` the rows confirm (see confirms): of those that
-    agree, the one nearest the middle of the rows' range; None if none does."""
+    """Which of the cached `figures` the rows confirm (see confirms): the last used
+    (the first) if it agrees, so that a machine in one state keeps one figure and
+    never rewrites the file; else, of the others that agree, the one nearest the
+    middle of the rows' range; None if none does."""
     bounds = _bounds(rows, calls, info)
+    if figures and _within(figures[0], bounds):
+        return 0
     best, best_off = None, 0.0
     for k, fig in enumerate(figures):
         if not _within(fig, bounds):
@@ -321,7 +326,7 @@ def calibrated(items: list, names: tuple, options: dict, recalibrate: bool = Fal
                 _calibrated[key] = per_event
                 return per_event
     per_event = estimate(measure(probe, calls, reps), calls, info)
-    if path is not None:               # --recalibrate: the new figure alone
+    if path is not None:  # the new figure first, the kept ones after it (none after --recalibrate)
         write_cache(path, config, [per_event] + [f for f in figures if f != per_event])
     _calibrated[key] = per_event
     return per_event

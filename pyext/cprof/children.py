@@ -384,10 +384,10 @@ def _preload() -> None:
     imported inherits that module's lock held by a thread it does not have (an import
     of it would wait forever).  In the parent before the program runs, so that forks
     inherit them; once in each new interpreter."""
-    import atexit  # noqa: F401  (and the two below: what _begin needs in a forked child)
-    import json  # noqa: F401  (profile_file._dumps: its C encoder _json, or json itself)
+    import atexit  # noqa: F401  (what _begin needs in a forked child)
 
     from . import _children, build, profile_file  # noqa: F401  (build: the names, at _compact_profile)
+    profile_file._dumps()  # the JSON encoder the writing uses (json's C one, or json)
     fmt = _state.config.get("format")
     if fmt is not None:
         from . import exporters

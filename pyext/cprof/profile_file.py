@@ -69,7 +69,7 @@ def _chain(path: str):
 
 
 def _fd_number(text: str) -> int | None:
-    return int(text) if text.isdigit() and text.isascii() else None
+    return int(text) if text.isdecimal() else None   # what a regular expression's \d takes
 
 
 def _stream_fd(path: str) -> int | None:
@@ -233,11 +233,20 @@ def _buffered(pieces: Iterable[str], size: int = 1 << 18) -> Iterator[bytes]:
         yield "".join(buf).encode("utf-8")
 
 
+_dumps_made: list = []
+
+
 def _dumps() -> Any:
     """json.dumps with its defaults, made from the C encoder json itself uses (its
     call unchanged from 3.10 to 3.15), so that writing a run's profile does not import
     json, whose decoder imports re: 3-5 ms of an empty run's start-up.  json.dumps
-    itself if that encoder is missing or its call changed."""
+    itself if that encoder is missing or its call changed.  Made once."""
+    if not _dumps_made:
+        _dumps_made.append(_make_dumps())
+    return _dumps_made[0]
+
+
+def _make_dumps() -> Any:
     try:
         from _json import encode_basestring_ascii as text
         from _json import make_encoder
@@ -254,7 +263,7 @@ def _dumps() -> Any:
 
         if dumps({"a": [1, 2.5, None, True, "\u00e9"]}) == '{"a": [1, 2.5, null, true, "\\u00e9"]}':
             return dumps
-    except (ImportError, TypeError):
+    except Exception:  # whatever a changed _json does: the self-test above is the guard
         pass
     import json
     return json.dumps
