@@ -33,6 +33,7 @@ CALLS, REPS = 3_000, 9
 CHECK_CALLS, CHECK_REPS = 300, 9   # the check of a cached figure: 1/10 of the calls
 CHECK_SLACK = 0.10             # how far beyond the check's own spread a cached figure may lie
 KEEP = 4                       # figures kept per configuration (load states), last used first
+SAME_STATE = 0.05              # figures this close (each counter) are one load state's
 
 _HEADER = "cprof calibration 1"
 _calibrated: dict = {}         # per process: configuration -> cost per event
@@ -121,6 +122,10 @@ def confirms(cached: list[int], rows: list[list[int]], calls: int, info: list[di
     return _within(cached, _bounds(rows, calls, info))
 
 
+def _same_state(a: list[int], b: list[int]) -> bool:
+    return all(abs(x - y) <= SAME_STATE * max(x, y) + 1 for x, y in zip(a, b))
+
+
 def _within(cached: list[int], bounds: list[tuple[int, int] | None]) -> bool:
     return all(b is None or b[0] * (1 - CHECK_SLACK) - 1 <= v <= b[1] * (1 + CHECK_SLACK) + 1
                for v, b in zip(cached, bounds))
@@ -128,13 +133,10 @@ def _within(cached: list[int], bounds: list[tuple[int, int] | None]) -> bool:
 
 def confirmed(figures: list[list[int]], rows: list[list[int]], calls: int,
               info: list[dict]) -> int | None:
-    """Which of the cached `figures` the rows confirm (see confirms): the last used
-    (the first) if it agrees, so that a machine in one state keeps one figure and
-    never rewrites the file; else, of the others that agree, the one nearest the
-    middle of the rows' range; None if none does."""
+    """Which of the cached `figures` the rows confirm (see confirms): of those that
+    agree, the one nearest the middle of the rows' range (the figure taken out of every
+    interval: the nearer, the truer), the last used on a tie; None if none agrees."""
     bounds = _bounds(rows, calls, info)
-    if figures and _within(figures[0], bounds):
-        return 0
     best, best_off = None, 0.0
     for k, fig in enumerate(figures):
         if not _within(fig, bounds):
@@ -326,8 +328,10 @@ def calibrated(items: list, names: tuple, options: dict, recalibrate: bool = Fal
                 _calibrated[key] = per_event
                 return per_event
     per_event = estimate(measure(probe, calls, reps), calls, info)
-    if path is not None:  # the new figure first, the kept ones after it (none after --recalibrate)
-        write_cache(path, config, [per_event] + [f for f in figures if f != per_event])
+    if path is not None:
+        # the new figure first, then the kept ones of other load states: those within
+        # SAME_STATE of it are its own state's, replaced (none are kept after --recalibrate)
+        write_cache(path, config, [per_event] + [f for f in figures if not _same_state(f, per_event)])
     _calibrated[key] = per_event
     return per_event
 

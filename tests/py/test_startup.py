@@ -169,6 +169,22 @@ def test_the_figure_of_another_load_state_is_kept_beside_and_found_again(cache):
     assert open(path).read() == f"{header}\n{config}\n{good}\n{other}\n"   # not rewritten
 
 
+def test_a_new_figure_replaces_the_kept_ones_of_its_own_state(cache, monkeypatch):
+    """A full measurement that lands within 5% of a kept figure is that load state
+    measured again: it replaces it rather than taking a second place."""
+    folder, calls = cache
+    good = calibrate(["cpu"])[0]
+    [path] = files(folder)
+    header, config = open(path).read().split("\n")[:2]
+    forget()
+    monkeypatch.setattr(calibration, "estimate", lambda *a: [1000])
+    with open(path, "w") as f:            # none confirmable; 1020 and 990 are 1000's state
+        f.write(f"{header}\n{config}\n{10**9}\n1020\n{2 * 10**9}\n990\n")
+    assert calibrate(["cpu"]) == [1000]
+    assert open(path).read() == f"{header}\n{config}\n1000\n{10**9}\n{2 * 10**9}\n"
+    assert good > 0
+
+
 def test_at_most_keep_figures_the_oldest_dropped(cache):
     folder, calls = cache
     calibrate(["cpu"])
@@ -195,9 +211,8 @@ def test_the_nearest_confirmed_figure_is_used():
     loaded = [[v * events] for v in (28, 31, 33, 35, 40, 46, 52, 60, 75)]   # range 31-40
     assert calibration.confirmed([[70], [30], [36]], loaded, 100, info) == 2
     assert calibration.confirmed([[70], [30]], loaded, 100, info) == 1
-    # the last used one, when it agrees, even if another lies nearer: no rewrite of the
-    # file, one figure per state
-    assert calibration.confirmed([[30], [36]], loaded, 100, info) == 0
+    assert calibration.confirmed([[30], [36]], loaded, 100, info) == 1    # the nearer
+    assert calibration.confirmed([[35], [36]], loaded, 100, info) == 0    # a tie: the last used
     assert calibration.confirmed([[70], [20]], loaded, 100, info) is None
 
 
