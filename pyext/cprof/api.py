@@ -436,7 +436,12 @@ class Profile:
         made_in = getattr(self, "_pid", os.getpid())
         if made_in != os.getpid():
             meta["parent_pid"] = made_in
-            path = profile_file.tagged_path(path, str(os.getpid()))
+            beside = profile_file.beside_path(path, os.getpid())
+            if beside is None:
+                raise CprofError(f"a forked process cannot write its profile to "
+                                 f"'{profile_file.printable(path)}', a device or a stream with no "
+                                 "place beside it for a second file; give a file name")
+            path = beside
         profile_file.write(self._compact_profile(**meta), path)
 
     def print_stats(self, sort: str | None = None, limit: int = 25, file: TextIO | None = None,

@@ -521,6 +521,13 @@ def _check_output(out: str, source: str, what: str) -> None:
     profile_file.check_writable(out)
 
 
+def _shown(path: str) -> str:
+    """A path as cprof's lines show it: escaped (schema.printable), so that a newline
+    or an escape sequence in a file name cannot reach the terminal as one."""
+    from .schema import printable
+    return printable(path)
+
+
 def _tell(text: str) -> None:
     """cprof's own lines on stderr at the end of a run: a stderr that cannot take them
     (a full disk, a closed pipe) loses them, never the program's exit code."""
@@ -537,19 +544,21 @@ def _save(prof: ProfileData, path: str) -> None:
     where.  Never raises: the program's exit code and traceback still follow."""
     try:
         what = _write_output(prof, path)
-        _tell(f"cprof: wrote {path} ({what})")
+        _tell(f"cprof: wrote {_shown(path)} ({what})")
         return
     except CprofError as e:
         failed = str(e)
-    from . import profile_file
+    except Exception as e:  # whatever else writing met (an import the program broke, ...)
+        failed = f"cannot write '{_shown(path)}' ({type(e).__name__}: {e})"
     try:
+        from . import profile_file
         spare = profile_file.spare_path(path)
         _write_output(prof, spare)
-    except (CprofError, OSError) as e:
+    except Exception as e:
         _tell(f"cprof: error: {failed}, and no copy could be written in the temporary folder "
               f"either ({e}); this run's profile is lost")
     else:
-        _tell(f"cprof: error: {failed}; the profile was written to {spare} instead")
+        _tell(f"cprof: error: {failed}; the profile was written to {_shown(spare)} instead")
 
 
 def _list_counters(pmu: bool = False) -> int:
@@ -945,12 +954,31 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             raise CprofError("--follow-children does not go with --on-signal or --window yet; "
                              "profile the children in one run without windows")
         from . import children
+    if follow and opts.output:
+        from . import profile_file
+        if profile_file.beside_path(opts.output, 0) is None:
+            raise CprofError(f"--follow-children writes one file per process beside -o's, and "
+                             f"'{_shown(opts.output)}' is a device or a stream; give -o a file "
+                             "name, or leave -o out for the report of every process")
     if follow and any(c in MALLOC_COUNTERS for c in opts.counter.split(",")):
         raise CprofError("--follow-children does not work with the malloc counters yet (a child "
                          "would need the interposer preloaded); use the pymalloc-* counters, or profile without them")
 
+    path_at_start = list(sys.path)
+
     def finish(exit_code: int, signum: int | None = None) -> None:
-        """Stop profiling and write the profile (-o) or the report (stderr)."""
+        """Stop profiling and write the profile (-o) or the report (stderr), with the
+        sys.path cprof started with: the program may have replaced its own (sys.path[:]
+        = [...]), and writing imports what it needs from the standard library (then the
+        program's sys.path again, for its exit handlers)."""
+        program_path = list(sys.path)
+        sys.path[:] = path_at_start
+        try:
+            _finish(exit_code, signum)
+        finally:
+            sys.path[:] = program_path
+
+    def _finish(exit_code: int, signum: int | None = None) -> None:
         ending["done"] = True
         if follow and os.getpid() != pid:  # a forked child: its own fresh profile (children.py)
             children.end(exit_code, signum)
@@ -1009,10 +1037,16 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             except OSError:  # the current folder was removed
                 moved = True
             out = where[1] if moved else opts.output
+            beside: str | None = out
             if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
                 from . import profile_file
-                out = profile_file.tagged_path(out, str(os.getpid()))
-            _save(profile, out)
+                beside = profile_file.beside_path(out, os.getpid())
+                if beside is None:
+                    _tell(f"cprof: process {os.getpid()} (a fork) did not write its profile: "
+                          f"'{_shown(out)}' is a device or a stream, with no place beside it "
+                          "for a second file; give -o a file name to keep every process's profile")
+            if beside is not None:
+                _save(profile, beside)
             if follow and not _writes_profile_file(opts.output) and meta.get("children"):
                 _tell(f"cprof: note: each of the {len(meta['children'])} child processes wrote its "
                       "own file beside it in that format, not summed; for one profile of every "

@@ -193,7 +193,7 @@ def write_atomic(path: str, data: bytes | Iterable[bytes], private: bool = False
     try:
         _write(path, data, private)
     except OSError as e:
-        raise CprofError(f"cannot write '{path}' ({_reason(e)})") from None
+        raise CprofError(f"cannot write '{printable(path)}' ({_reason(e)})") from None
 
 
 def write(profile: Profile, path: str) -> None:
@@ -370,38 +370,41 @@ def pack_column(column: Any, kind: int = 0) -> str:
 
 
 def check_writable(path: str) -> None:
-    """Before any work: a CprofError (one sentence) if `path` cannot be written."""
+    """Before any work: a CprofError (one sentence) if `path` cannot be written.  The
+    path is shown escaped (a newline or an escape sequence in it must not reach the
+    terminal as one)."""
+    shown = printable(path)
     fd = _stream_fd(path)
     if fd is not None:
         try:
             os.fstat(fd)
-        except OSError:
-            raise CprofError(f"cannot write '{path}': descriptor {fd} is not open in cprof") from None
+        except (OSError, OverflowError):  # not open, or beyond any descriptor number
+            raise CprofError(f"cannot write '{shown}': descriptor {fd} is not open in cprof") from None
         return
     try:
         st = os.stat(path)
     except FileNotFoundError:
         st = None
     except OSError as e:  # a file used as a folder, a loop of links, a folder closed to us
-        raise CprofError(f"cannot write '{path}' ({_reason(e)}); give another path") from None
+        raise CprofError(f"cannot write '{shown}' ({_reason(e)}); give another path") from None
     if st is not None and stat.S_ISDIR(st.st_mode):
-        raise CprofError(f"'{path}' is a folder; give a file name, such as "
-                         f"{os.path.join(path, 'profile.json')}")
+        raise CprofError(f"'{shown}' is a folder; give a file name, such as "
+                         f"{printable(os.path.join(path, 'profile.json'))}")
     if st is not None:
         if not os.access(path, os.W_OK):
-            raise CprofError(f"cannot write '{path}': you have no permission to write that file; "
+            raise CprofError(f"cannot write '{shown}': you have no permission to write that file; "
                              "give another path or change its mode")
         return
     if path.endswith(os.sep):
-        raise CprofError(f"'{path}' names a folder that does not exist; give a file name")
+        raise CprofError(f"'{shown}' names a folder that does not exist; give a file name")
     folder = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(folder):
         if os.path.exists(folder):
-            raise CprofError(f"cannot write '{path}': '{folder}' is not a folder")
-        raise CprofError(f"cannot write '{path}': folder '{folder}' does not exist")
+            raise CprofError(f"cannot write '{shown}': '{printable(folder)}' is not a folder")
+        raise CprofError(f"cannot write '{shown}': folder '{printable(folder)}' does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise CprofError(f"cannot write '{path}': you have no permission to create files in "
-                         f"folder '{folder}'; give a path in a folder you can write to")
+        raise CprofError(f"cannot write '{shown}': you have no permission to create files in "
+                         f"folder '{printable(folder)}'; give a path in a folder you can write to")
 
 
 def split_ending(path: str) -> tuple[str, str]:
@@ -419,6 +422,16 @@ def tagged_path(path: str, tag: str) -> str:
     """`path` with `.tag` before its ending, in the same folder: out.json -> out.TAG.json."""
     stem, ending = split_ending(path)
     return f"{stem}.{tag}{ending}"
+
+
+def beside_path(path: str, pid: int) -> str | None:
+    """Where a forked process writes its own profile when its parent writes `path`:
+    beside it, tagged with its pid (out.json -> out.4242.json); None when `path` is a
+    device, a stream or under /proc (/dev/null, /dev/stdout, /dev/fd/1), which has no
+    place beside it (a regular file must never be made under /dev)."""
+    if _stream_fd(path) is not None or _special(path):
+        return None
+    return tagged_path(path, str(pid))
 
 
 def spare_path(path: str) -> str:

@@ -387,6 +387,99 @@ os.waitpid(pid, 0)
     assert "parent_pid" not in load(own)["meta"]
 
 
+@pytest.mark.parametrize("out", ["/dev/null", "/dev/stdout"])
+def test_a_forked_child_of_a_device_or_stream_output_writes_nothing_under_dev(tmp_path, out):
+    """Before, the child wrote a regular file /dev/null.<pid> (/dev/stdout.<pid>): a file
+    made under /dev.  A device or a stream has no place beside it: the child says so."""
+    r, parent, child = _fork_run_any(tmp_path, "-o", out)
+    made = [f"{out}.{child}", f"{out}.{child}.json"]
+    left = [m for m in made if os.path.lexists(m)]
+    for m in left:
+        os.unlink(m)
+    assert not left, left
+    notes = [line for line in r.stderr.splitlines() if "did not write its profile" in line]
+    assert notes == [f"cprof: process {child} (a fork) did not write its profile: '{out}' is a device "
+                     "or a stream, with no place beside it for a second file; give -o a file name to "
+                     "keep every process's profile"], r.stderr
+    if out == "/dev/stdout":   # the parent's profile alone, among the program's lines
+        text = "\n".join(line for line in r.stdout.decode().splitlines()
+                         if not line.startswith(("parent ", "child ")))
+        assert_valid_profile(json.loads(text))
+        assert json.loads(text)["meta"]["pid"] == parent
+
+
+def _fork_run_any(tmp_path, *out):
+    script = write_script(tmp_path, "forks.py", FORKS)
+    r = cprof(*out, script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pids = dict(line.split() for line in r.stdout.decode().splitlines() if line.startswith(("parent", "child")))
+    return r, int(pids["parent"]), int(pids["child"])
+
+
+def test_follow_children_with_a_device_or_stream_output_is_refused(tmp_path):
+    script = write_script(tmp_path, "s.py", "print('ran')\n")
+    r = cprof("--follow-children", "-o", "/dev/stdout", script, cwd=tmp_path)
+    one_sentence(r, "--follow-children", "'/dev/stdout' is a device or a stream", "give -o a file name")
+    assert r.stdout == b""
+
+
+def test_dump_in_a_forked_child_to_a_device_is_one_sentence(tmp_path):
+    script = write_script(tmp_path, "d.py", """\
+import os, sys, cprof
+p = cprof.Profile(["wall"])
+pid = os.fork()
+if pid == 0:
+    try:
+        p.dump("/dev/null")
+    except cprof.CprofError as e:
+        print(e)
+    os._exit(0)
+os.waitpid(pid, 0)
+""")
+    r = run_py(script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == ("a forked process cannot write its profile to '/dev/null', a device or "
+                                 "a stream with no place beside it for a second file; give a file name\n")
+
+
+@pytest.mark.parametrize("out", ["/dev/fd/2147483648", "/proc/self/fd/99999999999999999999"])
+def test_a_descriptor_number_beyond_any_is_one_sentence(tmp_path, out):
+    """Before: OverflowError's traceback, and the program never ran."""
+    script = write_script(tmp_path, "s.py", "print('ran')\n")
+    r = cprof("-o", out, script, cwd=tmp_path)
+    one_sentence(r, f"cannot write '{out}'", "is not open in cprof")
+
+
+def test_a_path_with_a_newline_is_shown_escaped(tmp_path):
+    script = write_script(tmp_path, "s.py", "print('ran')\n")
+    r = cprof("-o", tmp_path / "no\nsuch" / "x.json", script, cwd=tmp_path)
+    one_sentence(r, "no\\nsuch")
+
+
+@pytest.mark.parametrize("out", [None, "p.json", "p.pb.gz"])
+def test_a_program_that_replaces_sys_path_keeps_its_profile_and_exit_code(tmp_path, out):
+    """Writing imports from the standard library (json's C encoder, gzip, the report's
+    operator): before, a program that set sys.path[:] = [...] lost its profile and its
+    exit code to a ModuleNotFoundError's traceback."""
+    script = write_script(tmp_path, "e.py", """\
+import sys
+def work():
+    return sum(range(10))
+work()
+sys.path[:] = ["/nonexistent"]
+sys.exit(3)
+""")
+    r = cprof(*(["-o", tmp_path / out] if out else []), script, cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and "Error" not in r.stderr, r.stderr
+    if out is None:
+        assert "work" in r.stderr
+    elif out == "p.json":
+        assert by_name(load(tmp_path / out))["__main__.work"]["calls"] == 1
+    else:
+        assert gzip.open(tmp_path / out).read()
+
+
 def test_tagged_path_keeps_the_ending():
     from cprof.profile_file import tagged_path
     assert tagged_path("out.json", "7") == "out.7.json"
