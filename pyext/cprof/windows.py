@@ -110,7 +110,11 @@ def existing_windows(output: str) -> list[str]:
 def check_output(output: str) -> None:
     """Before the program runs: the windows' files can be written and none of their
     names is taken (cprof never writes over a file it did not make)."""
-    from .profile_file import check_writable, tagged_path
+    from .profile_file import beside_path, check_writable, tagged_path
+    from .schema import printable
+    if beside_path(output, 1) is None:   # never a file made under /dev
+        raise CprofError(f"windows are written one file each beside -o's (NAME.1.EXT, NAME.2.EXT, ...), "
+                         f"and '{printable(output)}' is a device or a stream; give -o a file name")
     found = existing_windows(output)
     if found:
         raise CprofError(f"-o {output}: {found[0]} exists (windows are written to "
