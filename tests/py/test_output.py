@@ -480,6 +480,19 @@ sys.exit(3)
         assert gzip.open(tmp_path / out).read()
 
 
+def test_modules_named_as_json_beside_the_script_do_not_stop_the_writing(tmp_path):
+    """json.py and _json.py in the script's folder (first on its sys.path): before, writing
+    imported them and lost the profile; json's C encoder is now taken before the program."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "json.py").write_text("raise RuntimeError('not the json module')\n")
+    (app / "_json.py").write_text("raise RuntimeError('not the _json module')\n")
+    script = write_script(app, "e.py", "def work():\n    return 1\nwork()\n")
+    r = cprof("-o", tmp_path / "p.json", script, cwd=tmp_path)
+    assert r.returncode == 0 and "Error" not in r.stderr, r.stderr
+    assert by_name(load(tmp_path / "p.json"))["__main__.work"]["calls"] == 1
+
+
 def test_tagged_path_keeps_the_ending():
     from cprof.profile_file import tagged_path
     assert tagged_path("out.json", "7") == "out.7.json"
