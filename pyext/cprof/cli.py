@@ -517,7 +517,7 @@ def _check_output(out: str, source: str, what: str) -> None:
     except OSError:
         same = False
     if same:
-        raise CprofError(f"-o '{out}' is {what}, which it would overwrite; give another file name")
+        raise CprofError(f"-o '{_shown(out)}' is {what}, which it would overwrite; give another file name")
     profile_file.check_writable(out)
 
 
@@ -549,14 +549,20 @@ def _save(prof: ProfileData, path: str) -> None:
     except CprofError as e:
         failed = str(e)
     except Exception as e:  # whatever else writing met (an import the program broke, ...)
-        failed = f"cannot write '{_shown(path)}' ({type(e).__name__}: {e})"
+        failed = f"cannot write '{_shown(path)}' ({type(e).__name__}: {_shown(str(e))})"
+    spare = None
     try:
         from . import profile_file
         spare = profile_file.spare_path(path)
         _write_output(prof, spare)
     except Exception as e:
+        if spare is not None:  # the empty file spare_path made
+            try:
+                os.unlink(spare)
+            except OSError:
+                pass
         _tell(f"cprof: error: {failed}, and no copy could be written in the temporary folder "
-              f"either ({e}); this run's profile is lost")
+              f"either ({_shown(str(e))}); this run's profile is lost")
     else:
         _tell(f"cprof: error: {failed}; the profile was written to {_shown(spare)} instead")
 
@@ -912,6 +918,7 @@ def _die_by(signum: int) -> None:
 
 def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     global _fork_hooks, _signal_handler
+    path_at_start = list(sys.path)  # before the program's folder joins it: what writing imports from
     if opts.output:  # before anything runs: a bad place costs no run
         _check_output(opts.output, "" if opts.module else (program or [""])[0], "the script to profile")
         where = (os.getcwd(), os.path.abspath(opts.output))  # the program may change folder
@@ -969,102 +976,96 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         raise CprofError("--follow-children does not work with the malloc counters yet (a child "
                          "would need the interposer preloaded); use the pymalloc-* counters, or profile without them")
 
-    path_at_start = list(sys.path)
-
     def finish(exit_code: int, signum: int | None = None) -> None:
         """Stop profiling and write the profile (-o) or the report (stderr), with the
-        sys.path cprof started with: the program may have replaced its own (sys.path[:]
-        = [...]), and writing imports what it needs from the standard library (then the
-        program's sys.path again, for its exit handlers)."""
-        program_path = list(sys.path)
-        sys.path[:] = path_at_start
+        sys.path cprof started with (the program may have replaced its own, and writing
+        imports from the standard library); the program's is put back for its exit
+        handlers.  The swap makes no call: the profile shows no work of cprof's."""
+        program_path, sys.path = sys.path, path_at_start[:]
         try:
-            _finish(exit_code, signum)
-        finally:
-            sys.path[:] = program_path
-
-    def _finish(exit_code: int, signum: int | None = None) -> None:
-        ending["done"] = True
-        if follow and os.getpid() != pid:  # a forked child: its own fresh profile (children.py)
-            children.end(exit_code, signum)
-            return
-        if windows is not None:  # close the open window, if any, and write it
-            windows.stop(exit_code=exit_code, **({} if signum is None else
-                                                  {"signal": _signal_name(signum)}))
-            if not windows.files and windows.signal is not None:
-                _tell(f"cprof: no window opened: {windows.signal.name} never came while the "
-                      "program ran, so nothing was written")
-            return
-        hook_error = None
-        try:
-            stop(strict=False)
-        except CprofError as e:
-            hook_error = str(e)
-        else:
-            replaced = prof.replaced_hooks()
-            if replaced:
-                more = len(replaced) - 1
-                hook_error = replaced[0] + (f" (and in {more} more threads)" if more else "")
-        finally:
-            prof._trace_off()
-        meta: dict[str, Any] = {"command": [target] + sys.argv[1:], "started": started,
-                "duration_s": round(time.time() - started, 6), "exit_code": exit_code,
-                "pid": os.getpid()}
-        parent = _forked_from(pid)
-        if parent is not None:
-            meta["parent_pid"] = parent
-        if signum is not None:
-            meta["signal"] = _signal_name(signum)
-        if prof._app is None:
-            from . import trace
-            prof._app = trace.app_folders(**app_of)
-        if signum is not None and ending.get("children") is not None:
-            # before the followed children are listed: those born since the signal end
-            # now, writing their profiles, rather than after the report, missing from it
-            _signal_newborn(ending["children"], signum)
-        kids = children.finish() if follow else {}  # the children that started profiling
-        loaded = kids.pop("_loaded", None)
-        meta.update(kids)
-        # written or reported once: compact tree, the engines' trees merged in place; a
-        # profile file gets the tree packed as it writes it (no int64 columns in between)
-        profile = prof._compact_profile(consume=True, packed=_writes_profile_file(opts.output),
-                                        **meta)
-        if loaded is not None:  # no -o: the children's profiles, summed into the report
-            profile = children.merged(profile, loaded)
-        if signum is None:  # at a signal, Python would not flush it either
+            ending["done"] = True
+            if follow and os.getpid() != pid:  # a forked child: its own fresh profile (children.py)
+                children.end(exit_code, signum)
+                return
+            if windows is not None:  # close the open window, if any, and write it
+                windows.stop(exit_code=exit_code, **({} if signum is None else
+                                                      {"signal": _signal_name(signum)}))
+                if not windows.files and windows.signal is not None:
+                    _tell(f"cprof: no window opened: {windows.signal.name} never came while the "
+                          "program ran, so nothing was written")
+                return
+            hook_error = None
             try:
-                sys.stdout.flush()
-            except Exception:
-                pass
-        if opts.output:
-            try:
-                moved = os.getcwd() != where[0]
-            except OSError:  # the current folder was removed
-                moved = True
-            out = where[1] if moved else opts.output
-            beside: str | None = out
-            if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
-                from . import profile_file
-                beside = profile_file.beside_path(out, os.getpid())
-                if beside is None:
-                    _tell(f"cprof: process {os.getpid()} (a fork) did not write its profile: "
-                          f"'{_shown(out)}' is a device or a stream, with no place beside it "
-                          "for a second file; give -o a file name to keep every process's profile")
-            if beside is not None:
-                _save(profile, beside)
-            if follow and not _writes_profile_file(opts.output) and meta.get("children"):
-                _tell(f"cprof: note: each of the {len(meta['children'])} child processes wrote its "
-                      "own file beside it in that format, not summed; for one profile of every "
-                      "process write JSON (-o NAME.json) and export it (cprof export NAME.json "
-                      "--format ...)")
-        else:
-            from . import report
-            _tell("\n" + (children.header(profile) if follow else "")
-                  + report.format_report(profile, sort=opts.sort, limit=opts.limit,
-                                              title=_title(target, meta),
-                                              all=opts.all, focus=opts.focus).removesuffix("\n"))
-        if hook_error is not None:
-            _tell(f"cprof: warning: {hook_error}")
+                stop(strict=False)
+            except CprofError as e:
+                hook_error = str(e)
+            else:
+                replaced = prof.replaced_hooks()
+                if replaced:
+                    more = len(replaced) - 1
+                    hook_error = replaced[0] + (f" (and in {more} more threads)" if more else "")
+            finally:
+                prof._trace_off()
+            meta: dict[str, Any] = {"command": [target] + sys.argv[1:], "started": started,
+                    "duration_s": round(time.time() - started, 6), "exit_code": exit_code,
+                    "pid": os.getpid()}
+            parent = _forked_from(pid)
+            if parent is not None:
+                meta["parent_pid"] = parent
+            if signum is not None:
+                meta["signal"] = _signal_name(signum)
+            if prof._app is None:
+                from . import trace
+                prof._app = trace.app_folders(**app_of)
+            if signum is not None and ending.get("children") is not None:
+                # before the followed children are listed: those born since the signal end
+                # now, writing their profiles, rather than after the report, missing from it
+                _signal_newborn(ending["children"], signum)
+            kids = children.finish() if follow else {}  # the children that started profiling
+            loaded = kids.pop("_loaded", None)
+            meta.update(kids)
+            # written or reported once: compact tree, the engines' trees merged in place; a
+            # profile file gets the tree packed as it writes it (no int64 columns in between)
+            profile = prof._compact_profile(consume=True, packed=_writes_profile_file(opts.output),
+                                            **meta)
+            if loaded is not None:  # no -o: the children's profiles, summed into the report
+                profile = children.merged(profile, loaded)
+            if signum is None:  # at a signal, Python would not flush it either
+                try:
+                    sys.stdout.flush()
+                except Exception:
+                    pass
+            if opts.output:
+                try:
+                    moved = os.getcwd() != where[0]
+                except OSError:  # the current folder was removed
+                    moved = True
+                out = where[1] if moved else opts.output
+                beside: str | None = out
+                if parent is not None:  # out.json -> out.<pid>.json: never over the parent's
+                    from . import profile_file
+                    beside = profile_file.beside_path(out, os.getpid())
+                    if beside is None:
+                        _tell(f"cprof: note: process {os.getpid()} (a fork) did not write its profile: "
+                              f"'{_shown(out)}' is a device or a stream, with no place beside it "
+                              "for a second file; give -o a file name to keep every process's profile")
+                if beside is not None:
+                    _save(profile, beside)
+                if follow and not _writes_profile_file(opts.output) and meta.get("children"):
+                    _tell(f"cprof: note: each of the {len(meta['children'])} child processes wrote its "
+                          "own file beside it in that format, not summed; for one profile of every "
+                          "process write JSON (-o NAME.json) and export it (cprof export NAME.json "
+                          "--format ...)")
+            else:
+                from . import report
+                _tell("\n" + (children.header(profile) if follow else "")
+                      + report.format_report(profile, sort=opts.sort, limit=opts.limit,
+                                                  title=_title(target, meta),
+                                                  all=opts.all, focus=opts.focus).removesuffix("\n"))
+            if hook_error is not None:
+                _tell(f"cprof: warning: {hook_error}")
+        finally:
+            sys.path = program_path
 
     def on_signal(signum, frame):
         if ending["done"]:  # the profile is being written: end once it is

@@ -427,11 +427,17 @@ def tagged_path(path: str, tag: str) -> str:
 def beside_path(path: str, pid: int) -> str | None:
     """Where a forked process writes its own profile when its parent writes `path`:
     beside it, tagged with its pid (out.json -> out.4242.json); None when `path` is a
-    device, a stream or under /proc (/dev/null, /dev/stdout, /dev/fd/1), which has no
-    place beside it (a regular file must never be made under /dev)."""
-    if _stream_fd(path) is not None or _special(path):
+    stream (/dev/stdout, /dev/fd/1, /proc/self/fd/1) or the tagged file would land in
+    /dev, /proc or /sys, links followed (/dev/null, a folder linked to /dev): a regular
+    file is never made there.  /dev/shm, a plain folder, is not refused."""
+    if _stream_fd(path) is not None:
         return None
-    return tagged_path(path, str(pid))
+    tagged = tagged_path(path, str(pid))
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(tagged)))
+    if folder in ("/dev", "/proc", "/sys") or folder.startswith(("/proc/", "/sys/")) or (
+            folder.startswith("/dev/") and not (folder + "/").startswith("/dev/shm/")):
+        return None
+    return tagged
 
 
 def spare_path(path: str) -> str:

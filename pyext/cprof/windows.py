@@ -117,8 +117,8 @@ def check_output(output: str) -> None:
                          f"and '{printable(output)}' is a device or a stream; give -o a file name")
     found = existing_windows(output)
     if found:
-        raise CprofError(f"-o {output}: {found[0]} exists (windows are written to "
-                         f"{tagged_path(output, '1')}, {tagged_path(output, '2')}, ...); "
+        raise CprofError(f"-o {printable(output)}: {printable(found[0])} exists (windows are written to "
+                         f"{printable(tagged_path(output, '1'))}, {printable(tagged_path(output, '2'))}, ...); "
                          "move those files away or give another -o")
     check_writable(tagged_path(output, "1"))
 
@@ -392,7 +392,8 @@ class Windows:
             _tell(f"cprof: error: window {self._index} was not written: {e}")
             return
         if not self._quiet:
-            _tell(f"cprof: wrote {path} (window {self._index}, {duration:.3f} s, {what})")
+            from .schema import printable
+            _tell(f"cprof: wrote {printable(path)} (window {self._index}, {duration:.3f} s, {what})")
         self.files.append(path)
         self._written.append((path, (st.st_dev, st.st_ino)))
         while self.keep is not None and len(self._written) > self.keep:

@@ -398,7 +398,7 @@ def test_a_forked_child_of_a_device_or_stream_output_writes_nothing_under_dev(tm
         os.unlink(m)
     assert not left, left
     notes = [line for line in r.stderr.splitlines() if "did not write its profile" in line]
-    assert notes == [f"cprof: process {child} (a fork) did not write its profile: '{out}' is a device "
+    assert notes == [f"cprof: note: process {child} (a fork) did not write its profile: '{out}' is a device "
                      "or a stream, with no place beside it for a second file; give -o a file name to "
                      "keep every process's profile"], r.stderr
     if out == "/dev/stdout":   # the parent's profile alone, among the program's lines
@@ -414,6 +414,17 @@ def _fork_run_any(tmp_path, *out):
     assert r.returncode == 0, r.stderr
     pids = dict(line.split() for line in r.stdout.decode().splitlines() if line.startswith(("parent", "child")))
     return r, int(pids["parent"]), int(pids["child"])
+
+
+def test_beside_path_refuses_dev_proc_and_streams_but_not_dev_shm(tmp_path):
+    from cprof.profile_file import beside_path
+    (tmp_path / "d").symlink_to("/dev")
+    for refused in ("/dev/null", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", str(tmp_path / "d" / "null"),
+                    "/proc/self/x.json", "/dev/input/x.json"):
+        assert beside_path(refused, 42) is None, refused
+    assert beside_path("/dev/shm/p.json", 42) == "/dev/shm/p.42.json"
+    assert beside_path(str(tmp_path / "p.json"), 42) == str(tmp_path / "p.42.json")
+    assert beside_path("rel/p.pb.gz", 7) == "rel/p.7.pb.gz"
 
 
 def test_follow_children_with_a_device_or_stream_output_is_refused(tmp_path):

@@ -164,6 +164,10 @@ def test_bad_window_options_are_one_sentence(tmp_path, args, message):
 @pytest.mark.parametrize("out", ["/dev/null", "/dev/stdout"])
 def test_windows_to_a_device_or_stream_are_refused(tmp_path, out):
     """Before, the windows went to /dev/null.1.json-like regular files made under /dev."""
+    def made():
+        return [n for n in os.listdir("/dev") if n.startswith(os.path.basename(out) + ".")]
+    for name in made():   # a failed run of this test, or of cprof before the fix
+        os.unlink(os.path.join("/dev", name))
     script = tmp_path / "p.py"
     script.write_text("pass\n")
     r = subprocess.run([sys.executable, "-m", "cprof", "--window=1", "-o", out, str(script)],
@@ -171,7 +175,10 @@ def test_windows_to_a_device_or_stream_are_refused(tmp_path, out):
     assert (r.returncode, r.stdout) == (2, ""), r.stderr
     assert r.stderr == (f"cprof: error: windows are written one file each beside -o's (NAME.1.EXT, "
                         f"NAME.2.EXT, ...), and '{out}' is a device or a stream; give -o a file name\n")
-    assert not [n for n in os.listdir("/dev") if n.startswith(os.path.basename(out) + ".")]
+    left = made()
+    for name in left:
+        os.unlink(os.path.join("/dev", name))
+    assert not left
 
 
 def test_windows_need_an_output(tmp_path):
