@@ -959,7 +959,11 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     windows = None
     if opts.on_signal is not None or opts.window is not None or opts.every or opts.keep:
         from .windows import from_options  # profiling windows (windows.py), not one profile
-        windows = from_options(opts, {"command": [target] + sys.argv[1:]})
+        program_path, sys.path = sys.path, path_at_start[:]
+        try:  # what writing a window imports, from cprof's sys.path (windows.preload)
+            windows = from_options(opts, {"command": [target] + sys.argv[1:]})
+        finally:
+            sys.path = program_path
     follow = opts.follow_children
     if follow:
         if windows is not None:
@@ -990,7 +994,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
             if windows is not None:  # close the open window, if any, and write it
                 windows.stop(exit_code=exit_code, **({} if signum is None else
                                                       {"signal": _signal_name(signum)}))
-                if not windows.files and windows.signal is not None:
+                if not windows.files and windows.signal is not None and not windows.failed:
                     _tell(f"cprof: no window opened: {windows.signal.name} never came while the "
                           "program ran, so nothing was written")
                 return
@@ -1105,9 +1109,15 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                             after_in_child=_after_fork_in_child)
         _fork_hooks = True
     if follow:  # after the hook above: a forked child's own signal handlers come last
-        children.start(prof, where[1] if opts.output else None, opts.counter,
-                       {"all_call_sites": opts.all_call_sites, "compensate": not opts.no_compensate,
-                        "distributions": opts.distributions, "slow_calls": opts.slow_calls})
+        # what it imports comes from cprof's sys.path, not the program's folder (a
+        # tempfile.py there); nothing of the program runs yet
+        program_path, sys.path = sys.path, path_at_start[:]
+        try:
+            children.start(prof, where[1] if opts.output else None, opts.counter,
+                           {"all_call_sites": opts.all_call_sites, "compensate": not opts.no_compensate,
+                            "distributions": opts.distributions, "slow_calls": opts.slow_calls})
+        finally:
+            sys.path = program_path
 
     exit_code = 0
     exc: BaseException | None = None

@@ -123,6 +123,18 @@ def check_output(output: str) -> None:
     check_writable(tagged_path(output, "1"))
 
 
+def preload(output: str) -> None:
+    """Import now what writing a window to `output` needs (its format's module and what
+    that imports, json's C encoder, the report's note on a full tree): a window is
+    written while the program runs, after it may have changed sys.path or put a module
+    of the same name beside itself (gzip.py, json.py)."""
+    from . import exporters, profile_file, report  # noqa: F401  (report: exporters.folded_note)
+    profile_file._dumps()
+    fmt = exporters.format_for_path(output)
+    if fmt is not None:
+        exporters._module(fmt)
+
+
 def write_profile(profile: Any, path: str) -> str:
     """The JSON profile, or the export that the name's ending asks for (as -o does);
     returns what was written, for the 'wrote' line."""
@@ -178,6 +190,8 @@ class Windows:
         self._options = options
         self._meta = dict(meta or {})
         self._quiet = quiet
+        self.failed = False   # the windows stopped on an error (said once)
+        preload(self.output)
         self._exit_meta: dict = {}
         self._timer: int | None = None    # the POSIX timer (wintimer.c), while started
         self._sig: Any = None             # the signal its handler switches windows on
@@ -367,7 +381,9 @@ class Windows:
                 self._rearm[0] = 1e-6
         except Exception as e:  # never into the program; say it once
             self._steps[:] = []
-            _tell(f"cprof: error: the windows stopped: {type(e).__name__}: {e}")
+            self.failed = True
+            from .schema import printable
+            _tell(f"cprof: error: the windows stopped: {type(e).__name__}: {printable(str(e))}")
     def _finish_window(self, prof: Profile, span: tuple, trigger: str) -> None:
         start_wall, end_wall, duration, error, enable_s, disable_s = span
         self._index += 1

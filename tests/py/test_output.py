@@ -504,6 +504,18 @@ def test_modules_named_as_json_beside_the_script_do_not_stop_the_writing(tmp_pat
     assert by_name(load(tmp_path / "p.json"))["__main__.work"]["calls"] == 1
 
 
+def test_follow_children_with_a_tempfile_py_beside_the_script_runs(tmp_path):
+    """Before: children.start imported tempfile after the script's folder joined
+    sys.path, so a tempfile.py there ended the run with a traceback before the program."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "tempfile.py").write_text("raise ImportError('not the tempfile module')\n")
+    script = write_script(app, "e.py", "def work():\n    return 1\nwork()\n")
+    r = cprof("--follow-children", "-o", tmp_path / "p.json", script, cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert by_name(load(tmp_path / "p.json"))["__main__.work"]["calls"] == 1
+
+
 def test_tagged_path_keeps_the_ending():
     from cprof.profile_file import tagged_path
     assert tagged_path("out.json", "7") == "out.7.json"

@@ -181,6 +181,27 @@ def test_windows_to_a_device_or_stream_are_refused(tmp_path, out):
     assert not left
 
 
+@pytest.mark.parametrize("ending", [".pb.gz", ".html"])
+def test_windows_are_written_whatever_the_program_does_to_sys_path(tmp_path, ending):
+    """Before, a program that set sys.path = None (or put a gzip.py beside itself) stopped
+    every window of a pprof or HTML -o: writing one imported gzip or html only then."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "gzip.py").write_text("raise ImportError('not the gzip module')\n")
+    (app / "html.py").write_text("raise ImportError('not the html module')\n")
+    script = app / "p.py"
+    script.write_text("import sys, time\nsys.path = None\nt = time.time()\n"
+                      "def busy():\n    return sum(range(1000))\n"
+                      "while time.time() - t < 0.5:\n    busy()\nsys.exit(3)\n")
+    out = tmp_path / f"w{ending}"
+    r = subprocess.run([sys.executable, "-m", "cprof", "--window=0.2", "-o", str(out), str(script)],
+                       capture_output=True, text=True, env=_env(), timeout=60, cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "error" not in r.stderr and "no window opened" not in r.stderr, r.stderr
+    written = sorted(n for n in os.listdir(tmp_path) if n.startswith("w."))
+    assert len(written) >= 2 and f"w.1{ending}" in written, (written, r.stderr)
+
+
 def test_windows_need_an_output(tmp_path):
     script = tmp_path / "p.py"
     script.write_text("pass\n")
