@@ -916,6 +916,18 @@ def _die_by(signum: int) -> None:
     os._exit(128 + signum)  # not reached: the default action ends the process at once
 
 
+def _on_path(path: list[str], fn: Any, *args: Any) -> Any:
+    """fn(*args) with `path` as sys.path (cprof's own, from before the program's folder
+    joined it), then the program's back: what fn imports cannot be a module of the
+    program's (a tempfile.py or gzip.py beside the script).  Only before the program
+    runs: no thread of its may import meanwhile."""
+    program_path, sys.path = sys.path, path[:]
+    try:
+        return fn(*args)
+    finally:
+        sys.path = program_path
+
+
 def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     global _fork_hooks, _signal_handler
     path_at_start = list(sys.path)  # before the program's folder joins it: what writing imports from
@@ -959,11 +971,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
     windows = None
     if opts.on_signal is not None or opts.window is not None or opts.every or opts.keep:
         from .windows import from_options  # profiling windows (windows.py), not one profile
-        program_path, sys.path = sys.path, path_at_start[:]
-        try:  # what writing a window imports, from cprof's sys.path (windows.preload)
-            windows = from_options(opts, {"command": [target] + sys.argv[1:]})
-        finally:
-            sys.path = program_path
+        # what writing a window imports (windows.preload)
+        windows = _on_path(path_at_start, from_options, opts, {"command": [target] + sys.argv[1:]})
     follow = opts.follow_children
     if follow:
         if windows is not None:
@@ -984,7 +993,8 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         """Stop profiling and write the profile (-o) or the report (stderr), with the
         sys.path cprof started with (the program may have replaced its own, and writing
         imports from the standard library); the program's is put back for its exit
-        handlers.  The swap makes no call: the profile shows no work of cprof's."""
+        handlers.  The swap is _on_path's, inline: profiling is still on here, and a
+        call would show in the profile."""
         program_path, sys.path = sys.path, path_at_start[:]
         try:
             ending["done"] = True
@@ -1109,15 +1119,9 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                             after_in_child=_after_fork_in_child)
         _fork_hooks = True
     if follow:  # after the hook above: a forked child's own signal handlers come last
-        # what it imports comes from cprof's sys.path, not the program's folder (a
-        # tempfile.py there); nothing of the program runs yet
-        program_path, sys.path = sys.path, path_at_start[:]
-        try:
-            children.start(prof, where[1] if opts.output else None, opts.counter,
-                           {"all_call_sites": opts.all_call_sites, "compensate": not opts.no_compensate,
-                            "distributions": opts.distributions, "slow_calls": opts.slow_calls})
-        finally:
-            sys.path = program_path
+        _on_path(path_at_start, children.start, prof, where[1] if opts.output else None, opts.counter,
+                 {"all_call_sites": opts.all_call_sites, "compensate": not opts.no_compensate,
+                  "distributions": opts.distributions, "slow_calls": opts.slow_calls})
 
     exit_code = 0
     exc: BaseException | None = None
