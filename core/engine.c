@@ -114,6 +114,20 @@ void cprof_thread_free(struct cprof_thread *t)
     t->stack.depth = t->stack.cap = 0;
 }
 
+/* The periodic callback (cprof_thread_set_periodic), off the event path. */
+static __attribute__((noinline, cold)) void run_periodic(struct cprof_thread *t)
+{
+    if (t->periodic)
+        t->periodic(t, t->periodic_arg);
+}
+
+/* Count an event; every CPROF_PERIOD_EVENTS, the periodic callback. */
+static ALWAYS_INLINE void count_event(struct cprof_thread *t)
+{
+    if (__builtin_expect((++t->rd.events & (CPROF_PERIOD_EVENTS - 1)) == 0, 0))
+        run_periodic(t);
+}
+
 /* Turn a raw reading into the engine's: clamped so no counter goes backwards, and
  * with the tracer's own cost taken out.  Each interval between two readings holds
  * one event's worth of tracer work (the end of one hook and the start of the
@@ -128,7 +142,7 @@ static const uint64_t *observe_slow(struct cprof_thread *t, const uint64_t *now)
     unsigned n = t->n, w = rd->bound_by;
     int back = 0, fresh = 0;
 
-    rd->events++;
+    count_event(t);
     if (!rd->started) {
         memcpy(rd->first, now, n * sizeof(*now));
         memcpy(rd->last, now, n * sizeof(*now));
@@ -207,7 +221,7 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
     uint64_t *raw_last = RD(rd, raw_last, n), *comp = RD(rd, comp, n);
     uint64_t *comp_off = RD(rd, comp_off, n), *last = RD(rd, last, n);
 
-    rd->events++;
+    count_event(t);
     for (unsigned c = 0; c < n; c++) {
         uint64_t v = now[c], raw = raw_last[c], d, cut;
         if (__builtin_expect(v < raw, 0)) {
@@ -820,6 +834,12 @@ int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by)
 void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event)
 {
     memcpy(t->rd.comp, per_event, t->n * sizeof(*per_event));
+}
+
+void cprof_thread_set_periodic(struct cprof_thread *t, cprof_periodic_fn fn, void *arg)
+{
+    t->periodic = fn;
+    t->periodic_arg = arg;
 }
 
 void cprof_thread_exclude(struct cprof_thread *t, const uint64_t *before, const uint64_t *after)

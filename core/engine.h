@@ -142,6 +142,12 @@ struct cprof_readings {
     uint64_t events;            /* enter + exit events processed */
 };
 
+struct cprof_thread;
+/* Called on the thread's own events, every CPROF_PERIOD_EVENTS of them (before the
+ * event's reading is observed): the place to adjust compensation as the run goes. */
+typedef void (*cprof_periodic_fn)(struct cprof_thread *t, void *arg);
+#define CPROF_PERIOD_EVENTS 4096u   /* a power of two */
+
 /* A counter's read function and its per-thread state (counters.h's `read`). */
 typedef uint64_t (*cprof_read_fn)(void *state);
 
@@ -158,6 +164,8 @@ struct cprof_thread {
     struct cprof_readings rd;   /* readings, compensation, bounds */
     struct cprof_health health; /* what went wrong */
     struct cprof_extras extras; /* distributions and slow calls, when asked for */
+    cprof_periodic_fn periodic; /* cprof_thread_set_periodic, or NULL */
+    void *periodic_arg;
 };
 
 /* 0, or -ENOMEM (t is then freed and safe to free again). */
@@ -225,6 +233,9 @@ int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by);
  * numbers are then net of it; cprof_thread_compensated() says how much went. */
 void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event);
 uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c);
+/* Call fn(t, arg) every CPROF_PERIOD_EVENTS events of this thread (NULL: never).  fn
+ * may call cprof_thread_set_compensation: the new cost applies from that event on. */
+void cprof_thread_set_periodic(struct cprof_thread *t, cprof_periodic_fn fn, void *arg);
 /* The tracer did work of its own between two raw readings taken now (capturing a
  * slow call's arguments, recording a new function's name): take after - before out
  * of the next interval too (never more than it).  Measured, not estimated, so not

@@ -370,7 +370,7 @@ static PyObject *profiler_set_compensation(PyObject *self, PyObject *arg)
         CPROF_STORE(p->comp[i], v[i]);
     for (struct tstate *ts = cprof_threads(p); ts; ts = ts->next)
         if (!ts->failed)
-            cprof_thread_set_compensation(&ts->eng, v);
+            cprof_ts_compensate(p, ts);
 #ifdef Py_GIL_DISABLED
     cprof_release(p, CPROF_OFF);
 #endif

@@ -104,6 +104,12 @@ typedef struct ProfilerObject ProfilerObject;
  *     holds the GIL, except where it runs Python code, and there a disable() from
  *     another thread is the documented "Beware" of this paragraph's GIL days (the
  *     engine tolerates it: the owner's next event finds the engine paused). */
+/* A thread's scheduler figures (threads.c): ns run and ns waited on a run queue
+ * (schedstat), voluntary and involuntary context switches (getrusage). */
+struct sched_reading {
+    uint64_t run, wait, vol, invol;
+};
+
 struct tstate {
     struct cprof_thread eng;    /* shadow stack and tables */
     uint64_t (*read[CPROF_MAX_COUNTERS])(void *); /* the counters' read functions */
@@ -119,6 +125,10 @@ struct tstate {
     struct tstate *next;        /* the owner's list of threads */
     struct cprof_async *async;  /* asyncio mode's coroutines and tasks (async.c), or NULL */
     int busy;                   /* events in progress (free-threaded builds; atomic) */
+    /* scheduling delay (threads.c): the wall clocks' compensation under load */
+    uint32_t stretch;           /* (run + preempted wait) / run, times 2^16; 0: not tracked */
+    uint64_t sched_checked;     /* CLOCK_MONOTONIC ns of the last look */
+    struct sched_reading sched_at; /* at the window's start */
 };
 
 /* One profile.  Who touches what (free-threaded builds have no GIL to lean on, so
@@ -253,6 +263,9 @@ extern const PyMethodDef *const cprof_own_methods_begin, *const cprof_own_method
 /* threads.c: per-thread state and the engine's callbacks */
 struct tstate *cprof_ts_new(ProfilerObject *p);
 void cprof_ts_free(ProfilerObject *p, struct tstate *ts);
+/* Hand the thread's engine the profile's cost per event (p->comp), with the
+ * wall-clock counters' share scaled by the thread's scheduling delay. */
+void cprof_ts_compensate(ProfilerObject *p, struct tstate *ts);
 void cprof_ts_note_failures(ProfilerObject *p, struct tstate *ts);
 int cprof_ts_stack_depth(PyFrameObject *frame);
 void cprof_ts_push_frames(ProfilerObject *p, struct tstate *ts, PyFrameObject *frame, int skip,

@@ -4,6 +4,13 @@
 #include "async.h"
 #include "profiler.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
 /* Process-wide, per OS thread (see profiler.h) */
 CPROF_TLS struct cprof_tls cprof_tls;
 
@@ -154,11 +161,128 @@ static void set_time_bounds(const ProfilerObject *p, struct cprof_thread *eng)
     }
 }
 
+/* ---- scheduling delay: the wall clocks' compensation under load ------------------ */
+
+/* A thread that is preempted waits for a CPU while its wall clock runs on, and it is
+ * preempted for the CPU time it used, the tracer's included: on a loaded machine
+ * the tracer's wall-clock cost per event is its CPU cost (what calibration
+ * measures, in thread CPU time) times (run + preempted wait) / run.  So the
+ * counters that count elapsed time (CPROF_COUNTER_ELAPSED) have their cost per
+ * event scaled by that factor, measured for this thread over windows of at least
+ * STRETCH_WINDOW_NS and STRETCH_MIN_RUN_NS of running, each averaged with the one
+ * before: time run and time waited on a run queue from the kernel's scheduler
+ * statistics (/proc/thread-self/schedstat), the wait counted in the share of the
+ * window's switches that were preemptions (getrusage's involuntary ones; a wait
+ * after waking from a sleep, I/O or a lock is not the tracer's doing).  1 on an
+ * idle machine; never changed where the file cannot be read.  Looked at every
+ * CPROF_PERIOD_EVENTS events (the engine's periodic callback): a clock read, and
+ * per window a file read and a getrusage. */
+#define STRETCH_ONE (1u << 16)
+#define STRETCH_MAX (16u << 16)
+#define STRETCH_WINDOW_NS 50000000ull
+#define STRETCH_MIN_RUN_NS 5000000ull
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+/* The calling thread's time run and time waited on a run queue (ns), and its
+ * voluntary and involuntary context switches: 0, or -1. */
+static int read_sched(struct sched_reading *r)
+{
+    char buf[96], *end, *second;
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    ssize_t got;
+    struct rusage ru;
+
+    if (fd < 0)
+        return -1;
+    got = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (got <= 0 || getrusage(RUSAGE_THREAD, &ru) < 0)
+        return -1;
+    buf[got] = '\0';
+    r->run = strtoull(buf, &second, 10);
+    r->wait = strtoull(second, &end, 10);
+    r->vol = (uint64_t)ru.ru_nvcsw;
+    r->invol = (uint64_t)ru.ru_nivcsw;
+    return second == buf || end == second ? -1 : 0;
+}
+
+void cprof_ts_compensate(ProfilerObject *p, struct tstate *ts)
+{
+    uint64_t comp[CPROF_MAX_COUNTERS];
+
+    for (unsigned i = 0; i < p->n; i++) {
+        comp[i] = CPROF_LOAD(p->comp[i]);
+        if (ts->stretch && (p->specs[i].def->flags & CPROF_COUNTER_ELAPSED))
+            comp[i] = (comp[i] * ts->stretch) >> 16;
+    }
+    cprof_thread_set_compensation(&ts->eng, comp);
+}
+
+static void on_period(struct cprof_thread *eng, void *arg)
+{
+    struct tstate *ts = arg;
+    struct sched_reading now, *at = &ts->sched_at;
+    uint64_t t = monotonic_ns(), run, wait, f;
+    int saved = errno;          /* the program's, between two of its calls */
+
+    if (t - ts->sched_checked < STRETCH_WINDOW_NS)
+        return;
+    ts->sched_checked = t;
+    if (read_sched(&now) < 0) {
+        cprof_thread_set_periodic(eng, NULL, NULL);
+        errno = saved;
+        return;
+    }
+    errno = saved;
+    if (now.run < at->run || now.wait < at->wait || now.vol < at->vol || now.invol < at->invol) {
+        *at = now;              /* another thread's: the first look in a forked child */
+        return;
+    }
+    run = now.run - at->run;
+    if (run < STRETCH_MIN_RUN_NS)                           /* mostly blocked: go on */
+        return;
+    wait = now.invol == at->invol ? 0
+           : (now.wait - at->wait) * (now.invol - at->invol)
+             / (now.invol - at->invol + now.vol - at->vol);
+    f = ((run + wait) << 16) / run;
+    f = f > STRETCH_MAX ? STRETCH_MAX : f;
+    ts->stretch = (uint32_t)((ts->stretch + f) / 2);
+    *at = now;
+    cprof_ts_compensate(ts->prof, ts);
+}
+
+/* Track the thread's scheduling delay if a counter counts elapsed time and no CPU
+ * clock is held to it (set_time_bounds: there, a wall cost above the CPU cost would
+ * hold the CPU clock back in every interval that had no wait, and move its time to
+ * the next one that had). */
+static void track_stretch(ProfilerObject *p, struct tstate *ts)
+{
+    int elapsed = 0, cpu = 0, saved = errno;
+
+    for (unsigned i = 0; i < p->n; i++) {
+        unsigned f = p->specs[i].def->flags;
+        elapsed |= (f & CPROF_COUNTER_ELAPSED) != 0;
+        cpu |= (f & CPROF_COUNTER_TIME) && !(f & CPROF_COUNTER_ELAPSED);
+    }
+    if (elapsed && !cpu && read_sched(&ts->sched_at) == 0) {
+        ts->stretch = STRETCH_ONE;
+        ts->sched_checked = monotonic_ns();
+        cprof_thread_set_periodic(&ts->eng, on_period, ts);
+    }
+    errno = saved;
+}
+
 struct tstate *cprof_ts_new(ProfilerObject *p)
 {
     struct tstate *ts = PyMem_RawCalloc(1, sizeof(*ts));
     struct cprof_error err = {0};
-    uint64_t comp[CPROF_MAX_COUNTERS];
 
     if (!ts) {
         cprof_py_set_sticky(p, "cprof ran out of memory starting to profile a thread");
@@ -183,13 +307,12 @@ struct tstate *cprof_ts_new(ProfilerObject *p)
         goto out;
     }
     ts->opened = p->n;
-    for (unsigned i = 0; i < p->n; i++) {
+    for (unsigned i = 0; i < p->n; i++)
         ts->read[i] = p->specs[i].def->read;
-        comp[i] = CPROF_LOAD(p->comp[i]);
-    }
     cprof_thread_set_readers(&ts->eng, ts->read, ts->cstate);
     set_time_bounds(p, &ts->eng);
-    cprof_thread_set_compensation(&ts->eng, comp);
+    track_stretch(p, ts);
+    cprof_ts_compensate(p, ts);
     cprof_thread_set_distributions(&ts->eng, p->dist);
     if (p->slow_k)
         cprof_thread_set_slow_calls(&ts->eng, p->slow_k, on_slow, ts);

@@ -1949,6 +1949,50 @@ Test(compensation, not_across_a_pause)
     cprof_thread_free(&t);
 }
 
+/* The periodic callback: once every CPROF_PERIOD_EVENTS events, before the event's
+ * interval is cut, so a cost it sets applies from that interval on. */
+static unsigned periodic_calls;
+static void raise_cost(struct cprof_thread *t, void *arg)
+{
+    const uint64_t comp[NC] = {5, 0};
+
+    cr_assert_eq(arg, &periodic_calls);
+    cr_assert_eq(t->rd.events % CPROF_PERIOD_EVENTS, 0);
+    periodic_calls++;
+    cprof_thread_set_compensation(t, comp);
+}
+
+Test(compensation, periodic_callback_changes_the_cost_from_then_on)
+{
+    struct cprof_thread t;
+    const uint64_t comp[NC] = {1, 0};
+    uint64_t time = 0;
+
+    init2(&t);
+    cprof_thread_set_compensation(&t, comp);
+    cprof_thread_set_periodic(&t, raise_cost, &periodic_calls);
+    ent(&t, KA, time, 0);                       /* event 1: nothing taken out */
+    for (unsigned i = 1; i < CPROF_PERIOD_EVENTS; i += 2) {    /* events 2 .. PERIOD */
+        ent(&t, KB, time += 10, 0);
+        if (i + 1 < CPROF_PERIOD_EVENTS)
+            ex(&t, KB, time += 10, 0);
+    }
+    cr_assert_eq(periodic_calls, 1);           /* at the PERIOD-th event, a KB enter */
+    ex(&t, KB, time += 10, 0);                 /* cut by 5 now */
+    ex(&t, KA, time += 10, 0);
+    cprof_thread_flush(&t);
+    /* PERIOD - 2 intervals before it (events 2 .. PERIOD-1) lose 1, the three
+     * from the PERIOD-th on lose 5 */
+    cr_assert_eq(cprof_thread_compensated(&t, 0), (CPROF_PERIOD_EVENTS - 2) * 1 + 3 * 5);
+    check_region(&t, time - cprof_thread_compensated(&t, 0), 0);
+    CONSERVED(&t);
+    cprof_thread_set_periodic(&t, NULL, NULL);
+    for (unsigned i = 0; i < CPROF_PERIOD_EVENTS; i++)
+        ent(&t, KC, time += 10, 0);
+    cr_assert_eq(periodic_calls, 1);           /* none after it is unset */
+    cprof_thread_free(&t);
+}
+
 /* Merged profiles add what each thread took out. */
 Test(compensation, merged)
 {

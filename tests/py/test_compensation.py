@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -158,3 +159,73 @@ def test_cpu_never_above_wall_under_load(tmp_path, cpu_hogs, counters):
         assert fn(prof, "__main__.fib")["calls"] == 6 * 5167
         share = prof["meta"]["tracer_share"]["per_event"]
         assert share["cpu"] == share["wall"]
+
+
+def _sched():
+    """This thread's (ns run, ns waited on a run queue, voluntary and involuntary
+    switches): the kernel's own accounts."""
+    import resource
+    with open("/proc/thread-self/schedstat") as f:
+        run, wait = map(int, f.read().split()[:2])
+    ru = resource.getrusage(resource.RUSAGE_THREAD)
+    return run, wait, ru.ru_nvcsw, ru.ru_nivcsw
+
+
+def _wall_stretch(sleep_every):
+    """A wall-only profile of a second of calls (a sleep of 0.5 ms every `sleep_every`
+    rounds, or none) with a set cost per event: the cost it took out per event over
+    that cost, and the factor the kernel's accounts give over the same span, (run +
+    the wait in the preemptions' share of the switches) / run."""
+    from cprof._cprof import Profiler
+
+    def f(x):
+        for _ in range(8):
+            x += 1
+        return x
+
+    p = Profiler(["wall"])
+    p.set_compensation([20])
+    a = _sched()
+    p.enable(push_existing=False)
+    t0 = time.monotonic()
+    rounds = 0
+    while time.monotonic() - t0 < 1.0:
+        for i in range(200):
+            f(i)
+        rounds += 1
+        if sleep_every and rounds % sleep_every == 0:
+            time.sleep(0.0005)
+    p.disable()
+    b = _sched()
+    stats = p.stats()["meta"]
+    taken = stats["tracer_share"]["compensated"][0] / (20 * stats["events"])
+    run, wait, vol, invol = (y - x for x, y in zip(a, b))
+    preempted = wait * invol / (invol + vol) if invol else 0
+    return taken, (run + preempted) / run
+
+
+needs_schedstat = pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"),
+                                     reason="the kernel keeps no scheduler statistics here")
+
+
+@needs_schedstat
+def test_wall_cost_grows_with_the_preemptions_under_load(cpu_hogs):
+    """With every core busy, the thread waits for a CPU in proportion to the CPU time it
+    uses, the tracer's included: a wall clock's cost per event is the calibrated (CPU)
+    cost times (run + preempted wait) / run, which the kernel's accounts give (2.4-2.6
+    here under these hogs).  Before, the CPU cost alone was taken out (1.00).  The
+    factor is averaged over 50 ms windows from the thread's first event, so what it
+    took out over the second lies within 0.75-1.1 of the accounts' factor (0.93-0.95
+    here)."""
+    taken, factor = _wall_stretch(0)
+    assert factor > 1.3, f"the hogs did not preempt this thread ({factor:.2f})"
+    assert 0.75 * factor <= taken <= 1.1 * factor, (taken, factor)
+
+
+@needs_schedstat
+def test_wall_cost_ignores_waits_after_sleeps(cpu_hogs):
+    """A thread that sleeps often, even on a busy machine, waits for a CPU after it wakes
+    (not for what it ran, not the tracer's doing) and is rarely preempted: its wall
+    cost per event stays within 5% of the CPU cost, however long those waits."""
+    taken, factor = _wall_stretch(2)
+    assert taken <= max(1.05, factor), (taken, factor)
