@@ -61,6 +61,7 @@ Exit status: 0 when plain, cProfile and every cprof configuration ran every work
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import fnmatch
 import hashlib
@@ -786,7 +787,12 @@ def summarize(results: dict) -> None:
     # run does not move it); a sampling profiler's pools its samples over the runs (each run
     # alone has a few dozen samples per half).
     # each plain run's ratio is that of its fastest round of each half: the least disturbed
-    per_true = [h[-2] / h[-1] for h in results["true_halves"] if h[-1]]
+    # (under --hogs, the sums of rounds: the fastest rounds are the ones the load left alone,
+    # while every profiler's figure sums all of them)
+    if results["meta"].get("hogs"):
+        per_true = [h[0] / h[1] for h in results["true_halves"] if h[1]]
+    else:
+        per_true = [h[-2] / h[-1] for h in results["true_halves"] if h[-1]]
     true = median(per_true)
     results["true_ratio"] = true
     results["true_ratio_per_rep"] = per_true
@@ -994,7 +1000,9 @@ def text_tables(results: dict) -> str:
         out.append("")
         out.append(f"Accuracy on the bias workload ({CALLS_PER_ROUND:,} tiny calls vs the same work inline, "
                    f"{results['bias']['rounds']} rounds, inline={results['bias']['inline']:,}):")
-        out.append(f"true unprofiled ratio calls_half/inline_half = {fmt_ratio(results['true_ratio'], 3)}")
+        hogs = results["meta"].get("hogs")
+        out.append(f"true unprofiled ratio calls_half/inline_half = {fmt_ratio(results['true_ratio'], 3)}"
+                   + (f" (sums of rounds, under {hogs} CPU hogs)" if hogs else ""))
         out.append(f"{'':<{width}}{'reported':>10}{'reported/true':>15}  per repetition")
         for c in configs:
             if c not in results["accuracy"]:
@@ -1043,8 +1051,17 @@ def command_text(results: dict) -> str:
 
 def python_label(results: dict) -> str:
     m = results["meta"]
-    env = ", ".join(f"{k}={v}" for k, v in m.get("run_env", {}).items())
-    return m["python_version"] + (f" ({env})" if env else "")
+    env = [f"{k}={v}" for k, v in m.get("run_env", {}).items()]
+    env += [f"{m['hogs']} CPU hogs"] if m.get("hogs") else []
+    return m["python_version"] + (f" ({', '.join(env)})" if env else "")
+
+
+def stop_hogs(hogs: list) -> None:
+    for h in hogs:
+        h.kill()
+    for h in hogs:
+        h.wait()
+    hogs.clear()
 
 
 TABLE_KINDS = ["overhead", "real", "parallel", "startup", "instructions", "accuracy"]
@@ -1349,6 +1366,11 @@ def main() -> int:
     ap.add_argument("--python-gil", choices=("0", "1"), help="set PYTHON_GIL in every measured run "
                     "(free-threaded builds: 0 keeps the GIL off even if an extension does not declare "
                     "Py_mod_gil)")
+    ap.add_argument("--hogs", type=int, default=0, metavar="N",
+                    help="N processes spinning on the CPU from the bias tuning to the last measurement: "
+                    "the figures under load (the bias workload's true ratio then comes from the plain "
+                    "runs' sums of rounds, as the profilers' figures do, not from their fastest rounds, "
+                    "the ones the load left alone)")
     ap.add_argument("--list", action="store_true", help="list configurations and workloads, and exit")
     ap.add_argument("--modes", default="workloads,startup,instructions",
                     help="what to measure, comma-separated: workloads (the timed workloads, whole-process "
@@ -1461,6 +1483,11 @@ def main() -> int:
             if p.returncode != 0:
                 raise SystemExit(f"compare.py: error: could not make the json workload's input: {why(p)}")
 
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+            for _ in range(max(0, a.hogs))]
+    atexit.register(stop_hogs, hogs)
+    if hogs:
+        log(f"{len(hogs)} CPU hogs running")
     bias = {"rounds": rounds, "calls_per_round": CALLS_PER_ROUND, "inline": None, "tuning": []}
     if "bias" in workloads:
         try:
@@ -1573,12 +1600,13 @@ def main() -> int:
                          for c, cell in requests.items() if "error" in cell})
         fatal.extend(f"{c} requests" for c, cell in requests.items() if "error" in cell and must_run(c))
 
+    stop_hogs(hogs)
     hook = "sys.monitoring" if venv.version_tuple() >= (3, 12) else "setprofile"
     results = {
         "meta": {"python": str(venv.python), "python_version": venv.versions.get("python", venv.version),
                  "hook": hook, "machine": machine_description(),
                  "date": datetime.date.today().isoformat(), "reps": reps, "smoke": smoke,
-                 "cpus": os.cpu_count(), "run_env": venv.run_env,
+                 "cpus": os.cpu_count(), "run_env": venv.run_env, "hogs": len(hogs),
                  "cprof_commit": cprof_what, "versions": venv.versions,
                  "command": sys.argv, "elapsed_s": None},
         "configs": [c.name for c in configs], "workloads": workloads,
