@@ -121,10 +121,11 @@ static __attribute__((noinline, cold)) void run_periodic(struct cprof_thread *t)
         t->periodic(t, t->periodic_arg);
 }
 
-/* Count an event; every CPROF_PERIOD_EVENTS, the periodic callback. */
-static ALWAYS_INLINE void count_event(struct cprof_thread *t)
+/* After an event: every CPROF_PERIOD_EVENTS, the periodic callback (last, so that
+ * the call is a jump and the event path keeps its registers). */
+static ALWAYS_INLINE void after_event(struct cprof_thread *t)
 {
-    if (__builtin_expect((++t->rd.events & (CPROF_PERIOD_EVENTS - 1)) == 0, 0))
+    if (__builtin_expect((t->rd.events & (CPROF_PERIOD_EVENTS - 1)) == 0, 0))
         run_periodic(t);
 }
 
@@ -142,7 +143,7 @@ static const uint64_t *observe_slow(struct cprof_thread *t, const uint64_t *now)
     unsigned n = t->n, w = rd->bound_by;
     int back = 0, fresh = 0;
 
-    count_event(t);
+    rd->events++;
     if (!rd->started) {
         memcpy(rd->first, now, n * sizeof(*now));
         memcpy(rd->last, now, n * sizeof(*now));
@@ -221,7 +222,7 @@ static ALWAYS_INLINE const uint64_t *observe_n(struct cprof_thread *t, const uin
     uint64_t *raw_last = RD(rd, raw_last, n), *comp = RD(rd, comp, n);
     uint64_t *comp_off = RD(rd, comp_off, n), *last = RD(rd, last, n);
 
-    count_event(t);
+    rd->events++;
     for (unsigned c = 0; c < n; c++) {
         uint64_t v = now[c], raw = raw_last[c], d, cut;
         if (__builtin_expect(v < raw, 0)) {
@@ -564,6 +565,7 @@ static ALWAYS_INLINE void enter_n(struct cprof_thread *t, cprof_key key, const u
 void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
     BY_N(enter_n, t, key, now, 0)
+    after_event(t);
 }
 
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now)
@@ -708,6 +710,7 @@ static ALWAYS_INLINE void exit_n(struct cprof_thread *t, cprof_key key, const ui
 void cprof_thread_exit(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
     BY_N(exit_n, t, key, now, 0)
+    after_event(t);
 }
 
 void cprof_thread_set_readers(struct cprof_thread *t, const cprof_read_fn *read,
@@ -730,6 +733,7 @@ static ALWAYS_INLINE void enter_read_n(struct cprof_thread *t, cprof_key key, un
 
     read_n(t, now, n);
     enter_n(t, key, now, quick, n);
+    after_event(t);
 }
 
 static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, unsigned n,
@@ -739,6 +743,7 @@ static ALWAYS_INLINE void exit_read_n(struct cprof_thread *t, cprof_key key, uns
 
     read_n(t, now, n);
     exit_n(t, key, now, quick, n);
+    after_event(t);
 }
 
 /* One function per n, event and path, each compiled on its own (no switch on n, and

@@ -143,8 +143,8 @@ struct cprof_readings {
 };
 
 struct cprof_thread;
-/* Called on the thread's own events, every CPROF_PERIOD_EVENTS of them (before the
- * event's reading is observed): the place to adjust compensation as the run goes. */
+/* Called on the thread's own events, after every CPROF_PERIOD_EVENTS-th one: the
+ * place to adjust compensation as the run goes. */
 typedef void (*cprof_periodic_fn)(struct cprof_thread *t, void *arg);
 #define CPROF_PERIOD_EVENTS 4096u   /* a power of two */
 
@@ -233,8 +233,9 @@ int cprof_thread_set_bound(struct cprof_thread *t, unsigned c, unsigned by);
  * numbers are then net of it; cprof_thread_compensated() says how much went. */
 void cprof_thread_set_compensation(struct cprof_thread *t, const uint64_t *per_event);
 uint64_t cprof_thread_compensated(const struct cprof_thread *t, unsigned c);
-/* Call fn(t, arg) every CPROF_PERIOD_EVENTS events of this thread (NULL: never).  fn
- * may call cprof_thread_set_compensation: the new cost applies from that event on. */
+/* Call fn(t, arg) after every CPROF_PERIOD_EVENTS-th event of this thread (NULL:
+ * never).  fn may call cprof_thread_set_compensation: the new cost applies from the
+ * next event on. */
 void cprof_thread_set_periodic(struct cprof_thread *t, cprof_periodic_fn fn, void *arg);
 /* The tracer did work of its own between two raw readings taken now (capturing a
  * slow call's arguments, recording a new function's name): take after - before out

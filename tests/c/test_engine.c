@@ -1949,8 +1949,8 @@ Test(compensation, not_across_a_pause)
     cprof_thread_free(&t);
 }
 
-/* The periodic callback: once every CPROF_PERIOD_EVENTS events, before the event's
- * interval is cut, so a cost it sets applies from that interval on. */
+/* The periodic callback: after every CPROF_PERIOD_EVENTS-th event, so a cost it sets
+ * applies from the next interval on. */
 static unsigned periodic_calls;
 static void raise_cost(struct cprof_thread *t, void *arg)
 {
@@ -1977,13 +1977,12 @@ Test(compensation, periodic_callback_changes_the_cost_from_then_on)
         if (i + 1 < CPROF_PERIOD_EVENTS)
             ex(&t, KB, time += 10, 0);
     }
-    cr_assert_eq(periodic_calls, 1);           /* at the PERIOD-th event, a KB enter */
+    cr_assert_eq(periodic_calls, 1);           /* after the PERIOD-th event, a KB enter */
     ex(&t, KB, time += 10, 0);                 /* cut by 5 now */
     ex(&t, KA, time += 10, 0);
     cprof_thread_flush(&t);
-    /* PERIOD - 2 intervals before it (events 2 .. PERIOD-1) lose 1, the three
-     * from the PERIOD-th on lose 5 */
-    cr_assert_eq(cprof_thread_compensated(&t, 0), (CPROF_PERIOD_EVENTS - 2) * 1 + 3 * 5);
+    /* PERIOD - 1 intervals up to it (events 2 .. PERIOD) lose 1, the two after 5 */
+    cr_assert_eq(cprof_thread_compensated(&t, 0), (CPROF_PERIOD_EVENTS - 1) * 1 + 2 * 5);
     check_region(&t, time - cprof_thread_compensated(&t, 0), 0);
     CONSERVED(&t);
     cprof_thread_set_periodic(&t, NULL, NULL);
