@@ -84,17 +84,24 @@ typedef struct {
 
 typedef struct ProfilerObject ProfilerObject;
 
+/* A thread's scheduler figures (threads.c): ns run and ns waited on a run queue
+ * (schedstat), voluntary and involuntary context switches (getrusage). */
+struct sched_reading {
+    uint64_t run, wait, vol, invol;
+};
+
 /* One thread's profiling state: its engine and its counters' per-thread state.
  *
  * Who touches what:
  *   ident, tstate_id, prof, next: written once, by the owning thread at its first
  *     event (cprof_ts_new), before the state is published on the owner's list (an
  *     atomic push), then read-only.
- *   eng, read, cstate, opened, failed, pending, pending_globals: the owning thread,
- *     at its events.  Other threads read or change them only with the profile
- *     stopped: stop() flushes and pauses every thread's engine from the thread that
- *     calls disable(), stats() merges them, note_replaced_hooks() reads the stack,
- *     set_compensation() sets the engine's costs, dealloc frees them.
+ *   eng, read, cstate, opened, failed, pending, pending_globals, stretch,
+ *     sched_checked, sched_at: the owning thread, at its events.  Other threads read
+ *     or change them only with the profile stopped: stop() flushes and pauses every
+ *     thread's engine from the thread that calls disable(), stats() merges them,
+ *     note_replaced_hooks() reads the stack, set_compensation() sets the engine's
+ *     costs (reading stretch), dealloc frees them.
  *   busy: events of the owning thread in progress (nested: a Counter's read and
  *     the engine's callbacks run Python code, which may have events of its own).
  *     Free-threaded builds only: raised before and dropped after each event by
@@ -104,12 +111,6 @@ typedef struct ProfilerObject ProfilerObject;
  *     holds the GIL, except where it runs Python code, and there a disable() from
  *     another thread is the documented "Beware" of this paragraph's GIL days (the
  *     engine tolerates it: the owner's next event finds the engine paused). */
-/* A thread's scheduler figures (threads.c): ns run and ns waited on a run queue
- * (schedstat), voluntary and involuntary context switches (getrusage). */
-struct sched_reading {
-    uint64_t run, wait, vol, invol;
-};
-
 struct tstate {
     struct cprof_thread eng;    /* shadow stack and tables */
     uint64_t (*read[CPROF_MAX_COUNTERS])(void *); /* the counters' read functions */
