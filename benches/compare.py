@@ -1483,8 +1483,10 @@ def main() -> int:
             if p.returncode != 0:
                 raise SystemExit(f"compare.py: error: could not make the json workload's input: {why(p)}")
 
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
-            for _ in range(max(0, a.hogs))]
+    # each in a session of its own, like the measured runs: with the kernel's autogroup
+    # scheduling, hogs that share a session share one CPU share, and would hardly preempt
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL,
+                             start_new_session=True) for _ in range(max(0, a.hogs))]
     atexit.register(stop_hogs, hogs)
     if hogs:
         log(f"{len(hogs)} CPU hogs running")
