@@ -1056,6 +1056,15 @@ def python_label(results: dict) -> str:
     return m["python_version"] + (f" ({', '.join(env)})" if env else "")
 
 
+# a CPU hog for --hogs: spins, and looks every million turns whether its parent is still there
+HOG = """import os, sys
+parent = int(sys.argv[1])
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
+
+
 def stop_hogs(hogs: list) -> None:
     for h in hogs:
         h.kill()
@@ -1485,8 +1494,10 @@ def main() -> int:
 
     # each in a session of its own, like the measured runs: with the kernel's autogroup
     # scheduling, hogs that share a session share one CPU share, and would hardly preempt
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL,
+    # (each ends by itself once compare.py is gone, however it ended)
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG, str(os.getpid())], stdin=subprocess.DEVNULL,
                              start_new_session=True) for _ in range(max(0, a.hogs))]
+    nhogs = len(hogs)
     atexit.register(stop_hogs, hogs)
     if hogs:
         log(f"{len(hogs)} CPU hogs running")
@@ -1608,7 +1619,7 @@ def main() -> int:
         "meta": {"python": str(venv.python), "python_version": venv.versions.get("python", venv.version),
                  "hook": hook, "machine": machine_description(),
                  "date": datetime.date.today().isoformat(), "reps": reps, "smoke": smoke,
-                 "cpus": os.cpu_count(), "run_env": venv.run_env, "hogs": len(hogs),
+                 "cpus": os.cpu_count(), "run_env": venv.run_env, "hogs": nhogs,
                  "cprof_commit": cprof_what, "versions": venv.versions,
                  "command": sys.argv, "elapsed_s": None},
         "configs": [c.name for c in configs], "workloads": workloads,

@@ -571,6 +571,7 @@ void cprof_thread_enter(struct cprof_thread *t, cprof_key key, const uint64_t *n
 void cprof_thread_push_existing(struct cprof_thread *t, cprof_key key, const uint64_t *now)
 {
     push_n(t, key, observe_n(t, now, t->n, 0), 0, t->n);
+    after_event(t);
 }
 
 /* The total function fn has now: its own (direct) plus its nodes' where it is not
@@ -902,4 +903,5 @@ void cprof_thread_resume(struct cprof_thread *t, cprof_key key, cprof_key await_
         for (unsigned c = 0; c < n; c++)
             fv[n + c] += v[c] - start[c]; /* in a child coroutine's total, not its self */
     }
+    after_event(t);
 }

@@ -165,7 +165,7 @@ struct cprof_thread {
     struct cprof_health health; /* what went wrong */
     struct cprof_extras extras; /* distributions and slow calls, when asked for */
     cprof_periodic_fn periodic; /* cprof_thread_set_periodic, or NULL */
-    void *periodic_arg;
+    void *periodic_arg;         /* its argument */
 };
 
 /* 0, or -ENOMEM (t is then freed and safe to free again). */

@@ -84,10 +84,12 @@ typedef struct {
 
 typedef struct ProfilerObject ProfilerObject;
 
-/* A thread's scheduler figures (threads.c): ns run and ns waited on a run queue
- * (schedstat), voluntary and involuntary context switches (getrusage). */
+/* A thread's scheduler figures (threads.c), as the kernel keeps them. */
 struct sched_reading {
-    uint64_t run, wait, vol, invol;
+    uint64_t run;               /* ns run on a CPU (schedstat) */
+    uint64_t wait;              /* ns waited on a run queue (schedstat) */
+    uint64_t vol, invol;        /* voluntary and involuntary context switches (getrusage) */
+    pid_t pid;                  /* the process they were read in (a fork starts anew) */
 };
 
 /* One thread's profiling state: its engine and its counters' per-thread state.
@@ -97,7 +99,7 @@ struct sched_reading {
  *     event (cprof_ts_new), before the state is published on the owner's list (an
  *     atomic push), then read-only.
  *   eng, read, cstate, opened, failed, pending, pending_globals, stretch,
- *     sched_checked, sched_at: the owning thread, at its events.  Other threads read
+ *     sched_windows, sched_checked, sched_at: the owning thread, at its events.  Other threads read
  *     or change them only with the profile stopped: stop() flushes and pauses every
  *     thread's engine from the thread that calls disable(), stats() merges them,
  *     note_replaced_hooks() reads the stack, set_compensation() sets the engine's
@@ -128,6 +130,7 @@ struct tstate {
     int busy;                   /* events in progress (free-threaded builds; atomic) */
     /* scheduling delay (threads.c): the wall clocks' compensation under load */
     uint32_t stretch;           /* (run + preempted wait) / run, times 2^16; 0: not tracked */
+    unsigned sched_windows;     /* windows measured so far */
     uint64_t sched_checked;     /* CLOCK_MONOTONIC ns of the last look */
     struct sched_reading sched_at; /* at the window's start */
 };

@@ -168,15 +168,17 @@ static void set_time_bounds(const ProfilerObject *p, struct cprof_thread *eng)
  * the tracer's wall-clock cost per event is its CPU cost (what calibration
  * measures, in thread CPU time) times (run + preempted wait) / run.  So the
  * counters that count elapsed time (CPROF_COUNTER_ELAPSED) have their cost per
- * event scaled by that factor, measured for this thread over windows of at least
- * STRETCH_WINDOW_NS and STRETCH_MIN_RUN_NS of running, each averaged with the one
- * before: time run and time waited on a run queue from the kernel's scheduler
- * statistics (/proc/thread-self/schedstat), the wait counted in the share of the
- * window's switches that were preemptions (getrusage's involuntary ones; a wait
- * after waking from a sleep, I/O or a lock is not the tracer's doing).  1 on an
- * idle machine; never changed where the file cannot be read.  Looked at every
- * CPROF_PERIOD_EVENTS events (the engine's periodic callback): a clock read, and
- * per window a file read and a getrusage. */
+ * event scaled by that factor (at most STRETCH_MAX), measured for this thread over
+ * windows of at least STRETCH_WINDOW_NS and STRETCH_MIN_RUN_NS of running: time
+ * run and time waited on a run queue from the kernel's scheduler statistics
+ * (/proc/thread-self/schedstat), the wait counted in the share of the window's
+ * switches that were preemptions (getrusage's involuntary ones; a wait after
+ * waking from a sleep, I/O or a lock is not the tracer's doing).  The first window
+ * sets the factor, each later one is averaged with it (half and half).  1 on an
+ * idle machine, and back to 1 where the accounts cannot be read (a kernel that
+ * keeps none: zeros).  Looked at after every CPROF_PERIOD_EVENTS-th event (the
+ * engine's periodic callback): a clock read, and per window a file read and a
+ * getrusage, whose cost is kept out of the numbers like the registry's. */
 #define STRETCH_ONE (1u << 16)
 #define STRETCH_MAX (16u << 16)
 #define STRETCH_WINDOW_NS 50000000ull
@@ -190,27 +192,29 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
 }
 
-/* The calling thread's time run and time waited on a run queue (ns), and its
- * voluntary and involuntary context switches: 0, or -1. */
+/* The calling thread's scheduler figures: 0, or a negative errno (-ENODATA: a kernel
+ * that keeps no scheduler statistics reads 0 ns run).  errno is left as it was. */
 static int read_sched(struct sched_reading *r)
 {
     char buf[96], *end, *second;
-    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
-    ssize_t got;
+    int saved = errno, fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC), err = 0;
+    ssize_t got = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
     struct rusage ru;
 
-    if (fd < 0)
-        return -1;
-    got = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
     if (got <= 0 || getrusage(RUSAGE_THREAD, &ru) < 0)
-        return -1;
+        err = got == 0 ? -ENODATA : -errno;
+    if (fd >= 0)
+        close(fd);
+    errno = saved;
+    if (err)
+        return err;
     buf[got] = '\0';
     r->run = strtoull(buf, &second, 10);
     r->wait = strtoull(second, &end, 10);
     r->vol = (uint64_t)ru.ru_nvcsw;
     r->invol = (uint64_t)ru.ru_nivcsw;
-    return second == buf || end == second ? -1 : 0;
+    r->pid = getpid();
+    return second == buf || end == second ? -EINVAL : r->run == 0 ? -ENODATA : 0;
 }
 
 void cprof_ts_compensate(ProfilerObject *p, struct tstate *ts)
@@ -219,43 +223,49 @@ void cprof_ts_compensate(ProfilerObject *p, struct tstate *ts)
 
     for (unsigned i = 0; i < p->n; i++) {
         comp[i] = CPROF_LOAD(p->comp[i]);
-        if (ts->stretch && (p->specs[i].def->flags & CPROF_COUNTER_ELAPSED))
-            comp[i] = (comp[i] * ts->stretch) >> 16;
+        if (ts->stretch > STRETCH_ONE && (p->specs[i].def->flags & CPROF_COUNTER_ELAPSED))
+            comp[i] = comp[i] > (UINT64_MAX >> 16) / ts->stretch ? UINT64_MAX   /* saturated */
+                      : (comp[i] * ts->stretch) >> 16;
     }
     cprof_thread_set_compensation(&ts->eng, comp);
+}
+
+/* The factor of the window from `at` to `now`, times 2^16 (at most STRETCH_MAX). */
+static uint32_t window_stretch(const struct sched_reading *at, const struct sched_reading *now)
+{
+    double run = (double)(now->run - at->run), wait = (double)(now->wait - at->wait);
+    double invol = (double)(now->invol - at->invol), vol = (double)(now->vol - at->vol);
+    double f = (run + (invol > 0 ? wait * invol / (invol + vol) : 0)) / run;
+
+    return f * STRETCH_ONE >= STRETCH_MAX ? STRETCH_MAX : (uint32_t)(f * STRETCH_ONE);
 }
 
 static void on_period(struct cprof_thread *eng, void *arg)
 {
     struct tstate *ts = arg;
+    ProfilerObject *p = ts->prof;
     struct sched_reading now, *at = &ts->sched_at;
-    uint64_t t = monotonic_ns(), run, wait, f;
-    int saved = errno;          /* the program's, between two of its calls */
+    uint64_t t = monotonic_ns(), before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
 
     if (t - ts->sched_checked < STRETCH_WINDOW_NS)
         return;
     ts->sched_checked = t;
-    if (read_sched(&now) < 0) {
+    read_all(ts, p->n, before);
+    if (read_sched(&now) < 0) {         /* no accounts: no scaling */
         cprof_thread_set_periodic(eng, NULL, NULL);
-        errno = saved;
-        return;
-    }
-    errno = saved;
-    if (now.run < at->run || now.wait < at->wait || now.vol < at->vol || now.invol < at->invol) {
+        ts->stretch = STRETCH_ONE;
+        cprof_ts_compensate(p, ts);
+    } else if (now.pid != at->pid || now.run < at->run || now.wait < at->wait ||
+               now.vol < at->vol || now.invol < at->invol) {
         *at = now;              /* another thread's: the first look in a forked child */
-        return;
+    } else if (now.run - at->run >= STRETCH_MIN_RUN_NS) {  /* else mostly blocked: go on */
+        uint32_t f = window_stretch(at, &now);
+        ts->stretch = ts->sched_windows++ ? (uint32_t)(((uint64_t)ts->stretch + f) / 2) : f;
+        *at = now;
+        cprof_ts_compensate(p, ts);
     }
-    run = now.run - at->run;
-    if (run < STRETCH_MIN_RUN_NS)                           /* mostly blocked: go on */
-        return;
-    wait = now.invol == at->invol ? 0
-           : (now.wait - at->wait) * (now.invol - at->invol)
-             / (now.invol - at->invol + now.vol - at->vol);
-    f = ((run + wait) << 16) / run;
-    f = f > STRETCH_MAX ? STRETCH_MAX : f;
-    ts->stretch = (uint32_t)((ts->stretch + f) / 2);
-    *at = now;
-    cprof_ts_compensate(ts->prof, ts);
+    read_all(ts, p->n, after);
+    cprof_thread_exclude(eng, before, after);   /* the accounts' reading is cprof's work */
 }
 
 /* Track the thread's scheduling delay if a counter counts elapsed time and no CPU
@@ -264,7 +274,7 @@ static void on_period(struct cprof_thread *eng, void *arg)
  * the next one that had). */
 static void track_stretch(ProfilerObject *p, struct tstate *ts)
 {
-    int elapsed = 0, cpu = 0, saved = errno;
+    int elapsed = 0, cpu = 0;
 
     for (unsigned i = 0; i < p->n; i++) {
         unsigned f = p->specs[i].def->flags;
@@ -276,7 +286,6 @@ static void track_stretch(ProfilerObject *p, struct tstate *ts)
         ts->sched_checked = monotonic_ns();
         cprof_thread_set_periodic(&ts->eng, on_period, ts);
     }
-    errno = saved;
 }
 
 struct tstate *cprof_ts_new(ProfilerObject *p)

@@ -1992,6 +1992,51 @@ Test(compensation, periodic_callback_changes_the_cost_from_then_on)
     cprof_thread_free(&t);
 }
 
+/* The same from the paths the hooks take: the *_read events (the engine reads the
+ * counters itself; quick and slow paths), and a pre-existing frame's push. */
+static uint64_t tick_reading(void *state)
+{
+    return *(uint64_t *)state += 10;
+}
+
+static unsigned counted_calls;
+static void count_call(struct cprof_thread *t, void *arg)
+{
+    (void)t;
+    (*(unsigned *)arg)++;
+}
+
+Test(compensation, periodic_callback_on_every_event_path)
+{
+    struct cprof_thread t;
+    uint64_t clock0 = 0, clock1 = 0;
+    const cprof_read_fn read[NC] = {tick_reading, tick_reading};
+    void *const state[NC] = {&clock0, &clock1};
+    const uint64_t none[NC] = {0, 0};
+
+    init2(&t);
+    cprof_thread_set_readers(&t, read, state);
+    cprof_thread_set_periodic(&t, count_call, &counted_calls);
+    for (unsigned i = 0; i < CPROF_PERIOD_EVENTS / 2; i++) {   /* the quick path */
+        cprof_thread_enter_read(&t, KA);
+        cprof_thread_exit_read(&t, KA);
+    }
+    cr_assert_eq(counted_calls, 1);
+    cr_assert_eq(cprof_thread_set_bound(&t, 1, 0), 0);        /* the slow path from here */
+    for (unsigned i = 0; i < CPROF_PERIOD_EVENTS / 2; i++) {
+        cprof_thread_enter_read(&t, KA);
+        cprof_thread_exit_read(&t, KA);
+    }
+    cr_assert_eq(counted_calls, 2);
+    for (unsigned i = 0; i < CPROF_PERIOD_EVENTS - 1; i++)
+        cprof_thread_enter_read(&t, KB);
+    cr_assert_eq(counted_calls, 2);
+    cprof_thread_push_existing(&t, KC, none);                  /* the 3 x PERIOD-th event */
+    cr_assert_eq(counted_calls, 3);
+    cr_assert_eq(t.rd.events, 3 * CPROF_PERIOD_EVENTS);
+    cprof_thread_free(&t);
+}
+
 /* Merged profiles add what each thread took out. */
 Test(compensation, merged)
 {
