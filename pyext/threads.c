@@ -176,9 +176,11 @@ static void set_time_bounds(const ProfilerObject *p, struct cprof_thread *eng)
  * waking from a sleep, I/O or a lock is not the tracer's doing).  The first window
  * sets the factor, each later one is averaged with it (half and half).  1 on an
  * idle machine, and back to 1 where the accounts cannot be read (a kernel that
- * keeps none: zeros).  Looked at after every CPROF_PERIOD_EVENTS-th event (the
- * engine's periodic callback): a clock read, and per window a file read and a
- * getrusage, whose cost is kept out of the numbers like the registry's. */
+ * keeps none: zeros); a window whose reading failed for want of file descriptors
+ * or memory is skipped, and the next one tries again.  Looked at after every
+ * CPROF_PERIOD_EVENTS-th event (the engine's periodic callback): a clock read, and
+ * per window a file read and a getrusage, whose cost is kept out of the numbers
+ * like the registry's. */
 #define STRETCH_ONE (1u << 16)
 #define STRETCH_MAX (16u << 16)
 #define STRETCH_WINDOW_NS 50000000ull
@@ -230,6 +232,13 @@ void cprof_ts_compensate(ProfilerObject *p, struct tstate *ts)
     cprof_thread_set_compensation(&ts->eng, comp);
 }
 
+/* A failure to read the accounts that a later window may not meet: the program has
+ * used up its file descriptors, or memory, for now. */
+static int sched_err_passes(int err)
+{
+    return err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -EINTR || err == -EAGAIN;
+}
+
 /* The factor of the window from `at` to `now`, times 2^16 (at most STRETCH_MAX). */
 static uint32_t window_stretch(const struct sched_reading *at, const struct sched_reading *now)
 {
@@ -246,15 +255,18 @@ static void on_period(struct cprof_thread *eng, void *arg)
     ProfilerObject *p = ts->prof;
     struct sched_reading now, *at = &ts->sched_at;
     uint64_t t = monotonic_ns(), before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
+    int err;
 
     if (t - ts->sched_checked < STRETCH_WINDOW_NS)
         return;
     ts->sched_checked = t;
     read_all(ts, p->n, before);
-    if (read_sched(&now) < 0) {         /* no accounts: no scaling */
-        cprof_thread_set_periodic(eng, NULL, NULL);
-        ts->stretch = STRETCH_ONE;
-        cprof_ts_compensate(p, ts);
+    if ((err = read_sched(&now)) < 0) {
+        if (!sched_err_passes(err)) {   /* no accounts: no scaling */
+            cprof_thread_set_periodic(eng, NULL, NULL);
+            ts->stretch = STRETCH_ONE;
+            cprof_ts_compensate(p, ts);
+        }                               /* else the next window tries again */
     } else if (now.pid != at->pid || now.run < at->run || now.wait < at->wait ||
                now.vol < at->vol || now.invol < at->invol) {
         *at = now;              /* another thread's: the first look in a forked child */
@@ -274,18 +286,23 @@ static void on_period(struct cprof_thread *eng, void *arg)
  * the next one that had). */
 static void track_stretch(ProfilerObject *p, struct tstate *ts)
 {
-    int elapsed = 0, cpu = 0;
+    int elapsed = 0, cpu = 0, err;
 
     for (unsigned i = 0; i < p->n; i++) {
         unsigned f = p->specs[i].def->flags;
         elapsed |= (f & CPROF_COUNTER_ELAPSED) != 0;
         cpu |= (f & CPROF_COUNTER_TIME) && !(f & CPROF_COUNTER_ELAPSED);
     }
-    if (elapsed && !cpu && read_sched(&ts->sched_at) == 0) {
-        ts->stretch = STRETCH_ONE;
-        ts->sched_checked = monotonic_ns();
-        cprof_thread_set_periodic(&ts->eng, on_period, ts);
-    }
+    if (!elapsed || cpu)
+        return;
+    err = read_sched(&ts->sched_at);
+    if (err < 0 && !sched_err_passes(err))
+        return;
+    if (err < 0)
+        memset(&ts->sched_at, 0, sizeof(ts->sched_at));  /* pid 0: the next look starts */
+    ts->stretch = STRETCH_ONE;
+    ts->sched_checked = monotonic_ns();
+    cprof_thread_set_periodic(&ts->eng, on_period, ts);
 }
 
 struct tstate *cprof_ts_new(ProfilerObject *p)

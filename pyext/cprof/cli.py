@@ -1144,7 +1144,13 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         _join_threads()  # the interpreter waits for non-daemon threads after an uncaught exception too
     finally:
         ending["done"] = True  # from here a signal waits until the profile is written
-    finish(exit_code)
+    try:
+        finish(exit_code)
+    except OSError as e:  # writing needs a file descriptor or two, and Python's imports too
+        if e.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        _tell(f"cprof: error: the profile could not be written: the program left no file descriptor "
+              f"free ({e.strerror}); close files before it ends, or raise the limit (ulimit -n)")
     for signum in ours:
         if signal.getsignal(signum) == on_signal:  # the program's own handler stays
             signal.signal(signum, signal.SIG_DFL)

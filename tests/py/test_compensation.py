@@ -171,7 +171,7 @@ def _sched():
     return run, wait, ru.ru_nvcsw, ru.ru_nivcsw
 
 
-def _wall_stretch(sleep_every):
+def _wall_stretch(sleep_every, exhaust_fds=False):
     """A wall-only profile of a second of calls (a sleep of 0.5 ms every `sleep_every`
     rounds, or none) with a set cost per event: the cost it took out per event over
     that cost, and the factor the kernel's accounts give over the same span, (run +
@@ -187,6 +187,19 @@ def _wall_stretch(sleep_every):
     p.set_compensation([8])
     a = _sched()
     p.enable(push_existing=False)
+    if exhaust_fds:     # no descriptor free for the accounts' first looks (0.1 s of calls)
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.1:
+            for i in range(200):
+                f(i)
+        for fd in held:
+            os.close(fd)
     t0 = time.monotonic()
     rounds = 0
     while time.monotonic() - t0 < 1.0:
@@ -229,6 +242,24 @@ def test_wall_cost_grows_with_the_preemptions_under_load(cpu_hogs):
     if factor > 12:
         pytest.skip(f"a factor of {factor:.1f}: near cprof's cap of 16")
     assert 0.75 * factor <= taken <= 1.1 * factor, (taken, factor)
+
+
+@needs_schedstat
+def test_wall_cost_recovers_after_the_program_used_up_its_fds(cpu_hogs):
+    """A look at the accounts that finds no file descriptor free skips that window, and
+    the next one tries again: before, one failed look turned the scaling off for the
+    rest of the thread (1.02 where 2.2 was due)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+    try:
+        taken, factor = _wall_stretch(0, exhaust_fds=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert factor > 1.3, f"the hogs did not preempt this thread ({factor:.2f})"
+    if factor > 12:
+        pytest.skip(f"a factor of {factor:.1f}: near cprof's cap of 16")
+    assert 0.7 * factor <= taken <= 1.1 * factor, (taken, factor)
 
 
 @needs_schedstat

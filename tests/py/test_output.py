@@ -12,6 +12,7 @@ import re
 import stat
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -571,3 +572,29 @@ def test_output_that_is_the_input_is_refused(tmp_path):
     one_sentence(cprof("report", saved, "--html", "-o", saved), str(saved), "the profile it reads")
     one_sentence(cprof("export", saved, "--format", "pstats", "-o", saved), "the profile it reads")
     assert saved.read_bytes() == before
+
+
+def test_a_program_that_uses_up_its_file_descriptors(tmp_path):
+    """A program that ends holding every file descriptor its limit allows: writing the
+    profile needs one (and Python's imports too), so cprof says so in one sentence, with
+    no traceback, and the program's exit code passes through.  Before, the end's imports
+    failed with a traceback and exit 1."""
+    script = tmp_path / "hog_fds.py"
+    script.write_text(textwrap.dedent("""
+        import os, resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        print("held", len(held) > 0)
+    """))
+    out = tmp_path / "p.json"
+    r = run_cprof(["-o", str(out), str(script)], check_rc=0)
+    assert r.stdout == "held True\n"
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+        "cprof: error: the profile could not be written: the program left no file descriptor free"), r.stderr
