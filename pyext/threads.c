@@ -3,12 +3,12 @@
  * time, a call among the slowest), and pushing the frames already running. */
 #include "async.h"
 #include "profiler.h"
+#include "../counters/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Process-wide, per OS thread (see profiler.h) */
@@ -186,14 +186,6 @@ static void set_time_bounds(const ProfilerObject *p, struct cprof_thread *eng)
 #define STRETCH_WINDOW_NS 50000000ull
 #define STRETCH_MIN_RUN_NS 5000000ull
 
-static uint64_t monotonic_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
-}
-
 /* The calling thread's scheduler figures: 0, or a negative errno (-ENODATA: a kernel
  * that keeps no scheduler statistics reads 0 ns run).  errno is left as it was. */
 static int read_sched(struct sched_reading *r)
@@ -254,7 +246,7 @@ static void on_period(struct cprof_thread *eng, void *arg)
     struct tstate *ts = arg;
     ProfilerObject *p = ts->prof;
     struct sched_reading now, *at = &ts->sched_at;
-    uint64_t t = monotonic_ns(), before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
+    uint64_t t = cprof_clock_monotonic_ns(), before[CPROF_MAX_COUNTERS], after[CPROF_MAX_COUNTERS];
     int err;
 
     if (t - ts->sched_checked < STRETCH_WINDOW_NS)
@@ -281,19 +273,16 @@ static void on_period(struct cprof_thread *eng, void *arg)
 }
 
 /* Track the thread's scheduling delay if a counter counts elapsed time and no CPU
- * clock is held to it (set_time_bounds: there, a wall cost above the CPU cost would
- * hold the CPU clock back in every interval that had no wait, and move its time to
- * the next one that had). */
+ * clock is held to it (after set_time_bounds: there, a wall cost above the CPU cost
+ * would hold the CPU clock back in every interval that had no wait, and move its
+ * time to the next one that had). */
 static void track_stretch(ProfilerObject *p, struct tstate *ts)
 {
-    int elapsed = 0, cpu = 0, err;
+    int elapsed = 0, err;
 
-    for (unsigned i = 0; i < p->n; i++) {
-        unsigned f = p->specs[i].def->flags;
-        elapsed |= (f & CPROF_COUNTER_ELAPSED) != 0;
-        cpu |= (f & CPROF_COUNTER_TIME) && !(f & CPROF_COUNTER_ELAPSED);
-    }
-    if (!elapsed || cpu)
+    for (unsigned i = 0; i < p->n; i++)
+        elapsed |= (p->specs[i].def->flags & CPROF_COUNTER_ELAPSED) != 0;
+    if (!elapsed || ts->eng.rd.nbound)
         return;
     err = read_sched(&ts->sched_at);
     if (err < 0 && !sched_err_passes(err))
@@ -301,7 +290,7 @@ static void track_stretch(ProfilerObject *p, struct tstate *ts)
     if (err < 0)
         memset(&ts->sched_at, 0, sizeof(ts->sched_at));  /* pid 0: the next look starts */
     ts->stretch = STRETCH_ONE;
-    ts->sched_checked = monotonic_ns();
+    ts->sched_checked = cprof_clock_monotonic_ns();
     cprof_thread_set_periodic(&ts->eng, on_period, ts);
 }
 

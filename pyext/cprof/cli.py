@@ -1078,6 +1078,12 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
                                                   all=opts.all, focus=opts.focus).removesuffix("\n"))
             if hook_error is not None:
                 _tell(f"cprof: warning: {hook_error}")
+        except OSError as e:  # writing needs a file descriptor or two, and Python's imports too
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            _tell(f"cprof: error: the profile could not be written: the program left no file "
+                  f"descriptor free ({e.strerror}); close files before it ends, or raise the limit "
+                  "(ulimit -n)")
         finally:
             sys.path = program_path
 
@@ -1144,13 +1150,7 @@ def _profile(opts: argparse.Namespace, program: list[str]) -> int:
         _join_threads()  # the interpreter waits for non-daemon threads after an uncaught exception too
     finally:
         ending["done"] = True  # from here a signal waits until the profile is written
-    try:
-        finish(exit_code)
-    except OSError as e:  # writing needs a file descriptor or two, and Python's imports too
-        if e.errno not in (errno.EMFILE, errno.ENFILE):
-            raise
-        _tell(f"cprof: error: the profile could not be written: the program left no file descriptor "
-              f"free ({e.strerror}); close files before it ends, or raise the limit (ulimit -n)")
+    finish(exit_code)
     for signum in ours:
         if signal.getsignal(signum) == on_signal:  # the program's own handler stays
             signal.signal(signum, signal.SIG_DFL)

@@ -47,7 +47,7 @@ from functools import partial
 from . import _cprof
 from ._cprof import CprofError
 from .api import Profile
-from .cli import _tell  # cprof's own stderr lines, lost rather than failing the program
+from .cli import _shown, _tell  # cprof's own stderr lines (paths escaped), lost rather than failing the program
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
@@ -111,14 +111,13 @@ def check_output(output: str) -> None:
     """Before the program runs: the windows' files can be written and none of their
     names is taken (cprof never writes over a file it did not make)."""
     from .profile_file import beside_path, check_writable, tagged_path
-    from .schema import printable
     if beside_path(output, 1) is None:   # never a file made under /dev
         raise CprofError(f"windows are written one file each beside -o's (NAME.1.EXT, NAME.2.EXT, ...), "
-                         f"and '{printable(output)}' is a device or a stream; give -o a file name")
+                         f"and '{_shown(output)}' is a device or a stream; give -o a file name")
     found = existing_windows(output)
     if found:
-        raise CprofError(f"-o {printable(output)}: {printable(found[0])} exists (windows are written to "
-                         f"{printable(tagged_path(output, '1'))}, {printable(tagged_path(output, '2'))}, ...); "
+        raise CprofError(f"-o {_shown(output)}: {_shown(found[0])} exists (windows are written to "
+                         f"{_shown(tagged_path(output, '1'))}, {_shown(tagged_path(output, '2'))}, ...); "
                          "move those files away or give another -o")
     check_writable(tagged_path(output, "1"))
 
@@ -382,8 +381,7 @@ class Windows:
         except Exception as e:  # never into the program; say it once
             self._steps[:] = []
             self.failed = True
-            from .schema import printable
-            _tell(f"cprof: error: the windows stopped: {type(e).__name__}: {printable(str(e))}")
+            _tell(f"cprof: error: the windows stopped: {type(e).__name__}: {_shown(str(e))}")
     def _finish_window(self, prof: Profile, span: tuple, trigger: str) -> None:
         start_wall, end_wall, duration, error, enable_s, disable_s = span
         self._index += 1
@@ -408,8 +406,7 @@ class Windows:
             _tell(f"cprof: error: window {self._index} was not written: {e}")
             return
         if not self._quiet:
-            from .schema import printable
-            _tell(f"cprof: wrote {printable(path)} (window {self._index}, {duration:.3f} s, {what})")
+            _tell(f"cprof: wrote {_shown(path)} (window {self._index}, {duration:.3f} s, {what})")
         self.files.append(path)
         self._written.append((path, (st.st_dev, st.st_ino)))
         while self.keep is not None and len(self._written) > self.keep:

@@ -574,14 +574,16 @@ def test_output_that_is_the_input_is_refused(tmp_path):
     assert saved.read_bytes() == before
 
 
-def test_a_program_that_uses_up_its_file_descriptors(tmp_path):
-    """A program that ends holding every file descriptor its limit allows: writing the
-    profile needs one (and Python's imports too), so cprof says so in one sentence, with
-    no traceback, and the program's exit code passes through.  Before, the end's imports
-    failed with a traceback and exit 1."""
+@pytest.mark.parametrize("end, code", [("", 0), ("os.kill(os.getpid(), signal.SIGTERM)", -15)])
+def test_a_program_that_uses_up_its_file_descriptors(tmp_path, end, code):
+    """A program that ends holding every file descriptor its limit allows, by returning
+    or by a signal: writing the profile needs one (and Python's imports too), so cprof
+    says so in one sentence, with no traceback, and the program's exit code (or its
+    signal) passes through.  Before, the end's imports failed with a traceback and exit
+    1."""
     script = tmp_path / "hog_fds.py"
     script.write_text(textwrap.dedent("""
-        import os, resource
+        import os, resource, signal
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
         held = []
@@ -590,10 +592,10 @@ def test_a_program_that_uses_up_its_file_descriptors(tmp_path):
                 held.append(os.open(os.devnull, os.O_RDONLY))
         except OSError:
             pass
-        print("held", len(held) > 0)
-    """))
+        print("held", len(held) > 0, flush=True)
+    """) + end + "\n")
     out = tmp_path / "p.json"
-    r = run_cprof(["-o", str(out), str(script)], check_rc=0)
+    r = run_cprof(["-o", str(out), str(script)], check_rc=code)
     assert r.stdout == "held True\n"
     assert "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(
